@@ -1,0 +1,154 @@
+//! Sampling parameters of one request, as the OpenAI / vLLM API spells them.
+//!
+//! These are plain data: the core validates them and reads the stop conditions
+//! it owns (`max_tokens`, `min_tokens`, `stop_token_ids`, `ignore_eos`); the
+//! model crate's sampler reads the rest. Stop *strings* need detokenized text
+//! and are checked by the server's output side, which then aborts the request
+//! with [`crate::FinishReason::Stop`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// How the next token is chosen and when generation ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// 0 means greedy (argmax); otherwise logits are divided by it.
+    pub temperature: f32,
+    /// Nucleus sampling: keep the smallest set of tokens whose mass reaches `top_p` (1 = off).
+    pub top_p: f32,
+    /// Keep only the `top_k` most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Drop tokens whose probability is below `min_p` × the top token's (0 = off).
+    pub min_p: f32,
+    /// > 1 discourages any token already in the prompt or output (1 = off).
+    pub repetition_penalty: f32,
+    /// Subtracted once from the logit of every token already generated.
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per time it was generated.
+    pub frequency_penalty: f32,
+    /// Seed of this request's own random stream; `None` draws one.
+    pub seed: Option<u64>,
+    /// Most tokens to generate. The server fills it with `max_model_len - prompt_len` when absent.
+    pub max_tokens: usize,
+    /// Stop conditions (EOS, stop ids, stop strings) are ignored before this many tokens.
+    pub min_tokens: usize,
+    /// Token ids that end generation (the token is kept in the output ids, not in the text).
+    pub stop_token_ids: Vec<u32>,
+    /// Strings that end generation; checked by the server on detokenized text.
+    pub stop: Vec<String>,
+    /// Keep generating past the EOS token.
+    pub ignore_eos: bool,
+    /// Return this many top alternatives with each sampled token's log-probability.
+    pub logprobs: Option<usize>,
+}
+
+/// Most alternatives a request may ask for with `logprobs` (vLLM's default cap).
+pub const MAX_LOGPROBS: usize = 20;
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: None,
+            max_tokens: 16,
+            min_tokens: 0,
+            stop_token_ids: Vec::new(),
+            stop: Vec::new(),
+            ignore_eos: false,
+            logprobs: None,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding of at most `max_tokens` tokens.
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self { temperature: 0.0, max_tokens, ..Self::default() }
+    }
+
+    /// True when the next token is the argmax and no randomness is drawn.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.top_k == 1
+    }
+
+    /// Checks ranges the way vLLM's `SamplingParams._verify_args` does.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParams`] naming the first offending field.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |msg: String| Err(Error::InvalidParams(msg));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad(format!("temperature must be non-negative, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad(format!(
+                "repetition_penalty must be greater than zero, got {}",
+                self.repetition_penalty
+            ));
+        }
+        if !(-2.0..=2.0).contains(&self.presence_penalty) {
+            return bad(format!("presence_penalty must be in [-2, 2], got {}", self.presence_penalty));
+        }
+        if !(-2.0..=2.0).contains(&self.frequency_penalty) {
+            return bad(format!(
+                "frequency_penalty must be in [-2, 2], got {}",
+                self.frequency_penalty
+            ));
+        }
+        if self.max_tokens == 0 {
+            return bad("max_tokens must be at least 1".into());
+        }
+        if self.min_tokens > self.max_tokens {
+            return bad(format!(
+                "min_tokens ({}) must be less than or equal to max_tokens ({})",
+                self.min_tokens, self.max_tokens
+            ));
+        }
+        if let Some(k) = self.logprobs {
+            if k > MAX_LOGPROBS {
+                return bad(format!("logprobs must be at most {MAX_LOGPROBS}, got {k}"));
+            }
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return bad("stop strings must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_greedy_is_detected() {
+        assert!(SamplingParams::default().validate().is_ok());
+        assert!(!SamplingParams::default().is_greedy());
+        assert!(SamplingParams::greedy(4).is_greedy());
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let p = SamplingParams { top_p: 1.5, ..Default::default() };
+        assert!(p.validate().unwrap_err().to_string().contains("top_p"));
+        let p = SamplingParams { min_tokens: 9, max_tokens: 3, ..Default::default() };
+        assert!(p.validate().unwrap_err().to_string().contains("min_tokens"));
+        let p = SamplingParams { logprobs: Some(21), ..Default::default() };
+        assert!(p.validate().unwrap_err().to_string().contains("logprobs"));
+        let p = SamplingParams { temperature: f32::NAN, ..Default::default() };
+        assert!(p.validate().is_err());
+    }
+}
