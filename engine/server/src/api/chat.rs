@@ -1,0 +1,259 @@
+//! `POST /v1/chat/completions`: messages rendered by the model's chat template,
+//! `n`, chat-shaped `logprobs` (`content[{token, logprob, bytes, top_logprobs}]`),
+//! SSE streaming with a `role` chunk first and `stream_options.include_usage`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{self, StreamExt};
+use tokenizers::Tokenizer;
+
+use super::completions::sse_json;
+use super::generate::{self, PreparedPrompt, Submission, TokenInfo};
+use super::params::GenerationPlan;
+use super::protocol::{
+    ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
+    ChatCompletionResponse, ChatDelta, ChatLogprobs, ChatMessageIn, ChatResponseMessage,
+    ChatTokenLogprob, ChatTopLogprob, MessageContent, Usage,
+};
+use super::{ApiError, ApiJson, AppState, ChatMessage};
+use crate::detokenizer::{token_bytes, token_text};
+
+const ROLE: &str = "assistant";
+
+/// Handler of `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let arrival = Instant::now();
+    let model = state.resolve_model(req.model.as_deref())?;
+    let messages = to_template_messages(&req.messages)?;
+    let logprobs = chat_logprobs_request(req.logprobs, req.top_logprobs)?;
+    let max_tokens = req.max_completion_tokens.or(req.max_tokens);
+    let plan = GenerationPlan::new(&req.sampling, max_tokens, logprobs, 1)?;
+
+    let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
+    let prompt = (state.chat_template)(&messages, add_generation_prompt)
+        .map_err(|e| ApiError::invalid_param("messages", format!("Chat template error: {e}")))?;
+    // The template writes BOS and role markers itself.
+    let token_ids = generate::tokenize(&state.tokenizer, prompt, false).await?;
+    let prompt_tokens = token_ids.len();
+
+    let submission = Submission {
+        engine: &state.engine,
+        tokenizer: &state.tokenizer,
+        eos_token_ids: &state.eos_token_ids,
+        max_model_len: state.max_model_len,
+        plan: &plan,
+        arrival,
+    };
+    let choices = submission.submit(&[PreparedPrompt { token_ids }]).await?;
+    let meta = Meta {
+        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+        created: generate::unix_now(),
+        model,
+        logprobs: plan.params.logprobs.is_some(),
+        tokenizer: state.tokenizer.clone(),
+    };
+
+    if req.stream.unwrap_or(false) {
+        let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+        return Ok(stream_response(meta, choices, prompt_tokens, include_usage));
+    }
+    let collected = generate::collect_all(choices).await?;
+    let completion_tokens = collected.iter().map(|c| c.tokens.len()).sum();
+    let choices = collected
+        .into_iter()
+        .map(|c| ChatChoice {
+            index: c.index,
+            logprobs: meta.logprobs(&c.tokens),
+            message: ChatResponseMessage { role: ROLE, content: c.text },
+            finish_reason: c.finish,
+        })
+        .collect();
+    Ok(Json(ChatCompletionResponse {
+        id: meta.id,
+        object: "chat.completion",
+        created: meta.created,
+        model: meta.model,
+        choices,
+        usage: Usage::new(prompt_tokens, completion_tokens),
+    })
+    .into_response())
+}
+
+/// Joins content parts and checks there is something to render.
+///
+/// # Errors
+/// 400 for an empty list or a non-text content part.
+pub(super) fn to_template_messages(messages: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid_param("messages", "messages must not be empty."));
+    }
+    messages
+        .iter()
+        .map(|m| {
+            let content = match &m.content {
+                None => String::new(),
+                Some(MessageContent::Text(t)) => t.clone(),
+                Some(MessageContent::Parts(parts)) => {
+                    let mut texts = Vec::with_capacity(parts.len());
+                    for part in parts {
+                        match (part.kind.as_str(), &part.text) {
+                            ("text", Some(text)) => texts.push(text.as_str()),
+                            ("text", None) => {
+                                return Err(ApiError::invalid_param(
+                                    "messages",
+                                    "a content part of type `text` needs a `text` field.",
+                                ));
+                            }
+                            (other, _) => {
+                                return Err(ApiError::invalid_param(
+                                    "messages",
+                                    format!("content parts of type `{other}` are not supported; only `text` is."),
+                                ));
+                            }
+                        }
+                    }
+                    texts.join("\n")
+                }
+            };
+            Ok(ChatMessage { role: m.role.clone(), content })
+        })
+        .collect()
+}
+
+/// Chat's `logprobs: bool` + `top_logprobs: int` as a number of alternatives.
+fn chat_logprobs_request(logprobs: Option<bool>, top: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match (logprobs.unwrap_or(false), top) {
+        (true, top) => Ok(Some(top.unwrap_or(0))),
+        (false, Some(t)) if t > 0 => Err(ApiError::invalid_param(
+            "top_logprobs",
+            "when using `top_logprobs`, `logprobs` must be set to true.",
+        )),
+        (false, _) => Ok(None),
+    }
+}
+
+/// Per-request constants every chunk repeats.
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+    logprobs: bool,
+    tokenizer: Arc<Tokenizer>,
+}
+
+impl Meta {
+    fn logprobs(&self, tokens: &[TokenInfo]) -> Option<ChatLogprobs> {
+        if !self.logprobs {
+            return None;
+        }
+        let content = tokens
+            .iter()
+            .filter_map(|t| {
+                let lp = t.logprobs.as_ref()?;
+                let top_logprobs = lp
+                    .top
+                    .iter()
+                    .map(|&(id, logprob)| ChatTopLogprob {
+                        token: token_text(&self.tokenizer, id),
+                        logprob,
+                        bytes: token_bytes(&self.tokenizer, id),
+                    })
+                    .collect();
+                Some(ChatTokenLogprob {
+                    token: token_text(&self.tokenizer, t.id),
+                    logprob: lp.logprob,
+                    bytes: token_bytes(&self.tokenizer, t.id),
+                    top_logprobs,
+                })
+            })
+            .collect();
+        Some(ChatLogprobs { content })
+    }
+
+    fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+        }
+    }
+}
+
+fn stream_response(
+    meta: Meta,
+    choices: Vec<generate::Choice>,
+    prompt_tokens: usize,
+    include_usage: bool,
+) -> Response {
+    let meta = Arc::new(meta);
+    let completion_tokens = Arc::new(AtomicUsize::new(0));
+
+    let role_chunks: Vec<Event> = choices
+        .iter()
+        .map(|c| {
+            let choice = ChatChunkChoice {
+                index: c.index(),
+                delta: ChatDelta { role: Some(ROLE), content: Some(String::new()) },
+                logprobs: None,
+                finish_reason: None,
+            };
+            sse_json(&meta.chunk(vec![choice], None))
+        })
+        .collect();
+
+    let body = {
+        let meta = meta.clone();
+        let counter = completion_tokens.clone();
+        generate::merge(choices).filter_map(move |event| {
+            let meta = meta.clone();
+            let counter = counter.clone();
+            async move {
+                if let Some(err) = event.error {
+                    return Some(Event::default().data(err.to_json().to_string()));
+                }
+                if event.token.is_some() {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                let tokens: Vec<TokenInfo> = event.token.into_iter().collect();
+                if event.text.is_empty() && event.finish.is_none() && !meta.logprobs {
+                    return None;
+                }
+                let content = (!event.text.is_empty()).then_some(event.text);
+                let choice = ChatChunkChoice {
+                    index: event.index,
+                    delta: ChatDelta { role: None, content },
+                    logprobs: meta.logprobs(&tokens),
+                    finish_reason: event.finish,
+                };
+                Some(sse_json(&meta.chunk(vec![choice], None)))
+            }
+        })
+    };
+
+    let tail = stream::once(async move {
+        include_usage.then(|| {
+            let usage = Usage::new(prompt_tokens, completion_tokens.load(Ordering::Relaxed));
+            sse_json(&meta.chunk(Vec::new(), Some(usage)))
+        })
+    })
+    .filter_map(futures::future::ready);
+
+    let events = stream::iter(role_chunks)
+        .chain(body)
+        .chain(tail)
+        .chain(stream::once(async { Event::default().data("[DONE]") }))
+        .map(Ok::<_, std::convert::Infallible>);
+    Sse::new(events).into_response()
+}

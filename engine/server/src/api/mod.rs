@@ -1,0 +1,197 @@
+//! The OpenAI-compatible HTTP API of `candela serve` (axum).
+//!
+//! Routes (vLLM's set): `POST /v1/completions`, `POST /v1/chat/completions`,
+//! `GET /v1/models`, `GET /health`, `GET /version`, `POST /tokenize`,
+//! `POST /detokenize`. When `--api-key` is set, every `/v1/*` route requires
+//! `Authorization: Bearer <key>`; the others stay open, as in vLLM, so probes and
+//! scrapers need no secret. Bodies are limited to [`MAX_BODY_BYTES`] (413 above);
+//! a prompt that fits the body but not `--max-model-len` is tokenized and then
+//! refused with a 400.
+//!
+//! The HTTP side sees one [`crate::engine::RequestStream`] per sequence and
+//! nothing else of the engine; see [`generate`] for how streams are owned so that a
+//! client hang-up aborts its requests.
+
+mod chat;
+mod completions;
+pub mod error;
+pub mod generate;
+pub mod params;
+pub mod protocol;
+mod tokenize;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use tokenizers::Tokenizer;
+
+pub use error::ApiError;
+
+use crate::engine::EngineClient;
+use protocol::{ModelCard, ModelList};
+
+/// Largest request body accepted (413 above). Big enough for a prompt far past any
+/// context length, so "too long" is answered by the tokenizer count, not the socket.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// One chat message as the chat template sees it (content parts already joined).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// Renders messages into a prompt: `(messages, add_generation_prompt) -> prompt`.
+/// An `Err` carries a message for the client (a 400).
+pub type ChatTemplate = dyn Fn(&[ChatMessage], bool) -> Result<String, String> + Send + Sync;
+
+/// What every handler can reach. Cheap to share: the router wraps it in an `Arc`.
+pub struct AppState {
+    pub engine: EngineClient,
+    pub tokenizer: Arc<Tokenizer>,
+    pub chat_template: Arc<ChatTemplate>,
+    /// `--served-model-name` values; the first is the default and the one `/v1/models` lists first.
+    pub served_model_names: Vec<String>,
+    /// `--max-model-len`: prompt plus output tokens.
+    pub max_model_len: usize,
+    /// Ids that end a sequence; their text is hidden when they do.
+    pub eos_token_ids: Vec<u32>,
+    /// `--api-key`: when set, `/v1/*` requires it as a bearer token.
+    pub api_key: Option<String>,
+    /// What `/v1/models` reports as `root` (the model path).
+    pub model_root: String,
+    /// Unix time the server started (`/v1/models` `created`).
+    pub created: u64,
+}
+
+impl AppState {
+    /// The served name a request addressed; absent means the default.
+    ///
+    /// # Errors
+    /// 404 when the name is not served here.
+    pub fn resolve_model(&self, requested: Option<&str>) -> Result<String, ApiError> {
+        match requested {
+            None | Some("") => Ok(self.served_model_names.first().cloned().unwrap_or_default()),
+            Some(name) if self.served_model_names.iter().any(|n| n == name) => Ok(name.to_owned()),
+            Some(name) => Err(ApiError::model_not_found(name)),
+        }
+    }
+}
+
+/// Builds the HTTP router over `state`.
+pub fn router(state: AppState) -> Router {
+    let state = Arc::new(state);
+    let v1 = Router::new()
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/models", get(list_models))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    Router::new()
+        .merge(v1)
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A JSON body whose errors are OpenAI-shaped 400s naming the bad field (413 when
+/// too large). Unlike axum's `Json` it does not insist on a content type: clients
+/// that post JSON as `text/plain` or without a header are served, as vLLM does.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(MAX_BODY_BYTES)
+            } else {
+                ApiError::invalid(rejection.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a body, turning serde's errors into messages that name the field.
+///
+/// # Errors
+/// 400 for malformed JSON or a field of the wrong type.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() || path == "." {
+            ApiError::invalid(format!("Invalid JSON body: {inner}"))
+        } else {
+            ApiError::invalid_param(&path, format!("Invalid value for `{path}`: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| ApiError::invalid(format!("Invalid JSON body: {e}")))?;
+    Ok(value)
+}
+
+/// Rejects `/v1/*` calls without the right bearer key when `--api-key` is set.
+async fn require_api_key(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.api_key.as_deref() else {
+        return next.run(req).await;
+    };
+    let provided = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
+    match provided {
+        Some(key) if constant_time_eq(key.as_bytes(), expected.as_bytes()) => next.run(req).await,
+        other => ApiError::unauthorized(other).into_response(),
+    }
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn list_models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
+    let data = state
+        .served_model_names
+        .iter()
+        .map(|name| ModelCard {
+            id: name.clone(),
+            object: "model",
+            created: state.created,
+            owned_by: "candela",
+            root: state.model_root.clone(),
+            parent: None,
+            max_model_len: state.max_model_len,
+        })
+        .collect();
+    Json(ModelList { object: "list", data })
+}
+
+async fn health() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!("No route for {} {}.", req.method(), req.uri().path()))
+}
+
+#[cfg(test)]
+mod tests;

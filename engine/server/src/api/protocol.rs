@@ -1,0 +1,472 @@
+//! Wire types of the OpenAI (and vLLM-extended) HTTP API, as serde structs.
+//!
+//! Requests are parsed leniently in shape and strictly in type: unknown fields are
+//! ignored (OpenAI SDKs send extras), `null` means "absent", but a present field of
+//! the wrong type is a 400. Integer fields that clients get wrong in hostile ways
+//! (`max_tokens`, `n`, `logprobs`, ...) are read as `i64` so that `-1` reaches the
+//! range checks in [`super::params`] and gets a message naming the field instead of a
+//! serde type error. Responses mirror OpenAI's shapes field for field.
+
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+
+/// `stop`: one string or a list of strings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrVec {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrVec {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrVec::One(s) => vec![s],
+            StringOrVec::Many(v) => v,
+        }
+    }
+}
+
+/// Completions `prompt`: text, a batch of texts, token ids, or a batch of token id lists.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenBatches(Vec<Vec<u32>>),
+}
+
+/// One prompt of a (possibly batched) completions request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptInput {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+impl Prompt {
+    /// The prompts of the batch, in order (a single prompt is a batch of one).
+    pub fn into_inputs(self) -> Vec<PromptInput> {
+        match self {
+            Prompt::Text(t) => vec![PromptInput::Text(t)],
+            Prompt::Texts(v) => v.into_iter().map(PromptInput::Text).collect(),
+            Prompt::Tokens(t) => vec![PromptInput::Tokens(t)],
+            Prompt::TokenBatches(v) => v.into_iter().map(PromptInput::Tokens).collect(),
+        }
+    }
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct StreamOptions {
+    /// Send a last chunk with `usage` and empty `choices` before `[DONE]`.
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+}
+
+/// Sampling fields shared by both generation endpoints (OpenAI plus vLLM extras).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct SamplingFields {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub seed: Option<i64>,
+    pub n: Option<i64>,
+    pub stop: Option<StringOrVec>,
+    pub stop_token_ids: Option<Vec<u32>>,
+    pub min_tokens: Option<i64>,
+    pub ignore_eos: Option<bool>,
+    pub priority: Option<i32>,
+    pub include_stop_str_in_output: Option<bool>,
+    pub skip_special_tokens: Option<bool>,
+}
+
+/// `POST /v1/completions`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CompletionRequest {
+    /// Absent means the first served model name.
+    pub model: Option<String>,
+    pub prompt: Prompt,
+    pub max_tokens: Option<i64>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    /// Number of top alternatives per token (0–20).
+    pub logprobs: Option<i64>,
+    /// Prepend the prompt to the returned text.
+    pub echo: Option<bool>,
+    /// vLLM extra: add BOS etc. when tokenizing a text prompt (default true).
+    pub add_special_tokens: Option<bool>,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+}
+
+/// Chat message `content`: a string or a list of content parts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+/// One content part; only `{"type": "text", "text": ...}` is supported.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+/// One message of a chat request.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ChatMessageIn {
+    pub role: String,
+    /// `null` for assistant messages that only carried tool calls.
+    pub content: Option<MessageContent>,
+    pub name: Option<String>,
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: Option<String>,
+    pub messages: Vec<ChatMessageIn>,
+    pub max_tokens: Option<i64>,
+    /// Newer OpenAI spelling of `max_tokens`; wins when both are given.
+    pub max_completion_tokens: Option<i64>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    /// Return the sampled tokens' log-probabilities.
+    pub logprobs: Option<bool>,
+    /// Alternatives per token (0–20); requires `logprobs: true`.
+    pub top_logprobs: Option<i64>,
+    /// vLLM extra: end the rendered prompt with the assistant header (default true).
+    pub add_generation_prompt: Option<bool>,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+}
+
+/// `POST /tokenize`: either `prompt` or `messages`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TokenizeRequest {
+    pub model: Option<String>,
+    pub prompt: Option<String>,
+    pub messages: Option<Vec<ChatMessageIn>>,
+    pub add_special_tokens: Option<bool>,
+    pub add_generation_prompt: Option<bool>,
+}
+
+/// Answer of `POST /tokenize`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenizeResponse {
+    pub count: usize,
+    pub max_model_len: usize,
+    pub tokens: Vec<u32>,
+}
+
+/// `POST /detokenize`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DetokenizeRequest {
+    pub model: Option<String>,
+    pub tokens: Vec<u32>,
+}
+
+/// Answer of `POST /detokenize`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DetokenizeResponse {
+    pub prompt: String,
+}
+
+/// Token counts of a request (all choices together).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
+        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+    }
+}
+
+/// Completions `top_logprobs` entry: a JSON object `{token: logprob}` in rank order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopLogprobMap(pub Vec<(String, f32)>);
+
+impl Serialize for TopLogprobMap {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        let mut seen = std::collections::HashSet::new();
+        for (token, logprob) in &self.0 {
+            // Two ids can decode to the same text; a JSON object keeps the first.
+            if seen.insert(token.as_str()) {
+                map.serialize_entry(token, logprob)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// Completions `logprobs`: parallel arrays, one entry per returned token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CompletionLogprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<Option<f32>>,
+    pub top_logprobs: Vec<Option<TopLogprobMap>>,
+    /// Character offset of each token in the choice's `text`.
+    pub text_offset: Vec<usize>,
+}
+
+impl CompletionLogprobs {
+    /// Appends another chunk's arrays (used when collecting a non-streamed answer).
+    pub fn extend(&mut self, other: CompletionLogprobs) {
+        self.tokens.extend(other.tokens);
+        self.token_logprobs.extend(other.token_logprobs);
+        self.top_logprobs.extend(other.top_logprobs);
+        self.text_offset.extend(other.text_offset);
+    }
+}
+
+/// One choice of a completions answer or chunk.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionChoice {
+    pub index: usize,
+    pub text: String,
+    pub logprobs: Option<CompletionLogprobs>,
+    pub finish_reason: Option<&'static str>,
+}
+
+/// `text_completion` answer (and, with `object` = `text_completion`, each stream chunk).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionResponse {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// One alternative in chat `top_logprobs`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatTopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+}
+
+/// One sampled token in chat `logprobs.content`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatTokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<ChatTopLogprob>,
+}
+
+/// Chat `logprobs`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChatLogprobs {
+    pub content: Vec<ChatTokenLogprob>,
+}
+
+/// The assistant message of a non-streamed chat choice.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatResponseMessage {
+    pub role: &'static str,
+    pub content: String,
+}
+
+/// One choice of a non-streamed chat answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: ChatResponseMessage,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<&'static str>,
+}
+
+/// `chat.completion` answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatCompletionResponse {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+}
+
+/// `delta` of a chat stream chunk.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChatDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// One choice of a chat stream chunk.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChunkChoice {
+    pub index: usize,
+    pub delta: ChatDelta,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<&'static str>,
+}
+
+/// `chat.completion.chunk`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChunkChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// One entry of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelCard {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: &'static str,
+    pub root: String,
+    pub parent: Option<String>,
+    pub max_model_len: usize,
+}
+
+/// `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelCard>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+        let de = &mut serde_json::Deserializer::from_str(s);
+        serde_path_to_error::deserialize(de).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn prompt_shapes() {
+        let r: CompletionRequest = parse(r#"{"model":"m","prompt":"hi"}"#).unwrap();
+        assert_eq!(r.prompt.into_inputs(), vec![PromptInput::Text("hi".into())]);
+        let r: CompletionRequest = parse(r#"{"prompt":["a","b"]}"#).unwrap();
+        assert_eq!(r.prompt.into_inputs().len(), 2);
+        let r: CompletionRequest = parse(r#"{"prompt":[1,2,3]}"#).unwrap();
+        assert_eq!(r.prompt.into_inputs(), vec![PromptInput::Tokens(vec![1, 2, 3])]);
+        let r: CompletionRequest = parse(r#"{"prompt":[[1],[2,3]]}"#).unwrap();
+        assert_eq!(r.prompt.into_inputs()[1], PromptInput::Tokens(vec![2, 3]));
+        let r: CompletionRequest = parse(r#"{"prompt":[]}"#).unwrap();
+        assert!(r.prompt.into_inputs().is_empty());
+    }
+
+    #[test]
+    fn hostile_prompt_shapes_are_errors() {
+        assert!(parse::<CompletionRequest>(r#"{"prompt":42}"#).is_err());
+        assert!(parse::<CompletionRequest>(r#"{"prompt":[-1]}"#).is_err());
+        assert!(parse::<CompletionRequest>(r#"{"prompt":[1,"a"]}"#).is_err());
+        assert!(parse::<CompletionRequest>(r#"{"model":"m"}"#).is_err());
+        assert!(parse::<CompletionRequest>(r#"{"prompt":"x""#).is_err());
+        assert!(parse::<CompletionRequest>("not json").is_err());
+        assert!(parse::<CompletionRequest>("[]").is_err());
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let e = parse::<CompletionRequest>(r#"{"prompt":"x","max_tokens":"ten"}"#).unwrap_err();
+        assert!(e.contains("max_tokens"), "{e}");
+        let e = parse::<ChatCompletionRequest>(r#"{"messages":[{"role":"user","content":1}]}"#)
+            .unwrap_err();
+        assert!(e.contains("messages"), "{e}");
+        let e = parse::<ChatCompletionRequest>(r#"{"messages":[],"logprobs":5}"#).unwrap_err();
+        assert!(e.contains("logprobs"), "{e}");
+    }
+
+    #[test]
+    fn extras_unknown_fields_and_nulls_are_accepted() {
+        let r: CompletionRequest = parse(
+            r#"{"prompt":"x","user":"u","logit_bias":{},"suffix":null,"top_k":5,"min_p":0.1,
+                "repetition_penalty":1.1,"min_tokens":2,"ignore_eos":true,"stop_token_ids":[7],
+                "priority":-3,"include_stop_str_in_output":true,"skip_special_tokens":false,
+                "stop":"\n","seed":null,"n":2,"echo":true,"logprobs":3,
+                "stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.sampling.top_k, Some(5));
+        assert_eq!(r.sampling.stop, Some(StringOrVec::One("\n".into())));
+        assert_eq!(r.sampling.stop_token_ids, Some(vec![7]));
+        assert_eq!(r.sampling.priority, Some(-3));
+        assert_eq!(r.sampling.seed, None);
+        assert_eq!(r.stream_options.and_then(|o| o.include_usage), Some(true));
+        assert_eq!(r.logprobs, Some(3));
+    }
+
+    #[test]
+    fn chat_content_shapes() {
+        let r: ChatCompletionRequest = parse(
+            r#"{"model":"m","messages":[
+                {"role":"system","content":"be brief"},
+                {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},
+                {"role":"assistant","content":null}],
+                "logprobs":true,"top_logprobs":2,"max_completion_tokens":5,"stop":["x","y"]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.messages.len(), 3);
+        assert!(matches!(&r.messages[1].content, Some(MessageContent::Parts(p)) if p.len() == 2));
+        assert_eq!(r.messages[2].content, None);
+        assert_eq!(r.logprobs, Some(true));
+        assert_eq!(r.max_completion_tokens, Some(5));
+        assert_eq!(r.sampling.stop.map(StringOrVec::into_vec), Some(vec!["x".into(), "y".into()]));
+    }
+
+    #[test]
+    fn negative_and_huge_integers_parse_for_range_checks() {
+        let r: CompletionRequest = parse(r#"{"prompt":"x","max_tokens":-5,"n":0}"#).unwrap();
+        assert_eq!(r.max_tokens, Some(-5));
+        assert_eq!(r.sampling.n, Some(0));
+        let r: CompletionRequest =
+            parse(r#"{"prompt":"x","max_tokens":9223372036854775807}"#).unwrap();
+        assert_eq!(r.max_tokens, Some(i64::MAX));
+        assert!(parse::<CompletionRequest>(r#"{"prompt":"x","max_tokens":1e40}"#).is_err());
+        assert!(parse::<CompletionRequest>(r#"{"prompt":"x","max_tokens":1.5}"#).is_err());
+    }
+
+    #[test]
+    fn responses_have_openai_shape() {
+        let chunk = ChatCompletionChunk {
+            id: "chatcmpl-1".into(),
+            object: "chat.completion.chunk",
+            created: 1,
+            model: "m".into(),
+            choices: vec![ChatChunkChoice {
+                index: 0,
+                delta: ChatDelta { role: Some("assistant"), content: Some(String::new()) },
+                logprobs: None,
+                finish_reason: None,
+            }],
+            usage: None,
+        };
+        let v = serde_json::to_value(&chunk).unwrap();
+        assert_eq!(v["choices"][0]["delta"]["role"], "assistant");
+        assert!(v["choices"][0]["finish_reason"].is_null());
+        assert!(v.get("usage").is_none());
+        let top = TopLogprobMap(vec![("a".into(), -0.5), ("b".into(), -1.0), ("a".into(), -2.0)]);
+        assert_eq!(serde_json::to_string(&top).unwrap(), r#"{"a":-0.5,"b":-1.0}"#);
+        assert_eq!(Usage::new(3, 4).total_tokens, 7);
+    }
+}
