@@ -1,6 +1,12 @@
 //! Continuous-batching scheduler (vLLM v1 shape, with v0's swap queue).
 
-use crate::{BlockId, FinishReason, RequestId};
+use std::collections::{HashMap, VecDeque};
+
+use crate::kv_manager::{CacheHit, KvCacheManager};
+use crate::{
+    BlockId, CacheConfig, Error, FinishReason, NewRequest, Request, RequestId, RequestStatus,
+    SchedulerConfig, SchedulingPolicy,
+};
 
 /// One request's share of a step: compute KV for `token_ids()[start..start + num_tokens]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,4 +71,392 @@ pub struct SchedulerStats {
     pub prefix_cache_queries: u64,
     pub prefix_cache_hits: u64,
     pub num_preemptions: u64,
+}
+
+/// The continuous-batching scheduler: owns every live request and both KV pools.
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    block_size: usize,
+    requests: HashMap<RequestId, Request>,
+    /// Admission order (sorted by `(priority, arrival, id)` under the priority policy).
+    waiting: VecDeque<RequestId>,
+    /// Requests holding device blocks, in scheduling order.
+    running: Vec<RequestId>,
+    /// Requests whose KV sits in the host pool, oldest first.
+    swapped: VecDeque<RequestId>,
+    device: KvCacheManager,
+    host: KvCacheManager,
+    finished_ids: Vec<RequestId>,
+    finished: Vec<Request>,
+    num_preemptions: u64,
+    prefix_queries: u64,
+    prefix_hits: u64,
+    // Scheduler delay factor (vLLM v0's `_passed_delay`).
+    prev_step_had_prompt: bool,
+    prev_step_time: f64,
+    last_prompt_latency: f64,
+}
+
+impl Scheduler {
+    /// # Errors
+    /// [`Error::Config`] when the limits cannot work together.
+    pub fn new(config: SchedulerConfig, cache: CacheConfig) -> Result<Self, Error> {
+        config.validate(&cache)?;
+        Ok(Scheduler {
+            block_size: cache.block_size,
+            device: KvCacheManager::new(
+                cache.num_device_blocks,
+                cache.block_size,
+                cache.enable_prefix_caching,
+            ),
+            host: KvCacheManager::new(cache.num_host_blocks, cache.block_size, false),
+            config,
+            requests: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            swapped: VecDeque::new(),
+            finished_ids: Vec::new(),
+            finished: Vec::new(),
+            num_preemptions: 0,
+            prefix_queries: 0,
+            prefix_hits: 0,
+            prev_step_had_prompt: false,
+            prev_step_time: 0.0,
+            last_prompt_latency: 0.0,
+        })
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Queues a request.
+    ///
+    /// # Errors
+    /// [`Error::EmptyPrompt`], [`Error::TooLong`], [`Error::InvalidParams`],
+    /// [`Error::QueueFull`] (retry later) or [`Error::DuplicateRequest`].
+    pub fn add_request(&mut self, new: NewRequest) -> Result<(), Error> {
+        new.params.validate()?;
+        let prompt = new.prompt_token_ids.len();
+        if prompt == 0 {
+            return Err(Error::EmptyPrompt);
+        }
+        let requested = prompt + new.params.max_tokens;
+        if requested > self.config.max_model_len {
+            return Err(Error::TooLong {
+                max_model_len: self.config.max_model_len,
+                requested,
+                prompt,
+                max_tokens: new.params.max_tokens,
+            });
+        }
+        if self.waiting.len() >= self.config.max_waiting {
+            return Err(Error::QueueFull { waiting: self.waiting.len() });
+        }
+        if self.requests.contains_key(&new.id) {
+            return Err(Error::DuplicateRequest(new.id));
+        }
+        let req = Request::new(new, self.block_size);
+        let id = req.id;
+        self.requests.insert(id, req);
+        self.enqueue_waiting(id, false);
+        Ok(())
+    }
+
+    /// Ends a request early (client gone, stop string found); frees its blocks at once.
+    /// Returns `false` when the request is unknown or already finished.
+    pub fn abort(&mut self, id: RequestId, reason: FinishReason) -> bool {
+        if !self.requests.contains_key(&id) {
+            return false;
+        }
+        self.finish(id, reason);
+        true
+    }
+
+    pub fn request(&self, id: RequestId) -> Option<&Request> {
+        self.requests.get(&id)
+    }
+
+    /// Device block table of a running request.
+    pub fn block_table(&self, id: RequestId) -> &[BlockId] {
+        self.device.block_table(id)
+    }
+
+    /// True when nothing is waiting, running or swapped.
+    pub fn is_idle(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// Requests finished since the last call, with their final tokens and timestamps.
+    pub fn take_finished(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.finished)
+    }
+
+    pub fn stats(&self) -> SchedulerStats {
+        SchedulerStats {
+            num_running: self.running.len(),
+            num_waiting: self.waiting.len(),
+            num_swapped: self.swapped.len(),
+            device_cache_usage: self.device.pool().usage(),
+            host_cache_usage: self.host.pool().usage(),
+            prefix_cache_queries: self.prefix_queries,
+            prefix_cache_hits: self.prefix_hits,
+            num_preemptions: self.num_preemptions,
+        }
+    }
+
+    /// Free and total blocks of the device and host pools (for leak checks).
+    pub fn pool_free_blocks(&self) -> ((usize, usize), (usize, usize)) {
+        let (d, h) = (self.device.pool(), self.host.pool());
+        ((d.num_free(), d.num_blocks()), (h.num_free(), h.num_blocks()))
+    }
+
+    /// Plans one step at time `now` (seconds, the same clock as arrival times).
+    pub fn schedule(&mut self, now: f64) -> SchedulerOutput {
+        let mut out = SchedulerOutput { finished: std::mem::take(&mut self.finished_ids), ..Default::default() };
+        let mut budget = self.config.max_num_batched_tokens;
+        let mut preempted = false;
+        if self.prev_step_had_prompt {
+            self.last_prompt_latency = now - self.prev_step_time;
+        }
+        self.prev_step_time = now;
+        self.prev_step_had_prompt = false;
+
+        // 1. Running requests: one more chunk or token each, preempting when KV runs out.
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let id = self.running[i];
+            let req = &self.requests[&id];
+            let remaining = req.num_tokens() - req.num_computed_tokens;
+            if !self.config.enable_chunked_prefill && remaining > budget {
+                i += 1;
+                continue;
+            }
+            let num_new = remaining.min(budget);
+            let scheduled = loop {
+                if self.device.allocate_slots(&self.requests[&id], num_new, &CacheHit::default()) {
+                    break true;
+                }
+                let victim = self.pick_victim();
+                let pos = self.running.iter().position(|&r| r == victim).expect("invariant: victim runs");
+                if let Some(k) = out.scheduled.iter().position(|s| s.id == victim) {
+                    budget += out.scheduled.remove(k).num_tokens;
+                }
+                self.preempt(victim, &mut out);
+                preempted = true;
+                if victim == id {
+                    break false;
+                }
+                if pos < i {
+                    i -= 1;
+                }
+            };
+            if scheduled {
+                out.scheduled.push(self.scheduled(id, num_new));
+                budget -= num_new;
+                i += 1;
+            }
+        }
+
+        // 2. Swapped requests come back before new ones are admitted.
+        if !preempted {
+            while let Some(&id) = self.swapped.front() {
+                if self.running.len() >= self.config.max_num_seqs || budget == 0 {
+                    break;
+                }
+                let req = &self.requests[&id];
+                let host_blocks = self.host.block_table(id).len();
+                let num_new = (req.num_tokens() - req.num_computed_tokens).min(budget);
+                let total_blocks = (req.num_computed_tokens + num_new).div_ceil(self.block_size);
+                if total_blocks.max(host_blocks) > self.device.pool().num_free() {
+                    break;
+                }
+                self.swapped.pop_front();
+                self.swap_in(id, &mut out);
+                let ok = self.device.allocate_slots(&self.requests[&id], num_new, &CacheHit::default());
+                debug_assert!(ok, "invariant: room was checked before swap-in");
+                self.running.push(id);
+                out.scheduled.push(self.scheduled(id, num_new));
+                budget -= num_new;
+            }
+        }
+
+        // 3. Waiting requests, when nothing was preempted or is still swapped out.
+        if !preempted && self.swapped.is_empty() && self.passed_delay(now) {
+            while let Some(&id) = self.waiting.front() {
+                if self.running.len() >= self.config.max_num_seqs || budget == 0 {
+                    break;
+                }
+                let req = &self.requests[&id];
+                let hit = self.device.find_cache_hit(req);
+                let remaining = req.num_tokens() - hit.num_tokens;
+                if !self.config.enable_chunked_prefill && remaining > budget {
+                    break;
+                }
+                let num_new = remaining.min(budget);
+                if !self.device.allocate_slots(req, num_new, &hit) {
+                    break;
+                }
+                self.waiting.pop_front();
+                self.prefix_queries += req.num_tokens() as u64;
+                self.prefix_hits += hit.num_tokens as u64;
+                let req = self.requests.get_mut(&id).expect("invariant: queued requests exist");
+                req.num_computed_tokens = hit.num_tokens;
+                req.status = RequestStatus::Running;
+                if req.first_scheduled_time.is_none() {
+                    req.first_scheduled_time = Some(now);
+                    req.num_cached_tokens = hit.num_tokens;
+                }
+                self.running.push(id);
+                out.scheduled.push(self.scheduled(id, num_new));
+                budget -= num_new;
+                self.prev_step_had_prompt = true;
+            }
+        }
+
+        // The planned tokens count as computed from here on (vLLM v1's `_update_after_schedule`).
+        for s in &out.scheduled {
+            let req = self.requests.get_mut(&s.id).expect("invariant: scheduled requests exist");
+            req.num_computed_tokens = s.start + s.num_tokens;
+        }
+        out.num_batched_tokens = self.config.max_num_batched_tokens - budget;
+        out
+    }
+
+    /// Appends the sampled tokens, applies stop conditions and finishes requests.
+    pub fn update_from_output(&mut self, sampled: &[SampledToken], now: f64) -> Vec<RequestOutput> {
+        let mut outputs = Vec::with_capacity(sampled.len());
+        for s in sampled {
+            let Some(req) = self.requests.get_mut(&s.id) else { continue };
+            if req.status != RequestStatus::Running {
+                continue;
+            }
+            req.append_token(s.token, self.block_size);
+            req.first_token_time.get_or_insert(now);
+            req.last_token_time = Some(now);
+            let finish = stop_reason(req, s.token, self.config.max_model_len);
+            outputs.push(RequestOutput { id: s.id, token: s.token, logprobs: s.logprobs.clone(), finish });
+            if let Some(reason) = finish {
+                self.finish(s.id, reason);
+            }
+        }
+        outputs
+    }
+
+    fn scheduled(&self, id: RequestId, num_tokens: usize) -> ScheduledRequest {
+        let req = &self.requests[&id];
+        let start = req.num_computed_tokens;
+        ScheduledRequest { id, start, num_tokens, sample: start + num_tokens == req.num_tokens() }
+    }
+
+    /// The running request to preempt: the newest (fcfs) or the least important (priority).
+    fn pick_victim(&self) -> RequestId {
+        match self.config.policy {
+            SchedulingPolicy::Fcfs => *self.running.last().expect("invariant: a request runs"),
+            SchedulingPolicy::Priority => *self
+                .running
+                .iter()
+                .max_by(|a, b| self.order_key(**a).partial_cmp(&self.order_key(**b)).expect("finite"))
+                .expect("invariant: a request runs"),
+        }
+    }
+
+    fn order_key(&self, id: RequestId) -> (i32, f64, RequestId) {
+        let r = &self.requests[&id];
+        (r.priority, r.arrival_time, id)
+    }
+
+    /// Swaps the victim out to the host pool when it fits there, else drops its KV to recompute later.
+    fn preempt(&mut self, id: RequestId, out: &mut SchedulerOutput) {
+        self.running.retain(|&r| r != id);
+        self.num_preemptions += 1;
+        let n = self.device.block_table(id).len();
+        if let Some(host_table) = self.host.allocate_table(id, n) {
+            out.swap_out.extend(self.device.block_table(id).iter().copied().zip(host_table.iter().copied()));
+            self.device.free(id);
+            let req = self.requests.get_mut(&id).expect("invariant: running requests exist");
+            req.status = RequestStatus::Swapped;
+            req.num_preemptions += 1;
+            self.swapped.push_back(id);
+        } else {
+            self.device.free(id);
+            let req = self.requests.get_mut(&id).expect("invariant: running requests exist");
+            req.status = RequestStatus::Waiting;
+            req.num_computed_tokens = 0;
+            req.num_preemptions += 1;
+            self.enqueue_waiting(id, true);
+        }
+    }
+
+    fn swap_in(&mut self, id: RequestId, out: &mut SchedulerOutput) {
+        let n = self.host.block_table(id).len();
+        let device_table =
+            self.device.allocate_table(id, n).expect("invariant: room was checked before swap-in");
+        out.swap_in.extend(self.host.block_table(id).iter().copied().zip(device_table.iter().copied()));
+        self.host.free(id);
+        let req = self.requests.get_mut(&id).expect("invariant: swapped requests exist");
+        req.status = RequestStatus::Running;
+        let req = &self.requests[&id];
+        self.device.cache_restored(req);
+    }
+
+    fn enqueue_waiting(&mut self, id: RequestId, preempted: bool) {
+        match self.config.policy {
+            SchedulingPolicy::Fcfs if preempted => self.waiting.push_front(id),
+            SchedulingPolicy::Fcfs => self.waiting.push_back(id),
+            SchedulingPolicy::Priority => {
+                let key = self.order_key(id);
+                let pos = self.waiting.partition_point(|&w| self.order_key(w) < key);
+                self.waiting.insert(pos, id);
+            }
+        }
+    }
+
+    /// vLLM's scheduler delay: hold prompts until the oldest waited `delay_factor` × the last prompt step.
+    fn passed_delay(&self, now: f64) -> bool {
+        if self.config.delay_factor <= 0.0 || self.waiting.is_empty() || self.running.is_empty() {
+            return true;
+        }
+        let earliest = self
+            .waiting
+            .iter()
+            .map(|id| self.requests[id].arrival_time)
+            .fold(f64::INFINITY, f64::min);
+        now - earliest > self.config.delay_factor * self.last_prompt_latency
+    }
+
+    fn finish(&mut self, id: RequestId, reason: FinishReason) {
+        let Some(mut req) = self.requests.remove(&id) else { return };
+        match req.status {
+            RequestStatus::Running => self.running.retain(|&r| r != id),
+            RequestStatus::Waiting => self.waiting.retain(|&r| r != id),
+            RequestStatus::Swapped => self.swapped.retain(|&r| r != id),
+            RequestStatus::Finished(_) => {}
+        }
+        self.device.free(id);
+        self.host.free(id);
+        req.status = RequestStatus::Finished(reason);
+        self.finished_ids.push(id);
+        self.finished.push(req);
+    }
+}
+
+/// vLLM's stop check after appending `token`: stop ids / EOS (after `min_tokens`), then length.
+fn stop_reason(req: &Request, token: u32, max_model_len: usize) -> Option<FinishReason> {
+    let p = &req.params;
+    let n = req.num_output_tokens();
+    if n >= p.min_tokens
+        && ((!p.ignore_eos && req.eos_token_ids.contains(&token)) || p.stop_token_ids.contains(&token))
+    {
+        return Some(FinishReason::Stop);
+    }
+    if n >= p.max_tokens || req.num_tokens() >= max_model_len {
+        return Some(FinishReason::Length);
+    }
+    None
 }
