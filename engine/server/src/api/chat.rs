@@ -36,7 +36,7 @@ pub async fn chat_completions(
     let messages = to_template_messages(&req.messages)?;
     let logprobs = chat_logprobs_request(req.logprobs, req.top_logprobs)?;
     let max_tokens = req.max_completion_tokens.or(req.max_tokens);
-    let plan = GenerationPlan::new(&req.sampling, max_tokens, logprobs, 1)?;
+    let plan = GenerationPlan::new(&req.sampling(), max_tokens, logprobs, 1)?;
 
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
     let prompt = (state.chat_template)(&messages, add_generation_prompt)

@@ -68,11 +68,12 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
     let model = state.resolve_model(req.model.as_deref())?;
+    let sampling = req.sampling();
     let inputs = req.prompt.into_inputs();
     if inputs.is_empty() {
         return Err(ApiError::invalid_param("prompt", "prompt must not be empty."));
     }
-    let plan = GenerationPlan::new(&req.sampling, req.max_tokens, req.logprobs, inputs.len())?;
+    let plan = GenerationPlan::new(&sampling, req.max_tokens, req.logprobs, inputs.len())?;
     let echo = req.echo.unwrap_or(false);
     let add_special_tokens = req.add_special_tokens.unwrap_or(true);
 

@@ -85,23 +85,78 @@ pub struct SamplingFields {
     pub skip_special_tokens: Option<bool>,
 }
 
-/// `POST /v1/completions`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct CompletionRequest {
-    /// Absent means the first served model name.
-    pub model: Option<String>,
-    pub prompt: Prompt,
-    pub max_tokens: Option<i64>,
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
-    /// Number of top alternatives per token (0–20).
-    pub logprobs: Option<i64>,
-    /// Prepend the prompt to the returned text.
-    pub echo: Option<bool>,
-    /// vLLM extra: add BOS etc. when tokenizing a text prompt (default true).
-    pub add_special_tokens: Option<bool>,
-    #[serde(flatten)]
-    pub sampling: SamplingFields,
+/// Declares a request struct with its own fields plus every [`SamplingFields`] field
+/// inline. (`#[serde(flatten)]` would do the same but loses the field name in type
+/// errors, and "invalid type at `temperature`" is the message clients need.)
+macro_rules! generation_request {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            pub temperature: Option<f32>,
+            pub top_p: Option<f32>,
+            pub top_k: Option<i64>,
+            pub min_p: Option<f32>,
+            pub repetition_penalty: Option<f32>,
+            pub presence_penalty: Option<f32>,
+            pub frequency_penalty: Option<f32>,
+            pub seed: Option<i64>,
+            pub n: Option<i64>,
+            pub stop: Option<StringOrVec>,
+            pub stop_token_ids: Option<Vec<u32>>,
+            pub min_tokens: Option<i64>,
+            pub ignore_eos: Option<bool>,
+            pub priority: Option<i32>,
+            pub include_stop_str_in_output: Option<bool>,
+            pub skip_special_tokens: Option<bool>,
+        }
+
+        impl $name {
+            /// The sampling fields, for [`super::params::GenerationPlan::new`].
+            pub fn sampling(&self) -> SamplingFields {
+                SamplingFields {
+                    temperature: self.temperature,
+                    top_p: self.top_p,
+                    top_k: self.top_k,
+                    min_p: self.min_p,
+                    repetition_penalty: self.repetition_penalty,
+                    presence_penalty: self.presence_penalty,
+                    frequency_penalty: self.frequency_penalty,
+                    seed: self.seed,
+                    n: self.n,
+                    stop: self.stop.clone(),
+                    stop_token_ids: self.stop_token_ids.clone(),
+                    min_tokens: self.min_tokens,
+                    ignore_eos: self.ignore_eos,
+                    priority: self.priority,
+                    include_stop_str_in_output: self.include_stop_str_in_output,
+                    skip_special_tokens: self.skip_special_tokens,
+                }
+            }
+        }
+    };
+}
+
+generation_request! {
+    /// `POST /v1/completions`.
+    pub struct CompletionRequest {
+        /// Absent means the first served model name.
+        pub model: Option<String>,
+        pub prompt: Prompt,
+        pub max_tokens: Option<i64>,
+        pub stream: Option<bool>,
+        pub stream_options: Option<StreamOptions>,
+        /// Number of top alternatives per token (0–20).
+        pub logprobs: Option<i64>,
+        /// Prepend the prompt to the returned text.
+        pub echo: Option<bool>,
+        /// vLLM extra: add BOS etc. when tokenizing a text prompt (default true).
+        pub add_special_tokens: Option<bool>,
+    }
 }
 
 /// Chat message `content`: a string or a list of content parts.
@@ -129,24 +184,23 @@ pub struct ChatMessageIn {
     pub name: Option<String>,
 }
 
-/// `POST /v1/chat/completions`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct ChatCompletionRequest {
-    pub model: Option<String>,
-    pub messages: Vec<ChatMessageIn>,
-    pub max_tokens: Option<i64>,
-    /// Newer OpenAI spelling of `max_tokens`; wins when both are given.
-    pub max_completion_tokens: Option<i64>,
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
-    /// Return the sampled tokens' log-probabilities.
-    pub logprobs: Option<bool>,
-    /// Alternatives per token (0–20); requires `logprobs: true`.
-    pub top_logprobs: Option<i64>,
-    /// vLLM extra: end the rendered prompt with the assistant header (default true).
-    pub add_generation_prompt: Option<bool>,
-    #[serde(flatten)]
-    pub sampling: SamplingFields,
+generation_request! {
+    /// `POST /v1/chat/completions`.
+    pub struct ChatCompletionRequest {
+        pub model: Option<String>,
+        pub messages: Vec<ChatMessageIn>,
+        pub max_tokens: Option<i64>,
+        /// Newer OpenAI spelling of `max_tokens`; wins when both are given.
+        pub max_completion_tokens: Option<i64>,
+        pub stream: Option<bool>,
+        pub stream_options: Option<StreamOptions>,
+        /// Return the sampled tokens' log-probabilities.
+        pub logprobs: Option<bool>,
+        /// Alternatives per token (0–20); requires `logprobs: true`.
+        pub top_logprobs: Option<i64>,
+        /// vLLM extra: end the rendered prompt with the assistant header (default true).
+        pub add_generation_prompt: Option<bool>,
+    }
 }
 
 /// `POST /tokenize`: either `prompt` or `messages`.
@@ -395,6 +449,10 @@ mod tests {
         assert!(e.contains("messages"), "{e}");
         let e = parse::<ChatCompletionRequest>(r#"{"messages":[],"logprobs":5}"#).unwrap_err();
         assert!(e.contains("logprobs"), "{e}");
+        let e = parse::<ChatCompletionRequest>(r#"{"messages":[],"temperature":"hot"}"#).unwrap_err();
+        assert!(e.starts_with("temperature"), "{e}");
+        let e = parse::<CompletionRequest>(r#"{"prompt":"x","stop":7}"#).unwrap_err();
+        assert!(e.starts_with("stop"), "{e}");
     }
 
     #[test]
@@ -407,11 +465,11 @@ mod tests {
                 "stream":true,"stream_options":{"include_usage":true}}"#,
         )
         .unwrap();
-        assert_eq!(r.sampling.top_k, Some(5));
-        assert_eq!(r.sampling.stop, Some(StringOrVec::One("\n".into())));
-        assert_eq!(r.sampling.stop_token_ids, Some(vec![7]));
-        assert_eq!(r.sampling.priority, Some(-3));
-        assert_eq!(r.sampling.seed, None);
+        assert_eq!(r.sampling().top_k, Some(5));
+        assert_eq!(r.sampling().stop, Some(StringOrVec::One("\n".into())));
+        assert_eq!(r.sampling().stop_token_ids, Some(vec![7]));
+        assert_eq!(r.sampling().priority, Some(-3));
+        assert_eq!(r.sampling().seed, None);
         assert_eq!(r.stream_options.and_then(|o| o.include_usage), Some(true));
         assert_eq!(r.logprobs, Some(3));
     }
@@ -431,14 +489,14 @@ mod tests {
         assert_eq!(r.messages[2].content, None);
         assert_eq!(r.logprobs, Some(true));
         assert_eq!(r.max_completion_tokens, Some(5));
-        assert_eq!(r.sampling.stop.map(StringOrVec::into_vec), Some(vec!["x".into(), "y".into()]));
+        assert_eq!(r.sampling().stop.map(StringOrVec::into_vec), Some(vec!["x".into(), "y".into()]));
     }
 
     #[test]
     fn negative_and_huge_integers_parse_for_range_checks() {
         let r: CompletionRequest = parse(r#"{"prompt":"x","max_tokens":-5,"n":0}"#).unwrap();
         assert_eq!(r.max_tokens, Some(-5));
-        assert_eq!(r.sampling.n, Some(0));
+        assert_eq!(r.sampling().n, Some(0));
         let r: CompletionRequest =
             parse(r#"{"prompt":"x","max_tokens":9223372036854775807}"#).unwrap();
         assert_eq!(r.max_tokens, Some(i64::MAX));
