@@ -243,7 +243,10 @@ impl ServeArgs {
         }
         let c = &self.cache;
         if c.block_size == 0 || !c.block_size.is_power_of_two() || c.block_size > 256 {
-            return Err(format!("--block-size must be a power of two up to 256, got {}", c.block_size));
+            return Err(format!(
+                "--block-size must be a power of two up to 256, got {}",
+                c.block_size
+            ));
         }
         if !(c.gpu_memory_utilization > 0.0 && c.gpu_memory_utilization <= 1.0) {
             return Err(format!(
@@ -268,10 +271,16 @@ impl ServeArgs {
             return Err("--max-num-batched-tokens must be at least 1".into());
         }
         if !(s.scheduler_delay_factor >= 0.0 && s.scheduler_delay_factor.is_finite()) {
-            return Err(format!("--scheduler-delay-factor must be >= 0, got {}", s.scheduler_delay_factor));
+            return Err(format!(
+                "--scheduler-delay-factor must be >= 0, got {}",
+                s.scheduler_delay_factor
+            ));
         }
         if !(self.log.log_stats_interval > 0.0 && self.log.log_stats_interval.is_finite()) {
-            return Err(format!("--log-stats-interval must be > 0 seconds, got {}", self.log.log_stats_interval));
+            return Err(format!(
+                "--log-stats-interval must be > 0 seconds, got {}",
+                self.log.log_stats_interval
+            ));
         }
         if self.server.served_model_name.iter().any(|n| n.trim().is_empty()) {
             return Err("--served-model-name must not be empty".into());
@@ -377,7 +386,11 @@ impl FromStr for ByteSize {
             "gi" | "gib" => 1 << 30,
             "t" | "tb" => 1_000_000_000_000,
             "ti" | "tib" => 1 << 40,
-            _ => return Err(format!("unknown size unit in `{s}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
+            _ => {
+                return Err(format!(
+                    "unknown size unit in `{s}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+                ));
+            }
         };
         let bad = || format!("expected a size like 512MiB or 2GiB, got `{s}`");
         if number.is_empty() {
@@ -439,15 +452,55 @@ mod tests {
     #[test]
     fn every_flag_parses() {
         let a = serve(&[
-            "--model", "/m.gguf", "--served-model-name", "a", "b", "--host", "127.0.0.1",
-            "--port", "9000", "--grpc-port", "9001", "--api-key", "k", "--device", "cuda:1",
-            "--dtype", "bf16", "--tensor-parallel-size", "1", "--max-model-len", "4096",
-            "--max-num-seqs", "8", "--max-num-batched-tokens", "512", "--block-size", "32",
-            "--gpu-memory-utilization", "0.5", "--kv-cache-memory", "512MiB", "--swap-space", "2",
-            "--no-enable-prefix-caching", "--no-enable-chunked-prefill",
-            "--scheduler-delay-factor", "0.5", "--scheduling-policy", "priority",
-            "--max-waiting", "7", "--kv-cache-dtype", "fp8", "--enforce-eager",
-            "--disable-log-stats", "--log-stats-interval", "2.5", "--profiler-dir", "/tmp/p",
+            "--model",
+            "/m.gguf",
+            "--served-model-name",
+            "a",
+            "b",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "9000",
+            "--grpc-port",
+            "9001",
+            "--api-key",
+            "k",
+            "--device",
+            "cuda:1",
+            "--dtype",
+            "bf16",
+            "--tensor-parallel-size",
+            "1",
+            "--max-model-len",
+            "4096",
+            "--max-num-seqs",
+            "8",
+            "--max-num-batched-tokens",
+            "512",
+            "--block-size",
+            "32",
+            "--gpu-memory-utilization",
+            "0.5",
+            "--kv-cache-memory",
+            "512MiB",
+            "--swap-space",
+            "2",
+            "--no-enable-prefix-caching",
+            "--no-enable-chunked-prefill",
+            "--scheduler-delay-factor",
+            "0.5",
+            "--scheduling-policy",
+            "priority",
+            "--max-waiting",
+            "7",
+            "--kv-cache-dtype",
+            "fp8",
+            "--enforce-eager",
+            "--disable-log-stats",
+            "--log-stats-interval",
+            "2.5",
+            "--profiler-dir",
+            "/tmp/p",
         ])
         .unwrap();
         assert_eq!(a.model.model.as_deref(), Some(std::path::Path::new("/m.gguf")));
@@ -460,7 +513,10 @@ mod tests {
         assert!(!a.cache.enable_prefix_caching());
         assert!(!a.scheduler.enable_chunked_prefill());
         assert_eq!(a.scheduler.scheduling_policy, SchedulingPolicyArg::Priority);
-        assert_eq!(candela_core::SchedulingPolicy::from(a.scheduler.scheduling_policy), candela_core::SchedulingPolicy::Priority);
+        assert_eq!(
+            candela_core::SchedulingPolicy::from(a.scheduler.scheduling_policy),
+            candela_core::SchedulingPolicy::Priority
+        );
         assert_eq!(a.cache.kv_cache_dtype, KvCacheDtype::Fp8);
         assert!(a.log.enforce_eager && a.log.disable_log_stats);
         assert_eq!(a.log.profiler_dir(), Some(PathBuf::from("/tmp/p")));

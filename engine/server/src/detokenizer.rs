@@ -154,12 +154,12 @@ impl OutputText {
         let len_before = self.text.len();
         self.text.push_str(&piece);
         self.text_chars += piece.chars().count();
-        if self.num_tokens >= self.stops.min_tokens {
-            if let Some(end) = self.find_stop(len_before) {
-                self.text.truncate(end);
-                self.text_chars = self.text.chars().count();
-                self.stopped = true;
-            }
+        if self.num_tokens >= self.stops.min_tokens
+            && let Some(end) = self.find_stop(len_before)
+        {
+            self.text.truncate(end);
+            self.text_chars = self.text.chars().count();
+            self.stopped = true;
         }
         let stopped = self.stopped;
         TextDelta { text: self.release(stopped), token_offset, stopped }
@@ -227,10 +227,10 @@ pub fn token_bytes(tokenizer: &Tokenizer, id: u32) -> Vec<u8> {
         if let Some(byte) = byte_fallback(&piece) {
             return vec![byte];
         }
-        if let Some(bytes) = byte_level_bytes(&piece) {
-            if !tokenizer.get_added_vocabulary().is_special_token(&piece) {
-                return bytes;
-            }
+        if let Some(bytes) = byte_level_bytes(&piece)
+            && !tokenizer.get_added_vocabulary().is_special_token(&piece)
+        {
+            return bytes;
         }
     }
     token_text(tokenizer, id).into_bytes()
@@ -254,7 +254,9 @@ fn byte_level_bytes(piece: &str) -> Option<Vec<u8>> {
 /// bytes map, in order, to U+0100..U+0143.
 fn byte_level_char_to_byte(c: char) -> Option<u8> {
     let cp = c as u32;
-    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+    };
     if printable(cp) {
         return u8::try_from(cp).ok();
     }
@@ -268,7 +270,9 @@ pub(crate) mod tests {
 
     /// GPT-2's byte-to-unicode table, forwards (for building test vocabularies).
     fn byte_char(b: u8) -> char {
-        let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable = |b: u32| {
+            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+        };
         if printable(u32::from(b)) {
             return char::from(b);
         }
@@ -283,10 +287,11 @@ pub(crate) mod tests {
             vocab.insert(byte_char(b).to_string(), serde_json::json!(b));
         }
         let sp = byte_char(b' ');
-        let merges = [("h", "e"), ("l", "l"), ("he", "ll"), ("hell", "o"), (&*format!("{sp}"), "w")]
-            .iter()
-            .map(|(a, b)| format!("{a} {b}"))
-            .collect::<Vec<_>>();
+        let merges =
+            [("h", "e"), ("l", "l"), ("he", "ll"), ("hell", "o"), (&*format!("{sp}"), "w")]
+                .iter()
+                .map(|(a, b)| format!("{a} {b}"))
+                .collect::<Vec<_>>();
         let mut next = 256;
         for m in &merges {
             vocab.insert(m.replace(' ', ""), serde_json::json!(next));

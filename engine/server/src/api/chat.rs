@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use axum::Json;
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use futures::stream::{self, StreamExt};
 use tokenizers::Tokenizer;
 
@@ -92,7 +92,9 @@ pub async fn chat_completions(
 ///
 /// # Errors
 /// 400 for an empty list or a non-text content part.
-pub(super) fn to_template_messages(messages: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiError> {
+pub(super) fn to_template_messages(
+    messages: &[ChatMessageIn],
+) -> Result<Vec<ChatMessage>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid_param("messages", "messages must not be empty."));
     }
@@ -130,7 +132,10 @@ pub(super) fn to_template_messages(messages: &[ChatMessageIn]) -> Result<Vec<Cha
 }
 
 /// Chat's `logprobs: bool` + `top_logprobs: int` as a number of alternatives.
-fn chat_logprobs_request(logprobs: Option<bool>, top: Option<i64>) -> Result<Option<i64>, ApiError> {
+fn chat_logprobs_request(
+    logprobs: Option<bool>,
+    top: Option<i64>,
+) -> Result<Option<i64>, ApiError> {
     match (logprobs.unwrap_or(false), top) {
         (true, top) => Ok(Some(top.unwrap_or(0))),
         (false, Some(t)) if t > 0 => Err(ApiError::invalid_param(

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use axum::Json;
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use futures::stream::{self, StreamExt};
 use tokenizers::Tokenizer;
 
@@ -87,7 +87,11 @@ pub async fn completions(
             }
             PromptInput::Tokens(ids) => {
                 generate::check_token_ids(&state.tokenizer, &ids)?;
-                let text = if echo { state.tokenizer.decode(&ids, false).unwrap_or_default() } else { String::new() };
+                let text = if echo {
+                    state.tokenizer.decode(&ids, false).unwrap_or_default()
+                } else {
+                    String::new()
+                };
                 (ids, text)
             }
         };
@@ -204,13 +208,18 @@ fn stream_response(
 
 /// One SSE `data:` event holding `value` as JSON.
 pub(super) fn sse_json<T: serde::Serialize>(value: &T) -> Event {
-    let json = serde_json::to_string(value)
-        .unwrap_or_else(|e| ApiError::internal(format!("serialization failed: {e}")).to_json().to_string());
+    let json = serde_json::to_string(value).unwrap_or_else(|e| {
+        ApiError::internal(format!("serialization failed: {e}")).to_json().to_string()
+    });
     Event::default().data(json)
 }
 
 /// Legacy completions logprobs for `tokens`; offsets start at `base` characters.
-fn completion_logprobs(tokenizer: &Tokenizer, tokens: &[TokenInfo], base: usize) -> CompletionLogprobs {
+fn completion_logprobs(
+    tokenizer: &Tokenizer,
+    tokens: &[TokenInfo],
+    base: usize,
+) -> CompletionLogprobs {
     let mut out = CompletionLogprobs::default();
     for t in tokens {
         let text = token_text(tokenizer, t.id);

@@ -225,17 +225,16 @@ mod tests {
     async fn body_json(err: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
         let response = err.into_response();
         let status = response.status();
-        let retry = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .map(|v| v.to_str().unwrap().to_owned());
+        let retry =
+            response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
         (status, retry, serde_json::from_slice(&bytes).unwrap())
     }
 
     #[tokio::test]
     async fn renders_openai_shape() {
-        let (status, retry, body) = body_json(ApiError::invalid_param("n", "n must be at least 1")).await;
+        let (status, retry, body) =
+            body_json(ApiError::invalid_param("n", "n must be at least 1")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(retry, None);
         assert_eq!(body["error"]["message"], "n must be at least 1");
@@ -254,7 +253,8 @@ mod tests {
 
     #[tokio::test]
     async fn queue_full_and_dead_engine_are_503_with_retry_after() {
-        let err: ApiError = SubmitError::Rejected(candela_core::Error::QueueFull { waiting: 7 }).into();
+        let err: ApiError =
+            SubmitError::Rejected(candela_core::Error::QueueFull { waiting: 7 }).into();
         let (status, retry, body) = body_json(err).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(retry.as_deref(), Some("1"));
@@ -277,7 +277,10 @@ mod tests {
         assert!(err.message().contains("maximum context length is 8"));
         let err = ApiError::from(candela_core::Error::InvalidParams("top_p bad".into()));
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(ApiError::from(candela_core::Error::EmptyPrompt).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ApiError::from(candela_core::Error::EmptyPrompt).status(),
+            StatusCode::BAD_REQUEST
+        );
         let err = ApiError::from(candela_core::Error::Config("x".into()));
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }

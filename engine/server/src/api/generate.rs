@@ -89,7 +89,8 @@ impl Choice {
             });
         };
         self.num_tokens += 1;
-        let hide = event.finish == Some(FinishReason::Stop) && self.hidden_on_stop.contains(&event.token);
+        let hide =
+            event.finish == Some(FinishReason::Stop) && self.hidden_on_stop.contains(&event.token);
         let delta = self.text.push(event.token, hide);
         let mut finish = event.finish.map(FinishReason::as_str);
         if delta.stopped {
@@ -255,9 +256,10 @@ pub async fn tokenize(
     add_special_tokens: bool,
 ) -> Result<Vec<u32>, ApiError> {
     let tokenizer = tokenizer.clone();
-    let encoded = tokio::task::spawn_blocking(move || tokenizer.encode_fast(text, add_special_tokens))
-        .await
-        .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?;
+    let encoded =
+        tokio::task::spawn_blocking(move || tokenizer.encode_fast(text, add_special_tokens))
+            .await
+            .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?;
     encoded
         .map(|enc| enc.get_ids().to_vec())
         .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))

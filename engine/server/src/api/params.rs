@@ -54,14 +54,19 @@ impl GenerationPlan {
         let n = match fields.n {
             None => 1,
             Some(n) if n < 1 => {
-                return Err(ApiError::invalid_param("n", format!("n must be at least 1, got {n}.")));
+                return Err(ApiError::invalid_param(
+                    "n",
+                    format!("n must be at least 1, got {n}."),
+                ));
             }
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         };
         if n.saturating_mul(num_prompts.max(1)) > MAX_CHOICES {
             return Err(ApiError::invalid_param(
                 "n",
-                format!("n × number of prompts must be at most {MAX_CHOICES}, got {n} × {num_prompts}."),
+                format!(
+                    "n × number of prompts must be at most {MAX_CHOICES}, got {n} × {num_prompts}."
+                ),
             ));
         }
         let top_k = match fields.top_k {
@@ -160,7 +165,11 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
-    fn plan(json: &str, max_tokens: Option<i64>, logprobs: Option<i64>) -> Result<GenerationPlan, ApiError> {
+    fn plan(
+        json: &str,
+        max_tokens: Option<i64>,
+        logprobs: Option<i64>,
+    ) -> Result<GenerationPlan, ApiError> {
         GenerationPlan::new(&fields(json), max_tokens, logprobs, 1)
     }
 

@@ -449,7 +449,8 @@ mod tests {
         assert!(e.contains("messages"), "{e}");
         let e = parse::<ChatCompletionRequest>(r#"{"messages":[],"logprobs":5}"#).unwrap_err();
         assert!(e.contains("logprobs"), "{e}");
-        let e = parse::<ChatCompletionRequest>(r#"{"messages":[],"temperature":"hot"}"#).unwrap_err();
+        let e =
+            parse::<ChatCompletionRequest>(r#"{"messages":[],"temperature":"hot"}"#).unwrap_err();
         assert!(e.starts_with("temperature"), "{e}");
         let e = parse::<CompletionRequest>(r#"{"prompt":"x","stop":7}"#).unwrap_err();
         assert!(e.starts_with("stop"), "{e}");
@@ -489,7 +490,10 @@ mod tests {
         assert_eq!(r.messages[2].content, None);
         assert_eq!(r.logprobs, Some(true));
         assert_eq!(r.max_completion_tokens, Some(5));
-        assert_eq!(r.sampling().stop.map(StringOrVec::into_vec), Some(vec!["x".into(), "y".into()]));
+        assert_eq!(
+            r.sampling().stop.map(StringOrVec::into_vec),
+            Some(vec!["x".into(), "y".into()])
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@ fn state(api_key: Option<&str>) -> (AppState, fake::Handle) {
         if messages.iter().any(|m| m.role == "bad") {
             return Err("unknown role `bad`".to_owned());
         }
-        let mut out: String = messages.iter().map(|m| format!("{}: {}\n", m.role, m.content)).collect();
+        let mut out: String =
+            messages.iter().map(|m| format!("{}: {}\n", m.role, m.content)).collect();
         if add_generation_prompt {
             out.push_str("assistant:");
         }
@@ -41,12 +42,21 @@ fn state(api_key: Option<&str>) -> (AppState, fake::Handle) {
     (state, handle)
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<Body>, key: Option<&str>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<Body>,
+    key: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(key) = key {
         req = req.header(header::AUTHORIZATION, format!("Bearer {key}"));
     }
-    let req = req.header(header::CONTENT_TYPE, "application/json").body(body.unwrap_or_else(Body::empty)).unwrap();
+    let req = req
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.unwrap_or_else(Body::empty))
+        .unwrap();
     let res = app.clone().oneshot(req).await.unwrap();
     let status = res.status();
     let headers = res.headers().clone();
@@ -134,13 +144,35 @@ async fn hostile_bodies_are_openai_400s() {
         ("/v1/completions", Body::from(r#"{"prompt":[]}"#), "prompt"),
         ("/v1/completions", Body::from(r#"{"prompt":""}"#), "prompt"),
         ("/v1/completions", Body::from(r#"{"prompt":[999999]}"#), "vocabulary"),
-        ("/v1/completions", Body::from(r#"{"prompt":"x","max_tokens":1000000000000}"#), "maximum context length"),
+        (
+            "/v1/completions",
+            Body::from(r#"{"prompt":"x","max_tokens":1000000000000}"#),
+            "maximum context length",
+        ),
         ("/v1/chat/completions", Body::from(r#"{"messages":[]}"#), "messages"),
         ("/v1/chat/completions", Body::from(r#"{"messages":"hi"}"#), "messages"),
-        ("/v1/chat/completions", Body::from(r#"{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#), "image_url"),
-        ("/v1/chat/completions", Body::from(r#"{"messages":[{"role":"bad","content":"x"}]}"#), "template"),
-        ("/v1/chat/completions", Body::from(r#"{"messages":[{"role":"user","content":"x"}],"top_logprobs":3}"#), "logprobs"),
-        ("/v1/chat/completions", Body::from(r#"{"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21}"#), "logprobs"),
+        (
+            "/v1/chat/completions",
+            Body::from(r#"{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#),
+            "image_url",
+        ),
+        (
+            "/v1/chat/completions",
+            Body::from(r#"{"messages":[{"role":"bad","content":"x"}]}"#),
+            "template",
+        ),
+        (
+            "/v1/chat/completions",
+            Body::from(r#"{"messages":[{"role":"user","content":"x"}],"top_logprobs":3}"#),
+            "logprobs",
+        ),
+        (
+            "/v1/chat/completions",
+            Body::from(
+                r#"{"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21}"#,
+            ),
+            "logprobs",
+        ),
     ];
     for (uri, body, needle) in cases {
         let (status, _, bytes) = call(&app, "POST", uri, Some(body), None).await;
@@ -159,9 +191,16 @@ async fn unknown_model_is_404() {
     let (status, v) = post(&app, "/v1/completions", json!({"model": "gpt-4", "prompt": "x"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["message"], "The model `gpt-4` does not exist.");
-    let (status, _) = post(&app, "/v1/chat/completions", json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]})).await;
+    let (status, _) = post(
+        &app,
+        "/v1/chat/completions",
+        json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = post(&app, "/v1/completions", json!({"model": "alias", "prompt": "x", "max_tokens": 1})).await;
+    let (status, _) =
+        post(&app, "/v1/completions", json!({"model": "alias", "prompt": "x", "max_tokens": 1}))
+            .await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -173,7 +212,8 @@ async fn big_prompts_are_tokenized_then_refused_and_huge_bodies_are_413() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(v["error"]["message"].as_str().unwrap().contains("maximum context length is 64"));
     let huge = format!(r#"{{"prompt":"{}"}}"#, "a".repeat(super::MAX_BODY_BYTES + 1));
-    let (status, _, bytes) = call(&app, "POST", "/v1/completions", Some(Body::from(huge)), None).await;
+    let (status, _, bytes) =
+        call(&app, "POST", "/v1/completions", Some(Body::from(huge)), None).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(serde_json::from_slice::<Value>(&bytes).unwrap()["error"].is_object());
 }
@@ -191,7 +231,12 @@ async fn overloaded_engine_is_503_with_retry_after() {
 #[tokio::test]
 async fn completion_echoes_and_counts_usage() {
     let (app, _) = app();
-    let (status, v) = post(&app, "/v1/completions", json!({"prompt": "hello world", "max_tokens": 3, "echo": true})).await;
+    let (status, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": "hello world", "max_tokens": 3, "echo": true}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["object"], "text_completion");
     assert!(v["id"].as_str().unwrap().starts_with("cmpl-"));
@@ -207,7 +252,12 @@ async fn completion_echoes_and_counts_usage() {
 #[tokio::test]
 async fn batch_prompts_and_n_index_choices() {
     let (app, handle) = app();
-    let (status, v) = post(&app, "/v1/completions", json!({"prompt": ["ab", "hi"], "n": 2, "max_tokens": 2, "seed": 7})).await;
+    let (status, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": ["ab", "hi"], "n": 2, "max_tokens": 2, "seed": 7}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let choices = v["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 4);
@@ -222,7 +272,12 @@ async fn batch_prompts_and_n_index_choices() {
 #[tokio::test]
 async fn stop_strings_truncate_and_abort() {
     let (app, handle) = app();
-    let (_, v) = post(&app, "/v1/completions", json!({"prompt": "one two STOP three", "max_tokens": 20, "stop": ["STOP"]})).await;
+    let (_, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": "one two STOP three", "max_tokens": 20, "stop": ["STOP"]}),
+    )
+    .await;
     assert_eq!(v["choices"][0]["text"], "one two ");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     let (_, v) = post(&app, "/v1/completions", json!({"prompt": "one two STOP three", "max_tokens": 20, "stop": "STOP", "include_stop_str_in_output": true})).await;
@@ -233,7 +288,12 @@ async fn stop_strings_truncate_and_abort() {
 #[tokio::test]
 async fn eos_ends_with_stop_and_hides_its_text() {
     let (app, _) = app();
-    let (_, v) = post(&app, "/v1/completions", json!({"prompt": [104, 105, EOT], "max_tokens": 10, "skip_special_tokens": false})).await;
+    let (_, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": [104, 105, EOT], "max_tokens": 10, "skip_special_tokens": false}),
+    )
+    .await;
     assert_eq!(v["choices"][0]["text"], "hi");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert_eq!(v["usage"]["completion_tokens"], 3);
@@ -242,7 +302,12 @@ async fn eos_ends_with_stop_and_hides_its_text() {
 #[tokio::test]
 async fn completion_logprobs_shape() {
     let (app, _) = app();
-    let (_, v) = post(&app, "/v1/completions", json!({"prompt": "hello", "max_tokens": 2, "logprobs": 2, "echo": true})).await;
+    let (_, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": "hello", "max_tokens": 2, "logprobs": 2, "echo": true}),
+    )
+    .await;
     let lp = &v["choices"][0]["logprobs"];
     assert_eq!(lp["tokens"].as_array().unwrap().len(), 2);
     assert_eq!(lp["tokens"][0], "hello");
@@ -277,12 +342,14 @@ async fn chat_stream_shape_with_usage() {
     let (app, _) = app();
     let body = json!({"messages": [{"role": "user", "content": "hello"}], "max_tokens": 3, "n": 2,
                       "stream": true, "stream_options": {"include_usage": true}});
-    let (status, headers, bytes) = call(&app, "POST", "/v1/chat/completions", Some(Body::from(body.to_string())), None).await;
+    let (status, headers, bytes) =
+        call(&app, "POST", "/v1/chat/completions", Some(Body::from(body.to_string())), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "text/event-stream");
     let events = sse_events(&bytes);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let chunks: Vec<Value> =
+        events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
     assert_eq!(chunks[0]["object"], "chat.completion.chunk");
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(chunks[1]["choices"][0]["delta"]["role"], "assistant");
@@ -290,10 +357,16 @@ async fn chat_stream_shape_with_usage() {
     assert_eq!(usage["choices"], json!([]));
     assert_eq!(usage["usage"]["completion_tokens"], 6);
     for index in 0..2 {
-        let mine: Vec<&Value> = chunks.iter().filter(|c| c["choices"][0]["index"] == index).collect();
-        let text: String = mine.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+        let mine: Vec<&Value> =
+            chunks.iter().filter(|c| c["choices"][0]["index"] == index).collect();
+        let text: String =
+            mine.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
         assert_eq!(text, "use");
-        let finishes: Vec<&Value> = mine.iter().map(|c| &c["choices"][0]["finish_reason"]).filter(|f| !f.is_null()).collect();
+        let finishes: Vec<&Value> = mine
+            .iter()
+            .map(|c| &c["choices"][0]["finish_reason"])
+            .filter(|f| !f.is_null())
+            .collect();
         assert_eq!(finishes, vec![&json!("length")]);
     }
 }
@@ -301,11 +374,14 @@ async fn chat_stream_shape_with_usage() {
 #[tokio::test]
 async fn completion_stream_with_stop_never_leaks_the_stop_string() {
     let (app, handle) = app();
-    let body = json!({"prompt": "one two STOP three", "max_tokens": 20, "stream": true, "stop": ["STOP"]});
-    let (_, _, bytes) = call(&app, "POST", "/v1/completions", Some(Body::from(body.to_string())), None).await;
+    let body =
+        json!({"prompt": "one two STOP three", "max_tokens": 20, "stream": true, "stop": ["STOP"]});
+    let (_, _, bytes) =
+        call(&app, "POST", "/v1/completions", Some(Body::from(body.to_string())), None).await;
     let events = sse_events(&bytes);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let chunks: Vec<Value> =
+        events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
     let text: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
     assert_eq!(text, "one two ");
     assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
@@ -319,7 +395,11 @@ async fn client_hangup_mid_stream_aborts_every_sequence() {
     handle.set_slow(true);
     let app = router(state);
     let body = json!({"prompt": "hello world", "max_tokens": 50, "n": 3, "stream": true});
-    let req = Request::builder().method("POST").uri("/v1/completions").body(Body::from(body.to_string())).unwrap();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/completions")
+        .body(Body::from(body.to_string()))
+        .unwrap();
     let res = app.oneshot(req).await.unwrap();
     assert_eq!(handle.live(), 3);
     let mut body = res.into_body().into_data_stream();
@@ -341,7 +421,8 @@ async fn tokenize_and_detokenize() {
     let tokens = v["tokens"].clone();
     let (_, v) = post(&app, "/detokenize", json!({"tokens": tokens})).await;
     assert_eq!(v["prompt"], "hello world");
-    let (_, v) = post(&app, "/tokenize", json!({"messages": [{"role": "user", "content": "hi"}]})).await;
+    let (_, v) =
+        post(&app, "/tokenize", json!({"messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(v["count"], "user: hi\nassistant:".len(), "{v}");
     let (status, _) = post(&app, "/tokenize", json!({"prompt": "a", "messages": []})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

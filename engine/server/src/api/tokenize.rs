@@ -22,8 +22,10 @@ pub async fn tokenize(
         (None, Some(messages)) => {
             let messages = to_template_messages(&messages)?;
             let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
-            let rendered = (state.chat_template)(&messages, add_generation_prompt)
-                .map_err(|e| ApiError::invalid_param("messages", format!("Chat template error: {e}")))?;
+            let rendered =
+                (state.chat_template)(&messages, add_generation_prompt).map_err(|e| {
+                    ApiError::invalid_param("messages", format!("Chat template error: {e}"))
+                })?;
             (rendered, false)
         }
         _ => return Err(ApiError::invalid("Exactly one of `prompt` or `messages` must be given.")),
