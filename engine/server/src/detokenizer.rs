@@ -464,4 +464,51 @@ pub(crate) mod tests {
             assert_eq!(byte_level_char_to_byte(byte_char(b)), Some(b));
         }
     }
+
+    /// SmolLM2's own tokenizer, read from the default GGUF (`None` when it is not downloaded).
+    fn smollm2() -> Option<Arc<Tokenizer>> {
+        let home = std::env::var_os("HOME")?;
+        let path = std::path::PathBuf::from(home)
+            .join(".cache/candela/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        if !path.exists() {
+            eprintln!("skipped: {} missing (run scripts/setup.sh)", path.display());
+            return None;
+        }
+        let (content, _) = candela_model::load_gguf::read_gguf(&path).unwrap();
+        Some(Arc::new(candela_model::tokenizer::tokenizer_from_gguf(&content).unwrap().tokenizer))
+    }
+
+    #[test]
+    fn real_tokenizer_streams_exactly_what_batch_decode_gives() {
+        let Some(tok) = smollm2() else { return };
+        let text = "Hello, world! naïve café 日本語のテキスト 🎉🚀\n\tfn main() { println!(\"{}\", 42); }\n  — done.";
+        let ids = encode(&tok, text);
+        let (deltas, tail) = stream(&tok, &ids, StopStrings::default());
+        assert_eq!(joined(&deltas, &tail), tok.decode(&ids, true).unwrap());
+        assert_eq!(joined(&deltas, &tail), text);
+        assert!(deltas.iter().all(|d| !d.text.contains(char::REPLACEMENT_CHARACTER)));
+        let bytes: Vec<u8> = ids.iter().flat_map(|&id| token_bytes(&tok, id)).collect();
+        assert_eq!(bytes, text.as_bytes());
+    }
+
+    #[test]
+    fn real_tokenizer_skips_chat_specials_and_stops_across_tokens() {
+        let Some(tok) = smollm2() else { return };
+        let ids = encode(&tok, "<|im_start|>assistant\nThe answer is 42.<|im_end|>");
+        let im_end = *ids.last().unwrap();
+        assert_eq!(token_text(&tok, im_end), "<|im_end|>");
+        let mut dec = IncrementalDecoder::new(tok.clone(), &[], true);
+        let s: String = ids.iter().map(|&id| dec.push(id)).collect();
+        assert_eq!(s, "assistant\nThe answer is 42.");
+        // Prompt context: the first generated word keeps its leading space.
+        let prompt = encode(&tok, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nSure");
+        let mut dec = IncrementalDecoder::new(tok.clone(), &prompt, true);
+        let s: String = encode(&tok, " thing, friend").into_iter().map(|id| dec.push(id)).collect();
+        assert_eq!(s, " thing, friend");
+        let ids = encode(&tok, "one two three four five");
+        let stops = StopStrings { stop: vec!["ee fo".into()], ..Default::default() };
+        let (deltas, tail) = stream(&tok, &ids, stops);
+        assert!(deltas.last().unwrap().stopped);
+        assert_eq!(joined(&deltas, &tail), "one two thr");
+    }
 }

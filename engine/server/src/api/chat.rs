@@ -54,15 +54,18 @@ pub async fn chat_completions(
         arrival,
     };
     let choices = submission.submit(&[PreparedPrompt { token_ids }]).await?;
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let stream = req.stream.unwrap_or(false);
+    tracing::info!(request_id = %id, prompt_tokens, n = plan.n, stream, "chat request admitted");
     let meta = Meta {
-        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+        id,
         created: generate::unix_now(),
         model,
         logprobs: plan.params.logprobs.is_some(),
         tokenizer: state.tokenizer.clone(),
     };
 
-    if req.stream.unwrap_or(false) {
+    if stream {
         let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
         return Ok(stream_response(meta, choices, prompt_tokens, include_usage));
     }

@@ -109,8 +109,14 @@ pub async fn completions(
         arrival,
     };
     let choices = submission.submit(&prompts).await?;
+    let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
+    let stream = req.stream.unwrap_or(false);
+    tracing::info!(
+        request_id = %id, prompt_tokens, prompts = prompts.len(), n = plan.n, stream,
+        "completion request admitted"
+    );
     let meta = Meta {
-        id: format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
+        id,
         created: generate::unix_now(),
         model,
         echo: echo_texts,
@@ -119,7 +125,7 @@ pub async fn completions(
         tokenizer: state.tokenizer.clone(),
     };
 
-    if req.stream.unwrap_or(false) {
+    if stream {
         let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
         return Ok(stream_response(meta, choices, prompt_tokens, include_usage));
     }
