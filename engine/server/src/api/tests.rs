@@ -431,3 +431,40 @@ async fn tokenize_and_detokenize() {
     let (status, _) = post(&app, "/tokenize", json!({"model": "x", "prompt": "a"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// The wiring `main.rs` does: the model crate's tokenizer and Jinja chat template
+/// behind [`AppState`] (skipped when the default model is not downloaded).
+#[tokio::test]
+async fn real_model_template_and_tokenizer() {
+    let Some(home) = std::env::var_os("HOME") else { return };
+    let path = std::path::PathBuf::from(home)
+        .join(".cache/candela/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.exists() {
+        eprintln!("skipped: {} missing (run scripts/setup.sh)", path.display());
+        return;
+    }
+    let (content, _) = candela_model::load_gguf::read_gguf(&path).unwrap();
+    let bundle = candela_model::tokenizer::tokenizer_from_gguf(&content).unwrap();
+    let template = candela_model::ChatTemplate::new(
+        bundle.chat_template.as_deref().unwrap(),
+        bundle.bos_token.as_deref(),
+        bundle.eos_token.as_deref(),
+    )
+    .unwrap();
+    let (mut state, _) = state(None);
+    state.tokenizer = Arc::new(bundle.tokenizer);
+    state.eos_token_ids = bundle.eos_token_ids;
+    state.chat_template = Arc::new(move |messages: &[ChatMessage], add_generation_prompt: bool| {
+        template.render(&messages, add_generation_prompt).map_err(|e| e.to_string())
+    });
+    let app = router(state);
+    let (status, v) =
+        post(&app, "/tokenize", json!({"messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, d) = post(&app, "/detokenize", json!({"tokens": v["tokens"]})).await;
+    let prompt = d["prompt"].as_str().unwrap();
+    assert!(prompt.contains("<|im_start|>user\nhi<|im_end|>\n"), "{prompt:?}");
+    assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
+    let (_, v) = post(&app, "/tokenize", json!({"prompt": "<|im_start|>"})).await;
+    assert_eq!(v["count"], 1, "special tokens encode to one id: {v}");
+}
