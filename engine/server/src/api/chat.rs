@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::sse::{Event, Sse};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, StreamExt};
 use tokenizers::Tokenizer;
@@ -263,5 +263,6 @@ fn stream_response(
         .chain(tail)
         .chain(stream::once(async { Event::default().data("[DONE]") }))
         .map(Ok::<_, std::convert::Infallible>);
-    Sse::new(events).into_response()
+    // Comments every 15 s keep proxies from timing out a request still queued.
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
