@@ -230,6 +230,29 @@ impl ServeArgs {
         }
     }
 
+    /// Names the API answers to: `--served-model-name` values, else the model file's
+    /// stem followed by the model argument as typed (vLLM's default, so clients that
+    /// send the path keep working).
+    pub fn served_model_names(&self, model_path: &std::path::Path) -> Vec<String> {
+        if !self.server.served_model_name.is_empty() {
+            return self.server.served_model_name.clone();
+        }
+        let stem = model_path
+            .file_stem()
+            .filter(|_| model_path.extension().is_some_and(|e| e == "gguf"))
+            .or_else(|| model_path.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| model_path.display().to_string());
+        let mut names = vec![stem];
+        if let Some(typed) = self.model_tag.as_ref().or(self.model.model.as_ref()) {
+            let typed = typed.display().to_string();
+            if !names.contains(&typed) {
+                names.push(typed);
+            }
+        }
+        names
+    }
+
     /// Checks the values that need no model (the KV pool fit is checked once it is sized).
     ///
     /// # Errors
@@ -542,6 +565,20 @@ mod tests {
         assert!(serve(&["/a.gguf", "--model", "/b.gguf"]).is_err());
         let err = a.model_path().unwrap_err();
         assert!(err.contains("/models/x.gguf"), "{err}");
+    }
+
+    #[test]
+    fn served_model_names_default_to_stem_and_typed_path() {
+        let p = std::path::Path::new("/m/SmolLM2.Q4_1.gguf");
+        let a = serve(&["--model", "/m/SmolLM2.Q4_1.gguf"]).unwrap();
+        assert_eq!(a.served_model_names(p), vec!["SmolLM2.Q4_1", "/m/SmolLM2.Q4_1.gguf"]);
+        let a = serve(&[]).unwrap();
+        assert_eq!(a.served_model_names(p), vec!["SmolLM2.Q4_1"]);
+        let a = serve(&["--served-model-name", "smol,tiny"]).unwrap();
+        assert_eq!(a.served_model_names(p), vec!["smol", "tiny"]);
+        let dir = std::path::Path::new("/models/Qwen2-0.5B");
+        let a = serve(&["/models/Qwen2-0.5B"]).unwrap();
+        assert_eq!(a.served_model_names(dir), vec!["Qwen2-0.5B", "/models/Qwen2-0.5B"]);
     }
 
     #[test]
