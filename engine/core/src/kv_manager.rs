@@ -142,6 +142,23 @@ impl KvCacheManager {
         Some(&self.tables[&id])
     }
 
+    /// Pool invariants, plus: every block's ref count equals the number of tables holding it.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.pool.check_invariants()?;
+        let mut refs = vec![0u32; self.pool.num_blocks()];
+        for table in self.tables.values() {
+            for &b in table {
+                refs[b as usize] += 1;
+            }
+        }
+        for (b, &n) in refs.iter().enumerate() {
+            if self.pool.ref_count(b as BlockId) != n {
+                return Err(format!("block {b}: ref {} but {n} tables hold it", self.pool.ref_count(b as BlockId)));
+            }
+        }
+        Ok(())
+    }
+
     /// After a swap-in: registers the restored full blocks in the prefix cache.
     pub(crate) fn cache_restored(&mut self, req: &Request) {
         if self.enable_caching {

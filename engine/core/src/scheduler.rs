@@ -216,6 +216,32 @@ impl Scheduler {
         ((d.num_free(), d.num_blocks()), (h.num_free(), h.num_blocks()))
     }
 
+    /// Checks both pools and that each request's queue matches where its blocks are.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.device.check_invariants()?;
+        self.host.check_invariants()?;
+        for (id, r) in &self.requests {
+            let (dev, host) = (self.device.block_table(*id).len(), self.host.block_table(*id).len());
+            let ok = match r.status {
+                RequestStatus::Running => self.running.contains(id) && host == 0 && dev * self.block_size >= r.num_computed_tokens,
+                RequestStatus::Waiting => self.waiting.contains(id) && dev == 0 && host == 0 && r.num_computed_tokens == 0,
+                RequestStatus::Swapped => self.swapped.contains(id) && dev == 0 && host > 0,
+                RequestStatus::Finished(_) => false,
+            };
+            if !ok {
+                return Err(format!("request {id} ({:?}) has {dev} device / {host} host blocks", r.status));
+            }
+        }
+        let queued = self.running.len() + self.waiting.len() + self.swapped.len();
+        if queued != self.requests.len() {
+            return Err(format!("{queued} queued but {} requests live", self.requests.len()));
+        }
+        if self.device.num_tables() > self.running.len() || self.host.num_tables() != self.swapped.len() {
+            return Err("a block table outlives its request".into());
+        }
+        Ok(())
+    }
+
     /// Plans one step at time `now` (seconds, the same clock as arrival times).
     pub fn schedule(&mut self, now: f64) -> SchedulerOutput {
         let mut out = SchedulerOutput { finished: std::mem::take(&mut self.finished_ids), ..Default::default() };
