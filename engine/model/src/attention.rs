@@ -1,0 +1,194 @@
+//! CPU paged attention over the flat [`LayerKv`] storage.
+//!
+//! [`write_kv`] stores each new token's K/V row at its slot; [`paged_attention`]
+//! then lets every query token at absolute position `p` attend causally over
+//! cache positions `0..=p` of its own sequence, reading K/V through the
+//! sequence's block table (grouped-query attention: query head `h` reads KV
+//! head `h / (num_heads / num_kv_heads)`).
+//!
+//! Exactness invariant: the output for one (query token, head) is computed by
+//! one sequential loop whose order depends only on that query's position and
+//! the cache contents — never on how the batch was chunked, which other
+//! sequences share it, or how rayon split the work. Two passes per query:
+//! scores and their max, then `exp`, sum and the weighted V sum in ascending
+//! position order, divided by the sum at the end; all in `f32`.
+//!
+//! Cost: `O(sum over queries of (p + 1) * num_heads * head_dim)`; work items
+//! are (token, KV head) pairs, so the query heads of one group share each K/V
+//! row read. Scratch is one buffer per rayon job, grown as needed; nothing is
+//! allocated per token.
+
+use rayon::prelude::*;
+
+use crate::batch::ForwardBatch;
+use crate::kv_cache::LayerKv;
+use crate::{Error, Result};
+
+/// Below this much work (query-positions × KV heads) the kernel runs on the calling thread.
+const PARALLEL_MIN_WORK: usize = 4096;
+
+/// Writes `k` and `v` (each `[T, num_kv_heads * head_dim]`) into the slots `slot_mapping[t]`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] when the lengths disagree or a slot is outside the layer.
+pub fn write_kv(layer: &mut LayerKv, k: &[f32], v: &[f32], slot_mapping: &[usize]) -> Result<()> {
+    let stride = layer.slot_stride();
+    if k.len() != slot_mapping.len() * stride || v.len() != k.len() {
+        return Err(Error::InvalidInput(format!(
+            "write_kv: {} slots but k/v hold {}/{} floats (stride {stride})",
+            slot_mapping.len(),
+            k.len(),
+            v.len()
+        )));
+    }
+    let slots = layer.num_slots();
+    if let Some(&s) = slot_mapping.iter().find(|&&s| s >= slots) {
+        return Err(Error::InvalidInput(format!("write_kv: slot {s} outside {slots} slots")));
+    }
+    for (t, &slot) in slot_mapping.iter().enumerate() {
+        let dst = slot * stride..(slot + 1) * stride;
+        layer.k[dst.clone()].copy_from_slice(&k[t * stride..(t + 1) * stride]);
+        layer.v[dst].copy_from_slice(&v[t * stride..(t + 1) * stride]);
+    }
+    Ok(())
+}
+
+/// Attention of every query row in `q` (`[T, num_heads * head_dim]`) into `out` (same shape).
+///
+/// `scale` multiplies the raw `q·k` scores (usually `1/sqrt(head_dim)`). The cache must
+/// already hold the K/V of every position the queries attend to, including their own
+/// ([`write_kv`] first).
+///
+/// # Errors
+/// [`Error::InvalidInput`] when shapes disagree with the batch and cache geometry, a query's
+/// position is not inside its sequence's context, or a block id is outside the cache.
+pub fn paged_attention(
+    q: &[f32],
+    layer: &LayerKv,
+    batch: &ForwardBatch,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<()> {
+    let t = batch.num_tokens();
+    let hd = layer.head_dim;
+    let nkv = layer.num_kv_heads;
+    let bad = |m: String| Err(Error::InvalidInput(format!("paged_attention: {m}")));
+    if t == 0 {
+        return Ok(());
+    }
+    if q.len() != out.len() || hd == 0 || nkv == 0 || q.len() % (t * hd) != 0 {
+        return bad(format!("q/out of {} floats do not fit {t} tokens × {hd}", q.len()));
+    }
+    let nh = q.len() / (t * hd);
+    if nh % nkv != 0 {
+        return bad(format!("{nh} query heads are not a multiple of {nkv} KV heads"));
+    }
+    let group = nh / nkv;
+    let num_blocks = layer.num_slots() / layer.block_size.max(1);
+
+    let mut tok_seq = vec![0usize; t];
+    let mut work = 0usize;
+    for (si, s) in batch.seqs.iter().enumerate() {
+        let end = s.query_start + s.query_len;
+        if end > t || s.block_table.len() * layer.block_size < s.context_len {
+            return bad("a sequence slice does not fit the batch or its block table".into());
+        }
+        if s.block_table.iter().any(|&b| b as usize >= num_blocks) {
+            return bad("a block id is outside the cache".into());
+        }
+        for tt in s.query_start..end {
+            if batch.positions[tt] as usize >= s.context_len {
+                return bad(format!("position {} beyond context {}", batch.positions[tt], s.context_len));
+            }
+            tok_seq[tt] = si;
+            work += batch.positions[tt] as usize + 1;
+        }
+    }
+
+    let chunk = group * hd;
+    let job = |(idx, o): (usize, &mut [f32]), scratch: &mut Vec<f32>| {
+        let tt = idx / nkv;
+        let kvh = idx % nkv;
+        let seq = &batch.seqs[tok_seq[tt]];
+        let qrow = &q[(tt * nh + kvh * group) * hd..][..chunk];
+        attend_group(qrow, layer, &seq.block_table, kvh, batch.positions[tt] as usize + 1, scale, scratch, o);
+    };
+    if work * nkv < PARALLEL_MIN_WORK || rayon::current_num_threads() == 1 {
+        let mut scratch = Vec::new();
+        out.chunks_mut(chunk).enumerate().for_each(|x| job(x, &mut scratch));
+    } else {
+        out.par_chunks_mut(chunk).enumerate().for_each_init(Vec::new, |s, x| job(x, s));
+    }
+    Ok(())
+}
+
+/// The `group` query heads sharing KV head `kvh`, over cache positions `0..n`.
+#[allow(clippy::too_many_arguments)]
+fn attend_group(
+    q: &[f32],
+    layer: &LayerKv,
+    block_table: &[u32],
+    kvh: usize,
+    n: usize,
+    scale: f32,
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let hd = layer.head_dim;
+    let group = q.len() / hd;
+    let bs = layer.block_size;
+    let stride = layer.slot_stride();
+    let row = |j: usize| (block_table[j / bs] as usize * bs + j % bs) * stride + kvh * hd;
+    if scratch.len() < group * n {
+        scratch.resize(group * n, 0.0);
+    }
+    let scores = &mut scratch[..group * n];
+    for j in 0..n {
+        let k = &layer.k[row(j)..][..hd];
+        for g in 0..group {
+            scores[g * n + j] = dot(&q[g * hd..(g + 1) * hd], k) * scale;
+        }
+    }
+    out.fill(0.0);
+    for g in 0..group {
+        let s = &mut scores[g * n..(g + 1) * n];
+        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for x in s.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        for x in s.iter_mut() {
+            *x *= inv;
+        }
+    }
+    for j in 0..n {
+        let v = &layer.v[row(j)..][..hd];
+        for g in 0..group {
+            let w = scores[g * n + j];
+            for (o, &x) in out[g * hd..(g + 1) * hd].iter_mut().zip(v) {
+                *o += w * x;
+            }
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators (vectorizes; a fixed order).
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+#[cfg(test)]
+#[path = "attention_tests.rs"]
+mod tests;

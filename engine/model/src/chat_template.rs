@@ -1,0 +1,156 @@
+//! Renders a Hugging Face / GGUF Jinja chat template with minijinja.
+//!
+//! Set up like `transformers`' `apply_chat_template`: `trim_blocks` and
+//! `lstrip_blocks` on, Python string methods (`.strip()`, `.startswith()`, ...)
+//! via minijinja-contrib's pycompat, `raise_exception(msg)` and
+//! `strftime_now(fmt)` as globals, and the variables `messages`,
+//! `add_generation_prompt`, `bos_token`, `eos_token` (plus any extra context
+//! such as `tools`). Compilation happens once in [`ChatTemplate::new`].
+
+use minijinja::{Environment, ErrorKind, Value};
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+const NAME: &str = "chat";
+
+/// A compiled chat template and the special tokens it may reference.
+#[derive(Debug)]
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+}
+
+fn template_error(e: minijinja::Error) -> Error {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    Error::ChatTemplate(msg)
+}
+
+fn raise_exception(msg: String) -> std::result::Result<String, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+/// `strftime_now(fmt)` of Llama 3 templates; only the date formats they use.
+fn strftime_now(fmt: String) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    // Civil-from-days (Howard Hinnant), proleptic Gregorian.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const MONTHS: [&str; 12] =
+        ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+         "October", "November", "December"];
+    let month = MONTHS[(m - 1) as usize];
+    fmt.replace("%d", &format!("{d:02}"))
+        .replace("%m", &format!("{m:02}"))
+        .replace("%Y", &y.to_string())
+        .replace("%B", month)
+        .replace("%b", &month[..3])
+}
+
+impl ChatTemplate {
+    /// Compiles `source`.
+    ///
+    /// # Errors
+    /// [`Error::ChatTemplate`] with minijinja's message when the template does not parse.
+    pub fn new(source: &str, bos_token: Option<&str>, eos_token: Option<&str>) -> Result<Self> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.add_template_owned(NAME, source.to_string()).map_err(template_error)?;
+        Ok(Self {
+            env,
+            bos_token: bos_token.unwrap_or_default().to_string(),
+            eos_token: eos_token.unwrap_or_default().to_string(),
+        })
+    }
+
+    /// Renders `messages` (anything serializing to a list of `{role, content, ...}`).
+    ///
+    /// # Errors
+    /// [`Error::ChatTemplate`] when rendering fails, including `raise_exception` calls.
+    pub fn render<M: Serialize>(&self, messages: &M, add_generation_prompt: bool) -> Result<String> {
+        self.render_with(messages, add_generation_prompt, Value::UNDEFINED)
+    }
+
+    /// Like [`render`](Self::render) with extra variables (e.g. `{"tools": [...]}`) merged in.
+    ///
+    /// # Errors
+    /// [`Error::ChatTemplate`] when rendering fails.
+    pub fn render_with<M: Serialize>(
+        &self,
+        messages: &M,
+        add_generation_prompt: bool,
+        extra: Value,
+    ) -> Result<String> {
+        let tmpl = self.env.get_template(NAME).map_err(template_error)?;
+        let base = minijinja::context! {
+            messages => Value::from_serialize(messages),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token.as_str(),
+            eos_token => self.eos_token.as_str(),
+        };
+        tmpl.render(minijinja::context! { ..extra, ..base }).map_err(template_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn chatml_renders_with_default_system_prompt() {
+        let t = ChatTemplate::new(CHATML, None, Some("<|im_end|>")).unwrap();
+        let out = t.render(&json!([{"role": "user", "content": "Hi"}]), true).unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let out = t
+            .render(&json!([{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]), false)
+            .unwrap();
+        assert_eq!(out, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n");
+    }
+
+    #[test]
+    fn python_methods_tokens_and_exceptions() {
+        let src = "{{ bos_token }}{% for m in messages %}{% if m.role not in ['user'] %}{{ raise_exception('only user: ' + m.role) }}{% endif %}{{ m.content.strip().upper() }}{% endfor %}{{ eos_token }}";
+        let t = ChatTemplate::new(src, Some("<s>"), Some("</s>")).unwrap();
+        assert_eq!(t.render(&json!([{"role": "user", "content": "  hi "}]), false).unwrap(), "<s>HI</s>");
+        let e = t.render(&json!([{"role": "bot", "content": "x"}]), false).unwrap_err();
+        assert!(e.to_string().contains("only user: bot"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_at_compile_time() {
+        let e = ChatTemplate::new("{% for m in messages %}", None, None).unwrap_err();
+        assert!(matches!(e, Error::ChatTemplate(_)), "{e}");
+    }
+
+    #[test]
+    fn strftime_now_formats_a_date() {
+        let s = strftime_now("%d %b %Y".into());
+        assert_eq!(s.len(), 11, "{s}");
+    }
+}

@@ -1,0 +1,101 @@
+//! Candela's model crate: everything that touches tensors.
+//!
+//! - [`load`]: a GGUF file or a Hugging Face directory → [`LoadedModel`]
+//!   (model, tokenizer, chat template, special ids, shape, weight bytes).
+//! - [`llama`]: the llama-family decoder (Llama, Mistral, SmolLM, Qwen2) whose
+//!   `forward` takes a flattened [`ForwardBatch`] and a [`PagedKvCache`] it does
+//!   not own.
+//! - [`kv_cache`], [`attention`]: the paged KV pool and the CPU paged-attention
+//!   kernel (bit-identical results however a sequence is chunked or batched).
+//! - [`sampler`]: vLLM-order sampling with per-request RNGs and raw logprobs.
+//! - [`runner`]: [`ModelRunner::execute`] — swap copies, forward, sampling for
+//!   one scheduler step; [`reference`]: the single-sequence exactness reference.
+//! - [`tokenizer`], [`chat_template`]: text in and out.
+//!
+//! CPU only for now: the paged attention kernel works on host memory and all
+//! activations are `f32` (quantized GGUF weights stay quantized).
+
+pub mod attention;
+pub mod batch;
+pub mod chat_template;
+pub mod error;
+pub mod kv_cache;
+pub mod llama;
+pub mod load_gguf;
+pub mod load_hf;
+pub mod reference;
+pub mod rope;
+pub mod runner;
+pub mod sampler;
+pub mod tokenizer;
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+
+pub use batch::{ForwardBatch, SeqInput, SeqSlice};
+pub use chat_template::ChatTemplate;
+pub use error::{Error, Result};
+pub use kv_cache::{LayerKv, PagedKvCache};
+pub use llama::{Llama, ModelConfig};
+pub use reference::{ReferenceRun, reference_generate_greedy, reference_logits};
+pub use runner::{ModelRunner, RunnerConfig, SampleArgs, StepSeq};
+pub use sampler::Sampler;
+pub use tokenizer::TokenizerBundle;
+
+/// A model ready to serve, with everything the server needs around it.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub model: Llama,
+    pub tokenizer: tokenizers::Tokenizer,
+    pub chat_template: Option<String>,
+    pub eos_token_ids: Vec<u32>,
+    pub bos_token_id: Option<u32>,
+    /// Token strings for the chat template's `bos_token` / `eos_token`.
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub config: ModelConfig,
+    pub weight_bytes: u64,
+}
+
+/// Loads a GGUF file (with its embedded tokenizer) or a Hugging Face directory
+/// (`config.json`, `*.safetensors`, `tokenizer.json`, `tokenizer_config.json`).
+///
+/// `dtype` is the requested compute dtype; on CPU every activation is `f32`
+/// whatever is asked (half-precision checkpoints are widened), so it only
+/// documents intent for now.
+///
+/// # Errors
+/// [`Error::Io`] when `path` does not exist; [`Error::Unsupported`] for non-CPU
+/// devices, unknown architectures or tokenizer kinds; [`Error::InvalidModel`] for
+/// missing tensors or metadata.
+pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<LoadedModel> {
+    let _ = dtype;
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let (model, tk) = if meta.is_dir() {
+        let tk = tokenizer::tokenizer_from_hf_dir(path)?;
+        let (model, hf) = load_hf::load_hf_model(path, device)?;
+        let mut tk = tk;
+        if tk.bos_token_id.is_none() {
+            tk.bos_token_id = hf.bos_token_id;
+        }
+        (model, tk)
+    } else {
+        let (content, mut file) = load_gguf::read_gguf(path)?;
+        let tk = tokenizer::tokenizer_from_gguf(&content)?;
+        (load_gguf::load_gguf_model(&content, &mut file, device)?, tk)
+    };
+    let config = model.config().clone();
+    let weight_bytes = model.weight_bytes();
+    Ok(LoadedModel {
+        model,
+        tokenizer: tk.tokenizer,
+        chat_template: tk.chat_template,
+        eos_token_ids: tk.eos_token_ids,
+        bos_token_id: tk.bos_token_id,
+        bos_token: tk.bos_token,
+        eos_token: tk.eos_token,
+        config,
+        weight_bytes,
+    })
+}

@@ -1,0 +1,205 @@
+//! The llama-family decoder (Llama, Mistral, SmolLM, Qwen2) over a flattened
+//! batch with a paged KV cache the caller owns.
+//!
+//! One [`Llama::forward`] runs one engine step: every sequence's new tokens go
+//! through each linear layer together as one `[T, hidden]` matrix (the weights
+//! are read once per step, whatever the batch), while rope and attention work
+//! per token on flat `f32` rows with each token's own position and block table.
+//!
+//! Exactness: every op is row-wise (RMSNorm, rope, SiLU, residual adds) or
+//! computes each output row from its own input row with a fixed summation
+//! order (the quantized/`f32` vec-dot matmuls of `candle`'s `QTensor`, the
+//! paged attention kernel), so a token's logits do not depend on which other
+//! tokens share the batch. Linear weights are therefore always held as a
+//! `QTensor` (`f32` for unquantized checkpoints) rather than a dense tensor
+//! whose BLAS path would pick kernels by batch size.
+//!
+//! Loading lives in `load_gguf.rs` and `load_hf.rs`.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::attention::{paged_attention, write_kv};
+use crate::batch::ForwardBatch;
+use crate::kv_cache::PagedKvCache;
+use crate::rope::RopeTable;
+use crate::{Error, Result};
+
+/// The shape of a loaded model; enough to size KV pools and validate requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub vocab_size: usize,
+    pub max_position_embeddings: usize,
+    pub rope_theta: f32,
+    pub rms_norm_eps: f64,
+    /// `llama`, `qwen2`, `mistral`, ... (GGUF `general.architecture` or HF `model_type`).
+    pub architecture: String,
+}
+
+impl ModelConfig {
+    /// KV cache bytes of one token across all layers (`f32` K and V).
+    pub fn kv_bytes_per_token(&self) -> u64 {
+        PagedKvCache::bytes_per_block(self.num_layers, 1, self.num_kv_heads, self.head_dim)
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        let c = self;
+        if c.num_layers == 0 || c.num_heads == 0 || c.num_kv_heads == 0 || c.head_dim == 0 {
+            return Err(Error::InvalidModel(format!("degenerate model shape {c:?}")));
+        }
+        if c.num_heads % c.num_kv_heads != 0 || c.head_dim % 2 != 0 {
+            return Err(Error::InvalidModel(format!(
+                "{} heads / {} KV heads / head_dim {} is not a valid attention layout",
+                c.num_heads, c.num_kv_heads, c.head_dim
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A linear layer `x @ W^T (+ b)` whose weight is a `QTensor` (quantized or `f32`).
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    pub w: QMatMul,
+    pub b: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(w: Arc<QTensor>, b: Option<Tensor>) -> Self {
+        // Not `QMatMul::from_arc`: it turns f32/f16 weights into dense tensors (BLAS path).
+        Self { w: QMatMul::QTensor(w), b }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.w.forward(x)?;
+        Ok(match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// One decoder block's weights.
+#[derive(Debug, Clone)]
+pub(crate) struct Layer {
+    pub attn_norm: Tensor,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub ffn_norm: Tensor,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+/// A llama-family decoder; holds weights only, never a KV cache.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub(crate) cfg: ModelConfig,
+    pub(crate) embed: Arc<QTensor>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) norm: Tensor,
+    pub(crate) lm_head: Linear,
+    pub(crate) rope: RopeTable,
+    pub(crate) device: Device,
+    pub(crate) weight_bytes: u64,
+}
+
+impl Llama {
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Bytes of weights held in memory (for KV pool sizing).
+    pub fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A KV pool shaped for this model.
+    pub fn new_cache(&self, num_blocks: usize, block_size: usize) -> PagedKvCache {
+        PagedKvCache::new(
+            self.cfg.num_layers,
+            num_blocks,
+            block_size,
+            self.cfg.num_kv_heads,
+            self.cfg.head_dim,
+        )
+    }
+
+    /// Runs one step: writes the batch's K/V into `cache` and returns `f32` logits
+    /// `[batch.logits_indices.len(), vocab]`, rows in `logits_indices` order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the batch does not fit the cache or the model
+    /// (checked before anything is written); [`Error::Candle`] from tensor ops.
+    pub fn forward(&self, batch: &ForwardBatch, cache: &mut PagedKvCache) -> Result<Tensor> {
+        let c = &self.cfg;
+        let t = batch.num_tokens();
+        if cache.num_layers() != c.num_layers
+            || cache.layer(0).num_kv_heads != c.num_kv_heads
+            || cache.layer(0).head_dim != c.head_dim
+        {
+            return Err(Error::InvalidInput("KV cache geometry does not match the model".into()));
+        }
+        batch.validate(cache.block_size(), cache.num_blocks())?;
+        if let Some(&p) = batch.positions.iter().find(|&&p| p as usize >= self.rope.max_positions()) {
+            return Err(Error::InvalidInput(format!(
+                "position {p} exceeds the model's context of {}",
+                self.rope.max_positions()
+            )));
+        }
+        if let Some(&id) = batch.token_ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(Error::InvalidInput(format!("token id {id} outside vocab {}", c.vocab_size)));
+        }
+        if t == 0 {
+            return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &self.device)?);
+        }
+        let ids = Tensor::from_slice(&batch.token_ids, t, &self.device)?;
+        let mut x = self.embed.embedding(&ids)?.to_dtype(DType::F32)?;
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let mut attn = vec![0.0f32; t * c.num_heads * c.head_dim];
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.rms_norm_eps as f32)?;
+            let mut q = flat(&layer.q.forward(&h)?)?;
+            let mut k = flat(&layer.k.forward(&h)?)?;
+            let v = flat(&layer.v.forward(&h)?)?;
+            self.rope.apply(&mut q, &batch.positions)?;
+            self.rope.apply(&mut k, &batch.positions)?;
+            let lc = cache.layer_mut(li);
+            write_kv(lc, &k, &v, &batch.slot_mapping)?;
+            paged_attention(&q, lc, batch, scale, &mut attn)?;
+            let a = Tensor::from_slice(&attn, (t, c.num_heads * c.head_dim), &self.device)?;
+            x = (x + layer.o.forward(&a)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, c.rms_norm_eps as f32)?;
+            let g = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
+            let m = (g * layer.up.forward(&h)?)?;
+            x = (x + layer.down.forward(&m)?)?;
+        }
+        if batch.logits_indices.is_empty() {
+            return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &self.device)?);
+        }
+        let idx: Vec<u32> = batch.logits_indices.iter().map(|&i| i as u32).collect();
+        let idx = Tensor::from_vec(idx, batch.logits_indices.len(), &self.device)?;
+        let x = x.index_select(&idx, 0)?.contiguous()?;
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, c.rms_norm_eps as f32)?;
+        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+}
+
+/// A 2-D `f32` tensor's rows as one flat vector.
+fn flat(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}

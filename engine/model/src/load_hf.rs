@@ -1,0 +1,213 @@
+//! Loading a llama-family decoder from a Hugging Face directory
+//! (`config.json` + `*.safetensors`).
+//!
+//! The safetensors files are memory-mapped; each matrix is widened to `f32`
+//! (whatever its stored dtype: CPU compute is `f32`) and held as an `f32`
+//! `QTensor`, so matmuls run the batch-invariant vec-dot path (see `llama.rs`).
+//! Rope is the non-interleaved "half" pairing of the Hugging Face layout.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+
+use crate::llama::{Layer, Linear, Llama, ModelConfig};
+use crate::rope::RopeTable;
+use crate::{Error, Result};
+
+/// The fields of `config.json` we read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HfConfig {
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    pub num_hidden_layers: usize,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    pub vocab_size: usize,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    /// One id or a list.
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+}
+
+fn default_max_pos() -> usize {
+    4096
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+
+/// Reads and parses a JSON file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let s = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    serde_json::from_str(&s).map_err(|source| Error::Json { path: path.into(), source })
+}
+
+/// Parses `dir/config.json` into the model shape.
+///
+/// # Errors
+/// [`Error::Unsupported`] for other architectures; I/O and JSON errors.
+pub fn hf_config(dir: &Path) -> Result<(HfConfig, ModelConfig)> {
+    let hf: HfConfig = read_json(&dir.join("config.json"))?;
+    let arch = hf.model_type.clone().unwrap_or_else(|| "llama".into());
+    let known = matches!(arch.as_str(), "llama" | "mistral" | "qwen2");
+    if !known {
+        return Err(Error::Unsupported(format!(
+            "model_type `{arch}` ({:?}); supported: llama, mistral, qwen2",
+            hf.architectures
+        )));
+    }
+    let cfg = ModelConfig {
+        num_layers: hf.num_hidden_layers,
+        num_heads: hf.num_attention_heads,
+        num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+        head_dim: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
+        hidden_size: hf.hidden_size,
+        intermediate_size: hf.intermediate_size,
+        vocab_size: hf.vocab_size,
+        max_position_embeddings: hf.max_position_embeddings,
+        rope_theta: hf.rope_theta.unwrap_or(10_000.0) as f32,
+        rms_norm_eps: hf.rms_norm_eps,
+        architecture: arch,
+    };
+    cfg.check()?;
+    Ok((hf, cfg))
+}
+
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.into(), source })?;
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::InvalidModel(format!("no *.safetensors in {}", dir.display())));
+    }
+    Ok(files)
+}
+
+struct Reader<'a> {
+    st: &'a MmapedSafetensors,
+    device: &'a Device,
+    bytes: u64,
+}
+
+impl Reader<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.st.get(name).is_ok()
+    }
+
+    fn dense(&mut self, name: &str) -> Result<Tensor> {
+        if !self.has(name) {
+            return Err(Error::InvalidModel(format!("safetensors tensor `{name}` is missing")));
+        }
+        let t = self.st.load(name, self.device)?.to_dtype(DType::F32)?;
+        self.bytes += (t.elem_count() * 4) as u64;
+        Ok(t)
+    }
+
+    fn qtensor(&mut self, name: &str) -> Result<Arc<QTensor>> {
+        Ok(Arc::new(QTensor::quantize(&self.dense(name)?, GgmlDType::F32)?))
+    }
+
+    fn linear(&mut self, name: &str) -> Result<Linear> {
+        let w = self.qtensor(&format!("{name}.weight"))?;
+        let bias = format!("{name}.bias");
+        let b = if self.has(&bias) { Some(self.dense(&bias)?) } else { None };
+        Ok(Linear::new(w, b))
+    }
+}
+
+fn rope_inv_freq(hf: &HfConfig, cfg: &ModelConfig) -> Result<Vec<f32>> {
+    let mut inv = RopeTable::default_inv_freq(cfg.head_dim, cfg.rope_theta);
+    let Some(rs) = hf.rope_scaling.as_ref().filter(|v| !v.is_null()) else {
+        return Ok(inv);
+    };
+    let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(|v| v.as_str());
+    let num = |k: &str| rs.get(k).and_then(serde_json::Value::as_f64).map(|v| v as f32);
+    match kind {
+        Some("default") => {}
+        Some("llama3") => {
+            let (Some(f), Some(lo), Some(hi), Some(orig)) = (
+                num("factor"),
+                num("low_freq_factor"),
+                num("high_freq_factor"),
+                num("original_max_position_embeddings"),
+            ) else {
+                return Err(Error::InvalidModel("incomplete llama3 rope_scaling".into()));
+            };
+            RopeTable::llama3_scale(&mut inv, f, lo, hi, orig);
+        }
+        other => return Err(Error::Unsupported(format!("rope_scaling type {other:?}"))),
+    }
+    Ok(inv)
+}
+
+/// Builds the model from a Hugging Face directory.
+///
+/// # Errors
+/// [`Error::Unsupported`] off CPU, for other architectures or rope scalings;
+/// [`Error::InvalidModel`] for missing tensors; I/O errors.
+pub fn load_hf_model(dir: &Path, device: &Device) -> Result<(Llama, HfConfig)> {
+    if !device.is_cpu() {
+        return Err(Error::Unsupported(
+            "the paged attention kernel runs on CPU only; use --device cpu".into(),
+        ));
+    }
+    let (hf, cfg) = hf_config(dir)?;
+    let files = safetensors_files(dir)?;
+    // SAFETY: the files are mapped read-only; like every mmap user we rely on nobody
+    // truncating them while the model loads (weights are copied out before returning).
+    let st = unsafe { MmapedSafetensors::multi(&files)? };
+    let mut r = Reader { st: &st, device, bytes: 0 };
+    let embed = r.qtensor("model.embed_tokens.weight")?;
+    let mut layers = Vec::with_capacity(cfg.num_layers);
+    for i in 0..cfg.num_layers {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        layers.push(Layer {
+            attn_norm: r.dense(&p("input_layernorm.weight"))?,
+            q: r.linear(&p("self_attn.q_proj"))?,
+            k: r.linear(&p("self_attn.k_proj"))?,
+            v: r.linear(&p("self_attn.v_proj"))?,
+            o: r.linear(&p("self_attn.o_proj"))?,
+            ffn_norm: r.dense(&p("post_attention_layernorm.weight"))?,
+            gate: r.linear(&p("mlp.gate_proj"))?,
+            up: r.linear(&p("mlp.up_proj"))?,
+            down: r.linear(&p("mlp.down_proj"))?,
+        });
+    }
+    let norm = r.dense("model.norm.weight")?;
+    let lm_head = if !hf.tie_word_embeddings && r.has("lm_head.weight") {
+        r.linear("lm_head")?
+    } else {
+        Linear::new(embed.clone(), None)
+    };
+    let rope = RopeTable::new(&rope_inv_freq(&hf, &cfg)?, cfg.max_position_embeddings, false);
+    let weight_bytes = r.bytes;
+    let model =
+        Llama { cfg, embed, layers, norm, lm_head, rope, device: device.clone(), weight_bytes };
+    Ok((model, hf))
+}

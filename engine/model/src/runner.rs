@@ -1,0 +1,189 @@
+//! The model runner: owns the model, the device KV pool, the host (swap) pool
+//! and each request's RNG, and executes one scheduler step.
+//!
+//! The glue to the scheduler is deliberately thin: the server turns a
+//! `SchedulerOutput` into [`StepSeq`]s (tokens, start, block table, whether to
+//! sample and with what history) and calls [`ModelRunner::execute`], which
+//! copies swap-out blocks (device → host), then swap-in blocks (host →
+//! device), runs one forward pass over the flattened batch and samples one
+//! token per sampling sequence. Finished requests must be passed to
+//! [`ModelRunner::finish`] so their RNG state is dropped.
+//!
+//! RNG: a request with `seed` gets `StdRng::seed_from_u64(seed)` at its first
+//! sampled token and keeps it (also across preemption) until it finishes;
+//! others get a seed drawn from the runner's own OS-seeded stream.
+
+use std::collections::HashMap;
+
+use candela_core::{RequestId, SampledToken, SamplingParams};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+use crate::batch::{ForwardBatch, SeqInput};
+use crate::kv_cache::PagedKvCache;
+use crate::llama::Llama;
+use crate::sampler::Sampler;
+use crate::{Error, Result};
+
+/// What a sampling sequence needs besides its logits.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleArgs<'a> {
+    pub params: &'a SamplingParams,
+    /// The prompt's token ids (repetition penalty).
+    pub prompt: &'a [u32],
+    /// Tokens generated so far (penalties, min_tokens).
+    pub output: &'a [u32],
+}
+
+/// One request's share of a step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepSeq<'a> {
+    pub id: RequestId,
+    /// Tokens whose K/V is computed this step.
+    pub tokens: &'a [u32],
+    /// Tokens already in the cache (position of `tokens[0]`).
+    pub start: usize,
+    /// Device blocks covering `start + tokens.len()` tokens.
+    pub block_table: &'a [u32],
+    /// `Some` when this step reaches the end of the known tokens.
+    pub sample: Option<SampleArgs<'a>>,
+}
+
+/// Sizes of the two KV pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunnerConfig {
+    pub num_device_blocks: usize,
+    pub num_host_blocks: usize,
+    pub block_size: usize,
+}
+
+/// Executes engine steps against one model and its KV pools.
+#[derive(Debug)]
+pub struct ModelRunner {
+    model: Llama,
+    device_cache: PagedKvCache,
+    host_cache: PagedKvCache,
+    eos_token_ids: Vec<u32>,
+    rngs: HashMap<RequestId, StdRng>,
+    seeder: StdRng,
+    sampler: Sampler,
+}
+
+impl ModelRunner {
+    /// Allocates both pools (lazily backed memory) for `model`.
+    pub fn new(model: Llama, cfg: RunnerConfig, eos_token_ids: Vec<u32>) -> Self {
+        let device_cache = model.new_cache(cfg.num_device_blocks, cfg.block_size);
+        let host_cache = model.new_cache(cfg.num_host_blocks, cfg.block_size);
+        Self {
+            model,
+            device_cache,
+            host_cache,
+            eos_token_ids,
+            rngs: HashMap::new(),
+            seeder: StdRng::from_os_rng(),
+            sampler: Sampler,
+        }
+    }
+
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    pub fn device_cache(&self) -> &PagedKvCache {
+        &self.device_cache
+    }
+
+    /// For copy-on-write copies within the device pool ([`PagedKvCache::copy_blocks`]).
+    pub fn device_cache_mut(&mut self) -> &mut PagedKvCache {
+        &mut self.device_cache
+    }
+
+    pub fn host_cache(&self) -> &PagedKvCache {
+        &self.host_cache
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.device_cache.block_size()
+    }
+
+    /// Swaps, runs the forward pass and samples; one [`SampledToken`] per sequence with
+    /// `sample`, in `seqs` order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for bad block ids or batches (nothing is computed then,
+    /// though swap copies that preceded the failing check have happened); candle errors.
+    pub fn execute(
+        &mut self,
+        swap_out: &[(u32, u32)],
+        swap_in: &[(u32, u32)],
+        seqs: &[StepSeq<'_>],
+    ) -> Result<Vec<SampledToken>> {
+        if !swap_out.is_empty() {
+            self.device_cache.copy_blocks_to(&mut self.host_cache, swap_out)?;
+        }
+        if !swap_in.is_empty() {
+            self.host_cache.copy_blocks_to(&mut self.device_cache, swap_in)?;
+        }
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inputs: Vec<SeqInput<'_>> = seqs
+            .iter()
+            .map(|s| SeqInput {
+                tokens: s.tokens,
+                start: s.start,
+                block_table: s.block_table,
+                sample: s.sample.is_some(),
+            })
+            .collect();
+        let batch = ForwardBatch::build(&inputs, self.block_size())?;
+        let logits = self.model.forward(&batch, &mut self.device_cache)?;
+        let rows: Vec<Vec<f32>> = logits.to_vec2::<f32>()?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for (s, row) in seqs.iter().filter_map(|s| s.sample.map(|a| (s, a))).zip(rows) {
+            let (seq, args) = s;
+            let rng = if args.params.is_greedy() {
+                None
+            } else {
+                let seeder = &mut self.seeder;
+                let rng = self.rngs.remove(&seq.id).unwrap_or_else(|| {
+                    StdRng::seed_from_u64(args.params.seed.unwrap_or_else(|| seeder.random()))
+                });
+                Some(rng)
+            };
+            jobs.push((seq.id, args, row, rng));
+        }
+        if jobs.len() != batch.logits_indices.len() {
+            return Err(Error::InvalidInput("logits rows do not match sampling sequences".into()));
+        }
+        let sampler = self.sampler;
+        let eos = &self.eos_token_ids;
+        let out: Vec<(SampledToken, Option<StdRng>)> = jobs
+            .into_par_iter()
+            .map(|(id, a, row, mut rng)| {
+                // Greedy never draws; the placeholder RNG is never read.
+                let mut fallback = StdRng::seed_from_u64(0);
+                let r = rng.as_mut().unwrap_or(&mut fallback);
+                let (token, logprobs) = sampler.sample(&row, a.params, a.prompt, a.output, eos, r);
+                (SampledToken { id, token, logprobs }, rng)
+            })
+            .collect();
+        Ok(out
+            .into_iter()
+            .map(|(t, rng)| {
+                if let Some(rng) = rng {
+                    self.rngs.insert(t.id, rng);
+                }
+                t
+            })
+            .collect())
+    }
+
+    /// Drops the per-request state of finished (or aborted) requests.
+    pub fn finish(&mut self, ids: &[RequestId]) {
+        for id in ids {
+            self.rngs.remove(id);
+        }
+    }
+}
