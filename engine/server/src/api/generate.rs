@@ -95,7 +95,8 @@ impl Choice {
         let mut finish = event.finish.map(FinishReason::as_str);
         if delta.stopped {
             if let Some(stream) = self.stream.as_ref() {
-                self.engine.abort(stream.id());
+                // Ends the request as `stop` (dropping the stream below would count it as an abort).
+                self.engine.stop(stream.id());
             }
             finish = Some(FinishReason::Stop.as_str());
         }
