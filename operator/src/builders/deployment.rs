@@ -1,0 +1,348 @@
+//! The engine Deployment: one pod per replica with the `candela serve` engine container
+//! and the `candela sidecar` metrics container.
+//!
+//! Pods run non-root with a read-only root filesystem, no privilege escalation and no
+//! capabilities; everything that must be writable is an emptyDir (model cache, /tmp,
+//! profiles, /dev/shm). Changing any engine setting changes the pod template and so rolls
+//! the Deployment.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{labels, selector_labels, BuildConfig, Owner, GRPC_PORT, HTTP_PORT, METRICS_PORT};
+use crate::crd::{EngineSpec, ModelSource};
+
+/// Name of the engine container.
+pub const ENGINE_CONTAINER: &str = "engine";
+/// Name of the sidecar container.
+pub const SIDECAR_CONTAINER: &str = "sidecar";
+
+const CACHE_DIR: &str = "/var/cache/candela";
+const PROFILE_DIR: &str = "/var/cache/candela/profiles";
+const PVC_MOUNT: &str = "/models";
+/// UID/GID of the engine image's non-root user.
+const RUN_AS: i64 = 65532;
+
+pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Deployment {
+    let spec = &owner.infd.spec;
+    let image = spec.engine.image.clone().unwrap_or_else(|| config.engine_image.clone());
+    let mut pod_labels = labels(&owner.name);
+    pod_labels.insert("candela.dev/model".into(), label_value(&owner.served_name));
+
+    let pod = PodSpec {
+        containers: vec![engine_container(owner, &image), sidecar_container(owner, &image)],
+        volumes: Some(volumes(owner)),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+            ..PodSecurityContext::default()
+        }),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        node_selector: spec.node_selector.clone(),
+        tolerations: spec.tolerations.clone(),
+        affinity: spec.affinity.clone(),
+        priority_class_name: spec.priority_class_name.clone(),
+        runtime_class_name: spec.runtime_class_name.clone(),
+        termination_grace_period_seconds: Some(60),
+        ..PodSpec::default()
+    };
+
+    Deployment {
+        metadata: owner.meta(owner.name.clone(), &BTreeMap::new()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector { match_labels: Some(selector_labels(&owner.name)), ..LabelSelector::default() },
+            // GPUs are scarce: replace pods one at a time without surging past the quota.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(0)),
+                    max_unavailable: Some(IntOrString::Int(1)),
+                }),
+            }),
+            // Model loading is slow; a stuck rollout is reported after 15 minutes.
+            progress_deadline_seconds: Some(900),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// `candela serve` arguments derived from the spec.
+pub(super) fn engine_args(owner: &Owner<'_>) -> Vec<String> {
+    let spec = &owner.infd.spec;
+    let e: &EngineSpec = &spec.engine;
+    let mut args: Vec<String> = vec!["serve".into(), "--model".into(), model_arg(&owner.source)];
+    let mut flag = |name: &str, value: String| {
+        args.push(format!("--{name}"));
+        args.push(value);
+    };
+    if let (ModelSource::HuggingFace { .. }, Some(rev)) = (&owner.source, &spec.model.revision) {
+        flag("revision", rev.clone());
+    }
+    flag("served-model-name", owner.served_name.clone());
+    flag("host", "0.0.0.0".into());
+    flag("port", HTTP_PORT.to_string());
+    flag("grpc-port", GRPC_PORT.to_string());
+    flag("device", if spec.resources.gpus > 0 { "cuda" } else { "cpu" }.into());
+    if spec.resources.gpus > 1 {
+        flag("tensor-parallel-size", spec.resources.gpus.to_string());
+    }
+    if let Some(v) = e.dtype {
+        flag("dtype", v.as_str().into());
+    }
+    if let Some(v) = e.max_model_len {
+        flag("max-model-len", v.to_string());
+    }
+    if let Some(v) = e.max_num_seqs {
+        flag("max-num-seqs", v.to_string());
+    }
+    if let Some(v) = e.max_num_batched_tokens {
+        flag("max-num-batched-tokens", v.to_string());
+    }
+    if let Some(v) = e.block_size {
+        flag("block-size", v.to_string());
+    }
+    if let Some(v) = e.gpu_memory_utilization {
+        flag("gpu-memory-utilization", v.to_string());
+    }
+    if let Some(v) = e.swap_space_gib {
+        flag("swap-space", v.to_string());
+    }
+    if let Some(v) = e.kv_cache_dtype {
+        flag("kv-cache-dtype", v.as_str().into());
+    }
+    if let Some(v) = e.scheduler_delay_factor {
+        flag("scheduler-delay-factor", v.to_string());
+    }
+    if let Some(v) = e.scheduling_policy {
+        flag("scheduling-policy", v.as_str().into());
+    }
+    if spec.api_key_secret_ref.is_some() {
+        // Expanded by the kubelet from the env var below; the key never lands in the spec.
+        flag("api-key", "$(CANDELA_API_KEY)".into());
+    }
+    // Boolean flags use vLLM's spelling: `--flag` / `--no-flag`.
+    for (name, value) in [("enable-prefix-caching", e.enable_prefix_caching), ("enable-chunked-prefill", e.enable_chunked_prefill)] {
+        match value {
+            Some(true) => args.push(format!("--{name}")),
+            Some(false) => args.push(format!("--no-{name}")),
+            None => {}
+        }
+    }
+    args.extend(e.extra_args.iter().cloned());
+    args
+}
+
+fn model_arg(source: &ModelSource) -> String {
+    match source {
+        ModelSource::HuggingFace { repo } => format!("hf://{repo}"),
+        ModelSource::Pvc { path, .. } => format!("{PVC_MOUNT}/{path}"),
+        ModelSource::File { path } => path.clone(),
+    }
+}
+
+fn engine_container(owner: &Owner<'_>, image: &str) -> Container {
+    let spec = &owner.infd.spec;
+    let mut env = vec![
+        env_value("HF_HOME", format!("{CACHE_DIR}/hf")),
+        env_value("CANDELA_PROFILER_DIR", PROFILE_DIR.into()),
+    ];
+    if let Some(sel) = &spec.model.hf_token_secret_ref {
+        env.push(env_secret("HF_TOKEN", sel));
+    }
+    if let Some(sel) = &spec.api_key_secret_ref {
+        env.push(env_secret("CANDELA_API_KEY", sel));
+    }
+    env.extend(spec.engine.env.iter().cloned());
+
+    let mut limits = BTreeMap::new();
+    let mut requests = BTreeMap::new();
+    if spec.resources.gpus > 0 {
+        limits.insert(spec.resources.gpu_resource_name.clone(), Quantity(spec.resources.gpus.to_string()));
+    }
+    for (name, value) in [("cpu", &spec.resources.cpu), ("memory", &spec.resources.memory)] {
+        if let Some(q) = value {
+            limits.insert(name.to_owned(), q.clone());
+            requests.insert(name.to_owned(), q.clone());
+        }
+    }
+
+    let mut mounts = vec![mount("model-cache", CACHE_DIR, false), mount("tmp", "/tmp", false), mount("dshm", "/dev/shm", false)];
+    if matches!(owner.source, ModelSource::Pvc { .. }) {
+        mounts.push(mount("models", PVC_MOUNT, true));
+    }
+
+    let health = |period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/health".into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(5),
+        ..Probe::default()
+    };
+
+    Container {
+        name: ENGINE_CONTAINER.into(),
+        image: Some(image.to_owned()),
+        image_pull_policy: spec.engine.image_pull_policy.clone(),
+        command: Some(vec!["candela".into()]),
+        args: Some(engine_args(owner)),
+        env: Some(env),
+        ports: Some(vec![port("http", HTTP_PORT), port("grpc", GRPC_PORT)]),
+        resources: Some(ResourceRequirements {
+            limits: (!limits.is_empty()).then_some(limits),
+            requests: (!requests.is_empty()).then_some(requests),
+            ..ResourceRequirements::default()
+        }),
+        // Loading weights can take minutes: the startup probe allows 30 of them.
+        startup_probe: Some(health(10, 180)),
+        readiness_probe: Some(health(5, 3)),
+        liveness_probe: Some(health(10, 6)),
+        security_context: Some(restricted()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    }
+}
+
+fn sidecar_container(owner: &Owner<'_>, image: &str) -> Container {
+    let spec = &owner.infd.spec;
+    let mut args = vec![
+        "sidecar".to_owned(),
+        "--engine-grpc".into(),
+        format!("http://127.0.0.1:{GRPC_PORT}"),
+        "--listen".into(),
+        format!("0.0.0.0:{METRICS_PORT}"),
+        "--profiler-dir".into(),
+        PROFILE_DIR.into(),
+    ];
+    let mut env = Vec::new();
+    if let Some(sel) = &spec.monitoring.metrics_auth_secret_ref {
+        env.push(env_secret("CANDELA_METRICS_TOKEN", sel));
+        args.extend(["--metrics-token".into(), "$(CANDELA_METRICS_TOKEN)".into()]);
+    }
+    let tcp = |period: i32| Probe {
+        tcp_socket: Some(TCPSocketAction { port: IntOrString::String("metrics".into()), ..TCPSocketAction::default() }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    };
+    Container {
+        name: SIDECAR_CONTAINER.into(),
+        image: Some(image.to_owned()),
+        image_pull_policy: spec.engine.image_pull_policy.clone(),
+        command: Some(vec!["candela".into()]),
+        args: Some(args),
+        env: (!env.is_empty()).then_some(env),
+        ports: Some(vec![port("metrics", METRICS_PORT)]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("50m".into())),
+                ("memory".to_owned(), Quantity("64Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".into()))])),
+            ..ResourceRequirements::default()
+        }),
+        readiness_probe: Some(tcp(10)),
+        liveness_probe: Some(tcp(20)),
+        security_context: Some(restricted()),
+        volume_mounts: Some(vec![mount("model-cache", CACHE_DIR, true), mount("tmp", "/tmp", false)]),
+        ..Container::default()
+    }
+}
+
+fn volumes(owner: &Owner<'_>) -> Vec<Volume> {
+    let spec = &owner.infd.spec;
+    let empty_dir = |name: &str, medium: Option<&str>, size: Option<Quantity>| Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource { medium: medium.map(Into::into), size_limit: size }),
+        ..Volume::default()
+    };
+    let cache_size = spec.model.cache_size.clone().unwrap_or_else(|| Quantity("50Gi".into()));
+    let mut volumes = vec![
+        empty_dir("model-cache", None, Some(cache_size)),
+        empty_dir("tmp", None, Some(Quantity("1Gi".into()))),
+        empty_dir("dshm", Some("Memory"), Some(Quantity("2Gi".into()))),
+    ];
+    if let ModelSource::Pvc { claim, .. } = &owner.source {
+        volumes.push(Volume {
+            name: "models".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
+}
+
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        privileged: Some(false),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+        ..SecurityContext::default()
+    }
+}
+
+fn port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort { name: Some(name.into()), container_port: port, protocol: Some("TCP".into()), ..ContainerPort::default() }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: read_only.then_some(true), ..VolumeMount::default() }
+}
+
+fn env_value(name: &str, value: String) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value), ..EnvVar::default() }
+}
+
+fn env_secret(name: &str, selector: &SecretKeySelector) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource { secret_key_ref: Some(selector.clone()), ..EnvVarSource::default() }),
+        ..EnvVar::default()
+    }
+}
+
+/// A served model name turned into a valid label value (`org/name` → `org_name`).
+fn label_value(name: &str) -> String {
+    let cleaned: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    let trimmed = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    trimmed.chars().take(63).collect::<String>().trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_value;
+
+    #[test]
+    fn label_values_are_valid() {
+        assert_eq!(label_value("Qwen/Qwen2.5-0.5B"), "Qwen_Qwen2.5-0.5B");
+        assert_eq!(label_value("-x-"), "x");
+        assert_eq!(label_value(&"a".repeat(80)).len(), 63);
+    }
+}

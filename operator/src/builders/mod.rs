@@ -1,0 +1,213 @@
+//! Pure builders: `InferenceDeployment` → the child objects the operator applies.
+//!
+//! Nothing here talks to the API server, so every branch is unit-testable (see the
+//! snapshot tests under `operator/tests/snapshots/`). The builders produce the full
+//! desired state of every child; whether a third-party child is applied (its CRD must be
+//! installed) is the reconciler's decision.
+//!
+//! Every child is named after the InferenceDeployment (dashboards get a suffix), carries
+//! the [`labels`] and a controller owner reference, so deleting the custom resource lets
+//! the garbage collector remove everything the operator created.
+
+mod autoscaling;
+mod dashboard;
+mod deployment;
+mod monitoring;
+pub mod promql;
+pub mod thirdparty;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::DynamicObject;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{InferenceDeployment, ModelSource};
+use crate::{Error, Result};
+
+pub use dashboard::{dashboard_json, DashboardKind};
+pub use deployment::{ENGINE_CONTAINER, SIDECAR_CONTAINER};
+
+/// Port of the OpenAI-compatible HTTP API.
+pub const HTTP_PORT: i32 = 8000;
+/// Port of the engine's gRPC API.
+pub const GRPC_PORT: i32 = 50051;
+/// Port of the sidecar's `/metrics`.
+pub const METRICS_PORT: i32 = 9090;
+
+/// Operator-wide settings the builders need.
+#[derive(Clone, Debug)]
+pub struct BuildConfig {
+    /// Engine image used when `spec.engine.image` is unset.
+    pub engine_image: String,
+    /// Prometheus URL used by KEDA triggers when `spec.autoscaling.prometheusAddress` is unset.
+    pub prometheus_url: String,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        Self {
+            engine_image: "ghcr.io/candela-dev/candela:0.1.0".to_owned(),
+            prometheus_url: "http://prometheus-operated.monitoring.svc:9090".to_owned(),
+        }
+    }
+}
+
+/// Everything the operator creates for one InferenceDeployment. `None` means the child is
+/// not wanted by the spec (and is deleted if it exists).
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Children {
+    /// Engine + sidecar pods.
+    pub deployment: Deployment,
+    /// ClusterIP service: http 8000, grpc 50051, metrics 9090.
+    pub service: Service,
+    /// prometheus-operator ServiceMonitor.
+    pub service_monitor: Option<DynamicObject>,
+    /// prometheus-operator PrometheusRule with alerts and recording rules.
+    pub prometheus_rule: Option<DynamicObject>,
+    /// autoscaling/v2 HPA (hpa backend).
+    pub hpa: Option<HorizontalPodAutoscaler>,
+    /// KEDA ScaledObject (keda backend).
+    pub scaled_object: Option<DynamicObject>,
+    /// Dashboards as a ConfigMap for Grafana's sidecar.
+    pub dashboard_config_map: Option<ConfigMap>,
+    /// Dashboards as grafana-operator GrafanaDashboard.
+    pub grafana_dashboard: Option<DynamicObject>,
+}
+
+/// Identity of the InferenceDeployment that every builder needs.
+#[derive(Clone, Debug)]
+pub struct Owner<'a> {
+    /// The custom resource.
+    pub infd: &'a InferenceDeployment,
+    /// Its name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The parsed model source.
+    pub source: ModelSource,
+    /// The served model name (`model_name` label of the engine's metrics).
+    pub served_name: String,
+    /// Controller owner reference pointing at the custom resource.
+    pub owner_ref: OwnerReference,
+}
+
+impl<'a> Owner<'a> {
+    /// Collects the identity of `infd`.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] without namespace or uid; [`Error::InvalidSpec`] when the
+    /// model source cannot be parsed.
+    pub fn new(infd: &'a InferenceDeployment) -> Result<Self> {
+        let namespace = infd.namespace().ok_or(Error::MissingMetadata("metadata.namespace"))?;
+        let owner_ref = infd.controller_owner_ref(&()).ok_or(Error::MissingMetadata("metadata.uid"))?;
+        let source = ModelSource::parse(&infd.spec.model.source)?;
+        let served_name = match &infd.spec.model.served_name {
+            Some(name) => name.clone(),
+            None => source.default_served_name(),
+        };
+        Ok(Self { infd, name: infd.name_any(), namespace, source, served_name, owner_ref })
+    }
+
+    /// Metadata for a child named `name` with the common labels plus `extra`.
+    pub fn meta(&self, name: String, extra: &BTreeMap<String, String>) -> ObjectMeta {
+        let mut labels = labels(&self.name);
+        labels.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels),
+            owner_references: Some(vec![self.owner_ref.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+/// Labels shared by every child and the engine pods.
+pub fn labels(instance: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(instance);
+    labels.insert("app.kubernetes.io/component".into(), "inference".into());
+    labels.insert("app.kubernetes.io/managed-by".into(), "candela-operator".into());
+    labels
+}
+
+/// The labels that select an InferenceDeployment's engine pods.
+pub fn selector_labels(instance: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "candela".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), instance.to_owned()),
+    ])
+}
+
+/// [`selector_labels`] as a label-selector string (`status.selector`).
+pub fn selector_string(instance: &str) -> String {
+    selector_labels(instance).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// Name of the dashboards ConfigMap / GrafanaDashboard.
+pub fn dashboard_name(instance: &str) -> String {
+    format!("{instance}-dashboards")
+}
+
+/// Builds every child of `infd`.
+///
+/// # Errors
+/// [`Error::MissingMetadata`] or [`Error::InvalidSpec`] when the object cannot be built
+/// (see [`Owner::new`]).
+pub fn build(infd: &InferenceDeployment, config: &BuildConfig) -> Result<Children> {
+    let owner = Owner::new(infd)?;
+    let spec = &infd.spec;
+    let monitoring = &spec.monitoring;
+    let dashboards = monitoring.dashboards.enabled.then(|| dashboard::build(&owner));
+    let (dashboard_config_map, grafana_dashboard) = match dashboards {
+        Some(dashboard::Built::ConfigMap(cm)) => (Some(cm), None),
+        Some(dashboard::Built::GrafanaDashboard(gd)) => (None, Some(*gd)),
+        None => (None, None),
+    };
+    Ok(Children {
+        deployment: deployment::build(&owner, config),
+        service: service(&owner),
+        service_monitor: monitoring.service_monitor.enabled.then(|| monitoring::service_monitor(&owner)),
+        prometheus_rule: monitoring.rules.enabled.then(|| monitoring::prometheus_rule(&owner)),
+        hpa: autoscaling::hpa(&owner),
+        scaled_object: autoscaling::scaled_object(&owner, config),
+        dashboard_config_map,
+        grafana_dashboard,
+    })
+}
+
+/// In-cluster base URL of the OpenAI API of `owner`.
+pub fn endpoint(name: &str, namespace: &str) -> String {
+    format!("http://{name}.{namespace}.svc:{HTTP_PORT}/v1")
+}
+
+fn service(owner: &Owner<'_>) -> Service {
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.to_owned()),
+        port,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        app_protocol: Some(if name == "grpc" { "grpc" } else { "http" }.to_owned()),
+        ..ServicePort::default()
+    };
+    Service {
+        metadata: owner.meta(owner.name.clone(), &BTreeMap::new()),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(selector_labels(&owner.name)),
+            ports: Some(vec![port("http", HTTP_PORT), port("grpc", GRPC_PORT), port("metrics", METRICS_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// `apiVersion` and `kind` of a typed object, for server-side apply bodies.
+pub fn type_meta<K: Resource<DynamicType = ()>>() -> (String, String) {
+    (K::api_version(&()).into_owned(), K::kind(&()).into_owned())
+}

@@ -1,0 +1,16 @@
+//! Candela operator: turns an `InferenceDeployment` into engine pods and everything that
+//! watches and scales them.
+//!
+//! Layers: [`crd`] (the custom resource types), [`builders`] (pure functions from a spec to
+//! the child objects), [`controller`] (reconcile loop with server-side apply and status),
+//! plus the operator's own [`metrics`], [`http`] endpoints and [`leader`] election.
+
+pub mod builders;
+pub mod controller;
+pub mod crd;
+mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+
+pub use error::{Error, Result};

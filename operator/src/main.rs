@@ -1,0 +1,111 @@
+//! `candela-operator`: runs the InferenceDeployment controller with leader election and
+//! serves `/metrics`, `/healthz` and `/readyz`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use candela_operator::builders::BuildConfig;
+use candela_operator::controller::{self, Context, RunConfig};
+use candela_operator::http::{self, HttpState};
+use candela_operator::leader::{LeaderElector, LeaseConfig};
+use candela_operator::metrics::Metrics;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Kubernetes operator for Candela InferenceDeployments.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "CANDELA_OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "CANDELA_OPERATOR_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+
+    /// Engine image for InferenceDeployments that do not set spec.engine.image.
+    #[arg(long, env = "CANDELA_ENGINE_IMAGE", default_value = "ghcr.io/candela-dev/candela:0.1.0")]
+    engine_image: String,
+
+    /// Prometheus URL for KEDA triggers when spec.autoscaling.prometheusAddress is unset.
+    #[arg(long, env = "CANDELA_PROMETHEUS_URL", default_value = "http://prometheus-operated.monitoring.svc:9090")]
+    prometheus_url: String,
+
+    /// Most reconciles in flight (0: unbounded).
+    #[arg(long, env = "CANDELA_OPERATOR_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+
+    /// Elect a leader on a Lease before reconciling (run several replicas safely).
+    #[arg(long, env = "CANDELA_OPERATOR_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+
+    /// Namespace of the leader Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "candela-system")]
+    lease_namespace: String,
+
+    /// Name of the leader Lease.
+    #[arg(long, env = "CANDELA_OPERATOR_LEASE_NAME", default_value = "candela-operator")]
+    lease_name: String,
+
+    /// This replica's identity in the Lease (default: the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    /// Seconds a lease stays valid without renewal.
+    #[arg(long, env = "CANDELA_OPERATOR_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    let args = Args::parse();
+    let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let http_state = HttpState { metrics: Arc::clone(&metrics), ready: Arc::clone(&ready) };
+    let server = tokio::spawn(http::serve(args.http_addr, http_state));
+
+    let build = BuildConfig { engine_image: args.engine_image, prometheus_url: args.prometheus_url };
+    let ctx = Arc::new(Context::new(client.clone(), build, Arc::clone(&metrics)));
+    let run_config = RunConfig { namespace: args.watch_namespace, concurrency: args.concurrency };
+
+    if !args.leader_elect {
+        ready.store(true, Ordering::Relaxed);
+        metrics.leader.set(1);
+        controller::run(ctx, run_config).await;
+        server.abort();
+        return Ok(());
+    }
+
+    let identity = match args.identity {
+        Some(id) => id,
+        None => std::env::var("HOSTNAME").unwrap_or_else(|_| format!("candela-operator-{}", std::process::id())),
+    };
+    let lease_duration = Duration::from_secs(args.lease_seconds.max(2));
+    let elector = LeaderElector::new(
+        client,
+        LeaseConfig {
+            namespace: args.lease_namespace,
+            name: args.lease_name,
+            identity,
+            lease_duration,
+            retry_period: lease_duration / 3,
+        },
+    );
+    // Standbys are ready: they serve health and wait for the lease.
+    ready.store(true, Ordering::Relaxed);
+    elector.acquire().await?;
+    metrics.leader.set(1);
+    tokio::select! {
+        () = controller::run(ctx, run_config) => Ok(()),
+        lost = elector.hold() => {
+            metrics.leader.set(0);
+            Err(anyhow::Error::new(lost).context("stopping: leadership lost"))
+        }
+    }
+}
