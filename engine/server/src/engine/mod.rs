@@ -40,3 +40,122 @@ pub enum SubmitError {
     #[error("the engine is not running")]
     EngineDead,
 }
+
+mod driver;
+
+pub use driver::Engine;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+
+use candela_core::RequestId;
+use tokio::sync::{mpsc, oneshot};
+
+/// A message from the async side to the engine thread.
+pub(crate) enum Command {
+    Add {
+        id: RequestId,
+        request: GenerateRequest,
+        events: mpsc::UnboundedSender<TokenEvent>,
+        reply: oneshot::Sender<Result<(), candela_core::Error>>,
+    },
+    Abort { id: RequestId, reason: FinishReason },
+}
+
+/// Cheap, cloneable handle to the engine thread.
+#[derive(Clone, Debug)]
+pub struct EngineClient {
+    commands: std_mpsc::Sender<Command>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Add { id, .. } => write!(f, "Add({id})"),
+            Command::Abort { id, reason } => write!(f, "Abort({id}, {reason:?})"),
+        }
+    }
+}
+
+impl EngineClient {
+    pub(crate) fn new(commands: std_mpsc::Sender<Command>) -> Self {
+        EngineClient { commands, next_id: Arc::new(AtomicU64::new(1)) }
+    }
+
+    /// Queues one sequence; refusals (queue full, too long, invalid parameters,
+    /// engine stopped) come back before any token.
+    ///
+    /// # Errors
+    /// [`SubmitError::Rejected`] with the core's reason, or [`SubmitError::EngineDead`].
+    pub async fn submit(&self, request: GenerateRequest) -> Result<RequestStream, SubmitError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (events, rx) = mpsc::unbounded_channel();
+        let (reply, accepted) = oneshot::channel();
+        self.commands
+            .send(Command::Add { id, request, events, reply })
+            .map_err(|_| SubmitError::EngineDead)?;
+        // From here on the engine may hold the request: a stream that is dropped,
+        // even before acceptance is confirmed, aborts it.
+        let mut stream = RequestStream { id, events: rx, client: self.clone(), done: false };
+        match accepted.await {
+            Ok(Ok(())) => Ok(stream),
+            Ok(Err(e)) => {
+                stream.done = true;
+                Err(SubmitError::Rejected(e))
+            }
+            Err(_) => {
+                stream.done = true;
+                Err(SubmitError::EngineDead)
+            }
+        }
+    }
+
+    /// Aborts a request (client gone); idempotent, and a no-op for finished requests.
+    pub fn abort(&self, id: RequestId) {
+        let _ = self.commands.send(Command::Abort { id, reason: FinishReason::Abort });
+    }
+
+    /// Ends a request whose stop string the server found in its text (counted as `stop`).
+    pub fn stop(&self, id: RequestId) {
+        let _ = self.commands.send(Command::Abort { id, reason: FinishReason::Stop });
+    }
+}
+
+/// The token stream of one sequence. Dropping it before the end aborts the
+/// request in the engine, which frees its KV blocks at its next step.
+#[derive(Debug)]
+pub struct RequestStream {
+    id: RequestId,
+    events: mpsc::UnboundedReceiver<TokenEvent>,
+    client: EngineClient,
+    done: bool,
+}
+
+impl RequestStream {
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    /// The next token; `None` after the event carrying `finish`, or when the engine stopped.
+    pub async fn next(&mut self) -> Option<TokenEvent> {
+        if self.done {
+            return None;
+        }
+        let event = self.events.recv().await;
+        match &event {
+            Some(e) if e.finish.is_none() => {}
+            _ => self.done = true,
+        }
+        event
+    }
+}
+
+impl Drop for RequestStream {
+    fn drop(&mut self) {
+        if !self.done {
+            self.client.abort(self.id);
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Candela's server process: the engine loop, the OpenAI-compatible HTTP API and
+//! the CLI around them. `main.rs` only parses flags and calls [`serve::run`].
+
+pub mod api;
+pub mod cli;
+pub mod detokenizer;
+pub mod engine;
+pub mod serve;
