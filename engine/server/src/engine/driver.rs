@@ -11,7 +11,7 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use candela_core::{FinishReason, NewRequest, RequestId, Scheduler, SchedulerOutput};
+use candela_core::{FinishReason, NewRequest, RequestId, RequestOutput, Scheduler, SchedulerOutput};
 use candela_model::{ModelRunner, SampleArgs, StepSeq};
 use tokio::sync::mpsc;
 use tracing::{debug, error};
@@ -21,9 +21,68 @@ use super::{Command, EngineClient, TokenEvent};
 /// Spawns and owns the engine thread.
 pub struct Engine;
 
+/// The synchronous heart of the engine: one scheduler, one runner, one step at a time.
+/// The engine thread drives it; tests drive it directly.
+#[derive(Debug)]
+pub struct EngineCore {
+    pub scheduler: Scheduler,
+    pub runner: ModelRunner,
+}
+
+impl EngineCore {
+    /// Plans and runs one step at time `now`; `None` when nothing could be scheduled.
+    ///
+    /// # Errors
+    /// A failed forward pass; the step's requests are aborted.
+    pub fn step(&mut self, now: f64) -> candela_model::Result<Option<Vec<RequestOutput>>> {
+        let out = self.scheduler.schedule(now);
+        if out.scheduled.is_empty() && out.swap_out.is_empty() && out.swap_in.is_empty() {
+            self.runner.finish(&out.finished);
+            return Ok(None);
+        }
+        self.execute(&out, now).map(Some)
+    }
+
+    /// Runs a planned step: swaps, forward, sampling, then the scheduler's update.
+    ///
+    /// # Errors
+    /// A failed forward pass; the step's requests are aborted.
+    fn execute(&mut self, out: &SchedulerOutput, now: f64) -> candela_model::Result<Vec<RequestOutput>> {
+        self.runner.finish(&out.finished);
+        let scheduler = &self.scheduler;
+        let seqs: Vec<StepSeq<'_>> = out
+            .scheduled
+            .iter()
+            .map(|s| {
+                let req = scheduler.request(s.id).expect("invariant: scheduled requests are live");
+                StepSeq {
+                    id: s.id,
+                    tokens: &req.token_ids()[s.start..s.start + s.num_tokens],
+                    start: s.start,
+                    block_table: scheduler.block_table(s.id),
+                    sample: s.sample.then(|| SampleArgs {
+                        params: &req.params,
+                        prompt: req.prompt_token_ids(),
+                        output: req.output_token_ids(),
+                    }),
+                }
+            })
+            .collect();
+        match self.runner.execute(&out.swap_out, &out.swap_in, &seqs) {
+            Ok(sampled) => Ok(self.scheduler.update_from_output(&sampled, now)),
+            Err(e) => {
+                // A step that cannot run would fail again: end its requests.
+                for s in &out.scheduled {
+                    self.scheduler.abort(s.id, FinishReason::Abort);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
 struct Driver {
-    scheduler: Scheduler,
-    runner: ModelRunner,
+    core: EngineCore,
     eos_token_ids: Vec<u32>,
     epoch: Instant,
     streams: HashMap<RequestId, mpsc::UnboundedSender<TokenEvent>>,
@@ -41,7 +100,12 @@ impl Engine {
     ) -> std::io::Result<(EngineClient, JoinHandle<()>)> {
         let (tx, rx) = std_mpsc::channel();
         let driver =
-            Driver { scheduler, runner, eos_token_ids, epoch: Instant::now(), streams: HashMap::new() };
+            Driver {
+            core: EngineCore { scheduler, runner },
+            eos_token_ids,
+            epoch: Instant::now(),
+            streams: HashMap::new(),
+        };
         let handle = std::thread::Builder::new().name("candela-engine".into()).spawn(move || driver.run(rx))?;
         Ok((EngineClient::new(tx), handle))
     }
@@ -50,7 +114,7 @@ impl Engine {
 impl Driver {
     fn run(mut self, commands: std_mpsc::Receiver<Command>) {
         loop {
-            if self.scheduler.is_idle() {
+            if self.core.scheduler.is_idle() {
                 match commands.recv() {
                     Ok(cmd) => self.handle(cmd),
                     Err(_) => return, // every client is gone
@@ -59,19 +123,23 @@ impl Driver {
             while let Ok(cmd) = commands.try_recv() {
                 self.handle(cmd);
             }
-            if self.scheduler.is_idle() {
+            if self.core.scheduler.is_idle() {
                 continue;
             }
-            let out = self.scheduler.schedule(self.now());
-            if out.scheduled.is_empty() && out.swap_out.is_empty() && out.swap_in.is_empty() {
-                // Held back (scheduler delay factor): wait for a command or a moment.
-                if let Ok(cmd) = commands.recv_timeout(Duration::from_millis(2)) {
-                    self.handle(cmd);
+            match self.core.step(self.now()) {
+                Ok(Some(outputs)) => self.dispatch(outputs),
+                Ok(None) => {
+                    // Held back (scheduler delay factor): wait for a command or a moment.
+                    if let Ok(cmd) = commands.recv_timeout(Duration::from_millis(2)) {
+                        self.handle(cmd);
+                    }
                 }
-                self.runner.finish(&out.finished);
-                continue;
+                Err(e) => {
+                    error!(error = %e, "model step failed; its requests were aborted");
+                    let scheduler = &self.core.scheduler;
+                    self.streams.retain(|id, _| scheduler.request(*id).is_some());
+                }
             }
-            self.step(&out);
         }
     }
 
@@ -91,7 +159,7 @@ impl Driver {
                     eos_token_ids: self.eos_token_ids.clone(),
                     arrival_time: arrival.as_secs_f64(),
                 };
-                let result = self.scheduler.add_request(new);
+                let result = self.core.scheduler.add_request(new);
                 if result.is_ok() {
                     self.streams.insert(id, events);
                 }
@@ -105,44 +173,15 @@ impl Driver {
     }
 
     fn abort(&mut self, id: RequestId, reason: FinishReason) {
-        if self.scheduler.abort(id, reason) {
+        if self.core.scheduler.abort(id, reason) {
             debug!(request_id = id, reason = reason.as_str(), "request ended early");
         }
         self.streams.remove(&id);
     }
 
-    fn step(&mut self, out: &SchedulerOutput) {
-        self.runner.finish(&out.finished);
-        let seqs: Vec<StepSeq<'_>> = out
-            .scheduled
-            .iter()
-            .map(|s| {
-                let req = self.scheduler.request(s.id).expect("invariant: scheduled requests are live");
-                StepSeq {
-                    id: s.id,
-                    tokens: &req.token_ids()[s.start..s.start + s.num_tokens],
-                    start: s.start,
-                    block_table: self.scheduler.block_table(s.id),
-                    sample: s.sample.then(|| SampleArgs {
-                        params: &req.params,
-                        prompt: req.prompt_token_ids(),
-                        output: req.output_token_ids(),
-                    }),
-                }
-            })
-            .collect();
-        let sampled = match self.runner.execute(&out.swap_out, &out.swap_in, &seqs) {
-            Ok(sampled) => sampled,
-            Err(e) => {
-                error!(error = %e, "model step failed; aborting its requests");
-                for s in &out.scheduled {
-                    self.abort(s.id, FinishReason::Abort);
-                }
-                return;
-            }
-        };
-        let now = self.now();
-        for o in self.scheduler.update_from_output(&sampled, now) {
+    /// Sends each output to its request's stream; a finished stream is closed.
+    fn dispatch(&mut self, outputs: Vec<RequestOutput>) {
+        for o in outputs {
             let event = TokenEvent { token: o.token, logprobs: o.logprobs, finish: o.finish };
             let Some(tx) = self.streams.get(&o.id) else { continue };
             let _ = tx.send(event);
@@ -150,6 +189,6 @@ impl Driver {
                 self.streams.remove(&o.id);
             }
         }
-        let _ = self.scheduler.take_finished();
+        let _ = self.core.scheduler.take_finished();
     }
 }

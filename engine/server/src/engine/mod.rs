@@ -43,7 +43,7 @@ pub enum SubmitError {
 
 mod driver;
 
-pub use driver::Engine;
+pub use driver::{Engine, EngineCore};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
