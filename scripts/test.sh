@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test of the repository on a fresh machine, installing what the tests
+# need first (model, Python venv with the openai client, and the operator's
+# control plane), all cached outside the repo under ~/.cache/candela.
+#
+#   scripts/test.sh            # everything
+#   SKIP_OPERATOR=1 scripts/test.sh   # engine only (local iteration; CI never sets it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=never
+./scripts/setup.sh --test-deps >/dev/null
+VENV="${CANDELA_CACHE:-$HOME/.cache/candela}/venv"
+
+echo "== cargo test (engine)"
+cargo test --locked -p candela-core -p candela-model -p candela 2>&1
+
+echo "== OpenAI client and hostile-input suites against a live candela serve"
+cargo build --locked -p candela 2>&1
+./scripts/api-tests.sh "$VENV/bin/python" target/debug/candela
+
+if [ -z "${SKIP_OPERATOR:-}" ] && [ -x operator/test.sh ]; then
+  echo "== operator"
+  operator/test.sh
+fi
+echo "== all tests passed"
