@@ -190,12 +190,14 @@ def test_body_over_limit_is_413():
 
 def test_prompt_over_max_model_len():
     n = max_model_len()
-    ids = [100] * (n + 10)
-    r = _client().post("/v1/completions", json={"model": model(), "prompt": ids, "max_tokens": 1})
+    r = _client().post("/v1/completions", json={"model": model(), "prompt": [100] * (n + 10), "max_tokens": 1})
     assert_openai_error(r, 400, "context length")
-    r = _client().post("/v1/completions", json={"model": model(), "prompt": [100] * (n - 2), "max_tokens": 10})
+    r = _client().post("/v1/completions", json={"model": model(), "prompt": [100] * n})
     assert_openai_error(r, 400, "context length")
-    r = _client().post("/v1/completions", json={"model": model(), "prompt": [100] * (n - 2), "max_tokens": 1})
+    # Prompt plus max_tokens one past the limit.
+    r = _client().post("/v1/completions", json={"model": model(), "prompt": [100] * 10, "max_tokens": n - 9})
+    assert_openai_error(r, 400, "context length")
+    r = _client().post("/v1/completions", json={"model": model(), "prompt": [100] * 10, "max_tokens": 1})
     assert r.status_code == 200, r.text
 
 
