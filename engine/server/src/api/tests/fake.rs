@@ -11,7 +11,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use candela_core::{FinishReason, RequestId, TokenLogprobs};
+use candela_core::{FinishReason, RequestId, SchedulerStats, TokenLogprobs};
 use tokio::sync::mpsc;
 
 use crate::engine::{Command, EngineClient, GenerateRequest, TokenEvent};
@@ -42,7 +42,8 @@ pub fn engine(eos: u32) -> (EngineClient, Handle) {
     let shared = Arc::new(Shared::default());
     let state = shared.clone();
     std::thread::spawn(move || run(rx, &state, eos));
-    (EngineClient::new(tx), Handle(shared))
+    let stats = Arc::new(Mutex::new(SchedulerStats::default()));
+    (EngineClient::new(tx, stats), Handle(shared))
 }
 
 fn run(rx: std_mpsc::Receiver<Command>, shared: &Shared, eos: u32) {
