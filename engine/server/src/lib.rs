@@ -5,4 +5,5 @@ pub mod api;
 pub mod cli;
 pub mod detokenizer;
 pub mod engine;
+pub mod metrics;
 pub mod serve;

@@ -13,6 +13,7 @@ use tracing::info;
 use crate::api::{self, AppState, ChatMessage};
 use crate::cli::{self, ServeArgs};
 use crate::engine::{Engine, EngineClient};
+use crate::metrics::{self, Metrics};
 
 /// KV memory on CPU when `--kv-cache-memory` is absent (vLLM's `VLLM_CPU_KVCACHE_SPACE` default).
 pub const DEFAULT_CPU_KV_BYTES: u64 = 4 << 30;
@@ -151,7 +152,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     info!(%addr, "serving the OpenAI API");
-    let app = api::router(started.state);
+    let metrics = Arc::new(Metrics::new(started.state.served_model_names.first().map_or("", String::as_str)));
+    let app = api::router(started.state).merge(metrics::router(started.engine.clone(), metrics));
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     drop(started.engine);
     Ok(())

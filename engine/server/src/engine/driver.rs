@@ -8,10 +8,13 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use candela_core::{FinishReason, NewRequest, RequestId, RequestOutput, Scheduler, SchedulerOutput};
+use candela_core::{
+    FinishReason, NewRequest, RequestId, RequestOutput, Scheduler, SchedulerOutput, SchedulerStats,
+};
 use candela_model::{ModelRunner, SampleArgs, StepSeq};
 use tokio::sync::mpsc;
 use tracing::{debug, error};
@@ -34,13 +37,14 @@ impl EngineCore {
     ///
     /// # Errors
     /// A failed forward pass; the step's requests are aborted.
-    pub fn step(&mut self, now: f64) -> candela_model::Result<Option<Vec<RequestOutput>>> {
-        let out = self.scheduler.schedule(now);
-        if out.scheduled.is_empty() && out.swap_out.is_empty() && out.swap_in.is_empty() {
-            self.runner.finish(&out.finished);
+    pub fn step(&mut self, now: f64) -> candela_model::Result<Option<Step>> {
+        let plan = self.scheduler.schedule(now);
+        if plan.scheduled.is_empty() && plan.swap_out.is_empty() && plan.swap_in.is_empty() {
+            self.runner.finish(&plan.finished);
             return Ok(None);
         }
-        self.execute(&out, now).map(Some)
+        let outputs = self.execute(&plan, now)?;
+        Ok(Some(Step { plan, outputs }))
     }
 
     /// Runs a planned step: swaps, forward, sampling, then the scheduler's update.
@@ -81,11 +85,19 @@ impl EngineCore {
     }
 }
 
+/// One executed step: what was planned and what came out.
+#[derive(Debug)]
+pub struct Step {
+    pub plan: SchedulerOutput,
+    pub outputs: Vec<RequestOutput>,
+}
+
 struct Driver {
     core: EngineCore,
     eos_token_ids: Vec<u32>,
     epoch: Instant,
     streams: HashMap<RequestId, mpsc::UnboundedSender<TokenEvent>>,
+    stats: Arc<Mutex<SchedulerStats>>,
 }
 
 impl Engine {
@@ -105,15 +117,18 @@ impl Engine {
             eos_token_ids,
             epoch: Instant::now(),
             streams: HashMap::new(),
+            stats: Arc::new(Mutex::new(SchedulerStats::default())),
         };
+        let client = EngineClient::new(tx, driver.stats.clone());
         let handle = std::thread::Builder::new().name("candela-engine".into()).spawn(move || driver.run(rx))?;
-        Ok((EngineClient::new(tx), handle))
+        Ok((client, handle))
     }
 }
 
 impl Driver {
     fn run(mut self, commands: std_mpsc::Receiver<Command>) {
         loop {
+            self.publish_stats();
             if self.core.scheduler.is_idle() {
                 match commands.recv() {
                     Ok(cmd) => self.handle(cmd),
@@ -127,7 +142,7 @@ impl Driver {
                 continue;
             }
             match self.core.step(self.now()) {
-                Ok(Some(outputs)) => self.dispatch(outputs),
+                Ok(Some(step)) => self.dispatch(step.outputs),
                 Ok(None) => {
                     // Held back (scheduler delay factor): wait for a command or a moment.
                     if let Ok(cmd) = commands.recv_timeout(Duration::from_millis(2)) {
@@ -140,6 +155,12 @@ impl Driver {
                     self.streams.retain(|id, _| scheduler.request(*id).is_some());
                 }
             }
+        }
+    }
+
+    fn publish_stats(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            *s = self.core.scheduler.stats();
         }
     }
 

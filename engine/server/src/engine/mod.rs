@@ -43,13 +43,13 @@ pub enum SubmitError {
 
 mod driver;
 
-pub use driver::{Engine, EngineCore};
+pub use driver::{Engine, EngineCore, Step};
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 
-use candela_core::RequestId;
+use candela_core::{RequestId, SchedulerStats};
 use tokio::sync::{mpsc, oneshot};
 
 /// A message from the async side to the engine thread.
@@ -68,6 +68,7 @@ pub(crate) enum Command {
 pub struct EngineClient {
     commands: std_mpsc::Sender<Command>,
     next_id: Arc<AtomicU64>,
+    stats: Arc<Mutex<SchedulerStats>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -80,8 +81,13 @@ impl std::fmt::Debug for Command {
 }
 
 impl EngineClient {
-    pub(crate) fn new(commands: std_mpsc::Sender<Command>) -> Self {
-        EngineClient { commands, next_id: Arc::new(AtomicU64::new(1)) }
+    pub(crate) fn new(commands: std_mpsc::Sender<Command>, stats: Arc<Mutex<SchedulerStats>>) -> Self {
+        EngineClient { commands, next_id: Arc::new(AtomicU64::new(1)), stats }
+    }
+
+    /// The scheduler and KV pool gauges as of the engine's last step or command.
+    pub fn stats(&self) -> SchedulerStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Queues one sequence; refusals (queue full, too long, invalid parameters,
