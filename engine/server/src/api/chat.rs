@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, StreamExt};
@@ -29,6 +30,7 @@ const ROLE: &str = "assistant";
 /// Handler of `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
@@ -54,7 +56,7 @@ pub async fn chat_completions(
         arrival,
     };
     let choices = submission.submit(&[PreparedPrompt { token_ids }]).await?;
-    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let id = super::request_id("chatcmpl", &headers);
     let stream = req.stream.unwrap_or(false);
     tracing::info!(request_id = %id, prompt_tokens, n = plan.n, stream, "chat request admitted");
     let meta = Meta {
@@ -67,7 +69,9 @@ pub async fn chat_completions(
 
     if stream {
         let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-        return Ok(stream_response(meta, choices, prompt_tokens, include_usage));
+        let id = meta.id.clone();
+        let response = stream_response(meta, choices, prompt_tokens, include_usage);
+        return Ok(super::with_request_id(response, &id));
     }
     let collected = generate::collect_all(choices).await?;
     let completion_tokens = collected.iter().map(|c| c.tokens.len()).sum();
@@ -80,15 +84,16 @@ pub async fn chat_completions(
             finish_reason: c.finish,
         })
         .collect();
-    Ok(Json(ChatCompletionResponse {
+    let body = ChatCompletionResponse {
         id: meta.id,
         object: "chat.completion",
         created: meta.created,
         model: meta.model,
         choices,
         usage: Usage::new(prompt_tokens, completion_tokens),
-    })
-    .into_response())
+    };
+    let id = body.id.clone();
+    Ok(super::with_request_id(Json(body).into_response(), &id))
 }
 
 /// Joins content parts and checks there is something to render.

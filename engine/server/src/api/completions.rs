@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, StreamExt};
@@ -64,6 +65,7 @@ impl Meta {
 /// Handler of `POST /v1/completions`.
 pub async fn completions(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
@@ -109,7 +111,7 @@ pub async fn completions(
         arrival,
     };
     let choices = submission.submit(&prompts).await?;
-    let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
+    let id = super::request_id("cmpl", &headers);
     let stream = req.stream.unwrap_or(false);
     tracing::info!(
         request_id = %id, prompt_tokens, prompts = prompts.len(), n = plan.n, stream,
@@ -127,13 +129,16 @@ pub async fn completions(
 
     if stream {
         let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-        return Ok(stream_response(meta, choices, prompt_tokens, include_usage));
+        let id = meta.id.clone();
+        let response = stream_response(meta, choices, prompt_tokens, include_usage);
+        return Ok(super::with_request_id(response, &id));
     }
     let collected = generate::collect_all(choices).await?;
     let completion_tokens = collected.iter().map(|c| c.tokens.len()).sum();
     let choices = collected.into_iter().map(|c| full_choice(&meta, c)).collect();
     let body = meta.response(choices, Some(Usage::new(prompt_tokens, completion_tokens)));
-    Ok(Json(body).into_response())
+    let id = body.id.clone();
+    Ok(super::with_request_id(Json(body).into_response(), &id))
 }
 
 fn full_choice(meta: &Meta, c: CollectedChoice) -> CompletionChoice {

@@ -23,8 +23,8 @@ mod tokenize;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,6 +40,9 @@ use protocol::{ModelCard, ModelList};
 /// Largest request body accepted (413 above). Big enough for a prompt far past any
 /// context length, so "too long" is answered by the tokenizer count, not the socket.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Header a client may set to choose the request id (vLLM's spelling).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// One chat message as the chat template sees it (content parts already joined).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -92,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(completions::completions))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(list_models))
+        .route("/v1/models/{*model}", get(get_model))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .merge(v1)
@@ -171,20 +175,51 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn list_models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
-    let data = state
-        .served_model_names
-        .iter()
-        .map(|name| ModelCard {
-            id: name.clone(),
-            object: "model",
-            created: state.created,
-            owned_by: "candela",
-            root: state.model_root.clone(),
-            parent: None,
-            max_model_len: state.max_model_len,
-        })
-        .collect();
+    let data = state.served_model_names.iter().map(|name| model_card(&state, name)).collect();
     Json(ModelList { object: "list", data })
+}
+
+/// `GET /v1/models/{model}` (OpenAI's retrieve-model call).
+async fn get_model(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelCard>, ApiError> {
+    let name = state.resolve_model(Some(&model))?;
+    Ok(Json(model_card(&state, &name)))
+}
+
+fn model_card(state: &AppState, name: &str) -> ModelCard {
+    ModelCard {
+        id: name.to_owned(),
+        object: "model",
+        created: state.created,
+        owned_by: "candela",
+        root: state.model_root.clone(),
+        parent: None,
+        max_model_len: state.max_model_len,
+    }
+}
+
+/// The id of a request: the client's `X-Request-Id` when it sent a sane one (so
+/// its logs and ours line up, as vLLM does), else a fresh UUID.
+pub fn request_id(prefix: &str, headers: &HeaderMap) -> String {
+    let client_id = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+    match client_id {
+        Some(id) => format!("{prefix}-{id}"),
+        None => format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+/// Echoes the request id in the `X-Request-Id` response header.
+pub fn with_request_id(mut response: Response, id: &str) -> Response {
+    if let Ok(value) = axum::http::HeaderValue::from_str(id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
 }
 
 async fn health() -> StatusCode {

@@ -32,7 +32,7 @@ fn state(api_key: Option<&str>) -> (AppState, fake::Handle) {
         engine,
         tokenizer: byte_level_tokenizer(),
         chat_template: Arc::new(template),
-        served_model_names: vec!["smol".into(), "alias".into()],
+        served_model_names: vec!["smol".into(), "org/alias".into()],
         max_model_len: MAX_MODEL_LEN,
         eos_token_ids: vec![EOT],
         api_key: api_key.map(str::to_owned),
@@ -96,9 +96,14 @@ async fn health_version_models() {
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["id"], "smol");
-    assert_eq!(v["data"][1]["id"], "alias");
+    assert_eq!(v["data"][1]["id"], "org/alias");
     assert_eq!(v["data"][0]["max_model_len"], MAX_MODEL_LEN);
     assert_eq!(v["data"][0]["root"], "/models/smol.gguf");
+    let (status, _, body) = call(&app, "GET", "/v1/models/org/alias", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["id"], "org/alias");
+    let (status, _, _) = call(&app, "GET", "/v1/models/gpt-4", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, body) = call(&app, "GET", "/v2/nothing", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(serde_json::from_slice::<Value>(&body).unwrap()["error"]["message"].is_string());
@@ -199,7 +204,7 @@ async fn unknown_model_is_404() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) =
-        post(&app, "/v1/completions", json!({"model": "alias", "prompt": "x", "max_tokens": 1}))
+        post(&app, "/v1/completions", json!({"model": "org/alias", "prompt": "x", "max_tokens": 1}))
             .await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -467,4 +472,34 @@ async fn real_model_template_and_tokenizer() {
     assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
     let (_, v) = post(&app, "/tokenize", json!({"prompt": "<|im_start|>"})).await;
     assert_eq!(v["count"], 1, "special tokens encode to one id: {v}");
+}
+
+#[tokio::test]
+async fn client_request_id_is_used_and_echoed() {
+    let (app, _) = app();
+    let body = json!({"prompt": "hi", "max_tokens": 1}).to_string();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/completions")
+        .header("X-Request-Id", "trace-42")
+        .body(Body::from(body))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.headers().get("x-request-id").unwrap(), "cmpl-trace-42");
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap()["id"], "cmpl-trace-42");
+    // Absent or unprintable ids get a fresh one.
+    let (_, headers, bytes) = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(Body::from(
+            json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}).to_string(),
+        )),
+        None,
+    )
+    .await;
+    let id = serde_json::from_slice::<Value>(&bytes).unwrap()["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("chatcmpl-") && id.len() > 20, "{id}");
+    assert_eq!(headers.get("x-request-id").unwrap(), id.as_str());
 }
