@@ -12,5 +12,6 @@ mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod rbac;
 
 pub use error::{Error, Result};

@@ -111,7 +111,7 @@ where
             debug!(name, "deleted child the spec no longer wants");
             Ok(())
         }
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

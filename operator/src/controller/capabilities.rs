@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use crate::builders::thirdparty::ThirdParty;
 use crate::Result;
 
-/// How long a discovery result is trusted.
+/// Default time a discovery result is trusted.
 pub const TTL: Duration = Duration::from_secs(30);
 
 /// The set of installed third-party kinds.
@@ -43,7 +43,8 @@ impl Capabilities {
         for api_version in groups {
             let resources = match client.list_api_group_resources(&api_version).await {
                 Ok(list) => list.resources,
-                Err(kube::Error::Api(status)) if status.is_not_found() => continue,
+                // An unknown group answers a plain-text 404, not a NotFound Status.
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
                 Err(e) => return Err(e.into()),
             };
             for kind in ThirdParty::ALL.into_iter().filter(|k| k.api_version() == api_version) {
@@ -57,20 +58,37 @@ impl Capabilities {
 }
 
 /// A [`Capabilities`] cache with a time-to-live.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CapabilityCache {
+    ttl: Duration,
     cached: Mutex<Option<(Instant, Capabilities)>>,
 }
 
+impl Default for CapabilityCache {
+    fn default() -> Self {
+        Self::new(TTL)
+    }
+}
+
 impl CapabilityCache {
-    /// The cached capabilities, re-discovered when older than [`TTL`].
+    /// A cache whose entries live for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, cached: Mutex::new(None) }
+    }
+
+    /// The time-to-live of a discovery result.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The cached capabilities, re-discovered when older than the TTL.
     ///
     /// # Errors
     /// Discovery errors (see [`Capabilities::discover`]).
     pub async fn get(&self, client: &Client) -> Result<Capabilities> {
         let mut cached = self.cached.lock().await;
         if let Some((at, caps)) = cached.as_ref()
-            && at.elapsed() < TTL
+            && at.elapsed() < self.ttl
         {
             return Ok(caps.clone());
         }

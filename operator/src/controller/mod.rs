@@ -75,6 +75,13 @@ impl Context {
         }
     }
 
+    /// Uses `ttl` for API discovery results (tests use a short one).
+    #[must_use]
+    pub fn with_capability_ttl(mut self, ttl: Duration) -> Self {
+        self.capabilities = CapabilityCache::new(ttl);
+        self
+    }
+
     /// Backoff for the next retry of `obj`, counting this failure.
     fn backoff(&self, obj: &ObjectRef<InferenceDeployment>) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -222,7 +229,7 @@ pub async fn run(ctx: Arc<Context>, config: RunConfig) {
 fn capability_changes(ctx: Arc<Context>) -> impl futures::Stream<Item = ()> + Send + 'static {
     futures::stream::unfold(ctx, |ctx| async move {
         loop {
-            tokio::time::sleep(capabilities::TTL).await;
+            tokio::time::sleep(ctx.capabilities.ttl()).await;
             match ctx.capabilities.refresh(&ctx.client).await {
                 Ok(true) => {
                     info!("installed third-party CRDs changed; reconciling everything");

@@ -1,0 +1,111 @@
+//! Helpers shared by the tests that run against the real control plane.
+
+#![allow(dead_code)]
+
+pub mod testenv;
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+use serde_json::json;
+
+use candela_operator::builders::thirdparty::ThirdParty;
+use candela_operator::crd::InferenceDeployment;
+
+/// Polls `check` every 200 ms until it returns `Some`, panicking with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Applies a CRD and waits until it is Established.
+pub async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.metadata.name.clone().expect("CRD name");
+    api.patch(&name, &PatchParams::apply("candela-tests").force(), &Patch::Apply(crd)).await.expect("CRD applies");
+    wait_for(&format!("CRD {name} established"), Duration::from_secs(30), || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            let crd = api.get(&name).await.ok()?;
+            let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        }
+    })
+    .await;
+}
+
+/// Installs the committed `crds/inferencedeployment.yaml` (the file, not the Rust type, so
+/// the test proves the committed artifact works).
+pub async fn install_candela_crd(client: &Client) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/inferencedeployment.yaml");
+    let text = std::fs::read_to_string(path).expect("CRD file");
+    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&text).expect("CRD parses");
+    apply_crd(client, &crd).await;
+}
+
+/// A permissive stand-in CRD for a third-party kind (ServiceMonitor, ScaledObject, …).
+pub fn stand_in_crd(kind: ThirdParty) -> CustomResourceDefinition {
+    let ar = kind.api_resource();
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": { "name": kind.crd_name() },
+        "spec": {
+            "group": ar.group,
+            "scope": "Namespaced",
+            "names": { "kind": ar.kind, "plural": ar.plural, "singular": ar.kind.to_lowercase(), "listKind": format!("{}List", ar.kind) },
+            "versions": [{
+                "name": ar.version, "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } },
+            }],
+        },
+    }))
+    .expect("stand-in CRD")
+}
+
+/// Creates a namespace (ignoring AlreadyExists).
+pub async fn create_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).expect("namespace");
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+        Err(e) => panic!("creating namespace {name}: {e}"),
+    }
+}
+
+/// The dynamic API of InferenceDeployments, for objects the typed struct cannot express
+/// (invalid ones).
+pub fn dynamic_infds(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::erase::<InferenceDeployment>(&());
+    Api::namespaced_with(client.clone(), namespace, &ar)
+}
+
+/// Parses a YAML manifest into a dynamic object.
+pub fn load_dynamic(path: &Path) -> DynamicObject {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Whether `obj` has a controller owner reference to the InferenceDeployment with `uid`.
+pub fn owned_by<K: Resource>(obj: &K, uid: &str) -> bool {
+    obj.meta().owner_references.iter().flatten().any(|r| {
+        r.uid == uid && r.controller == Some(true) && r.kind == "InferenceDeployment" && r.api_version == "candela.dev/v1alpha1"
+    })
+}

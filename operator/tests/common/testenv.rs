@@ -1,0 +1,208 @@
+//! A real Kubernetes control plane for integration tests: etcd, kube-apiserver and
+//! kube-controller-manager (Deployment, ReplicaSet and garbage-collector controllers),
+//! built from the wrapper Go modules in `operator/testenv/` and started once per test
+//! binary on loopback ports, the way controller-runtime's envtest does it.
+//!
+//! Binaries come from `$CANDELA_K8S_BIN` or `operator/testenv/build.sh` (cached under
+//! `~/.cache/candela/k8s`). Every process runs under a small shell watchdog that kills it
+//! when the test process exits, because the test harness never runs static destructors.
+//! There is no scheduler and no kubelet: pods stay Pending unless a test writes their
+//! status.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// Bearer token of the admin user (`system:masters`).
+pub const ADMIN_TOKEN: &str = "candela-test-admin-token";
+/// Bearer token of the operator's user (no groups: only what RBAC grants it).
+pub const OPERATOR_TOKEN: &str = "candela-test-operator-token";
+/// User name of [`OPERATOR_TOKEN`].
+pub const OPERATOR_USER: &str = "candela-operator";
+
+/// A running control plane.
+pub struct TestEnv {
+    /// Scratch directory (certs, etcd data, kubeconfigs, logs).
+    pub dir: PathBuf,
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    _processes: Vec<Child>,
+}
+
+static ENV: OnceLock<TestEnv> = OnceLock::new();
+
+/// The control plane shared by every test of this binary, started on first use.
+pub fn shared() -> &'static TestEnv {
+    ENV.get_or_init(|| {
+        // Start on a plain thread: the caller may be inside a tokio runtime.
+        std::thread::spawn(TestEnv::start).join().expect("control plane thread")
+    })
+}
+
+impl TestEnv {
+    fn start() -> Self {
+        let bin = binaries();
+        let dir = std::env::temp_dir().join(format!("candela-testenv-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("certs")).expect("scratch dir");
+        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let server = format!("https://127.0.0.1:{api_port}");
+
+        let key = dir.join("sa.key");
+        let status = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl genrsa failed");
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!("{ADMIN_TOKEN},admin,admin-uid,system:masters\n{OPERATOR_TOKEN},{OPERATOR_USER},operator-uid\n"),
+        )
+        .expect("token file");
+        write_kubeconfig(&dir.join("admin.kubeconfig"), &server, ADMIN_TOKEN);
+        write_kubeconfig(&dir.join("operator.kubeconfig"), &server, OPERATOR_TOKEN);
+
+        let mut processes = Vec::new();
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        processes.push(spawn_watched(
+            &bin.join("etcd"),
+            &[
+                "--name=default".into(),
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=default={peer_url}"),
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+            ],
+            &dir.join("etcd.log"),
+        ));
+        processes.push(spawn_watched(
+            &bin.join("kube-apiserver"),
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                format!("--cert-dir={}", dir.join("certs").display()),
+                format!("--secure-port={api_port}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--authorization-mode=RBAC".into(),
+                format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+                format!("--service-account-key-file={}", key.display()),
+                format!("--service-account-signing-key-file={}", key.display()),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                "--disable-admission-plugins=ServiceAccount".into(),
+                "--enable-priority-and-fairness=false".into(),
+                "--v=0".into(),
+            ],
+            &dir.join("kube-apiserver.log"),
+        ));
+        let env = Self { dir, server, _processes: processes };
+        env.wait_ready();
+        let mut env = env;
+        env._processes.push(spawn_watched(
+            &bin.join("kube-controller-manager"),
+            &[
+                format!("--kubeconfig={}", env.dir.join("admin.kubeconfig").display()),
+                "--controllers=deployment-controller,replicaset-controller,garbage-collector-controller".into(),
+                "--leader-elect=false".into(),
+                "--secure-port=0".into(),
+                "--concurrent-deployment-syncs=10".into(),
+                "--concurrent-replicaset-syncs=10".into(),
+                "--v=0".into(),
+            ],
+            &env.dir.join("kube-controller-manager.log"),
+        ));
+        env
+    }
+
+    fn wait_ready(&self) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let client = runtime.block_on(self.client_for("admin.kubeconfig"));
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let request = http::Request::get("/readyz").body(Vec::new()).expect("request");
+            match runtime.block_on(client.request_text(request)) {
+                Ok(body) if body.trim() == "ok" => return,
+                result if Instant::now() > deadline => {
+                    panic!("kube-apiserver not ready after 90 s: {result:?}; logs in {}", self.dir.display())
+                }
+                _ => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
+    }
+
+    async fn client_for(&self, kubeconfig: &str) -> Client {
+        let path = self.dir.join(kubeconfig);
+        let kc = Kubeconfig::read_from(&path).expect("kubeconfig parses");
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig loads");
+        Client::try_from(config).expect("client builds")
+    }
+
+    /// A client authenticated as the cluster admin.
+    pub async fn admin(&self) -> Client {
+        self.client_for("admin.kubeconfig").await
+    }
+
+    /// A client authenticated as the operator's user, limited by RBAC.
+    pub async fn operator(&self) -> Client {
+        self.client_for("operator.kubeconfig").await
+    }
+}
+
+fn binaries() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CANDELA_K8S_BIN") {
+        return PathBuf::from(dir);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testenv/build.sh");
+    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("testenv/build.sh runs");
+    assert!(out.status.success(), "testenv/build.sh failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(stdout.lines().last().expect("build.sh prints the bin dir").trim())
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Spawns `binary args…` under a watchdog shell that kills it once this process is gone.
+fn spawn_watched(binary: &Path, args: &[String], log: &Path) -> Child {
+    const WATCHDOG: &str = r#"parent=$1; shift
+"$@" & child=$!
+trap 'kill $child 2>/dev/null' EXIT TERM INT
+while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done"#;
+    let log_file = std::fs::File::create(log).expect("log file");
+    Command::new("bash")
+        .arg("-c")
+        .arg(WATCHDOG)
+        .arg("watchdog")
+        .arg(std::process::id().to_string())
+        .arg(binary)
+        .args(args)
+        .stdout(log_file.try_clone().expect("log handle"))
+        .stderr(log_file)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", binary.display()))
+}
+
+fn write_kubeconfig(path: &Path, server: &str, token: &str) {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\n\
+         users:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: user\n\
+         current-context: test\n"
+    );
+    std::fs::write(path, text).expect("kubeconfig");
+}
