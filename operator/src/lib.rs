@@ -15,3 +15,6 @@ pub mod metrics;
 pub mod rbac;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod fixtures;

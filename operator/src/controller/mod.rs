@@ -225,6 +225,9 @@ pub async fn run(ctx: Arc<Context>, config: RunConfig) {
     info!("controller stopped");
 }
 
+#[cfg(test)]
+mod tests;
+
 /// A stream that yields whenever the set of installed third-party CRDs changes.
 fn capability_changes(ctx: Arc<Context>) -> impl futures::Stream<Item = ()> + Send + 'static {
     futures::stream::unfold(ctx, |ctx| async move {
