@@ -6,9 +6,9 @@
 use std::sync::{Arc, Mutex};
 
 use http::{Method, Request, Response, StatusCode};
-use kube::client::Body;
 use kube::Client;
-use serde_json::{json, Value};
+use kube::client::Body;
+use serde_json::{Value, json};
 
 use crate::builders::thirdparty::ThirdParty;
 use crate::crd::InferenceDeployment;
@@ -19,7 +19,8 @@ pub fn infd(yaml: &str) -> InferenceDeployment {
     let mut value: Value = serde_yaml_ng::from_str(yaml).expect("fixture yaml");
     value["apiVersion"] = json!("candela.dev/v1alpha1");
     value["kind"] = json!("InferenceDeployment");
-    value["metadata"] = json!({ "name": "test", "namespace": "ns", "uid": "uid-1", "generation": 1 });
+    value["metadata"] =
+        json!({ "name": "test", "namespace": "ns", "uid": "uid-1", "generation": 1 });
     serde_json::from_value(value).expect("fixture parses")
 }
 
@@ -73,7 +74,11 @@ impl MockServer {
             while let Some((request, send)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.expect("request body");
-                let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("json body") };
+                let body: Value = if bytes.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&bytes).expect("json body")
+                };
                 let call = Call {
                     method: parts.method.clone(),
                     path: parts.uri.path().to_owned(),
@@ -95,12 +100,22 @@ impl MockServer {
 
     /// The recorded calls as `METHOD path` lines.
     pub fn lines(&self) -> Vec<String> {
-        self.calls.lock().expect("calls lock").iter().map(Call::line).collect()
+        self.calls
+            .lock()
+            .expect("calls lock")
+            .iter()
+            .map(Call::line)
+            .collect()
     }
 
     /// The first recorded call matching `method` and `path`.
     pub fn find(&self, method: &Method, path: &str) -> Option<Call> {
-        self.calls.lock().expect("calls lock").iter().find(|c| c.method == method && c.path == path).cloned()
+        self.calls
+            .lock()
+            .expect("calls lock")
+            .iter()
+            .find(|c| c.method == method && c.path == path)
+            .cloned()
     }
 }
 
@@ -120,7 +135,10 @@ fn not_found() -> (StatusCode, Value) {
 fn respond(scenario: &Scenario, call: &Call) -> (StatusCode, Value) {
     let crds = matches!(scenario, Scenario::AllCrdsAvailable);
     // API discovery of third-party groups.
-    if call.method == Method::GET && call.path.starts_with("/apis/") && call.path.matches('/').count() == 3 {
+    if call.method == Method::GET
+        && call.path.starts_with("/apis/")
+        && call.path.matches('/').count() == 3
+    {
         let api_version = call.path.trim_start_matches("/apis/");
         let kinds: Vec<Value> = ThirdParty::ALL
             .into_iter()
@@ -130,13 +148,20 @@ fn respond(scenario: &Scenario, call: &Call) -> (StatusCode, Value) {
         if !crds || kinds.is_empty() {
             return (StatusCode::NOT_FOUND, json!("404 page not found"));
         }
-        return (StatusCode::OK, json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api_version, "resources": kinds }));
+        return (
+            StatusCode::OK,
+            json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api_version, "resources": kinds }),
+        );
     }
     match call.method {
         Method::PATCH if call.path.ends_with("/deployments/test") => {
             if let Scenario::ApplyFails(code) = scenario {
-                let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                return (status, json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": "boom", "reason": "InternalError" }));
+                let status =
+                    StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return (
+                    status,
+                    json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": "boom", "reason": "InternalError" }),
+                );
             }
             let mut obj = call.body.clone();
             obj["metadata"]["generation"] = json!(1);
@@ -150,22 +175,28 @@ fn respond(scenario: &Scenario, call: &Call) -> (StatusCode, Value) {
         Method::PATCH if call.path.ends_with("/status") => {
             // Server-side apply of the status returns the whole object.
             let mut obj = call.body.clone();
-            obj["metadata"] = json!({ "name": "test", "namespace": "ns", "uid": "uid-1", "generation": 1 });
+            obj["metadata"] =
+                json!({ "name": "test", "namespace": "ns", "uid": "uid-1", "generation": 1 });
             obj["spec"] = json!({ "model": { "source": "hf://org/m" } });
             (StatusCode::OK, obj)
         }
         Method::PATCH => (StatusCode::OK, call.body.clone()),
         Method::POST if call.path.contains("/events") => (StatusCode::CREATED, call.body.clone()),
-        Method::GET if call.path.ends_with("/horizontalpodautoscalers/test") && *scenario == Scenario::StaleHpa => (
-            StatusCode::OK,
-            json!({
-                "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-                "metadata": { "name": "test", "namespace": "ns", "ownerReferences": [{
-                    "apiVersion": "candela.dev/v1alpha1", "kind": "InferenceDeployment", "name": "test", "uid": "uid-1", "controller": true,
-                }]},
-                "spec": { "scaleTargetRef": { "kind": "InferenceDeployment", "name": "test" }, "maxReplicas": 3 },
-            }),
-        ),
+        Method::GET
+            if call.path.ends_with("/horizontalpodautoscalers/test")
+                && *scenario == Scenario::StaleHpa =>
+        {
+            (
+                StatusCode::OK,
+                json!({
+                    "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                    "metadata": { "name": "test", "namespace": "ns", "ownerReferences": [{
+                        "apiVersion": "candela.dev/v1alpha1", "kind": "InferenceDeployment", "name": "test", "uid": "uid-1", "controller": true,
+                    }]},
+                    "spec": { "scaleTargetRef": { "kind": "InferenceDeployment", "name": "test" }, "maxReplicas": 3 },
+                }),
+            )
+        }
         Method::DELETE => (
             StatusCode::OK,
             json!({ "kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200 }),

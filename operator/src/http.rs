@@ -42,7 +42,13 @@ pub async fn serve(addr: SocketAddr, state: HttpState) -> std::io::Result<()> {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use tracing::{debug, info, warn};
 
 use crate::{Error, Result};
@@ -43,7 +43,10 @@ pub struct LeaderElector {
 impl LeaderElector {
     /// A candidate using `client`.
     pub fn new(client: Client, config: LeaseConfig) -> Self {
-        Self { api: Api::namespaced(client, &config.namespace), config }
+        Self {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+        }
     }
 
     /// Tries once to take or renew the lease; true when this replica holds it afterwards.
@@ -79,9 +82,9 @@ impl LeaderElector {
         let spec = lease.spec.clone().unwrap_or_default();
         let ours = spec.holder_identity.as_deref() == Some(self.config.identity.as_str());
         let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(MicroTime(renewed)), Some(secs)) => {
-                renewed.checked_add(SignedDuration::from_secs(i64::from(secs))).map_or(true, |end| end < now)
-            }
+            (Some(MicroTime(renewed)), Some(secs)) => renewed
+                .checked_add(SignedDuration::from_secs(i64::from(secs)))
+                .map_or(true, |end| end < now),
             _ => true,
         };
         let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
@@ -94,13 +97,21 @@ impl LeaderElector {
         next.spec = Some(LeaseSpec {
             holder_identity: Some(self.config.identity.clone()),
             lease_duration_seconds: Some(duration_secs),
-            acquire_time: if ours { spec.acquire_time.clone() } else { Some(MicroTime(now)) },
+            acquire_time: if ours {
+                spec.acquire_time.clone()
+            } else {
+                Some(MicroTime(now))
+            },
             renew_time: Some(MicroTime(now)),
             lease_transitions: Some(spec.lease_transitions.unwrap_or(0) + i32::from(!ours)),
             ..spec
         });
         // `replace` sends metadata.resourceVersion: a concurrent writer makes this a 409.
-        match self.api.replace(&self.config.name, &PostParams::default(), &next).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &next)
+            .await
+        {
             Ok(_) => {
                 if !ours {
                     info!(identity = %self.config.identity, "acquired leader lease");

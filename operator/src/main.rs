@@ -20,7 +20,11 @@ use tracing_subscriber::EnvFilter;
 #[command(version)]
 struct Args {
     /// Address of the /metrics, /healthz and /readyz endpoints.
-    #[arg(long, env = "CANDELA_OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "CANDELA_OPERATOR_HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     http_addr: SocketAddr,
 
     /// Watch only this namespace (default: all namespaces).
@@ -28,11 +32,19 @@ struct Args {
     watch_namespace: Option<String>,
 
     /// Engine image for InferenceDeployments that do not set spec.engine.image.
-    #[arg(long, env = "CANDELA_ENGINE_IMAGE", default_value = "ghcr.io/candela-dev/candela:0.1.0")]
+    #[arg(
+        long,
+        env = "CANDELA_ENGINE_IMAGE",
+        default_value = "ghcr.io/candela-dev/candela:0.1.0"
+    )]
     engine_image: String,
 
     /// Prometheus URL for KEDA triggers when spec.autoscaling.prometheusAddress is unset.
-    #[arg(long, env = "CANDELA_PROMETHEUS_URL", default_value = "http://prometheus-operated.monitoring.svc:9090")]
+    #[arg(
+        long,
+        env = "CANDELA_PROMETHEUS_URL",
+        default_value = "http://prometheus-operated.monitoring.svc:9090"
+    )]
     prometheus_url: String,
 
     /// Most reconciles in flight (0: unbounded).
@@ -48,7 +60,11 @@ struct Args {
     lease_namespace: String,
 
     /// Name of the leader Lease.
-    #[arg(long, env = "CANDELA_OPERATOR_LEASE_NAME", default_value = "candela-operator")]
+    #[arg(
+        long,
+        env = "CANDELA_OPERATOR_LEASE_NAME",
+        default_value = "candela-operator"
+    )]
     lease_name: String,
 
     /// This replica's identity in the Lease (default: the pod name).
@@ -62,17 +78,30 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let args = Args::parse();
-    let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("building the Kubernetes client")?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let http_state = HttpState { metrics: Arc::clone(&metrics), ready: Arc::clone(&ready) };
+    let http_state = HttpState {
+        metrics: Arc::clone(&metrics),
+        ready: Arc::clone(&ready),
+    };
     let server = tokio::spawn(http::serve(args.http_addr, http_state));
 
-    let build = BuildConfig { engine_image: args.engine_image, prometheus_url: args.prometheus_url };
+    let build = BuildConfig {
+        engine_image: args.engine_image,
+        prometheus_url: args.prometheus_url,
+    };
     let ctx = Arc::new(Context::new(client.clone(), build, Arc::clone(&metrics)));
-    let run_config = RunConfig { namespace: args.watch_namespace, concurrency: args.concurrency };
+    let run_config = RunConfig {
+        namespace: args.watch_namespace,
+        concurrency: args.concurrency,
+    };
 
     if !args.leader_elect {
         ready.store(true, Ordering::Relaxed);
@@ -84,7 +113,8 @@ async fn main() -> anyhow::Result<()> {
 
     let identity = match args.identity {
         Some(id) => id,
-        None => std::env::var("HOSTNAME").unwrap_or_else(|_| format!("candela-operator-{}", std::process::id())),
+        None => std::env::var("HOSTNAME")
+            .unwrap_or_else(|_| format!("candela-operator-{}", std::process::id())),
     };
     let lease_duration = Duration::from_secs(args.lease_seconds.max(2));
     let elector = LeaderElector::new(

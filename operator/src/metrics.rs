@@ -41,11 +41,33 @@ impl Default for Metrics {
         let failures = Family::<ErrorLabels, Counter>::default();
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let leader = Gauge::default();
-        registry.register("reconciliations", "Reconciliations started", reconciliations.clone());
-        registry.register("reconcile_failures", "Failed reconciliations by error kind", failures.clone());
-        registry.register("reconcile_duration_seconds", "Duration of one reconciliation", duration.clone());
-        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
-        Self { registry, reconciliations, failures, duration, leader }
+        registry.register(
+            "reconciliations",
+            "Reconciliations started",
+            reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciliations by error kind",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconciliation",
+            duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciliations,
+            failures,
+            duration,
+            leader,
+        }
     }
 }
 
@@ -53,12 +75,19 @@ impl Metrics {
     /// Counts a reconcile and returns a timer that records its duration when dropped.
     pub fn reconcile_started(self: &Arc<Self>) -> ReconcileTimer {
         self.reconciliations.inc();
-        ReconcileTimer { start: Instant::now(), metrics: Arc::clone(self) }
+        ReconcileTimer {
+            start: Instant::now(),
+            metrics: Arc::clone(self),
+        }
     }
 
     /// Counts a failed reconcile.
     pub fn reconcile_failed(&self, error: &Error) {
-        self.failures.get_or_create(&ErrorLabels { error: error.metric_label().to_owned() }).inc();
+        self.failures
+            .get_or_create(&ErrorLabels {
+                error: error.metric_label().to_owned(),
+            })
+            .inc();
     }
 
     /// The registry in Prometheus text format.
@@ -79,7 +108,9 @@ pub struct ReconcileTimer {
 
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
-        self.metrics.duration.observe(self.start.elapsed().as_secs_f64());
+        self.metrics
+            .duration
+            .observe(self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -93,8 +124,17 @@ mod tests {
         drop(metrics.reconcile_started());
         metrics.reconcile_failed(&Error::InvalidSpec("x".into()));
         let text = metrics.encode();
-        assert!(text.contains("candela_operator_reconciliations_total 1"), "{text}");
-        assert!(text.contains("candela_operator_reconcile_failures_total{error=\"invalid_spec\"} 1"), "{text}");
-        assert!(text.contains("candela_operator_reconcile_duration_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("candela_operator_reconciliations_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("candela_operator_reconcile_failures_total{error=\"invalid_spec\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("candela_operator_reconcile_duration_seconds_count 1"),
+            "{text}"
+        );
     }
 }

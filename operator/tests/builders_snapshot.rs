@@ -8,12 +8,15 @@ use candela_operator::builders::{self, BuildConfig};
 use candela_operator::crd::InferenceDeployment;
 
 fn dir(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(sub)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(sub)
 }
 
 /// Loads a spec and gives it the server-set fields the builders need.
 fn load(name: &str) -> InferenceDeployment {
-    let text = std::fs::read_to_string(dir("data/specs").join(format!("{name}.yaml"))).expect("spec file");
+    let text =
+        std::fs::read_to_string(dir("data/specs").join(format!("{name}.yaml"))).expect("spec file");
     let mut infd: InferenceDeployment = serde_yaml_ng::from_str(&text).expect("spec parses");
     infd.metadata.uid = Some(format!("00000000-0000-0000-0000-{:012}", name.len()));
     infd.metadata.generation = Some(1);
@@ -30,7 +33,10 @@ fn check(name: &str) {
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
     if expected != actual {
-        let first_diff = expected.lines().zip(actual.lines()).position(|(a, b)| a != b);
+        let first_diff = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b);
         panic!(
             "snapshot {} differs (first differing line: {:?}); review and rerun with UPDATE_SNAPSHOTS=1\n--- actual ---\n{actual}",
             path.display(),

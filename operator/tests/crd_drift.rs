@@ -15,10 +15,16 @@ fn assert_fresh(relative: &str, generated: &str) {
 
 #[test]
 fn committed_crd_matches_the_rust_types() {
-    assert_fresh("../crds/inferencedeployment.yaml", &candela_operator::crd::crd_yaml().expect("CRD serializes"));
+    assert_fresh(
+        "../crds/inferencedeployment.yaml",
+        &candela_operator::crd::crd_yaml().expect("CRD serializes"),
+    );
 }
 
 #[test]
 fn committed_rbac_matches_the_rust_rules() {
-    assert_fresh("rbac/rbac.yaml", &candela_operator::rbac::rbac_yaml().expect("RBAC serializes"));
+    assert_fresh(
+        "rbac/rbac.yaml",
+        &candela_operator::rbac::rbac_yaml().expect("RBAC serializes"),
+    );
 }

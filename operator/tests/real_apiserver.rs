@@ -17,8 +17,8 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use candela_operator::builders::thirdparty::ThirdParty;
 use candela_operator::builders::BuildConfig;
+use candela_operator::builders::thirdparty::ThirdParty;
 use candela_operator::controller::{self, Context, RunConfig};
 use candela_operator::crd::InferenceDeployment;
 use candela_operator::leader::{LeaderElector, LeaseConfig};
@@ -29,7 +29,9 @@ use common::{testenv, wait_for};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn data(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(path)
 }
 
 #[tokio::test]
@@ -46,7 +48,9 @@ async fn crd_is_accepted_and_the_schema_validates_examples() {
         let mut obj = common::load_dynamic(&entry.expect("entry").path());
         obj.metadata.namespace = Some(ns.into());
         let name = obj.name_any();
-        api.create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("good example {name} rejected: {e}"));
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("good example {name} rejected: {e}"));
         good += 1;
     }
     assert!(good >= 4);
@@ -56,12 +60,24 @@ async fn crd_is_accepted_and_the_schema_validates_examples() {
         let path = entry.expect("entry").path();
         let mut obj = common::load_dynamic(&path);
         obj.metadata.namespace = Some(ns.into());
-        let expect = obj.annotations().get("test.candela.dev/expect").cloned().expect("expect annotation");
+        let expect = obj
+            .annotations()
+            .get("test.candela.dev/expect")
+            .cloned()
+            .expect("expect annotation");
         match api.create(&PostParams::default(), &obj).await {
-            Ok(_) => panic!("{} was accepted, expected rejection with {expect:?}", path.display()),
+            Ok(_) => panic!(
+                "{} was accepted, expected rejection with {expect:?}",
+                path.display()
+            ),
             Err(kube::Error::Api(status)) => {
                 assert_eq!(status.code, 422, "{}: {status:?}", path.display());
-                assert!(status.message.contains(&expect), "{}: message {:?} lacks {expect:?}", path.display(), status.message);
+                assert!(
+                    status.message.contains(&expect),
+                    "{}: message {:?} lacks {expect:?}",
+                    path.display(),
+                    status.message
+                );
             }
             Err(e) => panic!("{}: unexpected error {e}", path.display()),
         }
@@ -70,7 +86,10 @@ async fn crd_is_accepted_and_the_schema_validates_examples() {
     assert!(bad >= 8);
 
     // Defaults are applied by the schema: the stored object has them.
-    let stored = Api::<InferenceDeployment>::namespaced(admin.clone(), ns).get("smollm2").await.expect("stored");
+    let stored = Api::<InferenceDeployment>::namespaced(admin.clone(), ns)
+        .get("smollm2")
+        .await
+        .expect("stored");
     assert_eq!(stored.spec.replicas, 1);
     assert_eq!(stored.spec.resources.gpu_resource_name, "nvidia.com/gpu");
     assert!(stored.spec.monitoring.service_monitor.enabled);
@@ -79,7 +98,10 @@ async fn crd_is_accepted_and_the_schema_validates_examples() {
 /// Grants the operator's user the generated ClusterRole and leader-election Role.
 async fn grant_operator_rbac(admin: &Client, lease_ns: &str) {
     let pp = PatchParams::apply("candela-tests").force();
-    Api::<ClusterRole>::all(admin.clone()).patch(rbac::CLUSTER_ROLE, &pp, &Patch::Apply(rbac::cluster_role())).await.expect("ClusterRole");
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(rbac::CLUSTER_ROLE, &pp, &Patch::Apply(rbac::cluster_role()))
+        .await
+        .expect("ClusterRole");
     let binding: ClusterRoleBinding = serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": { "name": rbac::CLUSTER_ROLE },
@@ -87,10 +109,16 @@ async fn grant_operator_rbac(admin: &Client, lease_ns: &str) {
         "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": testenv::OPERATOR_USER }],
     }))
     .expect("binding");
-    Api::<ClusterRoleBinding>::all(admin.clone()).patch(rbac::CLUSTER_ROLE, &pp, &Patch::Apply(binding)).await.expect("ClusterRoleBinding");
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .patch(rbac::CLUSTER_ROLE, &pp, &Patch::Apply(binding))
+        .await
+        .expect("ClusterRoleBinding");
     common::create_namespace(admin, lease_ns).await;
     let role = rbac::leader_election_role(lease_ns);
-    Api::<Role>::namespaced(admin.clone(), lease_ns).patch(rbac::LEADER_ROLE, &pp, &Patch::Apply(role)).await.expect("Role");
+    Api::<Role>::namespaced(admin.clone(), lease_ns)
+        .patch(rbac::LEADER_ROLE, &pp, &Patch::Apply(role))
+        .await
+        .expect("Role");
     let role_binding: RoleBinding = serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": { "name": rbac::LEADER_ROLE, "namespace": lease_ns },
@@ -98,20 +126,38 @@ async fn grant_operator_rbac(admin: &Client, lease_ns: &str) {
         "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": testenv::OPERATOR_USER }],
     }))
     .expect("role binding");
-    Api::<RoleBinding>::namespaced(admin.clone(), lease_ns).patch(rbac::LEADER_ROLE, &pp, &Patch::Apply(role_binding)).await.expect("RoleBinding");
+    Api::<RoleBinding>::namespaced(admin.clone(), lease_ns)
+        .patch(rbac::LEADER_ROLE, &pp, &Patch::Apply(role_binding))
+        .await
+        .expect("RoleBinding");
 }
 
 fn condition(infd: &InferenceDeployment, type_: &str) -> Option<(String, String, String)> {
-    let c = infd.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    let c = infd
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-async fn wait_condition(api: &Api<InferenceDeployment>, name: &str, type_: &str, status: &str, reason: &str) -> InferenceDeployment {
-    wait_for(&format!("{name} {type_}={status} ({reason})"), WAIT, || async {
-        let infd = api.get(name).await.ok()?;
-        let (s, r, _) = condition(&infd, type_)?;
-        (s == status && r == reason).then_some(infd)
-    })
+async fn wait_condition(
+    api: &Api<InferenceDeployment>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> InferenceDeployment {
+    wait_for(
+        &format!("{name} {type_}={status} ({reason})"),
+        WAIT,
+        || async {
+            let infd = api.get(name).await.ok()?;
+            let (s, r, _) = condition(&infd, type_)?;
+            (s == status && r == reason).then_some(infd)
+        },
+    )
     .await
 }
 
@@ -119,7 +165,10 @@ async fn wait_condition(api: &Api<InferenceDeployment>, name: &str, type_: &str,
 async fn make_pods_ready(admin: &Client, ns: &str, name: &str) -> usize {
     let pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
     let selector = format!("app.kubernetes.io/instance={name}");
-    let list = pods.list(&ListParams::default().labels(&selector)).await.expect("pods");
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .expect("pods");
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     for pod in &list.items {
         let status = json!({ "status": {
@@ -129,7 +178,13 @@ async fn make_pods_ready(admin: &Client, ns: &str, name: &str) -> usize {
                 { "type": "ContainersReady", "status": "True", "lastTransitionTime": now },
             ],
         }});
-        pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await.expect("pod status");
+        pods.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .expect("pod status");
     }
     list.items.len()
 }
@@ -138,7 +193,10 @@ async fn make_pods_ready(admin: &Client, ns: &str, name: &str) -> usize {
 async fn operator_reconciles_children_under_its_cluster_role() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "candela_operator=debug,kube_runtime=info".into()))
+        .with_env_filter(
+            std::env::var("RUST_LOG")
+                .unwrap_or_else(|_| "candela_operator=debug,kube_runtime=info".into()),
+        )
         .try_init();
     let env = testenv::shared();
     let admin = env.admin().await;
@@ -148,42 +206,85 @@ async fn operator_reconciles_children_under_its_cluster_role() {
     common::create_namespace(&admin, ns).await;
 
     let operator = env.operator().await;
-    let forbidden = Api::<Secret>::all(operator.clone()).list(&ListParams::default()).await;
-    assert!(matches!(forbidden, Err(kube::Error::Api(ref s)) if s.code == 403), "operator must not be admin: {forbidden:?}");
+    let forbidden = Api::<Secret>::all(operator.clone())
+        .list(&ListParams::default())
+        .await;
+    assert!(
+        matches!(forbidden, Err(kube::Error::Api(ref s)) if s.code == 403),
+        "operator must not be admin: {forbidden:?}"
+    );
 
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(
-        Context::new(operator.clone(), BuildConfig::default(), Arc::clone(&metrics)).with_capability_ttl(Duration::from_secs(1)),
+        Context::new(
+            operator.clone(),
+            BuildConfig::default(),
+            Arc::clone(&metrics),
+        )
+        .with_capability_ttl(Duration::from_secs(1)),
     );
-    let run = tokio::spawn(controller::run(ctx, RunConfig { namespace: None, concurrency: 4 }));
+    let run = tokio::spawn(controller::run(
+        ctx,
+        RunConfig {
+            namespace: None,
+            concurrency: 4,
+        },
+    ));
 
     // 1. A fresh InferenceDeployment gets every child, owned by it.
     let infds: Api<InferenceDeployment> = Api::namespaced(admin.clone(), ns);
     let mut obj = common::load_dynamic(&data("specs/minimal.yaml"));
     obj.metadata.namespace = Some(ns.into());
-    common::dynamic_infds(&admin, ns).create(&PostParams::default(), &obj).await.expect("create");
+    common::dynamic_infds(&admin, ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
     let name = "smollm2";
     let uid = infds.get(name).await.expect("get").uid().expect("uid");
 
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), ns);
-    let deployment = wait_for("Deployment", WAIT, || async { deployments.get_opt(name).await.ok().flatten() }).await;
+    let deployment = wait_for("Deployment", WAIT, || async {
+        deployments.get_opt(name).await.ok().flatten()
+    })
+    .await;
     assert!(common::owned_by(&deployment, &uid));
-    let service = Api::<Service>::namespaced(admin.clone(), ns).get(name).await.expect("Service");
+    let service = Api::<Service>::namespaced(admin.clone(), ns)
+        .get(name)
+        .await
+        .expect("Service");
     assert!(common::owned_by(&service, &uid));
-    let dashboards = Api::<ConfigMap>::namespaced(admin.clone(), ns).get(&format!("{name}-dashboards")).await.expect("ConfigMap");
+    let dashboards = Api::<ConfigMap>::namespaced(admin.clone(), ns)
+        .get(&format!("{name}-dashboards"))
+        .await
+        .expect("ConfigMap");
     assert!(common::owned_by(&dashboards, &uid));
-    assert_eq!(dashboards.labels().get("grafana_dashboard").map(String::as_str), Some("1"));
+    assert_eq!(
+        dashboards
+            .labels()
+            .get("grafana_dashboard")
+            .map(String::as_str),
+        Some("1")
+    );
 
     // 2. Missing ServiceMonitor/PrometheusRule CRDs give a condition, not a crash; the pods
     //    are Pending (no kubelet), so the CR is not Ready.
     let infd = wait_condition(&infds, name, "MonitoringReady", "False", "CRDMissing").await;
     let (_, _, message) = condition(&infd, "MonitoringReady").expect("condition");
-    assert!(message.contains("servicemonitors.monitoring.coreos.com"), "{message}");
-    assert!(message.contains("prometheusrules.monitoring.coreos.com"), "{message}");
+    assert!(
+        message.contains("servicemonitors.monitoring.coreos.com"),
+        "{message}"
+    );
+    assert!(
+        message.contains("prometheusrules.monitoring.coreos.com"),
+        "{message}"
+    );
     let infd = wait_condition(&infds, name, "Ready", "False", "NoReplicasAvailable").await;
     let status = infd.status.expect("status");
     assert_eq!(status.observed_generation, Some(1));
-    assert_eq!(status.selector.as_deref(), Some("app.kubernetes.io/instance=smollm2,app.kubernetes.io/name=candela"));
+    assert_eq!(
+        status.selector.as_deref(),
+        Some("app.kubernetes.io/instance=smollm2,app.kubernetes.io/name=candela")
+    );
 
     // 3. Pods become ready (as a kubelet would report): the real Deployment and ReplicaSet
     //    controllers mark the Deployment available and the CR becomes Ready.
@@ -196,11 +297,20 @@ async fn operator_reconciles_children_under_its_cluster_role() {
     wait_condition(&infds, name, "Progressing", "False", "RolloutComplete").await;
 
     // 4. A spec change rolls the Deployment.
-    infds.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "engine": { "maxNumSeqs": 64 } } }))).await.expect("patch");
+    infds
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "engine": { "maxNumSeqs": 64 } } })),
+        )
+        .await
+        .expect("patch");
     wait_for("Deployment args updated", WAIT, || async {
         let d = deployments.get(name).await.ok()?;
         let args = d.spec?.template.spec?.containers.first()?.args.clone()?;
-        args.windows(2).any(|w| w[0] == "--max-num-seqs" && w[1] == "64").then_some(())
+        args.windows(2)
+            .any(|w| w[0] == "--max-num-seqs" && w[1] == "64")
+            .then_some(())
     })
     .await;
     wait_for("status observes generation 2", WAIT, || async {
@@ -211,8 +321,22 @@ async fn operator_reconciles_children_under_its_cluster_role() {
 
     // 5. The scale subresource (what HPA and KEDA use) drives the Deployment's replicas.
     let scale = infds.get_scale(name).await.expect("scale");
-    assert_eq!(scale.status.as_ref().and_then(|s| s.selector.clone()).as_deref(), Some("app.kubernetes.io/instance=smollm2,app.kubernetes.io/name=candela"));
-    infds.patch_scale(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": 2 } }))).await.expect("scale");
+    assert_eq!(
+        scale
+            .status
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .as_deref(),
+        Some("app.kubernetes.io/instance=smollm2,app.kubernetes.io/name=candela")
+    );
+    infds
+        .patch_scale(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 2 } })),
+        )
+        .await
+        .expect("scale");
     wait_for("Deployment scaled to 2", WAIT, || async {
         (deployments.get(name).await.ok()?.spec?.replicas == Some(2)).then_some(())
     })
@@ -225,7 +349,10 @@ async fn operator_reconciles_children_under_its_cluster_role() {
     }
     for kind in [ThirdParty::ServiceMonitor, ThirdParty::PrometheusRule] {
         let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), ns, &kind.api_resource());
-        let child = wait_for(kind.kind(), WAIT, || async { api.get_opt(name).await.ok().flatten() }).await;
+        let child = wait_for(kind.kind(), WAIT, || async {
+            api.get_opt(name).await.ok().flatten()
+        })
+        .await;
         assert!(common::owned_by(&child, &uid));
     }
     wait_condition(&infds, name, "MonitoringReady", "True", "Applied").await;
@@ -233,36 +360,106 @@ async fn operator_reconciles_children_under_its_cluster_role() {
     // 7. Autoscaling: keda creates a ScaledObject on the CR's scale subresource; switching
     //    to hpa replaces it with an HPA.
     let keda = json!({ "spec": { "autoscaling": { "backend": "keda", "minReplicas": 1, "maxReplicas": 3 } } });
-    infds.patch(name, &PatchParams::default(), &Patch::Merge(keda)).await.expect("keda");
-    let scaled_objects: Api<DynamicObject> = Api::namespaced_with(admin.clone(), ns, &ThirdParty::ScaledObject.api_resource());
-    let so = wait_for("ScaledObject", WAIT, || async { scaled_objects.get_opt(name).await.ok().flatten() }).await;
-    assert_eq!(so.data["spec"]["scaleTargetRef"]["kind"], "InferenceDeployment");
-    wait_condition(&infds, name, "AutoscalingReady", "True", "ScaledObjectApplied").await;
-    infds.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "autoscaling": { "backend": "hpa" } } }))).await.expect("hpa");
+    infds
+        .patch(name, &PatchParams::default(), &Patch::Merge(keda))
+        .await
+        .expect("keda");
+    let scaled_objects: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), ns, &ThirdParty::ScaledObject.api_resource());
+    let so = wait_for("ScaledObject", WAIT, || async {
+        scaled_objects.get_opt(name).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(
+        so.data["spec"]["scaleTargetRef"]["kind"],
+        "InferenceDeployment"
+    );
+    wait_condition(
+        &infds,
+        name,
+        "AutoscalingReady",
+        "True",
+        "ScaledObjectApplied",
+    )
+    .await;
+    infds
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "autoscaling": { "backend": "hpa" } } })),
+        )
+        .await
+        .expect("hpa");
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(admin.clone(), ns);
-    let hpa = wait_for("HPA", WAIT, || async { hpas.get_opt(name).await.ok().flatten() }).await;
-    assert_eq!(hpa.spec.as_ref().map(|s| s.scale_target_ref.kind.as_str()), Some("InferenceDeployment"));
-    wait_for("ScaledObject deleted", WAIT, || async { scaled_objects.get_opt(name).await.ok()?.is_none().then_some(()) }).await;
-    assert_eq!(infds.get(name).await.expect("get").status.and_then(|s| s.autoscaling).as_deref(), Some("hpa 1-3"));
+    let hpa = wait_for("HPA", WAIT, || async {
+        hpas.get_opt(name).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(
+        hpa.spec.as_ref().map(|s| s.scale_target_ref.kind.as_str()),
+        Some("InferenceDeployment")
+    );
+    wait_for("ScaledObject deleted", WAIT, || async {
+        scaled_objects
+            .get_opt(name)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        infds
+            .get(name)
+            .await
+            .expect("get")
+            .status
+            .and_then(|s| s.autoscaling)
+            .as_deref(),
+        Some("hpa 1-3")
+    );
 
     // 8. Events were published for the condition transitions.
     let events: Api<Event> = Api::namespaced(admin.clone(), ns);
     let list = events.list(&ListParams::default()).await.expect("events");
-    assert!(list.items.iter().any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)), "no events for {name}");
+    assert!(
+        list.items
+            .iter()
+            .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)),
+        "no events for {name}"
+    );
 
     // 9. Deleting the CR leaves nothing it created (garbage collector).
-    infds.delete(name, &DeleteParams::background()).await.expect("delete");
-    wait_for("children garbage-collected", Duration::from_secs(90), || async {
-        let gone = deployments.get_opt(name).await.ok()?.is_none()
-            && Api::<Service>::namespaced(admin.clone(), ns).get_opt(name).await.ok()?.is_none()
-            && Api::<ConfigMap>::namespaced(admin.clone(), ns).get_opt(&format!("{name}-dashboards")).await.ok()?.is_none()
-            && hpas.get_opt(name).await.ok()?.is_none();
-        gone.then_some(())
-    })
+    infds
+        .delete(name, &DeleteParams::background())
+        .await
+        .expect("delete");
+    wait_for(
+        "children garbage-collected",
+        Duration::from_secs(90),
+        || async {
+            let gone = deployments.get_opt(name).await.ok()?.is_none()
+                && Api::<Service>::namespaced(admin.clone(), ns)
+                    .get_opt(name)
+                    .await
+                    .ok()?
+                    .is_none()
+                && Api::<ConfigMap>::namespaced(admin.clone(), ns)
+                    .get_opt(&format!("{name}-dashboards"))
+                    .await
+                    .ok()?
+                    .is_none()
+                && hpas.get_opt(name).await.ok()?.is_none();
+            gone.then_some(())
+        },
+    )
     .await;
 
     let text = metrics.encode();
-    assert!(!text.contains("candela_operator_reconciliations_total 0"), "{text}");
+    assert!(
+        !text.contains("candela_operator_reconciliations_total 0"),
+        "{text}"
+    );
     run.abort();
 }
 
@@ -281,9 +478,16 @@ async fn leader_election_hands_over_an_expired_lease() {
     let a = LeaderElector::new(admin.clone(), config("a"));
     let b = LeaderElector::new(admin.clone(), config("b"));
     assert!(a.try_acquire_or_renew().await.expect("a"));
-    assert!(!b.try_acquire_or_renew().await.expect("b"), "b must not take a live lease");
+    assert!(
+        !b.try_acquire_or_renew().await.expect("b"),
+        "b must not take a live lease"
+    );
     assert!(a.try_acquire_or_renew().await.expect("a renews"));
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(b.try_acquire_or_renew().await.expect("b takes the expired lease"));
+    assert!(
+        b.try_acquire_or_renew()
+            .await
+            .expect("b takes the expired lease")
+    );
     assert!(!a.try_acquire_or_renew().await.expect("a lost it"));
 }

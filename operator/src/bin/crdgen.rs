@@ -12,7 +12,10 @@ fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let files = [
         (root.join("../crds/inferencedeployment.yaml"), crd),
-        (root.join("rbac/rbac.yaml"), candela_operator::rbac::rbac_yaml()?),
+        (
+            root.join("rbac/rbac.yaml"),
+            candela_operator::rbac::rbac_yaml()?,
+        ),
     ];
     for (path, text) in files {
         if let Some(dir) = path.parent() {

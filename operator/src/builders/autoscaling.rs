@@ -6,8 +6,8 @@
 //! chart); the keda backend queries Prometheus directly.
 
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec,
-    MetricTarget, PodsMetricSource,
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Resource;
@@ -27,18 +27,39 @@ fn scale_target(owner: &Owner<'_>) -> CrossVersionObjectReference {
 }
 
 pub(super) fn hpa(owner: &Owner<'_>) -> Option<HorizontalPodAutoscaler> {
-    let a = owner.infd.spec.active_autoscaling().filter(|a| a.backend == AutoscalingBackend::Hpa)?;
+    let a = owner
+        .infd
+        .spec
+        .active_autoscaling()
+        .filter(|a| a.backend == AutoscalingBackend::Hpa)?;
     let pods_metric = |name: &str, average: String| MetricSpec {
         type_: "Pods".into(),
         pods: Some(PodsMetricSource {
-            metric: MetricIdentifier { name: name.into(), selector: None },
-            target: MetricTarget { type_: "AverageValue".into(), average_value: Some(Quantity(average)), ..MetricTarget::default() },
+            metric: MetricIdentifier {
+                name: name.into(),
+                selector: None,
+            },
+            target: MetricTarget {
+                type_: "AverageValue".into(),
+                average_value: Some(Quantity(average)),
+                ..MetricTarget::default()
+            },
         }),
         ..MetricSpec::default()
     };
-    let mut metrics = vec![pods_metric(promql::ADAPTER_WAITING, a.targets.waiting_requests_per_replica.to_string())];
-    if a.hpa.as_ref().and_then(|h| h.scale_on_kv_cache_usage).unwrap_or(true) {
-        metrics.push(pods_metric(promql::ADAPTER_KV_USAGE, milli(a.targets.kv_cache_usage)));
+    let mut metrics = vec![pods_metric(
+        promql::ADAPTER_WAITING,
+        a.targets.waiting_requests_per_replica.to_string(),
+    )];
+    if a.hpa
+        .as_ref()
+        .and_then(|h| h.scale_on_kv_cache_usage)
+        .unwrap_or(true)
+    {
+        metrics.push(pods_metric(
+            promql::ADAPTER_KV_USAGE,
+            milli(a.targets.kv_cache_usage),
+        ));
     }
     Some(HorizontalPodAutoscaler {
         metadata: owner.meta(owner.name.clone(), &Default::default()),
@@ -53,10 +74,20 @@ pub(super) fn hpa(owner: &Owner<'_>) -> Option<HorizontalPodAutoscaler> {
     })
 }
 
-pub(super) fn scaled_object(owner: &Owner<'_>, config: &BuildConfig) -> Option<kube::api::DynamicObject> {
-    let a = owner.infd.spec.active_autoscaling().filter(|a| a.backend == AutoscalingBackend::Keda)?;
+pub(super) fn scaled_object(
+    owner: &Owner<'_>,
+    config: &BuildConfig,
+) -> Option<kube::api::DynamicObject> {
+    let a = owner
+        .infd
+        .spec
+        .active_autoscaling()
+        .filter(|a| a.backend == AutoscalingBackend::Keda)?;
     let scope = Scope::new(&owner.namespace, &owner.served_name);
-    let server = a.prometheus_address.clone().unwrap_or_else(|| config.prometheus_url.clone());
+    let server = a
+        .prometheus_address
+        .clone()
+        .unwrap_or_else(|| config.prometheus_url.clone());
     let keda = a.keda.clone().unwrap_or_default();
     let target = scale_target(owner);
     let mut spec = json!({

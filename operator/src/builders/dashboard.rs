@@ -10,11 +10,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::promql::{self, Scope};
 use super::thirdparty::ThirdParty;
-use super::{dashboard_name, Owner};
+use super::{Owner, dashboard_name};
 use crate::crd::DashboardMode;
 
 /// Which dashboard.
@@ -36,7 +36,7 @@ impl DashboardKind {
 }
 
 pub(super) enum Built {
-    ConfigMap(ConfigMap),
+    ConfigMap(Box<ConfigMap>),
     GrafanaDashboard(Box<kube::api::DynamicObject>),
 }
 
@@ -50,16 +50,31 @@ pub(super) fn build(owner: &Owner<'_>) -> Built {
             extra.insert("grafana_dashboard".into(), "1".into());
             let mut metadata = owner.meta(name, &extra);
             if let Some(folder) = &spec.folder {
-                metadata.annotations = Some(BTreeMap::from([("grafana_folder".to_owned(), folder.clone())]));
+                metadata.annotations = Some(BTreeMap::from([(
+                    "grafana_folder".to_owned(),
+                    folder.clone(),
+                )]));
             }
             let data = [DashboardKind::Overview, DashboardKind::Full]
                 .into_iter()
                 .map(|kind| {
-                    let file = format!("candela-{}-{}-{}.json", owner.namespace, owner.name, kind.slug());
-                    (file, pretty(&dashboard_json(kind, &owner.namespace, &owner.name, &scope)))
+                    let file = format!(
+                        "candela-{}-{}-{}.json",
+                        owner.namespace,
+                        owner.name,
+                        kind.slug()
+                    );
+                    (
+                        file,
+                        pretty(&dashboard_json(kind, &owner.namespace, &owner.name, &scope)),
+                    )
                 })
                 .collect();
-            Built::ConfigMap(ConfigMap { metadata, data: Some(data), ..ConfigMap::default() })
+            Built::ConfigMap(Box::new(ConfigMap {
+                metadata,
+                data: Some(data),
+                ..ConfigMap::default()
+            }))
         }
         DashboardMode::GrafanaOperator => {
             let mut obj = ThirdParty::GrafanaDashboard.object(&name, &owner.namespace);
@@ -137,7 +152,11 @@ fn target(expr: String, legend: &str, ref_id: char) -> Value {
 }
 
 fn targets(queries: Vec<(String, &str)>) -> Vec<Value> {
-    queries.into_iter().zip('A'..='Z').map(|((expr, legend), id)| target(expr, legend, id)).collect()
+    queries
+        .into_iter()
+        .zip('A'..='Z')
+        .map(|((expr, legend), id)| target(expr, legend, id))
+        .collect()
 }
 
 struct Grid {
@@ -147,7 +166,14 @@ struct Grid {
     h: u32,
 }
 
-fn timeseries(id: u32, title: &str, unit: &str, grid: Grid, queries: Vec<(String, &str)>, stacked: bool) -> Value {
+fn timeseries(
+    id: u32,
+    title: &str,
+    unit: &str,
+    grid: Grid,
+    queries: Vec<(String, &str)>,
+    stacked: bool,
+) -> Value {
     json!({
         "id": id,
         "type": "timeseries",
@@ -192,18 +218,34 @@ fn overview_panels(s: &Scope) -> Vec<Value> {
             1,
             "TTFT / TPOT p95",
             "s",
-            Grid { x: 0, y: 0, w: 12, h: 8 },
-            vec![(s.quantile(0.95, promql::TTFT, RATE), "TTFT p95"), (s.quantile(0.95, promql::TPOT, RATE), "TPOT p95")],
+            Grid {
+                x: 0,
+                y: 0,
+                w: 12,
+                h: 8,
+            },
+            vec![
+                (s.quantile(0.95, promql::TTFT, RATE), "TTFT p95"),
+                (s.quantile(0.95, promql::TPOT, RATE), "TPOT p95"),
+            ],
             false,
         ),
         timeseries(
             2,
             "Token throughput",
             "tokens/s",
-            Grid { x: 12, y: 0, w: 12, h: 8 },
+            Grid {
+                x: 12,
+                y: 0,
+                w: 12,
+                h: 8,
+            },
             vec![
                 (s.sum_rate(promql::PROMPT_TOKENS, RATE), "prompt tokens/s"),
-                (s.sum_rate(promql::GENERATION_TOKENS, RATE), "generation tokens/s"),
+                (
+                    s.sum_rate(promql::GENERATION_TOKENS, RATE),
+                    "generation tokens/s",
+                ),
             ],
             false,
         ),
@@ -211,30 +253,58 @@ fn overview_panels(s: &Scope) -> Vec<Value> {
             3,
             "Queue depth",
             "short",
-            Grid { x: 0, y: 8, w: 12, h: 8 },
-            vec![(s.sum(promql::RUNNING), "running"), (s.sum(promql::WAITING), "waiting"), (s.sum(promql::SWAPPED), "swapped")],
+            Grid {
+                x: 0,
+                y: 8,
+                w: 12,
+                h: 8,
+            },
+            vec![
+                (s.sum(promql::RUNNING), "running"),
+                (s.sum(promql::WAITING), "waiting"),
+                (s.sum(promql::SWAPPED), "swapped"),
+            ],
             true,
         ),
         timeseries(
             4,
             "KV cache usage and preemption rate",
             "percentunit",
-            Grid { x: 12, y: 8, w: 12, h: 8 },
-            vec![(s.avg(promql::KV_USAGE), "KV cache usage"), (s.sum_rate(promql::PREEMPTIONS, RATE), "preemptions/s")],
+            Grid {
+                x: 12,
+                y: 8,
+                w: 12,
+                h: 8,
+            },
+            vec![
+                (s.avg(promql::KV_USAGE), "KV cache usage"),
+                (s.sum_rate(promql::PREEMPTIONS, RATE), "preemptions/s"),
+            ],
             false,
         ),
     ]
 }
 
 fn full_panels(s: &Scope, y: u32) -> Vec<Value> {
-    let by = |label: &str, metric: &str| format!("sum by ({label}) (rate({}[{RATE}]))", s.sel(metric));
-    let buckets = |metric: &str| format!("sum by (le) (rate({}[{RATE}]))", s.sel(&format!("{metric}_bucket")));
+    let by =
+        |label: &str, metric: &str| format!("sum by ({label}) (rate({}[{RATE}]))", s.sel(metric));
+    let buckets = |metric: &str| {
+        format!(
+            "sum by (le) (rate({}[{RATE}]))",
+            s.sel(&format!("{metric}_bucket"))
+        )
+    };
     vec![
         timeseries(
             5,
             "Success rate",
             "percentunit",
-            Grid { x: 0, y, w: 8, h: 8 },
+            Grid {
+                x: 0,
+                y,
+                w: 8,
+                h: 8,
+            },
             vec![(
                 format!(
                     "{} / clamp_min({}, 1e-9)",
@@ -249,28 +319,72 @@ fn full_panels(s: &Scope, y: u32) -> Vec<Value> {
             6,
             "Finish reasons",
             "reqps",
-            Grid { x: 8, y, w: 8, h: 8 },
-            vec![(by("finished_reason", promql::REQUEST_SUCCESS), "{{finished_reason}}")],
+            Grid {
+                x: 8,
+                y,
+                w: 8,
+                h: 8,
+            },
+            vec![(
+                by("finished_reason", promql::REQUEST_SUCCESS),
+                "{{finished_reason}}",
+            )],
             true,
         ),
         timeseries(
             7,
             "Prefix cache hit rate",
             "percentunit",
-            Grid { x: 16, y, w: 8, h: 8 },
+            Grid {
+                x: 16,
+                y,
+                w: 8,
+                h: 8,
+            },
             vec![(
-                format!("{} / clamp_min({}, 1e-9)", s.sum_rate(promql::PREFIX_HITS, RATE), s.sum_rate(promql::PREFIX_QUERIES, RATE)),
+                format!(
+                    "{} / clamp_min({}, 1e-9)",
+                    s.sum_rate(promql::PREFIX_HITS, RATE),
+                    s.sum_rate(promql::PREFIX_QUERIES, RATE)
+                ),
                 "hit rate",
             )],
             false,
         ),
-        heatmap(8, "End-to-end latency", "s", Grid { x: 0, y: y + 8, w: 12, h: 8 }, buckets(promql::E2E)),
-        heatmap(9, "Time to first token", "s", Grid { x: 12, y: y + 8, w: 12, h: 8 }, buckets(promql::TTFT)),
+        heatmap(
+            8,
+            "End-to-end latency",
+            "s",
+            Grid {
+                x: 0,
+                y: y + 8,
+                w: 12,
+                h: 8,
+            },
+            buckets(promql::E2E),
+        ),
+        heatmap(
+            9,
+            "Time to first token",
+            "s",
+            Grid {
+                x: 12,
+                y: y + 8,
+                w: 12,
+                h: 8,
+            },
+            buckets(promql::TTFT),
+        ),
         timeseries(
             10,
             "Queue / prefill / decode time p95",
             "s",
-            Grid { x: 0, y: y + 16, w: 12, h: 8 },
+            Grid {
+                x: 0,
+                y: y + 16,
+                w: 12,
+                h: 8,
+            },
             vec![
                 (s.quantile(0.95, promql::QUEUE_TIME, RATE), "queue p95"),
                 (s.quantile(0.95, promql::PREFILL_TIME, RATE), "prefill p95"),
@@ -283,12 +397,23 @@ fn full_panels(s: &Scope, y: u32) -> Vec<Value> {
             11,
             "Prompt / generation length p50 and p95",
             "short",
-            Grid { x: 12, y: y + 16, w: 12, h: 8 },
+            Grid {
+                x: 12,
+                y: y + 16,
+                w: 12,
+                h: 8,
+            },
             vec![
                 (s.quantile(0.5, promql::PROMPT_LEN, RATE), "prompt p50"),
                 (s.quantile(0.95, promql::PROMPT_LEN, RATE), "prompt p95"),
-                (s.quantile(0.5, promql::GENERATION_LEN, RATE), "generation p50"),
-                (s.quantile(0.95, promql::GENERATION_LEN, RATE), "generation p95"),
+                (
+                    s.quantile(0.5, promql::GENERATION_LEN, RATE),
+                    "generation p50",
+                ),
+                (
+                    s.quantile(0.95, promql::GENERATION_LEN, RATE),
+                    "generation p95",
+                ),
             ],
             false,
         ),
@@ -296,7 +421,12 @@ fn full_panels(s: &Scope, y: u32) -> Vec<Value> {
             12,
             "GPU utilization",
             "percent",
-            Grid { x: 0, y: y + 24, w: 12, h: 8 },
+            Grid {
+                x: 0,
+                y: y + 24,
+                w: 12,
+                h: 8,
+            },
             vec![(s.avg(promql::GPU_UTIL), "avg GPU util")],
             false,
         ),
@@ -304,7 +434,12 @@ fn full_panels(s: &Scope, y: u32) -> Vec<Value> {
             13,
             "GPU memory used",
             "decmbytes",
-            Grid { x: 12, y: y + 24, w: 12, h: 8 },
+            Grid {
+                x: 12,
+                y: y + 24,
+                w: 12,
+                h: 8,
+            },
             vec![(s.sum(promql::GPU_FB_USED), "framebuffer used")],
             false,
         ),

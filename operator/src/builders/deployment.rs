@@ -8,17 +8,20 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
+    TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{labels, selector_labels, BuildConfig, Owner, GRPC_PORT, HTTP_PORT, METRICS_PORT};
+use super::{BuildConfig, GRPC_PORT, HTTP_PORT, METRICS_PORT, Owner, labels, selector_labels};
 use crate::crd::{EngineSpec, ModelSource};
 
 /// Name of the engine container.
@@ -34,19 +37,29 @@ const RUN_AS: i64 = 65532;
 
 pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Deployment {
     let spec = &owner.infd.spec;
-    let image = spec.engine.image.clone().unwrap_or_else(|| config.engine_image.clone());
+    let image = spec
+        .engine
+        .image
+        .clone()
+        .unwrap_or_else(|| config.engine_image.clone());
     let mut pod_labels = labels(&owner.name);
     pod_labels.insert("candela.dev/model".into(), label_value(&owner.served_name));
 
     let pod = PodSpec {
-        containers: vec![engine_container(owner, &image), sidecar_container(owner, &image)],
+        containers: vec![
+            engine_container(owner, &image),
+            sidecar_container(owner, &image),
+        ],
         volumes: Some(volumes(owner)),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS),
             run_as_group: Some(RUN_AS),
             fs_group: Some(RUN_AS),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
             ..PodSecurityContext::default()
         }),
         automount_service_account_token: Some(false),
@@ -64,7 +77,10 @@ pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Deployment {
         metadata: owner.meta(owner.name.clone(), &BTreeMap::new()),
         spec: Some(DeploymentSpec {
             replicas: Some(spec.replicas),
-            selector: LabelSelector { match_labels: Some(selector_labels(&owner.name)), ..LabelSelector::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&owner.name)),
+                ..LabelSelector::default()
+            },
             // GPUs are scarce: replace pods one at a time without surging past the quota.
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
@@ -76,7 +92,10 @@ pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Deployment {
             // Model loading is slow; a stuck rollout is reported after 15 minutes.
             progress_deadline_seconds: Some(900),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(pod),
             },
             ..DeploymentSpec::default()
@@ -101,7 +120,15 @@ pub(super) fn engine_args(owner: &Owner<'_>) -> Vec<String> {
     flag("host", "0.0.0.0".into());
     flag("port", HTTP_PORT.to_string());
     flag("grpc-port", GRPC_PORT.to_string());
-    flag("device", if spec.resources.gpus > 0 { "cuda" } else { "cpu" }.into());
+    flag(
+        "device",
+        if spec.resources.gpus > 0 {
+            "cuda"
+        } else {
+            "cpu"
+        }
+        .into(),
+    );
     if spec.resources.gpus > 1 {
         flag("tensor-parallel-size", spec.resources.gpus.to_string());
     }
@@ -140,7 +167,10 @@ pub(super) fn engine_args(owner: &Owner<'_>) -> Vec<String> {
         flag("api-key", "$(CANDELA_API_KEY)".into());
     }
     // Boolean flags use vLLM's spelling: `--flag` / `--no-flag`.
-    for (name, value) in [("enable-prefix-caching", e.enable_prefix_caching), ("enable-chunked-prefill", e.enable_chunked_prefill)] {
+    for (name, value) in [
+        ("enable-prefix-caching", e.enable_prefix_caching),
+        ("enable-chunked-prefill", e.enable_chunked_prefill),
+    ] {
         match value {
             Some(true) => args.push(format!("--{name}")),
             Some(false) => args.push(format!("--no-{name}")),
@@ -176,16 +206,26 @@ fn engine_container(owner: &Owner<'_>, image: &str) -> Container {
     let mut limits = BTreeMap::new();
     let mut requests = BTreeMap::new();
     if spec.resources.gpus > 0 {
-        limits.insert(spec.resources.gpu_resource_name.clone(), Quantity(spec.resources.gpus.to_string()));
+        limits.insert(
+            spec.resources.gpu_resource_name.clone(),
+            Quantity(spec.resources.gpus.to_string()),
+        );
     }
-    for (name, value) in [("cpu", &spec.resources.cpu), ("memory", &spec.resources.memory)] {
+    for (name, value) in [
+        ("cpu", &spec.resources.cpu),
+        ("memory", &spec.resources.memory),
+    ] {
         if let Some(q) = value {
             limits.insert(name.to_owned(), q.clone());
             requests.insert(name.to_owned(), q.clone());
         }
     }
 
-    let mut mounts = vec![mount("model-cache", CACHE_DIR, false), mount("tmp", "/tmp", false), mount("dshm", "/dev/shm", false)];
+    let mut mounts = vec![
+        mount("model-cache", CACHE_DIR, false),
+        mount("tmp", "/tmp", false),
+        mount("dshm", "/dev/shm", false),
+    ];
     if matches!(owner.source, ModelSource::Pvc { .. }) {
         mounts.push(mount("models", PVC_MOUNT, true));
     }
@@ -242,7 +282,10 @@ fn sidecar_container(owner: &Owner<'_>, image: &str) -> Container {
         args.extend(["--metrics-token".into(), "$(CANDELA_METRICS_TOKEN)".into()]);
     }
     let tcp = |period: i32| Probe {
-        tcp_socket: Some(TCPSocketAction { port: IntOrString::String("metrics".into()), ..TCPSocketAction::default() }),
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("metrics".into()),
+            ..TCPSocketAction::default()
+        }),
         period_seconds: Some(period),
         ..Probe::default()
     };
@@ -259,13 +302,19 @@ fn sidecar_container(owner: &Owner<'_>, image: &str) -> Container {
                 ("cpu".to_owned(), Quantity("50m".into())),
                 ("memory".to_owned(), Quantity("64Mi".into())),
             ])),
-            limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".into()))])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity("256Mi".into()),
+            )])),
             ..ResourceRequirements::default()
         }),
         readiness_probe: Some(tcp(10)),
         liveness_probe: Some(tcp(20)),
         security_context: Some(restricted()),
-        volume_mounts: Some(vec![mount("model-cache", CACHE_DIR, true), mount("tmp", "/tmp", false)]),
+        volume_mounts: Some(vec![
+            mount("model-cache", CACHE_DIR, true),
+            mount("tmp", "/tmp", false),
+        ]),
         ..Container::default()
     }
 }
@@ -274,10 +323,17 @@ fn volumes(owner: &Owner<'_>) -> Vec<Volume> {
     let spec = &owner.infd.spec;
     let empty_dir = |name: &str, medium: Option<&str>, size: Option<Quantity>| Volume {
         name: name.into(),
-        empty_dir: Some(EmptyDirVolumeSource { medium: medium.map(Into::into), size_limit: size }),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: medium.map(Into::into),
+            size_limit: size,
+        }),
         ..Volume::default()
     };
-    let cache_size = spec.model.cache_size.clone().unwrap_or_else(|| Quantity("50Gi".into()));
+    let cache_size = spec
+        .model
+        .cache_size
+        .clone()
+        .unwrap_or_else(|| Quantity("50Gi".into()));
     let mut volumes = vec![
         empty_dir("model-cache", None, Some(cache_size)),
         empty_dir("tmp", None, Some(Quantity("1Gi".into()))),
@@ -302,37 +358,70 @@ fn restricted() -> SecurityContext {
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
         privileged: Some(false),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
         ..SecurityContext::default()
     }
 }
 
 fn port(name: &str, port: i32) -> ContainerPort {
-    ContainerPort { name: Some(name.into()), container_port: port, protocol: Some("TCP".into()), ..ContainerPort::default() }
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount { name: name.into(), mount_path: path.into(), read_only: read_only.then_some(true), ..VolumeMount::default() }
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
 }
 
 fn env_value(name: &str, value: String) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value), ..EnvVar::default() }
+    EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..EnvVar::default()
+    }
 }
 
 fn env_secret(name: &str, selector: &SecretKeySelector) -> EnvVar {
     EnvVar {
         name: name.into(),
-        value_from: Some(EnvVarSource { secret_key_ref: Some(selector.clone()), ..EnvVarSource::default() }),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(selector.clone()),
+            ..EnvVarSource::default()
+        }),
         ..EnvVar::default()
     }
 }
 
 /// A served model name turned into a valid label value (`org/name` → `org_name`).
 fn label_value(name: &str) -> String {
-    let cleaned: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let trimmed = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-    trimmed.chars().take(63).collect::<String>().trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
+    trimmed
+        .chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_owned()
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::{InferenceDeployment, ModelSource};
 use crate::{Error, Result};
 
-pub use dashboard::{dashboard_json, DashboardKind};
+pub use dashboard::{DashboardKind, dashboard_json};
 pub use deployment::{ENGINE_CONTAINER, SIDECAR_CONTAINER};
 
 /// Port of the OpenAI-compatible HTTP API.
@@ -104,14 +104,25 @@ impl<'a> Owner<'a> {
     /// [`Error::MissingMetadata`] without namespace or uid; [`Error::InvalidSpec`] when the
     /// model source cannot be parsed.
     pub fn new(infd: &'a InferenceDeployment) -> Result<Self> {
-        let namespace = infd.namespace().ok_or(Error::MissingMetadata("metadata.namespace"))?;
-        let owner_ref = infd.controller_owner_ref(&()).ok_or(Error::MissingMetadata("metadata.uid"))?;
+        let namespace = infd
+            .namespace()
+            .ok_or(Error::MissingMetadata("metadata.namespace"))?;
+        let owner_ref = infd
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingMetadata("metadata.uid"))?;
         let source = ModelSource::parse(&infd.spec.model.source)?;
         let served_name = match &infd.spec.model.served_name {
             Some(name) => name.clone(),
             None => source.default_served_name(),
         };
-        Ok(Self { infd, name: infd.name_any(), namespace, source, served_name, owner_ref })
+        Ok(Self {
+            infd,
+            name: infd.name_any(),
+            namespace,
+            source,
+            served_name,
+            owner_ref,
+        })
     }
 
     /// Metadata for a child named `name` with the common labels plus `extra`.
@@ -132,7 +143,10 @@ impl<'a> Owner<'a> {
 pub fn labels(instance: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(instance);
     labels.insert("app.kubernetes.io/component".into(), "inference".into());
-    labels.insert("app.kubernetes.io/managed-by".into(), "candela-operator".into());
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "candela-operator".into(),
+    );
     labels
 }
 
@@ -146,7 +160,11 @@ pub fn selector_labels(instance: &str) -> BTreeMap<String, String> {
 
 /// [`selector_labels`] as a label-selector string (`status.selector`).
 pub fn selector_string(instance: &str) -> String {
-    selector_labels(instance).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    selector_labels(instance)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Name of the dashboards ConfigMap / GrafanaDashboard.
@@ -163,17 +181,26 @@ pub fn build(infd: &InferenceDeployment, config: &BuildConfig) -> Result<Childre
     let owner = Owner::new(infd)?;
     let spec = &infd.spec;
     let monitoring = &spec.monitoring;
-    let dashboards = monitoring.dashboards.enabled.then(|| dashboard::build(&owner));
+    let dashboards = monitoring
+        .dashboards
+        .enabled
+        .then(|| dashboard::build(&owner));
     let (dashboard_config_map, grafana_dashboard) = match dashboards {
-        Some(dashboard::Built::ConfigMap(cm)) => (Some(cm), None),
+        Some(dashboard::Built::ConfigMap(cm)) => (Some(*cm), None),
         Some(dashboard::Built::GrafanaDashboard(gd)) => (None, Some(*gd)),
         None => (None, None),
     };
     Ok(Children {
         deployment: deployment::build(&owner, config),
         service: service(&owner),
-        service_monitor: monitoring.service_monitor.enabled.then(|| monitoring::service_monitor(&owner)),
-        prometheus_rule: monitoring.rules.enabled.then(|| monitoring::prometheus_rule(&owner)),
+        service_monitor: monitoring
+            .service_monitor
+            .enabled
+            .then(|| monitoring::service_monitor(&owner)),
+        prometheus_rule: monitoring
+            .rules
+            .enabled
+            .then(|| monitoring::prometheus_rule(&owner)),
         hpa: autoscaling::hpa(&owner),
         scaled_object: autoscaling::scaled_object(&owner, config),
         dashboard_config_map,
@@ -200,7 +227,11 @@ fn service(owner: &Owner<'_>) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
             selector: Some(selector_labels(&owner.name)),
-            ports: Some(vec![port("http", HTTP_PORT), port("grpc", GRPC_PORT), port("metrics", METRICS_PORT)]),
+            ports: Some(vec![
+                port("http", HTTP_PORT),
+                port("grpc", GRPC_PORT),
+                port("metrics", METRICS_PORT),
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

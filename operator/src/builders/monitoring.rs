@@ -5,11 +5,11 @@
 //! throughput drop, and an error ratio. Recording rules give the seed-001 style series
 //! (request count by status, latency histogram, generation throughput, running/waiting).
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
+use super::Owner;
 use super::promql::{self, Scope};
 use super::thirdparty::ThirdParty;
-use super::Owner;
 
 pub(super) fn service_monitor(owner: &Owner<'_>) -> kube::api::DynamicObject {
     let mon = &owner.infd.spec.monitoring;
@@ -72,7 +72,10 @@ fn recording_rules(s: &Scope) -> Vec<Value> {
         ),
         rec(
             "namespace_model:vllm_request_latency_seconds_bucket:rate5m",
-            format!("sum by (namespace, model_name, le) (rate({}[5m]))", s.sel(&format!("{}_bucket", promql::E2E))),
+            format!(
+                "sum by (namespace, model_name, le) (rate({}[5m]))",
+                s.sel(&format!("{}_bucket", promql::E2E))
+            ),
         ),
         rec(
             "namespace_model:vllm_request_latency_seconds:p95_5m",
@@ -96,11 +99,20 @@ fn recording_rules(s: &Scope) -> Vec<Value> {
             "namespace_model:vllm_prompt_throughput:rate1m",
             format!("{by} (rate({}[1m]))", s.sel(promql::PROMPT_TOKENS)),
         ),
-        rec("namespace_model:vllm_running_requests:sum", format!("{by} ({})", s.sel(promql::RUNNING))),
-        rec("namespace_model:vllm_waiting_requests:sum", format!("{by} ({})", s.sel(promql::WAITING))),
+        rec(
+            "namespace_model:vllm_running_requests:sum",
+            format!("{by} ({})", s.sel(promql::RUNNING)),
+        ),
+        rec(
+            "namespace_model:vllm_waiting_requests:sum",
+            format!("{by} ({})", s.sel(promql::WAITING)),
+        ),
         rec(
             "namespace_model:vllm_kv_cache_usage_perc:avg",
-            format!("avg by (namespace, model_name) ({})", s.sel(promql::KV_USAGE)),
+            format!(
+                "avg by (namespace, model_name) ({})",
+                s.sel(promql::KV_USAGE)
+            ),
         ),
         rec(
             "namespace_model:vllm_num_preemptions:rate5m",
@@ -117,7 +129,12 @@ fn recording_rules(s: &Scope) -> Vec<Value> {
 }
 
 fn alert_rules(owner: &Owner<'_>, s: &Scope) -> Vec<Value> {
-    let alert = |name: &str, expr: String, for_: &str, severity: &str, summary: &str, description: String| {
+    let alert = |name: &str,
+                 expr: String,
+                 for_: &str,
+                 severity: &str,
+                 summary: &str,
+                 description: String| {
         json!({
             "alert": name,
             "expr": expr,
@@ -139,7 +156,9 @@ fn alert_rules(owner: &Owner<'_>, s: &Scope) -> Vec<Value> {
             "2m",
             "warning",
             "Requests are queueing for prefill; TTFT is about to blow up",
-            format!("{target}: {{{{ $value }}}} requests waiting (> 10). Add replicas or raise --max-num-seqs."),
+            format!(
+                "{target}: {{{{ $value }}}} requests waiting (> 10). Add replicas or raise --max-num-seqs."
+            ),
         ),
         alert(
             "CandelaKVCacheNearlyFull",
@@ -162,7 +181,7 @@ fn alert_rules(owner: &Owner<'_>, s: &Scope) -> Vec<Value> {
             format!(
                 "({now} > 0) and ({now} > 2 * ({before} or vector(0)))",
                 now = s.sum_rate(promql::PREEMPTIONS, "5m"),
-                before = format!("sum(rate({}[5m] offset 15m))", s.sel(promql::PREEMPTIONS)),
+                before = s.sum_rate_offset(promql::PREEMPTIONS, "5m", "15m"),
             ),
             "10m",
             "warning",
@@ -182,12 +201,14 @@ fn alert_rules(owner: &Owner<'_>, s: &Scope) -> Vec<Value> {
             format!(
                 "{now} < 0.5 * {before} and {before} > 0",
                 now = s.sum_rate(promql::GENERATION_TOKENS, "5m"),
-                before = format!("sum(rate({}[5m] offset 30m))", s.sel(promql::GENERATION_TOKENS)),
+                before = s.sum_rate_offset(promql::GENERATION_TOKENS, "5m", "30m"),
             ),
             "10m",
             "warning",
             "Generation throughput dropped by more than half",
-            format!("{target}: batches may be filled by small requests; check clients' max_tokens."),
+            format!(
+                "{target}: batches may be filled by small requests; check clients' max_tokens."
+            ),
         ),
         alert(
             "CandelaRequestErrors",
@@ -199,7 +220,9 @@ fn alert_rules(owner: &Owner<'_>, s: &Scope) -> Vec<Value> {
             "5m",
             "critical",
             "More than 5% of requests fail",
-            format!("{target}: {{{{ $value | humanizePercentage }}}} of finished requests were aborted."),
+            format!(
+                "{target}: {{{{ $value | humanizePercentage }}}} of finished requests were aborted."
+            ),
         ),
     ]
 }

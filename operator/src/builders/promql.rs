@@ -67,7 +67,10 @@ pub struct Scope {
 impl Scope {
     /// A scope for `namespace` / `model_name`.
     pub fn new(namespace: impl Into<String>, model_name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), model_name: model_name.into() }
+        Self {
+            namespace: namespace.into(),
+            model_name: model_name.into(),
+        }
     }
 
     /// `metric{namespace="…",model_name="…"}`.
@@ -100,6 +103,11 @@ impl Scope {
         format!("sum(rate({}[{window}]))", self.sel_with(metric, extra))
     }
 
+    /// `sum(rate(metric{scope}[window] offset <offset>))`: the same rate some time ago.
+    pub fn sum_rate_offset(&self, metric: &str, window: &str, offset: &str) -> String {
+        format!("sum(rate({}[{window}] offset {offset}))", self.sel(metric))
+    }
+
     /// `histogram_quantile(q, sum by (le) (rate(metric_bucket{scope}[window])))`.
     pub fn quantile(&self, q: f64, histogram: &str, window: &str) -> String {
         format!(
@@ -111,7 +119,12 @@ impl Scope {
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "namespace=\"{}\",model_name=\"{}\"", escape(&self.namespace), escape(&self.model_name))
+        write!(
+            f,
+            "namespace=\"{}\",model_name=\"{}\"",
+            escape(&self.namespace),
+            escape(&self.model_name)
+        )
     }
 }
 
@@ -127,7 +140,10 @@ mod tests {
     #[test]
     fn scoped_queries() {
         let s = Scope::new("ml", "org/m\"x");
-        assert_eq!(s.sum(WAITING), r#"sum(vllm:num_requests_waiting{namespace="ml",model_name="org/m\"x"})"#);
+        assert_eq!(
+            s.sum(WAITING),
+            r#"sum(vllm:num_requests_waiting{namespace="ml",model_name="org/m\"x"})"#
+        );
         assert_eq!(
             s.quantile(0.95, TTFT, "5m"),
             r#"histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{namespace="ml",model_name="org/m\"x"}[5m])))"#

@@ -20,15 +20,35 @@ pub enum ThirdParty {
 
 impl ThirdParty {
     /// Every third-party kind.
-    pub const ALL: [Self; 4] = [Self::ServiceMonitor, Self::PrometheusRule, Self::ScaledObject, Self::GrafanaDashboard];
+    pub const ALL: [Self; 4] = [
+        Self::ServiceMonitor,
+        Self::PrometheusRule,
+        Self::ScaledObject,
+        Self::GrafanaDashboard,
+    ];
 
     /// (group, version, kind, plural).
     const fn parts(self) -> (&'static str, &'static str, &'static str, &'static str) {
         match self {
-            Self::ServiceMonitor => ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"),
-            Self::PrometheusRule => ("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules"),
+            Self::ServiceMonitor => (
+                "monitoring.coreos.com",
+                "v1",
+                "ServiceMonitor",
+                "servicemonitors",
+            ),
+            Self::PrometheusRule => (
+                "monitoring.coreos.com",
+                "v1",
+                "PrometheusRule",
+                "prometheusrules",
+            ),
             Self::ScaledObject => ("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"),
-            Self::GrafanaDashboard => ("grafana.integreatly.org", "v1beta1", "GrafanaDashboard", "grafanadashboards"),
+            Self::GrafanaDashboard => (
+                "grafana.integreatly.org",
+                "v1beta1",
+                "GrafanaDashboard",
+                "grafanadashboards",
+            ),
         }
     }
 

@@ -10,14 +10,14 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Client, Resource};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tracing::debug;
 
 use super::capabilities::Capabilities;
 use super::status::ApplyOutcome;
-use crate::builders::{dashboard_name, thirdparty::ThirdParty, Children};
 use crate::Result;
+use crate::builders::{Children, dashboard_name, thirdparty::ThirdParty};
 
 /// The field manager of every server-side apply.
 pub const MANAGER: &str = "candela-operator";
@@ -50,23 +50,54 @@ pub async fn apply_children(
     let mut outcome = ApplyOutcome::default();
     match &children.hpa {
         Some(hpa) => outcome.hpa = Some(apply_typed(client, namespace, hpa, &pp).await?),
-        None => delete::<HorizontalPodAutoscaler>(&Api::namespaced(client.clone(), namespace), name, owner_uid).await?,
+        None => {
+            delete::<HorizontalPodAutoscaler>(
+                &Api::namespaced(client.clone(), namespace),
+                name,
+                owner_uid,
+            )
+            .await?
+        }
     }
     let dashboards = dashboard_name(name);
     match &children.dashboard_config_map {
         Some(cm) => drop(apply_typed(client, namespace, cm, &pp).await?),
-        None => delete::<ConfigMap>(&Api::namespaced(client.clone(), namespace), &dashboards, owner_uid).await?,
+        None => {
+            delete::<ConfigMap>(
+                &Api::namespaced(client.clone(), namespace),
+                &dashboards,
+                owner_uid,
+            )
+            .await?
+        }
     }
 
     let third_party = [
-        (ThirdParty::ServiceMonitor, &children.service_monitor, name.to_owned()),
-        (ThirdParty::PrometheusRule, &children.prometheus_rule, name.to_owned()),
-        (ThirdParty::ScaledObject, &children.scaled_object, name.to_owned()),
-        (ThirdParty::GrafanaDashboard, &children.grafana_dashboard, dashboards),
+        (
+            ThirdParty::ServiceMonitor,
+            &children.service_monitor,
+            name.to_owned(),
+        ),
+        (
+            ThirdParty::PrometheusRule,
+            &children.prometheus_rule,
+            name.to_owned(),
+        ),
+        (
+            ThirdParty::ScaledObject,
+            &children.scaled_object,
+            name.to_owned(),
+        ),
+        (
+            ThirdParty::GrafanaDashboard,
+            &children.grafana_dashboard,
+            dashboards,
+        ),
     ];
     for (kind, wanted, child_name) in third_party {
         let served = caps.has(kind);
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
         match (wanted, served) {
             (Some(obj), true) => {
                 api.patch(&child_name, &pp, &Patch::Apply(obj)).await?;
@@ -76,14 +107,25 @@ pub async fn apply_children(
             (None, false) => {}
         }
     }
-    Ok(Applied { deployment, outcome })
+    Ok(Applied {
+        deployment,
+        outcome,
+    })
 }
 
 async fn apply_typed<K>(client: &Client, namespace: &str, obj: &K, pp: &PatchParams) -> Result<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
-    let name = obj.meta().name.clone().ok_or(crate::Error::MissingMetadata("child metadata.name"))?;
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(crate::Error::MissingMetadata("child metadata.name"))?;
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     Ok(api.patch(&name, pp, &Patch::Apply(obj)).await?)
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use tokio::sync::Mutex;
 
-use crate::builders::thirdparty::ThirdParty;
 use crate::Result;
+use crate::builders::thirdparty::ThirdParty;
 
 /// Default time a discovery result is trusted.
 pub const TTL: Duration = Duration::from_secs(30);
@@ -47,7 +47,10 @@ impl Capabilities {
                 Err(kube::Error::Api(status)) if status.code == 404 => continue,
                 Err(e) => return Err(e.into()),
             };
-            for kind in ThirdParty::ALL.into_iter().filter(|k| k.api_version() == api_version) {
+            for kind in ThirdParty::ALL
+                .into_iter()
+                .filter(|k| k.api_version() == api_version)
+            {
                 if resources.iter().any(|r| r.kind == kind.kind()) {
                     found.insert(kind);
                 }
@@ -73,7 +76,10 @@ impl Default for CapabilityCache {
 impl CapabilityCache {
     /// A cache whose entries live for `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, cached: Mutex::new(None) }
+        Self {
+            ttl,
+            cached: Mutex::new(None),
+        }
     }
 
     /// The time-to-live of a discovery result.

@@ -64,7 +64,10 @@ pub struct Context {
 impl Context {
     /// A context for `client`.
     pub fn new(client: Client, build: BuildConfig, metrics: Arc<Metrics>) -> Self {
-        let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -84,14 +87,22 @@ impl Context {
 
     /// Backoff for the next retry of `obj`, counting this failure.
     fn backoff(&self, obj: &ObjectRef<InferenceDeployment>) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = failures.entry(obj.clone()).or_insert(0);
         *n = n.saturating_add(1);
-        BACKOFF_BASE.saturating_mul(1u32 << (*n - 1).min(6)).min(RESYNC)
+        BACKOFF_BASE
+            .saturating_mul(1u32 << (*n - 1).min(6))
+            .min(RESYNC)
     }
 
     fn succeeded(&self, obj: &ObjectRef<InferenceDeployment>) {
-        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(obj);
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(obj);
     }
 }
 
@@ -102,15 +113,22 @@ impl Context {
 #[instrument(skip(infd, ctx), fields(namespace = %infd.namespace().unwrap_or_default(), name = %infd.name_any()))]
 pub async fn reconcile(infd: Arc<InferenceDeployment>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
-    let namespace = infd.namespace().ok_or(Error::MissingMetadata("metadata.namespace"))?;
+    let namespace = infd
+        .namespace()
+        .ok_or(Error::MissingMetadata("metadata.namespace"))?;
     let name = infd.name_any();
     let uid = infd.uid().ok_or(Error::MissingMetadata("metadata.uid"))?;
 
     let children = match builders::build(&infd, &ctx.build) {
         Ok(children) => children,
         Err(Error::InvalidSpec(message)) => {
-            let outcome = ApplyOutcome { invalid_spec: Some(message.clone()), ..ApplyOutcome::default() };
-            let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace).get_opt(&name).await?;
+            let outcome = ApplyOutcome {
+                invalid_spec: Some(message.clone()),
+                ..ApplyOutcome::default()
+            };
+            let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
+                .get_opt(&name)
+                .await?;
             let new = status::compute(&infd, deployment.as_ref(), &outcome, Timestamp::now());
             publish_transitions(&ctx, &infd, &new).await;
             patch_status(&ctx.client, &namespace, &name, &new).await?;
@@ -121,15 +139,25 @@ pub async fn reconcile(infd: Arc<InferenceDeployment>, ctx: Arc<Context>) -> Res
     };
 
     let caps = ctx.capabilities.get(&ctx.client).await?;
-    let applied = apply::apply_children(&ctx.client, &namespace, &name, &uid, &children, &caps).await?;
-    let new = status::compute(&infd, Some(&applied.deployment), &applied.outcome, Timestamp::now());
+    let applied =
+        apply::apply_children(&ctx.client, &namespace, &name, &uid, &children, &caps).await?;
+    let new = status::compute(
+        &infd,
+        Some(&applied.deployment),
+        &applied.outcome,
+        Timestamp::now(),
+    );
     publish_transitions(&ctx, &infd, &new).await;
     let progressing = is_true(&new, "Progressing");
     if infd.status.as_ref() != Some(&new) {
         patch_status(&ctx.client, &namespace, &name, &new).await?;
     }
     ctx.succeeded(&ObjectRef::from_obj(&*infd));
-    Ok(Action::requeue(if progressing { PROGRESS_POLL } else { RESYNC }))
+    Ok(Action::requeue(if progressing {
+        PROGRESS_POLL
+    } else {
+        RESYNC
+    }))
 }
 
 /// Retry policy: exponential backoff per object, and a failure count by error kind.
@@ -140,25 +168,49 @@ pub fn error_policy(infd: Arc<InferenceDeployment>, error: &Error, ctx: Arc<Cont
 }
 
 fn is_true(status: &InferenceDeploymentStatus, type_: &str) -> bool {
-    status.conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
-async fn patch_status(client: &Client, namespace: &str, name: &str, status: &InferenceDeploymentStatus) -> Result<()> {
+async fn patch_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &InferenceDeploymentStatus,
+) -> Result<()> {
     let api: Api<InferenceDeployment> = Api::namespaced(client.clone(), namespace);
     let body = json!({
         "apiVersion": InferenceDeployment::api_version(&()),
         "kind": InferenceDeployment::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body)).await?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
     Ok(())
 }
 
 /// Publishes an event for every condition whose status changed.
-async fn publish_transitions(ctx: &Context, infd: &InferenceDeployment, new: &InferenceDeploymentStatus) {
-    let old = infd.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+async fn publish_transitions(
+    ctx: &Context,
+    infd: &InferenceDeployment,
+    new: &InferenceDeploymentStatus,
+) {
+    let old = infd
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     for c in &new.conditions {
-        let before = old.iter().find(|o| o.type_ == c.type_).map(|o| o.status.as_str());
+        let before = old
+            .iter()
+            .find(|o| o.type_ == c.type_)
+            .map(|o| o.status.as_str());
         if before == Some(c.status.as_str()) {
             continue;
         }
@@ -169,9 +221,18 @@ async fn publish_transitions(ctx: &Context, infd: &InferenceDeployment, new: &In
             _ => c.status == "False" && before.is_some() && c.reason != "Disabled",
         };
         let event = Event {
-            type_: if bad { EventType::Warning } else { EventType::Normal },
+            type_: if bad {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: c.reason.clone(),
-            note: Some(format!("{}={}: {}", c.type_, c.status, c.message).chars().take(1000).collect()),
+            note: Some(
+                format!("{}={}: {}", c.type_, c.status, c.message)
+                    .chars()
+                    .take(1000)
+                    .collect(),
+            ),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -201,7 +262,13 @@ pub async fn run(ctx: Arc<Context>, config: RunConfig) {
             Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns),
             Api::<ConfigMap>::namespaced(client.clone(), ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
     };
     // Children carry this label; watching only them keeps the caches small.
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=candela-operator");

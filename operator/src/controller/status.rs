@@ -10,7 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::builders::{self, thirdparty::ThirdParty};
-use crate::crd::{AutoscalingBackend, CapacityStatus, ConditionType, InferenceDeployment, InferenceDeploymentStatus};
+use crate::crd::{
+    AutoscalingBackend, CapacityStatus, ConditionType, InferenceDeployment,
+    InferenceDeploymentStatus,
+};
 
 /// What the apply step found out, beyond the Deployment itself.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -43,34 +46,54 @@ pub fn compute(
     let namespace = infd.metadata.namespace.clone().unwrap_or_default();
     let generation = infd.metadata.generation;
     let spec = &infd.spec;
-    let d_status = deployment.and_then(|d| d.status.clone()).unwrap_or_default();
+    let d_status = deployment
+        .and_then(|d| d.status.clone())
+        .unwrap_or_default();
     let ready = d_status.ready_replicas.unwrap_or(0);
     let available = d_status.available_replicas.unwrap_or(0);
     let updated = d_status.updated_replicas.unwrap_or(0);
     let current = d_status.replicas.unwrap_or(0);
     let desired = spec.replicas;
 
-    let deployment_condition = |type_: &str| d_status.conditions.iter().flatten().find(|c| c.type_ == type_);
-    let deadline_exceeded = deployment_condition("Progressing")
-        .is_some_and(|c| c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+    let deployment_condition = |type_: &str| {
+        d_status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == type_)
+    };
+    let deadline_exceeded = deployment_condition("Progressing").is_some_and(|c| {
+        c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
     let replica_failure = deployment_condition("ReplicaFailure").filter(|c| c.status == "True");
-    let deployment_generation_seen = match (deployment.and_then(|d| d.metadata.generation), d_status.observed_generation) {
+    let deployment_generation_seen = match (
+        deployment.and_then(|d| d.metadata.generation),
+        d_status.observed_generation,
+    ) {
         (Some(g), Some(o)) => o >= g,
         _ => false,
     };
 
     let mut conds = Vec::with_capacity(5);
     conds.push(match (&outcome.invalid_spec, deployment) {
-        (Some(msg), _) => Cond { type_: ConditionType::Ready, status: false, reason: "InvalidSpec", message: msg.clone() },
+        (Some(msg), _) => Cond {
+            type_: ConditionType::Ready,
+            status: false,
+            reason: "InvalidSpec",
+            message: msg.clone(),
+        },
         (None, None) => Cond {
             type_: ConditionType::Ready,
             status: false,
             reason: "DeploymentMissing",
             message: "the engine Deployment does not exist yet".into(),
         },
-        (None, Some(_)) if desired == 0 => {
-            Cond { type_: ConditionType::Ready, status: false, reason: "ScaledToZero", message: "spec.replicas is 0".into() }
-        }
+        (None, Some(_)) if desired == 0 => Cond {
+            type_: ConditionType::Ready,
+            status: false,
+            reason: "ScaledToZero",
+            message: "spec.replicas is 0".into(),
+        },
         (None, Some(_)) if available >= 1 => Cond {
             type_: ConditionType::Ready,
             status: true,
@@ -85,7 +108,10 @@ pub fn compute(
         },
     });
 
-    let rollout_done = deployment_generation_seen && updated == desired && current == desired && available == desired;
+    let rollout_done = deployment_generation_seen
+        && updated == desired
+        && current == desired
+        && available == desired;
     conds.push(if deadline_exceeded {
         Cond {
             type_: ConditionType::Progressing,
@@ -104,13 +130,22 @@ pub fn compute(
         Cond {
             type_: ConditionType::Progressing,
             status: outcome.invalid_spec.is_none(),
-            reason: if outcome.invalid_spec.is_some() { "InvalidSpec" } else { "RollingOut" },
+            reason: if outcome.invalid_spec.is_some() {
+                "InvalidSpec"
+            } else {
+                "RollingOut"
+            },
             message: format!("{updated}/{desired} replicas updated, {available} available"),
         }
     });
 
     conds.push(if let Some(msg) = &outcome.invalid_spec {
-        Cond { type_: ConditionType::Degraded, status: true, reason: "InvalidSpec", message: msg.clone() }
+        Cond {
+            type_: ConditionType::Degraded,
+            status: true,
+            reason: "InvalidSpec",
+            message: msg.clone(),
+        }
     } else if deadline_exceeded {
         Cond {
             type_: ConditionType::Degraded,
@@ -123,17 +158,32 @@ pub fn compute(
             type_: ConditionType::Degraded,
             status: true,
             reason: "ReplicaFailure",
-            message: c.message.clone().unwrap_or_else(|| "pods cannot be created".into()),
+            message: c
+                .message
+                .clone()
+                .unwrap_or_else(|| "pods cannot be created".into()),
         }
     } else {
-        Cond { type_: ConditionType::Degraded, status: false, reason: "AsExpected", message: String::new() }
+        Cond {
+            type_: ConditionType::Degraded,
+            status: false,
+            reason: "AsExpected",
+            message: String::new(),
+        }
     });
 
     conds.push(autoscaling_condition(infd, outcome));
     conds.push(monitoring_condition(infd, outcome));
 
-    let previous = infd.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let conditions = conds.into_iter().map(|c| to_condition(c, previous, generation, now)).collect();
+    let previous = infd
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let conditions = conds
+        .into_iter()
+        .map(|c| to_condition(c, previous, generation, now))
+        .collect();
 
     let served = spec.served_name().ok();
     InferenceDeploymentStatus {
@@ -146,7 +196,10 @@ pub fn compute(
         autoscaling: Some(autoscaling_summary(infd)),
         capacity: Some(CapacityStatus {
             max_num_seqs_per_replica: spec.engine.max_num_seqs,
-            max_num_seqs_total: spec.engine.max_num_seqs.map(|n| i64::from(n) * i64::from(ready)),
+            max_num_seqs_total: spec
+                .engine
+                .max_num_seqs
+                .map(|n| i64::from(n) * i64::from(ready)),
         }),
         conditions,
     }
@@ -155,7 +208,12 @@ pub fn compute(
 /// `keda 1-8`, `hpa 2-4`, `alerts 1-3` or `off`.
 pub fn autoscaling_summary(infd: &InferenceDeployment) -> String {
     match infd.spec.active_autoscaling() {
-        Some(a) => format!("{} {}-{}", a.backend.as_str(), a.min_replicas, a.max_replicas),
+        Some(a) => format!(
+            "{} {}-{}",
+            a.backend.as_str(),
+            a.min_replicas,
+            a.max_replicas
+        ),
         None => "off".into(),
     }
 }
@@ -163,7 +221,12 @@ pub fn autoscaling_summary(infd: &InferenceDeployment) -> String {
 fn autoscaling_condition(infd: &InferenceDeployment, outcome: &ApplyOutcome) -> Cond {
     let t = ConditionType::AutoscalingReady;
     let Some(a) = infd.spec.active_autoscaling() else {
-        return Cond { type_: t, status: false, reason: "Disabled", message: "autoscaling is not enabled".into() };
+        return Cond {
+            type_: t,
+            status: false,
+            reason: "Disabled",
+            message: "autoscaling is not enabled".into(),
+        };
     };
     match a.backend {
         AutoscalingBackend::Keda if outcome.missing.contains(&ThirdParty::ScaledObject) => Cond {
@@ -205,7 +268,12 @@ fn monitoring_condition(infd: &InferenceDeployment, outcome: &ApplyOutcome) -> C
     let t = ConditionType::MonitoringReady;
     let mon = &infd.spec.monitoring;
     if !mon.service_monitor.enabled && !mon.rules.enabled && !mon.dashboards.enabled {
-        return Cond { type_: t, status: false, reason: "Disabled", message: "all monitoring is disabled".into() };
+        return Cond {
+            type_: t,
+            status: false,
+            reason: "Disabled",
+            message: "all monitoring is disabled".into(),
+        };
     }
     let missing: Vec<String> = outcome
         .missing
@@ -214,13 +282,28 @@ fn monitoring_condition(infd: &InferenceDeployment, outcome: &ApplyOutcome) -> C
         .map(|k| format!("{} ({} skipped)", k.crd_name(), k.kind()))
         .collect();
     if missing.is_empty() {
-        Cond { type_: t, status: true, reason: "Applied", message: "monitoring objects are applied".into() }
+        Cond {
+            type_: t,
+            status: true,
+            reason: "Applied",
+            message: "monitoring objects are applied".into(),
+        }
     } else {
-        Cond { type_: t, status: false, reason: "CRDMissing", message: format!("not installed: {}", missing.join(", ")) }
+        Cond {
+            type_: t,
+            status: false,
+            reason: "CRDMissing",
+            message: format!("not installed: {}", missing.join(", ")),
+        }
     }
 }
 
-fn to_condition(c: Cond, previous: &[Condition], generation: Option<i64>, now: Timestamp) -> Condition {
+fn to_condition(
+    c: Cond,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
     let status = if c.status { "True" } else { "False" };
     let type_ = c.type_.as_str();
     let last_transition_time = previous

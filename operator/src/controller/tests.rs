@@ -6,29 +6,48 @@ use std::time::Duration;
 use http::Method;
 use kube::runtime::controller::Action;
 
-use super::{error_policy, reconcile, Context, PROGRESS_POLL, RESYNC};
-use crate::builders::BuildConfig;
-use crate::fixtures::{infd, MockServer, Scenario};
-use crate::metrics::Metrics;
+use super::{Context, PROGRESS_POLL, RESYNC, error_policy, reconcile};
 use crate::Error;
+use crate::builders::BuildConfig;
+use crate::fixtures::{MockServer, Scenario, infd};
+use crate::metrics::Metrics;
 
 const NS: &str = "/namespaces/ns";
 
 fn context(client: kube::Client) -> Arc<Context> {
-    Arc::new(Context::new(client, BuildConfig::default(), Arc::new(Metrics::default())))
+    Arc::new(Context::new(
+        client,
+        BuildConfig::default(),
+        Arc::new(Metrics::default()),
+    ))
 }
 
 fn status_patch(mock: &MockServer) -> serde_json::Value {
     let call = mock
-        .find(&Method::PATCH, &format!("/apis/candela.dev/v1alpha1{NS}/inferencedeployments/test/status"))
+        .find(
+            &Method::PATCH,
+            &format!("/apis/candela.dev/v1alpha1{NS}/inferencedeployments/test/status"),
+        )
         .expect("status was patched");
-    assert!(call.query.contains("fieldManager=candela-operator"), "{}", call.query);
+    assert!(
+        call.query.contains("fieldManager=candela-operator"),
+        "{}",
+        call.query
+    );
     call.body["status"].clone()
 }
 
 fn condition(status: &serde_json::Value, type_: &str) -> (String, String) {
-    let c = status["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == type_).expect(type_);
-    (c["status"].as_str().unwrap_or_default().into(), c["reason"].as_str().unwrap_or_default().into())
+    let c = status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .expect(type_);
+    (
+        c["status"].as_str().unwrap_or_default().into(),
+        c["reason"].as_str().unwrap_or_default().into(),
+    )
 }
 
 #[tokio::test]
@@ -48,15 +67,37 @@ async fn fresh_object_without_third_party_crds() {
         "GET /apis/monitoring.coreos.com/v1".to_owned(),
         "GET /apis/keda.sh/v1alpha1".to_owned(),
     ] {
-        assert!(lines.contains(&expected), "missing {expected} in {lines:#?}");
+        assert!(
+            lines.contains(&expected),
+            "missing {expected} in {lines:#?}"
+        );
     }
-    assert!(!lines.iter().any(|l| l.contains("servicemonitors") || l.contains("prometheusrules")), "{lines:#?}");
-    assert!(!lines.iter().any(|l| l.starts_with("DELETE")), "nothing to delete: {lines:#?}");
-    assert!(lines.iter().any(|l| l.starts_with("POST /apis/events.k8s.io/v1")), "events published: {lines:#?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("servicemonitors") || l.contains("prometheusrules")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("DELETE")),
+        "nothing to delete: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("POST /apis/events.k8s.io/v1")),
+        "events published: {lines:#?}"
+    );
 
     let status = status_patch(&mock);
-    assert_eq!(condition(&status, "MonitoringReady"), ("False".into(), "CRDMissing".into()));
-    assert_eq!(condition(&status, "Ready"), ("False".into(), "NoReplicasAvailable".into()));
+    assert_eq!(
+        condition(&status, "MonitoringReady"),
+        ("False".into(), "CRDMissing".into())
+    );
+    assert_eq!(
+        condition(&status, "Ready"),
+        ("False".into(), "NoReplicasAvailable".into())
+    );
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(status["autoscaling"], "off");
 }
@@ -64,8 +105,12 @@ async fn fresh_object_without_third_party_crds() {
 #[tokio::test]
 async fn all_crds_installed_and_deployment_available() {
     let (mock, client) = MockServer::start(Scenario::AllCrdsAvailable);
-    let obj = Arc::new(infd("spec: {model: {source: hf://org/m}, autoscaling: {backend: keda, maxReplicas: 4}}"));
-    let action = reconcile(obj, context(client)).await.expect("reconcile succeeds");
+    let obj = Arc::new(infd(
+        "spec: {model: {source: hf://org/m}, autoscaling: {backend: keda, maxReplicas: 4}}",
+    ));
+    let action = reconcile(obj, context(client))
+        .await
+        .expect("reconcile succeeds");
     assert_eq!(action, Action::requeue(RESYNC));
 
     let lines = mock.lines();
@@ -76,16 +121,36 @@ async fn all_crds_installed_and_deployment_available() {
         // Unwanted kinds whose CRDs exist are checked for stale children.
         format!("GET /apis/grafana.integreatly.org/v1beta1{NS}/grafanadashboards/test-dashboards"),
     ] {
-        assert!(lines.contains(&expected), "missing {expected} in {lines:#?}");
+        assert!(
+            lines.contains(&expected),
+            "missing {expected} in {lines:#?}"
+        );
     }
-    let so = mock.find(&Method::PATCH, &format!("/apis/keda.sh/v1alpha1{NS}/scaledobjects/test")).expect("ScaledObject");
-    assert_eq!(so.body["spec"]["scaleTargetRef"]["kind"], "InferenceDeployment");
+    let so = mock
+        .find(
+            &Method::PATCH,
+            &format!("/apis/keda.sh/v1alpha1{NS}/scaledobjects/test"),
+        )
+        .expect("ScaledObject");
+    assert_eq!(
+        so.body["spec"]["scaleTargetRef"]["kind"],
+        "InferenceDeployment"
+    );
     assert_eq!(so.body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
 
     let status = status_patch(&mock);
-    assert_eq!(condition(&status, "Ready"), ("True".into(), "ReplicasAvailable".into()));
-    assert_eq!(condition(&status, "MonitoringReady"), ("True".into(), "Applied".into()));
-    assert_eq!(condition(&status, "AutoscalingReady"), ("True".into(), "ScaledObjectApplied".into()));
+    assert_eq!(
+        condition(&status, "Ready"),
+        ("True".into(), "ReplicasAvailable".into())
+    );
+    assert_eq!(
+        condition(&status, "MonitoringReady"),
+        ("True".into(), "Applied".into())
+    );
+    assert_eq!(
+        condition(&status, "AutoscalingReady"),
+        ("True".into(), "ScaledObjectApplied".into())
+    );
     assert_eq!(status["autoscaling"], "keda 1-4");
 }
 
@@ -93,7 +158,9 @@ async fn all_crds_installed_and_deployment_available() {
 async fn stale_owned_hpa_is_deleted_when_autoscaling_is_off() {
     let (mock, client) = MockServer::start(Scenario::StaleHpa);
     let obj = Arc::new(infd("spec: {model: {source: hf://org/m}}"));
-    reconcile(obj, context(client)).await.expect("reconcile succeeds");
+    reconcile(obj, context(client))
+        .await
+        .expect("reconcile succeeds");
     let delete = format!("DELETE /apis/autoscaling/v2{NS}/horizontalpodautoscalers/test");
     assert!(mock.lines().contains(&delete), "{:#?}", mock.lines());
 }
@@ -103,12 +170,20 @@ async fn invalid_spec_becomes_a_condition_not_an_error() {
     let (mock, client) = MockServer::start(Scenario::Fresh);
     // The schema rejects this source; the reconciler must still cope if it gets through.
     let obj = Arc::new(infd("spec: {model: {source: s3://bucket/model}}"));
-    let action = reconcile(obj, context(client)).await.expect("no error for an invalid spec");
+    let action = reconcile(obj, context(client))
+        .await
+        .expect("no error for an invalid spec");
     assert_eq!(action, Action::requeue(RESYNC));
     let lines = mock.lines();
-    assert!(!lines.iter().any(|l| l.starts_with("PATCH /apis/apps/v1")), "no Deployment applied: {lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("PATCH /apis/apps/v1")),
+        "no Deployment applied: {lines:#?}"
+    );
     let status = status_patch(&mock);
-    assert_eq!(condition(&status, "Degraded"), ("True".into(), "InvalidSpec".into()));
+    assert_eq!(
+        condition(&status, "Degraded"),
+        ("True".into(), "InvalidSpec".into())
+    );
 }
 
 #[tokio::test]
@@ -116,10 +191,22 @@ async fn api_failures_back_off_exponentially_and_are_counted() {
     let (_mock, client) = MockServer::start(Scenario::ApplyFails(500));
     let ctx = context(client);
     let obj = Arc::new(infd("spec: {model: {source: hf://org/m}}"));
-    let err = reconcile(Arc::clone(&obj), Arc::clone(&ctx)).await.expect_err("apply fails");
+    let err = reconcile(Arc::clone(&obj), Arc::clone(&ctx))
+        .await
+        .expect_err("apply fails");
     assert!(matches!(err, Error::Kube(_)), "{err}");
-    let delays: Vec<Action> = (0..8).map(|_| error_policy(Arc::clone(&obj), &err, Arc::clone(&ctx))).collect();
+    let delays: Vec<Action> = (0..8)
+        .map(|_| error_policy(Arc::clone(&obj), &err, Arc::clone(&ctx)))
+        .collect();
     let secs = [5, 10, 20, 40, 80, 160, 300, 300];
-    assert_eq!(delays, secs.map(|s| Action::requeue(Duration::from_secs(s))).to_vec());
-    assert!(ctx.metrics.encode().contains("candela_operator_reconcile_failures_total{error=\"kube\"} 8"));
+    assert_eq!(
+        delays,
+        secs.map(|s| Action::requeue(Duration::from_secs(s)))
+            .to_vec()
+    );
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("candela_operator_reconcile_failures_total{error=\"kube\"} 8")
+    );
 }

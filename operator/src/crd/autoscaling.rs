@@ -131,7 +131,10 @@ pub struct AutoscalingTargets {
 
 impl Default for AutoscalingTargets {
     fn default() -> Self {
-        Self { waiting_requests_per_replica: default_waiting(), kv_cache_usage: default_kv_usage() }
+        Self {
+            waiting_requests_per_replica: default_waiting(),
+            kv_cache_usage: default_kv_usage(),
+        }
     }
 }
 

@@ -18,8 +18,12 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use autoscaling::{AlertsScaling, AutoscalingBackend, AutoscalingSpec, AutoscalingTargets, HpaScaling, KedaScaling};
-pub use monitoring::{DashboardMode, DashboardsSpec, MonitoringSpec, RulesSpec, ServiceMonitorSpec};
+pub use autoscaling::{
+    AlertsScaling, AutoscalingBackend, AutoscalingSpec, AutoscalingTargets, HpaScaling, KedaScaling,
+};
+pub use monitoring::{
+    DashboardMode, DashboardsSpec, MonitoringSpec, RulesSpec, ServiceMonitorSpec,
+};
 pub use status::{CapacityStatus, ConditionType, InferenceDeploymentStatus};
 
 /// API group of the CRD.
@@ -29,6 +33,8 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Desired state of an LLM inference service: a model, the engine that serves it, and the
 /// monitoring and autoscaling around it.
+// Clippy mistakes the repeated `printcolumn(...)` arguments for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "candela.dev",
@@ -49,8 +55,16 @@ pub const VERSION: &str = "v1alpha1";
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.model.source"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "Autoscaling", type_ = "string", json_path = ".status.autoscaling"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Autoscaling",
+        type_ = "string",
+        json_path = ".status.autoscaling"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct InferenceDeploymentSpec {
@@ -203,7 +217,11 @@ pub struct EngineSpec {
 
     /// `--swap-space`: GiB of host memory for swapped-out sequences' KV blocks. A
     /// `vllm:num_requests_swapped` above 0 for long means the GPU pool is too small.
-    #[serde(default, rename = "swapSpaceGiB", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "swapSpaceGiB",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 0.0))]
     pub swap_space_gib: Option<f64>,
 
@@ -325,7 +343,12 @@ pub struct ResourcesSpec {
 
 impl Default for ResourcesSpec {
     fn default() -> Self {
-        Self { gpus: default_gpus(), gpu_resource_name: default_gpu_resource_name(), cpu: None, memory: None }
+        Self {
+            gpus: default_gpus(),
+            gpu_resource_name: default_gpu_resource_name(),
+            cpu: None,
+            memory: None,
+        }
     }
 }
 
@@ -363,26 +386,35 @@ impl ModelSource {
     /// # Errors
     /// [`crate::Error::InvalidSpec`] when the scheme is unknown or a part is empty.
     pub fn parse(source: &str) -> crate::Result<Self> {
-        let invalid = || crate::Error::InvalidSpec(format!(
-            "model.source {source:?} must be hf://<org>/<name>, pvc://<claim>/<path> or file:///<path>"
-        ));
+        let invalid = || {
+            crate::Error::InvalidSpec(format!(
+                "model.source {source:?} must be hf://<org>/<name>, pvc://<claim>/<path> or file:///<path>"
+            ))
+        };
         if let Some(repo) = source.strip_prefix("hf://") {
             let (org, name) = repo.split_once('/').ok_or_else(invalid)?;
             if org.is_empty() || name.is_empty() {
                 return Err(invalid());
             }
-            Ok(Self::HuggingFace { repo: repo.to_owned() })
+            Ok(Self::HuggingFace {
+                repo: repo.to_owned(),
+            })
         } else if let Some(rest) = source.strip_prefix("pvc://") {
             let (claim, path) = rest.split_once('/').ok_or_else(invalid)?;
             if claim.is_empty() || path.is_empty() {
                 return Err(invalid());
             }
-            Ok(Self::Pvc { claim: claim.to_owned(), path: path.to_owned() })
+            Ok(Self::Pvc {
+                claim: claim.to_owned(),
+                path: path.to_owned(),
+            })
         } else if let Some(path) = source.strip_prefix("file://") {
             if !path.starts_with('/') || path.len() < 2 {
                 return Err(invalid());
             }
-            Ok(Self::File { path: path.to_owned() })
+            Ok(Self::File {
+                path: path.to_owned(),
+            })
         } else {
             Err(invalid())
         }
@@ -392,9 +424,12 @@ impl ModelSource {
     pub fn default_served_name(&self) -> String {
         match self {
             Self::HuggingFace { repo } => repo.clone(),
-            Self::Pvc { path, .. } | Self::File { path } => {
-                path.trim_end_matches('/').rsplit('/').next().unwrap_or(path).to_owned()
-            }
+            Self::Pvc { path, .. } | Self::File { path } => path
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or(path)
+                .to_owned(),
         }
     }
 }
@@ -438,17 +473,31 @@ mod tests {
     fn parses_sources() {
         assert_eq!(
             ModelSource::parse("hf://Qwen/Qwen2.5-0.5B").unwrap(),
-            ModelSource::HuggingFace { repo: "Qwen/Qwen2.5-0.5B".into() }
+            ModelSource::HuggingFace {
+                repo: "Qwen/Qwen2.5-0.5B".into()
+            }
         );
         assert_eq!(
             ModelSource::parse("pvc://models/smollm2/model.gguf").unwrap(),
-            ModelSource::Pvc { claim: "models".into(), path: "smollm2/model.gguf".into() }
+            ModelSource::Pvc {
+                claim: "models".into(),
+                path: "smollm2/model.gguf".into()
+            }
         );
         assert_eq!(
             ModelSource::parse("file:///models/x").unwrap(),
-            ModelSource::File { path: "/models/x".into() }
+            ModelSource::File {
+                path: "/models/x".into()
+            }
         );
-        for bad in ["s3://b/k", "hf://org", "pvc:///x", "file://rel", "hf:///x", ""] {
+        for bad in [
+            "s3://b/k",
+            "hf://org",
+            "pvc:///x",
+            "file://rel",
+            "hf:///x",
+            "",
+        ] {
             assert!(ModelSource::parse(bad).is_err(), "{bad}");
         }
     }

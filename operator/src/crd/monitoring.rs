@@ -50,7 +50,11 @@ pub struct ServiceMonitorSpec {
 
 impl Default for ServiceMonitorSpec {
     fn default() -> Self {
-        Self { enabled: true, interval: default_interval(), labels: BTreeMap::new() }
+        Self {
+            enabled: true,
+            interval: default_interval(),
+            labels: BTreeMap::new(),
+        }
     }
 }
 
@@ -69,7 +73,10 @@ pub struct RulesSpec {
 
 impl Default for RulesSpec {
     fn default() -> Self {
-        Self { enabled: true, labels: BTreeMap::new() }
+        Self {
+            enabled: true,
+            labels: BTreeMap::new(),
+        }
     }
 }
 
@@ -97,7 +104,12 @@ pub struct DashboardsSpec {
 
 impl Default for DashboardsSpec {
     fn default() -> Self {
-        Self { enabled: true, mode: DashboardMode::default(), labels: BTreeMap::new(), folder: None }
+        Self {
+            enabled: true,
+            mode: DashboardMode::default(),
+            labels: BTreeMap::new(),
+            folder: None,
+        }
     }
 }
 

@@ -78,8 +78,13 @@ pub enum ConditionType {
 
 impl ConditionType {
     /// All types, in the order they are written.
-    pub const ALL: [Self; 5] =
-        [Self::Ready, Self::Progressing, Self::Degraded, Self::AutoscalingReady, Self::MonitoringReady];
+    pub const ALL: [Self; 5] = [
+        Self::Ready,
+        Self::Progressing,
+        Self::Degraded,
+        Self::AutoscalingReady,
+        Self::MonitoringReady,
+    ];
 
     /// The `type` string.
     pub fn as_str(self) -> &'static str {

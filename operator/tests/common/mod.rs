@@ -28,7 +28,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -37,16 +40,30 @@ where
 pub async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = crd.metadata.name.clone().expect("CRD name");
-    api.patch(&name, &PatchParams::apply("candela-tests").force(), &Patch::Apply(crd)).await.expect("CRD applies");
-    wait_for(&format!("CRD {name} established"), Duration::from_secs(30), || {
-        let api = api.clone();
-        let name = name.clone();
-        async move {
-            let crd = api.get(&name).await.ok()?;
-            let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
-            established.then_some(())
-        }
-    })
+    api.patch(
+        &name,
+        &PatchParams::apply("candela-tests").force(),
+        &Patch::Apply(crd),
+    )
+    .await
+    .expect("CRD applies");
+    wait_for(
+        &format!("CRD {name} established"),
+        Duration::from_secs(30),
+        || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await.ok()?;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            }
+        },
+    )
     .await;
 }
 
@@ -82,7 +99,8 @@ pub fn stand_in_crd(kind: ThirdParty) -> CustomResourceDefinition {
 /// Creates a namespace (ignoring AlreadyExists).
 pub async fn create_namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).expect("namespace");
+    let ns: Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": name } })).expect("namespace");
     match api.create(&PostParams::default(), &ns).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.is_already_exists() => {}
@@ -106,6 +124,9 @@ pub fn load_dynamic(path: &Path) -> DynamicObject {
 /// Whether `obj` has a controller owner reference to the InferenceDeployment with `uid`.
 pub fn owned_by<K: Resource>(obj: &K, uid: &str) -> bool {
     obj.meta().owner_references.iter().flatten().any(|r| {
-        r.uid == uid && r.controller == Some(true) && r.kind == "InferenceDeployment" && r.api_version == "candela.dev/v1alpha1"
+        r.uid == uid
+            && r.controller == Some(true)
+            && r.kind == "InferenceDeployment"
+            && r.api_version == "candela.dev/v1alpha1"
     })
 }

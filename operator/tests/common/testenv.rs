@@ -40,7 +40,9 @@ static ENV: OnceLock<TestEnv> = OnceLock::new();
 pub fn shared() -> &'static TestEnv {
     ENV.get_or_init(|| {
         // Start on a plain thread: the caller may be inside a tokio runtime.
-        std::thread::spawn(TestEnv::start).join().expect("control plane thread")
+        std::thread::spawn(TestEnv::start)
+            .join()
+            .expect("control plane thread")
     })
 }
 
@@ -108,7 +110,11 @@ impl TestEnv {
             ],
             &dir.join("kube-apiserver.log"),
         ));
-        let env = Self { dir, server, _processes: processes };
+        let env = Self {
+            dir,
+            server,
+            _processes: processes,
+        };
         env.wait_ready();
         let mut env = env;
         env._processes.push(spawn_watched(
@@ -128,15 +134,23 @@ impl TestEnv {
     }
 
     fn wait_ready(&self) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         let client = runtime.block_on(self.client_for("admin.kubeconfig"));
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let request = http::Request::get("/readyz").body(Vec::new()).expect("request");
+            let request = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("request");
             match runtime.block_on(client.request_text(request)) {
                 Ok(body) if body.trim() == "ok" => return,
                 result if Instant::now() > deadline => {
-                    panic!("kube-apiserver not ready after 90 s: {result:?}; logs in {}", self.dir.display())
+                    panic!(
+                        "kube-apiserver not ready after 90 s: {result:?}; logs in {}",
+                        self.dir.display()
+                    )
                 }
                 _ => std::thread::sleep(Duration::from_millis(250)),
             }
@@ -146,7 +160,9 @@ impl TestEnv {
     async fn client_for(&self, kubeconfig: &str) -> Client {
         let path = self.dir.join(kubeconfig);
         let kc = Kubeconfig::read_from(&path).expect("kubeconfig parses");
-        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig loads");
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig loads");
         Client::try_from(config).expect("client builds")
     }
 
@@ -166,10 +182,20 @@ fn binaries() -> PathBuf {
         return PathBuf::from(dir);
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testenv/build.sh");
-    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("testenv/build.sh runs");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("testenv/build.sh runs");
     assert!(out.status.success(), "testenv/build.sh failed");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(stdout.lines().last().expect("build.sh prints the bin dir").trim())
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("build.sh prints the bin dir")
+            .trim(),
+    )
 }
 
 fn free_port() -> u16 {

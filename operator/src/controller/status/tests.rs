@@ -1,10 +1,12 @@
 //! Status computation from Deployment states.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus};
-use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus};
+use k8s_openapi::api::autoscaling::v2::{
+    HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus,
+};
 use k8s_openapi::jiff::Timestamp;
 
-use super::{compute, ApplyOutcome};
+use super::{ApplyOutcome, compute};
 use crate::builders::thirdparty::ThirdParty;
 use crate::crd::InferenceDeploymentStatus;
 use crate::fixtures::infd;
@@ -28,7 +30,11 @@ fn available(replicas: i32) -> DeploymentStatus {
 }
 
 fn cond<'a>(status: &'a InferenceDeploymentStatus, type_: &str) -> (&'a str, &'a str) {
-    let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_}"));
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_}"));
     (c.status.as_str(), c.reason.as_str())
 }
 
@@ -37,7 +43,12 @@ const NOW: Timestamp = Timestamp::UNIX_EPOCH;
 #[test]
 fn available_deployment_is_ready_and_rolled_out() {
     let obj = infd("spec: {model: {source: hf://org/m}, engine: {maxNumSeqs: 50}, replicas: 2}");
-    let status = compute(&obj, Some(&deployment(1, available(2))), &ApplyOutcome::default(), NOW);
+    let status = compute(
+        &obj,
+        Some(&deployment(1, available(2))),
+        &ApplyOutcome::default(),
+        NOW,
+    );
     assert_eq!(cond(&status, "Ready"), ("True", "ReplicasAvailable"));
     assert_eq!(cond(&status, "Progressing"), ("False", "RolloutComplete"));
     assert_eq!(cond(&status, "Degraded"), ("False", "AsExpected"));
@@ -45,16 +56,35 @@ fn available_deployment_is_ready_and_rolled_out() {
     assert_eq!(cond(&status, "MonitoringReady"), ("True", "Applied"));
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(status.ready_replicas, 2);
-    assert_eq!(status.capacity.and_then(|c| c.max_num_seqs_total), Some(100));
+    assert_eq!(
+        status.capacity.and_then(|c| c.max_num_seqs_total),
+        Some(100)
+    );
     assert_eq!(status.served_model_name.as_deref(), Some("org/m"));
-    assert_eq!(status.endpoint.as_deref(), Some("http://test.ns.svc:8000/v1"));
-    assert!(status.conditions.iter().all(|c| c.observed_generation == Some(1)));
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some("http://test.ns.svc:8000/v1")
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(1))
+    );
 }
 
 #[test]
 fn unavailable_deployment_is_not_ready_and_progressing() {
     let obj = infd("spec: {model: {source: hf://org/m}}");
-    let d = deployment(1, DeploymentStatus { observed_generation: Some(1), replicas: Some(1), updated_replicas: Some(1), ..Default::default() });
+    let d = deployment(
+        1,
+        DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(1),
+            updated_replicas: Some(1),
+            ..Default::default()
+        },
+    );
     let status = compute(&obj, Some(&d), &ApplyOutcome::default(), NOW);
     assert_eq!(cond(&status, "Ready"), ("False", "NoReplicasAvailable"));
     assert_eq!(cond(&status, "Progressing"), ("True", "RollingOut"));
@@ -63,7 +93,12 @@ fn unavailable_deployment_is_not_ready_and_progressing() {
 #[test]
 fn stale_deployment_generation_is_still_progressing() {
     let obj = infd("spec: {model: {source: hf://org/m}}");
-    let status = compute(&obj, Some(&deployment(2, available(1))), &ApplyOutcome::default(), NOW);
+    let status = compute(
+        &obj,
+        Some(&deployment(2, available(1))),
+        &ApplyOutcome::default(),
+        NOW,
+    );
     assert_eq!(cond(&status, "Ready"), ("True", "ReplicasAvailable"));
     assert_eq!(cond(&status, "Progressing"), ("True", "RollingOut"));
 }
@@ -79,8 +114,14 @@ fn progress_deadline_makes_it_degraded() {
         ..DeploymentCondition::default()
     }]);
     let status = compute(&obj, Some(&deployment(1, s)), &ApplyOutcome::default(), NOW);
-    assert_eq!(cond(&status, "Degraded"), ("True", "ProgressDeadlineExceeded"));
-    assert_eq!(cond(&status, "Progressing"), ("False", "ProgressDeadlineExceeded"));
+    assert_eq!(
+        cond(&status, "Degraded"),
+        ("True", "ProgressDeadlineExceeded")
+    );
+    assert_eq!(
+        cond(&status, "Progressing"),
+        ("False", "ProgressDeadlineExceeded")
+    );
 }
 
 #[test]
@@ -95,19 +136,40 @@ fn replica_failure_makes_it_degraded_with_the_deployment_message() {
     }]);
     let status = compute(&obj, Some(&deployment(1, s)), &ApplyOutcome::default(), NOW);
     assert_eq!(cond(&status, "Degraded"), ("True", "ReplicaFailure"));
-    assert!(status.conditions.iter().any(|c| c.message == "exceeded quota: gpu"));
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.message == "exceeded quota: gpu")
+    );
 }
 
 #[test]
 fn missing_crds_are_named() {
-    let obj = infd("spec: {model: {source: hf://org/m}, autoscaling: {backend: keda, maxReplicas: 3}}");
-    let outcome = ApplyOutcome { missing: vec![ThirdParty::ServiceMonitor, ThirdParty::ScaledObject], ..ApplyOutcome::default() };
+    let obj =
+        infd("spec: {model: {source: hf://org/m}, autoscaling: {backend: keda, maxReplicas: 3}}");
+    let outcome = ApplyOutcome {
+        missing: vec![ThirdParty::ServiceMonitor, ThirdParty::ScaledObject],
+        ..ApplyOutcome::default()
+    };
     let status = compute(&obj, Some(&deployment(1, available(1))), &outcome, NOW);
     assert_eq!(cond(&status, "MonitoringReady"), ("False", "CRDMissing"));
     assert_eq!(cond(&status, "AutoscalingReady"), ("False", "CRDMissing"));
-    let messages: Vec<&str> = status.conditions.iter().map(|c| c.message.as_str()).collect();
-    assert!(messages.iter().any(|m| m.contains("servicemonitors.monitoring.coreos.com")), "{messages:?}");
-    assert!(messages.iter().any(|m| m.contains("scaledobjects.keda.sh")), "{messages:?}");
+    let messages: Vec<&str> = status
+        .conditions
+        .iter()
+        .map(|c| c.message.as_str())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("servicemonitors.monitoring.coreos.com")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("scaledobjects.keda.sh")),
+        "{messages:?}"
+    );
     assert_eq!(status.autoscaling.as_deref(), Some("keda 1-3"));
 }
 
@@ -126,15 +188,24 @@ fn hpa_without_metrics_is_not_ready() {
         }),
         ..HorizontalPodAutoscaler::default()
     };
-    let outcome = ApplyOutcome { hpa: Some(hpa), ..ApplyOutcome::default() };
+    let outcome = ApplyOutcome {
+        hpa: Some(hpa),
+        ..ApplyOutcome::default()
+    };
     let status = compute(&obj, Some(&deployment(1, available(1))), &outcome, NOW);
-    assert_eq!(cond(&status, "AutoscalingReady"), ("False", "MetricsUnavailable"));
+    assert_eq!(
+        cond(&status, "AutoscalingReady"),
+        ("False", "MetricsUnavailable")
+    );
 }
 
 #[test]
 fn invalid_spec_is_degraded_not_an_error() {
     let obj = infd("spec: {model: {source: hf://org/m}}");
-    let outcome = ApplyOutcome { invalid_spec: Some("bad source".into()), ..ApplyOutcome::default() };
+    let outcome = ApplyOutcome {
+        invalid_spec: Some("bad source".into()),
+        ..ApplyOutcome::default()
+    };
     let status = compute(&obj, None, &outcome, NOW);
     assert_eq!(cond(&status, "Degraded"), ("True", "InvalidSpec"));
     assert_eq!(cond(&status, "Ready"), ("False", "InvalidSpec"));
@@ -143,12 +214,34 @@ fn invalid_spec_is_degraded_not_an_error() {
 #[test]
 fn transition_times_survive_unchanged_conditions() {
     let mut obj = infd("spec: {model: {source: hf://org/m}}");
-    let first = compute(&obj, Some(&deployment(1, available(1))), &ApplyOutcome::default(), NOW);
+    let first = compute(
+        &obj,
+        Some(&deployment(1, available(1))),
+        &ApplyOutcome::default(),
+        NOW,
+    );
     obj.status = Some(first.clone());
     let later = Timestamp::from_second(1_000).expect("timestamp");
-    let second = compute(&obj, Some(&deployment(1, available(1))), &ApplyOutcome::default(), later);
-    assert_eq!(first, second, "an unchanged state must produce an identical status");
-    let third = compute(&obj, Some(&deployment(1, available(0))), &ApplyOutcome::default(), later);
-    let ready = third.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+    let second = compute(
+        &obj,
+        Some(&deployment(1, available(1))),
+        &ApplyOutcome::default(),
+        later,
+    );
+    assert_eq!(
+        first, second,
+        "an unchanged state must produce an identical status"
+    );
+    let third = compute(
+        &obj,
+        Some(&deployment(1, available(0))),
+        &ApplyOutcome::default(),
+        later,
+    );
+    let ready = third
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
     assert_eq!(ready.last_transition_time.0, later);
 }
