@@ -62,20 +62,32 @@ fn split_then_bytes(regex: &str) -> Result<PreTokenizerWrapper> {
     Ok(Sequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()]).into())
 }
 
-/// The pre-tokenizer (and whether to NFC-normalize) for a `tokenizer.ggml.pre` kind.
-fn pipeline(pre: &str) -> Result<(PreTokenizerWrapper, bool)> {
+/// How a `tokenizer.ggml.pre` kind tokenizes besides the BPE merges.
+struct Pipeline {
+    pre: PreTokenizerWrapper,
+    /// NFC-normalize first (qwen2).
+    nfc: bool,
+    /// A whole pre-token found in the vocab is taken as is (llama 3's `ignore_merges`).
+    ignore_merges: bool,
+}
+
+/// The pipeline of a `tokenizer.ggml.pre` kind, as llama.cpp's `llm_tokenizer_bpe` sets it up.
+fn pipeline(pre: &str) -> Result<Pipeline> {
+    let p = |pre, nfc, ignore_merges| Pipeline { pre, nfc, ignore_merges };
     Ok(match pre {
-        "smollm" => (
+        // llama.cpp splits these three identically: each digit alone, then GPT-2's regex.
+        "smollm" | "starcoder" | "refact" => p(
             Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()])
                 .into(),
             false,
+            false,
         ),
-        "default" | "gpt2" | "gpt-2" => (ByteLevel::new(false, true, true).into(), false),
-        "qwen2" => (split_then_bytes(REGEX_QWEN2)?, true),
-        "llama-bpe" | "llama3" | "smaug-bpe" => (split_then_bytes(REGEX_LLAMA3)?, false),
+        "default" | "gpt2" | "gpt-2" => p(ByteLevel::new(false, true, true).into(), false, false),
+        "qwen2" => p(split_then_bytes(REGEX_QWEN2)?, true, false),
+        "llama-bpe" | "llama3" | "smaug-bpe" => p(split_then_bytes(REGEX_LLAMA3)?, false, true),
         other => {
             return Err(Error::Unsupported(format!(
-                "GGUF tokenizer.ggml.pre `{other}` (supported: smollm, default, gpt2, qwen2, llama-bpe)"
+                "GGUF tokenizer.ggml.pre `{other}` (supported: smollm, starcoder, refact, default, gpt-2, qwen2, llama-bpe)"
             )));
         }
     })
@@ -116,11 +128,15 @@ pub fn tokenizer_from_gguf(md: &Content) -> Result<TokenizerBundle> {
         })
         .collect::<Result<_>>()?;
     let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(tok_err)?;
+    let pl = pipeline(md_str(md, "tokenizer.ggml.pre").unwrap_or("default"))?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(pl.ignore_merges)
+        .build()
+        .map_err(tok_err)?;
     let mut tk = Tokenizer::new(bpe);
-    let (pre, nfc) = pipeline(md_str(md, "tokenizer.ggml.pre").unwrap_or("default"))?;
-    tk.with_pre_tokenizer(Some(pre));
-    if nfc {
+    tk.with_pre_tokenizer(Some(pl.pre));
+    if pl.nfc {
         tk.with_normalizer(Some(NFC));
     }
     tk.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));

@@ -1,0 +1,68 @@
+//! llama.cpp's tokenizer test vectors (`ggml-vocab-*.gguf` with `.inp` / `.out`)
+//! against our GGUF-built tokenizers. The files come from the
+//! `llama-cpp-python==0.3.16` sdist (`vendor/llama.cpp/models/`), which
+//! `scripts/setup.sh` does not fetch, so this test is opt-in:
+//! `CANDELA_VOCAB_DIR=dir cargo test -p candela-model --test vocab_vectors -- --ignored`
+//! (default dir `~/.cache/candela/vocab`).
+
+use std::path::PathBuf;
+
+use candela_model::load_gguf::read_gguf;
+use candela_model::tokenizer::tokenizer_from_gguf;
+
+fn vocab_dir() -> PathBuf {
+    std::env::var("CANDELA_VOCAB_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        PathBuf::from(home).join(".cache/candela/vocab")
+    })
+}
+
+fn check(name: &str) {
+    let dir = vocab_dir();
+    let gguf = dir.join(format!("ggml-vocab-{name}.gguf"));
+    assert!(
+        gguf.exists(),
+        "{} is missing: unpack vendor/llama.cpp/models/ggml-vocab-* from the llama-cpp-python==0.3.16 sdist there",
+        gguf.display()
+    );
+    let (content, _) = read_gguf(&gguf).unwrap();
+    let tk = tokenizer_from_gguf(&content).unwrap().tokenizer;
+    let inp = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.inp"))).unwrap();
+    let out = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.out"))).unwrap();
+    let inputs: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    let outputs: Vec<&str> = out.lines().collect();
+    let mut failures = Vec::new();
+    for (text, want) in inputs.iter().zip(&outputs) {
+        let want: Vec<u32> = want.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let got = tk.encode(*text, false).unwrap().get_ids().to_vec();
+        if got != want {
+            failures.push(format!("{text:?}: got {got:?}, want {want:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{name}: {} of {} differ:\n{}", failures.len(), outputs.len(), failures.join("\n"));
+}
+
+#[test]
+#[ignore = "needs llama.cpp's vocab files (see the module doc)"]
+fn gpt2_vectors() {
+    check("gpt-2");
+}
+
+#[test]
+#[ignore = "needs llama.cpp's vocab files (see the module doc)"]
+fn starcoder_vectors_cover_the_smollm_pre_tokenizer() {
+    check("starcoder");
+    check("refact");
+}
+
+#[test]
+#[ignore = "needs llama.cpp's vocab files (see the module doc)"]
+fn qwen2_vectors() {
+    check("qwen2");
+}
+
+#[test]
+#[ignore = "needs llama.cpp's vocab files (see the module doc)"]
+fn llama_bpe_vectors() {
+    check("llama-bpe");
+}
