@@ -248,15 +248,18 @@ async fn operator_reconciles_children_under_its_cluster_role() {
     })
     .await;
     assert!(common::owned_by(&deployment, &uid));
-    let service = Api::<Service>::namespaced(admin.clone(), ns)
-        .get(name)
-        .await
-        .expect("Service");
+    let services: Api<Service> = Api::namespaced(admin.clone(), ns);
+    let service = wait_for("Service", WAIT, || async {
+        services.get_opt(name).await.ok().flatten()
+    })
+    .await;
     assert!(common::owned_by(&service, &uid));
-    let dashboards = Api::<ConfigMap>::namespaced(admin.clone(), ns)
-        .get(&format!("{name}-dashboards"))
-        .await
-        .expect("ConfigMap");
+    let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), ns);
+    let dashboards_name = format!("{name}-dashboards");
+    let dashboards = wait_for("dashboards ConfigMap", WAIT, || async {
+        config_maps.get_opt(&dashboards_name).await.ok().flatten()
+    })
+    .await;
     assert!(common::owned_by(&dashboards, &uid));
     assert_eq!(
         dashboards

@@ -4,7 +4,7 @@
 //! binary on loopback ports, the way controller-runtime's envtest does it.
 //!
 //! Binaries come from `$CANDELA_K8S_BIN` or `operator/testenv/build.sh` (cached under
-//! `~/.cache/candela/k8s`). Every process runs under a small shell watchdog that kills it
+//! `~/.cache/candela/k8s`). Every process runs under a small shell watchdog that SIGKILLs it
 //! when the test process exits, because the test harness never runs static destructors.
 //! There is no scheduler and no kubelet: pods stay Pending unless a test writes their
 //! status.
@@ -49,6 +49,7 @@ pub fn shared() -> &'static TestEnv {
 impl TestEnv {
     fn start() -> Self {
         let bin = binaries();
+        remove_stale_dirs();
         let dir = std::env::temp_dir().join(format!("candela-testenv-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("certs")).expect("scratch dir");
@@ -198,6 +199,22 @@ fn binaries() -> PathBuf {
     )
 }
 
+/// Removes scratch directories of earlier test processes that are gone.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("candela-testenv-") else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
@@ -207,7 +224,7 @@ fn free_port() -> u16 {
 fn spawn_watched(binary: &Path, args: &[String], log: &Path) -> Child {
     const WATCHDOG: &str = r#"parent=$1; shift
 "$@" & child=$!
-trap 'kill $child 2>/dev/null' EXIT TERM INT
+trap 'kill -9 $child 2>/dev/null' EXIT TERM INT
 while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done"#;
     let log_file = std::fs::File::create(log).expect("log file");
     Command::new("bash")
