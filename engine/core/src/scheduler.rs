@@ -142,6 +142,12 @@ impl Scheduler {
     /// [`Error::QueueFull`] (retry later) or [`Error::DuplicateRequest`].
     pub fn add_request(&mut self, new: NewRequest) -> Result<(), Error> {
         new.params.validate()?;
+        if new.priority != 0 && self.config.policy != SchedulingPolicy::Priority {
+            return Err(Error::InvalidParams(format!(
+                "Got priority {} but priority scheduling is not enabled (--scheduling-policy priority)",
+                new.priority
+            )));
+        }
         let prompt = new.prompt_token_ids.len();
         if prompt == 0 {
             return Err(Error::EmptyPrompt);

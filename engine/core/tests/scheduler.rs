@@ -177,6 +177,9 @@ fn bad_requests_are_refused_with_reasons() {
         Err(Error::QueueFull { waiting: 1 })
     );
     assert!(Scheduler::new(config(4, 100), cache(8, 0)).unwrap_err().to_string().contains("--max-model-len"));
+    let mut s = Scheduler::new(config(4, 100), cache(32, 0)).unwrap();
+    let err = s.add_request(NewRequest { priority: 3, ..request(9, vec![1], SamplingParams::greedy(1)) });
+    assert!(err.unwrap_err().to_string().contains("priority scheduling is not enabled"));
 }
 
 #[test]
@@ -229,6 +232,7 @@ proptest! {
             for _ in 0..2 {
                 if let Some(&(len, out, family, prio)) = reqs.get(added) {
                     let prompt: Vec<u32> = (0..len as u32).map(|i| family * 100 + i).collect();
+                    let prio = if priority { prio } else { 0 };
                     let r = NewRequest { priority: prio, ..request(added as u64, prompt, SamplingParams::greedy(out)) };
                     s.add_request(r).unwrap();
                     added += 1;

@@ -1,8 +1,10 @@
 //! End to end: starts `candela serve` on the default model and speaks raw HTTP/1.1
 //! to it (no client crate: the point is to see exactly what goes over the wire).
 //!
-//! Skipped, with a note, when the default model is missing (`scripts/setup.sh`
-//! fetches it). One server serves every check so the model loads once.
+//! Needs the default model (`scripts/setup.sh` fetches it; the test fails with
+//! that hint when it is missing). One server serves every check so the model loads once.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,12 +16,6 @@ use serde_json::{Value, json};
 
 const API_KEY: &str = "sk-candela-test-key";
 const MAX_MODEL_LEN: usize = 512;
-
-fn default_model() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let path = PathBuf::from(home).join(".cache/candela/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    path.exists().then_some(path)
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -191,15 +187,12 @@ fn stream_and_hang_up(port: u16, i: usize) -> bool {
     false
 }
 
-/// `vllm:kv_cache_usage_perc` reaches 0 once every request is gone (skipped without /metrics).
+/// `vllm:kv_cache_usage_perc` reaches 0 once every request is gone.
 fn assert_kv_cache_drains(server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = server.get("/metrics");
-        if r.status == 404 {
-            eprintln!("note: /metrics not served yet; KV drain check skipped");
-            return;
-        }
+        assert_eq!(r.status, 200, "GET /metrics");
         let text = String::from_utf8_lossy(&r.body).into_owned();
         let usage: Vec<f64> = text
             .lines()
@@ -217,11 +210,7 @@ fn assert_kv_cache_drains(server: &Server) {
 
 #[test]
 fn serve_end_to_end() {
-    let Some(model) = default_model() else {
-        eprintln!("skipped: default model missing (run scripts/setup.sh)");
-        return;
-    };
-    let server = Server::start(&model);
+    let server = Server::start(&common::default_model());
 
     // Open endpoints and auth.
     assert_eq!(server.try_get("/health").unwrap().status, 200);

@@ -222,8 +222,9 @@ pub fn with_request_id(mut response: Response, id: &str) -> Response {
     response
 }
 
-async fn health() -> StatusCode {
-    StatusCode::OK
+/// 200 while the engine thread runs, 503 once it has stopped (so probes restart the pod).
+async fn health(State(state): State<Arc<AppState>>) -> StatusCode {
+    if state.engine.is_alive() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
 }
 
 async fn version() -> Json<serde_json::Value> {

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -119,9 +120,22 @@ impl Engine {
             streams: HashMap::new(),
             stats: Arc::new(Mutex::new(SchedulerStats::default())),
         };
-        let client = EngineClient::new(tx, driver.stats.clone());
-        let handle = std::thread::Builder::new().name("candela-engine".into()).spawn(move || driver.run(rx))?;
+        let alive = Arc::new(AtomicBool::new(true));
+        let client = EngineClient::new(tx, driver.stats.clone(), alive.clone());
+        let handle = std::thread::Builder::new().name("candela-engine".into()).spawn(move || {
+            // Marks the engine dead however the loop ends, a panic included.
+            let _alive = AliveGuard(alive);
+            driver.run(rx);
+        })?;
         Ok((client, handle))
+    }
+}
+
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -46,7 +46,7 @@ mod driver;
 pub use driver::{Engine, EngineCore, Step};
 
 use std::sync::{Arc, Mutex};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 
 use candela_core::{RequestId, SchedulerStats};
@@ -69,6 +69,7 @@ pub struct EngineClient {
     commands: std_mpsc::Sender<Command>,
     next_id: Arc<AtomicU64>,
     stats: Arc<Mutex<SchedulerStats>>,
+    alive: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Command {
@@ -81,8 +82,17 @@ impl std::fmt::Debug for Command {
 }
 
 impl EngineClient {
-    pub(crate) fn new(commands: std_mpsc::Sender<Command>, stats: Arc<Mutex<SchedulerStats>>) -> Self {
-        EngineClient { commands, next_id: Arc::new(AtomicU64::new(1)), stats }
+    pub(crate) fn new(
+        commands: std_mpsc::Sender<Command>,
+        stats: Arc<Mutex<SchedulerStats>>,
+        alive: Arc<AtomicBool>,
+    ) -> Self {
+        EngineClient { commands, next_id: Arc::new(AtomicU64::new(1)), stats, alive }
+    }
+
+    /// False once the engine thread has stopped (a panic or shutdown); `/health` answers 503 then.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
     }
 
     /// The scheduler and KV pool gauges as of the engine's last step or command.

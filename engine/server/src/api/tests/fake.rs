@@ -43,7 +43,7 @@ pub fn engine(eos: u32) -> (EngineClient, Handle) {
     let state = shared.clone();
     std::thread::spawn(move || run(rx, &state, eos));
     let stats = Arc::new(Mutex::new(SchedulerStats::default()));
-    (EngineClient::new(tx, stats), Handle(shared))
+    (EngineClient::new(tx, stats, Arc::new(AtomicBool::new(true))), Handle(shared))
 }
 
 fn run(rx: std_mpsc::Receiver<Command>, shared: &Shared, eos: u32) {
