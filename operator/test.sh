@@ -5,7 +5,8 @@
 #
 # Idempotent: the control-plane binaries are cached under ~/.cache/candela/k8s keyed by
 # the wrapper modules' go.mod/go.sum, so only the first run pays the 10-20 minute Go build.
-# Needs: cargo, go (only for a cold cache), openssl, bash.
+# Needs: cargo, go (only for a cold cache), openssl, bash, and promtool (installed from
+# Debian's `prometheus` package when missing and apt-get is usable).
 #
 # Usage: operator/test.sh [extra cargo test args...]
 set -euo pipefail
@@ -16,6 +17,18 @@ cd "$repo"
 for tool in cargo openssl; do
   command -v "$tool" >/dev/null || { echo "operator/test.sh: $tool is required" >&2; exit 1; }
 done
+
+if ! command -v promtool >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "operator/test.sh: installing promtool (Debian package prometheus)" >&2
+    # The package's service is not started in containers without systemd.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+  else
+    echo "operator/test.sh: promtool is required (apt-get install prometheus)" >&2
+    exit 1
+  fi
+fi
 
 # Be polite on shared 2-core machines: one Go package at a time, lowest priority.
 bin_dir="$(GOFLAGS="${GOFLAGS:--p=1}" NICE="${NICE:-19}" operator/testenv/build.sh | tail -n 1)"
