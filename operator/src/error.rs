@@ -19,6 +19,10 @@ pub enum Error {
     #[error("object is missing {0}")]
     MissingMetadata(&'static str),
 
+    /// A generated manifest (CRD, RBAC) could not be rendered as YAML.
+    #[error("rendering {0}")]
+    Render(String),
+
     /// Leader election failed.
     #[error("leader election: {0}")]
     Lease(String),
@@ -35,6 +39,7 @@ impl Error {
             Self::InvalidSpec(_) => "invalid_spec",
             Self::Serde(_) => "serde",
             Self::MissingMetadata(_) => "missing_metadata",
+            Self::Render(_) => "render",
             Self::Lease(_) => "lease",
         }
     }

@@ -80,7 +80,7 @@ pub fn leader_election_role(namespace: &str) -> Role {
 /// Both roles as one YAML stream (namespace placeholder `candela-system`).
 ///
 /// # Errors
-/// [`crate::Error::InvalidSpec`] if serialization fails (a bug).
+/// [`crate::Error::Render`] if serialization fails (a bug).
 pub fn rbac_yaml() -> crate::Result<String> {
     let docs = [
         to_yaml(&cluster_role())?,
@@ -93,6 +93,5 @@ pub fn rbac_yaml() -> crate::Result<String> {
 }
 
 fn to_yaml<T: serde::Serialize>(value: &T) -> crate::Result<String> {
-    serde_yaml_ng::to_string(value)
-        .map_err(|e| crate::Error::InvalidSpec(format!("serializing RBAC: {e}")))
+    serde_yaml_ng::to_string(value).map_err(|e| crate::Error::Render(format!("RBAC: {e}")))
 }

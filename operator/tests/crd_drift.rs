@@ -28,3 +28,35 @@ fn committed_rbac_matches_the_rust_rules() {
         &candela_operator::rbac::rbac_yaml().expect("RBAC serializes"),
     );
 }
+
+/// Every field of the schema has a description, so `kubectl explain` is useful.
+#[test]
+fn every_schema_field_is_documented() {
+    use kube::CustomResourceExt;
+    let crd =
+        serde_json::to_value(candela_operator::crd::InferenceDeployment::crd()).expect("CRD json");
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut undocumented = Vec::new();
+    walk(schema, "", &mut undocumented);
+    assert!(
+        undocumented.is_empty(),
+        "fields without a description: {undocumented:#?}"
+    );
+}
+
+fn walk(schema: &serde_json::Value, path: &str, undocumented: &mut Vec<String>) {
+    let Some(props) = schema["properties"].as_object() else {
+        return;
+    };
+    for (name, sub) in props {
+        let here = format!("{path}.{name}");
+        // apiVersion/kind/metadata are documented by Kubernetes itself.
+        let builtin =
+            path.is_empty() && matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
+        if !builtin && sub["description"].as_str().is_none_or(str::is_empty) {
+            undocumented.push(here.clone());
+        }
+        walk(sub, &here, undocumented);
+        walk(&sub["items"], &format!("{here}[]"), undocumented);
+    }
+}

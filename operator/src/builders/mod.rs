@@ -237,8 +237,3 @@ fn service(owner: &Owner<'_>) -> Service {
         ..Service::default()
     }
 }
-
-/// `apiVersion` and `kind` of a typed object, for server-side apply bodies.
-pub fn type_meta<K: Resource<DynamicType = ()>>() -> (String, String) {
-    (K::api_version(&()).into_owned(), K::kind(&()).into_owned())
-}
