@@ -56,6 +56,11 @@ pub struct RequestOutput {
     pub token: u32,
     pub logprobs: Option<TokenLogprobs>,
     pub finish: Option<FinishReason>,
+    /// When the request arrived (TTFT is measured from here).
+    pub arrival_time: f64,
+    /// When the previous token came out; `None` for the first token.
+    pub prev_token_time: Option<f64>,
+    pub num_prompt_tokens: usize,
 }
 
 /// Live values of the scheduler and the KV pools (the metrics' gauges).
@@ -370,9 +375,17 @@ impl Scheduler {
             }
             req.append_token(s.token, self.block_size);
             req.first_token_time.get_or_insert(now);
-            req.last_token_time = Some(now);
+            let prev_token_time = req.last_token_time.replace(now);
             let finish = stop_reason(req, s.token, self.config.max_model_len);
-            outputs.push(RequestOutput { id: s.id, token: s.token, logprobs: s.logprobs.clone(), finish });
+            outputs.push(RequestOutput {
+                id: s.id,
+                token: s.token,
+                logprobs: s.logprobs.clone(),
+                finish,
+                arrival_time: req.arrival_time,
+                prev_token_time,
+                num_prompt_tokens: req.num_prompt_tokens(),
+            });
             if let Some(reason) = finish {
                 self.finish(s.id, reason);
             }

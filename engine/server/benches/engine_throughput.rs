@@ -59,7 +59,7 @@ fn main() {
         let start = Instant::now();
         let (mut first_tokens, mut generated) = (0, 0);
         let mut prefill_done = None;
-        while let Some(step) = core.step(start.elapsed().as_secs_f64()).expect("step") {
+        while let Some(step) = core.step(&|| start.elapsed().as_secs_f64()).expect("step") {
             for o in &step.outputs {
                 generated += 1;
                 if core.scheduler.request(o.id).is_none_or(|r| r.num_output_tokens() == 1) && o.finish.is_none() {

@@ -13,7 +13,7 @@ use tracing::info;
 use crate::api::{self, AppState, ChatMessage};
 use crate::cli::{self, ServeArgs};
 use crate::engine::{Engine, EngineClient};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, CacheInfo, EngineMetrics};
 
 /// KV memory on CPU when `--kv-cache-memory` is absent (vLLM's `VLLM_CPU_KVCACHE_SPACE` default).
 pub const DEFAULT_CPU_KV_BYTES: u64 = 4 << 30;
@@ -67,8 +67,19 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
         },
         eos_token_ids.clone(),
     );
-    let (engine, engine_thread) =
-        Engine::spawn(scheduler, runner, eos_token_ids.clone()).context("starting the engine thread")?;
+    let served_model_names = args.served_model_names(&model_path);
+    let cache_info = CacheInfo {
+        block_size: cache_config.block_size,
+        num_gpu_blocks: cache_config.num_device_blocks,
+        num_cpu_blocks: cache_config.num_host_blocks,
+        enable_prefix_caching: cache_config.enable_prefix_caching,
+        cache_dtype: "auto".into(),
+        gpu_memory_utilization: args.cache.gpu_memory_utilization,
+        swap_space_gib: args.cache.swap_space,
+    };
+    let metrics = EngineMetrics::new(served_model_names.first().map_or("", String::as_str), max_model_len, cache_info);
+    let (engine, engine_thread) = Engine::spawn(scheduler, runner, eos_token_ids.clone(), metrics)
+        .context("starting the engine thread")?;
 
     let template = match chat_template {
         Some(source) => Some(
@@ -85,7 +96,7 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
         engine: engine.clone(),
         tokenizer: Arc::new(tokenizer),
         chat_template: Arc::new(render),
-        served_model_names: args.served_model_names(&model_path),
+        served_model_names,
         max_model_len,
         eos_token_ids,
         api_key: args.server.api_key.clone(),
@@ -152,8 +163,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     info!(%addr, "serving the OpenAI API");
-    let metrics = Arc::new(Metrics::new(started.state.served_model_names.first().map_or("", String::as_str)));
-    let app = api::router(started.state).merge(metrics::router(started.engine.clone(), metrics));
+    let app = api::router(started.state).merge(metrics::router(started.engine.clone()));
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     drop(started.engine);
     Ok(())

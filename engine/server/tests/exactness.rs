@@ -93,7 +93,7 @@ fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outco
     let mut outputs = vec![Vec::new(); cases.len()];
     let (mut max_swapped, mut chunked_steps) = (0, 0);
     for t in 0..20_000 {
-        let Some(step) = core.step(t as f64).expect("step runs") else { break };
+        let Some(step) = core.step(&|| t as f64).expect("step runs") else { break };
         chunked_steps += step.plan.scheduled.iter().filter(|s| !s.sample && s.num_tokens > 1).count();
         for o in step.outputs {
             outputs[o.id as usize].push(o.token);

@@ -14,13 +14,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use candela_core::{
-    FinishReason, NewRequest, RequestId, RequestOutput, Scheduler, SchedulerOutput, SchedulerStats,
+    FinishReason, NewRequest, RequestId, RequestOutput, Scheduler, SchedulerOutput,
 };
 use candela_model::{ModelRunner, SampleArgs, StepSeq};
 use tokio::sync::mpsc;
 use tracing::{debug, error};
 
 use super::{Command, EngineClient, TokenEvent};
+use crate::metrics::{EngineMetrics, SharedMetrics};
 
 /// Spawns and owns the engine thread.
 pub struct Engine;
@@ -34,17 +35,18 @@ pub struct EngineCore {
 }
 
 impl EngineCore {
-    /// Plans and runs one step at time `now`; `None` when nothing could be scheduled.
+    /// Plans and runs one step; `None` when nothing could be scheduled. `clock` gives
+    /// the engine's time in seconds: read when planning and again when tokens come out.
     ///
     /// # Errors
     /// A failed forward pass; the step's requests are aborted.
-    pub fn step(&mut self, now: f64) -> candela_model::Result<Option<Step>> {
-        let plan = self.scheduler.schedule(now);
+    pub fn step(&mut self, clock: &dyn Fn() -> f64) -> candela_model::Result<Option<Step>> {
+        let plan = self.scheduler.schedule(clock());
         if plan.scheduled.is_empty() && plan.swap_out.is_empty() && plan.swap_in.is_empty() {
             self.runner.finish(&plan.finished);
             return Ok(None);
         }
-        let outputs = self.execute(&plan, now)?;
+        let outputs = self.execute(&plan, clock)?;
         Ok(Some(Step { plan, outputs }))
     }
 
@@ -52,7 +54,7 @@ impl EngineCore {
     ///
     /// # Errors
     /// A failed forward pass; the step's requests are aborted.
-    fn execute(&mut self, out: &SchedulerOutput, now: f64) -> candela_model::Result<Vec<RequestOutput>> {
+    fn execute(&mut self, out: &SchedulerOutput, clock: &dyn Fn() -> f64) -> candela_model::Result<Vec<RequestOutput>> {
         self.runner.finish(&out.finished);
         let scheduler = &self.scheduler;
         let seqs: Vec<StepSeq<'_>> = out
@@ -74,7 +76,7 @@ impl EngineCore {
             })
             .collect();
         match self.runner.execute(&out.swap_out, &out.swap_in, &seqs) {
-            Ok(sampled) => Ok(self.scheduler.update_from_output(&sampled, now)),
+            Ok(sampled) => Ok(self.scheduler.update_from_output(&sampled, clock())),
             Err(e) => {
                 // A step that cannot run would fail again: end its requests.
                 for s in &out.scheduled {
@@ -98,7 +100,7 @@ struct Driver {
     eos_token_ids: Vec<u32>,
     epoch: Instant,
     streams: HashMap<RequestId, mpsc::UnboundedSender<TokenEvent>>,
-    stats: Arc<Mutex<SchedulerStats>>,
+    metrics: SharedMetrics,
 }
 
 impl Engine {
@@ -110,6 +112,7 @@ impl Engine {
         scheduler: Scheduler,
         runner: ModelRunner,
         eos_token_ids: Vec<u32>,
+        metrics: EngineMetrics,
     ) -> std::io::Result<(EngineClient, JoinHandle<()>)> {
         let (tx, rx) = std_mpsc::channel();
         let driver =
@@ -118,10 +121,10 @@ impl Engine {
             eos_token_ids,
             epoch: Instant::now(),
             streams: HashMap::new(),
-            stats: Arc::new(Mutex::new(SchedulerStats::default())),
+            metrics: Arc::new(Mutex::new(metrics)),
         };
         let alive = Arc::new(AtomicBool::new(true));
-        let client = EngineClient::new(tx, driver.stats.clone(), alive.clone());
+        let client = EngineClient::new(tx, driver.metrics.clone(), alive.clone());
         let handle = std::thread::Builder::new().name("candela-engine".into()).spawn(move || {
             // Marks the engine dead however the loop ends, a panic included.
             let _alive = AliveGuard(alive);
@@ -142,7 +145,7 @@ impl Drop for AliveGuard {
 impl Driver {
     fn run(mut self, commands: std_mpsc::Receiver<Command>) {
         loop {
-            self.publish_stats();
+            self.publish_stats(None);
             if self.core.scheduler.is_idle() {
                 match commands.recv() {
                     Ok(cmd) => self.handle(cmd),
@@ -155,8 +158,12 @@ impl Driver {
             if self.core.scheduler.is_idle() {
                 continue;
             }
-            match self.core.step(self.now()) {
-                Ok(Some(step)) => self.dispatch(step.outputs),
+            let epoch = self.epoch;
+            match self.core.step(&|| epoch.elapsed().as_secs_f64()) {
+                Ok(Some(step)) => {
+                    self.publish_stats(Some(&step));
+                    self.dispatch(step.outputs);
+                }
                 Ok(None) => {
                     // Held back (scheduler delay factor): wait for a command or a moment.
                     if let Ok(cmd) = commands.recv_timeout(Duration::from_millis(2)) {
@@ -172,9 +179,18 @@ impl Driver {
         }
     }
 
-    fn publish_stats(&self) {
-        if let Ok(mut s) = self.stats.lock() {
-            *s = self.core.scheduler.stats();
+    /// Refreshes the shared gauges and records requests that left the engine.
+    fn publish_stats(&mut self, step: Option<&Step>) {
+        let finished = self.core.scheduler.take_finished();
+        let now = self.now();
+        if let Ok(mut m) = self.metrics.lock() {
+            if let Some(step) = step {
+                m.on_step(&step.plan, &step.outputs, now);
+            }
+            for req in &finished {
+                m.on_finished(req, now);
+            }
+            m.scheduler = self.core.scheduler.stats();
         }
     }
 
@@ -224,6 +240,5 @@ impl Driver {
                 self.streams.remove(&o.id);
             }
         }
-        let _ = self.core.scheduler.take_finished();
     }
 }

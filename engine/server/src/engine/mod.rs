@@ -45,11 +45,13 @@ mod driver;
 
 pub use driver::{Engine, EngineCore, Step};
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 
 use candela_core::{RequestId, SchedulerStats};
+
+use crate::metrics::{EngineMetrics, SharedMetrics};
 use tokio::sync::{mpsc, oneshot};
 
 /// A message from the async side to the engine thread.
@@ -68,7 +70,7 @@ pub(crate) enum Command {
 pub struct EngineClient {
     commands: std_mpsc::Sender<Command>,
     next_id: Arc<AtomicU64>,
-    stats: Arc<Mutex<SchedulerStats>>,
+    metrics: SharedMetrics,
     alive: Arc<AtomicBool>,
 }
 
@@ -84,10 +86,22 @@ impl std::fmt::Debug for Command {
 impl EngineClient {
     pub(crate) fn new(
         commands: std_mpsc::Sender<Command>,
-        stats: Arc<Mutex<SchedulerStats>>,
+        metrics: SharedMetrics,
         alive: Arc<AtomicBool>,
     ) -> Self {
-        EngineClient { commands, next_id: Arc::new(AtomicU64::new(1)), stats, alive }
+        EngineClient { commands, next_id: Arc::new(AtomicU64::new(1)), metrics, alive }
+    }
+
+    /// A copy of every engine metric as of the last step (what `/metrics` renders).
+    pub fn metrics(&self) -> EngineMetrics {
+        self.metrics.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Records an API-level request parameter (`n`) in the engine's metrics.
+    pub fn record_api_request(&self, n: usize) {
+        if let Ok(mut m) = self.metrics.lock() {
+            m.on_api_request(n);
+        }
     }
 
     /// False once the engine thread has stopped (a panic or shutdown); `/health` answers 503 then.
@@ -97,7 +111,7 @@ impl EngineClient {
 
     /// The scheduler and KV pool gauges as of the engine's last step or command.
     pub fn stats(&self) -> SchedulerStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        self.metrics.lock().map(|m| m.scheduler.clone()).unwrap_or_default()
     }
 
     /// Queues one sequence; refusals (queue full, too long, invalid parameters,

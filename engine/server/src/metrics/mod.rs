@@ -1,0 +1,189 @@
+//! The engine's Prometheus metrics, as vLLM defines them.
+//!
+//! [`EngineMetrics`] is plain data: the engine thread updates it after every
+//! step (gauges from the live scheduler and KV pools, token counters, latency
+//! histograms with vLLM's timing definitions) and everything that reports —
+//! `/metrics`, the stats log line, gRPC `WatchStats`, the sidecar — reads a copy
+//! and renders it with [`EngineMetrics::render`], so all show identical values.
+//! Names and buckets live in [`names`]. Labels are `model_name` and `engine`
+//! (plus `finished_reason` on request counts): cardinality stays bounded.
+//!
+//! Timing definitions (vLLM's): TTFT = first token − arrival (queueing
+//! included); queue = first scheduled − arrival; prefill = first token − first
+//! scheduled; decode = last token − first token; inference = last token − first
+//! scheduled; TPOT = decode / (generated − 1); e2e = finish − arrival.
+//!
+//! Features Candela does not have yet are exported honestly: speculative-decoding
+//! counters stay 0 and their rates are NaN (undefined, not "0 % accepted");
+//! `vllm:lora_requests_total` has no series (no adapters).
+
+pub mod histogram;
+pub mod names;
+mod render;
+
+use std::sync::{Arc, Mutex};
+
+use candela_core::{FinishReason, Request, RequestOutput, RequestStatus, SchedulerOutput, SchedulerStats};
+
+pub use histogram::{Histogram, buckets_1_2_5};
+
+/// The KV cache configuration, exported as `vllm:cache_config_info` labels.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CacheInfo {
+    pub block_size: usize,
+    pub num_gpu_blocks: usize,
+    pub num_cpu_blocks: usize,
+    pub enable_prefix_caching: bool,
+    pub cache_dtype: String,
+    pub gpu_memory_utilization: f64,
+    pub swap_space_gib: f64,
+}
+
+/// Latency and size histograms, one field per vLLM histogram.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Histograms {
+    pub time_to_first_token: Histogram,
+    pub inter_token_latency: Histogram,
+    pub request_time_per_output_token: Histogram,
+    pub e2e_request_latency: Histogram,
+    pub request_queue_time: Histogram,
+    pub request_inference_time: Histogram,
+    pub request_prefill_time: Histogram,
+    pub request_decode_time: Histogram,
+    pub request_prompt_tokens: Histogram,
+    pub request_generation_tokens: Histogram,
+    pub request_max_num_generation_tokens: Histogram,
+    pub request_params_max_tokens: Histogram,
+    pub request_params_n: Histogram,
+    pub iteration_tokens: Histogram,
+}
+
+/// Everything `/metrics` shows, as plain data.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EngineMetrics {
+    pub model_name: String,
+    pub cache: CacheInfo,
+    /// Live gauges and cumulative scheduler counters (preemptions, prefix queries/hits).
+    pub scheduler: SchedulerStats,
+    pub prompt_tokens: u64,
+    pub generation_tokens: u64,
+    /// Finished requests by reason: stop, length, abort.
+    pub success_stop: u64,
+    pub success_length: u64,
+    pub success_abort: u64,
+    pub histograms: Histograms,
+}
+
+/// The engine's live metrics, shared between the engine thread and readers.
+pub type SharedMetrics = Arc<Mutex<EngineMetrics>>;
+
+impl EngineMetrics {
+    pub fn new(model_name: &str, max_model_len: usize, cache: CacheInfo) -> Self {
+        let h = |b: &[f64]| Histogram::new(b.to_vec());
+        let lens = || Histogram::new(buckets_1_2_5(max_model_len));
+        EngineMetrics {
+            model_name: model_name.to_owned(),
+            cache,
+            histograms: Histograms {
+                time_to_first_token: h(names::TTFT_BUCKETS),
+                inter_token_latency: h(names::TPOT_BUCKETS),
+                request_time_per_output_token: h(names::TPOT_BUCKETS),
+                e2e_request_latency: h(names::REQUEST_LATENCY_BUCKETS),
+                request_queue_time: h(names::REQUEST_LATENCY_BUCKETS),
+                request_inference_time: h(names::REQUEST_LATENCY_BUCKETS),
+                request_prefill_time: h(names::REQUEST_LATENCY_BUCKETS),
+                request_decode_time: h(names::REQUEST_LATENCY_BUCKETS),
+                request_prompt_tokens: lens(),
+                request_generation_tokens: lens(),
+                request_max_num_generation_tokens: lens(),
+                request_params_max_tokens: lens(),
+                request_params_n: h(names::PARAMS_N_BUCKETS),
+                iteration_tokens: h(names::ITERATION_TOKENS_BUCKETS),
+            },
+            ..Default::default()
+        }
+    }
+
+    /// One engine step: tokens in the batch, then each token that came out at `now`.
+    pub fn on_step(&mut self, plan: &SchedulerOutput, outputs: &[RequestOutput], now: f64) {
+        if plan.num_batched_tokens > 0 {
+            self.histograms.iteration_tokens.observe(plan.num_batched_tokens as f64);
+        }
+        for o in outputs {
+            self.generation_tokens += 1;
+            match o.prev_token_time {
+                None => {
+                    // vLLM counts a prompt's tokens once, when its first token comes out.
+                    self.prompt_tokens += o.num_prompt_tokens as u64;
+                    self.histograms.time_to_first_token.observe(now - o.arrival_time);
+                }
+                Some(prev) => self.histograms.inter_token_latency.observe(now - prev),
+            }
+        }
+    }
+
+    /// A request left the engine at `now` (finished or aborted).
+    pub fn on_finished(&mut self, req: &Request, now: f64) {
+        let reason = match req.status {
+            RequestStatus::Finished(r) => r,
+            _ => return,
+        };
+        match reason {
+            FinishReason::Stop => self.success_stop += 1,
+            FinishReason::Length => self.success_length += 1,
+            FinishReason::Abort => {
+                // Aborted requests count by reason but do not skew the latency SLO histograms.
+                self.success_abort += 1;
+                return;
+            }
+        }
+        let h = &mut self.histograms;
+        let generated = req.num_output_tokens();
+        h.e2e_request_latency.observe(now - req.arrival_time);
+        h.request_prompt_tokens.observe(req.num_prompt_tokens() as f64);
+        h.request_generation_tokens.observe(generated as f64);
+        // Per sequence: with n > 1 vLLM takes the max over the siblings; here each
+        // sequence is its own request (see `request_params_n`).
+        h.request_max_num_generation_tokens.observe(generated as f64);
+        h.request_params_max_tokens.observe(req.params.max_tokens as f64);
+        if let (Some(scheduled), Some(first), Some(last)) =
+            (req.first_scheduled_time, req.first_token_time, req.last_token_time)
+        {
+            h.request_queue_time.observe(scheduled - req.arrival_time);
+            h.request_prefill_time.observe(first - scheduled);
+            h.request_decode_time.observe(last - first);
+            h.request_inference_time.observe(last - scheduled);
+            if generated > 1 {
+                h.request_time_per_output_token.observe((last - first) / (generated - 1) as f64);
+            }
+        }
+    }
+
+    /// The API layer's view of one client request: its `n`.
+    pub fn on_api_request(&mut self, n: usize) {
+        self.histograms.request_params_n.observe(n as f64);
+    }
+
+    /// Cumulative prefix-cache hit rate (0–1), the older `gpu_prefix_cache_hit_rate` gauge.
+    pub fn prefix_cache_hit_rate(&self) -> f64 {
+        let s = &self.scheduler;
+        if s.prefix_cache_queries == 0 { 0.0 } else { s.prefix_cache_hits as f64 / s.prefix_cache_queries as f64 }
+    }
+
+    /// Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        render::render(self)
+    }
+}
+
+/// `GET /metrics` (unauthenticated, as in vLLM; the sidecar adds auth).
+pub fn router(engine: crate::engine::EngineClient) -> axum::Router {
+    use axum::http::header;
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = engine.metrics().render();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body) }
+        }),
+    )
+}
