@@ -3,7 +3,8 @@
 //!
 //! Layers: [`crd`] (the custom resource types), [`builders`] (pure functions from a spec to
 //! the child objects), [`controller`] (reconcile loop with server-side apply and status),
-//! plus the operator's own [`metrics`], [`http`] endpoints and [`leader`] election.
+//! plus the operator's own [`metrics`], [`http`] endpoints, [`leader`] election and the
+//! Alertmanager [`webhook`] of the alerts autoscaling backend.
 
 pub mod builders;
 pub mod controller;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod rbac;
+pub mod webhook;
 
 pub use error::{Error, Result};
 

@@ -90,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
     let http_state = HttpState {
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
+        client: Some(client.clone()),
     };
     let server = tokio::spawn(http::serve(args.http_addr, http_state));
 

@@ -257,9 +257,9 @@ fn autoscaling_condition(infd: &InferenceDeployment, outcome: &ApplyOutcome) -> 
         }
         AutoscalingBackend::Alerts => Cond {
             type_: t,
-            status: false,
-            reason: "NotImplemented",
-            message: "the alerts backend's Alertmanager webhook is not available in this operator version".into(),
+            status: true,
+            reason: "AlertsWebhook",
+            message: "scaled by the operator's Alertmanager webhook (POST /alertmanager on its HTTP port)".into(),
         },
     }
 }
