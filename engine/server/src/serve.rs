@@ -163,6 +163,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     info!(%addr, "serving the OpenAI API");
+    if !args.log.disable_log_stats {
+        let interval = std::time::Duration::from_secs_f64(args.log.log_stats_interval);
+        tokio::spawn(metrics::stats_log::run(started.engine.clone(), interval));
+    }
     let app = api::router(started.state).merge(metrics::router(started.engine.clone()));
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     drop(started.engine);

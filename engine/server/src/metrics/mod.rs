@@ -20,6 +20,7 @@
 pub mod histogram;
 pub mod names;
 mod render;
+pub mod stats_log;
 
 use std::sync::{Arc, Mutex};
 
