@@ -32,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve a model over the OpenAI HTTP API.
     Serve(ServeArgs),
+    /// Relay the engine's metrics (gRPC WatchStats) with device metrics on a secured /metrics.
+    Sidecar(crate::sidecar::SidecarArgs),
 }
 
 /// `candela serve`.

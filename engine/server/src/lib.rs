@@ -5,5 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod detokenizer;
 pub mod engine;
+pub mod grpc;
 pub mod metrics;
 pub mod serve;
+pub mod sidecar;

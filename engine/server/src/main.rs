@@ -13,6 +13,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => candela::serve::run(args).await,
+        Command::Sidecar(args) => candela::sidecar::run(args).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

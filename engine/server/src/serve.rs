@@ -13,6 +13,7 @@ use tracing::info;
 use crate::api::{self, AppState, ChatMessage};
 use crate::cli::{self, ServeArgs};
 use crate::engine::{Engine, EngineClient};
+use crate::grpc;
 use crate::metrics::{self, CacheInfo, EngineMetrics};
 
 /// KV memory on CPU when `--kv-cache-memory` is absent (vLLM's `VLLM_CPU_KVCACHE_SPACE` default).
@@ -167,13 +168,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let interval = std::time::Duration::from_secs_f64(args.log.log_stats_interval);
         tokio::spawn(metrics::stats_log::run(started.engine.clone(), interval));
     }
+    let grpc_addr = format!("{}:{}", args.server.host, args.server.grpc_port);
+    let grpc_task = grpc::spawn(&grpc_addr, grpc::EngineService::new(&started.state)).await?;
     let app = api::router(started.state).merge(metrics::router(started.engine.clone()));
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    // Open WatchStats streams never end by themselves: stop gRPC with HTTP.
+    grpc_task.abort();
     drop(started.engine);
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM (shared with `candela sidecar`).
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

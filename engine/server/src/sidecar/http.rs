@@ -1,0 +1,221 @@
+//! The sidecar's HTTP side: `GET /metrics`, `GET /profiles`,
+//! `GET /profiles/{name}` (all behind the bearer token when one is configured)
+//! and an open `GET /health` for the kubelet.
+//!
+//! `/metrics` is the engine's last snapshot rendered by
+//! [`crate::metrics::EngineMetrics::render`] — byte for byte what the engine's own
+//! `/metrics` shows for the same data — followed by the sidecar's series
+//! ([`super::names`]). While the engine is unreachable the `vllm:` series are
+//! left out and `candela_sidecar_engine_up` is 0 (see [`super`] for why).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::device::{self, DeviceSampler};
+use super::names;
+use super::watch::Feed;
+
+/// File endings of finished profiles the sidecar serves.
+const PROFILE_SUFFIXES: [&str; 2] = [".json", ".json.gz"];
+
+/// What the handlers share.
+pub struct HttpState {
+    pub feed: Feed,
+    pub device: Arc<DeviceSampler>,
+    pub token: Option<String>,
+    pub profiles_dir: Option<PathBuf>,
+}
+
+/// Builds the sidecar's router.
+pub fn router(state: HttpState) -> Router {
+    let state = Arc::new(state);
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/profiles", get(list_profiles))
+        .route("/profiles/{name}", get(download_profile))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new().merge(guarded).route("/health", get(|| async { "ok\n" })).with_state(state)
+}
+
+async fn require_token(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = &state.token else { return next.run(req).await };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => next.run(req).await,
+        given => {
+            let body = if given.is_none() {
+                "401 Unauthorized: this endpoint requires `Authorization: Bearer <token>` \
+                 (the token configured with the sidecar's --metrics-token / CANDELA_SIDECAR_METRICS_TOKEN)\n"
+            } else {
+                "401 Unauthorized: the bearer token does not match the sidecar's --metrics-token\n"
+            };
+            let mut response = (StatusCode::UNAUTHORIZED, body).into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"candela-sidecar\""),
+            );
+            response
+        }
+    }
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    let sampler = state.device.clone();
+    let device_text = tokio::task::spawn_blocking(move || {
+        let mut out = String::with_capacity(4096);
+        sampler.render(&mut out);
+        out
+    })
+    .await
+    .unwrap_or_default();
+    let mut body = String::with_capacity(32 * 1024);
+    let (up, age) = match state.feed.read() {
+        Ok(feed) => match &feed.metrics {
+            Some(m) => {
+                body.push_str(&m.render());
+                (1.0, feed.received_at.map(|t| t.elapsed().as_secs_f64()))
+            }
+            None => (0.0, None),
+        },
+        Err(_) => (0.0, None),
+    };
+    device::header(
+        &mut body,
+        names::ENGINE_UP,
+        "1 when the sidecar receives the engine's stats stream, else 0.",
+        "gauge",
+    );
+    device::sample(&mut body, names::ENGINE_UP, &[], up);
+    if let Some(age) = age {
+        device::header(
+            &mut body,
+            names::SNAPSHOT_AGE,
+            "Seconds since the engine's last stats snapshot arrived.",
+            "gauge",
+        );
+        device::sample(&mut body, names::SNAPSHOT_AGE, &[], age);
+    }
+    body.push_str(&device_text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// `GET /profiles`: finished profiles, by name.
+#[derive(Debug, Serialize)]
+struct ProfileList {
+    profiles: Vec<ProfileEntry>,
+}
+
+/// One entry of `GET /profiles`.
+#[derive(Debug, Serialize)]
+struct ProfileEntry {
+    name: String,
+    size_bytes: u64,
+    modified_unix_s: u64,
+}
+
+async fn list_profiles(State(state): State<Arc<HttpState>>) -> Response {
+    let Some(dir) = state.profiles_dir.clone() else { return no_profiles_dir() };
+    match tokio::task::spawn_blocking(move || read_profiles(&dir)).await {
+        Ok(Ok(profiles)) => Json(ProfileList { profiles }).into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot list the profiles directory: {e}\n"))
+                .into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("listing failed: {e}\n")).into_response(),
+    }
+}
+
+fn read_profiles(dir: &Path) -> std::io::Result<Vec<ProfileEntry>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        let meta = entry.metadata()?;
+        if !meta.is_file() || !is_profile_name(&name) {
+            continue;
+        }
+        let modified_unix_s =
+            meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+        out.push(ProfileEntry { name, size_bytes: meta.len(), modified_unix_s });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+async fn download_profile(State(state): State<Arc<HttpState>>, UrlPath(name): UrlPath<String>) -> Response {
+    let Some(dir) = &state.profiles_dir else { return no_profiles_dir() };
+    if !is_profile_name(&name) {
+        return (StatusCode::NOT_FOUND, format!("no profile named {name:?}\n")).into_response();
+    }
+    match tokio::fs::read(dir.join(&name)).await {
+        Ok(bytes) => {
+            let content_type = if name.ends_with(".gz") { "application/gzip" } else { "application/json" };
+            let disposition = format!("attachment; filename=\"{name}\"");
+            (
+                [(header::CONTENT_TYPE, content_type.to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+                bytes,
+            )
+                .into_response()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (StatusCode::NOT_FOUND, format!("no profile named {name:?}\n")).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {name:?}: {e}\n")).into_response(),
+    }
+}
+
+fn no_profiles_dir() -> Response {
+    (StatusCode::NOT_FOUND, "no profiles directory: start the sidecar with --profiles-dir\n").into_response()
+}
+
+/// A plain file name with a profile ending: no path separators, no hidden or partial files.
+fn is_profile_name(name: &str) -> bool {
+    !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && PROFILE_SUFFIXES.iter().any(|s| name.len() > s.len() && name.ends_with(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_names() {
+        assert!(is_profile_name("trace-1700000000.json"));
+        assert!(is_profile_name("engine.pt.trace.json.gz"));
+        assert!(!is_profile_name("../secret.json"));
+        assert!(!is_profile_name(".partial.json"));
+        assert!(!is_profile_name("trace.json.tmp"));
+        assert!(!is_profile_name(".json"));
+        assert!(!is_profile_name("a/b.json"));
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}
