@@ -31,10 +31,17 @@ pub fn cluster_role() -> ClusterRole {
             ..ObjectMeta::default()
         },
         rules: Some(vec![
+            // patch: the alerts backend's cooldown annotation.
             rule(
                 &["candela.dev"],
                 &["inferencedeployments"],
-                &["get", "list", "watch"],
+                &["get", "list", "watch", "patch"],
+            ),
+            // The alerts backend scales through the scale subresource.
+            rule(
+                &["candela.dev"],
+                &["inferencedeployments/scale"],
+                &["get", "patch", "update"],
             ),
             rule(
                 &["candela.dev"],

@@ -130,6 +130,21 @@ async fn grant_operator_rbac(admin: &Client, lease_ns: &str) {
         .patch(rbac::LEADER_ROLE, &pp, &Patch::Apply(role_binding))
         .await
         .expect("RoleBinding");
+    // The RBAC authorizer sees new bindings through an informer: wait until it does
+    // (patching the scale of a missing object answers 404 once allowed, 403 before).
+    let operator = testenv::shared().operator().await;
+    let probe: Api<InferenceDeployment> = Api::namespaced(operator, "default");
+    wait_for("RBAC to propagate", WAIT, || async {
+        let patch = Patch::Merge(json!({ "spec": { "replicas": 1 } }));
+        match probe
+            .patch_scale("rbac-probe", &PatchParams::default(), &patch)
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 404 => Some(()),
+            _ => None,
+        }
+    })
+    .await;
 }
 
 fn condition(infd: &InferenceDeployment, type_: &str) -> Option<(String, String, String)> {
@@ -493,4 +508,78 @@ async fn leader_election_hands_over_an_expired_lease() {
             .expect("b takes the expired lease")
     );
     assert!(!a.try_acquire_or_renew().await.expect("a lost it"));
+}
+
+#[tokio::test]
+async fn alertmanager_webhook_scales_within_bounds_under_rbac() {
+    use axum::body::Body;
+    use candela_operator::http::{HttpState, router};
+    use tower::ServiceExt;
+
+    let env = testenv::shared();
+    let admin = env.admin().await;
+    common::install_candela_crd(&admin).await;
+    grant_operator_rbac(&admin, "candela-system").await;
+    let ns = "alerts";
+    common::create_namespace(&admin, ns).await;
+    let infds: Api<InferenceDeployment> = Api::namespaced(admin.clone(), ns);
+    let obj: InferenceDeployment = serde_json::from_value(json!({
+        "apiVersion": "candela.dev/v1alpha1", "kind": "InferenceDeployment",
+        "metadata": { "name": "chat", "namespace": ns },
+        "spec": {
+            "model": { "source": "hf://org/chat" },
+            "autoscaling": { "backend": "alerts", "minReplicas": 1, "maxReplicas": 3, "alerts": { "cooldownSeconds": 0, "step": 1 } },
+        },
+    }))
+    .expect("object");
+    infds
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
+
+    let state = HttpState {
+        metrics: Arc::new(Metrics::default()),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        client: Some(env.operator().await),
+    };
+    let notify = |status: &str| {
+        let body = json!({ "version": "4", "status": status, "alerts": [{
+            "status": status,
+            "labels": { "alertname": "CandelaRequestsWaiting", "namespace": ns, "inference_deployment": "chat", "severity": "warning" },
+        }]});
+        http::Request::post("/alertmanager")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request")
+    };
+    let replicas = || async { infds.get("chat").await.expect("get").spec.replicas };
+
+    for expected in [2, 3, 3] {
+        let response = router(state.clone())
+            .oneshot(notify("firing"))
+            .await
+            .expect("response");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            replicas().await,
+            expected,
+            "firing alerts scale up to maxReplicas"
+        );
+    }
+    let response = router(state.clone())
+        .oneshot(notify("resolved"))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(replicas().await, 2, "resolved alerts scale down");
+    let annotated = infds.get("chat").await.expect("get");
+    assert!(
+        annotated
+            .annotations()
+            .contains_key(candela_operator::webhook::LAST_SCALE_ANNOTATION)
+    );
 }
