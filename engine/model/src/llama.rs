@@ -18,12 +18,13 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::attention::{paged_attention, write_kv};
 use crate::batch::ForwardBatch;
 use crate::kv_cache::PagedKvCache;
+use crate::q4_1::Q41Matrix;
 use crate::rope::RopeTable;
 use crate::{Error, Result};
 
@@ -65,21 +66,40 @@ impl ModelConfig {
     }
 }
 
+/// A linear layer's weight: candle's quantized matmul, or our AVX2 Q4_1 kernel.
+#[derive(Debug, Clone)]
+pub(crate) enum Weight {
+    Candle(QMatMul),
+    Q41(Q41Matrix),
+}
+
 /// A linear layer `x @ W^T (+ b)` whose weight is a `QTensor` (quantized or `f32`).
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
-    pub w: QMatMul,
+    pub w: Weight,
     pub b: Option<Tensor>,
 }
 
 impl Linear {
-    pub fn new(w: Arc<QTensor>, b: Option<Tensor>) -> Self {
+    pub fn new(w: Arc<QTensor>, b: Option<Tensor>) -> Result<Self> {
+        if w.dtype() == GgmlDType::Q4_1 {
+            let (n, k) = w.shape().dims2()?;
+            return Ok(Self { w: Weight::Q41(Q41Matrix::new(w.data()?.to_vec(), n, k)?), b });
+        }
         // Not `QMatMul::from_arc`: it turns f32/f16 weights into dense tensors (BLAS path).
-        Self { w: QMatMul::QTensor(w), b }
+        Ok(Self { w: Weight::Candle(QMatMul::QTensor(w)), b })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.w.forward(x)?;
+        let y = match &self.w {
+            Weight::Candle(w) => w.forward(x)?,
+            Weight::Q41(w) => {
+                let rows = x.dim(0)?;
+                let out = w.matmul(&x.flatten_all()?.to_vec1::<f32>()?)?;
+                let n = out.len() / rows.max(1);
+                Tensor::from_vec(out, (rows, n), x.device())?
+            }
+        };
         Ok(match &self.b {
             Some(b) => y.broadcast_add(b)?,
             None => y,

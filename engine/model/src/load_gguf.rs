@@ -139,7 +139,7 @@ impl Reader<'_> {
         let w = self.qtensor(&format!("{name}.weight"))?;
         let bias = format!("{name}.bias");
         let b = if self.has(&bias) { Some(self.dense(&bias)?) } else { None };
-        Ok(Linear::new(w, b))
+        Linear::new(w, b)
     }
 }
 
@@ -176,7 +176,7 @@ pub fn load_gguf_model(md: &Content, file: &mut File, device: &Device) -> Result
     let lm_head = if r.has("output.weight") {
         r.linear("output")?
     } else {
-        Linear::new(embed.clone(), None)
+        Linear::new(embed.clone(), None)?
     };
     let mut inv_freq = RopeTable::default_inv_freq(cfg.head_dim, cfg.rope_theta);
     if r.has("rope_freqs.weight") {

@@ -137,7 +137,7 @@ impl Reader<'_> {
         let w = self.qtensor(&format!("{name}.weight"))?;
         let bias = format!("{name}.bias");
         let b = if self.has(&bias) { Some(self.dense(&bias)?) } else { None };
-        Ok(Linear::new(w, b))
+        Linear::new(w, b)
     }
 }
 
@@ -203,7 +203,7 @@ pub fn load_hf_model(dir: &Path, device: &Device) -> Result<(Llama, HfConfig)> {
     let lm_head = if !hf.tie_word_embeddings && r.has("lm_head.weight") {
         r.linear("lm_head")?
     } else {
-        Linear::new(embed.clone(), None)
+        Linear::new(embed.clone(), None)?
     };
     let rope = RopeTable::new(&rope_inv_freq(&hf, &cfg)?, cfg.max_position_embeddings, false);
     let weight_bytes = r.bytes;
