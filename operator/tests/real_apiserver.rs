@@ -304,6 +304,16 @@ async fn operator_reconciles_children_under_its_cluster_role() {
         Some("app.kubernetes.io/instance=smollm2,app.kubernetes.io/name=candela")
     );
 
+    // 2b. Asking for KEDA without its CRD gives an AutoscalingReady condition naming it.
+    let keda = json!({ "spec": { "autoscaling": { "backend": "keda", "minReplicas": 1, "maxReplicas": 3 } } });
+    infds
+        .patch(name, &PatchParams::default(), &Patch::Merge(keda))
+        .await
+        .expect("keda");
+    let infd = wait_condition(&infds, name, "AutoscalingReady", "False", "CRDMissing").await;
+    let (_, _, message) = condition(&infd, "AutoscalingReady").expect("condition");
+    assert!(message.contains("scaledobjects.keda.sh"), "{message}");
+
     // 3. Pods become ready (as a kubelet would report): the real Deployment and ReplicaSet
     //    controllers mark the Deployment available and the CR becomes Ready.
     wait_for("pods created by the ReplicaSet", WAIT, || async {
@@ -331,9 +341,9 @@ async fn operator_reconciles_children_under_its_cluster_role() {
             .then_some(())
     })
     .await;
-    wait_for("status observes generation 2", WAIT, || async {
+    wait_for("status observes generation 3", WAIT, || async {
         let infd = infds.get(name).await.ok()?;
-        (infd.status?.observed_generation == Some(2)).then_some(())
+        (infd.status?.observed_generation == Some(3)).then_some(())
     })
     .await;
 
