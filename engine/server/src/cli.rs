@@ -449,6 +449,7 @@ mod tests {
         let argv = ["candela", "serve"].iter().chain(args).copied();
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Serve(s) => s,
+            other => panic!("parsed `serve` as {other:?}"),
         })
     }
 

@@ -95,3 +95,31 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     axum::serve(listener, app).with_graceful_shutdown(crate::serve::shutdown_signal()).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn sidecar(args: &[&str]) -> Result<super::SidecarArgs, clap::Error> {
+        let argv = ["candela", "sidecar"].iter().chain(args).copied();
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Sidecar(s) => s,
+            other => panic!("parsed `sidecar` as {other:?}"),
+        })
+    }
+
+    #[test]
+    fn flags_and_defaults() {
+        let a = sidecar(&[]).unwrap();
+        assert_eq!(a.engine_grpc, "http://127.0.0.1:50051");
+        assert_eq!(a.listen_addr(), "0.0.0.0:9090");
+        assert_eq!(a.stats_interval_ms, 1000);
+        assert!(a.metrics_token.is_none() && a.profiles_dir.is_none() && a.engine_pid.is_none());
+        let a = sidecar(&["--listen", ":9191", "--metrics-token", "t", "--engine-pid", "42"]).unwrap();
+        assert_eq!(a.listen_addr(), "0.0.0.0:9191");
+        assert_eq!((a.metrics_token.as_deref(), a.engine_pid), (Some("t"), Some(42)));
+        assert!(sidecar(&["--stats-interval-ms", "5"]).is_err());
+    }
+}

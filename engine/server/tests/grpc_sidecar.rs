@@ -1,0 +1,301 @@
+//! End to end with real processes and no mocks: `candela serve` on the default
+//! model, its gRPC API, and `candela sidecar` (the real binary) relaying its
+//! metrics. One engine serves every check so the model loads once (twice: the
+//! test restarts it to watch the sidecar reconnect).
+//!
+//! Checks: `Generate` streams the same greedy text as `/v1/completions`;
+//! `WatchStats` rebuilds exactly the engine's `/metrics` (every `vllm:` sample);
+//! the sidecar serves the same `vllm:` samples at a quiescent moment, its device
+//! series, 401 without the token, finished profiles; `candela_sidecar_engine_up`
+//! goes to 0 when the engine is killed and back to 1 when it restarts on the same
+//! ports.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use candela::grpc::{
+    FinishReason, GenerateRequest, GrpcClient, HealthRequest, Prompt, SamplingParams, ServingStatus,
+    WatchStatsRequest,
+};
+use candela::metrics::EngineMetrics;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "sidecar-test-token";
+const PROMPT: &str = "The capital of France is";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process, killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_engine(model: &Path, http: u16, grpc: u16) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_candela"))
+        .args(["serve", "--host", "127.0.0.1", "--port", &http.to_string(), "--grpc-port", &grpc.to_string()])
+        .args(["--max-model-len", "256", "--kv-cache-memory", "64MiB", "--served-model-name", "smol"])
+        .arg("--model")
+        .arg(model)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn candela serve");
+    let mut engine = Proc(child);
+    wait_until("the engine is healthy", Duration::from_secs(300), || {
+        if let Ok(Some(status)) = engine.0.try_wait() {
+            panic!("candela serve exited early: {status}");
+        }
+        get(http, "/health", None).is_ok_and(|(status, _)| status == 200)
+    });
+    engine
+}
+
+fn start_sidecar(grpc: u16, port: u16, engine_pid: u32, profiles: &Path) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_candela"))
+        .args(["sidecar", "--engine-grpc", &format!("http://127.0.0.1:{grpc}")])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--stats-interval-ms", "100"])
+        .args(["--engine-pid", &engine_pid.to_string()])
+        .arg("--profiles-dir")
+        .arg(profiles)
+        .env("CANDELA_SIDECAR_METRICS_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn candela sidecar");
+    let mut sidecar = Proc(child);
+    wait_until("the sidecar answers", Duration::from_secs(30), || {
+        if let Ok(Some(status)) = sidecar.0.try_wait() {
+            panic!("candela sidecar exited early: {status}");
+        }
+        get(port, "/health", None).is_ok_and(|(status, _)| status == 200)
+    });
+    sidecar
+}
+
+fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One HTTP/1.1 exchange; `(status, body)`.
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    stream.write_all(format!("{head}\r\n{body}").as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "test client reads plain bodies only"
+    );
+    Ok((status, body.to_owned()))
+}
+
+fn get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    request(port, "GET", path, "", token)
+}
+
+fn complete(port: u16, body: Value) -> Value {
+    let (status, text) = request(port, "POST", "/v1/completions", &body.to_string(), None).unwrap();
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every `vllm:` sample of an exposition: `name{labels}` → value as printed.
+fn vllm_samples(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| l.starts_with("vllm:"))
+        .map(|l| {
+            let (key, value) = l.rsplit_once(' ').expect("sample line");
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+/// The value of an unlabelled sample.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn engine_metrics(http: u16) -> String {
+    let (status, body) = get(http, "/metrics", None).unwrap();
+    assert_eq!(status, 200);
+    body
+}
+
+fn sidecar_metrics(port: u16) -> String {
+    let (status, body) = get(port, "/metrics", Some(TOKEN)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[test]
+fn grpc_and_sidecar_against_the_real_engine() {
+    let model = common::default_model();
+    let (http, grpc, sidecar_port) = (free_port(), free_port(), free_port());
+    let profiles = std::env::temp_dir().join(format!("candela-sidecar-test-{}", std::process::id()));
+    std::fs::create_dir_all(&profiles).unwrap();
+    let mut engine = start_engine(&model, http, grpc);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+
+    // A small workload over HTTP: greedy, stopped by length.
+    let reference = complete(http, json!({"prompt": PROMPT, "max_tokens": 8, "temperature": 0}));
+    for max_tokens in [3, 5] {
+        complete(http, json!({"prompt": "Once upon a time", "max_tokens": max_tokens, "temperature": 0}));
+    }
+
+    rt.block_on(generate_streams_tokens(grpc, reference["choices"][0]["text"].as_str().unwrap()));
+    wait_until("the engine is idle", Duration::from_secs(30), || {
+        let text = engine_metrics(http);
+        sample(&text, "vllm:num_requests_running{engine=\"0\",model_name=\"smol\"}") == Some(0.0)
+            && sample(&text, "vllm:num_requests_waiting{engine=\"0\",model_name=\"smol\"}") == Some(0.0)
+    });
+    rt.block_on(watch_stats_equals_metrics(grpc, http));
+
+    let sidecar = start_sidecar(grpc, sidecar_port, engine.0.id(), &profiles);
+    sidecar_relays_metrics(sidecar_port, http);
+    sidecar_requires_the_token(sidecar_port);
+    sidecar_serves_profiles(sidecar_port, &profiles);
+
+    // The engine goes away: the sidecar keeps answering, engine_up 0, no vllm: series.
+    drop(engine);
+    wait_until("engine_up is 0", Duration::from_secs(20), || {
+        sample(&sidecar_metrics(sidecar_port), "candela_sidecar_engine_up") == Some(0.0)
+    });
+    let down = sidecar_metrics(sidecar_port);
+    assert!(vllm_samples(&down).is_empty(), "stale vllm: series while the engine is down:\n{down}");
+    assert!(sample(&down, "candela_host_memory_total_bytes").is_some_and(|v| v > 0.0));
+
+    // Restarted on the same ports, it is found again without touching the sidecar.
+    engine = start_engine(&model, http, grpc);
+    wait_until("engine_up is 1 again", Duration::from_secs(30), || {
+        let text = sidecar_metrics(sidecar_port);
+        sample(&text, "candela_sidecar_engine_up") == Some(1.0) && !vllm_samples(&text).is_empty()
+    });
+    let fresh = vllm_samples(&sidecar_metrics(sidecar_port));
+    assert_eq!(
+        fresh["vllm:prompt_tokens_total{engine=\"0\",model_name=\"smol\"}"], "0.0",
+        "a new engine's counters"
+    );
+    drop(sidecar);
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&profiles);
+}
+
+async fn generate_streams_tokens(grpc: u16, expected_text: &str) {
+    let mut client = GrpcClient::connect(format!("http://127.0.0.1:{grpc}")).await.expect("gRPC connects");
+    let health = client.health(HealthRequest {}).await.expect("Health").into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
+    assert_eq!(health.model_name, "smol");
+
+    let sampling = SamplingParams { temperature: Some(0.0), max_tokens: Some(8), ..Default::default() };
+    let request =
+        GenerateRequest { prompt: Some(Prompt::Text(PROMPT.into())), sampling: Some(sampling.clone()) };
+    let mut stream = client.generate(request).await.expect("Generate").into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.message().await.expect("stream item") {
+        events.push(event);
+    }
+    assert!(events.len() > 1, "one message per token, got {events:?}");
+    let (last, init) = events.split_last().unwrap();
+    assert!(init.iter().all(|e| e.finish_reason() == FinishReason::Unspecified && e.token_id.is_some()));
+    assert_ne!(last.finish_reason(), FinishReason::Unspecified);
+    assert_eq!(last.completion_tokens as usize, events.len());
+    assert!(last.prompt_tokens > 0);
+    let text: String = events.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(text, expected_text, "gRPC and HTTP give the same greedy text");
+
+    let bad = GenerateRequest {
+        prompt: Some(Prompt::Text(PROMPT.into())),
+        sampling: Some(SamplingParams { max_tokens: Some(0), ..sampling }),
+    };
+    let status = client.generate(bad).await.expect_err("max_tokens 0 is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+}
+
+async fn watch_stats_equals_metrics(grpc: u16, http: u16) {
+    let mut client = GrpcClient::connect(format!("http://127.0.0.1:{grpc}")).await.expect("gRPC connects");
+    let mut stream =
+        client.watch_stats(WatchStatsRequest { interval_ms: 50 }).await.expect("WatchStats").into_inner();
+    let first = stream.message().await.expect("snapshot").expect("stream open");
+    let second = stream.message().await.expect("snapshot").expect("stream open");
+    assert!(second.taken_at_unix_ms >= first.taken_at_unix_ms + 40, "snapshots arrive every interval_ms");
+    let metrics = EngineMetrics::try_from(second).expect("valid snapshot");
+    assert!(metrics.prompt_tokens > 0 && metrics.success_length >= 3, "the workload is counted: {metrics:?}");
+    let from_grpc = vllm_samples(&metrics.render());
+    let from_http = vllm_samples(&engine_metrics(http));
+    assert!(from_http.len() > 100, "the engine exports every family");
+    assert_eq!(from_grpc, from_http, "WatchStats rebuilds exactly the engine's /metrics");
+}
+
+fn sidecar_relays_metrics(port: u16, http: u16) {
+    let engine = vllm_samples(&engine_metrics(http));
+    wait_until("the sidecar shows the engine's samples", Duration::from_secs(20), || {
+        vllm_samples(&sidecar_metrics(port)) == engine
+    });
+    let text = sidecar_metrics(port);
+    assert_eq!(sample(&text, "candela_sidecar_engine_up"), Some(1.0));
+    for series in [
+        "candela_engine_process_resident_memory_bytes",
+        "candela_engine_process_cpu_seconds_total",
+        "candela_host_memory_total_bytes",
+    ] {
+        assert!(sample(&text, series).is_some_and(|v| v > 0.0), "{series} missing or zero:\n{text}");
+    }
+    assert!(text.contains("candela_host_cpu_seconds_total{mode=\"idle\"} "));
+}
+
+fn sidecar_requires_the_token(port: u16) {
+    let (status, body) = get(port, "/metrics", None).unwrap();
+    assert_eq!(status, 401);
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    assert_eq!(get(port, "/metrics", Some("wrong")).unwrap().0, 401);
+    assert_eq!(get(port, "/profiles", None).unwrap().0, 401);
+}
+
+fn sidecar_serves_profiles(port: u16, dir: &Path) {
+    let trace = r#"{"traceEvents":[]}"#;
+    std::fs::write(dir.join("trace-1.json"), trace).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a profile").unwrap();
+    let (status, body) = get(port, "/profiles", Some(TOKEN)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let listing: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> =
+        listing["profiles"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["trace-1.json"]);
+    assert_eq!(get(port, "/profiles/trace-1.json", Some(TOKEN)).unwrap(), (200, trace.to_owned()));
+    assert_eq!(get(port, "/profiles/notes.txt", Some(TOKEN)).unwrap().0, 404);
+    assert_eq!(get(port, "/profiles/..%2Fsecret.json", Some(TOKEN)).unwrap().0, 404);
+}
