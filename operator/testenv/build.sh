@@ -38,10 +38,10 @@ for c in "${components[@]}"; do
   echo "building $c (cold builds take minutes)..." >&2
   case "$c" in
     etcd)
-      (cd "$here/etcd" && "${nice_cmd[@]}" go build -trimpath -ldflags "-s -w" -o "$bin/.$c.tmp" .)
+      (cd "$here/etcd" && "${nice_cmd[@]}" go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$bin/.$c.tmp" .)
       ;;
     kube-apiserver | kube-controller-manager)
-      (cd "$here/kube" && "${nice_cmd[@]}" go build -trimpath -ldflags "$ldflags" \
+      (cd "$here/kube" && "${nice_cmd[@]}" go build -trimpath -buildvcs=false -ldflags "$ldflags" \
         -o "$bin/.$c.tmp" "k8s.io/kubernetes/cmd/$c")
       ;;
     *)
