@@ -28,7 +28,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prompt
     };
     let ids = m.tokenizer.encode(text, false).map_err(|e| e.to_string())?.get_ids().to_vec();
-    eprintln!("prompt ids: {ids:?}");
     let t0 = Instant::now();
     let run = reference_generate_greedy(&m.model, &ids, max, &m.eos_token_ids)?;
     let dt = t0.elapsed().as_secs_f64();
