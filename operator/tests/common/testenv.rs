@@ -117,6 +117,13 @@ impl TestEnv {
             _processes: processes,
         };
         env.wait_ready();
+        // Install the Candela CRD before the controller manager starts, so its garbage
+        // collector knows the owner kind at once instead of after its 30 s discovery resync.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async { super::install_candela_crd(&env.admin().await).await });
         let mut env = env;
         env._processes.push(spawn_watched(
             &bin.join("kube-controller-manager"),
