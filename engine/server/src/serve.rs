@@ -42,6 +42,9 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
             "--device cuda:{n}: this build runs on CPU only (CUDA support is planned behind the `cuda` feature)"
         ),
     };
+    if args.cache.kv_cache_dtype == cli::KvCacheDtype::Fp8 {
+        bail!("--kv-cache-dtype fp8 is not supported on the CPU backend; use auto");
+    }
     let loaded = candela_model::load(&model_path, &device, candle_core::DType::F32)
         .with_context(|| format!("loading {}", model_path.display()))?;
     let LoadedModel { model, tokenizer, chat_template, eos_token_ids, bos_token, eos_token, config, .. } =
