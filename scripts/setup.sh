@@ -31,6 +31,18 @@ if [ "${1:-}" = "--test-deps" ]; then
     echo "setup: installing the openai client and pytest into $VENV" >&2
     "$VENV/bin/pip" install --quiet "openai>=1.50" "pytest>=8" >&2
   fi
+  # llama.cpp's tokenizer test vectors (ggml-vocab-*.gguf + .inp/.out) from the
+  # llama-cpp-python sdist, for engine/model/tests/vocab_vectors.rs.
+  VOCAB="$CACHE/vocab"
+  if [ ! -s "$VOCAB/ggml-vocab-qwen2.gguf.out" ]; then
+    echo "setup: fetching llama.cpp tokenizer test vectors (llama-cpp-python==0.3.16 sdist)" >&2
+    SDIST="$CACHE/sdist"
+    mkdir -p "$SDIST" "$VOCAB"
+    [ -s "$SDIST/llama_cpp_python-0.3.16.tar.gz" ] || \
+      python3 -m pip download --quiet --no-deps --no-binary :all: llama-cpp-python==0.3.16 -d "$SDIST" >&2
+    tar -xzf "$SDIST/llama_cpp_python-0.3.16.tar.gz" -C "$VOCAB" --strip-components=4 \
+      --wildcards 'llama_cpp_python-0.3.16/vendor/llama.cpp/models/ggml-vocab-*'
+  fi
 fi
 
 echo "$MODEL"

@@ -1,9 +1,8 @@
 //! llama.cpp's tokenizer test vectors (`ggml-vocab-*.gguf` with `.inp` / `.out`)
 //! against our GGUF-built tokenizers. The files come from the
 //! `llama-cpp-python==0.3.16` sdist (`vendor/llama.cpp/models/`), which
-//! `scripts/setup.sh` does not fetch, so this test is opt-in:
-//! `CANDELA_VOCAB_DIR=dir cargo test -p candela-model --test vocab_vectors -- --ignored`
-//! (default dir `~/.cache/candela/vocab`).
+//! `scripts/setup.sh --test-deps` unpacks into `~/.cache/candela/vocab`
+//! (`CANDELA_VOCAB_DIR` overrides it).
 
 use std::path::PathBuf;
 
@@ -43,26 +42,22 @@ fn check(name: &str) {
 }
 
 #[test]
-#[ignore = "needs llama.cpp's vocab files (see the module doc)"]
 fn gpt2_vectors() {
     check("gpt-2");
 }
 
 #[test]
-#[ignore = "needs llama.cpp's vocab files (see the module doc)"]
 fn starcoder_vectors_cover_the_smollm_pre_tokenizer() {
     check("starcoder");
     check("refact");
 }
 
 #[test]
-#[ignore = "needs llama.cpp's vocab files (see the module doc)"]
 fn qwen2_vectors() {
     check("qwen2");
 }
 
 #[test]
-#[ignore = "needs llama.cpp's vocab files (see the module doc)"]
 fn llama_bpe_vectors() {
     check("llama-bpe");
 }
