@@ -33,6 +33,7 @@ async fn eos_ends_with_stop_and_hides_its_text() {
     assert_eq!(tokens[..tokens.len() - 1].concat(), content);
     assert_eq!(v["usage"]["completion_tokens"], tokens.len());
     wait_drained(&engine).await;
+    assert_eq!(engine.metrics().success_stop, 1);
 }
 
 #[tokio::test]
@@ -101,10 +102,11 @@ async fn chat_stream_shape_with_usage() {
         assert_eq!(finishes, vec![&json!("length")]);
     }
     wait_drained(&engine).await;
+    assert_eq!(engine.metrics().success_length, 3);
 }
 
 /// One sequence may run at a time, so two of the three wait: all three must be
-/// aborted, or the engine would be busy for 1,200 more tokens.
+/// aborted, not left to generate 1,200 tokens nobody reads.
 #[tokio::test]
 async fn client_hangup_mid_stream_aborts_every_sequence() {
     let (app, engine) = app_with(Limits { max_num_seqs: 1, ..Limits::default() });
@@ -120,4 +122,7 @@ async fn client_hangup_mid_stream_aborts_every_sequence() {
     assert!(engine.stats().device_cache_usage > 0.0);
     drop(body);
     wait_drained(&engine).await;
+    // All three ended as aborts, none ran to its 400 tokens.
+    let m = engine.metrics();
+    assert_eq!((m.success_abort, m.success_length, m.success_stop), (3, 0, 0));
 }

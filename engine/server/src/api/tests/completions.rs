@@ -50,6 +50,7 @@ async fn batch_prompts_and_n_index_choices() {
     assert_eq!(v["usage"]["prompt_tokens"], prompt_tokens);
     assert_eq!(v["usage"]["completion_tokens"], 8);
     wait_drained(&engine).await;
+    assert_eq!(engine.metrics().success_length, 4);
 }
 
 /// Choice `i` samples with `seed + i`: a seeded request repeats exactly, and its
@@ -102,8 +103,12 @@ async fn stop_strings_truncate_and_abort() {
     // A stop inside one token cuts that token's text.
     let v = stopped(json!({"stop": "aris"})).await;
     assert_eq!(v["choices"][0]["text"], " P");
-    // Each stopped request was ended in the engine, not left generating 20 tokens.
+    // Each stopped request was ended in the engine as `stop` (not left to generate
+    // its 20 tokens, nor merely dropped as an abort).
     wait_drained(&engine).await;
+    let m = engine.metrics();
+    assert_eq!((m.success_length, m.success_stop, m.success_abort), (1, 3, 0));
+    assert!(m.generation_tokens < 4 + 3 * 20, "{} tokens generated", m.generation_tokens);
 }
 
 #[tokio::test]
@@ -152,4 +157,6 @@ async fn completion_stream_with_stop_never_leaks_the_stop_string() {
     assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
     assert!(chunks.iter().all(|c| c.get("usage").is_none()));
     wait_drained(&engine).await;
+    let m = engine.metrics();
+    assert_eq!((m.success_stop, m.success_abort, m.success_length), (1, 0, 0));
 }

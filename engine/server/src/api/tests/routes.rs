@@ -107,6 +107,8 @@ async fn hostile_bodies_are_openai_400s() {
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     wait_drained(&engine).await;
+    let m = engine.metrics();
+    assert_eq!((m.prompt_tokens, m.generation_tokens), (0, 0));
 }
 
 /// A template that raises (as many Hugging Face templates do for unknown roles) is
@@ -196,6 +198,8 @@ async fn overloaded_engine_is_503_with_retry_after() {
     // Hanging up on both frees the engine for good.
     drop((running, waiting));
     wait_drained(&engine).await;
+    let m = engine.metrics();
+    assert_eq!((m.success_abort, m.success_length), (2, 0));
 }
 
 #[tokio::test]
