@@ -76,11 +76,11 @@ pub fn paged_attention(
     if t == 0 {
         return Ok(());
     }
-    if q.len() != out.len() || hd == 0 || nkv == 0 || q.len() % (t * hd) != 0 {
+    if q.len() != out.len() || hd == 0 || nkv == 0 || !q.len().is_multiple_of(t * hd) {
         return bad(format!("q/out of {} floats do not fit {t} tokens × {hd}", q.len()));
     }
     let nh = q.len() / (t * hd);
-    if nh % nkv != 0 {
+    if !nh.is_multiple_of(nkv) {
         return bad(format!("{nh} query heads are not a multiple of {nkv} KV heads"));
     }
     let group = nh / nkv;
@@ -96,12 +96,13 @@ pub fn paged_attention(
         if s.block_table.iter().any(|&b| b as usize >= num_blocks) {
             return bad("a block id is outside the cache".into());
         }
-        for tt in s.query_start..end {
-            if batch.positions[tt] as usize >= s.context_len {
-                return bad(format!("position {} beyond context {}", batch.positions[tt], s.context_len));
+        let range = s.query_start..end;
+        for (slot, &p) in tok_seq[range.clone()].iter_mut().zip(&batch.positions[range]) {
+            if p as usize >= s.context_len {
+                return bad(format!("position {p} beyond context {}", s.context_len));
             }
-            tok_seq[tt] = si;
-            work += batch.positions[tt] as usize + 1;
+            *slot = si;
+            work += p as usize + 1;
         }
     }
 

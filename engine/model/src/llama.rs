@@ -56,7 +56,7 @@ impl ModelConfig {
         if c.num_layers == 0 || c.num_heads == 0 || c.num_kv_heads == 0 || c.head_dim == 0 {
             return Err(Error::InvalidModel(format!("degenerate model shape {c:?}")));
         }
-        if c.num_heads % c.num_kv_heads != 0 || c.head_dim % 2 != 0 {
+        if !c.num_heads.is_multiple_of(c.num_kv_heads) || !c.head_dim.is_multiple_of(2) {
             return Err(Error::InvalidModel(format!(
                 "{} heads / {} KV heads / head_dim {} is not a valid attention layout",
                 c.num_heads, c.num_kv_heads, c.head_dim

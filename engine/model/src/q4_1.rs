@@ -46,7 +46,7 @@ impl Q41Matrix {
     /// # Errors
     /// [`Error::InvalidModel`] when `k` is not a multiple of 32 or the byte count is off.
     pub fn new(data: Vec<u8>, n: usize, k: usize) -> Result<Self> {
-        if k % QK != 0 || data.len() != n * (k / QK) * W_BLOCK {
+        if !k.is_multiple_of(QK) || data.len() != n * (k / QK) * W_BLOCK {
             return Err(Error::InvalidModel(format!(
                 "Q4_1 matrix [{n}, {k}] with {} bytes",
                 data.len()
@@ -65,7 +65,7 @@ impl Q41Matrix {
     /// [`Error::InvalidInput`] when `x.len()` is not a multiple of `k`.
     pub fn matmul(&self, x: &[f32]) -> Result<Vec<f32>> {
         let (n, k) = (self.n, self.k);
-        if x.len() % k != 0 {
+        if !x.len().is_multiple_of(k) {
             return Err(Error::InvalidInput(format!("Q4_1 matmul: {} inputs for k = {k}", x.len())));
         }
         let m = x.len() / k;

@@ -72,7 +72,7 @@ impl RopeTable {
         if t == 0 {
             return Ok(());
         }
-        if hd == 0 || x.len() % (t * hd) != 0 {
+        if hd == 0 || !x.len().is_multiple_of(t * hd) {
             return Err(Error::InvalidInput(format!("rope: {} floats for {t} tokens", x.len())));
         }
         let row = x.len() / t;

@@ -72,13 +72,12 @@ fn apply_penalties(l: &mut [f32], p: &SamplingParams, prompt: &[u32], output: &[
     if p.repetition_penalty != 1.0 {
         let mut seen = vec![false; vocab];
         for &t in prompt.iter().chain(output) {
-            if let Some(s) = seen.get_mut(t as usize) {
-                if !*s {
+            if let Some(s) = seen.get_mut(t as usize)
+                && !*s {
                     *s = true;
                     let x = &mut l[t as usize];
                     *x = if *x > 0.0 { *x / p.repetition_penalty } else { *x * p.repetition_penalty };
                 }
-            }
         }
     }
     if p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {

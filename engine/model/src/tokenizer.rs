@@ -153,11 +153,10 @@ pub fn tokenizer_from_gguf(md: &Content) -> Result<TokenizerBundle> {
     let bos_token_id = id("tokenizer.ggml.bos_token_id");
     let eos = id("tokenizer.ggml.eos_token_id");
     let mut eos_token_ids: Vec<u32> = eos.into_iter().collect();
-    if let Some(eot) = id("tokenizer.ggml.eot_token_id") {
-        if !eos_token_ids.contains(&eot) {
+    if let Some(eot) = id("tokenizer.ggml.eot_token_id")
+        && !eos_token_ids.contains(&eot) {
             eos_token_ids.push(eot);
         }
-    }
     Ok(TokenizerBundle {
         tokenizer: tk,
         chat_template: md_str(md, "tokenizer.chat_template").map(str::to_string),
@@ -221,11 +220,10 @@ pub fn tokenizer_from_hf_dir(dir: &Path) -> Result<TokenizerBundle> {
             eos_token_ids = ids(v.get("eos_token_id"));
         }
     }
-    if let Some(id) = eos_token.as_deref().and_then(|t| tk.token_to_id(t)) {
-        if !eos_token_ids.contains(&id) {
+    if let Some(id) = eos_token.as_deref().and_then(|t| tk.token_to_id(t))
+        && !eos_token_ids.contains(&id) {
             eos_token_ids.push(id);
         }
-    }
     let bos_token_id = bos_token.as_deref().and_then(|t| tk.token_to_id(t));
     Ok(TokenizerBundle { tokenizer: tk, chat_template, bos_token_id, eos_token_ids, bos_token, eos_token })
 }
