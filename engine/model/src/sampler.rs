@@ -5,10 +5,12 @@
 //! (ties → lowest id) or temperature → top-k → top-p → min-p and one draw
 //! from the request's own RNG.
 //!
-//! Determinism: candidates are ordered by (logit desc, id asc) and the draw
-//! walks them in that order with one uniform from the RNG, so a seeded
-//! request reproduces exactly. Cost: one copy of the row plus a sort of the
-//! surviving candidates (partial when top-k is set).
+//! Determinism: the draw walks the surviving candidates in a fixed order (id
+//! order, or rank order (logit desc, id asc) once top-k / top-p sorted them)
+//! with one uniform from the RNG, so a seeded request reproduces exactly.
+//! Cost: one copy of the row and O(vocab) passes; sorting only for top-k
+//! (its k survivors) and top-p (the top 256, the whole row only when those do
+//! not reach the nucleus mass).
 
 use candela_core::{SamplingParams, TokenLogprobs};
 use rand::Rng;
@@ -111,12 +113,17 @@ fn by_rank(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
+/// Candidates kept sorted when top-p needs rank order; the rest of the vocab is only
+/// sorted when these few do not already reach the nucleus mass.
+const NUCLEUS_HEAD: usize = 256;
+
 fn draw<R: Rng + ?Sized>(l: &mut [f32], p: &SamplingParams, rng: &mut R) -> u32 {
     let t = p.temperature;
+    // Id order; NaN and -inf (masked) tokens are never candidates.
     let mut cand: Vec<(u32, f32)> = l
         .iter()
         .enumerate()
-        .filter(|(_, x)| x.is_finite() || **x == f32::INFINITY)
+        .filter(|(_, x)| !x.is_nan() && **x > f32::NEG_INFINITY)
         .map(|(i, &x)| (i as u32, x / t))
         .collect();
     if cand.is_empty() {
@@ -125,38 +132,43 @@ fn draw<R: Rng + ?Sized>(l: &mut [f32], p: &SamplingParams, rng: &mut R) -> u32 
     if p.top_k > 0 && p.top_k < cand.len() {
         cand.select_nth_unstable_by(p.top_k - 1, by_rank);
         cand.truncate(p.top_k);
+        cand.sort_unstable_by(by_rank);
     }
-    cand.sort_unstable_by(by_rank);
-    let max = cand[0].1;
-    let mut probs: Vec<f64> = cand.iter().map(|&(_, x)| f64::from((x - max).exp())).collect();
-    let total: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|x| *x /= total);
+    let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+    // Unnormalized probabilities: the top token weighs 1.
+    let w = |x: f32| f64::from((x - max).exp());
     if p.top_p < 1.0 {
-        let mut cum = 0.0;
-        let mut keep = probs.len();
-        for (i, &q) in probs.iter().enumerate() {
-            cum += q;
-            if cum >= f64::from(p.top_p) {
-                keep = i + 1;
-                break;
-            }
+        let total: f64 = cand.iter().map(|c| w(c.1)).sum();
+        let target = f64::from(p.top_p) * total;
+        let head = NUCLEUS_HEAD.min(cand.len());
+        if head < cand.len() {
+            cand.select_nth_unstable_by(head - 1, by_rank);
         }
-        probs.truncate(keep);
+        cand[..head].sort_unstable_by(by_rank);
+        if cand[..head].iter().map(|c| w(c.1)).sum::<f64>() < target {
+            cand.sort_unstable_by(by_rank);
+        }
+        let mut cum = 0.0;
+        let keep = cand
+            .iter()
+            .position(|c| {
+                cum += w(c.1);
+                cum >= target
+            })
+            .map_or(cand.len(), |i| i + 1);
         cand.truncate(keep);
     }
     if p.min_p > 0.0 {
-        let thr = probs[0] * f64::from(p.min_p);
-        let keep = probs.iter().take_while(|&&q| q >= thr).count().max(1);
-        probs.truncate(keep);
-        cand.truncate(keep);
+        // p_i >= min_p * p_max  <=>  w_i >= min_p (the top token keeps w = 1).
+        cand.retain(|c| w(c.1) >= f64::from(p.min_p));
     }
-    let total: f64 = probs.iter().sum();
+    let total: f64 = cand.iter().map(|c| w(c.1)).sum();
     let u = rng.random::<f64>() * total;
     let mut cum = 0.0;
-    for (i, &q) in probs.iter().enumerate() {
-        cum += q;
+    for c in &cand {
+        cum += w(c.1);
         if u < cum {
-            return cand[i].0;
+            return c.0;
         }
     }
     cand[cand.len() - 1].0

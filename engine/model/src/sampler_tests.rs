@@ -123,3 +123,23 @@ fn logprobs_come_from_raw_logits() {
     let zero = SamplingParams { logprobs: Some(0), ..greedy() };
     assert!(Sampler.sample(&l, &zero, &[], &[], &[], &mut rng).1.unwrap().top.is_empty());
 }
+
+#[test]
+fn top_p_nucleus_is_exact_beyond_the_sorted_head() {
+    // Flat-ish row over 1000 tokens: the nucleus needs far more than 256 tokens.
+    let flat: Vec<f32> = (0..1000).map(|i| -(i as f32) * 0.001).collect();
+    // Peaked row: the nucleus sits inside the head.
+    let peaked: Vec<f32> = (0..1000).map(|i| -(i as f32) * 0.5).collect();
+    for (row, top_p) in [(&flat, 0.9f32), (&peaked, 0.95)] {
+        // Brute force: smallest rank prefix with mass >= top_p.
+        let max = row[0];
+        let ws: Vec<f64> = row.iter().map(|&x| f64::from((x - max).exp())).collect();
+        let total: f64 = ws.iter().sum();
+        let mut cum = 0.0;
+        let size = ws.iter().position(|w| { cum += w; cum >= f64::from(top_p) * total }).unwrap() + 1;
+        let d = draws(row, &SamplingParams { top_p, ..p() }, 4000, 9);
+        let top = *d.iter().max().unwrap() as usize;
+        assert!(top < size, "drew rank {top} outside a nucleus of {size}");
+        assert!(top + 1 >= size * 9 / 10 || size < 10, "never came near the nucleus edge: {top} of {size}");
+    }
+}
