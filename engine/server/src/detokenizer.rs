@@ -465,22 +465,17 @@ pub(crate) mod tests {
         }
     }
 
-    /// SmolLM2's own tokenizer, read from the default GGUF (`None` when it is not downloaded).
-    fn smollm2() -> Option<Arc<Tokenizer>> {
-        let home = std::env::var_os("HOME")?;
-        let path = std::path::PathBuf::from(home)
-            .join(".cache/candela/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-        if !path.exists() {
-            eprintln!("skipped: {} missing (run scripts/setup.sh)", path.display());
-            return None;
-        }
+    /// The default model's real tokenizer; panics with the fix when the model is missing.
+    fn smollm2() -> Arc<Tokenizer> {
+        let path = crate::cli::default_model_path().expect("$HOME is set");
+        assert!(path.exists(), "{} is missing: run scripts/setup.sh", path.display());
         let (content, _) = candela_model::load_gguf::read_gguf(&path).unwrap();
-        Some(Arc::new(candela_model::tokenizer::tokenizer_from_gguf(&content).unwrap().tokenizer))
+        Arc::new(candela_model::tokenizer::tokenizer_from_gguf(&content).unwrap().tokenizer)
     }
 
     #[test]
     fn real_tokenizer_streams_exactly_what_batch_decode_gives() {
-        let Some(tok) = smollm2() else { return };
+        let tok = smollm2();
         let text = "Hello, world! naïve café 日本語のテキスト 🎉🚀\n\tfn main() { println!(\"{}\", 42); }\n  — done.";
         let ids = encode(&tok, text);
         let (deltas, tail) = stream(&tok, &ids, StopStrings::default());
@@ -493,7 +488,7 @@ pub(crate) mod tests {
 
     #[test]
     fn real_tokenizer_skips_chat_specials_and_stops_across_tokens() {
-        let Some(tok) = smollm2() else { return };
+        let tok = smollm2();
         let ids = encode(&tok, "<|im_start|>assistant\nThe answer is 42.<|im_end|>");
         let im_end = *ids.last().unwrap();
         assert_eq!(token_text(&tok, im_end), "<|im_end|>");
