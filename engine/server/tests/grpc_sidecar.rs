@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use candela::grpc::{
     FinishReason, GenerateRequest, GrpcClient, HealthRequest, Prompt, SamplingParams, ServingStatus,
-    WatchStatsRequest,
+    TokenIds, WatchStatsRequest,
 };
 use candela::metrics::EngineMetrics;
 use serde_json::{Value, json};
@@ -176,7 +176,16 @@ fn grpc_and_sidecar_against_the_real_engine() {
         complete(http, json!({"prompt": "Once upon a time", "max_tokens": max_tokens, "temperature": 0}));
     }
 
-    rt.block_on(generate_streams_tokens(grpc, reference["choices"][0]["text"].as_str().unwrap()));
+    let (status, tokenized) =
+        request(http, "POST", "/tokenize", &json!({"prompt": PROMPT}).to_string(), None).unwrap();
+    assert_eq!(status, 200, "{tokenized}");
+    let prompt_ids: Vec<u32> =
+        serde_json::from_value(serde_json::from_str::<Value>(&tokenized).unwrap()["tokens"].clone()).unwrap();
+    rt.block_on(generate_streams_tokens(
+        grpc,
+        &prompt_ids,
+        reference["choices"][0]["text"].as_str().unwrap(),
+    ));
     wait_until("the engine is idle", Duration::from_secs(30), || {
         let text = engine_metrics(http);
         sample(&text, "vllm:num_requests_running{engine=\"0\",model_name=\"smol\"}") == Some(0.0)
@@ -214,7 +223,7 @@ fn grpc_and_sidecar_against_the_real_engine() {
     let _ = std::fs::remove_dir_all(&profiles);
 }
 
-async fn generate_streams_tokens(grpc: u16, expected_text: &str) {
+async fn generate_streams_tokens(grpc: u16, prompt_ids: &[u32], expected_text: &str) {
     let mut client = GrpcClient::connect(format!("http://127.0.0.1:{grpc}")).await.expect("gRPC connects");
     let health = client.health(HealthRequest {}).await.expect("Health").into_inner();
     assert_eq!(health.status(), ServingStatus::Serving);
@@ -236,6 +245,18 @@ async fn generate_streams_tokens(grpc: u16, expected_text: &str) {
     assert!(last.prompt_tokens > 0);
     let text: String = events.iter().map(|e| e.text.as_str()).collect();
     assert_eq!(text, expected_text, "gRPC and HTTP give the same greedy text");
+
+    // The same prompt as token ids gives the same tokens.
+    let by_ids = GenerateRequest {
+        prompt: Some(Prompt::TokenIds(TokenIds { ids: prompt_ids.to_vec() })),
+        sampling: Some(sampling.clone()),
+    };
+    let mut stream = client.generate(by_ids).await.expect("Generate by ids").into_inner();
+    let mut ids = Vec::new();
+    while let Some(event) = stream.message().await.expect("stream item") {
+        ids.extend(event.token_id);
+    }
+    assert_eq!(ids, events.iter().filter_map(|e| e.token_id).collect::<Vec<_>>());
 
     let bad = GenerateRequest {
         prompt: Some(Prompt::Text(PROMPT.into())),

@@ -141,6 +141,9 @@ struct GpuReading {
     temp_c: Option<f64>,
 }
 
+/// Picks one reading out of a [`GpuReading`].
+type GpuField = fn(&GpuReading) -> Option<f64>;
+
 fn render_gpus(out: &mut String, nvml: &Nvml) {
     const MIB: f64 = 1024.0 * 1024.0;
     let count = nvml.device_count().unwrap_or(0);
@@ -163,7 +166,7 @@ fn render_gpus(out: &mut String, nvml: &Nvml) {
             })
         })
         .collect();
-    let gauges: [(&str, &str, fn(&GpuReading) -> Option<f64>); 5] = [
+    let gauges: [(&str, &str, GpuField); 5] = [
         (names::DCGM_GPU_UTIL, "GPU utilization (in %).", |r| r.util),
         (names::DCGM_FB_USED, "Framebuffer memory used (in MiB).", |r| r.fb_used_mib),
         (names::DCGM_FB_FREE, "Framebuffer memory free (in MiB).", |r| r.fb_free_mib),
