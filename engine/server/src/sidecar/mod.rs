@@ -44,7 +44,7 @@ pub struct SidecarArgs {
     #[arg(long, env = "CANDELA_SIDECAR_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
     /// Directory the engine writes profiles to (a volume shared with the engine container).
-    #[arg(long, env = "CANDELA_SIDECAR_PROFILES_DIR")]
+    #[arg(long, visible_alias = "profiler-dir", env = "CANDELA_SIDECAR_PROFILES_DIR")]
     pub profiles_dir: Option<PathBuf>,
     /// PID of the engine process [default: the first `candela serve` found in /proc].
     #[arg(long, env = "CANDELA_SIDECAR_ENGINE_PID")]
