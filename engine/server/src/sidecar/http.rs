@@ -199,7 +199,59 @@ fn is_profile_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    use axum::body::Body;
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::metrics::{CacheInfo, EngineMetrics};
+
+    async fn scrape(app: Router, token: Option<&str>) -> (StatusCode, String) {
+        let mut req = axum::http::Request::get("/metrics");
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn metrics_are_the_engine_rendering_then_the_sidecar_series() {
+        let mut engine = EngineMetrics::new("smol", 128, CacheInfo { block_size: 16, ..Default::default() });
+        engine.prompt_tokens = 42;
+        engine.histograms.time_to_first_token.observe(0.03);
+        let feed = Feed::default();
+        let state = |feed: &Feed| HttpState {
+            feed: feed.clone(),
+            device: Arc::new(DeviceSampler::new(Some(std::process::id()))),
+            token: Some("t0k".into()),
+            profiles_dir: None,
+        };
+
+        let (status, body) = scrape(router(state(&feed)), Some("t0k")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!body.contains("vllm:"), "no engine series before the first snapshot");
+        assert!(body.contains("\ncandela_sidecar_engine_up 0\n"), "{body}");
+
+        {
+            let mut f = feed.write().unwrap();
+            f.metrics = Some(engine.clone());
+            f.received_at = Some(Instant::now());
+        }
+        let (status, body) = scrape(router(state(&feed)), Some("t0k")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with(&engine.render()), "the engine's exposition, byte for byte");
+        assert!(body.contains("\ncandela_sidecar_engine_up 1\n"), "{body}");
+        assert!(body.contains("\ncandela_engine_process_resident_memory_bytes "), "{body}");
+
+        let (status, body) = scrape(router(state(&feed)), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("Authorization: Bearer"), "{body}");
+        assert_eq!(scrape(router(state(&feed)), Some("nope")).await.0, StatusCode::UNAUTHORIZED);
+    }
 
     #[test]
     fn profile_names() {
