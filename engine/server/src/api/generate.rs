@@ -180,6 +180,10 @@ impl Submission<'_> {
         for (index, (prompt, params)) in requests.into_iter().enumerate() {
             choices.push(self.submit_one(index, prompt, params).await?);
         }
+        // vLLM counts each prompt as one request with parameter `n`.
+        for _ in prompts {
+            self.engine.record_api_request(n);
+        }
         Ok(choices)
     }
 
