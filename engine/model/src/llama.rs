@@ -192,6 +192,9 @@ impl Llama {
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let mut attn = vec![0.0f32; t * c.num_heads * c.head_dim];
         for (li, layer) in self.layers.iter().enumerate() {
+            // Spans feed the engine's profiler (/start_profile); free when it is off.
+            let _layer = tracing::trace_span!("layer", index = li).entered();
+            let attn_span = tracing::trace_span!("attention").entered();
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.rms_norm_eps as f32)?;
             let mut q = flat(&layer.q.forward(&h)?)?;
             let mut k = flat(&layer.k.forward(&h)?)?;
@@ -203,6 +206,8 @@ impl Llama {
             paged_attention(&q, lc, batch, scale, &mut attn)?;
             let a = Tensor::from_slice(&attn, (t, c.num_heads * c.head_dim), &self.device)?;
             x = (x + layer.o.forward(&a)?)?;
+            drop(attn_span);
+            let _mlp = tracing::trace_span!("mlp").entered();
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, c.rms_norm_eps as f32)?;
             let g = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
             let m = (g * layer.up.forward(&h)?)?;
@@ -211,6 +216,7 @@ impl Llama {
         if batch.logits_indices.is_empty() {
             return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &self.device)?);
         }
+        let _head = tracing::trace_span!("lm_head").entered();
         let idx: Vec<u32> = batch.logits_indices.iter().map(|&i| i as u32).collect();
         let idx = Tensor::from_vec(idx, batch.logits_indices.len(), &self.device)?;
         let x = x.index_select(&idx, 0)?.contiguous()?;

@@ -119,12 +119,15 @@ impl ModelRunner {
         swap_in: &[(u32, u32)],
         seqs: &[StepSeq<'_>],
     ) -> Result<Vec<SampledToken>> {
+        let swap = (!swap_out.is_empty() || !swap_in.is_empty())
+            .then(|| tracing::trace_span!("swap", out = swap_out.len(), r#in = swap_in.len()).entered());
         if !swap_out.is_empty() {
             self.device_cache.copy_blocks_to(&mut self.host_cache, swap_out)?;
         }
         if !swap_in.is_empty() {
             self.host_cache.copy_blocks_to(&mut self.device_cache, swap_in)?;
         }
+        drop(swap);
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -138,7 +141,10 @@ impl ModelRunner {
             })
             .collect();
         let batch = ForwardBatch::build(&inputs, self.block_size())?;
+        let forward = tracing::trace_span!("forward", tokens = batch.num_tokens(), seqs = seqs.len()).entered();
         let logits = self.model.forward(&batch, &mut self.device_cache)?;
+        drop(forward);
+        let _sample = tracing::trace_span!("sample", seqs = batch.logits_indices.len()).entered();
         let rows: Vec<Vec<f32>> = logits.to_vec2::<f32>()?;
         let mut jobs = Vec::with_capacity(rows.len());
         for (s, row) in seqs.iter().filter_map(|s| s.sample.map(|a| (s, a))).zip(rows) {

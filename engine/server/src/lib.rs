@@ -7,5 +7,6 @@ pub mod detokenizer;
 pub mod engine;
 pub mod grpc;
 pub mod metrics;
+pub mod profiler;
 pub mod serve;
 pub mod sidecar;

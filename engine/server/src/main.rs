@@ -1,18 +1,28 @@
-//! `candela` binary: parse flags, set up logging, dispatch the subcommand.
+//! `candela` binary: parse flags, set up logging (and the profiler's span
+//! recorder), dispatch the subcommand.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use candela::cli::{Cli, Command};
+use candela::profiler::Profiler;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
     let cli = Cli::parse();
+    let profiler = Profiler::new(match &cli.command {
+        Command::Serve(args) => args.log.profiler_dir(),
+        _ => None,
+    });
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_filter(env))
+        .with(profiler.layer())
+        .init();
     let result = match cli.command {
-        Command::Serve(args) => candela::serve::run(args).await,
+        Command::Serve(args) => candela::serve::run(args, profiler).await,
         Command::Sidecar(args) => candela::sidecar::run(args).await,
     };
     if let Err(e) = result {

@@ -15,6 +15,7 @@ use crate::cli::{self, ServeArgs};
 use crate::engine::{Engine, EngineClient};
 use crate::grpc;
 use crate::metrics::{self, CacheInfo, EngineMetrics};
+use crate::profiler::Profiler;
 
 /// KV memory on CPU when `--kv-cache-memory` is absent (vLLM's `VLLM_CPU_KVCACHE_SPACE` default).
 pub const DEFAULT_CPU_KV_BYTES: u64 = 4 << 30;
@@ -161,7 +162,7 @@ pub fn engine_configs(
 ///
 /// # Errors
 /// Start-up failures (one line each) and socket errors.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs, profiler: Profiler) -> anyhow::Result<()> {
     let started = tokio::task::block_in_place(|| start(&args))?;
     let addr = format!("{}:{}", args.server.host, args.server.port);
     let listener =
@@ -173,7 +174,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let grpc_addr = format!("{}:{}", args.server.host, args.server.grpc_port);
     let grpc_task = grpc::spawn(&grpc_addr, grpc::EngineService::new(&started.state)).await?;
-    let app = api::router(started.state).merge(metrics::router(started.engine.clone()));
+    let app = api::router(started.state).merge(metrics::router(started.engine.clone()))
+        .merge(crate::profiler::router(profiler));
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     // Open WatchStats streams never end by themselves: stop gRPC with HTTP.
     grpc_task.abort();

@@ -41,11 +41,25 @@ impl EngineCore {
     /// # Errors
     /// A failed forward pass; the step's requests are aborted.
     pub fn step(&mut self, clock: &dyn Fn() -> f64) -> candela_model::Result<Option<Step>> {
-        let plan = self.scheduler.schedule(clock());
+        let step = tracing::trace_span!(
+            "step",
+            seqs = tracing::field::Empty,
+            batched_tokens = tracing::field::Empty,
+            decode_tokens = tracing::field::Empty,
+            prefill_tokens = tracing::field::Empty,
+        )
+        .entered();
+        let plan = tracing::trace_span!("schedule").in_scope(|| self.scheduler.schedule(clock()));
         if plan.scheduled.is_empty() && plan.swap_out.is_empty() && plan.swap_in.is_empty() {
             self.runner.finish(&plan.finished);
             return Ok(None);
         }
+        // Batch composition, for the profiler's step events.
+        let decode = plan.scheduled.iter().filter(|s| s.sample && s.num_tokens == 1).count();
+        step.record("seqs", plan.scheduled.len());
+        step.record("batched_tokens", plan.num_batched_tokens);
+        step.record("decode_tokens", decode);
+        step.record("prefill_tokens", plan.num_batched_tokens - decode);
         let outputs = self.execute(&plan, clock)?;
         Ok(Some(Step { plan, outputs }))
     }
