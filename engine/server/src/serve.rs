@@ -173,7 +173,7 @@ pub async fn run(args: ServeArgs, profiler: Profiler) -> anyhow::Result<()> {
         tokio::spawn(metrics::stats_log::run(started.engine.clone(), interval));
     }
     let grpc_addr = format!("{}:{}", args.server.host, args.server.grpc_port);
-    let grpc_task = grpc::spawn(&grpc_addr, grpc::EngineService::new(&started.state)).await?;
+    let grpc_task = grpc::spawn(&grpc_addr, grpc::EngineService::new(&started.state, profiler.clone())).await?;
     let app = api::router(started.state).merge(metrics::router(started.engine.clone()))
         .merge(crate::profiler::router(profiler));
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;

@@ -23,6 +23,7 @@ use crate::api::params::GenerationPlan;
 use crate::api::protocol::{SamplingFields, StringOrVec};
 use crate::api::{ApiError, AppState};
 use crate::engine::EngineClient;
+use crate::profiler::{ProfileError, Profiler};
 
 /// `WatchStats` interval when the request leaves it at 0.
 const DEFAULT_STATS_INTERVAL: Duration = Duration::from_millis(1000);
@@ -37,17 +38,19 @@ pub struct EngineService {
     eos_token_ids: Vec<u32>,
     max_model_len: usize,
     model_name: String,
+    profiler: Profiler,
 }
 
 impl EngineService {
-    /// Shares the engine, tokenizer and limits the HTTP API was built with.
-    pub fn new(state: &AppState) -> Self {
+    /// Shares the engine, tokenizer and limits the HTTP API was built with, and its profiler.
+    pub fn new(state: &AppState, profiler: Profiler) -> Self {
         EngineService {
             engine: state.engine.clone(),
             tokenizer: state.tokenizer.clone(),
             eos_token_ids: state.eos_token_ids.clone(),
             max_model_len: state.max_model_len,
             model_name: state.served_model_names.first().cloned().unwrap_or_default(),
+            profiler,
         }
     }
 
@@ -126,14 +129,23 @@ impl pb::engine_server::Engine for EngineService {
         &self,
         _: Request<pb::StartProfileRequest>,
     ) -> Result<Response<pb::StartProfileResponse>, Status> {
-        Err(Status::unimplemented("profiler not built yet"))
+        self.profiler.start().map_err(profile_status)?;
+        Ok(Response::new(pb::StartProfileResponse {}))
     }
 
     async fn stop_profile(
         &self,
         _: Request<pb::StopProfileRequest>,
     ) -> Result<Response<pb::StopProfileResponse>, Status> {
-        Err(Status::unimplemented("profiler not built yet"))
+        let path = self.profiler.stop().map_err(profile_status)?;
+        Ok(Response::new(pb::StopProfileResponse { path: path.display().to_string() }))
+    }
+}
+
+fn profile_status(e: ProfileError) -> Status {
+    match e {
+        ProfileError::Disabled | ProfileError::NotRunning => Status::failed_precondition(e.to_string()),
+        ProfileError::Write { .. } => Status::internal(e.to_string()),
     }
 }
 
