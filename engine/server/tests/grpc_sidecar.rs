@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use candela::grpc::{
     FinishReason, GenerateRequest, GrpcClient, HealthRequest, Prompt, SamplingParams, ServingStatus,
-    TokenIds, WatchStatsRequest,
+    StartProfileRequest, StopProfileRequest, TokenIds, WatchStatsRequest,
 };
 use candela::metrics::EngineMetrics;
 use serde_json::{Value, json};
@@ -43,12 +43,14 @@ impl Drop for Proc {
     }
 }
 
-fn start_engine(model: &Path, http: u16, grpc: u16) -> Proc {
+fn start_engine(model: &Path, http: u16, grpc: u16, profiles: &Path) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_candela"))
         .args(["serve", "--host", "127.0.0.1", "--port", &http.to_string(), "--grpc-port", &grpc.to_string()])
         .args(["--max-model-len", "256", "--kv-cache-memory", "64MiB", "--served-model-name", "smol"])
         .arg("--model")
         .arg(model)
+        .arg("--profiler-dir")
+        .arg(profiles)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -167,7 +169,7 @@ fn grpc_and_sidecar_against_the_real_engine() {
     let (http, grpc, sidecar_port) = (free_port(), free_port(), free_port());
     let profiles = std::env::temp_dir().join(format!("candela-sidecar-test-{}", std::process::id()));
     std::fs::create_dir_all(&profiles).unwrap();
-    let mut engine = start_engine(&model, http, grpc);
+    let mut engine = start_engine(&model, http, grpc, &profiles);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
     // A small workload over HTTP: greedy, stopped by length.
@@ -191,12 +193,13 @@ fn grpc_and_sidecar_against_the_real_engine() {
         sample(&text, "vllm:num_requests_running{engine=\"0\",model_name=\"smol\"}") == Some(0.0)
             && sample(&text, "vllm:num_requests_waiting{engine=\"0\",model_name=\"smol\"}") == Some(0.0)
     });
+    let trace = rt.block_on(profile_over_grpc(grpc, &profiles));
     rt.block_on(watch_stats_equals_metrics(grpc, http));
 
     let sidecar = start_sidecar(grpc, sidecar_port, engine.0.id(), &profiles);
     sidecar_relays_metrics(sidecar_port, http);
     sidecar_requires_the_token(sidecar_port);
-    sidecar_serves_profiles(sidecar_port, &profiles);
+    sidecar_serves_profiles(sidecar_port, &profiles, &trace);
 
     // The engine goes away: the sidecar keeps answering, engine_up 0, no vllm: series.
     drop(engine);
@@ -208,7 +211,7 @@ fn grpc_and_sidecar_against_the_real_engine() {
     assert!(sample(&down, "candela_host_memory_total_bytes").is_some_and(|v| v > 0.0));
 
     // Restarted on the same ports, it is found again without touching the sidecar.
-    engine = start_engine(&model, http, grpc);
+    engine = start_engine(&model, http, grpc, &profiles);
     wait_until("engine_up is 1 again", Duration::from_secs(30), || {
         let text = sidecar_metrics(sidecar_port);
         sample(&text, "candela_sidecar_engine_up") == Some(1.0) && !vllm_samples(&text).is_empty()
@@ -266,6 +269,23 @@ async fn generate_streams_tokens(grpc: u16, prompt_ids: &[u32], expected_text: &
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 }
 
+/// StartProfile, one request, StopProfile: the trace's file name in `dir`.
+async fn profile_over_grpc(grpc: u16, dir: &Path) -> String {
+    let mut client = GrpcClient::connect(format!("http://127.0.0.1:{grpc}")).await.expect("gRPC connects");
+    client.start_profile(StartProfileRequest {}).await.expect("StartProfile");
+    let sampling = SamplingParams { temperature: Some(0.0), max_tokens: Some(3), ..Default::default() };
+    let request = GenerateRequest { prompt: Some(Prompt::Text(PROMPT.into())), sampling: Some(sampling) };
+    let mut stream = client.generate(request).await.expect("Generate").into_inner();
+    while stream.message().await.expect("stream item").is_some() {}
+    let path = client.stop_profile(StopProfileRequest {}).await.expect("StopProfile").into_inner().path;
+    let path = Path::new(&path);
+    assert_eq!(path.parent(), Some(dir), "the trace is written to --profiler-dir");
+    assert!(path.is_file());
+    let status = client.stop_profile(StopProfileRequest {}).await.expect_err("nothing running");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    path.file_name().and_then(|n| n.to_str()).expect("a file name").to_owned()
+}
+
 async fn watch_stats_equals_metrics(grpc: u16, http: u16) {
     let mut client = GrpcClient::connect(format!("http://127.0.0.1:{grpc}")).await.expect("gRPC connects");
     let asked = Instant::now();
@@ -310,7 +330,7 @@ fn sidecar_requires_the_token(port: u16) {
     assert_eq!(get(port, "/profiles", None).unwrap().0, 401);
 }
 
-fn sidecar_serves_profiles(port: u16, dir: &Path) {
+fn sidecar_serves_profiles(port: u16, dir: &Path, engine_trace: &str) {
     let trace = r#"{"traceEvents":[]}"#;
     std::fs::write(dir.join("trace-1.json"), trace).unwrap();
     std::fs::write(dir.join("notes.txt"), "not a profile").unwrap();
@@ -319,7 +339,14 @@ fn sidecar_serves_profiles(port: u16, dir: &Path) {
     let listing: Value = serde_json::from_str(&body).unwrap();
     let names: Vec<&str> =
         listing["profiles"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["trace-1.json"]);
+    let mut expected = [engine_trace, "trace-1.json"];
+    expected.sort_unstable();
+    assert_eq!(names, expected, "finished profiles only");
+    let (status, body) = get(port, &format!("/profiles/{engine_trace}"), Some(TOKEN)).unwrap();
+    assert_eq!(status, 200);
+    let events =
+        serde_json::from_str::<Value>(&body).expect("the engine's trace is JSON")["traceEvents"].clone();
+    assert!(events.as_array().is_some_and(|e| !e.is_empty()), "the trace has events");
     assert_eq!(get(port, "/profiles/trace-1.json", Some(TOKEN)).unwrap(), (200, trace.to_owned()));
     assert_eq!(get(port, "/profiles/notes.txt", Some(TOKEN)).unwrap().0, 404);
     assert_eq!(get(port, "/profiles/..%2Fsecret.json", Some(TOKEN)).unwrap().0, 404);

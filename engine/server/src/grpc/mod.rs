@@ -8,8 +8,9 @@
 //! [`crate::metrics::EngineMetrics`] to and from [`StatsSnapshot`] losslessly, so a
 //! `WatchStats` subscriber (the sidecar) renders exactly the engine's `/metrics`.
 //!
-//! `StartProfile` / `StopProfile` answer `UNIMPLEMENTED` until the engine has a
-//! profiler to call.
+//! `StartProfile` / `StopProfile` drive the same [`crate::profiler::Profiler`] as
+//! `POST /start_profile` / `POST /stop_profile`; the trace lands in the profiler
+//! directory, where `candela sidecar --profiles-dir` serves it for download.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 mod pb {
@@ -30,7 +31,7 @@ pub use pb::generate_request::Prompt;
 pub use pb::health_response::ServingStatus;
 pub use pb::{
     FinishReason, GenerateRequest, GenerateResponse, HealthRequest, HealthResponse, SamplingParams,
-    StatsSnapshot, TokenIds, WatchStatsRequest,
+    StartProfileRequest, StatsSnapshot, StopProfileRequest, StopProfileResponse, TokenIds, WatchStatsRequest,
 };
 pub use service::EngineService;
 

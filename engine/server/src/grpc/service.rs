@@ -137,7 +137,12 @@ impl pb::engine_server::Engine for EngineService {
         &self,
         _: Request<pb::StopProfileRequest>,
     ) -> Result<Response<pb::StopProfileResponse>, Status> {
-        let path = self.profiler.stop().map_err(profile_status)?;
+        // Writing the trace is file I/O: keep it off the async workers.
+        let profiler = self.profiler.clone();
+        let path = tokio::task::spawn_blocking(move || profiler.stop())
+            .await
+            .map_err(|e| Status::internal(format!("profile writer failed: {e}")))?
+            .map_err(profile_status)?;
         Ok(Response::new(pb::StopProfileResponse { path: path.display().to_string() }))
     }
 }
