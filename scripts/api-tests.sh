@@ -4,10 +4,12 @@
 # Usage: scripts/api-tests.sh PYTHON CANDELA_BINARY
 set -euo pipefail
 PY="$1"; BIN="$2"
-PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+GRPC_PORT=$(free_port)
 KEY="sk-candela-ci-$RANDOM"
 LOG=$(mktemp)
-"$BIN" serve --host 127.0.0.1 --port "$PORT" --api-key "$KEY" --max-model-len 2048 \
+"$BIN" serve --host 127.0.0.1 --port "$PORT" --grpc-port "$GRPC_PORT" --api-key "$KEY" --max-model-len 2048 \
   --max-waiting 512 --kv-cache-memory 512MiB >"$LOG" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
