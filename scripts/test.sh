@@ -19,6 +19,14 @@ echo "== OpenAI client and hostile-input suites against a live candela serve"
 cargo build --locked -p candela 2>&1
 ./scripts/api-tests.sh "$VENV/bin/python" "${CARGO_TARGET_DIR:-target}/debug/candela"
 
+echo "== real Prometheus scraping candela sidecar under load"
+if ! command -v prometheus >/dev/null; then
+  echo "installing Prometheus (Debian package prometheus; its service is not started)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+fi
+CANDELA_BIN="${CARGO_TARGET_DIR:-target}/debug/candela" "$VENV/bin/python" -m pytest -q engine/server/tests/prometheus_e2e.py
+
 if [ -z "${SKIP_OPERATOR:-}" ] && [ -x operator/test.sh ]; then
   echo "== operator"
   # CI has the machine to itself: let the (cached) control-plane Go build use both cores.

@@ -1,0 +1,169 @@
+"""A real Prometheus scrapes `candela sidecar` (bearer token) while `candela serve`
+serves load; the seed's four Grafana panel queries and the HPA signals return
+non-empty, plausible values.
+
+Run by scripts/test.sh (env CANDELA_BIN = the candela binary; `prometheus` from
+Debian's package on PATH). Everything listens on 127.0.0.1 and is stopped at the end.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+BIN = os.environ.get("CANDELA_BIN", "target/debug/candela")
+TOKEN = "prom-scrape-token"
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_http(url: str, timeout: float = 60, headers=None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never answered 200")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    assert shutil.which("prometheus"), "prometheus is required (apt-get install prometheus)"
+    tmp = tempfile.mkdtemp(prefix="candela-prom-")
+    http, grpc, side, prom = free_port(), free_port(), free_port(), free_port()
+    procs = []
+    log = open(os.path.join(tmp, "log.txt"), "w")
+    procs.append(subprocess.Popen(
+        [BIN, "serve", "--host", "127.0.0.1", "--port", str(http), "--grpc-port", str(grpc),
+         "--max-model-len", "1024", "--kv-cache-memory", "64MiB", "--max-num-seqs", "4",
+         "--served-model-name", "smol"], stdout=log, stderr=subprocess.STDOUT))
+    wait_http(f"http://127.0.0.1:{http}/health")
+    procs.append(subprocess.Popen(
+        [BIN, "sidecar", "--engine-grpc", f"http://127.0.0.1:{grpc}", "--listen", f"127.0.0.1:{side}",
+         "--metrics-token", TOKEN], stdout=log, stderr=subprocess.STDOUT))
+    wait_http(f"http://127.0.0.1:{side}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    # The seed's scrape config, pointed at the sidecar, with the token.
+    with open(os.path.join(tmp, "prometheus.yml"), "w") as f:
+        f.write(f"""global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: 'vllm'
+    scrape_interval: 1s
+    metrics_path: '/metrics'
+    authorization:
+      credentials: '{TOKEN}'
+    static_configs:
+      - targets: ['127.0.0.1:{side}']
+""")
+    procs.append(subprocess.Popen(
+        ["prometheus", f"--config.file={tmp}/prometheus.yml", f"--storage.tsdb.path={tmp}/data",
+         f"--web.listen-address=127.0.0.1:{prom}"], stdout=log, stderr=subprocess.STDOUT))
+    wait_http(f"http://127.0.0.1:{prom}/-/ready")
+    yield {"http": http, "prom": prom}
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    log.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def query(stack, expr: str):
+    url = f"http://127.0.0.1:{stack['prom']}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body = json.load(r)
+    assert body["status"] == "success", body
+    return [float(s["value"][1]) for s in body["data"]["result"]]
+
+
+def load(stack, seconds: float, concurrency: int = 8) -> tuple[int, int]:
+    """Keeps `concurrency` completions in flight (more than --max-num-seqs, so some wait);
+    returns (requests, completion tokens) as the clients saw them."""
+    done = []
+    tokens = []
+    stop = time.time() + seconds
+
+    def worker(i):
+        n = 0
+        while time.time() < stop:
+            body = json.dumps({"prompt": f"Tell me a story about the number {i}.", "max_tokens": 24,
+                               "temperature": 0.8, "seed": n}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{stack['http']}/v1/completions", data=body,
+                                         headers={"content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=120) as r:
+                assert r.status == 200
+                tokens.append(json.load(r)["usage"]["completion_tokens"])
+            n += 1
+        done.append(n)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done), sum(tokens)
+
+
+def test_seed_panels_and_hpa_signals_have_plausible_values(stack):
+    # The scrape target is up before load starts.
+    deadline = time.time() + 30
+    while time.time() < deadline and query(stack, 'up{job="vllm"}') != [1.0]:
+        time.sleep(0.5)
+    assert query(stack, 'up{job="vllm"}') == [1.0]
+    requests, generated = load(stack, seconds=25)
+    assert requests >= 8
+    time.sleep(3)  # two more scrapes after the last request
+
+    # Panel 1: TTFT and TPOT p95 (seconds): present, positive, below a minute.
+    for metric in ("vllm:time_to_first_token_seconds_bucket", "vllm:time_per_output_token_seconds_bucket"):
+        (p95,) = query(stack, f"histogram_quantile(0.95, rate({metric}[5m]))")
+        assert 0 < p95 < 60, (metric, p95)
+    # Panel 2: generated tokens per second over the last minute.
+    (tps,) = query(stack, "rate(vllm:generation_tokens_total[1m])")
+    assert tps > 0.5, tps
+    (total,) = query(stack, "vllm:generation_tokens_total")
+    assert total == generated, (total, generated)
+    # Panel 3: waiting + running, stacked; during the load both were non-zero at some point.
+    assert query(stack, "vllm:num_requests_waiting + vllm:num_requests_running") == [0.0]
+    (max_running,) = query(stack, "max_over_time(vllm:num_requests_running[1m])")
+    assert 1 <= max_running <= 4, max_running
+    (max_waiting,) = query(stack, "max_over_time(vllm:num_requests_waiting[1m])")
+    assert max_waiting >= 1, "8 clients on 4 seqs must queue"
+    # Panel 4: KV usage line and preemption-rate bars.
+    (max_kv,) = query(stack, "max_over_time(vllm:gpu_cache_usage_perc[1m])")
+    assert 0 < max_kv <= 1, max_kv
+    (preempt_rate,) = query(stack, "rate(vllm:num_preemptions_total[5m])")
+    assert preempt_rate >= 0
+
+    # HPA / KEDA signals, as the operator's rules write them.
+    assert query(stack, "sum(vllm:num_requests_waiting)") == [0.0]
+    (kv,) = query(stack, "avg(vllm:kv_cache_usage_perc)")
+    assert 0 <= kv <= 1
+    for metric in ("vllm:time_to_first_token_seconds_bucket", "vllm:inter_token_latency_seconds_bucket"):
+        (p95,) = query(stack, f"histogram_quantile(0.95, sum by (le) (rate({metric}[5m])))")
+        assert 0 < p95 < 60, (metric, p95)
+    (success,) = query(stack, 'sum(vllm:request_success_total{finished_reason=~"stop|length"})')
+    assert success == requests
