@@ -10,7 +10,9 @@
 use std::time::Instant;
 
 use candela::engine::EngineCore;
-use candela_core::{CacheConfig, NewRequest, SamplingParams, Scheduler, SchedulerConfig, SchedulingPolicy};
+use candela_core::{
+    CacheConfig, NewRequest, SamplingParams, Scheduler, SchedulerConfig, SchedulingPolicy,
+};
 use candela_model::{ModelRunner, RunnerConfig};
 
 const PROMPT_LEN: usize = 128;
@@ -18,14 +20,30 @@ const OUTPUT_LEN: usize = 128;
 
 fn main() {
     let path = candela::cli::default_model_path().expect("$HOME is set");
-    assert!(path.exists(), "run scripts/setup.sh first: {} is missing", path.display());
-    let model = candela_model::load(&path, &candle_core::Device::Cpu, candle_core::DType::F32).expect("load");
+    assert!(
+        path.exists(),
+        "run scripts/setup.sh first: {} is missing",
+        path.display()
+    );
+    let model = candela_model::load(&path, &candle_core::Device::Cpu, candle_core::DType::F32)
+        .expect("load");
     let threads = rayon::current_num_threads();
-    println!("model {} on CPU, {threads} threads; prompt {PROMPT_LEN}, output {OUTPUT_LEN} tokens", path.display());
-    println!("{:>6} {:>18} {:>18} {:>14}", "batch", "prefill tok/s", "decode tok/s", "TPOT ms");
+    println!(
+        "model {} on CPU, {threads} threads; prompt {PROMPT_LEN}, output {OUTPUT_LEN} tokens",
+        path.display()
+    );
+    println!(
+        "{:>6} {:>18} {:>18} {:>14}",
+        "batch", "prefill tok/s", "decode tok/s", "TPOT ms"
+    );
     for batch in [1usize, 8, 32] {
         let blocks = batch * (PROMPT_LEN + OUTPUT_LEN).div_ceil(16) + 16;
-        let cache = CacheConfig { block_size: 16, num_device_blocks: blocks, num_host_blocks: 0, enable_prefix_caching: false };
+        let cache = CacheConfig {
+            block_size: 16,
+            num_device_blocks: blocks,
+            num_host_blocks: 0,
+            enable_prefix_caching: false,
+        };
         let config = SchedulerConfig {
             max_num_seqs: 256,
             max_num_batched_tokens: 2048,
@@ -37,14 +55,26 @@ fn main() {
         };
         let runner = ModelRunner::new(
             model.model.clone(),
-            RunnerConfig { num_device_blocks: blocks, num_host_blocks: 0, block_size: 16 },
+            RunnerConfig {
+                num_device_blocks: blocks,
+                num_host_blocks: 0,
+                block_size: 16,
+            },
             model.eos_token_ids.clone(),
         );
-        let mut core = EngineCore { scheduler: Scheduler::new(config, cache).expect("config"), runner };
+        let mut core = EngineCore {
+            scheduler: Scheduler::new(config, cache).expect("config"),
+            runner,
+        };
         for i in 0..batch {
             // Distinct prompts: token ids from the ordinary vocabulary, shifted per request.
-            let prompt = (0..PROMPT_LEN).map(|t| 1000 + ((t * 7 + i * 131) % 20_000) as u32).collect();
-            let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(OUTPUT_LEN) };
+            let prompt = (0..PROMPT_LEN)
+                .map(|t| 1000 + ((t * 7 + i * 131) % 20_000) as u32)
+                .collect();
+            let params = SamplingParams {
+                ignore_eos: true,
+                ..SamplingParams::greedy(OUTPUT_LEN)
+            };
             core.scheduler
                 .add_request(NewRequest {
                     id: i as u64,
@@ -62,7 +92,12 @@ fn main() {
         while let Some(step) = core.step(&|| start.elapsed().as_secs_f64()).expect("step") {
             for o in &step.outputs {
                 generated += 1;
-                if core.scheduler.request(o.id).is_none_or(|r| r.num_output_tokens() == 1) && o.finish.is_none() {
+                if core
+                    .scheduler
+                    .request(o.id)
+                    .is_none_or(|r| r.num_output_tokens() == 1)
+                    && o.finish.is_none()
+                {
                     first_tokens += 1;
                 }
             }

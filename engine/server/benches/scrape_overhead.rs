@@ -21,8 +21,15 @@ const OUTPUT_LEN: usize = 128;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let Command::Serve(args) =
-        Cli::parse_from(["candela", "serve", "--max-model-len", "1024", "--kv-cache-memory", "256MiB"]).command
+    let Command::Serve(args) = Cli::parse_from([
+        "candela",
+        "serve",
+        "--max-model-len",
+        "1024",
+        "--kv-cache-memory",
+        "256MiB",
+    ])
+    .command
     else {
         unreachable!("serve was parsed")
     };
@@ -38,7 +45,10 @@ async fn main() {
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (a, b) = (mean(&off), mean(&on));
-    println!("not scraped {a:.1} tok/s, scraped every 1 s {b:.1} tok/s, loss {:.2} %", (1.0 - b / a) * 100.0);
+    println!(
+        "not scraped {a:.1} tok/s, scraped every 1 s {b:.1} tok/s, loss {:.2} %",
+        (1.0 - b / a) * 100.0
+    );
 }
 
 async fn run_round(app: &axum::Router, scraped: bool) -> f64 {
@@ -48,8 +58,14 @@ async fn run_round(app: &axum::Router, scraped: bool) -> f64 {
         tokio::spawn(async move {
             let mut scrapes = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let res = app.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
-                let body = axum::body::to_bytes(res.into_body(), 1 << 22).await.unwrap();
+                let res = app
+                    .clone()
+                    .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                let body = axum::body::to_bytes(res.into_body(), 1 << 22)
+                    .await
+                    .unwrap();
                 assert!(body.len() > 1000);
                 scrapes += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -65,10 +81,15 @@ async fn run_round(app: &axum::Router, scraped: bool) -> f64 {
         let app = app.clone();
         let body = body.clone();
         async move {
-            let req = Request::post("/v1/completions").header("content-type", "application/json").body(Body::from(body)).unwrap();
+            let req = Request::post("/v1/completions")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap();
             let res = app.oneshot(req).await.unwrap();
             assert!(res.status().is_success());
-            axum::body::to_bytes(res.into_body(), 1 << 22).await.unwrap();
+            axum::body::to_bytes(res.into_body(), 1 << 22)
+                .await
+                .unwrap();
         }
     });
     futures::future::join_all(requests).await;

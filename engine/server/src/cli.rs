@@ -203,7 +203,9 @@ impl LogArgs {
     /// `--profiler-dir`, else `CANDELA_PROFILER_DIR`, else `VLLM_TORCH_PROFILER_DIR`.
     pub fn profiler_dir(&self) -> Option<PathBuf> {
         self.profiler_dir.clone().or_else(|| {
-            std::env::var_os(VLLM_PROFILER_DIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+            std::env::var_os(VLLM_PROFILER_DIR_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
         })
     }
 }
@@ -280,7 +282,10 @@ impl ServeArgs {
             ));
         }
         if !(c.swap_space >= 0.0 && c.swap_space.is_finite()) {
-            return Err(format!("--swap-space must be >= 0 GiB, got {}", c.swap_space));
+            return Err(format!(
+                "--swap-space must be >= 0 GiB, got {}",
+                c.swap_space
+            ));
         }
         if matches!(c.kv_cache_memory, Some(ByteSize(0))) {
             return Err("--kv-cache-memory must be larger than 0".into());
@@ -307,7 +312,12 @@ impl ServeArgs {
                 self.log.log_stats_interval
             ));
         }
-        if self.server.served_model_name.iter().any(|n| n.trim().is_empty()) {
+        if self
+            .server
+            .served_model_name
+            .iter()
+            .any(|n| n.trim().is_empty())
+        {
             return Err("--served-model-name must not be empty".into());
         }
         Ok(())
@@ -317,7 +327,11 @@ impl ServeArgs {
 /// `~/.cache/candela/models/SmolLM2-135M-Instruct.Q4_1.gguf` (`None` without `$HOME`).
 pub fn default_model_path() -> Option<PathBuf> {
     let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
-    Some(PathBuf::from(home).join(".cache/candela/models").join(DEFAULT_MODEL_FILE))
+    Some(
+        PathBuf::from(home)
+            .join(".cache/candela/models")
+            .join(DEFAULT_MODEL_FILE),
+    )
 }
 
 /// `--device`.
@@ -398,7 +412,9 @@ impl FromStr for ByteSize {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (number, unit) = t.split_at(split);
         let unit = unit.trim().to_ascii_lowercase();
         let multiplier: u64 = match unit.as_str() {
@@ -529,7 +545,10 @@ mod tests {
             "/tmp/p",
         ])
         .unwrap();
-        assert_eq!(a.model.model.as_deref(), Some(std::path::Path::new("/m.gguf")));
+        assert_eq!(
+            a.model.model.as_deref(),
+            Some(std::path::Path::new("/m.gguf"))
+        );
         assert_eq!(a.server.served_model_name, vec!["a", "b"]);
         assert_eq!(a.server.api_key.as_deref(), Some("k"));
         assert_eq!(a.model.device, Device::Cuda(1));
@@ -574,14 +593,20 @@ mod tests {
     fn served_model_names_default_to_stem_and_typed_path() {
         let p = std::path::Path::new("/m/SmolLM2.Q4_1.gguf");
         let a = serve(&["--model", "/m/SmolLM2.Q4_1.gguf"]).unwrap();
-        assert_eq!(a.served_model_names(p), vec!["SmolLM2.Q4_1", "/m/SmolLM2.Q4_1.gguf"]);
+        assert_eq!(
+            a.served_model_names(p),
+            vec!["SmolLM2.Q4_1", "/m/SmolLM2.Q4_1.gguf"]
+        );
         let a = serve(&[]).unwrap();
         assert_eq!(a.served_model_names(p), vec!["SmolLM2.Q4_1"]);
         let a = serve(&["--served-model-name", "smol,tiny"]).unwrap();
         assert_eq!(a.served_model_names(p), vec!["smol", "tiny"]);
         let dir = std::path::Path::new("/models/Qwen2-0.5B");
         let a = serve(&["/models/Qwen2-0.5B"]).unwrap();
-        assert_eq!(a.served_model_names(dir), vec!["Qwen2-0.5B", "/models/Qwen2-0.5B"]);
+        assert_eq!(
+            a.served_model_names(dir),
+            vec!["Qwen2-0.5B", "/models/Qwen2-0.5B"]
+        );
     }
 
     #[test]
@@ -603,7 +628,10 @@ mod tests {
         assert!(serve(&["--scheduling-policy", "lifo"]).is_err());
         assert!(serve(&["--kv-cache-memory", "lots"]).is_err());
         assert!(serve(&["--max-num-seqs", "-1"]).is_err());
-        let tp = serve(&["--tensor-parallel-size", "2"]).unwrap().validate().unwrap_err();
+        let tp = serve(&["--tensor-parallel-size", "2"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(tp.contains("--tensor-parallel-size"), "{tp}");
         for (flag, value) in [
             ("--block-size", "12"),
@@ -614,7 +642,10 @@ mod tests {
             ("--log-stats-interval", "0"),
             ("--kv-cache-memory", "0"),
         ] {
-            let args: Vec<&str> = [flag, value].into_iter().filter(|s| !s.is_empty()).collect();
+            let args: Vec<&str> = [flag, value]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect();
             let e = serve(&args).unwrap().validate().unwrap_err();
             let name = flag.split('=').next().unwrap();
             assert!(e.contains(name), "{flag}: {e}");

@@ -73,7 +73,10 @@ impl IncrementalDecoder {
     }
 
     fn decode(&self, from: usize, to: usize) -> String {
-        match self.tokenizer.decode(&self.ids[from..to], self.skip_special_tokens) {
+        match self
+            .tokenizer
+            .decode(&self.ids[from..to], self.skip_special_tokens)
+        {
             Ok(text) => text,
             Err(err) => {
                 tracing::warn!(error = %err, "detokenization failed; dropping the piece");
@@ -144,12 +147,20 @@ impl OutputText {
     pub fn push(&mut self, id: u32, hide: bool) -> TextDelta {
         let token_offset = self.text_chars;
         if self.stopped {
-            return TextDelta { token_offset, stopped: true, ..TextDelta::default() };
+            return TextDelta {
+                token_offset,
+                stopped: true,
+                ..TextDelta::default()
+            };
         }
         self.num_tokens += 1;
         let piece = self.decoder.push(id);
         if hide || piece.is_empty() {
-            return TextDelta { text: self.release(false), token_offset, stopped: false };
+            return TextDelta {
+                text: self.release(false),
+                token_offset,
+                stopped: false,
+            };
         }
         let len_before = self.text.len();
         self.text.push_str(&piece);
@@ -162,7 +173,11 @@ impl OutputText {
             self.stopped = true;
         }
         let stopped = self.stopped;
-        TextDelta { text: self.release(stopped), token_offset, stopped }
+        TextDelta {
+            text: self.release(stopped),
+            token_offset,
+            stopped,
+        }
     }
 
     /// Releases whatever was held back (call once the request has finished).
@@ -188,7 +203,13 @@ impl OutputText {
             .iter()
             .filter_map(|s| window.find(s.as_str()).map(|i| (start + i, s.len())))
             .min()
-            .map(|(at, len)| if self.stops.include_in_output { at + len } else { at })
+            .map(|(at, len)| {
+                if self.stops.include_in_output {
+                    at + len
+                } else {
+                    at
+                }
+            })
     }
 
     fn release(&mut self, all: bool) -> String {
@@ -261,7 +282,10 @@ fn byte_level_char_to_byte(c: char) -> Option<u8> {
         return u8::try_from(cp).ok();
     }
     let n = cp.checked_sub(0x100)?;
-    (0u32..=255).filter(|b| !printable(*b)).nth(n as usize).and_then(|b| u8::try_from(b).ok())
+    (0u32..=255)
+        .filter(|b| !printable(*b))
+        .nth(n as usize)
+        .and_then(|b| u8::try_from(b).ok())
 }
 
 #[cfg(test)]
@@ -276,7 +300,10 @@ pub(crate) mod tests {
         if printable(u32::from(b)) {
             return char::from(b);
         }
-        let n = (0u32..=255).filter(|x| !printable(*x)).position(|x| x == u32::from(b)).unwrap();
+        let n = (0u32..=255)
+            .filter(|x| !printable(*x))
+            .position(|x| x == u32::from(b))
+            .unwrap();
         char::from_u32(0x100 + n as u32).unwrap()
     }
 
@@ -287,11 +314,16 @@ pub(crate) mod tests {
             vocab.insert(byte_char(b).to_string(), serde_json::json!(b));
         }
         let sp = byte_char(b' ');
-        let merges =
-            [("h", "e"), ("l", "l"), ("he", "ll"), ("hell", "o"), (&*format!("{sp}"), "w")]
-                .iter()
-                .map(|(a, b)| format!("{a} {b}"))
-                .collect::<Vec<_>>();
+        let merges = [
+            ("h", "e"),
+            ("l", "l"),
+            ("he", "ll"),
+            ("hell", "o"),
+            (&*format!("{sp}"), "w"),
+        ]
+        .iter()
+        .map(|(a, b)| format!("{a} {b}"))
+        .collect::<Vec<_>>();
         let mut next = 256;
         for m in &merges {
             vocab.insert(m.replace(' ', ""), serde_json::json!(next));
@@ -348,10 +380,17 @@ pub(crate) mod tests {
         let tok = byte_level_tokenizer();
         let text = "naïve 日本語 🎉!";
         let ids = encode(&tok, text);
-        assert!(ids.len() > text.chars().count(), "byte-level pieces expected");
+        assert!(
+            ids.len() > text.chars().count(),
+            "byte-level pieces expected"
+        );
         let (deltas, tail) = stream(&tok, &ids, StopStrings::default());
         for d in &deltas {
-            assert!(!d.text.contains(char::REPLACEMENT_CHARACTER), "{:?}", d.text);
+            assert!(
+                !d.text.contains(char::REPLACEMENT_CHARACTER),
+                "{:?}",
+                d.text
+            );
         }
         assert_eq!(joined(&deltas, &tail), text);
         // The emoji's four bytes come out in one delta, on its last byte.
@@ -363,7 +402,10 @@ pub(crate) mod tests {
         let tok = byte_level_tokenizer();
         let prompt = encode(&tok, "say hello");
         let mut dec = IncrementalDecoder::new(tok.clone(), &prompt, true);
-        let out: String = encode(&tok, " world").into_iter().map(|id| dec.push(id)).collect();
+        let out: String = encode(&tok, " world")
+            .into_iter()
+            .map(|id| dec.push(id))
+            .collect();
         assert_eq!(out, " world");
     }
 
@@ -384,7 +426,10 @@ pub(crate) mod tests {
     fn stop_string_across_token_boundaries_truncates() {
         let tok = byte_level_tokenizer();
         let ids = encode(&tok, "one two STOP three");
-        let stops = StopStrings { stop: vec!["STOP".into()], ..Default::default() };
+        let stops = StopStrings {
+            stop: vec!["STOP".into()],
+            ..Default::default()
+        };
         let (deltas, tail) = stream(&tok, &ids, stops);
         assert!(deltas.last().unwrap().stopped);
         assert_eq!(joined(&deltas, &tail), "one two ");
@@ -413,7 +458,11 @@ pub(crate) mod tests {
     fn stop_strings_wait_for_min_tokens() {
         let tok = byte_level_tokenizer();
         let ids = encode(&tok, "x.y.z");
-        let stops = StopStrings { stop: vec![".".into()], include_in_output: false, min_tokens: 3 };
+        let stops = StopStrings {
+            stop: vec![".".into()],
+            include_in_output: false,
+            min_tokens: 3,
+        };
         let (deltas, tail) = stream(&tok, &ids, stops);
         assert_eq!(joined(&deltas, &tail), "x.y");
     }
@@ -422,7 +471,10 @@ pub(crate) mod tests {
     fn held_back_tail_is_released_on_finish() {
         let tok = byte_level_tokenizer();
         let ids = encode(&tok, "abcST");
-        let stops = StopStrings { stop: vec!["STOP".into()], ..Default::default() };
+        let stops = StopStrings {
+            stop: vec!["STOP".into()],
+            ..Default::default()
+        };
         let (deltas, tail) = stream(&tok, &ids, stops);
         assert_eq!(joined(&deltas, ""), "ab");
         assert_eq!(tail, "cST");
@@ -468,9 +520,17 @@ pub(crate) mod tests {
     /// The default model's real tokenizer; panics with the fix when the model is missing.
     fn smollm2() -> Arc<Tokenizer> {
         let path = crate::cli::default_model_path().expect("$HOME is set");
-        assert!(path.exists(), "{} is missing: run scripts/setup.sh", path.display());
+        assert!(
+            path.exists(),
+            "{} is missing: run scripts/setup.sh",
+            path.display()
+        );
         let (content, _) = candela_model::load_gguf::read_gguf(&path).unwrap();
-        Arc::new(candela_model::tokenizer::tokenizer_from_gguf(&content).unwrap().tokenizer)
+        Arc::new(
+            candela_model::tokenizer::tokenizer_from_gguf(&content)
+                .unwrap()
+                .tokenizer,
+        )
     }
 
     #[test]
@@ -481,7 +541,11 @@ pub(crate) mod tests {
         let (deltas, tail) = stream(&tok, &ids, StopStrings::default());
         assert_eq!(joined(&deltas, &tail), tok.decode(&ids, true).unwrap());
         assert_eq!(joined(&deltas, &tail), text);
-        assert!(deltas.iter().all(|d| !d.text.contains(char::REPLACEMENT_CHARACTER)));
+        assert!(
+            deltas
+                .iter()
+                .all(|d| !d.text.contains(char::REPLACEMENT_CHARACTER))
+        );
         let bytes: Vec<u8> = ids.iter().flat_map(|&id| token_bytes(&tok, id)).collect();
         assert_eq!(bytes, text.as_bytes());
     }
@@ -496,12 +560,21 @@ pub(crate) mod tests {
         let s: String = ids.iter().map(|&id| dec.push(id)).collect();
         assert_eq!(s, "assistant\nThe answer is 42.");
         // Prompt context: the first generated word keeps its leading space.
-        let prompt = encode(&tok, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nSure");
+        let prompt = encode(
+            &tok,
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nSure",
+        );
         let mut dec = IncrementalDecoder::new(tok.clone(), &prompt, true);
-        let s: String = encode(&tok, " thing, friend").into_iter().map(|id| dec.push(id)).collect();
+        let s: String = encode(&tok, " thing, friend")
+            .into_iter()
+            .map(|id| dec.push(id))
+            .collect();
         assert_eq!(s, " thing, friend");
         let ids = encode(&tok, "one two three four five");
-        let stops = StopStrings { stop: vec!["ee fo".into()], ..Default::default() };
+        let stops = StopStrings {
+            stop: vec!["ee fo".into()],
+            ..Default::default()
+        };
         let (deltas, tail) = stream(&tok, &ids, stops);
         assert!(deltas.last().unwrap().stopped);
         assert_eq!(joined(&deltas, &tail), "one two thr");

@@ -24,12 +24,17 @@ use tracing_subscriber::registry::LookupSpan;
 /// Why a profile could not be started or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("profiling is disabled: start the server with --profiler-dir (or VLLM_TORCH_PROFILER_DIR)")]
+    #[error(
+        "profiling is disabled: start the server with --profiler-dir (or VLLM_TORCH_PROFILER_DIR)"
+    )]
     Disabled,
     #[error("no profile is running; POST /start_profile first")]
     NotRunning,
     #[error("cannot write the profile to {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug)]
@@ -49,8 +54,15 @@ pub struct Profiler {
 impl Profiler {
     /// A stopped profiler writing to `dir` (`None` disables the endpoints).
     pub fn new(dir: Option<PathBuf>) -> Self {
-        let shared = Shared { active: AtomicBool::new(false), epoch: Instant::now(), events: Mutex::new(Vec::new()) };
-        Profiler { shared: Arc::new(shared), dir }
+        let shared = Shared {
+            active: AtomicBool::new(false),
+            epoch: Instant::now(),
+            events: Mutex::new(Vec::new()),
+        };
+        Profiler {
+            shared: Arc::new(shared),
+            dir,
+        }
     }
 
     /// The `tracing` layer that records spans while the profiler runs.
@@ -58,7 +70,10 @@ impl Profiler {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        SpanRecorder { shared: self.shared.clone() }.with_filter(ActiveFilter(self.shared.clone()))
+        SpanRecorder {
+            shared: self.shared.clone(),
+        }
+        .with_filter(ActiveFilter(self.shared.clone()))
     }
 
     pub fn is_running(&self) -> bool {
@@ -89,13 +104,21 @@ impl Profiler {
         if !self.shared.active.swap(false, Ordering::Relaxed) {
             return Err(ProfileError::NotRunning);
         }
-        let events = self.shared.events.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default();
+        let events = self
+            .shared
+            .events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default();
         write_trace(dir, events)
     }
 }
 
 fn write_trace(dir: &Path, events: Vec<Value>) -> Result<PathBuf, ProfileError> {
-    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let path = dir.join(format!("candela-trace-{stamp}.json"));
     let trace = json!({ "traceEvents": events, "displayTimeUnit": "ms" });
     let write = || -> std::io::Result<()> {
@@ -104,7 +127,10 @@ fn write_trace(dir: &Path, events: Vec<Value>) -> Result<PathBuf, ProfileError> 
         std::fs::write(&tmp, serde_json::to_vec(&trace)?)?;
         std::fs::rename(&tmp, &path)
     };
-    write().map_err(|source| ProfileError::Write { path: path.clone(), source })?;
+    write().map_err(|source| ProfileError::Write {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 
@@ -113,7 +139,9 @@ struct ActiveFilter(Arc<Shared>);
 
 impl<S> Filter<S> for ActiveFilter {
     fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
-        meta.is_span() && meta.target().starts_with("candela") && self.0.active.load(Ordering::Relaxed)
+        meta.is_span()
+            && meta.target().starts_with("candela")
+            && self.0.active.load(Ordering::Relaxed)
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
@@ -148,7 +176,8 @@ impl Visit for ArgVisitor<'_> {
         self.0.insert(field.name().to_owned(), value.into());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}").into());
+        self.0
+            .insert(field.name().to_owned(), format!("{value:?}").into());
     }
 }
 
@@ -160,7 +189,10 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut args = Map::new();
         attrs.record(&mut ArgVisitor(&mut args));
-        span.extensions_mut().insert(Timing { args, entered: None });
+        span.extensions_mut().insert(Timing {
+            args,
+            entered: None,
+        });
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -180,8 +212,12 @@ where
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
-        let Some(t) = ext.get_mut::<Timing>() else { return };
-        let Some(entered) = t.entered.take() else { return };
+        let Some(t) = ext.get_mut::<Timing>() else {
+            return;
+        };
+        let Some(entered) = t.entered.take() else {
+            return;
+        };
         let ts = entered.duration_since(self.shared.epoch).as_secs_f64() * 1e6;
         let dur = entered.elapsed().as_secs_f64() * 1e6;
         let event = json!({
@@ -224,9 +260,17 @@ pub fn router(profiler: Profiler) -> axum::Router {
     };
     let (p1, p2) = (profiler.clone(), profiler);
     axum::Router::new()
-        .route("/start_profile", post(move || async move { answer(p1.start().map(|()| json!({"status": "started"}))) }))
+        .route(
+            "/start_profile",
+            post(move || async move { answer(p1.start().map(|()| json!({"status": "started"}))) }),
+        )
         .route(
             "/stop_profile",
-            post(move || async move { answer(p2.stop().map(|path| json!({"status": "stopped", "path": path}))) }),
+            post(move || async move {
+                answer(
+                    p2.stop()
+                        .map(|path| json!({"status": "stopped", "path": path})),
+                )
+            }),
         )
 }

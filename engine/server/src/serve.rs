@@ -48,10 +48,19 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
     }
     let loaded = candela_model::load(&model_path, &device, candle_core::DType::F32)
         .with_context(|| format!("loading {}", model_path.display()))?;
-    let LoadedModel { model, tokenizer, chat_template, eos_token_ids, bos_token, eos_token, config, .. } =
-        loaded;
+    let LoadedModel {
+        model,
+        tokenizer,
+        chat_template,
+        eos_token_ids,
+        bos_token,
+        eos_token,
+        config,
+        ..
+    } = loaded;
 
-    let (scheduler_config, cache_config) = engine_configs(args, &config, config.kv_bytes_per_token())?;
+    let (scheduler_config, cache_config) =
+        engine_configs(args, &config, config.kv_bytes_per_token())?;
     let max_model_len = scheduler_config.max_model_len;
     info!(
         model = %model_path.display(),
@@ -62,7 +71,8 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
         max_model_len,
         "model loaded"
     );
-    let scheduler = Scheduler::new(scheduler_config, cache_config.clone()).map_err(anyhow::Error::msg)?;
+    let scheduler =
+        Scheduler::new(scheduler_config, cache_config.clone()).map_err(anyhow::Error::msg)?;
     let runner = ModelRunner::new(
         model,
         RunnerConfig {
@@ -82,7 +92,11 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
         gpu_memory_utilization: args.cache.gpu_memory_utilization,
         swap_space_gib: args.cache.swap_space,
     };
-    let metrics = EngineMetrics::new(served_model_names.first().map_or("", String::as_str), max_model_len, cache_info);
+    let metrics = EngineMetrics::new(
+        served_model_names.first().map_or("", String::as_str),
+        max_model_len,
+        cache_info,
+    );
     let (engine, engine_thread) = Engine::spawn(scheduler, runner, eos_token_ids.clone(), metrics)
         .context("starting the engine thread")?;
 
@@ -94,7 +108,9 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
         None => None,
     };
     let render = move |messages: &[ChatMessage], add_generation_prompt: bool| match &template {
-        Some(t) => t.render(&messages, add_generation_prompt).map_err(|e| e.to_string()),
+        Some(t) => t
+            .render(&messages, add_generation_prompt)
+            .map_err(|e| e.to_string()),
         None => Err("this model has no chat template; use /v1/completions".to_owned()),
     };
     let state = AppState {
@@ -106,9 +122,16 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
         eos_token_ids,
         api_key: args.server.api_key.clone(),
         model_root: model_path.display().to_string(),
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     };
-    Ok(Started { engine, engine_thread, state })
+    Ok(Started {
+        engine,
+        engine_thread,
+        state,
+    })
 }
 
 /// Scheduler and cache limits from the flags and the model's shape.
@@ -154,7 +177,9 @@ pub fn engine_configs(
         num_host_blocks,
         enable_prefix_caching: c.enable_prefix_caching(),
     };
-    scheduler.validate(&cache).map_err(|e| anyhow::anyhow!("{e} (KV memory {kv_bytes} bytes, {block_bytes} bytes per block)"))?;
+    scheduler.validate(&cache).map_err(|e| {
+        anyhow::anyhow!("{e} (KV memory {kv_bytes} bytes, {block_bytes} bytes per block)")
+    })?;
     Ok((scheduler, cache))
 }
 
@@ -165,18 +190,26 @@ pub fn engine_configs(
 pub async fn run(args: ServeArgs, profiler: Profiler) -> anyhow::Result<()> {
     let started = tokio::task::block_in_place(|| start(&args))?;
     let addr = format!("{}:{}", args.server.host, args.server.port);
-    let listener =
-        tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     info!(%addr, "serving the OpenAI API");
     if !args.log.disable_log_stats {
         let interval = std::time::Duration::from_secs_f64(args.log.log_stats_interval);
         tokio::spawn(metrics::stats_log::run(started.engine.clone(), interval));
     }
     let grpc_addr = format!("{}:{}", args.server.host, args.server.grpc_port);
-    let grpc_task = grpc::spawn(&grpc_addr, grpc::EngineService::new(&started.state, profiler.clone())).await?;
-    let app = api::router(started.state).merge(metrics::router(started.engine.clone()))
+    let grpc_task = grpc::spawn(
+        &grpc_addr,
+        grpc::EngineService::new(&started.state, profiler.clone()),
+    )
+    .await?;
+    let app = api::router(started.state)
+        .merge(metrics::router(started.engine.clone()))
         .merge(crate::profiler::router(profiler));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     // Open WatchStats streams never end by themselves: stop gRPC with HTTP.
     grpc_task.abort();
     drop(started.engine);
@@ -190,7 +223,8 @@ pub(crate) async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -18,7 +18,11 @@ const API_KEY: &str = "sk-candela-test-key";
 const MAX_MODEL_LEN: usize = 512;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The server process; killed when dropped.
@@ -40,7 +44,12 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_candela"))
             .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--grpc-port", &free_port().to_string()])
-            .args(["--max-model-len", &MAX_MODEL_LEN.to_string(), "--max-waiting", "512"])
+            .args([
+                "--max-model-len",
+                &MAX_MODEL_LEN.to_string(),
+                "--max-waiting",
+                "512",
+            ])
             .args(["--api-key", API_KEY, "--served-model-name", "smol"])
             .arg("--model")
             .arg(model)
@@ -67,13 +76,29 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> Reply {
-        send(self.port, "GET", path, b"", &[("Authorization", &format!("Bearer {API_KEY}"))]).unwrap()
+        send(
+            self.port,
+            "GET",
+            path,
+            b"",
+            &[("Authorization", &format!("Bearer {API_KEY}"))],
+        )
+        .unwrap()
     }
 
     fn post(&self, path: &str, body: &[u8]) -> Reply {
         let auth = format!("Bearer {API_KEY}");
-        send(self.port, "POST", path, body, &[("Authorization", &auth), ("Content-Type", "application/json")])
-            .unwrap()
+        send(
+            self.port,
+            "POST",
+            path,
+            body,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+        )
+        .unwrap()
     }
 
     fn post_json(&self, path: &str, body: Value) -> Reply {
@@ -95,7 +120,10 @@ impl Reply {
     }
 
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The `data:` payloads of an SSE body.
@@ -107,11 +135,20 @@ impl Reply {
     }
 
     fn error_message(&self) -> String {
-        self.json()["error"]["message"].as_str().unwrap_or_default().to_owned()
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
-fn send(port: u16, method: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> std::io::Result<Reply> {
+fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> std::io::Result<Reply> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(300)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
@@ -128,26 +165,46 @@ fn send(port: u16, method: &str, path: &str, body: &[u8], headers: &[(&str, &str
 }
 
 fn parse_reply(raw: &[u8]) -> Reply {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
     let head = String::from_utf8_lossy(&raw[..split]);
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked {
         body = dechunk(&body);
     }
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
         let size_str = String::from_utf8_lossy(&data[..eol]);
-        let size = usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -163,7 +220,9 @@ fn stream_and_hang_up(port: u16, i: usize) -> bool {
     let body = json!({"model": "smol", "prompt": format!("Story {i}: once upon a time"),
                       "max_tokens": 300, "ignore_eos": true, "stream": true})
     .to_string();
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let head = format!(
         "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -203,7 +262,10 @@ fn assert_kv_cache_drains(server: &Server) {
         if usage.iter().all(|&u| u == 0.0) {
             return;
         }
-        assert!(Instant::now() < deadline, "KV cache still in use: {usage:?}");
+        assert!(
+            Instant::now() < deadline,
+            "KV cache still in use: {usage:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -217,7 +279,14 @@ fn serve_end_to_end() {
     let version = server.try_get("/version").unwrap().json();
     assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(server.try_get("/v1/models").unwrap().status, 401);
-    let wrong = send(server.port, "GET", "/v1/models", b"", &[("Authorization", "Bearer nope")]).unwrap();
+    let wrong = send(
+        server.port,
+        "GET",
+        "/v1/models",
+        b"",
+        &[("Authorization", "Bearer nope")],
+    )
+    .unwrap();
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.json()["error"]["code"], "invalid_api_key");
     let models = server.get("/v1/models").json();
@@ -238,13 +307,22 @@ fn serve_end_to_end() {
     assert_eq!(streamed.header("content-type"), Some("text/event-stream"));
     let events = streamed.sse();
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
-    let streamed_text: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let streamed_text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
     assert_eq!(streamed_text, text);
     assert_eq!(chunks.last().unwrap()["usage"], full["usage"]);
 
     // A stop string taken from the greedy text cuts it there.
-    if let Some(stop) = text.get(text.len() / 2..text.len() / 2 + 2).filter(|s| !s.trim().is_empty()) {
+    if let Some(stop) = text
+        .get(text.len() / 2..text.len() / 2 + 2)
+        .filter(|s| !s.trim().is_empty())
+    {
         let cut = text.find(stop).unwrap();
         let mut stop_req = req.clone();
         stop_req["stop"] = json!([stop]);
@@ -263,24 +341,43 @@ fn serve_end_to_end() {
         .json();
     assert_eq!(chat["choices"].as_array().unwrap().len(), 2);
     assert_eq!(chat["choices"][1]["index"], 1);
-    assert_eq!(chat["choices"][0]["logprobs"]["content"][0]["top_logprobs"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        chat["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     // Hostile requests.
     let r = server.post("/v1/completions", b"{nope");
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
-    let r = server.post_json("/v1/completions", json!({"model": "smol", "prompt": "x", "max_tokens": -1}));
+    let r = server.post_json(
+        "/v1/completions",
+        json!({"model": "smol", "prompt": "x", "max_tokens": -1}),
+    );
     assert_eq!(r.status, 400);
     assert!(r.error_message().contains("max_tokens"));
     let r = server.post_json("/v1/completions", json!({"model": "gpt-9", "prompt": "x"}));
     assert_eq!(r.status, 404);
     assert_eq!(r.error_message(), "The model `gpt-9` does not exist.");
-    let r = server.post_json("/v1/completions", json!({"model": "smol", "prompt": vec![100; MAX_MODEL_LEN + 1]}));
+    let r = server.post_json(
+        "/v1/completions",
+        json!({"model": "smol", "prompt": vec![100; MAX_MODEL_LEN + 1]}),
+    );
     assert_eq!(r.status, 400);
-    assert!(r.error_message().contains("maximum context length"), "{}", r.error_message());
+    assert!(
+        r.error_message().contains("maximum context length"),
+        "{}",
+        r.error_message()
+    );
     let big = json!({"model": "smol", "prompt": "hello ".repeat(180_000)});
     let r = server.post_json("/v1/completions", big);
-    assert_eq!(r.status, 400, "a 1 MB prompt is tokenized, then refused as too long");
+    assert_eq!(
+        r.status, 400,
+        "a 1 MB prompt is tokenized, then refused as too long"
+    );
     let huge = format!(r#"{{"prompt":"{}"}}"#, "a".repeat(33 << 20));
     let r = server.post("/v1/completions", huge.as_bytes());
     assert_eq!(r.status, 413);
@@ -292,9 +389,17 @@ fn serve_end_to_end() {
             std::thread::spawn(move || stream_and_hang_up(port, i))
         })
         .collect();
-    let started = handles.into_iter().filter_map(|h| h.join().ok()).filter(|&ok| ok).count();
+    let started = handles
+        .into_iter()
+        .filter_map(|h| h.join().ok())
+        .filter(|&ok| ok)
+        .count();
     assert!(started > 0, "no stream started");
     assert_kv_cache_drains(&server);
     let r = server.post_json("/v1/completions", req);
-    assert_eq!(r.json()["choices"][0]["text"], text, "still serving, same greedy answer");
+    assert_eq!(
+        r.json()["choices"][0]["text"],
+        text,
+        "still serving, same greedy answer"
+    );
 }

@@ -10,7 +10,9 @@
 mod common;
 
 use candela::engine::EngineCore;
-use candela_core::{CacheConfig, FinishReason, NewRequest, SamplingParams, Scheduler, SchedulerConfig};
+use candela_core::{
+    CacheConfig, FinishReason, NewRequest, SamplingParams, Scheduler, SchedulerConfig,
+};
 use candela_model::{LoadedModel, ModelRunner, RunnerConfig, reference_generate_greedy};
 
 const GAP_TOLERANCE: f32 = 1e-4;
@@ -24,8 +26,13 @@ fn cases(model: &LoadedModel) -> Vec<Case> {
     let shared = "You are a careful assistant. Answer in one short paragraph, using plain words, \
                   and never repeat the question. Here is the question from the user: ";
     let topics = [
-        "Why is the sky blue?", "How do bees make honey?", "What is a prime number?",
-        "Explain photosynthesis.", "What causes tides?", "Who wrote Hamlet?", "What is gravity?",
+        "Why is the sky blue?",
+        "How do bees make honey?",
+        "What is a prime number?",
+        "Explain photosynthesis.",
+        "What causes tides?",
+        "Who wrote Hamlet?",
+        "What is gravity?",
         "How does a rainbow form?",
     ];
     let long = "The history of the printing press begins in the fifteenth century, when movable \
@@ -42,8 +49,14 @@ fn cases(model: &LoadedModel) -> Vec<Case> {
         .into_iter()
         .enumerate()
         .map(|(i, text)| {
-            let enc = model.tokenizer.encode(text.as_str(), false).expect("tokenize");
-            Case { prompt: enc.get_ids().to_vec(), max_tokens: 8 + (i * 7) % 33 }
+            let enc = model
+                .tokenizer
+                .encode(text.as_str(), false)
+                .expect("tokenize");
+            Case {
+                prompt: enc.get_ids().to_vec(),
+                max_tokens: 8 + (i * 7) % 33,
+            }
         })
         .collect()
 }
@@ -74,10 +87,17 @@ fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outco
     };
     let runner = ModelRunner::new(
         model.model.clone(),
-        RunnerConfig { num_device_blocks: 40, num_host_blocks: host_blocks, block_size: 16 },
+        RunnerConfig {
+            num_device_blocks: 40,
+            num_host_blocks: host_blocks,
+            block_size: 16,
+        },
         model.eos_token_ids.clone(),
     );
-    let mut core = EngineCore { scheduler: Scheduler::new(config, cache).unwrap(), runner };
+    let mut core = EngineCore {
+        scheduler: Scheduler::new(config, cache).unwrap(),
+        runner,
+    };
     for (i, c) in cases.iter().enumerate() {
         core.scheduler
             .add_request(NewRequest {
@@ -93,8 +113,15 @@ fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outco
     let mut outputs = vec![Vec::new(); cases.len()];
     let (mut max_swapped, mut chunked_steps) = (0, 0);
     for t in 0..20_000 {
-        let Some(step) = core.step(&|| t as f64).expect("step runs") else { break };
-        chunked_steps += step.plan.scheduled.iter().filter(|s| !s.sample && s.num_tokens > 1).count();
+        let Some(step) = core.step(&|| t as f64).expect("step runs") else {
+            break;
+        };
+        chunked_steps += step
+            .plan
+            .scheduled
+            .iter()
+            .filter(|s| !s.sample && s.num_tokens > 1)
+            .count();
         for o in step.outputs {
             outputs[o.id as usize].push(o.token);
             assert_ne!(o.finish, Some(FinishReason::Abort));
@@ -117,22 +144,41 @@ fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outco
 
 #[test]
 fn batched_paged_preempted_output_equals_single_sequence_reference() {
-    let model = candela_model::load(&common::default_model(), &candle_core::Device::Cpu, candle_core::DType::F32)
-        .expect("load model");
+    let model = candela_model::load(
+        &common::default_model(),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .expect("load model");
     let cases = cases(&model);
     assert_eq!(cases.len(), 32);
     let references: Vec<_> = cases
         .iter()
-        .map(|c| reference_generate_greedy(&model.model, &c.prompt, c.max_tokens, &model.eos_token_ids).unwrap())
+        .map(|c| {
+            reference_generate_greedy(&model.model, &c.prompt, c.max_tokens, &model.eos_token_ids)
+                .unwrap()
+        })
         .collect();
 
     for (label, host_blocks) in [("recompute", 0), ("swap", 64)] {
         let out = run_batched(&model, &cases, host_blocks);
-        assert!(out.preemptions > 0, "{label}: the tiny pool must force preemption");
-        assert!(out.prefix_hits > 0, "{label}: shared prefixes must hit the cache");
-        assert!(out.chunked_steps > 0, "{label}: long prompts must be chunked");
+        assert!(
+            out.preemptions > 0,
+            "{label}: the tiny pool must force preemption"
+        );
+        assert!(
+            out.prefix_hits > 0,
+            "{label}: shared prefixes must hit the cache"
+        );
+        assert!(
+            out.chunked_steps > 0,
+            "{label}: long prompts must be chunked"
+        );
         if host_blocks > 0 {
-            assert!(out.max_swapped > 0, "{label}: victims must be swapped, not recomputed");
+            assert!(
+                out.max_swapped > 0,
+                "{label}: victims must be swapped, not recomputed"
+            );
         }
         let mut near_ties = 0;
         for (i, (got, want)) in out.outputs.iter().zip(&references).enumerate() {

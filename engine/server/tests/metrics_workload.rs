@@ -17,10 +17,19 @@ use common::Exposition;
 const MAX_MODEL_LEN: usize = 160;
 
 fn start_engine() -> (EngineClient, tokenizers::Tokenizer) {
-    let m = candela_model::load(&common::default_model(), &candle_core::Device::Cpu, candle_core::DType::F32)
-        .expect("load model");
+    let m = candela_model::load(
+        &common::default_model(),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .expect("load model");
     // 12 blocks of 16 = 192 tokens for six ~70-token sequences: preemption is certain.
-    let cache = CacheConfig { block_size: 16, num_device_blocks: 12, num_host_blocks: 0, enable_prefix_caching: true };
+    let cache = CacheConfig {
+        block_size: 16,
+        num_device_blocks: 12,
+        num_host_blocks: 0,
+        enable_prefix_caching: true,
+    };
     let config = SchedulerConfig {
         max_num_seqs: 16,
         max_num_batched_tokens: 256,
@@ -32,19 +41,35 @@ fn start_engine() -> (EngineClient, tokenizers::Tokenizer) {
     };
     let runner = ModelRunner::new(
         m.model.clone(),
-        RunnerConfig { num_device_blocks: 12, num_host_blocks: 0, block_size: 16 },
+        RunnerConfig {
+            num_device_blocks: 12,
+            num_host_blocks: 0,
+            block_size: 16,
+        },
         m.eos_token_ids.clone(),
     );
-    let info = CacheInfo { block_size: 16, num_gpu_blocks: 12, enable_prefix_caching: true, cache_dtype: "auto".into(), ..Default::default() };
+    let info = CacheInfo {
+        block_size: 16,
+        num_gpu_blocks: 12,
+        enable_prefix_caching: true,
+        cache_dtype: "auto".into(),
+        ..Default::default()
+    };
     let metrics = EngineMetrics::new("smol", MAX_MODEL_LEN, info);
     let scheduler = Scheduler::new(config, cache).unwrap();
-    let (client, _thread) = Engine::spawn(scheduler, runner, m.eos_token_ids.clone(), metrics).unwrap();
+    let (client, _thread) =
+        Engine::spawn(scheduler, runner, m.eos_token_ids.clone(), metrics).unwrap();
     (client, m.tokenizer)
 }
 
 /// Runs one request to its end; returns its tokens.
 async fn run(engine: &EngineClient, prompt: &[u32], params: SamplingParams) -> Vec<u32> {
-    let req = GenerateRequest { prompt_token_ids: prompt.to_vec(), params, priority: 0, arrival: Instant::now() };
+    let req = GenerateRequest {
+        prompt_token_ids: prompt.to_vec(),
+        params,
+        priority: 0,
+        arrival: Instant::now(),
+    };
     let mut stream = engine.submit(req).await.expect("admitted");
     let mut out = Vec::new();
     while let Some(ev) = stream.next().await {
@@ -77,13 +102,22 @@ async fn metrics_match_a_scripted_workload() {
     let probe = run(&engine, &probe_prompt, SamplingParams::greedy(3)).await;
     assert_eq!(probe.len(), 3);
     // 2. The same prompt with its second token as a stop id: finishes by stop after 2 tokens.
-    let stop_params = SamplingParams { stop_token_ids: vec![probe[1]], ..SamplingParams::greedy(10) };
+    let stop_params = SamplingParams {
+        stop_token_ids: vec![probe[1]],
+        ..SamplingParams::greedy(10)
+    };
     let stopped = run(&engine, &probe_prompt, stop_params).await;
     assert_eq!(stopped, probe[..2]);
     // 3. Six concurrent 64-token generations in a 192-token pool: preemptions.
-    let prompts: Vec<Vec<u32>> = (0..6).map(|i| encode(&format!("Story {i}: once upon a time, in a land far away,"))).collect();
-    let long = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(64) };
-    let outs = futures::future::join_all(prompts.iter().map(|p| run(&engine, p, long.clone()))).await;
+    let prompts: Vec<Vec<u32>> = (0..6)
+        .map(|i| encode(&format!("Story {i}: once upon a time, in a land far away,")))
+        .collect();
+    let long = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(64)
+    };
+    let outs =
+        futures::future::join_all(prompts.iter().map(|p| run(&engine, p, long.clone()))).await;
     assert!(outs.iter().all(|o| o.len() == 64));
     wait_idle(&engine).await;
 
@@ -96,44 +130,91 @@ async fn metrics_match_a_scripted_workload() {
     let l = [("model_name", "smol"), ("engine", "0")];
 
     // Counters equal the workload.
-    assert_eq!(e.value("vllm:prompt_tokens_total", &l), prompt_tokens as f64);
-    assert_eq!(e.value("vllm:generation_tokens_total", &l), generation_tokens as f64);
-    let reason = |r| e.value("vllm:request_success_total", &[("model_name", "smol"), ("finished_reason", r)]);
-    assert_eq!((reason("length"), reason("stop"), reason("abort")), (7.0, 1.0, 0.0));
+    assert_eq!(
+        e.value("vllm:prompt_tokens_total", &l),
+        prompt_tokens as f64
+    );
+    assert_eq!(
+        e.value("vllm:generation_tokens_total", &l),
+        generation_tokens as f64
+    );
+    let reason = |r| {
+        e.value(
+            "vllm:request_success_total",
+            &[("model_name", "smol"), ("finished_reason", r)],
+        )
+    };
+    assert_eq!(
+        (reason("length"), reason("stop"), reason("abort")),
+        (7.0, 1.0, 0.0)
+    );
     let preemptions = e.value("vllm:num_preemptions_total", &l);
     assert!(preemptions > 0.0, "the 12-block pool must preempt");
     assert_eq!(preemptions, m.scheduler.num_preemptions as f64);
-    assert!(e.value("vllm:prefix_cache_hits_total", &l) >= 16.0, "the stop request reuses the probe's prompt");
+    assert!(
+        e.value("vllm:prefix_cache_hits_total", &l) >= 16.0,
+        "the stop request reuses the probe's prompt"
+    );
     assert_eq!(e.value("vllm:time_to_first_token_seconds_count", &l), 8.0);
-    assert_eq!(e.value("vllm:inter_token_latency_seconds_count", &l), (generation_tokens - 8) as f64);
+    assert_eq!(
+        e.value("vllm:inter_token_latency_seconds_count", &l),
+        (generation_tokens - 8) as f64
+    );
     assert_eq!(e.value("vllm:e2e_request_latency_seconds_count", &l), 8.0);
-    assert_eq!(e.value("vllm:request_generation_tokens_sum", &l), generation_tokens as f64);
-    assert_eq!(e.value("vllm:request_prompt_tokens_sum", &l), prompt_tokens as f64);
+    assert_eq!(
+        e.value("vllm:request_generation_tokens_sum", &l),
+        generation_tokens as f64
+    );
+    assert_eq!(
+        e.value("vllm:request_prompt_tokens_sum", &l),
+        prompt_tokens as f64
+    );
     // Gauges are live and idle now.
-    for g in ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"] {
+    for g in [
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+    ] {
         assert_eq!(e.value(g, &l), 0.0, "{g}");
     }
 
     // Every family, with its type.
     let expect = [
-        (names::NUM_REQUESTS_RUNNING, "gauge"), (names::NUM_REQUESTS_WAITING, "gauge"),
-        (names::NUM_REQUESTS_SWAPPED, "gauge"), (names::KV_CACHE_USAGE_PERC, "gauge"),
-        (names::GPU_CACHE_USAGE_PERC, "gauge"), (names::CPU_CACHE_USAGE_PERC, "gauge"),
-        (names::GPU_PREFIX_CACHE_HIT_RATE, "gauge"), (names::CACHE_CONFIG_INFO, "gauge"),
-        (names::LORA_REQUESTS_INFO, "gauge"), (names::SPEC_DECODE_DRAFT_ACCEPTANCE_RATE, "gauge"),
+        (names::NUM_REQUESTS_RUNNING, "gauge"),
+        (names::NUM_REQUESTS_WAITING, "gauge"),
+        (names::NUM_REQUESTS_SWAPPED, "gauge"),
+        (names::KV_CACHE_USAGE_PERC, "gauge"),
+        (names::GPU_CACHE_USAGE_PERC, "gauge"),
+        (names::CPU_CACHE_USAGE_PERC, "gauge"),
+        (names::GPU_PREFIX_CACHE_HIT_RATE, "gauge"),
+        (names::CACHE_CONFIG_INFO, "gauge"),
+        (names::LORA_REQUESTS_INFO, "gauge"),
+        (names::SPEC_DECODE_DRAFT_ACCEPTANCE_RATE, "gauge"),
         (names::SPEC_DECODE_SYSTEM_EFFICIENCY, "gauge"),
-        ("vllm:prompt_tokens_total", "counter"), ("vllm:generation_tokens_total", "counter"),
-        ("vllm:num_preemptions_total", "counter"), ("vllm:prefix_cache_queries_total", "counter"),
-        ("vllm:prefix_cache_hits_total", "counter"), ("vllm:request_success_total", "counter"),
-        ("vllm:spec_decode_num_drafts_total", "counter"), ("vllm:spec_decode_num_draft_tokens_total", "counter"),
-        ("vllm:spec_decode_num_accepted_tokens_total", "counter"), ("vllm:lora_requests_total", "counter"),
-        (names::TIME_TO_FIRST_TOKEN, "histogram"), (names::INTER_TOKEN_LATENCY, "histogram"),
-        (names::TIME_PER_OUTPUT_TOKEN, "histogram"), (names::REQUEST_TIME_PER_OUTPUT_TOKEN, "histogram"),
-        (names::E2E_REQUEST_LATENCY, "histogram"), (names::REQUEST_QUEUE_TIME, "histogram"),
-        (names::REQUEST_INFERENCE_TIME, "histogram"), (names::REQUEST_PREFILL_TIME, "histogram"),
-        (names::REQUEST_DECODE_TIME, "histogram"), (names::REQUEST_PROMPT_TOKENS, "histogram"),
-        (names::REQUEST_GENERATION_TOKENS, "histogram"), (names::REQUEST_MAX_NUM_GENERATION_TOKENS, "histogram"),
-        (names::REQUEST_PARAMS_MAX_TOKENS, "histogram"), (names::REQUEST_PARAMS_N, "histogram"),
+        ("vllm:prompt_tokens_total", "counter"),
+        ("vllm:generation_tokens_total", "counter"),
+        ("vllm:num_preemptions_total", "counter"),
+        ("vllm:prefix_cache_queries_total", "counter"),
+        ("vllm:prefix_cache_hits_total", "counter"),
+        ("vllm:request_success_total", "counter"),
+        ("vllm:spec_decode_num_drafts_total", "counter"),
+        ("vllm:spec_decode_num_draft_tokens_total", "counter"),
+        ("vllm:spec_decode_num_accepted_tokens_total", "counter"),
+        ("vllm:lora_requests_total", "counter"),
+        (names::TIME_TO_FIRST_TOKEN, "histogram"),
+        (names::INTER_TOKEN_LATENCY, "histogram"),
+        (names::TIME_PER_OUTPUT_TOKEN, "histogram"),
+        (names::REQUEST_TIME_PER_OUTPUT_TOKEN, "histogram"),
+        (names::E2E_REQUEST_LATENCY, "histogram"),
+        (names::REQUEST_QUEUE_TIME, "histogram"),
+        (names::REQUEST_INFERENCE_TIME, "histogram"),
+        (names::REQUEST_PREFILL_TIME, "histogram"),
+        (names::REQUEST_DECODE_TIME, "histogram"),
+        (names::REQUEST_PROMPT_TOKENS, "histogram"),
+        (names::REQUEST_GENERATION_TOKENS, "histogram"),
+        (names::REQUEST_MAX_NUM_GENERATION_TOKENS, "histogram"),
+        (names::REQUEST_PARAMS_MAX_TOKENS, "histogram"),
+        (names::REQUEST_PARAMS_N, "histogram"),
         (names::ITERATION_TOKENS, "histogram"),
     ];
     for (name, kind) in expect {
@@ -142,25 +223,72 @@ async fn metrics_match_a_scripted_workload() {
     assert_eq!(e.types.len(), expect.len(), "no unexpected families");
     // Every sample carries model_name and engine, and nothing per request.
     for s in &e.samples {
-        assert_eq!((s.label("model_name"), s.label("engine")), (Some("smol"), Some("0")), "{s:?}");
+        assert_eq!(
+            (s.label("model_name"), s.label("engine")),
+            (Some("smol"), Some("0")),
+            "{s:?}"
+        );
         for (k, _) in &s.labels {
-            assert!(["model_name", "engine", "le", "finished_reason", "block_size", "cache_dtype",
-                "enable_prefix_caching", "gpu_memory_utilization", "num_cpu_blocks", "num_gpu_blocks",
-                "swap_space", "max_lora", "running_lora_adapters", "waiting_lora_adapters"].contains(&k.as_str()), "label {k}");
+            assert!(
+                [
+                    "model_name",
+                    "engine",
+                    "le",
+                    "finished_reason",
+                    "block_size",
+                    "cache_dtype",
+                    "enable_prefix_caching",
+                    "gpu_memory_utilization",
+                    "num_cpu_blocks",
+                    "num_gpu_blocks",
+                    "swap_space",
+                    "max_lora",
+                    "running_lora_adapters",
+                    "waiting_lora_adapters"
+                ]
+                .contains(&k.as_str()),
+                "label {k}"
+            );
         }
     }
     // Bucket bounds as vLLM's.
-    assert_eq!(e.bucket_bounds(names::TIME_TO_FIRST_TOKEN), names::TTFT_BUCKETS);
-    assert_eq!(e.bucket_bounds(names::TIME_TO_FIRST_TOKEN).first(), Some(&0.001));
-    assert_eq!(e.bucket_bounds(names::TIME_TO_FIRST_TOKEN).last(), Some(&2560.0));
-    assert_eq!(e.bucket_bounds(names::INTER_TOKEN_LATENCY), names::TPOT_BUCKETS);
-    assert_eq!(e.bucket_bounds(names::REQUEST_TIME_PER_OUTPUT_TOKEN).last(), Some(&80.0));
-    for h in [names::E2E_REQUEST_LATENCY, names::REQUEST_QUEUE_TIME, names::REQUEST_PREFILL_TIME, names::REQUEST_DECODE_TIME] {
+    assert_eq!(
+        e.bucket_bounds(names::TIME_TO_FIRST_TOKEN),
+        names::TTFT_BUCKETS
+    );
+    assert_eq!(
+        e.bucket_bounds(names::TIME_TO_FIRST_TOKEN).first(),
+        Some(&0.001)
+    );
+    assert_eq!(
+        e.bucket_bounds(names::TIME_TO_FIRST_TOKEN).last(),
+        Some(&2560.0)
+    );
+    assert_eq!(
+        e.bucket_bounds(names::INTER_TOKEN_LATENCY),
+        names::TPOT_BUCKETS
+    );
+    assert_eq!(
+        e.bucket_bounds(names::REQUEST_TIME_PER_OUTPUT_TOKEN).last(),
+        Some(&80.0)
+    );
+    for h in [
+        names::E2E_REQUEST_LATENCY,
+        names::REQUEST_QUEUE_TIME,
+        names::REQUEST_PREFILL_TIME,
+        names::REQUEST_DECODE_TIME,
+    ] {
         assert_eq!(e.bucket_bounds(h).first(), Some(&0.3), "{h}");
         assert_eq!(e.bucket_bounds(h).last(), Some(&7680.0), "{h}");
     }
-    assert_eq!(e.bucket_bounds(names::REQUEST_PROMPT_TOKENS), buckets_1_2_5(MAX_MODEL_LEN));
-    assert_eq!(e.bucket_bounds(names::ITERATION_TOKENS).last(), Some(&16384.0));
+    assert_eq!(
+        e.bucket_bounds(names::REQUEST_PROMPT_TOKENS),
+        buckets_1_2_5(MAX_MODEL_LEN)
+    );
+    assert_eq!(
+        e.bucket_bounds(names::ITERATION_TOKENS).last(),
+        Some(&16384.0)
+    );
 
     // The stats line over the same interval shows the same numbers.
     let line = stats_log::stats_line(&before, &m, elapsed);
@@ -172,11 +300,22 @@ async fn metrics_match_a_scripted_workload() {
     assert!(line.starts_with(&expected), "{line}\n{expected}");
 
     // An aborted request counts as abort and frees its blocks.
-    let req = GenerateRequest { prompt_token_ids: prompts[0].clone(), params: long.clone(), priority: 0, arrival: Instant::now() };
+    let req = GenerateRequest {
+        prompt_token_ids: prompts[0].clone(),
+        params: long.clone(),
+        priority: 0,
+        arrival: Instant::now(),
+    };
     let mut stream = engine.submit(req).await.unwrap();
     stream.next().await.expect("first token");
     drop(stream);
     wait_idle(&engine).await;
     let e = Exposition::parse(&engine.metrics().render());
-    assert_eq!(e.value("vllm:request_success_total", &[("finished_reason", "abort")]), 1.0);
+    assert_eq!(
+        e.value(
+            "vllm:request_success_total",
+            &[("finished_reason", "abort")]
+        ),
+        1.0
+    );
 }

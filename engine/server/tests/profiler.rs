@@ -19,9 +19,15 @@ use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
 
 async fn post(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
-    let res = app.clone().oneshot(Request::post(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(Request::post(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 
@@ -29,30 +35,76 @@ async fn post(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
 async fn profile_records_steps_layers_and_sampling() {
     let dir = std::env::temp_dir().join(format!("candela-prof-{}", std::process::id()));
     let profiler = Profiler::new(Some(dir.clone()));
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(profiler.layer())).unwrap();
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(profiler.layer()))
+        .unwrap();
     let app = candela::profiler::router(profiler.clone());
     let disabled = candela::profiler::router(Profiler::new(None));
     let (status, body) = post(&disabled, "/start_profile").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"]["message"].as_str().unwrap().contains("--profiler-dir"));
-    assert_eq!(post(&app, "/stop_profile").await.0, StatusCode::BAD_REQUEST, "stop before start");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--profiler-dir")
+    );
+    assert_eq!(
+        post(&app, "/stop_profile").await.0,
+        StatusCode::BAD_REQUEST,
+        "stop before start"
+    );
 
-    let m = candela_model::load(&common::default_model(), &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
+    let m = candela_model::load(
+        &common::default_model(),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap();
     let layers = m.config.num_layers;
-    let cache = CacheConfig { block_size: 16, num_device_blocks: 64, num_host_blocks: 0, enable_prefix_caching: true };
-    let config = SchedulerConfig {
-        max_num_seqs: 8, max_num_batched_tokens: 256, max_model_len: 512, enable_chunked_prefill: true,
-        policy: SchedulingPolicy::Fcfs, delay_factor: 0.0, max_waiting: 8,
+    let cache = CacheConfig {
+        block_size: 16,
+        num_device_blocks: 64,
+        num_host_blocks: 0,
+        enable_prefix_caching: true,
     };
-    let runner = ModelRunner::new(m.model.clone(), RunnerConfig { num_device_blocks: 64, num_host_blocks: 0, block_size: 16 }, m.eos_token_ids.clone());
+    let config = SchedulerConfig {
+        max_num_seqs: 8,
+        max_num_batched_tokens: 256,
+        max_model_len: 512,
+        enable_chunked_prefill: true,
+        policy: SchedulingPolicy::Fcfs,
+        delay_factor: 0.0,
+        max_waiting: 8,
+    };
+    let runner = ModelRunner::new(
+        m.model.clone(),
+        RunnerConfig {
+            num_device_blocks: 64,
+            num_host_blocks: 0,
+            block_size: 16,
+        },
+        m.eos_token_ids.clone(),
+    );
     let (engine, _t) = Engine::spawn(
-        Scheduler::new(config, cache).unwrap(), runner, m.eos_token_ids.clone(),
+        Scheduler::new(config, cache).unwrap(),
+        runner,
+        m.eos_token_ids.clone(),
         EngineMetrics::new("smol", 512, CacheInfo::default()),
-    ).unwrap();
+    )
+    .unwrap();
 
     assert_eq!(post(&app, "/start_profile").await.0, StatusCode::OK);
-    let prompt = m.tokenizer.encode("The capital of France is", false).unwrap().get_ids().to_vec();
-    let req = GenerateRequest { prompt_token_ids: prompt.clone(), params: SamplingParams::greedy(4), priority: 0, arrival: Instant::now() };
+    let prompt = m
+        .tokenizer
+        .encode("The capital of France is", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    let req = GenerateRequest {
+        prompt_token_ids: prompt.clone(),
+        params: SamplingParams::greedy(4),
+        priority: 0,
+        arrival: Instant::now(),
+    };
     let mut stream = engine.submit(req).await.unwrap();
     let mut n = 0;
     while stream.next().await.is_some() {

@@ -3,15 +3,13 @@
 //! SSE streaming with a `role` chunk first and `stream_options.include_usage`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use futures::stream::{self, StreamExt};
 use tokenizers::Tokenizer;
 
 use super::completions::sse_json;
@@ -68,7 +66,10 @@ pub async fn chat_completions(
     };
 
     if stream {
-        let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+        let include_usage = req
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
         let id = meta.id.clone();
         let response = stream_response(meta, choices, prompt_tokens, include_usage);
         return Ok(super::with_request_id(response, &id));
@@ -80,7 +81,10 @@ pub async fn chat_completions(
         .map(|c| ChatChoice {
             index: c.index,
             logprobs: meta.logprobs(&c.tokens),
-            message: ChatResponseMessage { role: ROLE, content: c.text },
+            message: ChatResponseMessage {
+                role: ROLE,
+                content: c.text,
+            },
             finish_reason: c.finish,
         })
         .collect();
@@ -104,7 +108,10 @@ pub(super) fn to_template_messages(
     messages: &[ChatMessageIn],
 ) -> Result<Vec<ChatMessage>, ApiError> {
     if messages.is_empty() {
-        return Err(ApiError::invalid_param("messages", "messages must not be empty."));
+        return Err(ApiError::invalid_param(
+            "messages",
+            "messages must not be empty.",
+        ));
     }
     messages
         .iter()
@@ -211,63 +218,43 @@ fn stream_response(
     include_usage: bool,
 ) -> Response {
     let meta = Arc::new(meta);
-    let completion_tokens = Arc::new(AtomicUsize::new(0));
-
     let role_chunks: Vec<Event> = choices
         .iter()
         .map(|c| {
             let choice = ChatChunkChoice {
                 index: c.index(),
-                delta: ChatDelta { role: Some(ROLE), content: Some(String::new()) },
+                delta: ChatDelta {
+                    role: Some(ROLE),
+                    content: Some(String::new()),
+                },
                 logprobs: None,
                 finish_reason: None,
             };
             sse_json(&meta.chunk(vec![choice], None))
         })
         .collect();
-
-    let body = {
-        let meta = meta.clone();
-        let counter = completion_tokens.clone();
-        generate::merge(choices).filter_map(move |event| {
-            let meta = meta.clone();
-            let counter = counter.clone();
-            async move {
-                if let Some(err) = event.error {
-                    return Some(Event::default().data(err.to_json().to_string()));
-                }
-                if event.token.is_some() {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-                let tokens: Vec<TokenInfo> = event.token.into_iter().collect();
-                if event.text.is_empty() && event.finish.is_none() && !meta.logprobs {
-                    return None;
-                }
-                let content = (!event.text.is_empty()).then_some(event.text);
-                let choice = ChatChunkChoice {
-                    index: event.index,
-                    delta: ChatDelta { role: None, content },
-                    logprobs: meta.logprobs(&tokens),
-                    finish_reason: event.finish,
-                };
-                Some(sse_json(&meta.chunk(vec![choice], None)))
-            }
-        })
+    let m = meta.clone();
+    let chunk = move |event: generate::ChoiceEvent, tokens: Vec<TokenInfo>| {
+        let content = (!event.text.is_empty()).then_some(event.text);
+        let choice = ChatChunkChoice {
+            index: event.index,
+            delta: ChatDelta {
+                role: None,
+                content,
+            },
+            logprobs: m.logprobs(&tokens),
+            finish_reason: event.finish,
+        };
+        sse_json(&m.chunk(vec![choice], None))
     };
-
-    let tail = stream::once(async move {
-        include_usage.then(|| {
-            let usage = Usage::new(prompt_tokens, completion_tokens.load(Ordering::Relaxed));
-            sse_json(&meta.chunk(Vec::new(), Some(usage)))
-        })
-    })
-    .filter_map(futures::future::ready);
-
-    let events = stream::iter(role_chunks)
-        .chain(body)
-        .chain(tail)
-        .chain(stream::once(async { Event::default().data("[DONE]") }))
-        .map(Ok::<_, std::convert::Infallible>);
-    // Comments every 15 s keep proxies from timing out a request still queued.
-    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+    let with_logprobs = meta.logprobs;
+    let usage = include_usage.then(|| {
+        move |completion_tokens| {
+            sse_json(&meta.chunk(
+                Vec::new(),
+                Some(Usage::new(prompt_tokens, completion_tokens)),
+            ))
+        }
+    });
+    generate::sse_response(role_chunks, choices, with_logprobs, chunk, usage)
 }

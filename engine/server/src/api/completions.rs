@@ -2,15 +2,13 @@
 //! `logprobs` in the legacy parallel-array shape, SSE streaming.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use futures::stream::{self, StreamExt};
 use tokenizers::Tokenizer;
 
 use super::generate::{self, CollectedChoice, PreparedPrompt, Submission, TokenInfo};
@@ -39,7 +37,9 @@ struct Meta {
 
 impl Meta {
     fn echo_for(&self, choice: usize) -> &str {
-        self.echo.get(choice / self.n.max(1)).map_or("", String::as_str)
+        self.echo
+            .get(choice / self.n.max(1))
+            .map_or("", String::as_str)
     }
 
     fn logprobs(&self, choice: usize, tokens: &[TokenInfo]) -> Option<CompletionLogprobs> {
@@ -73,7 +73,10 @@ pub async fn completions(
     let sampling = req.sampling();
     let inputs = req.prompt.into_inputs();
     if inputs.is_empty() {
-        return Err(ApiError::invalid_param("prompt", "prompt must not be empty."));
+        return Err(ApiError::invalid_param(
+            "prompt",
+            "prompt must not be empty.",
+        ));
     }
     let plan = GenerationPlan::new(&sampling, req.max_tokens, req.logprobs, inputs.len())?;
     let echo = req.echo.unwrap_or(false);
@@ -85,7 +88,10 @@ pub async fn completions(
         let (token_ids, text) = match input {
             PromptInput::Text(text) => {
                 let kept = if echo { text.clone() } else { String::new() };
-                (generate::tokenize(&state.tokenizer, text, add_special_tokens).await?, kept)
+                (
+                    generate::tokenize(&state.tokenizer, text, add_special_tokens).await?,
+                    kept,
+                )
             }
             PromptInput::Tokens(ids) => {
                 generate::check_token_ids(&state.tokenizer, &ids)?;
@@ -128,14 +134,20 @@ pub async fn completions(
     };
 
     if stream {
-        let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+        let include_usage = req
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
         let id = meta.id.clone();
         let response = stream_response(meta, choices, prompt_tokens, include_usage);
         return Ok(super::with_request_id(response, &id));
     }
     let collected = generate::collect_all(choices).await?;
     let completion_tokens = collected.iter().map(|c| c.tokens.len()).sum();
-    let choices = collected.into_iter().map(|c| full_choice(&meta, c)).collect();
+    let choices = collected
+        .into_iter()
+        .map(|c| full_choice(&meta, c))
+        .collect();
     let body = meta.response(choices, Some(Usage::new(prompt_tokens, completion_tokens)));
     let id = body.id.clone();
     Ok(super::with_request_id(Json(body).into_response(), &id))
@@ -157,8 +169,6 @@ fn stream_response(
     include_usage: bool,
 ) -> Response {
     let meta = Arc::new(meta);
-    let completion_tokens = Arc::new(AtomicUsize::new(0));
-
     // With `echo`, each choice starts with its prompt text, as vLLM streams it.
     let echo_chunks: Vec<Event> = (0..choices.len())
         .filter(|&i| !meta.echo_for(i).is_empty())
@@ -172,56 +182,34 @@ fn stream_response(
             sse_json(&meta.response(vec![choice], None))
         })
         .collect();
-
-    let body = {
-        let meta = meta.clone();
-        let counter = completion_tokens.clone();
-        generate::merge(choices).filter_map(move |event| {
-            let meta = meta.clone();
-            let counter = counter.clone();
-            async move {
-                if let Some(err) = event.error {
-                    return Some(Event::default().data(err.to_json().to_string()));
-                }
-                if event.token.is_some() {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-                let tokens: Vec<TokenInfo> = event.token.into_iter().collect();
-                if event.text.is_empty() && event.finish.is_none() && !meta.logprobs {
-                    return None;
-                }
-                let choice = CompletionChoice {
-                    index: event.index,
-                    text: event.text,
-                    logprobs: meta.logprobs(event.index, &tokens),
-                    finish_reason: event.finish,
-                };
-                Some(sse_json(&meta.response(vec![choice], None)))
-            }
-        })
+    let m = meta.clone();
+    let chunk = move |event: generate::ChoiceEvent, tokens: Vec<TokenInfo>| {
+        let choice = CompletionChoice {
+            index: event.index,
+            logprobs: m.logprobs(event.index, &tokens),
+            text: event.text,
+            finish_reason: event.finish,
+        };
+        sse_json(&m.response(vec![choice], None))
     };
-
-    let tail = stream::once(async move {
-        include_usage.then(|| {
-            let usage = Usage::new(prompt_tokens, completion_tokens.load(Ordering::Relaxed));
-            sse_json(&meta.response(Vec::new(), Some(usage)))
-        })
-    })
-    .filter_map(futures::future::ready);
-
-    let events = stream::iter(echo_chunks)
-        .chain(body)
-        .chain(tail)
-        .chain(stream::once(async { Event::default().data("[DONE]") }))
-        .map(Ok::<_, std::convert::Infallible>);
-    // Comments every 15 s keep proxies from timing out a request still queued.
-    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+    let with_logprobs = meta.logprobs;
+    let usage = include_usage.then(|| {
+        move |completion_tokens| {
+            sse_json(&meta.response(
+                Vec::new(),
+                Some(Usage::new(prompt_tokens, completion_tokens)),
+            ))
+        }
+    });
+    generate::sse_response(echo_chunks, choices, with_logprobs, chunk, usage)
 }
 
 /// One SSE `data:` event holding `value` as JSON.
 pub(super) fn sse_json<T: serde::Serialize>(value: &T) -> Event {
     let json = serde_json::to_string(value).unwrap_or_else(|e| {
-        ApiError::internal(format!("serialization failed: {e}")).to_json().to_string()
+        ApiError::internal(format!("serialization failed: {e}"))
+            .to_json()
+            .to_string()
     });
     Event::default().data(json)
 }
@@ -237,8 +225,11 @@ fn completion_logprobs(
         let text = token_text(tokenizer, t.id);
         let (logprob, top) = match &t.logprobs {
             Some(lp) => {
-                let mut top: Vec<(String, f32)> =
-                    lp.top.iter().map(|&(id, l)| (token_text(tokenizer, id), l)).collect();
+                let mut top: Vec<(String, f32)> = lp
+                    .top
+                    .iter()
+                    .map(|&(id, l)| (token_text(tokenizer, id), l))
+                    .collect();
                 // vLLM always lists the sampled token among the alternatives.
                 if !lp.top.iter().any(|&(id, _)| id == t.id) {
                     top.push((text.clone(), lp.logprob));

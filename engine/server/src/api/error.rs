@@ -67,7 +67,10 @@ impl ApiError {
 
     /// 400 naming the offending request field.
     pub fn invalid_param(param: &str, message: impl Into<String>) -> Self {
-        Self { param: Some(param.to_owned()), ..Self::invalid(message) }
+        Self {
+            param: Some(param.to_owned()),
+            ..Self::invalid(message)
+        }
     }
 
     /// 401: no `Authorization: Bearer` header, or a key that does not match `--api-key`.
@@ -97,14 +100,19 @@ impl ApiError {
 
     /// 404 for a path that is not a route.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, ..Self::invalid(message) }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            ..Self::invalid(message)
+        }
     }
 
     /// 413: the body is larger than the server accepts.
     pub fn payload_too_large(limit_bytes: usize) -> Self {
         Self {
             status: StatusCode::PAYLOAD_TOO_LARGE,
-            ..Self::invalid(format!("The request body is larger than {limit_bytes} bytes."))
+            ..Self::invalid(format!(
+                "The request body is larger than {limit_bytes} bytes."
+            ))
         }
     }
 
@@ -185,7 +193,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after_s {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -230,9 +240,13 @@ mod tests {
     async fn body_json(err: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
         let response = err.into_response();
         let status = response.status();
-        let retry =
-            response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let retry = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         (status, retry, serde_json::from_slice(&bytes).unwrap())
     }
 
@@ -252,7 +266,10 @@ mod tests {
     async fn model_not_found_is_404_with_openai_message() {
         let (status, _, body) = body_json(ApiError::model_not_found("gpt-9")).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        assert_eq!(body["error"]["message"], "The model `gpt-9` does not exist.");
+        assert_eq!(
+            body["error"]["message"],
+            "The model `gpt-9` does not exist."
+        );
         assert_eq!(body["error"]["code"], "model_not_found");
     }
 
@@ -263,7 +280,12 @@ mod tests {
         let (status, retry, body) = body_json(err).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(retry.as_deref(), Some("1"));
-        assert!(body["error"]["message"].as_str().unwrap().contains("7 requests"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("7 requests")
+        );
         let (status, retry, _) = body_json(SubmitError::EngineDead.into()).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(retry.as_deref(), Some("5"));
@@ -299,6 +321,11 @@ mod tests {
         assert!(!msg.contains("secret"));
         assert_eq!(body["error"]["code"], "invalid_api_key");
         let (_, _, body) = body_json(ApiError::unauthorized(None)).await;
-        assert!(body["error"]["message"].as_str().unwrap().contains("didn't provide"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("didn't provide")
+        );
     }
 }

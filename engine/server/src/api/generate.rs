@@ -9,8 +9,11 @@
 //! the stream is dropped (and the engine told to abort) as soon as it matches.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use candela_core::{FinishReason, SamplingParams, TokenLogprobs};
 use futures::stream::{self, BoxStream, StreamExt};
 use tokenizers::Tokenizer;
@@ -120,7 +123,10 @@ impl Choice {
 
     /// Polls the choice to its end, collecting text and tokens.
     pub async fn collect(mut self) -> Result<CollectedChoice, ApiError> {
-        let mut out = CollectedChoice { index: self.index, ..CollectedChoice::default() };
+        let mut out = CollectedChoice {
+            index: self.index,
+            ..CollectedChoice::default()
+        };
         while let Some(event) = self.next().await {
             if let Some(err) = event.error {
                 return Err(err);
@@ -172,7 +178,9 @@ impl Submission<'_> {
         let mut requests = Vec::with_capacity(prompts.len() * n);
         for prompt in prompts {
             for i in 0..n {
-                let params = self.plan.for_prompt(prompt.token_ids.len(), self.max_model_len, i)?;
+                let params = self
+                    .plan
+                    .for_prompt(prompt.token_ids.len(), self.max_model_len, i)?;
                 requests.push((prompt, params));
             }
         }
@@ -300,4 +308,49 @@ fn clamp_logprobs(mut lp: TokenLogprobs) -> TokenLogprobs {
         *l = clamp(*l);
     }
     lp
+}
+
+/// The SSE body both endpoints stream: `head` events first, then one event per
+/// choice event built by `chunk` (events with no text, no finish and no
+/// logprobs to report are skipped), then — when `usage` is given — the usage
+/// chunk built from the number of completion tokens, then `[DONE]`. An engine
+/// failure goes out as OpenAI error JSON in place of its chunk.
+pub fn sse_response<C, U>(
+    head: Vec<Event>,
+    choices: Vec<Choice>,
+    with_logprobs: bool,
+    chunk: C,
+    usage: Option<U>,
+) -> Response
+where
+    C: Fn(ChoiceEvent, Vec<TokenInfo>) -> Event + Send + Sync + 'static,
+    U: FnOnce(usize) -> Event + Send + 'static,
+{
+    let completion_tokens = Arc::new(AtomicUsize::new(0));
+    let counter = completion_tokens.clone();
+    let body = merge(choices).filter_map(move |mut event| {
+        let out = if let Some(err) = event.error.take() {
+            Some(Event::default().data(err.to_json().to_string()))
+        } else {
+            if event.token.is_some() {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            let tokens: Vec<TokenInfo> = event.token.take().into_iter().collect();
+            let silent = event.text.is_empty() && event.finish.is_none() && !with_logprobs;
+            (!silent).then(|| chunk(event, tokens))
+        };
+        futures::future::ready(out)
+    });
+    let tail =
+        stream::once(async move { usage.map(|u| u(completion_tokens.load(Ordering::Relaxed))) })
+            .filter_map(futures::future::ready);
+    let events = stream::iter(head)
+        .chain(body)
+        .chain(tail)
+        .chain(stream::once(async { Event::default().data("[DONE]") }))
+        .map(Ok::<_, std::convert::Infallible>);
+    // Comments every 15 s keep proxies from timing out a request still queued.
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

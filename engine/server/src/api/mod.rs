@@ -96,7 +96,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*model}", get(get_model))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
     Router::new()
         .merge(v1)
         .route("/health", get(health))
@@ -136,7 +139,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde would accept `[...]` as a struct written positionally; requests are objects.
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
-        Some(_) => return Err(ApiError::invalid("Invalid JSON body: expected a JSON object.")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Invalid JSON body: expected a JSON object.",
+            ));
+        }
         None => return Err(ApiError::invalid("Invalid JSON body: the body is empty.")),
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -149,7 +156,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ApiError::invalid_param(&path, format!("Invalid value for `{path}`: {inner}"))
         }
     })?;
-    de.end().map_err(|e| ApiError::invalid(format!("Invalid JSON body: {e}")))?;
+    de.end()
+        .map_err(|e| ApiError::invalid(format!("Invalid JSON body: {e}")))?;
     Ok(value)
 }
 
@@ -175,8 +183,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn list_models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
-    let data = state.served_model_names.iter().map(|name| model_card(&state, name)).collect();
-    Json(ModelList { object: "list", data })
+    let data = state
+        .served_model_names
+        .iter()
+        .map(|name| model_card(&state, name))
+        .collect();
+    Json(ModelList {
+        object: "list",
+        data,
+    })
 }
 
 /// `GET /v1/models/{model}` (OpenAI's retrieve-model call).
@@ -224,7 +239,11 @@ pub fn with_request_id(mut response: Response, id: &str) -> Response {
 
 /// 200 while the engine thread runs, 503 once it has stopped (so probes restart the pod).
 async fn health(State(state): State<Arc<AppState>>) -> StatusCode {
-    if state.engine.is_alive() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+    if state.engine.is_alive() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 async fn version() -> Json<serde_json::Value> {
@@ -232,7 +251,11 @@ async fn version() -> Json<serde_json::Value> {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::not_found(format!("No route for {} {}.", req.method(), req.uri().path()))
+    ApiError::not_found(format!(
+        "No route for {} {}.",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 #[cfg(test)]

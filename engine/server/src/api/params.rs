@@ -87,16 +87,24 @@ impl GenerationPlan {
             top_p: fields.top_p.unwrap_or(defaults.top_p),
             top_k,
             min_p: fields.min_p.unwrap_or(defaults.min_p),
-            repetition_penalty: fields.repetition_penalty.unwrap_or(defaults.repetition_penalty),
+            repetition_penalty: fields
+                .repetition_penalty
+                .unwrap_or(defaults.repetition_penalty),
             presence_penalty: fields.presence_penalty.unwrap_or(defaults.presence_penalty),
-            frequency_penalty: fields.frequency_penalty.unwrap_or(defaults.frequency_penalty),
+            frequency_penalty: fields
+                .frequency_penalty
+                .unwrap_or(defaults.frequency_penalty),
             // Negative seeds are accepted and reinterpreted, as Python's random does.
             seed: fields.seed.map(|s| s as u64),
             // Placeholder until the prompt length is known; validated then.
             max_tokens: requested_max_tokens.unwrap_or(min_tokens.max(1)),
             min_tokens,
             stop_token_ids: fields.stop_token_ids.clone().unwrap_or_default(),
-            stop: fields.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
+            stop: fields
+                .stop
+                .clone()
+                .map(|s| s.into_vec())
+                .unwrap_or_default(),
             ignore_eos: fields.ignore_eos.unwrap_or(false),
             logprobs,
         };
@@ -148,9 +156,10 @@ impl GenerationPlan {
 fn non_negative(name: &str, value: Option<i64>) -> Result<Option<usize>, ApiError> {
     match value {
         None => Ok(None),
-        Some(v) if v < 0 => {
-            Err(ApiError::invalid_param(name, format!("{name} must be non-negative, got {v}.")))
-        }
+        Some(v) if v < 0 => Err(ApiError::invalid_param(
+            name,
+            format!("{name} must be non-negative, got {v}."),
+        )),
         Some(v) => Ok(Some(usize::try_from(v).unwrap_or(usize::MAX))),
     }
 }
@@ -210,7 +219,11 @@ mod tests {
         let p = plan("{}", Some(i64::MAX), None).unwrap();
         let e = p.for_prompt(5, 2048, 0).unwrap_err();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
-        assert!(e.message().contains("maximum context length is 2048"), "{}", e.message());
+        assert!(
+            e.message().contains("maximum context length is 2048"),
+            "{}",
+            e.message()
+        );
     }
 
     #[test]
@@ -221,7 +234,10 @@ mod tests {
         assert!(e.message().contains("5000"));
         let e = p.for_prompt(2048, 2048, 0).unwrap_err();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(p.for_prompt(0, 2048, 0).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            p.for_prompt(0, 2048, 0).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(p.for_prompt(2047, 2048, 0).unwrap().max_tokens, 1);
     }
 

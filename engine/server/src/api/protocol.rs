@@ -244,7 +244,11 @@ pub struct Usage {
 
 impl Usage {
     pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
-        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
     }
 }
 
@@ -422,7 +426,10 @@ mod tests {
         let r: CompletionRequest = parse(r#"{"prompt":["a","b"]}"#).unwrap();
         assert_eq!(r.prompt.into_inputs().len(), 2);
         let r: CompletionRequest = parse(r#"{"prompt":[1,2,3]}"#).unwrap();
-        assert_eq!(r.prompt.into_inputs(), vec![PromptInput::Tokens(vec![1, 2, 3])]);
+        assert_eq!(
+            r.prompt.into_inputs(),
+            vec![PromptInput::Tokens(vec![1, 2, 3])]
+        );
         let r: CompletionRequest = parse(r#"{"prompt":[[1],[2,3]]}"#).unwrap();
         assert_eq!(r.prompt.into_inputs()[1], PromptInput::Tokens(vec![2, 3]));
         let r: CompletionRequest = parse(r#"{"prompt":[]}"#).unwrap();
@@ -517,7 +524,10 @@ mod tests {
             model: "m".into(),
             choices: vec![ChatChunkChoice {
                 index: 0,
-                delta: ChatDelta { role: Some("assistant"), content: Some(String::new()) },
+                delta: ChatDelta {
+                    role: Some("assistant"),
+                    content: Some(String::new()),
+                },
                 logprobs: None,
                 finish_reason: None,
             }],
@@ -527,8 +537,15 @@ mod tests {
         assert_eq!(v["choices"][0]["delta"]["role"], "assistant");
         assert!(v["choices"][0]["finish_reason"].is_null());
         assert!(v.get("usage").is_none());
-        let top = TopLogprobMap(vec![("a".into(), -0.5), ("b".into(), -1.0), ("a".into(), -2.0)]);
-        assert_eq!(serde_json::to_string(&top).unwrap(), r#"{"a":-0.5,"b":-1.0}"#);
+        let top = TopLogprobMap(vec![
+            ("a".into(), -0.5),
+            ("b".into(), -1.0),
+            ("a".into(), -2.0),
+        ]);
+        assert_eq!(
+            serde_json::to_string(&top).unwrap(),
+            r#"{"a":-0.5,"b":-1.0}"#
+        );
         assert_eq!(Usage::new(3, 4).total_tokens, 7);
     }
 }

@@ -71,9 +71,13 @@ static MODEL: LazyLock<Model> = LazyLock::new(|| {
 
 /// The API's template callback over a compiled template, as `serve::start` builds it.
 fn render(template: candela_model::ChatTemplate) -> Arc<ChatTemplate> {
-    Arc::new(move |messages: &[ChatMessage], add_generation_prompt: bool| {
-        template.render(&messages, add_generation_prompt).map_err(|e| e.to_string())
-    })
+    Arc::new(
+        move |messages: &[ChatMessage], add_generation_prompt: bool| {
+            template
+                .render(&messages, add_generation_prompt)
+                .map_err(|e| e.to_string())
+        },
+    )
 }
 
 /// Scheduler limits a test may change.
@@ -85,7 +89,10 @@ struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_num_seqs: 8, max_waiting: 64 }
+        Limits {
+            max_num_seqs: 8,
+            max_waiting: 64,
+        }
     }
 }
 
@@ -110,7 +117,11 @@ fn engine(limits: Limits) -> EngineClient {
     };
     let runner = ModelRunner::new(
         m.model.clone(),
-        RunnerConfig { num_device_blocks: KV_BLOCKS, num_host_blocks: 0, block_size: BLOCK_SIZE },
+        RunnerConfig {
+            num_device_blocks: KV_BLOCKS,
+            num_host_blocks: 0,
+            block_size: BLOCK_SIZE,
+        },
         m.eos_token_ids.clone(),
     );
     let scheduler = Scheduler::new(scheduler, cache).expect("test limits are valid");
@@ -173,16 +184,25 @@ async fn call(
     body: Option<Body>,
     key: Option<&str>,
 ) -> (StatusCode, HeaderMap, Vec<u8>) {
-    let res = app.clone().oneshot(request(method, uri, body, key)).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(request(method, uri, body, key))
+        .await
+        .unwrap();
     let status = res.status();
     let headers = res.headers().clone();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
     (status, headers, bytes.to_vec())
 }
 
 async fn post(app: &axum::Router, uri: &str, body: Value) -> (StatusCode, Value) {
     let (status, _, bytes) = call(app, "POST", uri, Some(Body::from(body.to_string())), None).await;
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 /// POSTs and insists on a 200.
@@ -194,7 +214,9 @@ async fn post_ok(app: &axum::Router, uri: &str, body: Value) -> Value {
 
 /// How many tokens `/tokenize` counts for `body` (a prompt or messages).
 async fn token_count(app: &axum::Router, body: Value) -> u64 {
-    post_ok(app, "/tokenize", body).await["count"].as_u64().unwrap()
+    post_ok(app, "/tokenize", body).await["count"]
+        .as_u64()
+        .unwrap()
 }
 
 /// The `data:` payloads of an SSE body.
@@ -208,8 +230,15 @@ fn sse_events(bytes: &[u8]) -> Vec<String> {
 /// The JSON chunks of an SSE body, after checking it ends with `[DONE]`.
 fn sse_chunks(bytes: &[u8]) -> Vec<Value> {
     let events = sse_events(bytes);
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
-    events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect()
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
 }
 
 /// Polls the engine's gauges until `done` holds; panics with them after [`DEADLINE`].
@@ -220,7 +249,10 @@ async fn wait_for(engine: &EngineClient, what: &str, done: impl Fn(&SchedulerSta
         if done(&stats) {
             return;
         }
-        assert!(start.elapsed() < DEADLINE, "engine never reached `{what}`: {stats:?}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "engine never reached `{what}`: {stats:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -236,7 +268,10 @@ async fn wait_drained(engine: &EngineClient) {
 /// Asserts the alternatives are log-probabilities and the greedy pick is the likeliest.
 fn assert_greedy_logprob(chosen: f64, alternatives: &[f64]) {
     assert!(alternatives.iter().all(|&lp| lp <= 0.0), "{alternatives:?}");
-    let best = alternatives.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let best = alternatives
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
     assert!(
         (chosen - best).abs() < 1e-6,
         "greedy pick {chosen} is not the best of {alternatives:?}"

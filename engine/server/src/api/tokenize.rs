@@ -28,11 +28,19 @@ pub async fn tokenize(
                 })?;
             (rendered, false)
         }
-        _ => return Err(ApiError::invalid("Exactly one of `prompt` or `messages` must be given.")),
+        _ => {
+            return Err(ApiError::invalid(
+                "Exactly one of `prompt` or `messages` must be given.",
+            ));
+        }
     };
     let add_special_tokens = req.add_special_tokens.unwrap_or(default_special);
     let tokens = generate::tokenize(&state.tokenizer, text, add_special_tokens).await?;
-    Ok(Json(TokenizeResponse { count: tokens.len(), max_model_len: state.max_model_len, tokens }))
+    Ok(Json(TokenizeResponse {
+        count: tokens.len(),
+        max_model_len: state.max_model_len,
+        tokens,
+    }))
 }
 
 /// `{tokens}` → `{prompt}`.

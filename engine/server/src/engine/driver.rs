@@ -7,8 +7,8 @@
 //! and a receiver that is gone only means its abort command is on the way.
 
 use std::collections::HashMap;
-use std::sync::mpsc as std_mpsc;
 use std::sync::atomic::AtomicBool;
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,7 +55,11 @@ impl EngineCore {
             return Ok(None);
         }
         // Batch composition, for the profiler's step events.
-        let decode = plan.scheduled.iter().filter(|s| s.sample && s.num_tokens == 1).count();
+        let decode = plan
+            .scheduled
+            .iter()
+            .filter(|s| s.sample && s.num_tokens == 1)
+            .count();
         step.record("seqs", plan.scheduled.len());
         step.record("batched_tokens", plan.num_batched_tokens);
         step.record("decode_tokens", decode);
@@ -68,14 +72,20 @@ impl EngineCore {
     ///
     /// # Errors
     /// A failed forward pass; the step's requests are aborted.
-    fn execute(&mut self, out: &SchedulerOutput, clock: &dyn Fn() -> f64) -> candela_model::Result<Vec<RequestOutput>> {
+    fn execute(
+        &mut self,
+        out: &SchedulerOutput,
+        clock: &dyn Fn() -> f64,
+    ) -> candela_model::Result<Vec<RequestOutput>> {
         self.runner.finish(&out.finished);
         let scheduler = &self.scheduler;
         let seqs: Vec<StepSeq<'_>> = out
             .scheduled
             .iter()
             .map(|s| {
-                let req = scheduler.request(s.id).expect("invariant: scheduled requests are live");
+                let req = scheduler
+                    .request(s.id)
+                    .expect("invariant: scheduled requests are live");
                 StepSeq {
                     id: s.id,
                     tokens: &req.token_ids()[s.start..s.start + s.num_tokens],
@@ -129,8 +139,7 @@ impl Engine {
         metrics: EngineMetrics,
     ) -> std::io::Result<(EngineClient, JoinHandle<()>)> {
         let (tx, rx) = std_mpsc::channel();
-        let driver =
-            Driver {
+        let driver = Driver {
             core: EngineCore { scheduler, runner },
             eos_token_ids,
             epoch: Instant::now(),
@@ -139,11 +148,13 @@ impl Engine {
         };
         let alive = Arc::new(AtomicBool::new(true));
         let client = EngineClient::new(tx, driver.metrics.clone(), alive.clone());
-        let handle = std::thread::Builder::new().name("candela-engine".into()).spawn(move || {
-            // Marks the engine dead however the loop ends, a panic included.
-            let _alive = AliveGuard(alive);
-            driver.run(rx);
-        })?;
+        let handle = std::thread::Builder::new()
+            .name("candela-engine".into())
+            .spawn(move || {
+                // Marks the engine dead however the loop ends, a panic included.
+                let _alive = AliveGuard(alive);
+                driver.run(rx);
+            })?;
         Ok((client, handle))
     }
 }
@@ -187,7 +198,8 @@ impl Driver {
                 Err(e) => {
                     error!(error = %e, "model step failed; its requests were aborted");
                     let scheduler = &self.core.scheduler;
-                    self.streams.retain(|id, _| scheduler.request(*id).is_some());
+                    self.streams
+                        .retain(|id, _| scheduler.request(*id).is_some());
                 }
             }
         }
@@ -214,8 +226,16 @@ impl Driver {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Add { id, request, events, reply } => {
-                let arrival = request.arrival.checked_duration_since(self.epoch).unwrap_or_default();
+            Command::Add {
+                id,
+                request,
+                events,
+                reply,
+            } => {
+                let arrival = request
+                    .arrival
+                    .checked_duration_since(self.epoch)
+                    .unwrap_or_default();
                 let new = NewRequest {
                     id,
                     prompt_token_ids: request.prompt_token_ids,
@@ -239,7 +259,11 @@ impl Driver {
 
     fn abort(&mut self, id: RequestId, reason: FinishReason) {
         if self.core.scheduler.abort(id, reason) {
-            debug!(request_id = id, reason = reason.as_str(), "request ended early");
+            debug!(
+                request_id = id,
+                reason = reason.as_str(),
+                "request ended early"
+            );
         }
         self.streams.remove(&id);
     }
@@ -247,8 +271,14 @@ impl Driver {
     /// Sends each output to its request's stream; a finished stream is closed.
     fn dispatch(&mut self, outputs: Vec<RequestOutput>) {
         for o in outputs {
-            let event = TokenEvent { token: o.token, logprobs: o.logprobs, finish: o.finish };
-            let Some(tx) = self.streams.get(&o.id) else { continue };
+            let event = TokenEvent {
+                token: o.token,
+                logprobs: o.logprobs,
+                finish: o.finish,
+            };
+            let Some(tx) = self.streams.get(&o.id) else {
+                continue;
+            };
             let _ = tx.send(event);
             if o.finish.is_some() {
                 self.streams.remove(&o.id);

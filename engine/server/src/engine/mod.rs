@@ -62,7 +62,10 @@ pub(crate) enum Command {
         events: mpsc::UnboundedSender<TokenEvent>,
         reply: oneshot::Sender<Result<(), candela_core::Error>>,
     },
-    Abort { id: RequestId, reason: FinishReason },
+    Abort {
+        id: RequestId,
+        reason: FinishReason,
+    },
 }
 
 /// Cheap, cloneable handle to the engine thread.
@@ -89,7 +92,12 @@ impl EngineClient {
         metrics: SharedMetrics,
         alive: Arc<AtomicBool>,
     ) -> Self {
-        EngineClient { commands, next_id: Arc::new(AtomicU64::new(1)), metrics, alive }
+        EngineClient {
+            commands,
+            next_id: Arc::new(AtomicU64::new(1)),
+            metrics,
+            alive,
+        }
     }
 
     /// A copy of every engine metric as of the last step (what `/metrics` renders).
@@ -111,7 +119,10 @@ impl EngineClient {
 
     /// The scheduler and KV pool gauges as of the engine's last step or command.
     pub fn stats(&self) -> SchedulerStats {
-        self.metrics.lock().map(|m| m.scheduler.clone()).unwrap_or_default()
+        self.metrics
+            .lock()
+            .map(|m| m.scheduler.clone())
+            .unwrap_or_default()
     }
 
     /// Queues one sequence; refusals (queue full, too long, invalid parameters,
@@ -124,11 +135,21 @@ impl EngineClient {
         let (events, rx) = mpsc::unbounded_channel();
         let (reply, accepted) = oneshot::channel();
         self.commands
-            .send(Command::Add { id, request, events, reply })
+            .send(Command::Add {
+                id,
+                request,
+                events,
+                reply,
+            })
             .map_err(|_| SubmitError::EngineDead)?;
         // From here on the engine may hold the request: a stream that is dropped,
         // even before acceptance is confirmed, aborts it.
-        let mut stream = RequestStream { id, events: rx, client: self.clone(), done: false };
+        let mut stream = RequestStream {
+            id,
+            events: rx,
+            client: self.clone(),
+            done: false,
+        };
         match accepted.await {
             Ok(Ok(())) => Ok(stream),
             Ok(Err(e)) => {
@@ -144,12 +165,18 @@ impl EngineClient {
 
     /// Aborts a request (client gone); idempotent, and a no-op for finished requests.
     pub fn abort(&self, id: RequestId) {
-        let _ = self.commands.send(Command::Abort { id, reason: FinishReason::Abort });
+        let _ = self.commands.send(Command::Abort {
+            id,
+            reason: FinishReason::Abort,
+        });
     }
 
     /// Ends a request whose stop string the server found in its text (counted as `stop`).
     pub fn stop(&self, id: RequestId) {
-        let _ = self.commands.send(Command::Abort { id, reason: FinishReason::Stop });
+        let _ = self.commands.send(Command::Abort {
+            id,
+            reason: FinishReason::Stop,
+        });
     }
 }
 

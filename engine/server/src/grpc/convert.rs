@@ -21,7 +21,11 @@ pub enum SnapshotError {
     Missing(&'static str),
     /// A histogram whose counts do not cover its bounds plus `+Inf`.
     #[error("histogram `{name}` has {counts} counts for {bounds} bounds (expected bounds + 1)")]
-    Histogram { name: &'static str, bounds: usize, counts: usize },
+    Histogram {
+        name: &'static str,
+        bounds: usize,
+        counts: usize,
+    },
 }
 
 impl From<&EngineMetrics> for pb::StatsSnapshot {
@@ -80,7 +84,9 @@ impl TryFrom<pb::StatsSnapshot> for EngineMetrics {
             success_stop: success.stop,
             success_length: success.length,
             success_abort: success.abort,
-            histograms: histograms.ok_or(SnapshotError::Missing("histograms"))?.try_into()?,
+            histograms: histograms
+                .ok_or(SnapshotError::Missing("histograms"))?
+                .try_into()?,
         })
     }
 }
@@ -181,7 +187,11 @@ impl From<&Histograms> for pb::Histograms {
             iteration_tokens,
         } = h;
         let p = |h: &Histogram| {
-            Some(pb::Histogram { bounds: h.bounds.clone(), counts: h.counts.clone(), sum: h.sum })
+            Some(pb::Histogram {
+                bounds: h.bounds.clone(),
+                counts: h.counts.clone(),
+                sum: h.sum,
+            })
         };
         pb::Histograms {
             time_to_first_token: p(time_to_first_token),
@@ -219,12 +229,18 @@ impl TryFrom<pb::Histograms> for Histograms {
             request_prefill_time: histogram("request_prefill_time", h.request_prefill_time)?,
             request_decode_time: histogram("request_decode_time", h.request_decode_time)?,
             request_prompt_tokens: histogram("request_prompt_tokens", h.request_prompt_tokens)?,
-            request_generation_tokens: histogram("request_generation_tokens", h.request_generation_tokens)?,
+            request_generation_tokens: histogram(
+                "request_generation_tokens",
+                h.request_generation_tokens,
+            )?,
             request_max_num_generation_tokens: histogram(
                 "request_max_num_generation_tokens",
                 h.request_max_num_generation_tokens,
             )?,
-            request_params_max_tokens: histogram("request_params_max_tokens", h.request_params_max_tokens)?,
+            request_params_max_tokens: histogram(
+                "request_params_max_tokens",
+                h.request_params_max_tokens,
+            )?,
             request_params_n: histogram("request_params_n", h.request_params_n)?,
             iteration_tokens: histogram("iteration_tokens", h.iteration_tokens)?,
         })
@@ -234,9 +250,17 @@ impl TryFrom<pb::Histograms> for Histograms {
 fn histogram(name: &'static str, h: Option<pb::Histogram>) -> Result<Histogram, SnapshotError> {
     let h = h.ok_or(SnapshotError::Missing(name))?;
     if h.counts.len() != h.bounds.len() + 1 {
-        return Err(SnapshotError::Histogram { name, bounds: h.bounds.len(), counts: h.counts.len() });
+        return Err(SnapshotError::Histogram {
+            name,
+            bounds: h.bounds.len(),
+            counts: h.counts.len(),
+        });
     }
-    Ok(Histogram { bounds: h.bounds, counts: h.counts, sum: h.sum })
+    Ok(Histogram {
+        bounds: h.bounds,
+        counts: h.counts,
+        sum: h.sum,
+    })
 }
 
 /// Gauges and sizes travel as `u64`; on the 64-bit targets Candela runs on this never saturates.
@@ -317,20 +341,33 @@ mod tests {
     #[test]
     fn fresh_engine_metrics_round_trip() {
         let original = EngineMetrics::new("m", 100, CacheInfo::default());
-        let back = EngineMetrics::try_from(pb::StatsSnapshot::from(&original)).expect("valid snapshot");
+        let back =
+            EngineMetrics::try_from(pb::StatsSnapshot::from(&original)).expect("valid snapshot");
         assert_eq!(back, original);
     }
 
     #[test]
     fn malformed_snapshots_are_refused() {
         let mut snapshot = pb::StatsSnapshot::from(&busy_metrics());
-        snapshot.histograms.as_mut().and_then(|h| h.iteration_tokens.as_mut()).expect("set").counts.pop();
+        snapshot
+            .histograms
+            .as_mut()
+            .and_then(|h| h.iteration_tokens.as_mut())
+            .expect("set")
+            .counts
+            .pop();
         assert!(matches!(
             EngineMetrics::try_from(snapshot),
-            Err(SnapshotError::Histogram { name: "iteration_tokens", .. })
+            Err(SnapshotError::Histogram {
+                name: "iteration_tokens",
+                ..
+            })
         ));
         let mut snapshot = pb::StatsSnapshot::from(&busy_metrics());
         snapshot.scheduler = None;
-        assert_eq!(EngineMetrics::try_from(snapshot), Err(SnapshotError::Missing("scheduler")));
+        assert_eq!(
+            EngineMetrics::try_from(snapshot),
+            Err(SnapshotError::Missing("scheduler"))
+        );
     }
 }

@@ -31,7 +31,8 @@ pub use pb::generate_request::Prompt;
 pub use pb::health_response::ServingStatus;
 pub use pb::{
     FinishReason, GenerateRequest, GenerateResponse, HealthRequest, HealthResponse, SamplingParams,
-    StartProfileRequest, StatsSnapshot, StopProfileRequest, StopProfileResponse, TokenIds, WatchStatsRequest,
+    StartProfileRequest, StatsSnapshot, StopProfileRequest, StopProfileResponse, TokenIds,
+    WatchStatsRequest,
 };
 pub use service::EngineService;
 
@@ -39,7 +40,10 @@ pub use service::EngineService;
 ///
 /// # Errors
 /// Transport failures of the listener.
-pub async fn serve(listener: TcpListener, service: EngineService) -> Result<(), tonic::transport::Error> {
+pub async fn serve(
+    listener: TcpListener,
+    service: EngineService,
+) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(pb::engine_server::EngineServer::new(service))
         .serve_with_incoming(TcpListenerStream::new(listener))
@@ -53,8 +57,9 @@ pub async fn serve(listener: TcpListener, service: EngineService) -> Result<(), 
 /// # Errors
 /// When `addr` cannot be bound.
 pub async fn spawn(addr: &str, service: EngineService) -> anyhow::Result<JoinHandle<()>> {
-    let listener =
-        TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (--grpc-port)"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--grpc-port)"))?;
     tracing::info!(%addr, "serving the gRPC engine API");
     Ok(tokio::spawn(async move {
         if let Err(e) = serve(listener, service).await {

@@ -49,12 +49,19 @@ impl EngineService {
             tokenizer: state.tokenizer.clone(),
             eos_token_ids: state.eos_token_ids.clone(),
             max_model_len: state.max_model_len,
-            model_name: state.served_model_names.first().cloned().unwrap_or_default(),
+            model_name: state
+                .served_model_names
+                .first()
+                .cloned()
+                .unwrap_or_default(),
             profiler,
         }
     }
 
-    async fn prompt_ids(&self, prompt: Option<pb::generate_request::Prompt>) -> Result<Vec<u32>, Status> {
+    async fn prompt_ids(
+        &self,
+        prompt: Option<pb::generate_request::Prompt>,
+    ) -> Result<Vec<u32>, Status> {
         use pb::generate_request::Prompt;
         match prompt {
             Some(Prompt::Text(text)) => Ok(generate::tokenize(&self.tokenizer, text, true).await?),
@@ -62,7 +69,9 @@ impl EngineService {
                 generate::check_token_ids(&self.tokenizer, &ids)?;
                 Ok(ids)
             }
-            None => Err(Status::invalid_argument("prompt: set `text` or `token_ids`")),
+            None => Err(Status::invalid_argument(
+                "prompt: set `text` or `token_ids`",
+            )),
         }
     }
 }
@@ -99,9 +108,16 @@ impl pb::engine_server::Engine for EngineService {
         Ok(Response::new(token_stream(choice)))
     }
 
-    async fn health(&self, _: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
+    async fn health(
+        &self,
+        _: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
         use pb::health_response::ServingStatus;
-        let status = if self.engine.is_alive() { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let status = if self.engine.is_alive() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
         Ok(Response::new(pb::HealthResponse {
             status: status.into(),
             model_name: self.model_name.clone(),
@@ -143,13 +159,17 @@ impl pb::engine_server::Engine for EngineService {
             .await
             .map_err(|e| Status::internal(format!("profile writer failed: {e}")))?
             .map_err(profile_status)?;
-        Ok(Response::new(pb::StopProfileResponse { path: path.display().to_string() }))
+        Ok(Response::new(pb::StopProfileResponse {
+            path: path.display().to_string(),
+        }))
     }
 }
 
 fn profile_status(e: ProfileError) -> Status {
     match e {
-        ProfileError::Disabled | ProfileError::NotRunning => Status::failed_precondition(e.to_string()),
+        ProfileError::Disabled | ProfileError::NotRunning => {
+            Status::failed_precondition(e.to_string())
+        }
         ProfileError::Write { .. } => Status::internal(e.to_string()),
     }
 }
@@ -216,7 +236,9 @@ impl From<ApiError> for Status {
         use axum::http::StatusCode;
         let message = e.message().to_owned();
         match e.status() {
-            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => Status::invalid_argument(message),
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
+                Status::invalid_argument(message)
+            }
             StatusCode::UNAUTHORIZED => Status::unauthenticated(message),
             StatusCode::NOT_FOUND => Status::not_found(message),
             StatusCode::TOO_MANY_REQUESTS => Status::resource_exhausted(message),

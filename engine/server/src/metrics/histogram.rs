@@ -14,7 +14,11 @@ impl Histogram {
     pub fn new(bounds: Vec<f64>) -> Self {
         debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]), "bounds ascend");
         let counts = vec![0; bounds.len() + 1];
-        Histogram { bounds, counts, sum: 0.0 }
+        Histogram {
+            bounds,
+            counts,
+            sum: 0.0,
+        }
     }
 
     pub fn observe(&mut self, v: f64) {
@@ -29,7 +33,11 @@ impl Histogram {
 
     /// `(le, cumulative count)` pairs, `+Inf` last, as the exposition format lists them.
     pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        let bounds = self.bounds.iter().copied().chain(std::iter::once(f64::INFINITY));
+        let bounds = self
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY));
         bounds.zip(self.counts.iter().scan(0u64, |acc, &c| {
             *acc += c;
             Some(*acc)
@@ -71,7 +79,10 @@ mod tests {
 
     #[test]
     fn one_two_five_series_stops_at_the_max() {
-        assert_eq!(buckets_1_2_5(100), vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]);
+        assert_eq!(
+            buckets_1_2_5(100),
+            vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+        );
         assert_eq!(buckets_1_2_5(8192).last(), Some(&5000.0));
     }
 }

@@ -24,7 +24,9 @@ pub mod stats_log;
 
 use std::sync::{Arc, Mutex};
 
-use candela_core::{FinishReason, Request, RequestOutput, RequestStatus, SchedulerOutput, SchedulerStats};
+use candela_core::{
+    FinishReason, Request, RequestOutput, RequestStatus, SchedulerOutput, SchedulerStats,
+};
 
 pub use histogram::{Histogram, buckets_1_2_5};
 
@@ -108,7 +110,9 @@ impl EngineMetrics {
     /// One engine step: tokens in the batch, then each token that came out at `now`.
     pub fn on_step(&mut self, plan: &SchedulerOutput, outputs: &[RequestOutput], now: f64) {
         if plan.num_batched_tokens > 0 {
-            self.histograms.iteration_tokens.observe(plan.num_batched_tokens as f64);
+            self.histograms
+                .iteration_tokens
+                .observe(plan.num_batched_tokens as f64);
         }
         for o in outputs {
             self.generation_tokens += 1;
@@ -116,7 +120,9 @@ impl EngineMetrics {
                 None => {
                     // vLLM counts a prompt's tokens once, when its first token comes out.
                     self.prompt_tokens += o.num_prompt_tokens as u64;
-                    self.histograms.time_to_first_token.observe(now - o.arrival_time);
+                    self.histograms
+                        .time_to_first_token
+                        .observe(now - o.arrival_time);
                 }
                 Some(prev) => self.histograms.inter_token_latency.observe(now - prev),
             }
@@ -141,21 +147,27 @@ impl EngineMetrics {
         let h = &mut self.histograms;
         let generated = req.num_output_tokens();
         h.e2e_request_latency.observe(now - req.arrival_time);
-        h.request_prompt_tokens.observe(req.num_prompt_tokens() as f64);
+        h.request_prompt_tokens
+            .observe(req.num_prompt_tokens() as f64);
         h.request_generation_tokens.observe(generated as f64);
         // Per sequence: with n > 1 vLLM takes the max over the siblings; here each
         // sequence is its own request (see `request_params_n`).
-        h.request_max_num_generation_tokens.observe(generated as f64);
-        h.request_params_max_tokens.observe(req.params.max_tokens as f64);
-        if let (Some(scheduled), Some(first), Some(last)) =
-            (req.first_scheduled_time, req.first_token_time, req.last_token_time)
-        {
+        h.request_max_num_generation_tokens
+            .observe(generated as f64);
+        h.request_params_max_tokens
+            .observe(req.params.max_tokens as f64);
+        if let (Some(scheduled), Some(first), Some(last)) = (
+            req.first_scheduled_time,
+            req.first_token_time,
+            req.last_token_time,
+        ) {
             h.request_queue_time.observe(scheduled - req.arrival_time);
             h.request_prefill_time.observe(first - scheduled);
             h.request_decode_time.observe(last - first);
             h.request_inference_time.observe(last - scheduled);
             if generated > 1 {
-                h.request_time_per_output_token.observe((last - first) / (generated - 1) as f64);
+                h.request_time_per_output_token
+                    .observe((last - first) / (generated - 1) as f64);
             }
         }
     }
@@ -168,7 +180,11 @@ impl EngineMetrics {
     /// Cumulative prefix-cache hit rate (0–1), the older `gpu_prefix_cache_hit_rate` gauge.
     pub fn prefix_cache_hit_rate(&self) -> f64 {
         let s = &self.scheduler;
-        if s.prefix_cache_queries == 0 { 0.0 } else { s.prefix_cache_hits as f64 / s.prefix_cache_queries as f64 }
+        if s.prefix_cache_queries == 0 {
+            0.0
+        } else {
+            s.prefix_cache_hits as f64 / s.prefix_cache_queries as f64
+        }
     }
 
     /// Prometheus text exposition (format 0.0.4).
@@ -184,7 +200,15 @@ pub fn router(engine: crate::engine::EngineClient) -> axum::Router {
         "/metrics",
         axum::routing::get(move || {
             let body = engine.metrics().render();
-            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body) }
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    body,
+                )
+            }
         }),
     )
 }

@@ -7,18 +7,41 @@ use std::fmt::Write;
 use super::{EngineMetrics, Histogram, names};
 
 pub(super) fn render(m: &EngineMetrics) -> String {
-    let mut w = Writer { out: String::with_capacity(16 * 1024), base: base_labels(&m.model_name) };
+    let mut w = Writer {
+        out: String::with_capacity(16 * 1024),
+        base: base_labels(&m.model_name),
+    };
     let s = &m.scheduler;
-    w.gauge(names::NUM_REQUESTS_RUNNING, "Number of requests in model execution batches.", s.num_running as f64);
-    w.gauge(names::NUM_REQUESTS_WAITING, "Number of requests waiting to be processed.", s.num_waiting as f64);
-    w.gauge(names::NUM_REQUESTS_SWAPPED, "Number of requests swapped to CPU.", s.num_swapped as f64);
-    w.gauge(names::KV_CACHE_USAGE_PERC, "KV-cache usage. 1 means 100 percent usage.", s.device_cache_usage);
+    w.gauge(
+        names::NUM_REQUESTS_RUNNING,
+        "Number of requests in model execution batches.",
+        s.num_running as f64,
+    );
+    w.gauge(
+        names::NUM_REQUESTS_WAITING,
+        "Number of requests waiting to be processed.",
+        s.num_waiting as f64,
+    );
+    w.gauge(
+        names::NUM_REQUESTS_SWAPPED,
+        "Number of requests swapped to CPU.",
+        s.num_swapped as f64,
+    );
+    w.gauge(
+        names::KV_CACHE_USAGE_PERC,
+        "KV-cache usage. 1 means 100 percent usage.",
+        s.device_cache_usage,
+    );
     w.gauge(
         names::GPU_CACHE_USAGE_PERC,
         "GPU KV-cache usage. 1 means 100 percent usage (the device pool; same as kv_cache_usage_perc).",
         s.device_cache_usage,
     );
-    w.gauge(names::CPU_CACHE_USAGE_PERC, "CPU KV-cache usage. 1 means 100 percent usage.", s.host_cache_usage);
+    w.gauge(
+        names::CPU_CACHE_USAGE_PERC,
+        "CPU KV-cache usage. 1 means 100 percent usage.",
+        s.host_cache_usage,
+    );
     w.gauge(
         names::GPU_PREFIX_CACHE_HIT_RATE,
         "Prefix cache hit rate: cached tokens over queried tokens since start.",
@@ -38,38 +61,101 @@ pub(super) fn render(m: &EngineMetrics) -> String {
     let info = [
         ("block_size", c.block_size.to_string()),
         ("cache_dtype", c.cache_dtype.clone()),
-        ("enable_prefix_caching", if c.enable_prefix_caching { "True" } else { "False" }.to_owned()),
+        (
+            "enable_prefix_caching",
+            if c.enable_prefix_caching {
+                "True"
+            } else {
+                "False"
+            }
+            .to_owned(),
+        ),
         ("gpu_memory_utilization", py_float(c.gpu_memory_utilization)),
         ("num_cpu_blocks", c.num_cpu_blocks.to_string()),
         ("num_gpu_blocks", c.num_gpu_blocks.to_string()),
         ("swap_space", py_float(c.swap_space_gib)),
     ];
-    w.header(names::CACHE_CONFIG_INFO, "Information of the LLMEngine CacheConfig", "gauge");
-    w.sample(names::CACHE_CONFIG_INFO, &info.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(), 1.0);
-    w.header(names::LORA_REQUESTS_INFO, "Running stats on lora requests (no LoRA adapters are loaded).", "gauge");
+    w.header(
+        names::CACHE_CONFIG_INFO,
+        "Information of the LLMEngine CacheConfig",
+        "gauge",
+    );
+    w.sample(
+        names::CACHE_CONFIG_INFO,
+        &info
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect::<Vec<_>>(),
+        1.0,
+    );
+    w.header(
+        names::LORA_REQUESTS_INFO,
+        "Running stats on lora requests (no LoRA adapters are loaded).",
+        "gauge",
+    );
     w.sample(
         names::LORA_REQUESTS_INFO,
-        &[("max_lora", "0"), ("running_lora_adapters", ""), ("waiting_lora_adapters", "")],
+        &[
+            ("max_lora", "0"),
+            ("running_lora_adapters", ""),
+            ("waiting_lora_adapters", ""),
+        ],
         0.0,
     );
 
-    w.counter(names::PROMPT_TOKENS, "Number of prefill tokens processed.", m.prompt_tokens);
-    w.counter(names::GENERATION_TOKENS, "Number of generation tokens processed.", m.generation_tokens);
-    w.counter(names::NUM_PREEMPTIONS, "Cumulative number of preemption from the engine.", s.num_preemptions);
+    w.counter(
+        names::PROMPT_TOKENS,
+        "Number of prefill tokens processed.",
+        m.prompt_tokens,
+    );
+    w.counter(
+        names::GENERATION_TOKENS,
+        "Number of generation tokens processed.",
+        m.generation_tokens,
+    );
+    w.counter(
+        names::NUM_PREEMPTIONS,
+        "Cumulative number of preemption from the engine.",
+        s.num_preemptions,
+    );
     w.counter(
         names::PREFIX_CACHE_QUERIES,
         "Prefix cache queries, in terms of number of queried tokens.",
         s.prefix_cache_queries,
     );
-    w.counter(names::PREFIX_CACHE_HITS, "Prefix cache hits, in terms of number of cached tokens.", s.prefix_cache_hits);
+    w.counter(
+        names::PREFIX_CACHE_HITS,
+        "Prefix cache hits, in terms of number of cached tokens.",
+        s.prefix_cache_hits,
+    );
     let success = format!("{}_total", names::REQUEST_SUCCESS);
-    w.header(&success, "Count of successfully processed requests.", "counter");
-    for (reason, v) in [("abort", m.success_abort), ("length", m.success_length), ("stop", m.success_stop)] {
+    w.header(
+        &success,
+        "Count of successfully processed requests.",
+        "counter",
+    );
+    for (reason, v) in [
+        ("abort", m.success_abort),
+        ("length", m.success_length),
+        ("stop", m.success_stop),
+    ] {
         w.sample(&success, &[("finished_reason", reason)], v as f64);
     }
-    w.counter(names::SPEC_DECODE_NUM_DRAFTS, "Number of spec decoding drafts (always 0: not enabled).", 0);
-    w.counter(names::SPEC_DECODE_NUM_DRAFT_TOKENS, "Number of draft tokens (always 0: not enabled).", 0);
-    w.counter(names::SPEC_DECODE_NUM_ACCEPTED_TOKENS, "Number of accepted tokens (always 0: not enabled).", 0);
+    w.counter(
+        names::SPEC_DECODE_NUM_DRAFTS,
+        "Number of spec decoding drafts (always 0: not enabled).",
+        0,
+    );
+    w.counter(
+        names::SPEC_DECODE_NUM_DRAFT_TOKENS,
+        "Number of draft tokens (always 0: not enabled).",
+        0,
+    );
+    w.counter(
+        names::SPEC_DECODE_NUM_ACCEPTED_TOKENS,
+        "Number of accepted tokens (always 0: not enabled).",
+        0,
+    );
     w.header(
         &format!("{}_total", names::LORA_REQUESTS),
         "Requests by LoRA adapter (no series: no adapters are loaded).",
@@ -78,8 +164,16 @@ pub(super) fn render(m: &EngineMetrics) -> String {
 
     let h = &m.histograms;
     let hists: [(&str, &str, &Histogram); 15] = [
-        (names::TIME_TO_FIRST_TOKEN, "Histogram of time to first token in seconds.", &h.time_to_first_token),
-        (names::INTER_TOKEN_LATENCY, "Histogram of inter-token latency in seconds.", &h.inter_token_latency),
+        (
+            names::TIME_TO_FIRST_TOKEN,
+            "Histogram of time to first token in seconds.",
+            &h.time_to_first_token,
+        ),
+        (
+            names::INTER_TOKEN_LATENCY,
+            "Histogram of inter-token latency in seconds.",
+            &h.inter_token_latency,
+        ),
         (
             names::TIME_PER_OUTPUT_TOKEN,
             "Histogram of time per output token in seconds (inter-token latency; older name).",
@@ -90,8 +184,16 @@ pub(super) fn render(m: &EngineMetrics) -> String {
             "Histogram of time_per_output_token_seconds per request.",
             &h.request_time_per_output_token,
         ),
-        (names::E2E_REQUEST_LATENCY, "Histogram of e2e request latency in seconds.", &h.e2e_request_latency),
-        (names::REQUEST_QUEUE_TIME, "Histogram of time spent in WAITING phase for request.", &h.request_queue_time),
+        (
+            names::E2E_REQUEST_LATENCY,
+            "Histogram of e2e request latency in seconds.",
+            &h.e2e_request_latency,
+        ),
+        (
+            names::REQUEST_QUEUE_TIME,
+            "Histogram of time spent in WAITING phase for request.",
+            &h.request_queue_time,
+        ),
         (
             names::REQUEST_INFERENCE_TIME,
             "Histogram of time spent in RUNNING phase for request.",
@@ -102,9 +204,21 @@ pub(super) fn render(m: &EngineMetrics) -> String {
             "Histogram of time spent in PREFILL phase for request.",
             &h.request_prefill_time,
         ),
-        (names::REQUEST_DECODE_TIME, "Histogram of time spent in DECODE phase for request.", &h.request_decode_time),
-        (names::REQUEST_PROMPT_TOKENS, "Number of prefill tokens processed.", &h.request_prompt_tokens),
-        (names::REQUEST_GENERATION_TOKENS, "Number of generation tokens processed.", &h.request_generation_tokens),
+        (
+            names::REQUEST_DECODE_TIME,
+            "Histogram of time spent in DECODE phase for request.",
+            &h.request_decode_time,
+        ),
+        (
+            names::REQUEST_PROMPT_TOKENS,
+            "Number of prefill tokens processed.",
+            &h.request_prompt_tokens,
+        ),
+        (
+            names::REQUEST_GENERATION_TOKENS,
+            "Number of generation tokens processed.",
+            &h.request_generation_tokens,
+        ),
         (
             names::REQUEST_MAX_NUM_GENERATION_TOKENS,
             "Histogram of maximum number of requested generation tokens.",
@@ -115,8 +229,16 @@ pub(super) fn render(m: &EngineMetrics) -> String {
             "Histogram of the max_tokens request parameter.",
             &h.request_params_max_tokens,
         ),
-        (names::REQUEST_PARAMS_N, "Histogram of the n request parameter.", &h.request_params_n),
-        (names::ITERATION_TOKENS, "Histogram of number of tokens per engine_step.", &h.iteration_tokens),
+        (
+            names::REQUEST_PARAMS_N,
+            "Histogram of the n request parameter.",
+            &h.request_params_n,
+        ),
+        (
+            names::ITERATION_TOKENS,
+            "Histogram of number of tokens per engine_step.",
+            &h.iteration_tokens,
+        ),
     ];
     for (name, help, hist) in hists {
         w.histogram(name, help, hist);
@@ -174,7 +296,11 @@ fn py_float(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else if v.fract() == 0.0 && v.abs() < 1e16 {
         format!("{v:.1}")
     } else {
@@ -183,7 +309,9 @@ fn py_float(v: f64) -> String {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -193,7 +321,14 @@ mod tests {
 
     #[test]
     fn exposition_has_vllm_names_types_and_labels() {
-        let mut m = EngineMetrics::new("smol\"lm", 100, CacheInfo { block_size: 16, ..Default::default() });
+        let mut m = EngineMetrics::new(
+            "smol\"lm",
+            100,
+            CacheInfo {
+                block_size: 16,
+                ..Default::default()
+            },
+        );
         m.prompt_tokens = 7;
         m.success_stop = 2;
         m.histograms.time_to_first_token.observe(0.002);
@@ -204,9 +339,13 @@ mod tests {
         assert!(text.contains(r#"vllm:time_to_first_token_seconds_bucket{engine="0",model_name="smol\"lm",le="0.001"} 0.0"#));
         assert!(text.contains(r#"vllm:time_to_first_token_seconds_bucket{engine="0",model_name="smol\"lm",le="0.005"} 1.0"#));
         assert!(text.contains(r#"le="+Inf"} 1.0"#));
-        assert!(text.contains(r#"vllm:request_prompt_tokens_bucket{engine="0",model_name="smol\"lm",le="100.0"} 0.0"#));
+        assert!(text.contains(
+            r#"vllm:request_prompt_tokens_bucket{engine="0",model_name="smol\"lm",le="100.0"} 0.0"#
+        ));
         assert!(text.contains("# TYPE vllm:iteration_tokens_total histogram\n"));
-        assert!(text.contains("vllm:spec_decode_draft_acceptance_rate{engine=\"0\",model_name=\"smol\\\"lm\"} NaN"));
+        assert!(text.contains(
+            "vllm:spec_decode_draft_acceptance_rate{engine=\"0\",model_name=\"smol\\\"lm\"} NaN"
+        ));
         assert_eq!(py_float(0.001), "0.001");
         assert_eq!(py_float(2560.0), "2560.0");
     }

@@ -32,9 +32,17 @@ pub fn stats_line(prev: &EngineMetrics, cur: &EngineMetrics, elapsed: f64) -> St
         s.host_cache_usage * 100.0,
     );
     if cur.cache.enable_prefix_caching {
-        let queries = s.prefix_cache_queries.saturating_sub(prev.scheduler.prefix_cache_queries);
-        let hits = s.prefix_cache_hits.saturating_sub(prev.scheduler.prefix_cache_hits);
-        let rate = if queries > 0 { hits as f64 / queries as f64 } else { cur.prefix_cache_hit_rate() };
+        let queries = s
+            .prefix_cache_queries
+            .saturating_sub(prev.scheduler.prefix_cache_queries);
+        let hits = s
+            .prefix_cache_hits
+            .saturating_sub(prev.scheduler.prefix_cache_hits);
+        let rate = if queries > 0 {
+            hits as f64 / queries as f64
+        } else {
+            cur.prefix_cache_hit_rate()
+        };
         line.push_str(&format!(", Prefix cache hit rate: {:.1}%", rate * 100.0));
     }
     line
@@ -78,7 +86,10 @@ mod tests {
 
     #[test]
     fn line_matches_the_seed_format_and_numbers() {
-        let cache = CacheInfo { enable_prefix_caching: true, ..Default::default() };
+        let cache = CacheInfo {
+            enable_prefix_caching: true,
+            ..Default::default()
+        };
         let prev = EngineMetrics::new("m", 100, cache.clone());
         let mut cur = prev.clone();
         cur.prompt_tokens = 12345;

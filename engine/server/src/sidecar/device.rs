@@ -27,7 +27,9 @@ use super::names;
 /// Clock ticks per second in `/proc` (the kernel's fixed `USER_HZ` ABI value).
 const USER_HZ: f64 = 100.0;
 /// `/proc/stat` CPU columns, in order.
-const CPU_MODES: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
+const CPU_MODES: [&str; 8] = [
+    "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+];
 
 /// Reads device metrics; one per sidecar.
 pub struct DeviceSampler {
@@ -43,7 +45,10 @@ impl DeviceSampler {
     pub fn new(engine_pid: Option<u32>) -> Self {
         let nvml = match Nvml::init() {
             Ok(nvml) => {
-                info!(gpus = nvml.device_count().unwrap_or(0), "NVML loaded: exporting DCGM_FI_DEV_* gauges");
+                info!(
+                    gpus = nvml.device_count().unwrap_or(0),
+                    "NVML loaded: exporting DCGM_FI_DEV_* gauges"
+                );
                 Some(nvml)
             }
             Err(e) => {
@@ -51,7 +56,11 @@ impl DeviceSampler {
                 None
             }
         };
-        DeviceSampler { fixed_pid: engine_pid, found_pid: Mutex::new(None), nvml }
+        DeviceSampler {
+            fixed_pid: engine_pid,
+            found_pid: Mutex::new(None),
+            nvml,
+        }
     }
 
     /// Appends every device series to `out` (blocking).
@@ -84,8 +93,9 @@ impl DeviceSampler {
 }
 
 fn render_process(out: &mut String, pid: u32) {
-    if let Some(ticks) =
-        fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| process_cpu_ticks(&s))
+    if let Some(ticks) = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| process_cpu_ticks(&s))
     {
         header(
             out,
@@ -95,10 +105,16 @@ fn render_process(out: &mut String, pid: u32) {
         );
         sample(out, names::ENGINE_PROCESS_CPU, &[], ticks as f64 / USER_HZ);
     }
-    if let Some(kib) =
-        fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| kib_field(&s, "VmRSS:"))
+    if let Some(kib) = fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| kib_field(&s, "VmRSS:"))
     {
-        header(out, names::ENGINE_PROCESS_RSS, "Engine process resident memory in bytes.", "gauge");
+        header(
+            out,
+            names::ENGINE_PROCESS_RSS,
+            "Engine process resident memory in bytes.",
+            "gauge",
+        );
         sample(out, names::ENGINE_PROCESS_RSS, &[], (kib * 1024) as f64);
     }
 }
@@ -106,7 +122,12 @@ fn render_process(out: &mut String, pid: u32) {
 fn render_host(out: &mut String) {
     if let Ok(stat) = fs::read_to_string("/proc/stat") {
         if let Some(ticks) = host_cpu_ticks(&stat) {
-            header(out, names::HOST_CPU, "Host CPU time over all CPUs by mode, in seconds.", "counter");
+            header(
+                out,
+                names::HOST_CPU,
+                "Host CPU time over all CPUs by mode, in seconds.",
+                "counter",
+            );
             for (mode, t) in CPU_MODES.iter().zip(ticks) {
                 sample(out, names::HOST_CPU, &[("mode", mode)], t as f64 / USER_HZ);
             }
@@ -120,8 +141,16 @@ fn render_host(out: &mut String) {
     }
     if let Ok(meminfo) = fs::read_to_string("/proc/meminfo") {
         for (name, field, help) in [
-            (names::HOST_MEMORY_TOTAL, "MemTotal:", "Host memory in bytes (MemTotal)."),
-            (names::HOST_MEMORY_AVAILABLE, "MemAvailable:", "Host memory available in bytes (MemAvailable)."),
+            (
+                names::HOST_MEMORY_TOTAL,
+                "MemTotal:",
+                "Host memory in bytes (MemTotal).",
+            ),
+            (
+                names::HOST_MEMORY_AVAILABLE,
+                "MemAvailable:",
+                "Host memory available in bytes (MemAvailable).",
+            ),
         ] {
             if let Some(kib) = kib_field(&meminfo, field) {
                 header(out, name, help, "gauge");
@@ -168,10 +197,20 @@ fn render_gpus(out: &mut String, nvml: &Nvml) {
         .collect();
     let gauges: [(&str, &str, GpuField); 5] = [
         (names::DCGM_GPU_UTIL, "GPU utilization (in %).", |r| r.util),
-        (names::DCGM_FB_USED, "Framebuffer memory used (in MiB).", |r| r.fb_used_mib),
-        (names::DCGM_FB_FREE, "Framebuffer memory free (in MiB).", |r| r.fb_free_mib),
+        (
+            names::DCGM_FB_USED,
+            "Framebuffer memory used (in MiB).",
+            |r| r.fb_used_mib,
+        ),
+        (
+            names::DCGM_FB_FREE,
+            "Framebuffer memory free (in MiB).",
+            |r| r.fb_free_mib,
+        ),
         (names::DCGM_POWER_USAGE, "Power draw (in W).", |r| r.power_w),
-        (names::DCGM_GPU_TEMP, "GPU temperature (in C).", |r| r.temp_c),
+        (names::DCGM_GPU_TEMP, "GPU temperature (in C).", |r| {
+            r.temp_c
+        }),
     ];
     for (name, help, value) in gauges {
         let mut wrote_header = false;
@@ -181,7 +220,8 @@ fn render_gpus(out: &mut String, nvml: &Nvml) {
                     header(out, name, help, "gauge");
                     wrote_header = true;
                 }
-                let labels: Vec<(&str, &str)> = r.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let labels: Vec<(&str, &str)> =
+                    r.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 sample(out, name, &labels, v);
             }
         }
@@ -197,7 +237,8 @@ fn find_engine() -> Option<u32> {
         .filter(|&pid| pid != me)
         .collect();
     pids.sort_unstable();
-    pids.into_iter().find(|&pid| read_cmdline(pid).is_some_and(|argv| is_engine_cmdline(&argv)))
+    pids.into_iter()
+        .find(|&pid| read_cmdline(pid).is_some_and(|argv| is_engine_cmdline(&argv)))
 }
 
 fn read_cmdline(pid: u32) -> Option<Vec<String>> {
@@ -251,7 +292,10 @@ pub(super) fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], v: f
         out.push('{');
         for (i, (k, val)) in labels.iter().enumerate() {
             let sep = if i == 0 { "" } else { "," };
-            let val = val.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let val = val
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
             let _ = write!(out, "{sep}{k}=\"{val}\"");
         }
         out.push('}');
@@ -259,7 +303,11 @@ pub(super) fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], v: f
     let value = if v.is_nan() {
         "NaN".to_owned()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".to_owned() } else { "-Inf".to_owned() }
+        if v > 0.0 {
+            "+Inf".to_owned()
+        } else {
+            "-Inf".to_owned()
+        }
     } else {
         v.to_string()
     };
@@ -276,7 +324,12 @@ mod tests {
 
     #[test]
     fn engine_command_lines() {
-        assert!(is_engine_cmdline(&argv(&["/usr/local/bin/candela", "serve", "--port", "8000"])));
+        assert!(is_engine_cmdline(&argv(&[
+            "/usr/local/bin/candela",
+            "serve",
+            "--port",
+            "8000"
+        ])));
         assert!(is_engine_cmdline(&argv(&["candela", "serve"])));
         assert!(!is_engine_cmdline(&argv(&["candela", "sidecar"])));
         assert!(!is_engine_cmdline(&argv(&["vim", "candela", "serve"])));
@@ -297,14 +350,23 @@ mod tests {
 
     #[test]
     fn this_host_renders_process_and_host_series() {
-        let sampler =
-            DeviceSampler { fixed_pid: Some(std::process::id()), found_pid: Mutex::new(None), nvml: None };
+        let sampler = DeviceSampler {
+            fixed_pid: Some(std::process::id()),
+            found_pid: Mutex::new(None),
+            nvml: None,
+        };
         let mut out = String::new();
         sampler.render(&mut out);
-        for name in
-            [names::ENGINE_PROCESS_CPU, names::ENGINE_PROCESS_RSS, names::HOST_CPUS, names::HOST_MEMORY_TOTAL]
-        {
-            assert!(out.contains(&format!("\n{name} ")), "{name} missing in\n{out}");
+        for name in [
+            names::ENGINE_PROCESS_CPU,
+            names::ENGINE_PROCESS_RSS,
+            names::HOST_CPUS,
+            names::HOST_MEMORY_TOTAL,
+        ] {
+            assert!(
+                out.contains(&format!("\n{name} ")),
+                "{name} missing in\n{out}"
+            );
         }
         assert!(out.contains(&format!("{}{{mode=\"idle\"}} ", names::HOST_CPU)));
     }

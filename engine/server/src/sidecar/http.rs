@@ -43,7 +43,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/profiles", get(list_profiles))
         .route("/profiles/{name}", get(download_profile))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new().merge(guarded).route("/health", get(|| async { "ok\n" })).with_state(state)
+    Router::new()
+        .merge(guarded)
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(state)
 }
 
 async fn require_token(
@@ -52,13 +55,17 @@ async fn require_token(
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(expected) = &state.token else { return next.run(req).await };
+    let Some(expected) = &state.token else {
+        return next.run(req).await;
+    };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => next.run(req).await,
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
+            next.run(req).await
+        }
         given => {
             let body = if given.is_none() {
                 "401 Unauthorized: this endpoint requires `Authorization: Bearer <token>` \
@@ -118,7 +125,14 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
         device::sample(&mut body, names::SNAPSHOT_AGE, &[], age);
     }
     body.push_str(&device_text);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /profiles`: finished profiles, by name.
@@ -136,14 +150,21 @@ struct ProfileEntry {
 }
 
 async fn list_profiles(State(state): State<Arc<HttpState>>) -> Response {
-    let Some(dir) = state.profiles_dir.clone() else { return no_profiles_dir() };
+    let Some(dir) = state.profiles_dir.clone() else {
+        return no_profiles_dir();
+    };
     match tokio::task::spawn_blocking(move || read_profiles(&dir)).await {
         Ok(Ok(profiles)) => Json(ProfileList { profiles }).into_response(),
-        Ok(Err(e)) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot list the profiles directory: {e}\n"))
-                .into_response()
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("listing failed: {e}\n")).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot list the profiles directory: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("listing failed: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -151,50 +172,89 @@ fn read_profiles(dir: &Path) -> std::io::Result<Vec<ProfileEntry>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
         let meta = entry.metadata()?;
         if !meta.is_file() || !is_profile_name(&name) {
             continue;
         }
-        let modified_unix_s =
-            meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
-        out.push(ProfileEntry { name, size_bytes: meta.len(), modified_unix_s });
+        let modified_unix_s = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        out.push(ProfileEntry {
+            name,
+            size_bytes: meta.len(),
+            modified_unix_s,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
-async fn download_profile(State(state): State<Arc<HttpState>>, UrlPath(name): UrlPath<String>) -> Response {
-    let Some(dir) = &state.profiles_dir else { return no_profiles_dir() };
+async fn download_profile(
+    State(state): State<Arc<HttpState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    let Some(dir) = &state.profiles_dir else {
+        return no_profiles_dir();
+    };
     if !is_profile_name(&name) {
-        return (StatusCode::NOT_FOUND, format!("no profile named {name:?}\n")).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no profile named {name:?}\n"),
+        )
+            .into_response();
     }
     match tokio::fs::read(dir.join(&name)).await {
         Ok(bytes) => {
-            let content_type = if name.ends_with(".gz") { "application/gzip" } else { "application/json" };
+            let content_type = if name.ends_with(".gz") {
+                "application/gzip"
+            } else {
+                "application/json"
+            };
             let disposition = format!("attachment; filename=\"{name}\"");
             (
-                [(header::CONTENT_TYPE, content_type.to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+                [
+                    (header::CONTENT_TYPE, content_type.to_owned()),
+                    (header::CONTENT_DISPOSITION, disposition),
+                ],
                 bytes,
             )
                 .into_response()
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            (StatusCode::NOT_FOUND, format!("no profile named {name:?}\n")).into_response()
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {name:?}: {e}\n")).into_response(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            StatusCode::NOT_FOUND,
+            format!("no profile named {name:?}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read {name:?}: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
 fn no_profiles_dir() -> Response {
-    (StatusCode::NOT_FOUND, "no profiles directory: start the sidecar with --profiles-dir\n").into_response()
+    (
+        StatusCode::NOT_FOUND,
+        "no profiles directory: start the sidecar with --profiles-dir\n",
+    )
+        .into_response()
 }
 
 /// A plain file name with a profile ending: no path separators, no hidden or partial files.
 fn is_profile_name(name: &str) -> bool {
     !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && PROFILE_SUFFIXES.iter().any(|s| name.len() > s.len() && name.ends_with(s))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && PROFILE_SUFFIXES
+            .iter()
+            .any(|s| name.len() > s.len() && name.ends_with(s))
 }
 
 #[cfg(test)]
@@ -214,13 +274,22 @@ mod tests {
         }
         let response = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
         let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
     #[tokio::test]
     async fn metrics_are_the_engine_rendering_then_the_sidecar_series() {
-        let mut engine = EngineMetrics::new("smol", 128, CacheInfo { block_size: 16, ..Default::default() });
+        let mut engine = EngineMetrics::new(
+            "smol",
+            128,
+            CacheInfo {
+                block_size: 16,
+                ..Default::default()
+            },
+        );
         engine.prompt_tokens = 42;
         engine.histograms.time_to_first_token.observe(0.03);
         let feed = Feed::default();
@@ -233,7 +302,10 @@ mod tests {
 
         let (status, body) = scrape(router(state(&feed)), Some("t0k")).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(!body.contains("vllm:"), "no engine series before the first snapshot");
+        assert!(
+            !body.contains("vllm:"),
+            "no engine series before the first snapshot"
+        );
         assert!(body.contains("\ncandela_sidecar_engine_up 0\n"), "{body}");
 
         {
@@ -243,14 +315,23 @@ mod tests {
         }
         let (status, body) = scrape(router(state(&feed)), Some("t0k")).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(body.starts_with(&engine.render()), "the engine's exposition, byte for byte");
+        assert!(
+            body.starts_with(&engine.render()),
+            "the engine's exposition, byte for byte"
+        );
         assert!(body.contains("\ncandela_sidecar_engine_up 1\n"), "{body}");
-        assert!(body.contains("\ncandela_engine_process_resident_memory_bytes "), "{body}");
+        assert!(
+            body.contains("\ncandela_engine_process_resident_memory_bytes "),
+            "{body}"
+        );
 
         let (status, body) = scrape(router(state(&feed)), None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert!(body.contains("Authorization: Bearer"), "{body}");
-        assert_eq!(scrape(router(state(&feed)), Some("nope")).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            scrape(router(state(&feed)), Some("nope")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
 
     #[test]

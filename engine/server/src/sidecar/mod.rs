@@ -35,7 +35,11 @@ use device::DeviceSampler;
 #[derive(Debug, Clone, Args)]
 pub struct SidecarArgs {
     /// The engine's gRPC endpoint (`candela serve --grpc-port`).
-    #[arg(long, env = "CANDELA_SIDECAR_ENGINE_GRPC", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "CANDELA_SIDECAR_ENGINE_GRPC",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub engine_grpc: String,
     /// Address for /metrics and /profiles (`HOST:PORT`, or `:PORT` for all interfaces).
     #[arg(long, env = "CANDELA_SIDECAR_LISTEN", default_value = "0.0.0.0:9090")]
@@ -44,7 +48,11 @@ pub struct SidecarArgs {
     #[arg(long, env = "CANDELA_SIDECAR_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
     /// Directory the engine writes profiles to (a volume shared with the engine container).
-    #[arg(long, visible_alias = "profiler-dir", env = "CANDELA_SIDECAR_PROFILES_DIR")]
+    #[arg(
+        long,
+        visible_alias = "profiler-dir",
+        env = "CANDELA_SIDECAR_PROFILES_DIR"
+    )]
     pub profiles_dir: Option<PathBuf>,
     /// PID of the engine process [default: the first `candela serve` found in /proc].
     #[arg(long, env = "CANDELA_SIDECAR_ENGINE_PID")]
@@ -58,7 +66,11 @@ pub struct SidecarArgs {
 impl SidecarArgs {
     /// The listen address with `:PORT` expanded to all interfaces.
     pub fn listen_addr(&self) -> String {
-        if self.listen.starts_with(':') { format!("0.0.0.0{}", self.listen) } else { self.listen.clone() }
+        if self.listen.starts_with(':') {
+            format!("0.0.0.0{}", self.listen)
+        } else {
+            self.listen.clone()
+        }
     }
 }
 
@@ -69,7 +81,9 @@ impl SidecarArgs {
 /// never because the engine is down.
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     if args.metrics_token.as_deref().is_some_and(str::is_empty) {
-        bail!("--metrics-token is empty (is the secret behind CANDELA_SIDECAR_METRICS_TOKEN missing?)");
+        bail!(
+            "--metrics-token is empty (is the secret behind CANDELA_SIDECAR_METRICS_TOKEN missing?)"
+        );
     }
     let endpoint = Endpoint::from_shared(args.engine_grpc.clone())
         .with_context(|| format!("--engine-grpc {:?} is not a valid URI", args.engine_grpc))?
@@ -81,8 +95,9 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         .await
         .context("loading device samplers")?;
     let addr = args.listen_addr();
-    let listener =
-        tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let feed = watch::Feed::default();
     tokio::spawn(watch::run(endpoint, args.stats_interval_ms, feed.clone()));
     info!(%addr, engine = %args.engine_grpc, auth = args.metrics_token.is_some(), "sidecar serving /metrics");
@@ -92,7 +107,9 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         token: args.metrics_token,
         profiles_dir: args.profiles_dir,
     });
-    axum::serve(listener, app).with_graceful_shutdown(crate::serve::shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(crate::serve::shutdown_signal())
+        .await?;
     Ok(())
 }
 
@@ -117,9 +134,20 @@ mod tests {
         assert_eq!(a.listen_addr(), "0.0.0.0:9090");
         assert_eq!(a.stats_interval_ms, 1000);
         assert!(a.metrics_token.is_none() && a.profiles_dir.is_none() && a.engine_pid.is_none());
-        let a = sidecar(&["--listen", ":9191", "--metrics-token", "t", "--engine-pid", "42"]).unwrap();
+        let a = sidecar(&[
+            "--listen",
+            ":9191",
+            "--metrics-token",
+            "t",
+            "--engine-pid",
+            "42",
+        ])
+        .unwrap();
         assert_eq!(a.listen_addr(), "0.0.0.0:9191");
-        assert_eq!((a.metrics_token.as_deref(), a.engine_pid), (Some("t"), Some(42)));
+        assert_eq!(
+            (a.metrics_token.as_deref(), a.engine_pid),
+            (Some("t"), Some(42))
+        );
         assert!(sidecar(&["--stats-interval-ms", "5"]).is_err());
     }
 }

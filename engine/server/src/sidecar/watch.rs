@@ -64,7 +64,9 @@ pub async fn run(endpoint: Endpoint, interval_ms: u32, feed: Feed) {
             Err(e) => {
                 debug!(engine = %endpoint.uri(), error = %e, retry_in = ?backoff, "engine not reachable")
             }
-            Ok(()) => info!(engine = %endpoint.uri(), "the engine closed its stats stream; reconnecting"),
+            Ok(()) => {
+                info!(engine = %endpoint.uri(), "the engine closed its stats stream; reconnecting")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -79,11 +81,15 @@ async fn subscribe(
 ) -> Result<(), WatchError> {
     let channel = endpoint.connect().await?;
     let mut client = GrpcClient::new(channel);
-    let mut stream = client.watch_stats(WatchStatsRequest { interval_ms }).await?.into_inner();
+    let mut stream = client
+        .watch_stats(WatchStatsRequest { interval_ms })
+        .await?
+        .into_inner();
     let stall = Duration::from_millis(u64::from(interval_ms.max(1))) * 3 + Duration::from_secs(2);
     loop {
-        let next =
-            tokio::time::timeout(stall, stream.message()).await.map_err(|_| WatchError::Stalled(stall))??;
+        let next = tokio::time::timeout(stall, stream.message())
+            .await
+            .map_err(|_| WatchError::Stalled(stall))??;
         let Some(snapshot) = next else { return Ok(()) };
         let metrics = EngineMetrics::try_from(snapshot)?;
         if !*delivered {

@@ -25,7 +25,10 @@ pub struct Sample {
 
 impl Sample {
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -56,11 +59,16 @@ impl Exposition {
             };
             let (name, labels) = match series.split_once('{') {
                 None => (series.to_owned(), Vec::new()),
-                Some((name, rest)) => {
-                    (name.to_owned(), parse_labels(rest.strip_suffix('}').expect("closing brace")))
-                }
+                Some((name, rest)) => (
+                    name.to_owned(),
+                    parse_labels(rest.strip_suffix('}').expect("closing brace")),
+                ),
             };
-            out.samples.push(Sample { name, labels, value });
+            out.samples.push(Sample {
+                name,
+                labels,
+                value,
+            });
         }
         out
     }
@@ -72,7 +80,11 @@ impl Exposition {
             .iter()
             .filter(|s| s.name == name && with.iter().all(|(k, v)| s.label(k) == Some(*v)))
             .collect();
-        assert_eq!(hits.len(), 1, "exactly one sample {name} {with:?}, got {hits:?}");
+        assert_eq!(
+            hits.len(),
+            1,
+            "exactly one sample {name} {with:?}, got {hits:?}"
+        );
         hits[0].value
     }
 

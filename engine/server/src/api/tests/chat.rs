@@ -12,7 +12,10 @@ fn user(content: &str) -> Value {
 /// The `logprobs.content[].token` strings of a chat choice.
 fn logprob_tokens(choice: &Value) -> Vec<&str> {
     let content = choice["logprobs"]["content"].as_array().unwrap();
-    content.iter().map(|t| t["token"].as_str().unwrap()).collect()
+    content
+        .iter()
+        .map(|t| t["token"].as_str().unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -56,16 +59,26 @@ async fn chat_non_streamed_with_logprobs() {
     assert_eq!(entries.len(), 4);
     assert_eq!(logprob_tokens(choice).concat(), content);
     for e in entries {
-        let bytes: Vec<u8> =
-            e["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect();
+        let bytes: Vec<u8> = e["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
         assert_eq!(bytes, e["token"].as_str().unwrap().as_bytes());
         let top = e["top_logprobs"].as_array().unwrap();
         assert_eq!(top.len(), 2, "{e}");
-        assert_eq!(top[0]["token"], e["token"], "greedy picks the likeliest token");
+        assert_eq!(
+            top[0]["token"], e["token"],
+            "greedy picks the likeliest token"
+        );
         let alternatives: Vec<f64> = top.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
         assert_greedy_logprob(e["logprob"].as_f64().unwrap(), &alternatives);
     }
-    assert_eq!(v["usage"]["prompt_tokens"], token_count(&app, json!({"messages": messages})).await);
+    assert_eq!(
+        v["usage"]["prompt_tokens"],
+        token_count(&app, json!({"messages": messages})).await
+    );
     assert_eq!(v["usage"]["completion_tokens"], 4);
 }
 
@@ -74,10 +87,19 @@ async fn chat_stream_shape_with_usage() {
     let (app, engine) = app();
     let body = json!({"messages": user("hello"), "max_tokens": 3, "n": 2, "temperature": 0,
                       "stream": true, "stream_options": {"include_usage": true}});
-    let (status, headers, bytes) =
-        call(&app, "POST", "/v1/chat/completions", Some(Body::from(body.to_string())), None).await;
+    let (status, headers, bytes) = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(Body::from(body.to_string())),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "text/event-stream");
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).unwrap(),
+        "text/event-stream"
+    );
     let chunks = sse_chunks(&bytes);
     assert_eq!(chunks[0]["object"], "chat.completion.chunk");
     let usage = chunks.last().unwrap();
@@ -88,12 +110,19 @@ async fn chat_stream_shape_with_usage() {
     let expected = v["choices"][0]["message"]["content"].as_str().unwrap();
     assert_eq!(usage["usage"]["prompt_tokens"], v["usage"]["prompt_tokens"]);
     for index in 0..2 {
-        let mine: Vec<&Value> =
-            chunks.iter().filter(|c| c["choices"][0]["index"] == index).collect();
+        let mine: Vec<&Value> = chunks
+            .iter()
+            .filter(|c| c["choices"][0]["index"] == index)
+            .collect();
         assert_eq!(mine[0]["choices"][0]["delta"]["role"], "assistant");
-        let text: String =
-            mine.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
-        assert_eq!(text, expected, "choice {index} streams what the greedy answer is");
+        let text: String = mine
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(
+            text, expected,
+            "choice {index} streams what the greedy answer is"
+        );
         let finishes: Vec<&Value> = mine
             .iter()
             .map(|c| &c["choices"][0]["finish_reason"])
@@ -109,13 +138,24 @@ async fn chat_stream_shape_with_usage() {
 /// aborted, not left to generate 1,200 tokens nobody reads.
 #[tokio::test]
 async fn client_hangup_mid_stream_aborts_every_sequence() {
-    let (app, engine) = app_with(Limits { max_num_seqs: 1, ..Limits::default() });
+    let (app, engine) = app_with(Limits {
+        max_num_seqs: 1,
+        ..Limits::default()
+    });
     let body = json!({"prompt": FRANCE, "max_tokens": 400, "ignore_eos": true, "n": 3,
                       "stream": true});
-    let req = request("POST", "/v1/completions", Some(Body::from(body.to_string())), None);
+    let req = request(
+        "POST",
+        "/v1/completions",
+        Some(Body::from(body.to_string())),
+        None,
+    );
     let res = app.oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    wait_for(&engine, "1 running, 2 waiting", |s| s.num_running == 1 && s.num_waiting == 2).await;
+    wait_for(&engine, "1 running, 2 waiting", |s| {
+        s.num_running == 1 && s.num_waiting == 2
+    })
+    .await;
     let mut body = res.into_body().into_data_stream();
     let first = body.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "));
@@ -124,5 +164,8 @@ async fn client_hangup_mid_stream_aborts_every_sequence() {
     wait_drained(&engine).await;
     // All three ended as aborts, none ran to its 400 tokens.
     let m = engine.metrics();
-    assert_eq!((m.success_abort, m.success_length, m.success_stop), (3, 0, 0));
+    assert_eq!(
+        (m.success_abort, m.success_length, m.success_stop),
+        (3, 0, 0)
+    );
 }

@@ -12,7 +12,9 @@ async fn completion_echoes_and_counts_usage() {
     assert!(v["id"].as_str().unwrap().starts_with("cmpl-"));
     assert_eq!(v["model"], "smol");
     let text = v["choices"][0]["text"].as_str().unwrap();
-    let answer = text.strip_prefix(FRANCE).unwrap_or_else(|| panic!("no echo: {text:?}"));
+    let answer = text
+        .strip_prefix(FRANCE)
+        .unwrap_or_else(|| panic!("no echo: {text:?}"));
     assert!(answer.starts_with(" Paris"), "{text:?}");
     assert_eq!(v["choices"][0]["finish_reason"], "length");
     let prompt_tokens = token_count(&app, json!({"prompt": FRANCE})).await;
@@ -32,7 +34,10 @@ async fn batch_prompts_and_n_index_choices() {
     let v = post_ok(&app, "/v1/completions", body).await;
     let choices = v["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 4);
-    let texts: Vec<&str> = choices.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = choices
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
     for (i, c) in choices.iter().enumerate() {
         assert_eq!(c["index"], i);
         assert_eq!(c["finish_reason"], "length");
@@ -77,7 +82,11 @@ async fn seeded_sampling_is_reproducible_per_choice() {
     let first = sample(7, 2).await;
     assert_eq!(sample(7, 2).await, first, "same seed, same samples");
     assert_ne!(first[0], first[1], "seeds 7 and 8 sampled the same text");
-    assert_eq!(sample(8, 1).await, vec![first[1].clone()], "choice 1 of seed 7 is seed 8");
+    assert_eq!(
+        sample(8, 1).await,
+        vec![first[1].clone()],
+        "choice 1 of seed 7 is seed 8"
+    );
 }
 
 /// The greedy answer to [`FRANCE`] is " Paris.\n…": `.\n` spans two tokens.
@@ -87,11 +96,15 @@ async fn stop_strings_truncate_and_abort() {
     let greedy = json!({"prompt": FRANCE, "max_tokens": 4, "temperature": 0});
     let v = post_ok(&app, "/v1/completions", greedy).await;
     let full = v["choices"][0]["text"].as_str().unwrap().to_owned();
-    let cut = full.find(".\n").unwrap_or_else(|| panic!("no `.\\n` in the greedy answer {full:?}"));
+    let cut = full
+        .find(".\n")
+        .unwrap_or_else(|| panic!("no `.\\n` in the greedy answer {full:?}"));
     let app = &app;
     let stopped = move |extra: Value| {
         let mut body = json!({"prompt": FRANCE, "max_tokens": 20, "temperature": 0});
-        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         post_ok(app, "/v1/completions", body)
     };
     let v = stopped(json!({"stop": [".\n", "never"]})).await;
@@ -107,8 +120,15 @@ async fn stop_strings_truncate_and_abort() {
     // its 20 tokens, nor merely dropped as an abort).
     wait_drained(&engine).await;
     let m = engine.metrics();
-    assert_eq!((m.success_length, m.success_stop, m.success_abort), (1, 3, 0));
-    assert!(m.generation_tokens < 4 + 3 * 20, "{} tokens generated", m.generation_tokens);
+    assert_eq!(
+        (m.success_length, m.success_stop, m.success_abort),
+        (1, 3, 0)
+    );
+    assert!(
+        m.generation_tokens < 4 + 3 * 20,
+        "{} tokens generated",
+        m.generation_tokens
+    );
 }
 
 #[tokio::test]
@@ -119,13 +139,21 @@ async fn completion_logprobs_shape() {
     let v = post_ok(&app, "/v1/completions", body).await;
     let text = v["choices"][0]["text"].as_str().unwrap();
     let lp = &v["choices"][0]["logprobs"];
-    let tokens: Vec<&str> =
-        lp["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let tokens: Vec<&str> = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     assert_eq!(tokens.len(), 3);
     assert_eq!(format!("{FRANCE}{}", tokens.concat()), text);
     // Offsets count from the start of the echoed text.
-    let offsets: Vec<u64> =
-        lp["text_offset"].as_array().unwrap().iter().map(|o| o.as_u64().unwrap()).collect();
+    let offsets: Vec<u64> = lp["text_offset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_u64().unwrap())
+        .collect();
     let mut at = FRANCE.len() as u64;
     for (token, offset) in tokens.iter().zip(&offsets) {
         assert_eq!(*offset, at, "{offsets:?}");
@@ -134,7 +162,11 @@ async fn completion_logprobs_shape() {
     for i in 0..3 {
         let top = lp["top_logprobs"][i].as_object().unwrap();
         assert_eq!(top.len(), 2, "{top:?}");
-        assert!(top.contains_key(tokens[i]), "greedy token {:?} not in {top:?}", tokens[i]);
+        assert!(
+            top.contains_key(tokens[i]),
+            "greedy token {:?} not in {top:?}",
+            tokens[i]
+        );
         let alternatives: Vec<f64> = top.values().map(|x| x.as_f64().unwrap()).collect();
         assert_greedy_logprob(lp["token_logprobs"][i].as_f64().unwrap(), &alternatives);
     }
@@ -145,18 +177,35 @@ async fn completion_stream_with_stop_never_leaks_the_stop_string() {
     let (app, engine) = app();
     let body = json!({"prompt": FRANCE, "max_tokens": 20, "temperature": 0, "stream": true,
                       "stop": [".\n"]});
-    let (status, headers, bytes) =
-        call(&app, "POST", "/v1/completions", Some(Body::from(body.to_string())), None).await;
+    let (status, headers, bytes) = call(
+        &app,
+        "POST",
+        "/v1/completions",
+        Some(Body::from(body.to_string())),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "text/event-stream");
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).unwrap(),
+        "text/event-stream"
+    );
     let chunks = sse_chunks(&bytes);
-    let deltas: Vec<&str> =
-        chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+    let deltas: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
     assert_eq!(deltas.concat(), " Paris", "{deltas:?}");
     assert!(deltas.iter().all(|d| !d.contains('.')), "{deltas:?}");
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
     assert!(chunks.iter().all(|c| c.get("usage").is_none()));
     wait_drained(&engine).await;
     let m = engine.metrics();
-    assert_eq!((m.success_stop, m.success_abort, m.success_length), (1, 0, 0));
+    assert_eq!(
+        (m.success_stop, m.success_abort, m.success_length),
+        (1, 0, 0)
+    );
 }

@@ -23,7 +23,10 @@ async fn health_version_models() {
     assert_eq!(v["data"][0]["root"], MODEL.path.as_str());
     let (status, _, body) = call(&app, "GET", "/v1/models/org/alias", None, None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["id"], "org/alias");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["id"],
+        "org/alias"
+    );
     let (status, _, _) = call(&app, "GET", "/v1/models/gpt-4", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, body) = call(&app, "GET", "/v2/nothing", None, None).await;
@@ -58,18 +61,41 @@ async fn api_key_guards_v1_only() {
 /// HTTP checks would come back 503, so every 400 here was decided before the engine.
 #[tokio::test]
 async fn hostile_bodies_are_openai_400s() {
-    let (app, engine) = app_with(Limits { max_waiting: 0, ..Limits::default() });
+    let (app, engine) = app_with(Limits {
+        max_waiting: 0,
+        ..Limits::default()
+    });
     let chat = "/v1/chat/completions";
     let cases: Vec<(&str, &str, &str)> = vec![
         ("/v1/completions", "{not json", "Invalid JSON"),
         ("/v1/completions", "", "Invalid JSON"),
         ("/v1/completions", "[1,2]", "Invalid JSON"),
-        ("/v1/completions", r#"{"prompt":"x","max_tokens":"5"}"#, "max_tokens"),
-        ("/v1/completions", r#"{"prompt":"x","temperature":"hot"}"#, "temperature"),
-        ("/v1/completions", r#"{"prompt":"x","max_tokens":-1}"#, "max_tokens"),
+        (
+            "/v1/completions",
+            r#"{"prompt":"x","max_tokens":"5"}"#,
+            "max_tokens",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt":"x","temperature":"hot"}"#,
+            "temperature",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt":"x","max_tokens":-1}"#,
+            "max_tokens",
+        ),
         ("/v1/completions", r#"{"prompt":"x","n":0}"#, "n must be"),
-        ("/v1/completions", r#"{"prompt":"x","temperature":-1}"#, "temperature"),
-        ("/v1/completions", r#"{"prompt":"x","logprobs":50}"#, "logprobs"),
+        (
+            "/v1/completions",
+            r#"{"prompt":"x","temperature":-1}"#,
+            "temperature",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt":"x","logprobs":50}"#,
+            "logprobs",
+        ),
         ("/v1/completions", r#"{"prompt":[]}"#, "prompt"),
         ("/v1/completions", r#"{"prompt":""}"#, "prompt"),
         ("/v1/completions", r#"{"prompt":[999999]}"#, "vocabulary"),
@@ -80,8 +106,16 @@ async fn hostile_bodies_are_openai_400s() {
         ),
         (chat, r#"{"messages":[]}"#, "messages"),
         (chat, r#"{"messages":"hi"}"#, "messages"),
-        (chat, r#"{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#, "image_url"),
-        (chat, r#"{"messages":[{"role":"user","content":"x"}],"top_logprobs":3}"#, "logprobs"),
+        (
+            chat,
+            r#"{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#,
+            "image_url",
+        ),
+        (
+            chat,
+            r#"{"messages":[{"role":"user","content":"x"}],"top_logprobs":3}"#,
+            "logprobs",
+        ),
         (
             chat,
             r#"{"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21}"#,
@@ -101,7 +135,9 @@ async fn hostile_bodies_are_openai_400s() {
         &app,
         "POST",
         "/v1/completions",
-        Some(Body::from(json!({"prompt": "x", "max_tokens": 1}).to_string())),
+        Some(Body::from(
+            json!({"prompt": "x", "max_tokens": 1}).to_string(),
+        )),
         None,
     )
     .await;
@@ -125,24 +161,38 @@ async fn chat_template_errors_are_400s() {
     let app = router(state);
     let bad = json!([{"role": "bad", "content": "x"}]);
     for (uri, body) in [
-        ("/v1/chat/completions", json!({"messages": bad, "max_tokens": 1})),
+        (
+            "/v1/chat/completions",
+            json!({"messages": bad, "max_tokens": 1}),
+        ),
         ("/tokenize", json!({"messages": bad})),
     ] {
         let (status, v) = post(&app, uri, body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {v}");
         let msg = v["error"]["message"].as_str().unwrap();
-        assert!(msg.contains("template") && msg.contains("unknown role bad"), "{msg}");
+        assert!(
+            msg.contains("template") && msg.contains("unknown role bad"),
+            "{msg}"
+        );
     }
     let ok = json!({"messages": [{"role": "user", "content": "hi"}]});
     let v = post_ok(&app, "/tokenize", ok).await;
     let (_, d) = post(&app, "/detokenize", json!({"tokens": v["tokens"]})).await;
-    assert_eq!(d["prompt"], "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(
+        d["prompt"],
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    );
 }
 
 #[tokio::test]
 async fn unknown_model_is_404() {
     let (app, _) = app();
-    let (status, v) = post(&app, "/v1/completions", json!({"model": "gpt-4", "prompt": "x"})).await;
+    let (status, v) = post(
+        &app,
+        "/v1/completions",
+        json!({"model": "gpt-4", "prompt": "x"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["message"], "The model `gpt-4` does not exist.");
     let (status, _) = post(
@@ -170,9 +220,18 @@ async fn big_prompts_are_tokenized_then_refused_and_huge_bodies_are_413() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains("maximum context length is 512"), "{msg}");
-    let huge = format!(r#"{{"prompt":"{}"}}"#, "a".repeat(super::super::MAX_BODY_BYTES + 1));
-    let (status, _, bytes) =
-        call(&app, "POST", "/v1/completions", Some(Body::from(huge)), None).await;
+    let huge = format!(
+        r#"{{"prompt":"{}"}}"#,
+        "a".repeat(super::super::MAX_BODY_BYTES + 1)
+    );
+    let (status, _, bytes) = call(
+        &app,
+        "POST",
+        "/v1/completions",
+        Some(Body::from(huge)),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(serde_json::from_slice::<Value>(&bytes).unwrap()["error"].is_object());
     wait_drained(&engine).await;
@@ -181,15 +240,31 @@ async fn big_prompts_are_tokenized_then_refused_and_huge_bodies_are_413() {
 /// One sequence runs, one waits, the third finds the queue full.
 #[tokio::test]
 async fn overloaded_engine_is_503_with_retry_after() {
-    let (app, engine) = app_with(Limits { max_num_seqs: 1, max_waiting: 1 });
+    let (app, engine) = app_with(Limits {
+        max_num_seqs: 1,
+        max_waiting: 1,
+    });
     let long = json!({"prompt": FRANCE, "max_tokens": 400, "ignore_eos": true, "stream": true});
-    let send = || request("POST", "/v1/completions", Some(Body::from(long.to_string())), None);
+    let send = || {
+        request(
+            "POST",
+            "/v1/completions",
+            Some(Body::from(long.to_string())),
+            None,
+        )
+    };
     let running = app.clone().oneshot(send()).await.unwrap();
     assert_eq!(running.status(), StatusCode::OK);
-    wait_for(&engine, "one running", |s| s.num_running == 1 && s.num_waiting == 0).await;
+    wait_for(&engine, "one running", |s| {
+        s.num_running == 1 && s.num_waiting == 0
+    })
+    .await;
     let waiting = app.clone().oneshot(send()).await.unwrap();
     assert_eq!(waiting.status(), StatusCode::OK);
-    wait_for(&engine, "one waiting", |s| s.num_running == 1 && s.num_waiting == 1).await;
+    wait_for(&engine, "one waiting", |s| {
+        s.num_running == 1 && s.num_waiting == 1
+    })
+    .await;
     let body = Body::from(json!({"prompt": "hi", "max_tokens": 1}).to_string());
     let (status, headers, bytes) = call(&app, "POST", "/v1/completions", Some(body), None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -215,9 +290,15 @@ async fn tokenize_and_detokenize_with_the_models_template() {
     let v = post_ok(&app, "/tokenize", messages).await;
     let (_, d) = post(&app, "/detokenize", json!({"tokens": v["tokens"]})).await;
     let prompt = d["prompt"].as_str().unwrap();
-    assert!(prompt.contains("<|im_start|>user\nhi<|im_end|>\n"), "{prompt:?}");
+    assert!(
+        prompt.contains("<|im_start|>user\nhi<|im_end|>\n"),
+        "{prompt:?}"
+    );
     assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
-    assert_eq!(v["count"], token_count(&app, json!({"prompt": prompt})).await);
+    assert_eq!(
+        v["count"],
+        token_count(&app, json!({"prompt": prompt})).await
+    );
     let v = post_ok(&app, "/tokenize", json!({"prompt": "<|im_start|>"})).await;
     assert_eq!(v["count"], 1, "special tokens encode to one id: {v}");
     let (status, _) = post(&app, "/tokenize", json!({"prompt": "a", "messages": []})).await;
@@ -240,13 +321,27 @@ async fn client_request_id_is_used_and_echoed() {
         .unwrap();
     let res = app.clone().oneshot(req).await.unwrap();
     assert_eq!(res.headers().get("x-request-id").unwrap(), "cmpl-trace-42");
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
-    assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap()["id"], "cmpl-trace-42");
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bytes).unwrap()["id"],
+        "cmpl-trace-42"
+    );
     // Absent or unprintable ids get a fresh one.
     let body = json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 1});
-    let (_, headers, bytes) =
-        call(&app, "POST", "/v1/chat/completions", Some(Body::from(body.to_string())), None).await;
-    let id = serde_json::from_slice::<Value>(&bytes).unwrap()["id"].as_str().unwrap().to_owned();
+    let (_, headers, bytes) = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(Body::from(body.to_string())),
+        None,
+    )
+    .await;
+    let id = serde_json::from_slice::<Value>(&bytes).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(id.starts_with("chatcmpl-") && id.len() > 20, "{id}");
     assert_eq!(headers.get("x-request-id").unwrap(), id.as_str());
 }
