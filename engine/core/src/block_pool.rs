@@ -190,11 +190,17 @@ impl BlockPool {
             return Err("tail does not end the free list".into());
         }
         if count != self.num_free {
-            return Err(format!("free list has {count} blocks, num_free says {}", self.num_free));
+            return Err(format!(
+                "free list has {count} blocks, num_free says {}",
+                self.num_free
+            ));
         }
         for (i, b) in self.blocks.iter().enumerate() {
             if (b.ref_cnt == 0) != on_list[i] {
-                return Err(format!("block {i}: ref {} but on free list = {}", b.ref_cnt, on_list[i]));
+                return Err(format!(
+                    "block {i}: ref {} but on free list = {}",
+                    b.ref_cnt, on_list[i]
+                ));
             }
         }
         for (hash, &id) in &self.cached {

@@ -77,7 +77,10 @@ impl SchedulerConfig {
             ));
         }
         if !(self.delay_factor >= 0.0 && self.delay_factor.is_finite()) {
-            return err(format!("--scheduler-delay-factor must be >= 0, got {}", self.delay_factor));
+            return err(format!(
+                "--scheduler-delay-factor must be >= 0, got {}",
+                self.delay_factor
+            ));
         }
         Ok(())
     }

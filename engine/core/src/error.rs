@@ -10,7 +10,12 @@ pub enum Error {
     #[error(
         "This model's maximum context length is {max_model_len} tokens. However, you requested {requested} tokens ({prompt} in the messages, {max_tokens} in the completion). Please reduce the length of the messages or completion."
     )]
-    TooLong { max_model_len: usize, requested: usize, prompt: usize, max_tokens: usize },
+    TooLong {
+        max_model_len: usize,
+        requested: usize,
+        prompt: usize,
+        max_tokens: usize,
+    },
     /// The prompt has no tokens.
     #[error("the prompt must contain at least one token")]
     EmptyPrompt,

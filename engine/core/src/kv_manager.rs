@@ -76,7 +76,10 @@ impl KvCacheManager {
             .iter()
             .map_while(|&h| self.pool.lookup(h))
             .collect();
-        CacheHit { num_tokens: blocks.len() * self.block_size, blocks }
+        CacheHit {
+            num_tokens: blocks.len() * self.block_size,
+            blocks,
+        }
     }
 
     /// Makes room for `num_new_tokens` more tokens after `req.num_computed_tokens`
@@ -85,8 +88,14 @@ impl KvCacheManager {
     pub fn allocate_slots(&mut self, req: &Request, num_new_tokens: usize, hit: &CacheHit) -> bool {
         let have = self.tables.get(&req.id).map_or(0, Vec::len);
         let total_tokens = req.num_computed_tokens + hit.num_tokens + num_new_tokens;
-        let needed = self.blocks_for(total_tokens).saturating_sub(have + hit.blocks.len());
-        let hits_now_free = hit.blocks.iter().filter(|&&b| self.pool.ref_count(b) == 0).count();
+        let needed = self
+            .blocks_for(total_tokens)
+            .saturating_sub(have + hit.blocks.len());
+        let hits_now_free = hit
+            .blocks
+            .iter()
+            .filter(|&&b| self.pool.ref_count(b) == 0)
+            .count();
         if needed + hits_now_free > self.pool.num_free() {
             return false;
         }
@@ -96,7 +105,11 @@ impl KvCacheManager {
         let table = self.tables.entry(req.id).or_default();
         table.extend_from_slice(&hit.blocks);
         for _ in 0..needed {
-            table.push(self.pool.allocate().expect("invariant: free blocks were counted above"));
+            table.push(
+                self.pool
+                    .allocate()
+                    .expect("invariant: free blocks were counted above"),
+            );
         }
         if self.enable_caching {
             self.num_cached.entry(req.id).or_insert(hit.blocks.len());
@@ -136,7 +149,11 @@ impl KvCacheManager {
             return None;
         }
         let table = (0..n)
-            .map(|_| self.pool.allocate().expect("invariant: free blocks were counted above"))
+            .map(|_| {
+                self.pool
+                    .allocate()
+                    .expect("invariant: free blocks were counted above")
+            })
             .collect();
         self.tables.insert(id, table);
         Some(&self.tables[&id])
@@ -153,7 +170,10 @@ impl KvCacheManager {
         }
         for (b, &n) in refs.iter().enumerate() {
             if self.pool.ref_count(b as BlockId) != n {
-                return Err(format!("block {b}: ref {} but {n} tables hold it", self.pool.ref_count(b as BlockId)));
+                return Err(format!(
+                    "block {b}: ref {} but {n} tables hold it",
+                    self.pool.ref_count(b as BlockId)
+                ));
             }
         }
         Ok(())

@@ -70,7 +70,11 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Greedy decoding of at most `max_tokens` tokens.
     pub fn greedy(max_tokens: usize) -> Self {
-        Self { temperature: 0.0, max_tokens, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            max_tokens,
+            ..Self::default()
+        }
     }
 
     /// True when the next token is the argmax and no randomness is drawn.
@@ -85,7 +89,10 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |msg: String| Err(Error::InvalidParams(msg));
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad(format!("temperature must be non-negative, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be non-negative, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
@@ -100,7 +107,10 @@ impl SamplingParams {
             ));
         }
         if !(-2.0..=2.0).contains(&self.presence_penalty) {
-            return bad(format!("presence_penalty must be in [-2, 2], got {}", self.presence_penalty));
+            return bad(format!(
+                "presence_penalty must be in [-2, 2], got {}",
+                self.presence_penalty
+            ));
         }
         if !(-2.0..=2.0).contains(&self.frequency_penalty) {
             return bad(format!(
@@ -142,13 +152,26 @@ mod tests {
 
     #[test]
     fn out_of_range_values_are_named() {
-        let p = SamplingParams { top_p: 1.5, ..Default::default() };
+        let p = SamplingParams {
+            top_p: 1.5,
+            ..Default::default()
+        };
         assert!(p.validate().unwrap_err().to_string().contains("top_p"));
-        let p = SamplingParams { min_tokens: 9, max_tokens: 3, ..Default::default() };
+        let p = SamplingParams {
+            min_tokens: 9,
+            max_tokens: 3,
+            ..Default::default()
+        };
         assert!(p.validate().unwrap_err().to_string().contains("min_tokens"));
-        let p = SamplingParams { logprobs: Some(21), ..Default::default() };
+        let p = SamplingParams {
+            logprobs: Some(21),
+            ..Default::default()
+        };
         assert!(p.validate().unwrap_err().to_string().contains("logprobs"));
-        let p = SamplingParams { temperature: f32::NAN, ..Default::default() };
+        let p = SamplingParams {
+            temperature: f32::NAN,
+            ..Default::default()
+        };
         assert!(p.validate().is_err());
     }
 }

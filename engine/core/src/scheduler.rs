@@ -167,7 +167,9 @@ impl Scheduler {
             });
         }
         if self.waiting.len() >= self.config.max_waiting {
-            return Err(Error::QueueFull { waiting: self.waiting.len() });
+            return Err(Error::QueueFull {
+                waiting: self.waiting.len(),
+            });
         }
         if self.requests.contains_key(&new.id) {
             return Err(Error::DuplicateRequest(new.id));
@@ -224,7 +226,10 @@ impl Scheduler {
     /// Free and total blocks of the device and host pools (for leak checks).
     pub fn pool_free_blocks(&self) -> ((usize, usize), (usize, usize)) {
         let (d, h) = (self.device.pool(), self.host.pool());
-        ((d.num_free(), d.num_blocks()), (h.num_free(), h.num_blocks()))
+        (
+            (d.num_free(), d.num_blocks()),
+            (h.num_free(), h.num_blocks()),
+        )
     }
 
     /// Checks both pools and that each request's queue matches where its blocks are.
@@ -232,22 +237,39 @@ impl Scheduler {
         self.device.check_invariants()?;
         self.host.check_invariants()?;
         for (id, r) in &self.requests {
-            let (dev, host) = (self.device.block_table(*id).len(), self.host.block_table(*id).len());
+            let (dev, host) = (
+                self.device.block_table(*id).len(),
+                self.host.block_table(*id).len(),
+            );
             let ok = match r.status {
-                RequestStatus::Running => self.running.contains(id) && host == 0 && dev * self.block_size >= r.num_computed_tokens,
-                RequestStatus::Waiting => self.waiting.contains(id) && dev == 0 && host == 0 && r.num_computed_tokens == 0,
+                RequestStatus::Running => {
+                    self.running.contains(id)
+                        && host == 0
+                        && dev * self.block_size >= r.num_computed_tokens
+                }
+                RequestStatus::Waiting => {
+                    self.waiting.contains(id) && dev == 0 && host == 0 && r.num_computed_tokens == 0
+                }
                 RequestStatus::Swapped => self.swapped.contains(id) && dev == 0 && host > 0,
                 RequestStatus::Finished(_) => false,
             };
             if !ok {
-                return Err(format!("request {id} ({:?}) has {dev} device / {host} host blocks", r.status));
+                return Err(format!(
+                    "request {id} ({:?}) has {dev} device / {host} host blocks",
+                    r.status
+                ));
             }
         }
         let queued = self.running.len() + self.waiting.len() + self.swapped.len();
         if queued != self.requests.len() {
-            return Err(format!("{queued} queued but {} requests live", self.requests.len()));
+            return Err(format!(
+                "{queued} queued but {} requests live",
+                self.requests.len()
+            ));
         }
-        if self.device.num_tables() > self.running.len() || self.host.num_tables() != self.swapped.len() {
+        if self.device.num_tables() > self.running.len()
+            || self.host.num_tables() != self.swapped.len()
+        {
             return Err("a block table outlives its request".into());
         }
         Ok(())
@@ -255,7 +277,10 @@ impl Scheduler {
 
     /// Plans one step at time `now` (seconds, the same clock as arrival times).
     pub fn schedule(&mut self, now: f64) -> SchedulerOutput {
-        let mut out = SchedulerOutput { finished: std::mem::take(&mut self.finished_ids), ..Default::default() };
+        let mut out = SchedulerOutput {
+            finished: std::mem::take(&mut self.finished_ids),
+            ..Default::default()
+        };
         let mut budget = self.config.max_num_batched_tokens;
         let mut preempted = false;
         if self.prev_step_had_prompt {
@@ -276,11 +301,18 @@ impl Scheduler {
             }
             let num_new = remaining.min(budget);
             let scheduled = loop {
-                if self.device.allocate_slots(&self.requests[&id], num_new, &CacheHit::default()) {
+                if self
+                    .device
+                    .allocate_slots(&self.requests[&id], num_new, &CacheHit::default())
+                {
                     break true;
                 }
                 let victim = self.pick_victim();
-                let pos = self.running.iter().position(|&r| r == victim).expect("invariant: victim runs");
+                let pos = self
+                    .running
+                    .iter()
+                    .position(|&r| r == victim)
+                    .expect("invariant: victim runs");
                 if let Some(k) = out.scheduled.iter().position(|s| s.id == victim) {
                     budget += out.scheduled.remove(k).num_tokens;
                 }
@@ -315,7 +347,9 @@ impl Scheduler {
                 }
                 self.swapped.pop_front();
                 self.swap_in(id, &mut out);
-                let ok = self.device.allocate_slots(&self.requests[&id], num_new, &CacheHit::default());
+                let ok =
+                    self.device
+                        .allocate_slots(&self.requests[&id], num_new, &CacheHit::default());
                 debug_assert!(ok, "invariant: room was checked before swap-in");
                 self.running.push(id);
                 out.scheduled.push(self.scheduled(id, num_new));
@@ -342,7 +376,10 @@ impl Scheduler {
                 self.waiting.pop_front();
                 self.prefix_queries += req.num_tokens() as u64;
                 self.prefix_hits += hit.num_tokens as u64;
-                let req = self.requests.get_mut(&id).expect("invariant: queued requests exist");
+                let req = self
+                    .requests
+                    .get_mut(&id)
+                    .expect("invariant: queued requests exist");
                 req.num_computed_tokens = hit.num_tokens;
                 req.status = RequestStatus::Running;
                 if req.first_scheduled_time.is_none() {
@@ -358,7 +395,10 @@ impl Scheduler {
 
         // The planned tokens count as computed from here on (vLLM v1's `_update_after_schedule`).
         for s in &out.scheduled {
-            let req = self.requests.get_mut(&s.id).expect("invariant: scheduled requests exist");
+            let req = self
+                .requests
+                .get_mut(&s.id)
+                .expect("invariant: scheduled requests exist");
             req.num_computed_tokens = s.start + s.num_tokens;
         }
         out.num_batched_tokens = self.config.max_num_batched_tokens - budget;
@@ -369,7 +409,9 @@ impl Scheduler {
     pub fn update_from_output(&mut self, sampled: &[SampledToken], now: f64) -> Vec<RequestOutput> {
         let mut outputs = Vec::with_capacity(sampled.len());
         for s in sampled {
-            let Some(req) = self.requests.get_mut(&s.id) else { continue };
+            let Some(req) = self.requests.get_mut(&s.id) else {
+                continue;
+            };
             if req.status != RequestStatus::Running {
                 continue;
             }
@@ -396,7 +438,12 @@ impl Scheduler {
     fn scheduled(&self, id: RequestId, num_tokens: usize) -> ScheduledRequest {
         let req = &self.requests[&id];
         let start = req.num_computed_tokens;
-        ScheduledRequest { id, start, num_tokens, sample: start + num_tokens == req.num_tokens() }
+        ScheduledRequest {
+            id,
+            start,
+            num_tokens,
+            sample: start + num_tokens == req.num_tokens(),
+        }
     }
 
     /// The running request to preempt: the newest (fcfs) or the least important (priority).
@@ -406,7 +453,11 @@ impl Scheduler {
             SchedulingPolicy::Priority => *self
                 .running
                 .iter()
-                .max_by(|a, b| self.order_key(**a).partial_cmp(&self.order_key(**b)).expect("finite"))
+                .max_by(|a, b| {
+                    self.order_key(**a)
+                        .partial_cmp(&self.order_key(**b))
+                        .expect("finite")
+                })
                 .expect("invariant: a request runs"),
         }
     }
@@ -422,15 +473,27 @@ impl Scheduler {
         self.num_preemptions += 1;
         let n = self.device.block_table(id).len();
         if let Some(host_table) = self.host.allocate_table(id, n) {
-            out.swap_out.extend(self.device.block_table(id).iter().copied().zip(host_table.iter().copied()));
+            out.swap_out.extend(
+                self.device
+                    .block_table(id)
+                    .iter()
+                    .copied()
+                    .zip(host_table.iter().copied()),
+            );
             self.device.free(id);
-            let req = self.requests.get_mut(&id).expect("invariant: running requests exist");
+            let req = self
+                .requests
+                .get_mut(&id)
+                .expect("invariant: running requests exist");
             req.status = RequestStatus::Swapped;
             req.num_preemptions += 1;
             self.swapped.push_back(id);
         } else {
             self.device.free(id);
-            let req = self.requests.get_mut(&id).expect("invariant: running requests exist");
+            let req = self
+                .requests
+                .get_mut(&id)
+                .expect("invariant: running requests exist");
             req.status = RequestStatus::Waiting;
             req.num_computed_tokens = 0;
             req.num_preemptions += 1;
@@ -440,11 +503,22 @@ impl Scheduler {
 
     fn swap_in(&mut self, id: RequestId, out: &mut SchedulerOutput) {
         let n = self.host.block_table(id).len();
-        let device_table =
-            self.device.allocate_table(id, n).expect("invariant: room was checked before swap-in");
-        out.swap_in.extend(self.host.block_table(id).iter().copied().zip(device_table.iter().copied()));
+        let device_table = self
+            .device
+            .allocate_table(id, n)
+            .expect("invariant: room was checked before swap-in");
+        out.swap_in.extend(
+            self.host
+                .block_table(id)
+                .iter()
+                .copied()
+                .zip(device_table.iter().copied()),
+        );
         self.host.free(id);
-        let req = self.requests.get_mut(&id).expect("invariant: swapped requests exist");
+        let req = self
+            .requests
+            .get_mut(&id)
+            .expect("invariant: swapped requests exist");
         req.status = RequestStatus::Running;
         let req = &self.requests[&id];
         self.device.cache_restored(req);
@@ -476,7 +550,9 @@ impl Scheduler {
     }
 
     fn finish(&mut self, id: RequestId, reason: FinishReason) {
-        let Some(mut req) = self.requests.remove(&id) else { return };
+        let Some(mut req) = self.requests.remove(&id) else {
+            return;
+        };
         match req.status {
             RequestStatus::Running => self.running.retain(|&r| r != id),
             RequestStatus::Waiting => self.waiting.retain(|&r| r != id),
@@ -496,7 +572,8 @@ fn stop_reason(req: &Request, token: u32, max_model_len: usize) -> Option<Finish
     let p = &req.params;
     let n = req.num_output_tokens();
     if n >= p.min_tokens
-        && ((!p.ignore_eos && req.eos_token_ids.contains(&token)) || p.stop_token_ids.contains(&token))
+        && ((!p.ignore_eos && req.eos_token_ids.contains(&token))
+            || p.stop_token_ids.contains(&token))
     {
         return Some(FinishReason::Stop);
     }

@@ -3,8 +3,8 @@
 //! property test that any workload leaves both pools entirely free.
 
 use candela_core::{
-    CacheConfig, Error, FinishReason, NewRequest, RequestId, SampledToken, SamplingParams, Scheduler,
-    SchedulerConfig, SchedulerOutput, SchedulingPolicy,
+    CacheConfig, Error, FinishReason, NewRequest, RequestId, SampledToken, SamplingParams,
+    Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy,
 };
 use proptest::prelude::*;
 
@@ -21,11 +21,23 @@ fn config(max_seqs: usize, budget: usize) -> SchedulerConfig {
 }
 
 fn cache(device: usize, host: usize) -> CacheConfig {
-    CacheConfig { block_size: 4, num_device_blocks: device, num_host_blocks: host, enable_prefix_caching: true }
+    CacheConfig {
+        block_size: 4,
+        num_device_blocks: device,
+        num_host_blocks: host,
+        enable_prefix_caching: true,
+    }
 }
 
 fn request(id: RequestId, prompt: Vec<u32>, params: SamplingParams) -> NewRequest {
-    NewRequest { id, prompt_token_ids: prompt, params, priority: 0, eos_token_ids: vec![0], arrival_time: id as f64 }
+    NewRequest {
+        id,
+        prompt_token_ids: prompt,
+        params,
+        priority: 0,
+        eos_token_ids: vec![0],
+        arrival_time: id as f64,
+    }
 }
 
 /// Samples token `1000 + id` for every request the step asks a token of.
@@ -33,7 +45,11 @@ fn sample_all(out: &SchedulerOutput) -> Vec<SampledToken> {
     out.scheduled
         .iter()
         .filter(|s| s.sample)
-        .map(|s| SampledToken { id: s.id, token: 1000 + s.id as u32, logprobs: None })
+        .map(|s| SampledToken {
+            id: s.id,
+            token: 1000 + s.id as u32,
+            logprobs: None,
+        })
         .collect()
 }
 
@@ -47,29 +63,46 @@ fn step(s: &mut Scheduler, t: f64) -> SchedulerOutput {
 #[test]
 fn long_prompt_is_prefilled_in_chunks_and_sampled_once_complete() {
     let mut s = Scheduler::new(config(4, 8), cache(32, 0)).unwrap();
-    s.add_request(request(1, (1..=20).collect(), SamplingParams::greedy(2))).unwrap();
+    s.add_request(request(1, (1..=20).collect(), SamplingParams::greedy(2)))
+        .unwrap();
     let chunks: Vec<(usize, usize, bool)> = (0..3)
         .map(|t| {
             let out = step(&mut s, t as f64);
-            (out.scheduled[0].start, out.scheduled[0].num_tokens, out.scheduled[0].sample)
+            (
+                out.scheduled[0].start,
+                out.scheduled[0].num_tokens,
+                out.scheduled[0].sample,
+            )
         })
         .collect();
     assert_eq!(chunks, vec![(0, 8, false), (8, 8, false), (16, 4, true)]);
     let out = step(&mut s, 3.0);
-    assert_eq!((out.scheduled[0].start, out.scheduled[0].num_tokens), (20, 1));
+    assert_eq!(
+        (out.scheduled[0].start, out.scheduled[0].num_tokens),
+        (20, 1)
+    );
     assert!(s.is_idle(), "max_tokens 2 reached");
-    assert_eq!(s.take_finished()[0].status, candela_core::RequestStatus::Finished(FinishReason::Length));
+    assert_eq!(
+        s.take_finished()[0].status,
+        candela_core::RequestStatus::Finished(FinishReason::Length)
+    );
 }
 
 #[test]
 fn decode_tokens_share_the_budget_with_a_prefill_chunk() {
     let mut s = Scheduler::new(config(4, 6), cache(32, 0)).unwrap();
-    s.add_request(request(1, vec![1, 2, 3], SamplingParams::greedy(10))).unwrap();
+    s.add_request(request(1, vec![1, 2, 3], SamplingParams::greedy(10)))
+        .unwrap();
     step(&mut s, 0.0);
-    s.add_request(request(2, (1..=12).collect(), SamplingParams::greedy(10))).unwrap();
+    s.add_request(request(2, (1..=12).collect(), SamplingParams::greedy(10)))
+        .unwrap();
     let out = step(&mut s, 1.0);
     let shape: Vec<_> = out.scheduled.iter().map(|r| (r.id, r.num_tokens)).collect();
-    assert_eq!(shape, vec![(1, 1), (2, 5)], "running decode first, then a 5-token chunk");
+    assert_eq!(
+        shape,
+        vec![(1, 1), (2, 5)],
+        "running decode first, then a 5-token chunk"
+    );
     assert_eq!(out.num_batched_tokens, 6);
 }
 
@@ -77,7 +110,8 @@ fn decode_tokens_share_the_budget_with_a_prefill_chunk() {
 fn max_num_seqs_bounds_the_running_set() {
     let mut s = Scheduler::new(config(2, 100), cache(64, 0)).unwrap();
     for id in 1..=3 {
-        s.add_request(request(id, vec![5, 6, 7], SamplingParams::greedy(5))).unwrap();
+        s.add_request(request(id, vec![5, 6, 7], SamplingParams::greedy(5)))
+            .unwrap();
     }
     step(&mut s, 0.0);
     assert_eq!((s.stats().num_running, s.stats().num_waiting), (2, 1));
@@ -86,9 +120,18 @@ fn max_num_seqs_bounds_the_running_set() {
 #[test]
 fn kv_exhaustion_preempts_the_newest_by_recompute_and_both_finish() {
     // 6 blocks of 4 = 24 tokens; two requests of 8 prompt + 12 output need 10 blocks.
-    let mut s = Scheduler::new(SchedulerConfig { max_model_len: 24, ..config(4, 64) }, cache(6, 0)).unwrap();
-    s.add_request(request(1, (1..=8).collect(), SamplingParams::greedy(12))).unwrap();
-    s.add_request(request(2, (11..=18).collect(), SamplingParams::greedy(12))).unwrap();
+    let mut s = Scheduler::new(
+        SchedulerConfig {
+            max_model_len: 24,
+            ..config(4, 64)
+        },
+        cache(6, 0),
+    )
+    .unwrap();
+    s.add_request(request(1, (1..=8).collect(), SamplingParams::greedy(12)))
+        .unwrap();
+    s.add_request(request(2, (11..=18).collect(), SamplingParams::greedy(12)))
+        .unwrap();
     let (mut recomputed, mut end2) = (false, 0);
     for t in 0..100 {
         let out = step(&mut s, t as f64);
@@ -111,9 +154,18 @@ fn kv_exhaustion_preempts_the_newest_by_recompute_and_both_finish() {
 
 #[test]
 fn with_swap_space_the_victim_is_swapped_out_and_back_in() {
-    let mut s = Scheduler::new(SchedulerConfig { max_model_len: 24, ..config(4, 64) }, cache(6, 8)).unwrap();
-    s.add_request(request(1, (1..=8).collect(), SamplingParams::greedy(12))).unwrap();
-    s.add_request(request(2, (11..=18).collect(), SamplingParams::greedy(12))).unwrap();
+    let mut s = Scheduler::new(
+        SchedulerConfig {
+            max_model_len: 24,
+            ..config(4, 64)
+        },
+        cache(6, 8),
+    )
+    .unwrap();
+    s.add_request(request(1, (1..=8).collect(), SamplingParams::greedy(12)))
+        .unwrap();
+    s.add_request(request(2, (11..=18).collect(), SamplingParams::greedy(12)))
+        .unwrap();
     let (mut swapped_out, mut swapped_in, mut max_swapped) = (0, 0, 0);
     for t in 0..100 {
         let out = step(&mut s, t as f64);
@@ -126,40 +178,73 @@ fn with_swap_space_the_victim_is_swapped_out_and_back_in() {
         }
     }
     assert!(s.is_idle());
-    assert!(swapped_out > 0 && swapped_out == swapped_in, "{swapped_out} out, {swapped_in} in");
+    assert!(
+        swapped_out > 0 && swapped_out == swapped_in,
+        "{swapped_out} out, {swapped_in} in"
+    );
     assert_eq!(max_swapped, 1);
-    assert!(s.take_finished().iter().all(|r| r.num_output_tokens() == 12));
+    assert!(
+        s.take_finished()
+            .iter()
+            .all(|r| r.num_output_tokens() == 12)
+    );
     assert_eq!(s.pool_free_blocks(), ((6, 6), (8, 8)));
 }
 
 #[test]
 fn priority_policy_admits_the_most_important_first() {
     let mut s = Scheduler::new(
-        SchedulerConfig { policy: SchedulingPolicy::Priority, ..config(1, 100) },
+        SchedulerConfig {
+            policy: SchedulingPolicy::Priority,
+            ..config(1, 100)
+        },
         cache(32, 0),
     )
     .unwrap();
     for (id, prio) in [(1, 5), (2, -1), (3, 0)] {
-        s.add_request(NewRequest { priority: prio, ..request(id, vec![1, 2], SamplingParams::greedy(1)) })
-            .unwrap();
+        s.add_request(NewRequest {
+            priority: prio,
+            ..request(id, vec![1, 2], SamplingParams::greedy(1))
+        })
+        .unwrap();
     }
-    let order: Vec<RequestId> = (0..3).map(|t| step(&mut s, t as f64).scheduled[0].id).collect();
+    let order: Vec<RequestId> = (0..3)
+        .map(|t| step(&mut s, t as f64).scheduled[0].id)
+        .collect();
     assert_eq!(order, vec![2, 3, 1]);
 }
 
 #[test]
 fn stop_conditions_follow_min_tokens_eos_and_stop_ids() {
     let mut s = Scheduler::new(config(4, 100), cache(32, 0)).unwrap();
-    let params = SamplingParams { min_tokens: 2, stop_token_ids: vec![7], ..SamplingParams::greedy(10) };
+    let params = SamplingParams {
+        min_tokens: 2,
+        stop_token_ids: vec![7],
+        ..SamplingParams::greedy(10)
+    };
     s.add_request(request(1, vec![1, 2], params)).unwrap();
     let feed = |s: &mut Scheduler, tok: u32| {
         let out = s.schedule(0.0);
-        s.update_from_output(&[SampledToken { id: out.scheduled[0].id, token: tok, logprobs: None }], 0.0)
+        s.update_from_output(
+            &[SampledToken {
+                id: out.scheduled[0].id,
+                token: tok,
+                logprobs: None,
+            }],
+            0.0,
+        )
     };
-    assert_eq!(feed(&mut s, 0)[0].finish, None, "EOS ignored before min_tokens");
+    assert_eq!(
+        feed(&mut s, 0)[0].finish,
+        None,
+        "EOS ignored before min_tokens"
+    );
     assert_eq!(feed(&mut s, 3)[0].finish, None);
     assert_eq!(feed(&mut s, 7)[0].finish, Some(FinishReason::Stop));
-    let p = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(2) };
+    let p = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(2)
+    };
     s.add_request(request(2, vec![1, 2], p)).unwrap();
     assert_eq!(feed(&mut s, 0)[0].finish, None, "ignore_eos");
     assert_eq!(feed(&mut s, 0)[0].finish, Some(FinishReason::Length));
@@ -167,40 +252,83 @@ fn stop_conditions_follow_min_tokens_eos_and_stop_ids() {
 
 #[test]
 fn bad_requests_are_refused_with_reasons() {
-    let mut s = Scheduler::new(SchedulerConfig { max_waiting: 1, ..config(4, 100) }, cache(32, 0)).unwrap();
-    assert_eq!(s.add_request(request(1, vec![], SamplingParams::greedy(1))), Err(Error::EmptyPrompt));
-    let err = s.add_request(request(1, vec![1; 60], SamplingParams::greedy(10))).unwrap_err();
-    assert!(err.to_string().contains("maximum context length is 64"), "{err}");
-    s.add_request(request(1, vec![1], SamplingParams::greedy(1))).unwrap();
+    let mut s = Scheduler::new(
+        SchedulerConfig {
+            max_waiting: 1,
+            ..config(4, 100)
+        },
+        cache(32, 0),
+    )
+    .unwrap();
+    assert_eq!(
+        s.add_request(request(1, vec![], SamplingParams::greedy(1))),
+        Err(Error::EmptyPrompt)
+    );
+    let err = s
+        .add_request(request(1, vec![1; 60], SamplingParams::greedy(10)))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("maximum context length is 64"),
+        "{err}"
+    );
+    s.add_request(request(1, vec![1], SamplingParams::greedy(1)))
+        .unwrap();
     assert_eq!(
         s.add_request(request(2, vec![1], SamplingParams::greedy(1))),
         Err(Error::QueueFull { waiting: 1 })
     );
-    assert!(Scheduler::new(config(4, 100), cache(8, 0)).unwrap_err().to_string().contains("--max-model-len"));
+    assert!(
+        Scheduler::new(config(4, 100), cache(8, 0))
+            .unwrap_err()
+            .to_string()
+            .contains("--max-model-len")
+    );
     let mut s = Scheduler::new(config(4, 100), cache(32, 0)).unwrap();
-    let err = s.add_request(NewRequest { priority: 3, ..request(9, vec![1], SamplingParams::greedy(1)) });
-    assert!(err.unwrap_err().to_string().contains("priority scheduling is not enabled"));
+    let err = s.add_request(NewRequest {
+        priority: 3,
+        ..request(9, vec![1], SamplingParams::greedy(1))
+    });
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("priority scheduling is not enabled")
+    );
 }
 
 #[test]
 fn delay_factor_holds_new_prompts_while_others_run() {
-    let mut s = Scheduler::new(SchedulerConfig { delay_factor: 10.0, ..config(4, 100) }, cache(32, 0)).unwrap();
-    s.add_request(request(1, vec![1, 2, 3], SamplingParams::greedy(50))).unwrap();
+    let mut s = Scheduler::new(
+        SchedulerConfig {
+            delay_factor: 10.0,
+            ..config(4, 100)
+        },
+        cache(32, 0),
+    )
+    .unwrap();
+    s.add_request(request(1, vec![1, 2, 3], SamplingParams::greedy(50)))
+        .unwrap();
     s.schedule(0.0); // prompt step; nothing running before it, so admitted at once
     s.update_from_output(&[], 0.0);
     s.schedule(1.0); // last prompt step took 1 s
-    let late = NewRequest { arrival_time: 1.5, ..request(2, vec![4, 5], SamplingParams::greedy(1)) };
+    let late = NewRequest {
+        arrival_time: 1.5,
+        ..request(2, vec![4, 5], SamplingParams::greedy(1))
+    };
     s.add_request(late).unwrap();
-    assert!(s.schedule(2.0).scheduled.iter().all(|r| r.id == 1), "waited 0.5 s < 10 × 1 s");
+    assert!(
+        s.schedule(2.0).scheduled.iter().all(|r| r.id == 1),
+        "waited 0.5 s < 10 × 1 s"
+    );
     assert!(s.schedule(12.0).scheduled.iter().any(|r| r.id == 2));
 }
 
 #[test]
 fn abort_frees_blocks_immediately_and_is_reported_to_the_runner() {
     let mut s = Scheduler::new(config(4, 100), cache(32, 4)).unwrap();
-    s.add_request(request(1, (1..=10).collect(), SamplingParams::greedy(10))).unwrap();
+    s.add_request(request(1, (1..=10).collect(), SamplingParams::greedy(10)))
+        .unwrap();
     step(&mut s, 0.0);
-    assert!(s.pool_free_blocks().0 .0 < 32);
+    assert!(s.pool_free_blocks().0.0 < 32);
     assert!(s.abort(1, FinishReason::Abort));
     assert!(!s.abort(1, FinishReason::Abort));
     assert_eq!(s.pool_free_blocks().0, (32, 32));

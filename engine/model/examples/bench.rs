@@ -16,8 +16,9 @@ const BS: usize = 16;
 fn decode_steps(runner: &mut ModelRunner, n: usize, ctx: usize, steps: usize) -> f64 {
     let params = SamplingParams::greedy(steps + 1);
     let blocks_per = (ctx + steps + 1).div_ceil(BS);
-    let tables: Vec<Vec<u32>> =
-        (0..n).map(|i| ((i * blocks_per) as u32..((i + 1) * blocks_per) as u32).collect()).collect();
+    let tables: Vec<Vec<u32>> = (0..n)
+        .map(|i| ((i * blocks_per) as u32..((i + 1) * blocks_per) as u32).collect())
+        .collect();
     let prompt: Vec<u32> = (0..ctx as u32).map(|i| 100 + (i * 7919) % 40000).collect();
     let mut toks: Vec<Vec<u32>> = vec![prompt.clone(); n];
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); n];
@@ -27,7 +28,11 @@ fn decode_steps(runner: &mut ModelRunner, n: usize, ctx: usize, steps: usize) ->
             tokens: &toks[i],
             start: 0,
             block_table: &tables[i],
-            sample: Some(SampleArgs { params: &params, prompt: &prompt, output: &[] }),
+            sample: Some(SampleArgs {
+                params: &params,
+                prompt: &prompt,
+                output: &[],
+            }),
         };
         let s = runner.execute(&[], &[], &[seq]).expect("prefill");
         toks[i].push(s[0].token);
@@ -41,7 +46,11 @@ fn decode_steps(runner: &mut ModelRunner, n: usize, ctx: usize, steps: usize) ->
                 tokens: &toks[i][toks[i].len() - 1..],
                 start: toks[i].len() - 1,
                 block_table: &tables[i],
-                sample: Some(SampleArgs { params: &params, prompt: &prompt, output: &out[i] }),
+                sample: Some(SampleArgs {
+                    params: &params,
+                    prompt: &prompt,
+                    output: &out[i],
+                }),
             })
             .collect();
         let sampled = runner.execute(&[], &[], &seqs).expect("decode");
@@ -59,11 +68,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = args.first().ok_or("usage: bench MODEL [CONTEXT]")?;
     let ctx: usize = args.get(1).map_or(Ok(128), |s| s.parse())?;
     let m = candela_model::load(Path::new(path), &Device::Cpu, DType::F32)?;
-    let cfg = RunnerConfig { num_device_blocks: 8 * (ctx + 64).div_ceil(BS), num_host_blocks: 0, block_size: BS };
+    let cfg = RunnerConfig {
+        num_device_blocks: 8 * (ctx + 64).div_ceil(BS),
+        num_host_blocks: 0,
+        block_size: BS,
+    };
     let mut runner = ModelRunner::new(m.model, cfg, m.eos_token_ids);
     let _ = decode_steps(&mut runner, 1, ctx, 4); // warm-up
     let one = decode_steps(&mut runner, 1, ctx, 32);
-    println!("single sequence: {:.1} ms/token, {:.1} tokens/s (context {ctx})", one * 1e3, 1.0 / one);
+    println!(
+        "single sequence: {:.1} ms/token, {:.1} tokens/s (context {ctx})",
+        one * 1e3,
+        1.0 / one
+    );
     let eight = decode_steps(&mut runner, 8, ctx, 16);
     println!(
         "batch of 8: {:.1} ms/step, {:.1} tokens/s aggregate (context {ctx})",
@@ -73,7 +90,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let prompt: Vec<u32> = (0..512u32).map(|i| 100 + (i * 7919) % 40000).collect();
     let table: Vec<u32> = (0..(512 / BS) as u32).collect();
-    runner.execute(&[], &[], &[StepSeq { id: 99, tokens: &prompt, start: 0, block_table: &table, sample: None }])?;
-    println!("prefill 512 tokens: {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);
+    runner.execute(
+        &[],
+        &[],
+        &[StepSeq {
+            id: 99,
+            tokens: &prompt,
+            start: 0,
+            block_table: &table,
+            sample: None,
+        }],
+    )?;
+    println!(
+        "prefill 512 tokens: {:.0} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     Ok(())
 }

@@ -10,7 +10,11 @@ use candle_core::{DType, Device};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let chat = args.iter().position(|a| a == "--chat").map(|i| args.remove(i)).is_some();
+    let chat = args
+        .iter()
+        .position(|a| a == "--chat")
+        .map(|i| args.remove(i))
+        .is_some();
     let (path, prompt) = match (args.first(), args.get(1)) {
         (Some(p), Some(q)) => (p.clone(), q.clone()),
         _ => return Err("usage: generate MODEL [--chat] PROMPT [MAX_TOKENS]".into()),
@@ -19,21 +23,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let m = candela_model::load(Path::new(&path), &Device::Cpu, DType::F32)?;
     let text = if chat {
         let t = ChatTemplate::new(
-            m.chat_template.as_deref().ok_or("model has no chat template")?,
+            m.chat_template
+                .as_deref()
+                .ok_or("model has no chat template")?,
             m.bos_token.as_deref(),
             m.eos_token.as_deref(),
         )?;
-        t.render(&serde_json::json!([{"role": "user", "content": prompt}]), true)?
+        t.render(
+            &serde_json::json!([{"role": "user", "content": prompt}]),
+            true,
+        )?
     } else {
         prompt
     };
-    let ids = m.tokenizer.encode(text, false).map_err(|e| e.to_string())?.get_ids().to_vec();
+    let ids = m
+        .tokenizer
+        .encode(text, false)
+        .map_err(|e| e.to_string())?
+        .get_ids()
+        .to_vec();
     let t0 = Instant::now();
     let run = reference_generate_greedy(&m.model, &ids, max, &m.eos_token_ids)?;
     let dt = t0.elapsed().as_secs_f64();
-    println!("{}", m.tokenizer.decode(&run.tokens, true).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        m.tokenizer
+            .decode(&run.tokens, true)
+            .map_err(|e| e.to_string())?
+    );
     println!("ids: {:?}", run.tokens);
-    println!("gaps: {:?}", run.top2_gaps.iter().map(|g| (g * 100.0).round() / 100.0).collect::<Vec<_>>());
-    eprintln!("{} prompt + {} generated tokens in {dt:.2}s", ids.len(), run.tokens.len());
+    println!(
+        "gaps: {:?}",
+        run.top2_gaps
+            .iter()
+            .map(|g| (g * 100.0).round() / 100.0)
+            .collect::<Vec<_>>()
+    );
+    eprintln!(
+        "{} prompt + {} generated tokens in {dt:.2}s",
+        ids.len(),
+        run.tokens.len()
+    );
     Ok(())
 }

@@ -43,7 +43,9 @@ pub fn write_kv(layer: &mut LayerKv, k: &[f32], v: &[f32], slot_mapping: &[usize
     }
     let slots = layer.num_slots();
     if let Some(&s) = slot_mapping.iter().find(|&&s| s >= slots) {
-        return Err(Error::InvalidInput(format!("write_kv: slot {s} outside {slots} slots")));
+        return Err(Error::InvalidInput(format!(
+            "write_kv: slot {s} outside {slots} slots"
+        )));
     }
     for (t, &slot) in slot_mapping.iter().enumerate() {
         let dst = slot * stride..(slot + 1) * stride;
@@ -77,11 +79,16 @@ pub fn paged_attention(
         return Ok(());
     }
     if q.len() != out.len() || hd == 0 || nkv == 0 || !q.len().is_multiple_of(t * hd) {
-        return bad(format!("q/out of {} floats do not fit {t} tokens × {hd}", q.len()));
+        return bad(format!(
+            "q/out of {} floats do not fit {t} tokens × {hd}",
+            q.len()
+        ));
     }
     let nh = q.len() / (t * hd);
     if !nh.is_multiple_of(nkv) {
-        return bad(format!("{nh} query heads are not a multiple of {nkv} KV heads"));
+        return bad(format!(
+            "{nh} query heads are not a multiple of {nkv} KV heads"
+        ));
     }
     let group = nh / nkv;
     let num_blocks = layer.num_slots() / layer.block_size.max(1);
@@ -97,7 +104,10 @@ pub fn paged_attention(
             return bad("a block id is outside the cache".into());
         }
         let range = s.query_start..end;
-        for (slot, &p) in tok_seq[range.clone()].iter_mut().zip(&batch.positions[range]) {
+        for (slot, &p) in tok_seq[range.clone()]
+            .iter_mut()
+            .zip(&batch.positions[range])
+        {
             if p as usize >= s.context_len {
                 return bad(format!("position {p} beyond context {}", s.context_len));
             }
@@ -112,13 +122,26 @@ pub fn paged_attention(
         let kvh = idx % nkv;
         let seq = &batch.seqs[tok_seq[tt]];
         let qrow = &q[(tt * nh + kvh * group) * hd..][..chunk];
-        attend_group(qrow, layer, &seq.block_table, kvh, batch.positions[tt] as usize + 1, scale, scratch, o);
+        attend_group(
+            qrow,
+            layer,
+            &seq.block_table,
+            kvh,
+            batch.positions[tt] as usize + 1,
+            scale,
+            scratch,
+            o,
+        );
     };
     if work * nkv < PARALLEL_MIN_WORK || rayon::current_num_threads() == 1 {
         let mut scratch = Vec::new();
-        out.chunks_mut(chunk).enumerate().for_each(|x| job(x, &mut scratch));
+        out.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|x| job(x, &mut scratch));
     } else {
-        out.par_chunks_mut(chunk).enumerate().for_each_init(Vec::new, |s, x| job(x, s));
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each_init(Vec::new, |s, x| job(x, s));
     }
     Ok(())
 }
@@ -181,7 +204,12 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let ca = a.chunks_exact(8);
     let cb = b.chunks_exact(8);
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for l in 0..8 {
             acc[l] += x[l] * y[l];

@@ -20,8 +20,16 @@ struct Seq {
 }
 
 fn random_seq(rng: &mut StdRng, len: usize) -> Seq {
-    let mut r = |n: usize| (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect::<Vec<_>>();
-    Seq { q: r(len * NH * HD), k: r(len * NKV * HD), v: r(len * NKV * HD) }
+    let mut r = |n: usize| {
+        (0..n)
+            .map(|_| rng.random_range(-2.0f32..2.0))
+            .collect::<Vec<_>>()
+    };
+    Seq {
+        q: r(len * NH * HD),
+        k: r(len * NKV * HD),
+        v: r(len * NKV * HD),
+    }
 }
 
 /// Straightforward causal attention over contiguous K/V, same arithmetic order.
@@ -32,8 +40,9 @@ fn naive(s: &Seq, scale: f32) -> Vec<f32> {
         for h in 0..NH {
             let kvh = h / (NH / NKV);
             let q = &s.q[(p * NH + h) * HD..][..HD];
-            let mut sc: Vec<f32> =
-                (0..=p).map(|j| dot(q, &s.k[(j * NKV + kvh) * HD..][..HD]) * scale).collect();
+            let mut sc: Vec<f32> = (0..=p)
+                .map(|j| dot(q, &s.k[(j * NKV + kvh) * HD..][..HD]) * scale)
+                .collect();
             let max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0f32;
             for x in &mut sc {
@@ -60,7 +69,10 @@ fn paged(seqs: &[Seq], tables: &[Vec<u32>], chunks: &[Vec<usize>], scale: f32) -
     let mut outs: Vec<Vec<f32>> = seqs.iter().map(|s| vec![f32::NAN; s.q.len()]).collect();
     let mut done = vec![0usize; seqs.len()];
     let steps = chunks.iter().map(Vec::len).max().unwrap_or(0);
-    let dummy: Vec<Vec<u32>> = seqs.iter().map(|s| vec![0; s.q.len() / (NH * HD)]).collect();
+    let dummy: Vec<Vec<u32>> = seqs
+        .iter()
+        .map(|s| vec![0; s.q.len() / (NH * HD)])
+        .collect();
     for step in 0..steps {
         let mut inputs = Vec::new();
         let mut members = Vec::new();
@@ -111,7 +123,11 @@ fn paged_equals_naive_bit_for_bit_under_any_chunking() {
         // whole prompts at once, all together
         vec![vec![13], vec![5], vec![22]],
         // chunked prefill then one-token decode steps, interleaved
-        vec![vec![4, 4, 1, 1, 1, 1, 1], vec![0, 5], vec![7, 0, 8, 1, 1, 1, 1, 1, 1, 1]],
+        vec![
+            vec![4, 4, 1, 1, 1, 1, 1],
+            vec![0, 5],
+            vec![7, 0, 8, 1, 1, 1, 1, 1, 1, 1],
+        ],
         // one token at a time
         vec![vec![1; 13], vec![1; 5], vec![1; 22]],
         // each sequence alone in its own steps
@@ -121,7 +137,10 @@ fn paged_equals_naive_bit_for_bit_under_any_chunking() {
         let got = paged(&seqs, &tables, chunks, scale);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             let same = g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "layout {li}, sequence {i} differs from the naive reference");
+            assert!(
+                same,
+                "layout {li}, sequence {i} differs from the naive reference"
+            );
         }
     }
 }
@@ -131,13 +150,25 @@ fn large_batches_take_the_parallel_path_and_stay_exact() {
     let mut rng = StdRng::seed_from_u64(11);
     let seqs: Vec<Seq> = (0..4).map(|_| random_seq(&mut rng, 40)).collect();
     let scale = 0.3;
-    let tables: Vec<Vec<u32>> = (0..4u32).map(|i| (0..10).map(|b| b * 4 + i).collect()).collect();
+    let tables: Vec<Vec<u32>> = (0..4u32)
+        .map(|i| (0..10).map(|b| b * 4 + i).collect())
+        .collect();
     let got = paged(&seqs, &tables, &vec![vec![40]; 4], scale);
     let got2 = paged(&seqs, &tables, &vec![vec![17, 23]; 4], scale);
     for i in 0..4 {
         let w = naive(&seqs[i], scale);
-        assert!(got[i].iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()));
-        assert!(got2[i].iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(
+            got[i]
+                .iter()
+                .zip(&w)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        assert!(
+            got2[i]
+                .iter()
+                .zip(&w)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
     }
 }
 
@@ -148,7 +179,12 @@ fn bad_shapes_are_errors() {
     let k = vec![0.0; NKV * HD];
     assert!(write_kv(cache.layer_mut(0), &k, &k, &[8]).is_err());
     let batch = ForwardBatch::build(
-        &[SeqInput { tokens: &[1], start: 0, block_table: &[5], sample: true }],
+        &[SeqInput {
+            tokens: &[1],
+            start: 0,
+            block_table: &[5],
+            sample: true,
+        }],
         BS,
     )
     .unwrap();

@@ -70,7 +70,9 @@ impl ForwardBatch {
         };
         for s in seqs {
             if s.tokens.is_empty() {
-                return Err(Error::InvalidInput("a scheduled sequence has no tokens".into()));
+                return Err(Error::InvalidInput(
+                    "a scheduled sequence has no tokens".into(),
+                ));
             }
             let context_len = s.start + s.tokens.len();
             if s.block_table.len() * block_size < context_len {
@@ -115,20 +117,32 @@ impl ForwardBatch {
         if self.positions.len() != t || self.slot_mapping.len() != t {
             return bad("token_ids, positions and slot_mapping differ in length".into());
         }
-        if let Some(&s) = self.slot_mapping.iter().find(|&&s| s >= num_blocks * block_size) {
-            return bad(format!("slot {s} is outside a cache of {num_blocks} blocks"));
+        if let Some(&s) = self
+            .slot_mapping
+            .iter()
+            .find(|&&s| s >= num_blocks * block_size)
+        {
+            return bad(format!(
+                "slot {s} is outside a cache of {num_blocks} blocks"
+            ));
         }
         let mut next = 0;
         for s in &self.seqs {
             if s.query_start != next || s.query_len == 0 || s.query_len > s.context_len {
-                return bad(format!("sequence slice {}+{} is malformed", s.query_start, s.query_len));
+                return bad(format!(
+                    "sequence slice {}+{} is malformed",
+                    s.query_start, s.query_len
+                ));
             }
             next = s.query_start + s.query_len;
             if next > t {
                 return bad("sequence slices run past the batch".into());
             }
             if s.block_table.len() * block_size < s.context_len {
-                return bad(format!("block table too short for {} tokens", s.context_len));
+                return bad(format!(
+                    "block table too short for {} tokens",
+                    s.context_len
+                ));
             }
             if s.block_table.iter().any(|&b| b as usize >= num_blocks) {
                 return bad("block table names a block outside the cache".into());
@@ -136,7 +150,9 @@ impl ForwardBatch {
             let first = s.context_len - s.query_len;
             for (i, &p) in self.positions[s.query_start..next].iter().enumerate() {
                 if p as usize != first + i {
-                    return bad(format!("position {p} does not follow the sequence's context"));
+                    return bad(format!(
+                        "position {p} does not follow the sequence's context"
+                    ));
                 }
             }
         }
@@ -160,8 +176,18 @@ mod tests {
         let b = [9];
         let batch = ForwardBatch::build(
             &[
-                SeqInput { tokens: &a, start: 2, block_table: &[7, 4], sample: false },
-                SeqInput { tokens: &b, start: 5, block_table: &[0, 3], sample: true },
+                SeqInput {
+                    tokens: &a,
+                    start: 2,
+                    block_table: &[7, 4],
+                    sample: false,
+                },
+                SeqInput {
+                    tokens: &b,
+                    start: 5,
+                    block_table: &[0, 3],
+                    sample: true,
+                },
             ],
             4,
         )
@@ -179,7 +205,12 @@ mod tests {
     fn short_block_table_is_rejected() {
         let a = [1, 2, 3, 4, 5];
         let r = ForwardBatch::build(
-            &[SeqInput { tokens: &a, start: 0, block_table: &[0], sample: true }],
+            &[SeqInput {
+                tokens: &a,
+                start: 0,
+                block_table: &[0],
+                sample: true,
+            }],
             4,
         );
         assert!(r.is_err());

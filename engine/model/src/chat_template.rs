@@ -52,9 +52,20 @@ fn strftime_now(fmt: String) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    const MONTHS: [&str; 12] =
-        ["January", "February", "March", "April", "May", "June", "July", "August", "September",
-         "October", "November", "December"];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
     let month = MONTHS[(m - 1) as usize];
     fmt.replace("%d", &format!("{d:02}"))
         .replace("%m", &format!("{m:02}"))
@@ -75,7 +86,8 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned(NAME, source.to_string()).map_err(template_error)?;
+        env.add_template_owned(NAME, source.to_string())
+            .map_err(template_error)?;
         Ok(Self {
             env,
             bos_token: bos_token.unwrap_or_default().to_string(),
@@ -87,7 +99,11 @@ impl ChatTemplate {
     ///
     /// # Errors
     /// [`Error::ChatTemplate`] when rendering fails, including `raise_exception` calls.
-    pub fn render<M: Serialize>(&self, messages: &M, add_generation_prompt: bool) -> Result<String> {
+    pub fn render<M: Serialize>(
+        &self,
+        messages: &M,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         self.render_with(messages, add_generation_prompt, Value::UNDEFINED)
     }
 
@@ -108,7 +124,8 @@ impl ChatTemplate {
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
         };
-        tmpl.render(minijinja::context! { ..extra, ..base }).map_err(template_error)
+        tmpl.render(minijinja::context! { ..extra, ..base })
+            .map_err(template_error)
     }
 }
 
@@ -122,23 +139,37 @@ mod tests {
     #[test]
     fn chatml_renders_with_default_system_prompt() {
         let t = ChatTemplate::new(CHATML, None, Some("<|im_end|>")).unwrap();
-        let out = t.render(&json!([{"role": "user", "content": "Hi"}]), true).unwrap();
+        let out = t
+            .render(&json!([{"role": "user", "content": "Hi"}]), true)
+            .unwrap();
         assert_eq!(
             out,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
         let out = t
-            .render(&json!([{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]), false)
+            .render(
+                &json!([{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]),
+                false,
+            )
             .unwrap();
-        assert_eq!(out, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n");
+        assert_eq!(
+            out,
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n"
+        );
     }
 
     #[test]
     fn python_methods_tokens_and_exceptions() {
         let src = "{{ bos_token }}{% for m in messages %}{% if m.role not in ['user'] %}{{ raise_exception('only user: ' + m.role) }}{% endif %}{{ m.content.strip().upper() }}{% endfor %}{{ eos_token }}";
         let t = ChatTemplate::new(src, Some("<s>"), Some("</s>")).unwrap();
-        assert_eq!(t.render(&json!([{"role": "user", "content": "  hi "}]), false).unwrap(), "<s>HI</s>");
-        let e = t.render(&json!([{"role": "bot", "content": "x"}]), false).unwrap_err();
+        assert_eq!(
+            t.render(&json!([{"role": "user", "content": "  hi "}]), false)
+                .unwrap(),
+            "<s>HI</s>"
+        );
+        let e = t
+            .render(&json!([{"role": "bot", "content": "x"}]), false)
+            .unwrap_err();
         assert!(e.to_string().contains("only user: bot"), "{e}");
     }
 

@@ -12,10 +12,16 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
     /// Reading a model file or directory failed.
     #[error("reading {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A JSON file (config.json, tokenizer_config.json, ...) is malformed.
     #[error("parsing {path}: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     /// The model files lack something we need, or hold a value we cannot use.
     #[error("invalid model: {0}")]
     InvalidModel(String),

@@ -67,7 +67,11 @@ impl PagedKvCache {
                 head_dim,
             })
             .collect();
-        Self { layers, num_blocks, block_size }
+        Self {
+            layers,
+            num_blocks,
+            block_size,
+        }
     }
 
     /// Bytes one block takes across all layers (K and V, `f32`): size pools from memory with it.
@@ -113,7 +117,9 @@ impl PagedKvCache {
     }
 
     fn block_floats(&self) -> usize {
-        self.layers.first().map_or(0, |l| self.block_size * l.slot_stride())
+        self.layers
+            .first()
+            .map_or(0, |l| self.block_size * l.slot_stride())
     }
 
     fn same_geometry(&self, other: &PagedKvCache) -> bool {
@@ -141,11 +147,16 @@ impl PagedKvCache {
     /// nothing is copied then.
     pub fn copy_blocks_to(&self, other: &mut PagedKvCache, pairs: &[(u32, u32)]) -> Result<()> {
         if !self.same_geometry(other) {
-            return Err(Error::InvalidInput("KV pools have different geometries".into()));
+            return Err(Error::InvalidInput(
+                "KV pools have different geometries".into(),
+            ));
         }
         let mut idx = Vec::with_capacity(pairs.len());
         for &(s, d) in pairs {
-            idx.push((self.check_block(s, "source")?, other.check_block(d, "destination")?));
+            idx.push((
+                self.check_block(s, "source")?,
+                other.check_block(d, "destination")?,
+            ));
         }
         let bf = self.block_floats();
         for (src, dst) in self.layers.iter().zip(other.layers.iter_mut()) {
@@ -164,7 +175,10 @@ impl PagedKvCache {
     pub fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
         let mut idx = Vec::with_capacity(pairs.len());
         for &(s, d) in pairs {
-            idx.push((self.check_block(s, "source")?, self.check_block(d, "destination")?));
+            idx.push((
+                self.check_block(s, "source")?,
+                self.check_block(d, "destination")?,
+            ));
         }
         let bf = self.block_floats();
         for l in &mut self.layers {
@@ -185,7 +199,10 @@ mod tests {
 
     #[test]
     fn bytes_per_block_counts_k_and_v_of_every_layer() {
-        assert_eq!(PagedKvCache::bytes_per_block(30, 16, 3, 64), 2 * 30 * 16 * 3 * 64 * 4);
+        assert_eq!(
+            PagedKvCache::bytes_per_block(30, 16, 3, 64),
+            2 * 30 * 16 * 3 * 64 * 4
+        );
     }
 
     #[test]
@@ -196,9 +213,15 @@ mod tests {
             *x = i as f32;
         }
         dev.copy_blocks_to(&mut host, &[(2, 0)]).unwrap();
-        assert_eq!(&host.layer(1).k[0..6], &[12.0, 13.0, 14.0, 15.0, 16.0, 17.0]);
+        assert_eq!(
+            &host.layer(1).k[0..6],
+            &[12.0, 13.0, 14.0, 15.0, 16.0, 17.0]
+        );
         host.copy_blocks_to(&mut dev, &[(0, 3)]).unwrap();
-        assert_eq!(&dev.layer(1).k[18..24], &dev.layer(1).k[12..18].to_vec()[..]);
+        assert_eq!(
+            &dev.layer(1).k[18..24],
+            &dev.layer(1).k[12..18].to_vec()[..]
+        );
         assert!(dev.copy_blocks_to(&mut host, &[(0, 3)]).is_err());
         let mut other = PagedKvCache::new(2, 3, 4, 1, 3);
         assert!(dev.copy_blocks_to(&mut other, &[(0, 0)]).is_err());

@@ -72,7 +72,10 @@ pub struct LoadedModel {
 /// missing tensors or metadata.
 pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<LoadedModel> {
     let _ = dtype;
-    let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
     let (model, tk) = if meta.is_dir() {
         let tk = tokenizer::tokenizer_from_hf_dir(path)?;
         let (model, hf) = load_hf::load_hf_model(path, device)?;

@@ -84,10 +84,16 @@ impl Linear {
     pub fn new(w: Arc<QTensor>, b: Option<Tensor>) -> Result<Self> {
         if w.dtype() == GgmlDType::Q4_1 {
             let (n, k) = w.shape().dims2()?;
-            return Ok(Self { w: Weight::Q41(Q41Matrix::new(w.data()?.to_vec(), n, k)?), b });
+            return Ok(Self {
+                w: Weight::Q41(Q41Matrix::new(w.data()?.to_vec(), n, k)?),
+                b,
+            });
         }
         // Not `QMatMul::from_arc`: it turns f32/f16 weights into dense tensors (BLAS path).
-        Ok(Self { w: Weight::Candle(QMatMul::QTensor(w)), b })
+        Ok(Self {
+            w: Weight::Candle(QMatMul::QTensor(w)),
+            b,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -172,17 +178,30 @@ impl Llama {
             || cache.layer(0).num_kv_heads != c.num_kv_heads
             || cache.layer(0).head_dim != c.head_dim
         {
-            return Err(Error::InvalidInput("KV cache geometry does not match the model".into()));
+            return Err(Error::InvalidInput(
+                "KV cache geometry does not match the model".into(),
+            ));
         }
         batch.validate(cache.block_size(), cache.num_blocks())?;
-        if let Some(&p) = batch.positions.iter().find(|&&p| p as usize >= self.rope.max_positions()) {
+        if let Some(&p) = batch
+            .positions
+            .iter()
+            .find(|&&p| p as usize >= self.rope.max_positions())
+        {
             return Err(Error::InvalidInput(format!(
                 "position {p} exceeds the model's context of {}",
                 self.rope.max_positions()
             )));
         }
-        if let Some(&id) = batch.token_ids.iter().find(|&&id| id as usize >= c.vocab_size) {
-            return Err(Error::InvalidInput(format!("token id {id} outside vocab {}", c.vocab_size)));
+        if let Some(&id) = batch
+            .token_ids
+            .iter()
+            .find(|&&id| id as usize >= c.vocab_size)
+        {
+            return Err(Error::InvalidInput(format!(
+                "token id {id} outside vocab {}",
+                c.vocab_size
+            )));
         }
         if t == 0 {
             return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &self.device)?);

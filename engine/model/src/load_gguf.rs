@@ -23,7 +23,10 @@ use crate::{Error, Result};
 /// # Errors
 /// [`Error::Io`] when the file cannot be opened; [`Error::Candle`] when it is not GGUF.
 pub fn read_gguf(path: &Path) -> Result<(Content, File)> {
-    let mut f = File::open(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let mut f = File::open(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
     let content = Content::read(&mut f)?;
     Ok((content, f))
 }
@@ -120,7 +123,9 @@ impl Reader<'_> {
 
     fn qtensor(&mut self, name: &str) -> Result<Arc<QTensor>> {
         if !self.has(name) {
-            return Err(Error::InvalidModel(format!("GGUF tensor `{name}` is missing")));
+            return Err(Error::InvalidModel(format!(
+                "GGUF tensor `{name}` is missing"
+            )));
         }
         let mut t = self.md.tensor(self.file, name, self.device)?;
         if matches!(t.dtype(), GgmlDType::F16 | GgmlDType::BF16) {
@@ -138,7 +143,11 @@ impl Reader<'_> {
     fn linear(&mut self, name: &str) -> Result<Linear> {
         let w = self.qtensor(&format!("{name}.weight"))?;
         let bias = format!("{name}.bias");
-        let b = if self.has(&bias) { Some(self.dense(&bias)?) } else { None };
+        let b = if self.has(&bias) {
+            Some(self.dense(&bias)?)
+        } else {
+            None
+        };
         Linear::new(w, b)
     }
 }
@@ -155,7 +164,12 @@ pub fn load_gguf_model(md: &Content, file: &mut File, device: &Device) -> Result
         ));
     }
     let cfg = gguf_config(md)?;
-    let mut r = Reader { md, file, device, bytes: 0 };
+    let mut r = Reader {
+        md,
+        file,
+        device,
+        bytes: 0,
+    };
     let embed = r.qtensor("token_embd.weight")?;
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
@@ -183,12 +197,23 @@ pub fn load_gguf_model(md: &Content, file: &mut File, device: &Device) -> Result
         // llama 3.1+ frequency factors: divide each frequency by its factor.
         let f = r.dense("rope_freqs.weight")?.to_vec1::<f32>()?;
         if f.len() != inv_freq.len() {
-            return Err(Error::InvalidModel("rope_freqs.weight has the wrong length".into()));
+            return Err(Error::InvalidModel(
+                "rope_freqs.weight has the wrong length".into(),
+            ));
         }
         inv_freq.iter_mut().zip(f).for_each(|(x, d)| *x /= d);
     }
     let interleaved = cfg.architecture != "qwen2";
     let rope = RopeTable::new(&inv_freq, cfg.max_position_embeddings, interleaved);
     let weight_bytes = r.bytes;
-    Ok(Llama { cfg, embed, layers, norm, lm_head, rope, device: device.clone(), weight_bytes })
+    Ok(Llama {
+        cfg,
+        embed,
+        layers,
+        norm,
+        lm_head,
+        rope,
+        device: device.clone(),
+        weight_bytes,
+    })
 }

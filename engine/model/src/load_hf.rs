@@ -61,8 +61,14 @@ fn default_eps() -> f64 {
 
 /// Reads and parses a JSON file.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let s = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    serde_json::from_str(&s).map_err(|source| Error::Json { path: path.into(), source })
+    let s = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&s).map_err(|source| Error::Json {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Parses `dir/config.json` into the model shape.
@@ -83,7 +89,9 @@ pub fn hf_config(dir: &Path) -> Result<(HfConfig, ModelConfig)> {
         num_layers: hf.num_hidden_layers,
         num_heads: hf.num_attention_heads,
         num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
-        head_dim: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
+        head_dim: hf
+            .head_dim
+            .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
         hidden_size: hf.hidden_size,
         intermediate_size: hf.intermediate_size,
         vocab_size: hf.vocab_size,
@@ -97,14 +105,20 @@ pub fn hf_config(dir: &Path) -> Result<(HfConfig, ModelConfig)> {
 }
 
 fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.into(), source })?;
+    let rd = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        path: dir.into(),
+        source,
+    })?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::InvalidModel(format!("no *.safetensors in {}", dir.display())));
+        return Err(Error::InvalidModel(format!(
+            "no *.safetensors in {}",
+            dir.display()
+        )));
     }
     Ok(files)
 }
@@ -122,7 +136,9 @@ impl Reader<'_> {
 
     fn dense(&mut self, name: &str) -> Result<Tensor> {
         if !self.has(name) {
-            return Err(Error::InvalidModel(format!("safetensors tensor `{name}` is missing")));
+            return Err(Error::InvalidModel(format!(
+                "safetensors tensor `{name}` is missing"
+            )));
         }
         let t = self.st.load(name, self.device)?.to_dtype(DType::F32)?;
         self.bytes += (t.elem_count() * 4) as u64;
@@ -130,13 +146,20 @@ impl Reader<'_> {
     }
 
     fn qtensor(&mut self, name: &str) -> Result<Arc<QTensor>> {
-        Ok(Arc::new(QTensor::quantize(&self.dense(name)?, GgmlDType::F32)?))
+        Ok(Arc::new(QTensor::quantize(
+            &self.dense(name)?,
+            GgmlDType::F32,
+        )?))
     }
 
     fn linear(&mut self, name: &str) -> Result<Linear> {
         let w = self.qtensor(&format!("{name}.weight"))?;
         let bias = format!("{name}.bias");
-        let b = if self.has(&bias) { Some(self.dense(&bias)?) } else { None };
+        let b = if self.has(&bias) {
+            Some(self.dense(&bias)?)
+        } else {
+            None
+        };
         Linear::new(w, b)
     }
 }
@@ -146,8 +169,15 @@ fn rope_inv_freq(hf: &HfConfig, cfg: &ModelConfig) -> Result<Vec<f32>> {
     let Some(rs) = hf.rope_scaling.as_ref().filter(|v| !v.is_null()) else {
         return Ok(inv);
     };
-    let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(|v| v.as_str());
-    let num = |k: &str| rs.get(k).and_then(serde_json::Value::as_f64).map(|v| v as f32);
+    let kind = rs
+        .get("rope_type")
+        .or_else(|| rs.get("type"))
+        .and_then(|v| v.as_str());
+    let num = |k: &str| {
+        rs.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .map(|v| v as f32)
+    };
     match kind {
         Some("default") => {}
         Some("llama3") => {
@@ -182,7 +212,11 @@ pub fn load_hf_model(dir: &Path, device: &Device) -> Result<(Llama, HfConfig)> {
     // SAFETY: the files are mapped read-only; like every mmap user we rely on nobody
     // truncating them while the model loads (weights are copied out before returning).
     let st = unsafe { MmapedSafetensors::multi(&files)? };
-    let mut r = Reader { st: &st, device, bytes: 0 };
+    let mut r = Reader {
+        st: &st,
+        device,
+        bytes: 0,
+    };
     let embed = r.qtensor("model.embed_tokens.weight")?;
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
@@ -205,9 +239,21 @@ pub fn load_hf_model(dir: &Path, device: &Device) -> Result<(Llama, HfConfig)> {
     } else {
         Linear::new(embed.clone(), None)?
     };
-    let rope = RopeTable::new(&rope_inv_freq(&hf, &cfg)?, cfg.max_position_embeddings, false);
+    let rope = RopeTable::new(
+        &rope_inv_freq(&hf, &cfg)?,
+        cfg.max_position_embeddings,
+        false,
+    );
     let weight_bytes = r.bytes;
-    let model =
-        Llama { cfg, embed, layers, norm, lm_head, rope, device: device.clone(), weight_bytes };
+    let model = Llama {
+        cfg,
+        embed,
+        layers,
+        norm,
+        lm_head,
+        rope,
+        device: device.clone(),
+        weight_bytes,
+    };
     Ok((model, hf))
 }

@@ -66,7 +66,10 @@ impl Q41Matrix {
     pub fn matmul(&self, x: &[f32]) -> Result<Vec<f32>> {
         let (n, k) = (self.n, self.k);
         if !x.len().is_multiple_of(k) {
-            return Err(Error::InvalidInput(format!("Q4_1 matmul: {} inputs for k = {k}", x.len())));
+            return Err(Error::InvalidInput(format!(
+                "Q4_1 matmul: {} inputs for k = {k}",
+                x.len()
+            )));
         }
         let m = x.len() / k;
         let kb = k / QK;
@@ -85,20 +88,28 @@ impl Q41Matrix {
                     // Four rows share each unpacked weight block; per row the arithmetic is
                     // exactly `dot_avx2`'s, so results stay bit-identical to one row alone.
                     while r + 4 <= m {
-                        let v = unsafe { dot4_avx2(w, [row(r), row(r + 1), row(r + 2), row(r + 3)]) };
+                        let v =
+                            unsafe { dot4_avx2(w, [row(r), row(r + 1), row(r + 2), row(r + 3)]) };
                         col_out[r..r + 4].copy_from_slice(&v);
                         r += 4;
                     }
                 }
                 for (i, o) in col_out.iter_mut().enumerate().skip(r) {
-                    *o = if avx2 { unsafe { dot_avx2(w, row(i)) } } else { dot_scalar(w, row(i)) };
+                    *o = if avx2 {
+                        unsafe { dot_avx2(w, row(i)) }
+                    } else {
+                        dot_scalar(w, row(i))
+                    };
                 }
             }
         };
         if n * m * kb < 4096 {
             out_t.chunks_mut(COLS_PER_JOB * m).enumerate().for_each(job);
         } else {
-            out_t.par_chunks_mut(COLS_PER_JOB * m).enumerate().for_each(job);
+            out_t
+                .par_chunks_mut(COLS_PER_JOB * m)
+                .enumerate()
+                .for_each(job);
         }
         if m == 1 {
             return Ok(out_t);
@@ -125,7 +136,11 @@ fn quantize_block(x: &[f32]) -> XBlock {
     }
     // Rounded through f16 like ggml's `block_q8_1`, so results track llama.cpp's.
     let r = |v: f32| half::f16::from_f32(v).to_f32();
-    XBlock { d: r(d), s: r(d * sum as f32), qs }
+    XBlock {
+        d: r(d),
+        s: r(d * sum as f32),
+        qs,
+    }
 }
 
 fn f16_at(b: &[u8], i: usize) -> f32 {
@@ -239,8 +254,12 @@ mod tests {
     fn matches_candle_q4_1_matmul_closely_and_is_row_invariant() {
         let dev = Device::Cpu;
         let (n, k, m) = (70, 128, 7);
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
-        let x: Vec<f32> = (0..m * k).map(|i| ((i * 104_729) % 977) as f32 / 300.0 - 1.5).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 104_729) % 977) as f32 / 300.0 - 1.5)
+            .collect();
         let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
         let q = QTensor::quantize(&wt, GgmlDType::Q4_1).unwrap();
         let ours = Q41Matrix::new(q.data().unwrap().to_vec(), n, k).unwrap();
@@ -260,11 +279,19 @@ mod tests {
         // each row alone gives the same bits as in the batch
         for r in 0..m {
             let one = ours.matmul(&x[r * k..(r + 1) * k]).unwrap();
-            assert!(one.iter().zip(&got[r * n..(r + 1) * n]).all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert!(
+                one.iter()
+                    .zip(&got[r * n..(r + 1) * n])
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            );
         }
         // scalar and AVX2 agree to rounding
         let xq: Vec<XBlock> = x[..k].chunks_exact(QK).map(quantize_block).collect();
         let s = dot_scalar(&ours.data[..(k / QK) * W_BLOCK], &xq);
-        assert!((s - got[0]).abs() < 1e-3 * (1.0 + s.abs()), "{s} vs {}", got[0]);
+        assert!(
+            (s - got[0]).abs() < 1e-3 * (1.0 + s.abs()),
+            "{s} vs {}",
+            got[0]
+        );
     }
 }

@@ -23,7 +23,11 @@ pub struct ReferenceRun {
 ///
 /// # Errors
 /// [`Error::InvalidInput`] for an empty prompt or one longer than the model's context.
-pub fn reference_logits(model: &Llama, prompt: &[u32], continuation: &[u32]) -> Result<Vec<Vec<f32>>> {
+pub fn reference_logits(
+    model: &Llama,
+    prompt: &[u32],
+    continuation: &[u32],
+) -> Result<Vec<Vec<f32>>> {
     let mut rows = Vec::with_capacity(continuation.len() + 1);
     run(model, prompt, continuation.len() + 1, |i, row| {
         rows.push(row);
@@ -43,7 +47,10 @@ pub fn reference_generate_greedy(
     max_tokens: usize,
     eos: &[u32],
 ) -> Result<ReferenceRun> {
-    let mut out = ReferenceRun { tokens: Vec::new(), top2_gaps: Vec::new() };
+    let mut out = ReferenceRun {
+        tokens: Vec::new(),
+        top2_gaps: Vec::new(),
+    };
     run(model, prompt, max_tokens, |_, row| {
         let tok = argmax(&row);
         out.tokens.push(tok);
@@ -76,7 +83,9 @@ fn run(
     mut next: impl FnMut(usize, Vec<f32>) -> Result<Option<u32>>,
 ) -> Result<()> {
     if prompt.is_empty() {
-        return Err(Error::InvalidInput("reference run needs a non-empty prompt".into()));
+        return Err(Error::InvalidInput(
+            "reference run needs a non-empty prompt".into(),
+        ));
     }
     let total = prompt.len() + steps;
     let blocks = total.div_ceil(BLOCK);
@@ -86,7 +95,12 @@ fn run(
     let mut start = 0;
     for step in 0..steps {
         let batch = ForwardBatch::build(
-            &[SeqInput { tokens: &tokens[start..], start, block_table: &table, sample: true }],
+            &[SeqInput {
+                tokens: &tokens[start..],
+                start,
+                block_table: &table,
+                sample: true,
+            }],
             BLOCK,
         )?;
         let logits = model.forward(&batch, &mut cache)?;

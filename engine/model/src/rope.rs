@@ -32,12 +32,20 @@ impl RopeTable {
                 sin.push(a.sin());
             }
         }
-        Self { cos, sin, half, interleaved }
+        Self {
+            cos,
+            sin,
+            half,
+            interleaved,
+        }
     }
 
     /// The standard inverse frequencies `1 / theta^(2i / head_dim)`.
     pub fn default_inv_freq(head_dim: usize, theta: f32) -> Vec<f32> {
-        (0..head_dim).step_by(2).map(|i| 1.0 / theta.powf(i as f32 / head_dim as f32)).collect()
+        (0..head_dim)
+            .step_by(2)
+            .map(|i| 1.0 / theta.powf(i as f32 / head_dim as f32))
+            .collect()
     }
 
     /// Llama 3 frequency scaling (`rope_scaling.rope_type == "llama3"`).
@@ -73,7 +81,10 @@ impl RopeTable {
             return Ok(());
         }
         if hd == 0 || !x.len().is_multiple_of(t * hd) {
-            return Err(Error::InvalidInput(format!("rope: {} floats for {t} tokens", x.len())));
+            return Err(Error::InvalidInput(format!(
+                "rope: {} floats for {t} tokens",
+                x.len()
+            )));
         }
         let row = x.len() / t;
         for (xr, &p) in x.chunks_mut(row).zip(positions) {

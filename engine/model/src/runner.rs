@@ -119,13 +119,16 @@ impl ModelRunner {
         swap_in: &[(u32, u32)],
         seqs: &[StepSeq<'_>],
     ) -> Result<Vec<SampledToken>> {
-        let swap = (!swap_out.is_empty() || !swap_in.is_empty())
-            .then(|| tracing::trace_span!("swap", out = swap_out.len(), r#in = swap_in.len()).entered());
+        let swap = (!swap_out.is_empty() || !swap_in.is_empty()).then(|| {
+            tracing::trace_span!("swap", out = swap_out.len(), r#in = swap_in.len()).entered()
+        });
         if !swap_out.is_empty() {
-            self.device_cache.copy_blocks_to(&mut self.host_cache, swap_out)?;
+            self.device_cache
+                .copy_blocks_to(&mut self.host_cache, swap_out)?;
         }
         if !swap_in.is_empty() {
-            self.host_cache.copy_blocks_to(&mut self.device_cache, swap_in)?;
+            self.host_cache
+                .copy_blocks_to(&mut self.device_cache, swap_in)?;
         }
         drop(swap);
         if seqs.is_empty() {
@@ -141,13 +144,19 @@ impl ModelRunner {
             })
             .collect();
         let batch = ForwardBatch::build(&inputs, self.block_size())?;
-        let forward = tracing::trace_span!("forward", tokens = batch.num_tokens(), seqs = seqs.len()).entered();
+        let forward =
+            tracing::trace_span!("forward", tokens = batch.num_tokens(), seqs = seqs.len())
+                .entered();
         let logits = self.model.forward(&batch, &mut self.device_cache)?;
         drop(forward);
         let _sample = tracing::trace_span!("sample", seqs = batch.logits_indices.len()).entered();
         let rows: Vec<Vec<f32>> = logits.to_vec2::<f32>()?;
         let mut jobs = Vec::with_capacity(rows.len());
-        for (s, row) in seqs.iter().filter_map(|s| s.sample.map(|a| (s, a))).zip(rows) {
+        for (s, row) in seqs
+            .iter()
+            .filter_map(|s| s.sample.map(|a| (s, a)))
+            .zip(rows)
+        {
             let (seq, args) = s;
             let rng = if args.params.is_greedy() {
                 None
@@ -161,7 +170,9 @@ impl ModelRunner {
             jobs.push((seq.id, args, row, rng));
         }
         if jobs.len() != batch.logits_indices.len() {
-            return Err(Error::InvalidInput("logits rows do not match sampling sequences".into()));
+            return Err(Error::InvalidInput(
+                "logits rows do not match sampling sequences".into(),
+            ));
         }
         let sampler = self.sampler;
         let eos = &self.eos_token_ids;
@@ -172,7 +183,14 @@ impl ModelRunner {
                 let mut fallback = StdRng::seed_from_u64(0);
                 let r = rng.as_mut().unwrap_or(&mut fallback);
                 let (token, logprobs) = sampler.sample(&row, a.params, a.prompt, a.output, eos, r);
-                (SampledToken { id, token, logprobs }, rng)
+                (
+                    SampledToken {
+                        id,
+                        token,
+                        logprobs,
+                    },
+                    rng,
+                )
             })
             .collect();
         Ok(out

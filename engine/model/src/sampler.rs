@@ -70,16 +70,27 @@ impl Sampler {
     }
 }
 
-fn apply_penalties(l: &mut [f32], p: &SamplingParams, prompt: &[u32], output: &[u32], vocab: usize) {
+fn apply_penalties(
+    l: &mut [f32],
+    p: &SamplingParams,
+    prompt: &[u32],
+    output: &[u32],
+    vocab: usize,
+) {
     if p.repetition_penalty != 1.0 {
         let mut seen = vec![false; vocab];
         for &t in prompt.iter().chain(output) {
             if let Some(s) = seen.get_mut(t as usize)
-                && !*s {
-                    *s = true;
-                    let x = &mut l[t as usize];
-                    *x = if *x > 0.0 { *x / p.repetition_penalty } else { *x * p.repetition_penalty };
-                }
+                && !*s
+            {
+                *s = true;
+                let x = &mut l[t as usize];
+                *x = if *x > 0.0 {
+                    *x / p.repetition_penalty
+                } else {
+                    *x * p.repetition_penalty
+                };
+            }
         }
     }
     if p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
@@ -181,14 +192,21 @@ fn logprobs(raw: &[f32], token: u32, k: usize) -> TokenLogprobs {
     let lse = max + sum.ln() as f32;
     let mut top: Vec<(u32, f32)> = Vec::new();
     if k > 0 {
-        let mut all: Vec<(u32, f32)> = raw.iter().enumerate().map(|(i, &x)| (i as u32, x)).collect();
+        let mut all: Vec<(u32, f32)> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (i as u32, x))
+            .collect();
         let k = k.min(all.len());
         all.select_nth_unstable_by(k - 1, by_rank);
         all.truncate(k);
         all.sort_unstable_by(by_rank);
         top = all.into_iter().map(|(i, x)| (i, x - lse)).collect();
     }
-    TokenLogprobs { logprob: raw[token as usize] - lse, top }
+    TokenLogprobs {
+        logprob: raw[token as usize] - lse,
+        top,
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@ use rand::rngs::StdRng;
 use super::*;
 
 fn p() -> SamplingParams {
-    SamplingParams { temperature: 1.0, ..Default::default() }
+    SamplingParams {
+        temperature: 1.0,
+        ..Default::default()
+    }
 }
 
 fn greedy() -> SamplingParams {
@@ -15,7 +18,9 @@ fn greedy() -> SamplingParams {
 
 fn draws(logits: &[f32], params: &SamplingParams, n: usize, seed: u64) -> Vec<u32> {
     let mut rng = StdRng::seed_from_u64(seed);
-    (0..n).map(|_| Sampler.sample(logits, params, &[], &[], &[], &mut rng).0).collect()
+    (0..n)
+        .map(|_| Sampler.sample(logits, params, &[], &[], &[], &mut rng).0)
+        .collect()
 }
 
 fn hist(d: &[u32], vocab: usize) -> Vec<usize> {
@@ -30,50 +35,121 @@ fn greedy_takes_argmax_and_breaks_ties_low() {
     let (t, _) = Sampler.sample(&[0.1, 3.0, -1.0, 3.0], &greedy(), &[], &[], &[], &mut rng);
     assert_eq!(t, 1);
     let top_k_1 = SamplingParams { top_k: 1, ..p() };
-    assert_eq!(Sampler.sample(&[0.0, 1.0, 5.0], &top_k_1, &[], &[], &[], &mut rng).0, 2);
+    assert_eq!(
+        Sampler
+            .sample(&[0.0, 1.0, 5.0], &top_k_1, &[], &[], &[], &mut rng)
+            .0,
+        2
+    );
     assert_eq!(argmax(&[f32::NAN, 1.0, 0.0]), 1);
 }
 
 #[test]
 fn repetition_penalty_divides_positive_and_multiplies_negative() {
     let mut rng = StdRng::seed_from_u64(0);
-    let g = SamplingParams { repetition_penalty: 2.0, ..greedy() };
+    let g = SamplingParams {
+        repetition_penalty: 2.0,
+        ..greedy()
+    };
     // token 0 (3.0) seen in the prompt → 1.5 < 2.0 of token 1.
-    assert_eq!(Sampler.sample(&[3.0, 2.0, -1.0], &g, &[0], &[], &[], &mut rng).0, 1);
+    assert_eq!(
+        Sampler
+            .sample(&[3.0, 2.0, -1.0], &g, &[0], &[], &[], &mut rng)
+            .0,
+        1
+    );
     // negative logits get more negative: -1 → -2 loses against -1.5.
-    assert_eq!(Sampler.sample(&[-1.0, -1.5], &g, &[], &[0], &[], &mut rng).0, 1);
+    assert_eq!(
+        Sampler
+            .sample(&[-1.0, -1.5], &g, &[], &[0], &[], &mut rng)
+            .0,
+        1
+    );
     // without penalty token 0 wins
-    assert_eq!(Sampler.sample(&[3.0, 2.0, -1.0], &greedy(), &[0], &[], &[], &mut rng).0, 0);
+    assert_eq!(
+        Sampler
+            .sample(&[3.0, 2.0, -1.0], &greedy(), &[0], &[], &[], &mut rng)
+            .0,
+        0
+    );
 }
 
 #[test]
 fn frequency_and_presence_penalties_use_output_counts_only() {
     let mut rng = StdRng::seed_from_u64(0);
-    let f = SamplingParams { frequency_penalty: 0.6, ..greedy() };
+    let f = SamplingParams {
+        frequency_penalty: 0.6,
+        ..greedy()
+    };
     // token 0 generated twice: 2.0 - 1.2 = 0.8 < 1.0; the prompt does not count.
-    assert_eq!(Sampler.sample(&[2.0, 1.0], &f, &[1, 1, 1], &[0, 0], &[], &mut rng).0, 1);
-    assert_eq!(Sampler.sample(&[2.0, 1.0], &f, &[0, 0, 0], &[0], &[], &mut rng).0, 0);
-    let pr = SamplingParams { presence_penalty: 1.5, ..greedy() };
-    assert_eq!(Sampler.sample(&[2.0, 1.0], &pr, &[], &[0], &[], &mut rng).0, 1);
+    assert_eq!(
+        Sampler
+            .sample(&[2.0, 1.0], &f, &[1, 1, 1], &[0, 0], &[], &mut rng)
+            .0,
+        1
+    );
+    assert_eq!(
+        Sampler
+            .sample(&[2.0, 1.0], &f, &[0, 0, 0], &[0], &[], &mut rng)
+            .0,
+        0
+    );
+    let pr = SamplingParams {
+        presence_penalty: 1.5,
+        ..greedy()
+    };
+    assert_eq!(
+        Sampler.sample(&[2.0, 1.0], &pr, &[], &[0], &[], &mut rng).0,
+        1
+    );
 }
 
 #[test]
 fn min_tokens_masks_eos_and_stop_ids_until_reached() {
     let mut rng = StdRng::seed_from_u64(0);
-    let m = SamplingParams { min_tokens: 2, stop_token_ids: vec![1], ..greedy() };
+    let m = SamplingParams {
+        min_tokens: 2,
+        stop_token_ids: vec![1],
+        ..greedy()
+    };
     let l = [5.0, 4.0, 3.0];
     assert_eq!(Sampler.sample(&l, &m, &[], &[7], &[0], &mut rng).0, 2);
     assert_eq!(Sampler.sample(&l, &m, &[], &[7, 7], &[0], &mut rng).0, 0);
-    let ig = SamplingParams { ignore_eos: true, ..m };
+    let ig = SamplingParams {
+        ignore_eos: true,
+        ..m
+    };
     assert_eq!(Sampler.sample(&l, &ig, &[], &[7], &[0], &mut rng).0, 0);
 }
 
 #[test]
 fn temperature_sharpens_and_flattens() {
     let l = [1.0, 0.0, -1.0];
-    let cold = hist(&draws(&l, &SamplingParams { temperature: 0.1, ..p() }, 2000, 1), 3);
+    let cold = hist(
+        &draws(
+            &l,
+            &SamplingParams {
+                temperature: 0.1,
+                ..p()
+            },
+            2000,
+            1,
+        ),
+        3,
+    );
     assert!(cold[0] > 1990, "{cold:?}");
-    let hot = hist(&draws(&l, &SamplingParams { temperature: 100.0, ..p() }, 3000, 2), 3);
+    let hot = hist(
+        &draws(
+            &l,
+            &SamplingParams {
+                temperature: 100.0,
+                ..p()
+            },
+            3000,
+            2,
+        ),
+        3,
+    );
     assert!(hot.iter().all(|&c| c > 900), "{hot:?}");
     // At temperature 1 the frequencies follow the softmax (0.665, 0.245, 0.090).
     let one = hist(&draws(&l, &p(), 10_000, 3), 3);
@@ -85,15 +161,33 @@ fn temperature_sharpens_and_flattens() {
 fn top_k_top_p_min_p_restrict_the_candidates() {
     let l = [2.0, 1.9, 1.8, 0.0, -0.5];
     let k = hist(&draws(&l, &SamplingParams { top_k: 2, ..p() }, 3000, 4), 5);
-    assert!(k[2] == 0 && k[3] == 0 && k[4] == 0 && k[0] > 0 && k[1] > 0, "{k:?}");
+    assert!(
+        k[2] == 0 && k[3] == 0 && k[4] == 0 && k[0] > 0 && k[1] > 0,
+        "{k:?}"
+    );
     // probs ≈ [0.34, 0.31, 0.28, 0.05, 0.03]: top_p 0.6 keeps the first two.
-    let tp = hist(&draws(&l, &SamplingParams { top_p: 0.6, ..p() }, 3000, 5), 5);
-    assert!(tp[2] == 0 && tp[3] == 0 && tp[4] == 0 && tp[1] > 0, "{tp:?}");
+    let tp = hist(
+        &draws(&l, &SamplingParams { top_p: 0.6, ..p() }, 3000, 5),
+        5,
+    );
+    assert!(
+        tp[2] == 0 && tp[3] == 0 && tp[4] == 0 && tp[1] > 0,
+        "{tp:?}"
+    );
     // min_p 0.5: keep tokens with p >= 0.5 * p_max → the first three.
-    let mp = hist(&draws(&l, &SamplingParams { min_p: 0.5, ..p() }, 3000, 6), 5);
+    let mp = hist(
+        &draws(&l, &SamplingParams { min_p: 0.5, ..p() }, 3000, 6),
+        5,
+    );
     assert!(mp[3] == 0 && mp[4] == 0 && mp[2] > 0, "{mp:?}");
     // everything on: still only the top ones.
-    let all = SamplingParams { top_k: 3, top_p: 0.9, min_p: 0.1, temperature: 0.7, ..p() };
+    let all = SamplingParams {
+        top_k: 3,
+        top_p: 0.9,
+        min_p: 0.1,
+        temperature: 0.7,
+        ..p()
+    };
     let a = hist(&draws(&l, &all, 2000, 7), 5);
     assert!(a[3] == 0 && a[4] == 0, "{a:?}");
 }
@@ -109,7 +203,11 @@ fn seeded_draws_reproduce_and_differ_across_seeds() {
 fn logprobs_come_from_raw_logits() {
     let mut rng = StdRng::seed_from_u64(0);
     let l = [1.0f32, 3.0, 2.0, 3.0];
-    let pen = SamplingParams { logprobs: Some(3), repetition_penalty: 10.0, ..greedy() };
+    let pen = SamplingParams {
+        logprobs: Some(3),
+        repetition_penalty: 10.0,
+        ..greedy()
+    };
     let (t, lp) = Sampler.sample(&l, &pen, &[1], &[], &[], &mut rng);
     let lp = lp.unwrap();
     assert_eq!(t, 3, "penalty moves the pick to the tied token 3");
@@ -120,8 +218,18 @@ fn logprobs_come_from_raw_logits() {
     assert!((lp.top[2].1 - (2.0 - lse)).abs() < 1e-6);
     let none = Sampler.sample(&l, &greedy(), &[], &[], &[], &mut rng).1;
     assert!(none.is_none());
-    let zero = SamplingParams { logprobs: Some(0), ..greedy() };
-    assert!(Sampler.sample(&l, &zero, &[], &[], &[], &mut rng).1.unwrap().top.is_empty());
+    let zero = SamplingParams {
+        logprobs: Some(0),
+        ..greedy()
+    };
+    assert!(
+        Sampler
+            .sample(&l, &zero, &[], &[], &[], &mut rng)
+            .1
+            .unwrap()
+            .top
+            .is_empty()
+    );
 }
 
 #[test]
@@ -136,10 +244,20 @@ fn top_p_nucleus_is_exact_beyond_the_sorted_head() {
         let ws: Vec<f64> = row.iter().map(|&x| f64::from((x - max).exp())).collect();
         let total: f64 = ws.iter().sum();
         let mut cum = 0.0;
-        let size = ws.iter().position(|w| { cum += w; cum >= f64::from(top_p) * total }).unwrap() + 1;
+        let size = ws
+            .iter()
+            .position(|w| {
+                cum += w;
+                cum >= f64::from(top_p) * total
+            })
+            .unwrap()
+            + 1;
         let d = draws(row, &SamplingParams { top_p, ..p() }, 4000, 9);
         let top = *d.iter().max().unwrap() as usize;
         assert!(top < size, "drew rank {top} outside a nucleus of {size}");
-        assert!(top + 1 >= size * 9 / 10 || size < 10, "never came near the nucleus edge: {top} of {size}");
+        assert!(
+            top + 1 >= size * 9 / 10 || size < 10,
+            "never came near the nucleus edge: {top} of {size}"
+        );
     }
 }

@@ -57,9 +57,17 @@ const REGEX_QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'
 const REGEX_LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn split_then_bytes(regex: &str) -> Result<PreTokenizerWrapper> {
-    let split = Split::new(SplitPattern::Regex(regex.into()), SplitDelimiterBehavior::Isolated, false)
-        .map_err(tok_err)?;
-    Ok(Sequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()]).into())
+    let split = Split::new(
+        SplitPattern::Regex(regex.into()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(tok_err)?;
+    Ok(Sequence::new(vec![
+        split.into(),
+        ByteLevel::new(false, false, false).into(),
+    ])
+    .into())
 }
 
 /// How a `tokenizer.ggml.pre` kind tokenizes besides the BPE merges.
@@ -73,12 +81,19 @@ struct Pipeline {
 
 /// The pipeline of a `tokenizer.ggml.pre` kind, as llama.cpp's `llm_tokenizer_bpe` sets it up.
 fn pipeline(pre: &str) -> Result<Pipeline> {
-    let p = |pre, nfc, ignore_merges| Pipeline { pre, nfc, ignore_merges };
+    let p = |pre, nfc, ignore_merges| Pipeline {
+        pre,
+        nfc,
+        ignore_merges,
+    };
     Ok(match pre {
         // llama.cpp splits these three identically: each digit alone, then GPT-2's regex.
         "smollm" | "starcoder" | "refact" => p(
-            Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()])
-                .into(),
+            Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])
+            .into(),
             false,
             false,
         ),
@@ -102,7 +117,9 @@ fn strings(md: &Content, key: &str) -> Result<Vec<String>> {
                 _ => Err(Error::Tokenizer(format!("`{key}` holds a non-string"))),
             })
             .collect(),
-        _ => Err(Error::Tokenizer(format!("GGUF metadata `{key}` is missing"))),
+        _ => Err(Error::Tokenizer(format!(
+            "GGUF metadata `{key}` is missing"
+        ))),
     }
 }
 
@@ -127,7 +144,11 @@ pub fn tokenizer_from_gguf(md: &Content) -> Result<TokenizerBundle> {
                 .ok_or_else(|| Error::Tokenizer(format!("malformed merge `{m}`")))
         })
         .collect::<Result<_>>()?;
-    let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
     let pl = pipeline(md_str(md, "tokenizer.ggml.pre").unwrap_or("default"))?;
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
@@ -149,14 +170,19 @@ pub fn tokenizer_from_gguf(md: &Content) -> Result<TokenizerBundle> {
             .collect();
         tk.add_special_tokens(&specials);
     }
-    let id = |k: &str| md_u64(md, k).map(|v| v as u32).filter(|&v| (v as usize) < tokens.len());
+    let id = |k: &str| {
+        md_u64(md, k)
+            .map(|v| v as u32)
+            .filter(|&v| (v as usize) < tokens.len())
+    };
     let bos_token_id = id("tokenizer.ggml.bos_token_id");
     let eos = id("tokenizer.ggml.eos_token_id");
     let mut eos_token_ids: Vec<u32> = eos.into_iter().collect();
     if let Some(eot) = id("tokenizer.ggml.eot_token_id")
-        && !eos_token_ids.contains(&eot) {
-            eos_token_ids.push(eot);
-        }
+        && !eos_token_ids.contains(&eot)
+    {
+        eos_token_ids.push(eot);
+    }
     Ok(TokenizerBundle {
         tokenizer: tk,
         chat_template: md_str(md, "tokenizer.chat_template").map(str::to_string),
@@ -179,10 +205,13 @@ fn token_string(v: Option<&serde_json::Value>) -> Option<String> {
 /// One id or a list of ids.
 pub(crate) fn ids(v: Option<&serde_json::Value>) -> Vec<u32> {
     match v {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(serde_json::Value::Array(a)) => {
-            a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect()
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
         }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64().map(|x| x as u32))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -197,8 +226,11 @@ pub fn tokenizer_from_hf_dir(dir: &Path) -> Result<TokenizerBundle> {
     let tk = Tokenizer::from_file(&path)
         .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
     let cfg_path = dir.join("tokenizer_config.json");
-    let tc: serde_json::Value =
-        if cfg_path.exists() { read_json(&cfg_path)? } else { serde_json::Value::Null };
+    let tc: serde_json::Value = if cfg_path.exists() {
+        read_json(&cfg_path)?
+    } else {
+        serde_json::Value::Null
+    };
     let chat_template = match tc.get("chat_template") {
         Some(serde_json::Value::String(s)) => Some(s.clone()),
         // A list of named templates: take "default", else the first.
@@ -221,11 +253,19 @@ pub fn tokenizer_from_hf_dir(dir: &Path) -> Result<TokenizerBundle> {
         }
     }
     if let Some(id) = eos_token.as_deref().and_then(|t| tk.token_to_id(t))
-        && !eos_token_ids.contains(&id) {
-            eos_token_ids.push(id);
-        }
+        && !eos_token_ids.contains(&id)
+    {
+        eos_token_ids.push(id);
+    }
     let bos_token_id = bos_token.as_deref().and_then(|t| tk.token_to_id(t));
-    Ok(TokenizerBundle { tokenizer: tk, chat_template, bos_token_id, eos_token_ids, bos_token, eos_token })
+    Ok(TokenizerBundle {
+        tokenizer: tk,
+        chat_template,
+        bos_token_id,
+        eos_token_ids,
+        bos_token,
+        eos_token,
+    })
 }
 
 #[cfg(test)]
@@ -234,7 +274,10 @@ mod tests {
 
     #[test]
     fn unknown_pre_tokenizer_kinds_fail_clearly() {
-        let e = pipeline("mystery").err().map(|e| e.to_string()).unwrap_or_default();
+        let e = pipeline("mystery")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("mystery") && e.contains("supported"), "{e}");
         assert!(pipeline("smollm").is_ok() && pipeline("qwen2").is_ok());
     }

@@ -17,7 +17,11 @@ fn gguf_path() -> PathBuf {
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let p = PathBuf::from(home).join(".cache/candela/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "test model {} is missing: run scripts/setup.sh", p.display());
+    assert!(
+        p.exists(),
+        "test model {} is missing: run scripts/setup.sh",
+        p.display()
+    );
     p
 }
 
@@ -36,11 +40,21 @@ fn unpermute(w: &Tensor, heads: usize) -> Tensor {
 fn write_hf_dir(gguf: &Path, dir: &Path) {
     let (content, mut file) = read_gguf(gguf).unwrap();
     let get = |f: &mut std::fs::File, n: &str| {
-        content.tensor(f, n, &Device::Cpu).unwrap().dequantize(&Device::Cpu).unwrap()
+        content
+            .tensor(f, n, &Device::Cpu)
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap()
     };
     let mut ts: HashMap<String, Tensor> = HashMap::new();
-    ts.insert("model.embed_tokens.weight".into(), get(&mut file, "token_embd.weight"));
-    ts.insert("model.norm.weight".into(), get(&mut file, "output_norm.weight"));
+    ts.insert(
+        "model.embed_tokens.weight".into(),
+        get(&mut file, "token_embd.weight"),
+    );
+    ts.insert(
+        "model.norm.weight".into(),
+        get(&mut file, "output_norm.weight"),
+    );
     for i in 0..30 {
         let g = |f: &mut std::fs::File, s: &str| get(f, &format!("blk.{i}.{s}.weight"));
         let h = |s: &str| format!("model.layers.{i}.{s}.weight");
@@ -55,8 +69,10 @@ fn write_hf_dir(gguf: &Path, dir: &Path) {
         ts.insert(h("post_attention_layernorm"), g(&mut file, "ffn_norm"));
     }
     // stored as bf16 would lose too much; f16 exercises the widening path at half the size
-    let ts: HashMap<String, Tensor> =
-        ts.into_iter().map(|(k, v)| (k, v.to_dtype(DType::F16).unwrap())).collect();
+    let ts: HashMap<String, Tensor> = ts
+        .into_iter()
+        .map(|(k, v)| (k, v.to_dtype(DType::F16).unwrap()))
+        .collect();
     candle_core::safetensors::save(&ts, dir.join("model.safetensors")).unwrap();
     let config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -67,7 +83,9 @@ fn write_hf_dir(gguf: &Path, dir: &Path) {
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let tk = tokenizer_from_gguf(&content).unwrap();
-    tk.tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
+    tk.tokenizer
+        .save(dir.join("tokenizer.json"), false)
+        .unwrap();
     let tc = serde_json::json!({
         "chat_template": tk.chat_template, "bos_token": "<|im_start|>",
         "eos_token": {"content": "<|im_end|>", "special": true}
@@ -88,32 +106,67 @@ fn hf_directory_loads_and_agrees_with_gguf() {
     assert_eq!(hf.eos_token_ids, vec![2]);
     assert_eq!(hf.bos_token_id, Some(1));
     assert_eq!(hf.eos_token.as_deref(), Some("<|im_end|>"));
-    assert!(hf.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>")));
+    assert!(
+        hf.chat_template
+            .as_deref()
+            .is_some_and(|t| t.contains("<|im_start|>"))
+    );
     let text = "The capital of France is";
     let ids = hf.tokenizer.encode(text, false).unwrap().get_ids().to_vec();
-    assert_eq!(ids, gg.tokenizer.encode(text, false).unwrap().get_ids().to_vec());
+    assert_eq!(
+        ids,
+        gg.tokenizer.encode(text, false).unwrap().get_ids().to_vec()
+    );
 
     // Same greedy answer; logits close (the GGUF path also rounds activations to 8 bits).
     let run = reference_generate_greedy(&hf.model, &ids, 4, &[]).unwrap();
     let answer = hf.tokenizer.decode(&run.tokens, true).unwrap();
     assert!(answer.contains("Paris"), "{answer:?}");
-    let lh = &reference_logits(&hf.model, &ids, &[])
-        .unwrap()[0];
+    let lh = &reference_logits(&hf.model, &ids, &[]).unwrap()[0];
     let lg = &reference_logits(&gg.model, &ids, &[]).unwrap()[0];
-    let diff = lh.iter().zip(lg).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let diff = lh
+        .iter()
+        .zip(lg)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(diff < 1.5, "HF vs GGUF logits differ by {diff}");
 
     // Batch invariance holds on the f32 path too.
-    let other = hf.tokenizer.encode("Hello there, how", false).unwrap().get_ids().to_vec();
+    let other = hf
+        .tokenizer
+        .encode("Hello there, how", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
     let mut cache = hf.model.new_cache(16, 4);
     let b = ForwardBatch::build(
         &[
-            SeqInput { tokens: &other, start: 0, block_table: &[8, 9, 10], sample: true },
-            SeqInput { tokens: &ids, start: 0, block_table: &[3, 1], sample: true },
+            SeqInput {
+                tokens: &other,
+                start: 0,
+                block_table: &[8, 9, 10],
+                sample: true,
+            },
+            SeqInput {
+                tokens: &ids,
+                start: 0,
+                block_table: &[3, 1],
+                sample: true,
+            },
         ],
         4,
     )
     .unwrap();
-    let got = hf.model.forward(&b, &mut cache).unwrap().to_vec2::<f32>().unwrap();
-    assert!(got[1].iter().zip(lh.iter()).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let got = hf
+        .model
+        .forward(&b, &mut cache)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert!(
+        got[1]
+            .iter()
+            .zip(lh.iter())
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
 }

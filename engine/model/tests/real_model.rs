@@ -34,7 +34,12 @@ fn model() -> &'static LoadedModel {
 }
 
 fn encode(text: &str) -> Vec<u32> {
-    model().tokenizer.encode(text, false).expect("encode").get_ids().to_vec()
+    model()
+        .tokenizer
+        .encode(text, false)
+        .expect("encode")
+        .get_ids()
+        .to_vec()
 }
 
 fn decode(ids: &[u32]) -> String {
@@ -44,13 +49,18 @@ fn decode(ids: &[u32]) -> String {
 fn chat_prompt(question: &str) -> Vec<u32> {
     let m = model();
     let t = ChatTemplate::new(
-        m.chat_template.as_deref().expect("GGUF has a chat template"),
+        m.chat_template
+            .as_deref()
+            .expect("GGUF has a chat template"),
         m.bos_token.as_deref(),
         m.eos_token.as_deref(),
     )
     .expect("template compiles");
     let text = t
-        .render(&serde_json::json!([{"role": "user", "content": question}]), true)
+        .render(
+            &serde_json::json!([{"role": "user", "content": question}]),
+            true,
+        )
         .expect("template renders");
     encode(&text)
 }
@@ -59,7 +69,14 @@ fn chat_prompt(question: &str) -> Vec<u32> {
 fn config_matches_smollm2() {
     let c = &model().config;
     assert_eq!(
-        (c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.hidden_size, c.vocab_size),
+        (
+            c.num_layers,
+            c.num_heads,
+            c.num_kv_heads,
+            c.head_dim,
+            c.hidden_size,
+            c.vocab_size
+        ),
         (30, 9, 3, 64, 576, 49152)
     );
     assert_eq!(c.max_position_embeddings, 8192);
@@ -79,7 +96,10 @@ fn tokenizer_round_trips_and_keeps_specials_whole() {
     let ids = encode("<|im_start|>user\nHi<|im_end|>");
     assert_eq!(ids[0], 1, "{ids:?}");
     assert_eq!(*ids.last().unwrap(), 2, "{ids:?}");
-    assert_eq!(model().tokenizer.decode(&ids, false).unwrap(), "<|im_start|>user\nHi<|im_end|>");
+    assert_eq!(
+        model().tokenizer.decode(&ids, false).unwrap(),
+        "<|im_start|>user\nHi<|im_end|>"
+    );
     // individual digits, as SmolLM's Digits pre-tokenizer does
     let digits = encode("12345");
     assert_eq!(digits.len(), 5, "{digits:?}");
@@ -92,7 +112,12 @@ fn chat_template_renders_chatml() {
     let ids = chat_prompt("What is the capital of France?");
     let text = model().tokenizer.decode(&ids, false).unwrap();
     assert!(text.starts_with("<|im_start|>system\n"), "{text}");
-    assert!(text.ends_with("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"), "{text}");
+    assert!(
+        text.ends_with(
+            "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -100,11 +125,17 @@ fn greedy_answers_paris() {
     let m = model();
     // (This 4-bit 135M model answers "What is the capital of France?" with French
     // word salad — candle-transformers' quantized_llama produces the same tokens.)
-    let run = reference_generate_greedy(&m.model, &chat_prompt("Tell me the capital of France."), 24, &m.eos_token_ids)
-        .unwrap();
+    let run = reference_generate_greedy(
+        &m.model,
+        &chat_prompt("Tell me the capital of France."),
+        24,
+        &m.eos_token_ids,
+    )
+    .unwrap();
     let text = decode(&run.tokens);
     assert!(text.contains("Paris"), "chat answer: {text:?}");
-    let run = reference_generate_greedy(&m.model, &encode("The capital of France is"), 8, &[]).unwrap();
+    let run =
+        reference_generate_greedy(&m.model, &encode("The capital of France is"), 8, &[]).unwrap();
     let text = decode(&run.tokens);
     assert!(text.contains("Paris"), "completion: {text:?}");
 }
@@ -114,7 +145,9 @@ fn greedy_answers_paris() {
 #[test]
 fn batched_step_equals_each_sequence_alone() {
     let m = &model().model;
-    let a = encode("In a hole in the ground there lived a hobbit. Not a nasty, dirty, wet hole, filled with the ends of worms");
+    let a = encode(
+        "In a hole in the ground there lived a hobbit. Not a nasty, dirty, wet hole, filled with the ends of worms",
+    );
     let b = encode("The quick brown fox");
     let c = chat_prompt("Name three colours.");
     let (bs, nblocks) = (4usize, 64usize);
@@ -128,9 +161,24 @@ fn batched_step_equals_each_sequence_alone() {
     let (bp, cp) = (b.len() - 1, c.len() - 1);
     let s1 = ForwardBatch::build(
         &[
-            SeqInput { tokens: &a[..cut], start: 0, block_table: &ta, sample: false },
-            SeqInput { tokens: &b[..bp], start: 0, block_table: &tb, sample: false },
-            SeqInput { tokens: &c[..cp], start: 0, block_table: &tc, sample: false },
+            SeqInput {
+                tokens: &a[..cut],
+                start: 0,
+                block_table: &ta,
+                sample: false,
+            },
+            SeqInput {
+                tokens: &b[..bp],
+                start: 0,
+                block_table: &tb,
+                sample: false,
+            },
+            SeqInput {
+                tokens: &c[..cp],
+                start: 0,
+                block_table: &tc,
+                sample: false,
+            },
         ],
         bs,
     )
@@ -140,21 +188,53 @@ fn batched_step_equals_each_sequence_alone() {
     let a_end = cut + 12;
     let s2 = ForwardBatch::build(
         &[
-            SeqInput { tokens: &b[bp..], start: bp, block_table: &tb, sample: true },
-            SeqInput { tokens: &a[cut..a_end], start: cut, block_table: &ta, sample: true },
-            SeqInput { tokens: &c[cp..], start: cp, block_table: &tc, sample: true },
+            SeqInput {
+                tokens: &b[bp..],
+                start: bp,
+                block_table: &tb,
+                sample: true,
+            },
+            SeqInput {
+                tokens: &a[cut..a_end],
+                start: cut,
+                block_table: &ta,
+                sample: true,
+            },
+            SeqInput {
+                tokens: &c[cp..],
+                start: cp,
+                block_table: &tc,
+                sample: true,
+            },
         ],
         bs,
     )
     .unwrap();
-    let got = m.forward(&s2, &mut cache).unwrap().to_vec2::<f32>().unwrap();
+    let got = m
+        .forward(&s2, &mut cache)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     let want_b = reference_logits(m, &b[..bp], &b[bp..]).unwrap();
     let want_a = reference_logits(m, &a[..a_end], &[]).unwrap();
     let want_c = reference_logits(m, &c[..cp], &c[cp..]).unwrap();
-    for (name, g, w) in [("b", &got[0], &want_b[1]), ("a", &got[1], &want_a[0]), ("c", &got[2], &want_c[1])] {
-        let max_diff = g.iter().zip(w.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    for (name, g, w) in [
+        ("b", &got[0], &want_b[1]),
+        ("a", &got[1], &want_a[0]),
+        ("c", &got[2], &want_c[1]),
+    ] {
+        let max_diff = g
+            .iter()
+            .zip(w.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
         assert_eq!(max_diff, 0.0, "sequence {name}: max abs diff {max_diff}");
-        assert!(g.iter().zip(w.iter()).all(|(x, y)| x.to_bits() == y.to_bits()), "sequence {name}");
+        assert!(
+            g.iter()
+                .zip(w.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "sequence {name}"
+        );
     }
 }
 
@@ -163,7 +243,9 @@ struct Blocks(Vec<u32>);
 
 impl Blocks {
     fn take(&mut self, n: usize) -> Vec<u32> {
-        (0..n).map(|_| self.0.pop().expect("test pool large enough")).collect()
+        (0..n)
+            .map(|_| self.0.pop().expect("test pool large enough"))
+            .collect()
     }
 }
 
@@ -181,15 +263,26 @@ fn runner_greedy_matches_reference_under_batching_chunking_and_swap() {
     let max_new = 12;
     let want: Vec<Vec<u32>> = prompts
         .iter()
-        .map(|p| reference_generate_greedy(&lm.model, p, max_new, &[]).unwrap().tokens)
+        .map(|p| {
+            reference_generate_greedy(&lm.model, p, max_new, &[])
+                .unwrap()
+                .tokens
+        })
         .collect();
 
     let bs = 8;
-    let cfg = RunnerConfig { num_device_blocks: 96, num_host_blocks: 16, block_size: bs };
+    let cfg = RunnerConfig {
+        num_device_blocks: 96,
+        num_host_blocks: 16,
+        block_size: bs,
+    };
     let mut runner = ModelRunner::new(lm.model.clone(), cfg, lm.eos_token_ids.clone());
     // interleaved free list: consecutive allocations are far apart
     let mut free = Blocks((0..96u32).map(|i| (i * 37) % 96).collect());
-    let params = SamplingParams { max_tokens: max_new, ..SamplingParams::greedy(max_new) };
+    let params = SamplingParams {
+        max_tokens: max_new,
+        ..SamplingParams::greedy(max_new)
+    };
     let n = prompts.len();
     let mut tables: Vec<Vec<u32>> = prompts
         .iter()
@@ -206,7 +299,11 @@ fn runner_greedy_matches_reference_under_batching_chunking_and_swap() {
         // sequence 1 is swapped out at step 5 and back in (to new blocks) at step 7
         if step == 5 {
             let host: Vec<u32> = (0..tables[1].len() as u32).collect();
-            swap_out = tables[1].iter().copied().zip(host.iter().copied()).collect();
+            swap_out = tables[1]
+                .iter()
+                .copied()
+                .zip(host.iter().copied())
+                .collect();
             swapped_seq = Some(host);
         }
         if step == 7 {
@@ -234,14 +331,20 @@ fn runner_greedy_matches_reference_under_batching_chunking_and_swap() {
                 tokens: &all[i][computed[i]..end],
                 start: computed[i],
                 block_table: &tables[i],
-                sample: sample.then_some(SampleArgs { params: &params, prompt: &prompts[i], output: &out[i] }),
+                sample: sample.then_some(SampleArgs {
+                    params: &params,
+                    prompt: &prompts[i],
+                    output: &out[i],
+                }),
             });
         }
         if seqs.is_empty() && swap_out.is_empty() && swap_in.is_empty() {
             break;
         }
-        let ends: Vec<(usize, usize)> =
-            seqs.iter().map(|s| (s.id as usize, s.start + s.tokens.len())).collect();
+        let ends: Vec<(usize, usize)> = seqs
+            .iter()
+            .map(|s| (s.id as usize, s.start + s.tokens.len()))
+            .collect();
         let sampled = runner.execute(&swap_out, &swap_in, &seqs).unwrap();
         if step == 5 {
             // clobber the swapped-out device blocks: the swap-in must restore the contents
@@ -257,7 +360,13 @@ fn runner_greedy_matches_reference_under_batching_chunking_and_swap() {
         }
     }
     for i in 0..n {
-        assert_eq!(out[i], want[i], "sequence {i}: {:?} vs reference {:?}", decode(&out[i]), decode(&want[i]));
+        assert_eq!(
+            out[i],
+            want[i],
+            "sequence {i}: {:?} vs reference {:?}",
+            decode(&out[i]),
+            decode(&want[i])
+        );
     }
 }
 
@@ -266,30 +375,59 @@ fn runner_greedy_matches_reference_under_batching_chunking_and_swap() {
 #[test]
 fn seeded_sampling_is_the_same_alone_and_batched() {
     let lm = model();
-    let prompts = [encode("My favourite food is"), chat_prompt("Tell me a joke.")];
+    let prompts = [
+        encode("My favourite food is"),
+        chat_prompt("Tell me a joke."),
+    ];
     let params = [
-        SamplingParams { temperature: 0.9, top_p: 0.9, seed: Some(7), logprobs: Some(2), ..SamplingParams::default() },
-        SamplingParams { temperature: 1.2, top_k: 40, min_p: 0.05, seed: Some(8), ..SamplingParams::default() },
+        SamplingParams {
+            temperature: 0.9,
+            top_p: 0.9,
+            seed: Some(7),
+            logprobs: Some(2),
+            ..SamplingParams::default()
+        },
+        SamplingParams {
+            temperature: 1.2,
+            top_k: 40,
+            min_p: 0.05,
+            seed: Some(8),
+            ..SamplingParams::default()
+        },
     ];
     let steps = 10;
     let run = |which: &[usize]| -> Vec<Vec<u32>> {
         let bs = 16;
-        let cfg = RunnerConfig { num_device_blocks: 32, num_host_blocks: 0, block_size: bs };
+        let cfg = RunnerConfig {
+            num_device_blocks: 32,
+            num_host_blocks: 0,
+            block_size: bs,
+        };
         let mut runner = ModelRunner::new(lm.model.clone(), cfg, lm.eos_token_ids.clone());
         let tables: Vec<Vec<u32>> = (0..2u32).map(|i| (i * 8..i * 8 + 8).collect()).collect();
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); 2];
         for _ in 0..steps {
-            let all: Vec<Vec<u32>> = (0..2).map(|i| [prompts[i].clone(), out[i].clone()].concat()).collect();
+            let all: Vec<Vec<u32>> = (0..2)
+                .map(|i| [prompts[i].clone(), out[i].clone()].concat())
+                .collect();
             let seqs: Vec<StepSeq<'_>> = which
                 .iter()
                 .map(|&i| {
-                    let start = if out[i].is_empty() { 0 } else { all[i].len() - 1 };
+                    let start = if out[i].is_empty() {
+                        0
+                    } else {
+                        all[i].len() - 1
+                    };
                     StepSeq {
                         id: i as u64,
                         tokens: &all[i][start..],
                         start,
                         block_table: &tables[i],
-                        sample: Some(SampleArgs { params: &params[i], prompt: &prompts[i], output: &out[i] }),
+                        sample: Some(SampleArgs {
+                            params: &params[i],
+                            prompt: &prompts[i],
+                            output: &out[i],
+                        }),
                     }
                 })
                 .collect();
@@ -305,5 +443,10 @@ fn seeded_sampling_is_the_same_alone_and_batched() {
     let both = run(&[0, 1]);
     assert_eq!(run(&[0])[0], both[0]);
     assert_eq!(run(&[1])[1], both[1]);
-    assert_ne!(both[0], reference_generate_greedy(&lm.model, &prompts[0], steps, &[]).unwrap().tokens);
+    assert_ne!(
+        both[0],
+        reference_generate_greedy(&lm.model, &prompts[0], steps, &[])
+            .unwrap()
+            .tokens
+    );
 }

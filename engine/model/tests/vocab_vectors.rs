@@ -10,10 +10,12 @@ use candela_model::load_gguf::read_gguf;
 use candela_model::tokenizer::tokenizer_from_gguf;
 
 fn vocab_dir() -> PathBuf {
-    std::env::var("CANDELA_VOCAB_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        PathBuf::from(home).join(".cache/candela/vocab")
-    })
+    std::env::var("CANDELA_VOCAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+            PathBuf::from(home).join(".cache/candela/vocab")
+        })
 }
 
 fn check(name: &str) {
@@ -32,13 +34,22 @@ fn check(name: &str) {
     let outputs: Vec<&str> = out.lines().collect();
     let mut failures = Vec::new();
     for (text, want) in inputs.iter().zip(&outputs) {
-        let want: Vec<u32> = want.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let want: Vec<u32> = want
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
         let got = tk.encode(*text, false).unwrap().get_ids().to_vec();
         if got != want {
             failures.push(format!("{text:?}: got {got:?}, want {want:?}"));
         }
     }
-    assert!(failures.is_empty(), "{name}: {} of {} differ:\n{}", failures.len(), outputs.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of {} differ:\n{}",
+        failures.len(),
+        outputs.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
