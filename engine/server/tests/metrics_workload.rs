@@ -8,57 +8,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use candela::engine::{Engine, EngineClient, GenerateRequest};
-use candela::metrics::{CacheInfo, EngineMetrics, buckets_1_2_5, names, stats_log};
-use candela_core::{CacheConfig, SamplingParams, Scheduler, SchedulerConfig, SchedulingPolicy};
-use candela_model::{ModelRunner, RunnerConfig};
+use candela::engine::{EngineClient, GenerateRequest};
+use candela::metrics::{buckets_1_2_5, names, stats_log};
+use candela_core::SamplingParams;
 use common::Exposition;
 
 const MAX_MODEL_LEN: usize = 160;
 
 fn start_engine() -> (EngineClient, tokenizers::Tokenizer) {
-    let m = candela_model::load(
-        &common::default_model(),
-        &candle_core::Device::Cpu,
-        candle_core::DType::F32,
-    )
-    .expect("load model");
+    let m = common::load_default_model();
     // 12 blocks of 16 = 192 tokens for six ~70-token sequences: preemption is certain.
-    let cache = CacheConfig {
-        block_size: 16,
-        num_device_blocks: 12,
-        num_host_blocks: 0,
-        enable_prefix_caching: true,
-    };
-    let config = SchedulerConfig {
-        max_num_seqs: 16,
-        max_num_batched_tokens: 256,
-        max_model_len: MAX_MODEL_LEN,
-        enable_chunked_prefill: true,
-        policy: SchedulingPolicy::Fcfs,
-        delay_factor: 0.0,
-        max_waiting: 64,
-    };
-    let runner = ModelRunner::new(
-        m.model.clone(),
-        RunnerConfig {
-            num_device_blocks: 12,
-            num_host_blocks: 0,
-            block_size: 16,
-        },
-        m.eos_token_ids.clone(),
-    );
-    let info = CacheInfo {
-        block_size: 16,
-        num_gpu_blocks: 12,
-        enable_prefix_caching: true,
-        cache_dtype: "auto".into(),
-        ..Default::default()
-    };
-    let metrics = EngineMetrics::new("smol", MAX_MODEL_LEN, info);
-    let scheduler = Scheduler::new(config, cache).unwrap();
-    let (client, _thread) =
-        Engine::spawn(scheduler, runner, m.eos_token_ids.clone(), metrics).unwrap();
+    let client = common::spawn_engine(&m, 12, MAX_MODEL_LEN, 16, 64);
     (client, m.tokenizer)
 }
 

@@ -9,11 +9,9 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use candela::engine::{Engine, GenerateRequest};
-use candela::metrics::{CacheInfo, EngineMetrics};
+use candela::engine::GenerateRequest;
 use candela::profiler::Profiler;
-use candela_core::{CacheConfig, SamplingParams, Scheduler, SchedulerConfig, SchedulingPolicy};
-use candela_model::{ModelRunner, RunnerConfig};
+use candela_core::SamplingParams;
 use serde_json::Value;
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -53,44 +51,9 @@ async fn profile_records_steps_layers_and_sampling() {
         "stop before start"
     );
 
-    let m = candela_model::load(
-        &common::default_model(),
-        &candle_core::Device::Cpu,
-        candle_core::DType::F32,
-    )
-    .unwrap();
+    let m = common::load_default_model();
     let layers = m.config.num_layers;
-    let cache = CacheConfig {
-        block_size: 16,
-        num_device_blocks: 64,
-        num_host_blocks: 0,
-        enable_prefix_caching: true,
-    };
-    let config = SchedulerConfig {
-        max_num_seqs: 8,
-        max_num_batched_tokens: 256,
-        max_model_len: 512,
-        enable_chunked_prefill: true,
-        policy: SchedulingPolicy::Fcfs,
-        delay_factor: 0.0,
-        max_waiting: 8,
-    };
-    let runner = ModelRunner::new(
-        m.model.clone(),
-        RunnerConfig {
-            num_device_blocks: 64,
-            num_host_blocks: 0,
-            block_size: 16,
-        },
-        m.eos_token_ids.clone(),
-    );
-    let (engine, _t) = Engine::spawn(
-        Scheduler::new(config, cache).unwrap(),
-        runner,
-        m.eos_token_ids.clone(),
-        EngineMetrics::new("smol", 512, CacheInfo::default()),
-    )
-    .unwrap();
+    let engine = common::spawn_engine(&m, 64, 512, 8, 8);
 
     assert_eq!(post(&app, "/start_profile").await.0, StatusCode::OK);
     let prompt = m

@@ -125,3 +125,63 @@ fn parse_labels(s: &str) -> Vec<(String, String)> {
     }
     out
 }
+
+/// The default model, loaded for the CPU.
+pub fn load_default_model() -> candela_model::LoadedModel {
+    candela_model::load(
+        &default_model(),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .expect("load the default model")
+}
+
+/// Starts the real engine thread on `m` with a device pool of `num_blocks` blocks of 16
+/// tokens (prefix caching on, no swap), chunked prefill under a 256-token budget, and
+/// metrics labelled `model_name="smol"`.
+pub fn spawn_engine(
+    m: &candela_model::LoadedModel,
+    num_blocks: usize,
+    max_model_len: usize,
+    max_num_seqs: usize,
+    max_waiting: usize,
+) -> candela::engine::EngineClient {
+    use candela_core::{CacheConfig, Scheduler, SchedulerConfig, SchedulingPolicy};
+    let cache = CacheConfig {
+        block_size: 16,
+        num_device_blocks: num_blocks,
+        num_host_blocks: 0,
+        enable_prefix_caching: true,
+    };
+    let config = SchedulerConfig {
+        max_num_seqs,
+        max_num_batched_tokens: 256,
+        max_model_len,
+        enable_chunked_prefill: true,
+        policy: SchedulingPolicy::Fcfs,
+        delay_factor: 0.0,
+        max_waiting,
+    };
+    let runner = candela_model::ModelRunner::new(
+        m.model.clone(),
+        candela_model::RunnerConfig {
+            num_device_blocks: num_blocks,
+            num_host_blocks: 0,
+            block_size: 16,
+        },
+        m.eos_token_ids.clone(),
+    );
+    let info = candela::metrics::CacheInfo {
+        block_size: cache.block_size,
+        num_gpu_blocks: num_blocks,
+        enable_prefix_caching: cache.enable_prefix_caching,
+        cache_dtype: "auto".into(),
+        ..Default::default()
+    };
+    let metrics = candela::metrics::EngineMetrics::new("smol", max_model_len, info);
+    let scheduler = Scheduler::new(config, cache).expect("valid test configuration");
+    let (client, _thread) =
+        candela::engine::Engine::spawn(scheduler, runner, m.eos_token_ids.clone(), metrics)
+            .expect("engine thread starts");
+    client
+}
