@@ -27,13 +27,20 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Subcommands (`sidecar`, `bench`, `plan`, `doctor` come later).
+/// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve a model over the OpenAI HTTP API.
     Serve(ServeArgs),
     /// Relay the engine's metrics (gRPC WatchStats) with device metrics on a secured /metrics.
     Sidecar(crate::sidecar::SidecarArgs),
+    /// Benchmarks against any OpenAI-compatible server (`bench serve`: vLLM's serving benchmark).
+    #[command(subcommand)]
+    Bench(candela_tools::bench::BenchCommand),
+    /// KV-cache capacity plan: pool tokens, concurrency, recommended --max-num-seqs.
+    Plan(candela_tools::plan::PlanArgs),
+    /// Read a server's metrics over a window and name the causes of its symptoms.
+    Doctor(candela_tools::doctor::DoctorArgs),
 }
 
 /// `candela serve`.

@@ -24,6 +24,9 @@ async fn main() {
     let result = match cli.command {
         Command::Serve(args) => candela::serve::run(args, profiler).await,
         Command::Sidecar(args) => candela::sidecar::run(args).await,
+        Command::Bench(command) => candela_tools::bench::run(command).await.map_err(Into::into),
+        Command::Plan(args) => candela_tools::plan::run(args).map_err(Into::into),
+        Command::Doctor(args) => candela_tools::doctor::run(args).await.map_err(Into::into),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
