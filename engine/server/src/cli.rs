@@ -13,8 +13,7 @@ use std::str::FromStr;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-/// File name of the model `scripts/setup.sh` downloads.
-pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub use candela_model::{DEFAULT_MODEL_FILE, default_model_path};
 
 /// vLLM's env var for the profiler output directory, honoured as a fallback.
 const VLLM_PROFILER_DIR_ENV: &str = "VLLM_TORCH_PROFILER_DIR";
@@ -329,16 +328,6 @@ impl ServeArgs {
         }
         Ok(())
     }
-}
-
-/// `~/.cache/candela/models/SmolLM2-135M-Instruct.Q4_1.gguf` (`None` without `$HOME`).
-pub fn default_model_path() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
-    Some(
-        PathBuf::from(home)
-            .join(".cache/candela/models")
-            .join(DEFAULT_MODEL_FILE),
-    )
 }
 
 /// `--device`.

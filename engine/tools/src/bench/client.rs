@@ -1,0 +1,326 @@
+//! Sending one benchmark request to an OpenAI-compatible server and timing its
+//! stream the way vLLM's `backend_request_func` does.
+//!
+//! Both backends stream with `stream_options.include_usage`. Every SSE message
+//! carrying a non-empty `choices` array is one arrival: the first sets TTFT, the
+//! next ones append inter-token gaps, the last ends the request's latency. A
+//! trailing usage message (no choices) gives the server's token counts. A
+//! request succeeds when the answer is HTTP 200 and at least one choice arrived;
+//! otherwise its error text is kept.
+
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::metrics::RequestOutput;
+
+/// Which OpenAI API the benchmark speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Backend {
+    /// `/v1/completions` with a text prompt.
+    #[value(name = "openai")]
+    #[serde(rename = "openai")]
+    Openai,
+    /// `/v1/chat/completions` with the prompt as one user message.
+    #[value(name = "openai-chat")]
+    #[serde(rename = "openai-chat")]
+    OpenaiChat,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Openai => "openai",
+            Backend::OpenaiChat => "openai-chat",
+        }
+    }
+
+    pub fn default_endpoint(self) -> &'static str {
+        match self {
+            Backend::Openai => "/v1/completions",
+            Backend::OpenaiChat => "/v1/chat/completions",
+        }
+    }
+}
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct RequestInput {
+    pub prompt: String,
+    pub prompt_len: usize,
+    pub output_len: usize,
+}
+
+/// The HTTP side: one connection pool shared by every request of a run.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub backend: Backend,
+    pub api_url: String,
+    /// Sent as `model`.
+    pub model: String,
+    pub ignore_eos: bool,
+    /// Merged into every request body (sampling parameters, `--extra-body`).
+    pub extra_body: serde_json::Map<String, Value>,
+    pub api_key: Option<String>,
+}
+
+impl Client {
+    /// The JSON body vLLM's request functions send.
+    pub fn body(&self, input: &RequestInput) -> Value {
+        let mut body = match self.backend {
+            Backend::Openai => json!({
+                "model": self.model,
+                "prompt": input.prompt,
+                "repetition_penalty": 1.0,
+                "max_tokens": input.output_len,
+                "stream": true,
+                "stream_options": {"include_usage": true},
+            }),
+            Backend::OpenaiChat => json!({
+                "model": self.model,
+                "messages": [{"role": "user", "content": input.prompt}],
+                "max_completion_tokens": input.output_len,
+                "stream": true,
+                "stream_options": {"include_usage": true},
+            }),
+        };
+        let map = body.as_object_mut().expect("object");
+        if self.ignore_eos {
+            map.insert("ignore_eos".into(), Value::Bool(true));
+        }
+        for (k, v) in &self.extra_body {
+            map.insert(k.clone(), v.clone());
+        }
+        body
+    }
+
+    /// Send `input`, timing from `epoch`; never fails, errors land in the output.
+    pub async fn send(&self, input: &RequestInput, epoch: Instant) -> RequestOutput {
+        let sent = Instant::now();
+        let mut out = RequestOutput {
+            prompt_len: input.prompt_len,
+            start_time: sent.duration_since(epoch).as_secs_f64(),
+            ..Default::default()
+        };
+        if let Err(e) = self.stream_into(input, sent, &mut out).await {
+            out.success = false;
+            out.error = e;
+        }
+        out
+    }
+
+    async fn stream_into(
+        &self,
+        input: &RequestInput,
+        sent: Instant,
+        out: &mut RequestOutput,
+    ) -> Result<(), String> {
+        let mut req = self.http.post(&self.api_url).json(&self.body(input));
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("{}: {}", self.api_url, error_chain(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(format!("HTTP {status}: {}", error_message(&text)));
+        }
+        let mut sse = SseBuffer::default();
+        let mut stream = resp.bytes_stream();
+        let mut last = sent;
+        let mut first = true;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("reading the stream: {}", error_chain(&e)))?;
+            for data in sse.push(&chunk) {
+                if data == "[DONE]" {
+                    continue;
+                }
+                let now = Instant::now();
+                let v: Value = serde_json::from_str(&data)
+                    .map_err(|e| format!("bad SSE data {data:?}: {e}"))?;
+                if let Some(err) = v.get("error") {
+                    return Err(format!(
+                        "error in stream: {}",
+                        err.get("message").unwrap_or(err)
+                    ));
+                }
+                match v.get("choices").and_then(Value::as_array) {
+                    Some(choices) if !choices.is_empty() => {
+                        if first {
+                            out.ttft = now.duration_since(sent).as_secs_f64();
+                            first = false;
+                        } else {
+                            out.itl.push(now.duration_since(last).as_secs_f64());
+                        }
+                        last = now;
+                        let text = match self.backend {
+                            Backend::Openai => choices[0].get("text"),
+                            Backend::OpenaiChat => {
+                                choices[0].get("delta").and_then(|d| d.get("content"))
+                            }
+                        };
+                        out.generated_text
+                            .push_str(text.and_then(Value::as_str).unwrap_or(""));
+                    }
+                    _ => {
+                        if let Some(usage) = v.get("usage").filter(|u| !u.is_null()) {
+                            out.usage_output_tokens = usage
+                                .get("completion_tokens")
+                                .and_then(Value::as_u64)
+                                .map(|n| n as usize);
+                            if let Some(p) = usage.get("prompt_tokens").and_then(Value::as_u64) {
+                                out.prompt_len = p as usize;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.latency = last.duration_since(sent).as_secs_f64();
+        if first {
+            return Err("Never received a valid chunk to calculate TTFT. This response will be marked as failed!".into());
+        }
+        out.success = true;
+        Ok(())
+    }
+}
+
+/// `message` of an OpenAI-shaped error body, else the body itself (shortened).
+fn error_message(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    if let Some(msg) = parsed
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .and_then(|e| e.get("message").or(Some(e)))
+        .and_then(|m| {
+            m.as_str()
+                .map(str::to_owned)
+                .or_else(|| Some(m.to_string()))
+        })
+    {
+        return msg;
+    }
+    let body = body.trim();
+    match body.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &body[..i]),
+        None => body.to_owned(),
+    }
+}
+
+/// An error and its sources on one line (reqwest hides the useful part in sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+/// Splits a byte stream into server-sent events and returns each event's data.
+/// Comments (`:` lines, used as pings) and events without data are dropped;
+/// multi-line data joins with `\n`; UTF-8 split across chunks is reassembled.
+#[derive(Debug, Default)]
+pub struct SseBuffer {
+    buf: Vec<u8>,
+}
+
+impl SseBuffer {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.buf.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some((end, sep)) = find_event_end(&self.buf) {
+            let raw: Vec<u8> = self.buf.drain(..end + sep).collect();
+            let text = String::from_utf8_lossy(&raw[..end]);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if !data.is_empty() {
+                events.push(data.join("\n"));
+            }
+        }
+        events
+    }
+}
+
+/// Position and length of the first blank-line separator (`\n\n` or `\r\n\r\n`).
+fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    (0..buf.len()).find_map(|i| {
+        if buf[i..].starts_with(b"\n\n") {
+            Some((i, 2))
+        } else if buf[i..].starts_with(b"\r\n\r\n") {
+            Some((i, 4))
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_split_across_chunks_and_comments_dropped() {
+        let mut sse = SseBuffer::default();
+        assert!(sse.push(b"data: {\"a\"").is_empty());
+        assert_eq!(
+            sse.push(b":1}\n\n: ping\n\ndata: [DONE]\n\n"),
+            vec!["{\"a\":1}", "[DONE]"]
+        );
+        // A multi-byte character split between chunks.
+        let e = "data: é\r\n\r\n".as_bytes();
+        assert!(sse.push(&e[..7]).is_empty());
+        assert_eq!(sse.push(&e[7..]), vec!["é"]);
+        assert_eq!(sse.push(b"data: a\ndata: b\n\n"), vec!["a\nb"]);
+    }
+
+    #[test]
+    fn request_bodies_match_vllm() {
+        let mut c = Client {
+            http: reqwest::Client::new(),
+            backend: Backend::Openai,
+            api_url: "http://x/v1/completions".into(),
+            model: "m".into(),
+            ignore_eos: true,
+            extra_body: serde_json::Map::new(),
+            api_key: None,
+        };
+        c.extra_body.insert("temperature".into(), json!(0.0));
+        let input = RequestInput {
+            prompt: "hi".into(),
+            prompt_len: 1,
+            output_len: 7,
+        };
+        let b = c.body(&input);
+        assert_eq!(b["max_tokens"], 7);
+        assert_eq!(b["prompt"], "hi");
+        assert_eq!(b["stream_options"]["include_usage"], true);
+        assert_eq!(b["ignore_eos"], true);
+        assert_eq!(b["temperature"], 0.0);
+        c.backend = Backend::OpenaiChat;
+        let b = c.body(&input);
+        assert_eq!(b["messages"][0]["content"], "hi");
+        assert_eq!(b["max_completion_tokens"], 7);
+        assert!(b.get("prompt").is_none());
+    }
+
+    #[test]
+    fn error_bodies_give_their_message() {
+        assert_eq!(
+            error_message(r#"{"error":{"message":"bad model","type":"x"}}"#),
+            "bad model"
+        );
+        assert_eq!(error_message("plain text"), "plain text");
+        assert!(error_message(&"x".repeat(1000)).ends_with('…'));
+    }
+}
