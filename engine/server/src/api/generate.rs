@@ -310,7 +310,8 @@ fn clamp_logprobs(mut lp: TokenLogprobs) -> TokenLogprobs {
     lp
 }
 
-/// The SSE body both endpoints stream: `head` events first, then one event per
+/// The SSE body both endpoints stream: `head` events first (sent together with
+/// the first chunk, not before the prompt is processed), then one event per
 /// choice event built by `chunk` (events with no text, no finish and no
 /// logprobs to report are skipped), then — when `usage` is given — the usage
 /// chunk built from the number of completion tokens, then `[DONE]`. An engine
@@ -341,11 +342,16 @@ where
         };
         futures::future::ready(out)
     });
+    // The head (chat's role chunk) goes out with the first engine output, as in
+    // vLLM, so a client's time to first chunk is the time to the first token.
+    let mut head = Some(head);
+    let body = body.flat_map(move |event| {
+        stream::iter(head.take().unwrap_or_default().into_iter().chain(Some(event)))
+    });
     let tail =
         stream::once(async move { usage.map(|u| u(completion_tokens.load(Ordering::Relaxed))) })
             .filter_map(futures::future::ready);
-    let events = stream::iter(head)
-        .chain(body)
+    let events = body
         .chain(tail)
         .chain(stream::once(async { Event::default().data("[DONE]") }))
         .map(Ok::<_, std::convert::Infallible>);

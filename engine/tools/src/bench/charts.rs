@@ -1,6 +1,6 @@
 //! Charts of a run, each written as PNG and SVG with plotters: latency CDFs
-//! (TTFT, TPOT, ITL, E2EL) and the timeline (output tokens/s and concurrent
-//! requests per second). Text uses a TrueType font found on the system
+//! (TTFT, TPOT, ITL, E2EL) and the timeline (output tokens/s and requests in
+//! flight, per second). Text uses a TrueType font found on the system
 //! (`CANDELA_FONT` overrides the search).
 
 use std::path::{Path, PathBuf};
@@ -164,7 +164,11 @@ where
     let root = root.titled(&format!("Over time — {title}"), ("sans-serif", 24))?;
     let series = [
         ("Output tokens/s", &m.timeline.tokens_per_second, RED),
-        ("Concurrent requests", &m.timeline.concurrent_requests, BLUE),
+        (
+            "Requests in flight (mean over each second)",
+            &m.timeline.concurrent_requests,
+            BLUE,
+        ),
     ];
     for ((name, values, color), area) in series.into_iter().zip(root.split_evenly((2, 1))) {
         let secs = values.len().max(1) as f64;

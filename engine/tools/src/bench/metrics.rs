@@ -128,6 +128,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Timeline {
     pub tokens_per_second: Vec<f64>,
+    /// Mean number of requests in flight during each second (time-weighted).
     pub concurrent_requests: Vec<f64>,
 }
 
@@ -223,7 +224,8 @@ pub fn calculate(
 }
 
 /// One-second buckets from the first send: tokens whose arrival falls in each
-/// (first token at start + TTFT, then one per ITL gap) and requests active in it.
+/// (first token at start + TTFT, then one per ITL gap) and the mean number of
+/// requests in flight during it.
 fn timeline(ok: &[&RequestOutput]) -> Timeline {
     let Some(t0) = ok.iter().map(|o| o.start_time).min_by(f64::total_cmp) else {
         return Timeline::default();
@@ -250,10 +252,10 @@ fn timeline(ok: &[&RequestOutput]) -> Timeline {
             at += gap;
             add(at);
         }
-        let first = (o.start_time - t0) as usize;
-        let last = ((o.start_time + o.latency - t0).ceil() as usize).min(n);
-        for s in first..last {
-            t.concurrent_requests[s] += 1.0;
+        let (start, end) = (o.start_time - t0, o.start_time + o.latency - t0);
+        for s in (start as usize)..(end.ceil() as usize).min(n) {
+            let overlap = end.min(s as f64 + 1.0) - start.max(s as f64);
+            t.concurrent_requests[s] += overlap.max(0.0);
         }
     }
     t
@@ -396,6 +398,6 @@ mod tests {
         let t = timeline(&refs);
         // Tokens at 1.0, 2.0 (a); 1.5, 3.0 (b); 2.5 (c).
         assert_eq!(t.tokens_per_second, vec![0.0, 2.0, 2.0, 1.0]);
-        assert_eq!(t.concurrent_requests, vec![1.0, 2.0, 2.0, 0.0]);
+        assert_eq!(t.concurrent_requests, vec![1.0, 2.0, 1.5, 0.0]);
     }
 }
