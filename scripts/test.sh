@@ -13,7 +13,7 @@ export CARGO_TERM_COLOR=never
 VENV="${CANDELA_CACHE:-$HOME/.cache/candela}/venv"
 
 echo "== cargo test (engine)"
-cargo test --locked -p candela-core -p candela-model -p candela 2>&1
+cargo test --locked -p candela-core -p candela-model -p candela-tools -p candela 2>&1
 
 echo "== OpenAI client and hostile-input suites against a live candela serve"
 cargo build --locked -p candela 2>&1
