@@ -4,12 +4,14 @@
 //! Layers: [`crd`] (the custom resource types), [`builders`] (pure functions from a spec to
 //! the child objects), [`controller`] (reconcile loop with server-side apply and status),
 //! plus the operator's own [`metrics`], [`http`] endpoints, [`leader`] election and the
-//! Alertmanager [`webhook`] of the alerts autoscaling backend.
+//! Alertmanager [`webhook`] of the alerts autoscaling backend. [`generated`] lists the files
+//! (CRD, RBAC, dashboards, rules) that `crdgen` writes for `deploy/` and the Helm chart.
 
 pub mod builders;
 pub mod controller;
 pub mod crd;
 mod error;
+pub mod generated;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -47,6 +47,17 @@ struct Args {
     )]
     prometheus_url: String,
 
+    /// Labels every generated ServiceMonitor and PrometheusRule gets, as `key=value`
+    /// (repeat the flag, or comma-separate in the env var), e.g. `release=kube-prometheus-stack`
+    /// so that stack's Prometheus selects them. A custom resource's own labels win.
+    #[arg(long = "monitoring-label", env = "CANDELA_MONITORING_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    monitoring_labels: Vec<(String, String)>,
+
+    /// Bearer token Alertmanager must send to `POST /alertmanager` (the alerts autoscaling
+    /// backend). Unset: the webhook answers 503.
+    #[arg(long, env = "CANDELA_WEBHOOK_TOKEN", hide_env_values = true)]
+    webhook_token: Option<String>,
+
     /// Most reconciles in flight (0: unbounded).
     #[arg(long, env = "CANDELA_OPERATOR_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -91,12 +102,17 @@ async fn main() -> anyhow::Result<()> {
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
         client: Some(client.clone()),
+        webhook_token: args
+            .webhook_token
+            .filter(|t| !t.is_empty())
+            .map(|t| Arc::from(t.as_str())),
     };
     let server = tokio::spawn(http::serve(args.http_addr, http_state));
 
     let build = BuildConfig {
         engine_image: args.engine_image,
         prometheus_url: args.prometheus_url,
+        monitoring_labels: args.monitoring_labels.into_iter().collect(),
     };
     let ctx = Arc::new(Context::new(client.clone(), build, Arc::clone(&metrics)));
     let run_config = RunConfig {
@@ -138,5 +154,15 @@ async fn main() -> anyhow::Result<()> {
             metrics.leader.set(0);
             Err(anyhow::Error::new(lost).context("stopping: leadership lost"))
         }
+    }
+}
+
+/// `key=value` → (key, value).
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("expected key=value, got {text:?}")),
     }
 }

@@ -1,32 +1,71 @@
 //! Fails when generated files are stale: regenerate with
-//! `cargo run -p candela-operator --bin crdgen -- --write`.
+//! `cargo run -p candela-operator --bin crdgen -- --write`. The generated files are the CRD
+//! (`crds/` and the chart's `crds/`), the RBAC (`operator/rbac/`, the chart's rules file),
+//! the dashboards and rules in `deploy/` and the chart, and the prometheus-adapter rules.
 
 use std::path::Path;
 
-fn assert_fresh(relative: &str, generated: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+#[test]
+fn committed_generated_files_match_the_operator() {
+    let files = candela_operator::generated::files().expect("generated files render");
+    let stale: Vec<&str> = files
+        .iter()
+        .filter(|(path, text)| {
+            std::fs::read_to_string(root().join(path)).ok().as_deref() != Some(text.as_str())
+        })
+        .map(|(path, _)| path.as_str())
+        .collect();
     assert!(
-        committed == generated,
-        "{} is stale: run `cargo run -p candela-operator --bin crdgen -- --write`",
-        path.display()
+        stale.is_empty(),
+        "stale: {stale:?}: run `cargo run -p candela-operator --bin crdgen -- --write`"
     );
 }
 
+/// The chart's copies are byte-identical to the canonical files (one source of truth).
 #[test]
-fn committed_crd_matches_the_rust_types() {
-    assert_fresh(
-        "../crds/inferencedeployment.yaml",
-        &candela_operator::crd::crd_yaml().expect("CRD serializes"),
+fn chart_and_deploy_copies_are_identical() {
+    let read = |p: &str| std::fs::read_to_string(root().join(p)).expect(p);
+    assert_eq!(
+        read("crds/inferencedeployment.yaml"),
+        read("charts/candela/crds/inferencedeployment.yaml")
+    );
+    for (_, name) in candela_operator::generated::DASHBOARDS {
+        assert_eq!(
+            read(&format!("deploy/dashboards/{name}")),
+            read(&format!("charts/candela/files/dashboards/{name}"))
+        );
+    }
+}
+
+/// The generated CRD and RBAC are exactly what the operator's types and rules produce.
+#[test]
+fn committed_crd_and_rbac_match_the_rust_types() {
+    let read = |p: &str| std::fs::read_to_string(root().join(p)).unwrap_or_default();
+    assert_eq!(
+        read("crds/inferencedeployment.yaml"),
+        candela_operator::crd::crd_yaml().expect("CRD serializes")
+    );
+    assert_eq!(
+        read("operator/rbac/rbac.yaml"),
+        candela_operator::rbac::rbac_yaml().expect("RBAC serializes")
     );
 }
 
+/// Every alert links a runbook section that exists in docs/runbooks.md.
 #[test]
-fn committed_rbac_matches_the_rust_rules() {
-    assert_fresh(
-        "rbac/rbac.yaml",
-        &candela_operator::rbac::rbac_yaml().expect("RBAC serializes"),
-    );
+fn every_alert_has_a_runbook_section() {
+    let runbooks =
+        std::fs::read_to_string(root().join("docs/runbooks.md")).expect("docs/runbooks.md");
+    for alert in candela_operator::builders::monitoring::ALERTS {
+        assert!(
+            runbooks.lines().any(|l| l == format!("## {alert}")),
+            "docs/runbooks.md has no `## {alert}` section"
+        );
+    }
 }
 
 /// Every field of the schema has a description, so `kubectl explain` is useful.

@@ -174,7 +174,7 @@ fn seed_alerts_fire_on_synthetic_series() {
         .iter()
         .map(|(alert, input, expected)| {
             let samples = match expected {
-                Some(v) => json!([{ "labels": "{}", "value": v }]),
+                Some(v) => json!([{ "labels": r#"{model_name="HuggingFaceTB/SmolLM2-135M-Instruct",namespace="ml"}"#, "value": v }]),
                 None => json!([]),
             };
             json!({

@@ -551,6 +551,7 @@ async fn alertmanager_webhook_scales_within_bounds_under_rbac() {
         metrics: Arc::new(Metrics::default()),
         ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         client: Some(env.operator().await),
+        webhook_token: Some(Arc::from("webhook-secret")),
     };
     let notify = |status: &str| {
         let body = json!({ "version": "4", "status": status, "alerts": [{
@@ -559,6 +560,7 @@ async fn alertmanager_webhook_scales_within_bounds_under_rbac() {
         }]});
         http::Request::post("/alertmanager")
             .header("content-type", "application/json")
+            .header("authorization", "Bearer webhook-secret")
             .body(Body::from(body.to_string()))
             .expect("request")
     };

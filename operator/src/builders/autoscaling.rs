@@ -133,6 +133,35 @@ pub(super) fn scaled_object(
     Some(obj)
 }
 
+/// prometheus-adapter rules (its `config.yaml`, or the prometheus-adapter chart's
+/// `rules.custom`) that serve the per-pod custom metrics the hpa backend's HPAs read:
+/// [`promql::ADAPTER_WAITING`] from `vllm:num_requests_waiting` and
+/// [`promql::ADAPTER_KV_USAGE`] from `vllm:kv_cache_usage_perc`. The series must carry the
+/// `namespace` and `pod` labels (the ServiceMonitor's target labels).
+pub fn adapter_rules() -> serde_json::Value {
+    let rule = |series: &str, name: &str, aggregation: &str| {
+        json!({
+            "seriesQuery": format!("{{__name__=\"{series}\",namespace!=\"\",pod!=\"\"}}"),
+            "resources": {
+                "overrides": {
+                    "namespace": { "resource": "namespace" },
+                    "pod": { "resource": "pod" },
+                },
+            },
+            "name": { "matches": format!("^{series}$"), "as": name },
+            "metricsQuery": format!("{aggregation}(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)"),
+        })
+    };
+    json!({
+        "rules": [
+            // One engine per pod: the aggregation only drops the labels the custom
+            // metrics API does not group by.
+            rule(promql::WAITING, promql::ADAPTER_WAITING, "sum"),
+            rule(promql::KV_USAGE, promql::ADAPTER_KV_USAGE, "max"),
+        ]
+    })
+}
+
 /// A fraction as a milli-quantity (`0.9` → `900m`), the exact form HPA compares.
 fn milli(value: f64) -> String {
     format!("{}m", (value * 1000.0).round() as i64)

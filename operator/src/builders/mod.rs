@@ -12,7 +12,7 @@
 mod autoscaling;
 mod dashboard;
 mod deployment;
-mod monitoring;
+pub mod monitoring;
 pub mod promql;
 pub mod thirdparty;
 
@@ -29,7 +29,8 @@ use kube::{Resource, ResourceExt};
 use crate::crd::{InferenceDeployment, ModelSource};
 use crate::{Error, Result};
 
-pub use dashboard::{DashboardKind, dashboard_json};
+pub use autoscaling::adapter_rules;
+pub use dashboard::{DashboardKind, dashboard_json, template_dashboard};
 pub use deployment::{ENGINE_CONTAINER, SIDECAR_CONTAINER};
 
 /// Port of the OpenAI-compatible HTTP API.
@@ -46,6 +47,10 @@ pub struct BuildConfig {
     pub engine_image: String,
     /// Prometheus URL used by KEDA triggers when `spec.autoscaling.prometheusAddress` is unset.
     pub prometheus_url: String,
+    /// Labels every ServiceMonitor and PrometheusRule gets (e.g. `release:
+    /// kube-prometheus-stack`, which that stack's Prometheus selects by); the custom
+    /// resource's own `monitoring.*.labels` override them.
+    pub monitoring_labels: BTreeMap<String, String>,
 }
 
 impl Default for BuildConfig {
@@ -53,6 +58,7 @@ impl Default for BuildConfig {
         Self {
             engine_image: "ghcr.io/candela-dev/candela:0.1.0".to_owned(),
             prometheus_url: "http://prometheus-operated.monitoring.svc:9090".to_owned(),
+            monitoring_labels: BTreeMap::new(),
         }
     }
 }
@@ -196,11 +202,11 @@ pub fn build(infd: &InferenceDeployment, config: &BuildConfig) -> Result<Childre
         service_monitor: monitoring
             .service_monitor
             .enabled
-            .then(|| monitoring::service_monitor(&owner)),
+            .then(|| monitoring::service_monitor(&owner, config)),
         prometheus_rule: monitoring
             .rules
             .enabled
-            .then(|| monitoring::prometheus_rule(&owner)),
+            .then(|| monitoring::prometheus_rule(&owner, config)),
         hpa: autoscaling::hpa(&owner),
         scaled_object: autoscaling::scaled_object(&owner, config),
         dashboard_config_map,

@@ -1,17 +1,23 @@
-//! ServiceMonitor and PrometheusRule (prometheus-operator) for one InferenceDeployment.
+//! ServiceMonitor and PrometheusRule (prometheus-operator) for one InferenceDeployment, and
+//! the same rules for every model ([`RuleTarget::fleet`]) that `crdgen` writes to
+//! `deploy/rules/`: one generator, so the static files never disagree with the operator.
 //!
 //! Alert thresholds are the seed's: waiting > 10 sustained, KV usage > 90% sustained,
 //! swapped > 0 for 5 minutes, rising preemptions, TTFT p95 > 500 ms, a generation
-//! throughput drop, and an error ratio. Recording rules give the seed-001 style series
-//! (request count by status, latency histogram, generation throughput, running/waiting).
+//! throughput drop, and an error ratio; each alert links its section of
+//! `docs/runbooks.md`. Recording rules give the seed-001 style series (request count by
+//! status, latency histogram, generation throughput, running/waiting).
 
+use std::collections::BTreeMap;
+
+use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
-use super::Owner;
 use super::promql::{self, Scope};
 use super::thirdparty::ThirdParty;
+use super::{BuildConfig, Owner};
 
-pub(super) fn service_monitor(owner: &Owner<'_>) -> kube::api::DynamicObject {
+pub(super) fn service_monitor(owner: &Owner<'_>, config: &BuildConfig) -> DynamicObject {
     let mon = &owner.infd.spec.monitoring;
     let mut endpoint = json!({
         "port": "metrics",
@@ -24,7 +30,10 @@ pub(super) fn service_monitor(owner: &Owner<'_>) -> kube::api::DynamicObject {
         endpoint["bearerTokenSecret"] = json!({ "name": sel.name, "key": sel.key });
     }
     let mut obj = ThirdParty::ServiceMonitor.object(&owner.name, &owner.namespace);
-    obj.metadata = owner.meta(owner.name.clone(), &mon.service_monitor.labels);
+    obj.metadata = owner.meta(
+        owner.name.clone(),
+        &merged(&config.monitoring_labels, &mon.service_monitor.labels),
+    );
     obj.data = json!({
         "spec": {
             "selector": { "matchLabels": super::selector_labels(&owner.name) },
@@ -35,53 +44,121 @@ pub(super) fn service_monitor(owner: &Owner<'_>) -> kube::api::DynamicObject {
     obj
 }
 
-pub(super) fn prometheus_rule(owner: &Owner<'_>) -> kube::api::DynamicObject {
+pub(super) fn prometheus_rule(owner: &Owner<'_>, config: &BuildConfig) -> DynamicObject {
     let mon = &owner.infd.spec.monitoring;
     let scope = Scope::new(&owner.namespace, &owner.served_name);
+    let target = RuleTarget {
+        group_prefix: format!("candela.{}.{}", owner.namespace, owner.name),
+        alert_labels: BTreeMap::from([
+            ("namespace".to_owned(), owner.namespace.clone()),
+            ("model_name".to_owned(), owner.served_name.clone()),
+            ("inference_deployment".to_owned(), owner.name.clone()),
+        ]),
+        subject: format!("InferenceDeployment {}/{}", owner.namespace, owner.name),
+        recording_interval: Some("30s".to_owned()),
+    };
     let mut obj = ThirdParty::PrometheusRule.object(&owner.name, &owner.namespace);
-    obj.metadata = owner.meta(owner.name.clone(), &mon.rules.labels);
-    obj.data = json!({
-        "spec": {
-            "groups": [
-                { "name": format!("candela.{}.{}.recording", owner.namespace, owner.name),
-                  "interval": "30s",
-                  "rules": recording_rules(&scope) },
-                { "name": format!("candela.{}.{}.alerts", owner.namespace, owner.name),
-                  "rules": alert_rules(owner, &scope) },
-            ]
-        }
-    });
+    obj.metadata = owner.meta(
+        owner.name.clone(),
+        &merged(&config.monitoring_labels, &mon.rules.labels),
+    );
+    obj.data = json!({ "spec": rule_groups(&scope, &target) });
     obj
 }
 
-/// Recording rules. Output series keep `namespace` and `model_name` so one Prometheus can
-/// hold many InferenceDeployments.
+/// `defaults` overridden by `own` (the custom resource's labels win).
+pub(super) fn merged(
+    defaults: &BTreeMap<String, String>,
+    own: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut labels = defaults.clone();
+    labels.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels
+}
+
+/// Base of the runbook links in the alerts' `runbook_url` (one section per alert).
+pub const RUNBOOK_BASE: &str = "https://github.com/candela-dev/candela/blob/main/docs/runbooks.md";
+
+/// Who a set of rules is about.
+#[derive(Clone, Debug)]
+pub struct RuleTarget {
+    /// Prefix of the group names (`<prefix>.recording`, `<prefix>.alerts`).
+    pub group_prefix: String,
+    /// Labels added to every alert (besides `severity`).
+    pub alert_labels: BTreeMap<String, String>,
+    /// How descriptions name the subject, e.g. `InferenceDeployment ml/chat` or a template
+    /// over `$labels`.
+    pub subject: String,
+    /// Evaluation interval of the recording group (`None`: Prometheus' global one).
+    pub recording_interval: Option<String>,
+}
+
+impl RuleTarget {
+    /// The static rules of `deploy/rules/`: every model Prometheus scrapes, one alert per
+    /// (namespace, model_name).
+    pub fn fleet() -> Self {
+        Self {
+            group_prefix: "candela".to_owned(),
+            alert_labels: BTreeMap::new(),
+            subject: "Model {{ $labels.model_name }}{{ with $labels.namespace }} in namespace {{ . }}{{ end }}".to_owned(),
+            recording_interval: None,
+        }
+    }
+}
+
+/// A Prometheus rules file (`{groups: [recording, alerts]}`) for the series in `scope`.
+pub fn rule_groups(scope: &Scope, target: &RuleTarget) -> Value {
+    let mut recording = json!({
+        "name": format!("{}.recording", target.group_prefix),
+        "rules": recording_rules(scope),
+    });
+    if let Some(interval) = &target.recording_interval {
+        recording["interval"] = json!(interval);
+    }
+    json!({
+        "groups": [
+            recording,
+            {
+                "name": format!("{}.alerts", target.group_prefix),
+                "rules": alert_rules(scope, target),
+            },
+        ]
+    })
+}
+
+/// Aggregation that keeps one series per served model.
+const BY: &str = "sum by (namespace, model_name)";
+
+/// Recording rules. The `namespace_model:` series are per served model (they keep
+/// `namespace` and `model_name`, so one Prometheus can hold many models); the `vllm_*`
+/// series are the names seed 001's dashboards and alerts use (request count by status,
+/// latency histogram, generation throughput, KV usage, running/waiting), kept per scrape
+/// target so they stay proper counters and gauges.
 fn recording_rules(s: &Scope) -> Vec<Value> {
-    let by = "sum by (namespace, model_name)";
     let rec = |record: &str, expr: String| json!({ "record": record, "expr": expr });
-    let finished = s.sel(promql::REQUEST_SUCCESS);
+    let ok = s.sel_with(promql::REQUEST_SUCCESS, "finished_reason!=\"abort\"");
+    let failed = s.sel_with(promql::REQUEST_SUCCESS, "finished_reason=\"abort\"");
+    let e2e = |suffix: &str| s.sel(&format!("{}_{suffix}", promql::E2E));
     vec![
         rec(
             "namespace_model:vllm_request_count:rate5m",
             format!(
-                "label_replace({by} (rate({sel}[5m])), \"status\", \"SUCCESS\", \"\", \"\") \
-                 or label_replace({by} (rate({fail}[5m])), \"status\", \"FAILED\", \"\", \"\")",
-                sel = s.sel_with(promql::REQUEST_SUCCESS, "finished_reason!=\"abort\""),
-                fail = s.sel_with(promql::REQUEST_SUCCESS, "finished_reason=\"abort\""),
+                "label_replace({BY} (rate({ok}[5m])), \"status\", \"SUCCESS\", \"\", \"\") \
+                 or label_replace({BY} (rate({failed}[5m])), \"status\", \"FAILED\", \"\", \"\")"
             ),
         ),
         rec(
             "namespace_model:vllm_request_latency_seconds_bucket:rate5m",
             format!(
                 "sum by (namespace, model_name, le) (rate({}[5m]))",
-                s.sel(&format!("{}_bucket", promql::E2E))
+                e2e("bucket")
             ),
         ),
         rec(
             "namespace_model:vllm_request_latency_seconds:p95_5m",
             format!(
                 "histogram_quantile(0.95, sum by (namespace, model_name, le) (rate({}[5m])))",
-                s.sel(&format!("{}_bucket", promql::E2E))
+                e2e("bucket")
             ),
         ),
         rec(
@@ -93,19 +170,19 @@ fn recording_rules(s: &Scope) -> Vec<Value> {
         ),
         rec(
             "namespace_model:vllm_generation_throughput:rate1m",
-            format!("{by} (rate({}[1m]))", s.sel(promql::GENERATION_TOKENS)),
+            format!("{BY} (rate({}[1m]))", s.sel(promql::GENERATION_TOKENS)),
         ),
         rec(
             "namespace_model:vllm_prompt_throughput:rate1m",
-            format!("{by} (rate({}[1m]))", s.sel(promql::PROMPT_TOKENS)),
+            format!("{BY} (rate({}[1m]))", s.sel(promql::PROMPT_TOKENS)),
         ),
         rec(
             "namespace_model:vllm_running_requests:sum",
-            format!("{by} ({})", s.sel(promql::RUNNING)),
+            format!("{BY} ({})", s.sel(promql::RUNNING)),
         ),
         rec(
             "namespace_model:vllm_waiting_requests:sum",
-            format!("{by} ({})", s.sel(promql::WAITING)),
+            format!("{BY} ({})", s.sel(promql::WAITING)),
         ),
         rec(
             "namespace_model:vllm_kv_cache_usage_perc:avg",
@@ -116,113 +193,182 @@ fn recording_rules(s: &Scope) -> Vec<Value> {
         ),
         rec(
             "namespace_model:vllm_num_preemptions:rate5m",
-            format!("{by} (rate({}[5m]))", s.sel(promql::PREEMPTIONS)),
+            format!("{BY} (rate({}[5m]))", s.sel(promql::PREEMPTIONS)),
         ),
         rec(
             "namespace_model:vllm_request_errors:ratio_rate5m",
             format!(
-                "{by} (rate({fail}[5m])) / clamp_min({by} (rate({finished}[5m])), 1e-9)",
-                fail = s.sel_with(promql::REQUEST_SUCCESS, "finished_reason=\"abort\""),
+                "{BY} (rate({failed}[5m])) / clamp_min({BY} (rate({}[5m])), 1e-9)",
+                s.sel(promql::REQUEST_SUCCESS)
             ),
         ),
+        // Seed 001's series.
+        rec(
+            "vllm_request_count",
+            format!(
+                "label_replace(sum without (finished_reason) ({ok}), \"status\", \"SUCCESS\", \"\", \"\") \
+                 or label_replace(sum without (finished_reason) ({failed}), \"status\", \"FAILED\", \"\", \"\")"
+            ),
+        ),
+        rec("vllm_request_latency_seconds_bucket", e2e("bucket")),
+        rec("vllm_request_latency_seconds_sum", e2e("sum")),
+        rec("vllm_request_latency_seconds_count", e2e("count")),
+        rec(
+            "vllm_generation_throughput",
+            format!("rate({}[1m])", s.sel(promql::GENERATION_TOKENS)),
+        ),
+        rec("vllm_gpu_cache_usage_ratio", s.sel(promql::KV_USAGE)),
+        rec("vllm_running_requests", s.sel(promql::RUNNING)),
+        rec("vllm_waiting_requests", s.sel(promql::WAITING)),
     ]
 }
 
-fn alert_rules(owner: &Owner<'_>, s: &Scope) -> Vec<Value> {
-    let alert = |name: &str,
-                 expr: String,
-                 for_: &str,
-                 severity: &str,
-                 summary: &str,
-                 description: String| {
-        json!({
-            "alert": name,
-            "expr": expr,
-            "for": for_,
-            "labels": {
-                "severity": severity,
-                "namespace": owner.namespace,
-                "model_name": owner.served_name,
-                "inference_deployment": owner.name,
-            },
-            "annotations": { "summary": summary, "description": description },
-        })
-    };
-    let target = format!("InferenceDeployment {}/{}", owner.namespace, owner.name);
-    vec![
-        alert(
-            "CandelaRequestsWaiting",
-            format!("{} > 10", s.sum(promql::WAITING)),
-            "2m",
-            "warning",
-            "Requests are queueing for prefill; TTFT is about to blow up",
-            format!(
-                "{target}: {{{{ $value }}}} requests waiting (> 10). Add replicas or raise --max-num-seqs."
-            ),
-        ),
-        alert(
-            "CandelaKVCacheNearlyFull",
-            format!("{} > 0.9", s.avg(promql::KV_USAGE)),
-            "5m",
-            "warning",
-            "KV cache usage above 90%",
-            format!("{target}: KV cache {{{{ $value | humanizePercentage }}}} used. Scale out."),
-        ),
-        alert(
-            "CandelaSequencesSwapped",
-            format!("{} > 0", s.sum(promql::SWAPPED)),
-            "5m",
-            "warning",
-            "Sequences swapped to host memory for 5 minutes",
-            format!("{target}: the GPU KV pool is too small; add GPUs or lower concurrency."),
-        ),
-        alert(
-            "CandelaPreemptionsRising",
-            format!(
-                "({now} > 0) and ({now} > 2 * ({before} or vector(0)))",
-                now = s.sum_rate(promql::PREEMPTIONS, "5m"),
-                before = s.sum_rate_offset(promql::PREEMPTIONS, "5m", "15m"),
-            ),
-            "10m",
-            "warning",
-            "Preemption rate is rising",
-            format!("{target}: the scheduler keeps preempting sequences for lack of KV blocks."),
-        ),
-        alert(
-            "CandelaTTFTHigh",
-            format!("{} > 0.5", s.quantile(0.95, promql::TTFT, "5m")),
-            "5m",
-            "warning",
-            "Time to first token p95 above 500 ms",
-            format!("{target}: TTFT p95 is {{{{ $value | humanizeDuration }}}}."),
-        ),
-        alert(
-            "CandelaGenerationThroughputDrop",
-            format!(
-                "{now} < 0.5 * {before} and {before} > 0",
-                now = s.sum_rate(promql::GENERATION_TOKENS, "5m"),
-                before = s.sum_rate_offset(promql::GENERATION_TOKENS, "5m", "30m"),
-            ),
-            "10m",
-            "warning",
-            "Generation throughput dropped by more than half",
-            format!(
-                "{target}: batches may be filled by small requests; check clients' max_tokens."
-            ),
-        ),
-        alert(
-            "CandelaRequestErrors",
-            format!(
-                "{} / clamp_min({}, 1e-9) > 0.05",
-                s.sum_rate_with(promql::REQUEST_SUCCESS, "finished_reason=\"abort\"", "5m"),
-                s.sum_rate(promql::REQUEST_SUCCESS, "5m"),
-            ),
-            "5m",
-            "critical",
-            "More than 5% of requests fail",
-            format!(
-                "{target}: {{{{ $value | humanizePercentage }}}} of finished requests were aborted."
-            ),
-        ),
-    ]
+/// One alert of [`alert_rules`].
+struct AlertDef {
+    name: &'static str,
+    expr: String,
+    for_: &'static str,
+    severity: &'static str,
+    summary: &'static str,
+    description: String,
 }
+
+/// The seed's alerts. Each is evaluated per (namespace, model_name).
+fn alert_rules(s: &Scope, target: &RuleTarget) -> Vec<Value> {
+    let who = &target.subject;
+    let rate5m = |metric: &str| format!("{BY} (rate({}[5m]))", s.sel(metric));
+    let rate5m_ago =
+        |metric: &str, offset: &str| format!("{BY} (rate({}[5m] offset {offset}))", s.sel(metric));
+    let defs = [
+        AlertDef {
+            name: "CandelaRequestsWaiting",
+            expr: format!("{BY} ({}) > 10", s.sel(promql::WAITING)),
+            for_: "2m",
+            severity: "warning",
+            summary: "More than 10 requests queue for prefill; TTFT is about to blow up",
+            description: format!(
+                "{who}: {{{{ $value }}}} requests waiting (threshold 10, for 2m). Add replicas, or \
+                 raise --max-num-seqs if KV cache usage leaves room; keep --enable-chunked-prefill on."
+            ),
+        },
+        AlertDef {
+            name: "CandelaKVCacheNearlyFull",
+            expr: format!(
+                "avg by (namespace, model_name) ({}) > 0.9",
+                s.sel(promql::KV_USAGE)
+            ),
+            for_: "5m",
+            severity: "warning",
+            summary: "KV cache usage above 90% for 5 minutes",
+            description: format!(
+                "{who}: KV cache {{{{ $value | humanizePercentage }}}} used (threshold 90%, for 5m). \
+                 Scale out, lower --max-num-seqs, or free memory (--kv-cache-dtype fp8, a quantized model)."
+            ),
+        },
+        AlertDef {
+            name: "CandelaSequencesSwapped",
+            expr: format!("{BY} ({}) > 0", s.sel(promql::SWAPPED)),
+            for_: "5m",
+            severity: "warning",
+            summary: "Sequences swapped to host memory for 5 minutes",
+            description: format!(
+                "{who}: {{{{ $value }}}} sequences swapped out (threshold > 0, for 5m). The device KV \
+                 pool is too small for the load: add GPUs or lower concurrency; a larger --swap-space \
+                 only hides it."
+            ),
+        },
+        AlertDef {
+            name: "CandelaPreemptionsRising",
+            // Against the hour before the last 15 minutes, so a step up in preemptions
+            // stays visible for about half an hour instead of only while it accelerates.
+            expr: format!(
+                "({now} > 0) and ({now} > 2 * ({before} or {now} * 0))",
+                now = rate5m(promql::PREEMPTIONS),
+                before = format!("{BY} (rate({}[1h] offset 15m))", s.sel(promql::PREEMPTIONS)),
+            ),
+            for_: "10m",
+            severity: "warning",
+            summary: "Preemption rate is rising",
+            description: format!(
+                "{who}: {{{{ $value | humanize }}}} preemptions/s, more than twice the average of the \
+                 hour before (for 10m). The scheduler runs out of KV blocks: add GPUs or lower \
+                 concurrency."
+            ),
+        },
+        AlertDef {
+            name: "CandelaTTFTHigh",
+            expr: format!(
+                "histogram_quantile(0.95, sum by (namespace, model_name, le) (rate({}[5m]))) > 0.5",
+                s.sel(&format!("{}_bucket", promql::TTFT))
+            ),
+            for_: "5m",
+            severity: "warning",
+            summary: "Time to first token p95 above 500 ms",
+            description: format!(
+                "{who}: TTFT p95 is {{{{ $value | humanizeDuration }}}} (threshold 500ms, for 5m). \
+                 Check the waiting queue (scale out), --enable-chunked-prefill, \
+                 --max-num-batched-tokens and prefix caching."
+            ),
+        },
+        AlertDef {
+            name: "CandelaGenerationThroughputDrop",
+            expr: format!(
+                "{now} < 0.5 * {before} and {before} > 0 and {BY} (avg_over_time({running}[5m])) > 0",
+                now = rate5m(promql::GENERATION_TOKENS),
+                before = rate5m_ago(promql::GENERATION_TOKENS, "30m"),
+                running = s.sel(promql::RUNNING),
+            ),
+            for_: "10m",
+            severity: "warning",
+            summary: "Generation throughput dropped by more than half while requests are running",
+            description: format!(
+                "{who}: {{{{ $value | humanize }}}} tokens/s, less than half of 30 minutes earlier, with \
+                 requests still running (for 10m). Batches are probably filled by small requests: \
+                 check the clients' max_tokens."
+            ),
+        },
+        AlertDef {
+            name: "CandelaRequestErrors",
+            expr: format!(
+                "{BY} (rate({}[5m])) / clamp_min({BY} (rate({}[5m])), 1e-9) > 0.05",
+                s.sel_with(promql::REQUEST_SUCCESS, "finished_reason=\"abort\""),
+                s.sel(promql::REQUEST_SUCCESS),
+            ),
+            for_: "5m",
+            severity: "critical",
+            summary: "More than 5% of requests fail",
+            description: format!(
+                "{who}: {{{{ $value | humanizePercentage }}}} of finished requests were aborted \
+                 (threshold 5%, for 5m). Check the engine logs and client timeouts."
+            ),
+        },
+    ];
+    defs.into_iter()
+        .map(|d| {
+            let mut labels = target.alert_labels.clone();
+            labels.insert("severity".to_owned(), d.severity.to_owned());
+            json!({
+                "alert": d.name,
+                "expr": d.expr,
+                "for": d.for_,
+                "labels": labels,
+                "annotations": {
+                    "summary": d.summary,
+                    "description": d.description,
+                    "runbook_url": format!("{RUNBOOK_BASE}#{}", d.name.to_lowercase()),
+                },
+            })
+        })
+        .collect()
+}
+
+/// Names of the alerts [`rule_groups`] generates, in order.
+pub const ALERTS: [&str; 7] = [
+    "CandelaRequestsWaiting",
+    "CandelaKVCacheNearlyFull",
+    "CandelaSequencesSwapped",
+    "CandelaPreemptionsRising",
+    "CandelaTTFTHigh",
+    "CandelaGenerationThroughputDrop",
+    "CandelaRequestErrors",
+];

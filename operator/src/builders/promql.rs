@@ -1,10 +1,9 @@
 //! Engine metric names and the PromQL the operator generates from them.
 //!
-//! Metric names are defined once, here. Every query is scoped to one InferenceDeployment
-//! by a `namespace` + `model_name` matcher ([`Scope`]) and aggregated with `sum(...)` or
-//! `avg(...)`, so it means the same with one replica or fifty.
-
-use std::fmt;
+//! Metric names are defined once, here. Every query is scoped by a `namespace` +
+//! `model_name` matcher ([`Scope`]: one InferenceDeployment, Grafana template variables,
+//! or everything) and aggregated with `sum(...)` or `avg(...)`, so it means the same with
+//! one replica or fifty.
 
 /// `vllm:num_requests_running` — sequences in the running batch.
 pub const RUNNING: &str = "vllm:num_requests_running";
@@ -55,32 +54,71 @@ pub const ADAPTER_WAITING: &str = "candela_num_requests_waiting";
 /// Custom-metrics API name of the per-pod KV-cache usage.
 pub const ADAPTER_KV_USAGE: &str = "candela_kv_cache_usage_perc";
 
-/// The label matcher of one InferenceDeployment's series.
+/// `candela_engine_process_cpu_seconds_total` — the engine process's CPU time, from the
+/// sidecar (the CPU-path counterpart of the GPU gauges).
+pub const ENGINE_CPU: &str = "candela_engine_process_cpu_seconds_total";
+/// `candela_engine_process_resident_memory_bytes` — the engine process's RSS, from the sidecar.
+pub const ENGINE_RSS: &str = "candela_engine_process_resident_memory_bytes";
+/// `vllm:cpu_cache_usage_perc` — host (swap) KV pool usage, 0-1 (older vLLM name).
+pub const CPU_KV_USAGE: &str = "vllm:cpu_cache_usage_perc";
+/// `vllm:request_inference_time_seconds` histogram (prefill + decode).
+pub const INFERENCE_TIME: &str = "vllm:request_inference_time_seconds";
+
+/// The label matcher that selects the series a query is about.
+///
+/// Three shapes, one set of query builders: [`Scope::new`] (one InferenceDeployment: the
+/// operator's children), [`Scope::template`] (Grafana template variables: the static
+/// dashboards in `deploy/` and the chart) and [`Scope::all`] (every model Prometheus
+/// scrapes: the static rules files).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scope {
-    /// Kubernetes namespace (the `namespace` target label Prometheus adds).
-    pub namespace: String,
-    /// Served model name (the engine's `model_name` label).
-    pub model_name: String,
+    /// Rendered matchers without braces; empty for [`Scope::all`].
+    matchers: String,
 }
 
 impl Scope {
-    /// A scope for `namespace` / `model_name`.
+    /// The series of one served model in one namespace (exact match).
     pub fn new(namespace: impl Into<String>, model_name: impl Into<String>) -> Self {
         Self {
-            namespace: namespace.into(),
-            model_name: model_name.into(),
+            matchers: format!(
+                "namespace=\"{}\",model_name=\"{}\"",
+                escape(&namespace.into()),
+                escape(&model_name.into())
+            ),
         }
     }
 
-    /// `metric{namespace="…",model_name="…"}`.
+    /// The series picked by the Grafana variables `$namespace` and `$model_name`
+    /// (regex match, so multi-value and "All" (`.*`) selections work).
+    pub fn template() -> Self {
+        Self {
+            matchers: "namespace=~\"$namespace\",model_name=~\"$model_name\"".to_owned(),
+        }
+    }
+
+    /// Every series of the metric.
+    pub fn all() -> Self {
+        Self {
+            matchers: String::new(),
+        }
+    }
+
+    /// `metric{namespace="…",model_name="…"}` (just `metric` for [`Scope::all`]).
     pub fn sel(&self, metric: &str) -> String {
-        format!("{metric}{{{self}}}")
+        if self.matchers.is_empty() {
+            metric.to_owned()
+        } else {
+            format!("{metric}{{{}}}", self.matchers)
+        }
     }
 
     /// `metric{namespace="…",model_name="…",<extra>}`.
     pub fn sel_with(&self, metric: &str, extra: &str) -> String {
-        format!("{metric}{{{self},{extra}}}")
+        if self.matchers.is_empty() {
+            format!("{metric}{{{extra}}}")
+        } else {
+            format!("{metric}{{{},{extra}}}", self.matchers)
+        }
     }
 
     /// `sum(metric{scope})`.
@@ -115,16 +153,21 @@ impl Scope {
             self.sel(&format!("{histogram}_bucket"))
         )
     }
-}
 
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "namespace=\"{}\",model_name=\"{}\"",
-            escape(&self.namespace),
-            escape(&self.model_name)
+    /// `sum(rate(h_sum{scope}[w])) / sum(rate(h_count{scope}[w]))`: the mean of a histogram.
+    pub fn mean(&self, histogram: &str, window: &str) -> String {
+        format!(
+            "{} / {}",
+            self.sum_rate(&format!("{histogram}_sum"), window),
+            self.sum_rate(&format!("{histogram}_count"), window)
         )
+    }
+
+    /// Restricts `expr` (series of the sidecar that carry no `model_name`, e.g. the GPU
+    /// gauges) to the scrape targets that serve this scope's model:
+    /// `(expr) and on (instance) vllm:num_requests_running{scope}`.
+    pub fn same_target(&self, expr: &str) -> String {
+        format!("({expr}) and on (instance) {}", self.sel(RUNNING))
     }
 }
 
@@ -147,6 +190,25 @@ mod tests {
         assert_eq!(
             s.quantile(0.95, TTFT, "5m"),
             r#"histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{namespace="ml",model_name="org/m\"x"}[5m])))"#
+        );
+    }
+
+    #[test]
+    fn template_and_all_scopes() {
+        let t = Scope::template();
+        assert_eq!(
+            t.sel_with(REQUEST_SUCCESS, r#"finished_reason="abort""#),
+            r#"vllm:request_success_total{namespace=~"$namespace",model_name=~"$model_name",finished_reason="abort"}"#
+        );
+        let all = Scope::all();
+        assert_eq!(all.sum(WAITING), "sum(vllm:num_requests_waiting)");
+        assert_eq!(
+            all.sel_with(REQUEST_SUCCESS, r#"finished_reason="abort""#),
+            r#"vllm:request_success_total{finished_reason="abort"}"#
+        );
+        assert_eq!(
+            all.same_target(GPU_UTIL),
+            "(DCGM_FI_DEV_GPU_UTIL) and on (instance) vllm:num_requests_running"
         );
     }
 }

@@ -1,0 +1,92 @@
+{{/* Chart name, truncated to 63 characters (a DNS label). */}}
+{{- define "candela.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects. */}}
+{{- define "candela.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the operator's pods. */}}
+{{- define "candela.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "candela.name" . }}-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of every object of the release. */}}
+{{- define "candela.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "candela.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: candela
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels kube-prometheus-stack selects monitoring objects by, as a map. */}}
+{{- define "candela.monitoringLabelMap" -}}
+{{- $labels := dict }}
+{{- if .Values.monitoring.release }}
+{{- $_ := set $labels "release" .Values.monitoring.release }}
+{{- end }}
+{{- range $k, $v := .Values.monitoring.labels }}
+{{- $_ := set $labels $k $v }}
+{{- end }}
+{{- toYaml $labels }}
+{{- end }}
+
+{{- define "candela.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "candela.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Secret holding the Alertmanager webhook token (key `token`). */}}
+{{- define "candela.webhookSecretName" -}}
+{{- default (printf "%s-webhook" (include "candela.fullname" .)) .Values.alertsWebhook.existingSecret }}
+{{- end }}
+
+{{/* In-cluster URL of the operator's Alertmanager webhook. */}}
+{{- define "candela.webhookURL" -}}
+{{- printf "http://%s.%s.svc:%v/alertmanager" (include "candela.fullname" .) .Release.Namespace .Values.service.port }}
+{{- end }}
+
+{{/*
+The Alertmanager route and receiver for the alerts autoscaling backend. Every alert the
+operator generates for an InferenceDeployment carries `inference_deployment`; the webhook
+acts only on the pressure alerts of InferenceDeployments whose backend is `alerts`, and
+`continue: true` leaves the alerts on their way to the receivers people read.
+*/}}
+{{- define "candela.alertmanagerSnippet" -}}
+route:
+  routes:
+    - receiver: candela-operator
+      matchers:
+        - inference_deployment=~".+"
+      group_by: [namespace, inference_deployment]
+      group_wait: 30s
+      group_interval: 1m
+      repeat_interval: 5m
+      continue: true
+receivers:
+  - name: candela-operator
+    webhook_configs:
+      - url: {{ include "candela.webhookURL" . }}
+        send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials_file: /etc/alertmanager/secrets/{{ include "candela.webhookSecretName" . }}/token
+{{- end }}
