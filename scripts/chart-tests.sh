@@ -60,9 +60,9 @@ PY
   "$HELM" version --short | grep -q "v$HELM_VERSION" || die "unexpected helm: $("$HELM" version --short)"
 
   [ -x "$VENV/bin/python" ] || ./scripts/setup.sh --test-deps >/dev/null
-  if ! "$VENV/bin/python" -c "import kubernetes_validate, check_jsonschema, yaml, jsonschema" 2>/dev/null; then
-    say "installing kubernetes-validate and check-jsonschema into $VENV"
-    "$VENV/bin/pip" install --quiet "kubernetes-validate==1.37.0" "check-jsonschema==0.39.0" "pyyaml>=6"
+  if ! "$VENV/bin/python" -c "import kubernetes_validate, check_jsonschema, yaml, jsonschema, matplotlib" 2>/dev/null; then
+    say "installing kubernetes-validate, check-jsonschema and matplotlib (dashboard rendering) into $VENV"
+    "$VENV/bin/pip" install --quiet "kubernetes-validate==1.37.0" "check-jsonschema==0.39.0" "pyyaml>=6" "matplotlib>=3.8"
   fi
 
   if [ ! -f "$NPM_DIR/node_modules/@grafana/schema/package.json" ] \
@@ -139,7 +139,16 @@ check_chart() {
   CHECK notes-snippet "$WORK/notes-all-features.yaml" "$WORK/alertmanager-from-notes.yml"
   amtool check-config "$WORK/alertmanager-from-notes.yml"
 
-  say "values.schema.json rejects bad values (tests/bad-values)"
+  say "values.schema.json is a valid schema; values.yaml and every ci/ file satisfy it (check-jsonschema)"
+  "$VENV/bin/check-jsonschema" --check-metaschema "$chart/values.schema.json"
+  local merged_files=("$chart/values.yaml")
+  for values in "$chart"/ci/*.yaml; do
+    CHECK merge-values "$chart/values.yaml" "$values" "$WORK/merged-$(basename "$values")"
+    merged_files+=("$WORK/merged-$(basename "$values")")
+  done
+  "$VENV/bin/check-jsonschema" --schemafile "$chart/values.schema.json" "${merged_files[@]}"
+
+  say "values.schema.json rejects bad values (tests/bad-values): helm template fails for the stated reason"
   local bad failed=0 count=0
   for bad in "$chart"/tests/bad-values/*.yaml; do
     count=$((count + 1))

@@ -16,6 +16,7 @@ Subcommands:
       ConfigMap, see chart-tests.sh) as a full Alertmanager config
   prometheusrule-spec FILE OUT    .spec of a PrometheusRule file
   yaml-json FILE                  canonical JSON of a YAML file (for comparisons)
+  merge-values BASE OVERLAY OUT   values.yaml overlaid with a values file, as Helm merges
   alert-tests-cover RULES TEST... every alert has promtool tests: firing after its `for`,
       silent before it, silent below the threshold
   dashboards-ts OUT [--break] JSON_OR_YAML...  a TypeScript file asserting every dashboard
@@ -237,6 +238,20 @@ def cmd_prometheusrule_spec(args):
     open(args.out, "w").write(yaml.safe_dump(doc["spec"], sort_keys=False))
 
 
+def merged(base, overlay):
+    out = dict(base)
+    for k, v in (overlay or {}).items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def cmd_merge_values(args):
+    """values.yaml overlaid with a values file, as Helm merges them (maps deep, lists replaced)."""
+    base = yaml.safe_load(open(args.base))
+    overlay = yaml.safe_load(open(args.overlay))
+    open(args.out, "w").write(yaml.safe_dump(merged(base, overlay), sort_keys=False))
+
+
 def cmd_yaml_json(args):
     print(json.dumps(yaml.safe_load(open(args.file)), sort_keys=True))
 
@@ -359,6 +374,7 @@ def main():
     s = sub.add_parser("notes-snippet"); s.add_argument("install_out"); s.add_argument("out")
     s = sub.add_parser("prometheusrule-spec"); s.add_argument("file"); s.add_argument("out")
     s = sub.add_parser("yaml-json"); s.add_argument("file")
+    s = sub.add_parser("merge-values"); s.add_argument("base"); s.add_argument("overlay"); s.add_argument("out")
     s = sub.add_parser("alert-tests-cover"); s.add_argument("rules"); s.add_argument("tests", nargs="+")
     s = sub.add_parser("dashboards-ts"); s.add_argument("out")
     s.add_argument("--break", dest="brk", action="store_true"); s.add_argument("inputs", nargs="+")

@@ -27,6 +27,14 @@ if ! command -v prometheus >/dev/null; then
 fi
 CANDELA_BIN="${CARGO_TARGET_DIR:-target}/debug/candela" "$VENV/bin/python" -m pytest -q engine/server/tests/prometheus_e2e.py
 
+echo "== Helm chart, deploy/, rules and dashboards: helm, kubernetes-validate, CRD schemas, promtool, amtool, tsc"
+./scripts/chart-tests.sh
+
+echo "== deploy/ against a live stack: every dashboard, recording-rule, adapter and KEDA query returns data"
+cargo build --locked -p candela-operator --bin crdgen 2>&1
+CANDELA_BIN="${CARGO_TARGET_DIR:-target}/debug/candela" CANDELA_CRDGEN="${CARGO_TARGET_DIR:-target}/debug/crdgen" \
+  "$VENV/bin/python" -m pytest -q engine/server/tests/deploy_e2e.py
+
 if [ -z "${SKIP_OPERATOR:-}" ] && [ -x operator/test.sh ]; then
   echo "== operator"
   # CI has the machine to itself: let the (cached) control-plane Go build use both cores.

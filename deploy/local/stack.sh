@@ -165,8 +165,11 @@ up() {
   start engine "$bin" serve "${model_args[@]}" --host 127.0.0.1 --port "$HTTP_PORT" \
     --grpc-port "$GRPC_PORT" --served-model-name "$SERVED_NAME" ${CANDELA_SERVE_ARGS:-}
   wait_http "http://127.0.0.1:$HTTP_PORT/health" "candela serve"
+  # --engine-pid: on a machine with several engines the sidecar must not guess which one
+  # its CPU/RSS series describe.
   start sidecar "$bin" sidecar --engine-grpc "http://127.0.0.1:$GRPC_PORT" \
-    --listen "127.0.0.1:$SIDECAR_PORT" --metrics-token "$(cat "$DIR/metrics-token")"
+    --listen "127.0.0.1:$SIDECAR_PORT" --metrics-token "$(cat "$DIR/metrics-token")" \
+    --engine-pid "$(cat "$DIR/engine.pid")"
   wait_http "http://127.0.0.1:$SIDECAR_PORT/metrics" "candela sidecar" \
     -H "Authorization: Bearer $(cat "$DIR/metrics-token")"
   start alertmanager "$am" --config.file="$DIR/alertmanager.yml" --storage.path="$DIR/alertmanager" \

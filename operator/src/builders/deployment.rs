@@ -64,6 +64,9 @@ pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Deployment {
         }),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
+        // The sidecar reads the engine process's CPU time and RSS from /proc (the "GPU /
+        // engine CPU" and memory panels); without a shared PID namespace it cannot see it.
+        share_process_namespace: Some(true),
         node_selector: spec.node_selector.clone(),
         tolerations: spec.tolerations.clone(),
         affinity: spec.affinity.clone(),
