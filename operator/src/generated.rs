@@ -53,6 +53,12 @@ pub fn files() -> Result<Vec<(String, String)>> {
             "charts/candela/files/prometheus-adapter-rules.yaml".to_owned(),
             yaml_file(&adapter_rules())?,
         ),
+        // The same rules as values of the prometheus-adapter chart (`-f` this file), for
+        // an adapter that keeps its default rules.
+        (
+            "deploy/prometheus/prometheus-adapter-values.yaml".to_owned(),
+            yaml_file(&json!({ "rules": { "custom": adapter_rules()["rules"] } }))?,
+        ),
     ];
     for (kind, name) in DASHBOARDS {
         let text = json_file(&template_dashboard(kind))?;
