@@ -5,8 +5,9 @@
 #
 # Idempotent: the control-plane binaries are cached under ~/.cache/candela/k8s keyed by
 # the wrapper modules' go.mod/go.sum, so only the first run pays the 10-20 minute Go build.
-# Needs: cargo, go (only for a cold cache), openssl, bash, and promtool (installed from
-# Debian's `prometheus` package when missing and apt-get is usable).
+# Needs: cargo, go (only for a cold cache), openssl, bash, promtool (installed from
+# Debian's `prometheus` package when missing and apt-get is usable) and helm (installed by
+# scripts/chart-tests.sh install when missing).
 #
 # Usage: operator/test.sh [extra cargo test args...]
 set -euo pipefail
@@ -28,6 +29,12 @@ if ! command -v promtool >/dev/null; then
     echo "operator/test.sh: promtool is required (apt-get install prometheus)" >&2
     exit 1
   fi
+fi
+
+# helm for tests/helm_install.rs (the chart installed into the real apiserver).
+if [ -z "${CANDELA_HELM:-}" ] && [ ! -x "${CANDELA_CACHE:-$HOME/.cache/candela}/helm/3.19.0/helm" ]; then
+  echo "operator/test.sh: installing helm (scripts/chart-tests.sh install)" >&2
+  scripts/chart-tests.sh install >&2
 fi
 
 # Be polite on shared 2-core machines: one Go package at a time, lowest priority.

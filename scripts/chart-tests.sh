@@ -225,19 +225,21 @@ JSON
   grep -q "error TS" "$WORK/tsc-broken.txt" || die "tsc failed without a type error: $(cat "$WORK/tsc-broken.txt")"
 }
 
-# Steps to run (default: all), e.g. `scripts/chart-tests.sh chart rules` while iterating.
+# Steps to run (default: all), e.g. `scripts/chart-tests.sh chart rules` while iterating;
+# `install` only installs the tools (operator/test.sh uses it for helm).
 steps=("${@:-generated chart examples rules dashboards}")
 [ $# -gt 0 ] || steps=(generated chart examples rules dashboards)
 install_tools
 CRDGEN="${CARGO_TARGET_DIR:-target}/debug/crdgen"
 for step in "${steps[@]}"; do
   case "$step" in
+    install) ;;
     generated) check_generated ;;
     chart) check_chart ;;
     examples) [ -x "$CRDGEN" ] || check_generated; check_examples ;;
     rules) [ -s "$WORK/children.yaml" ] || check_examples; check_rules ;;
     dashboards) [ -s "$WORK/children.yaml" ] || check_examples; check_dashboards ;;
-    *) die "unknown step $step (generated chart examples rules dashboards)" ;;
+    *) die "unknown step $step (install generated chart examples rules dashboards)" ;;
   esac
 done
 say "passed: ${steps[*]}"

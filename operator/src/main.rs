@@ -166,3 +166,34 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         _ => Err(format!("expected key=value, got {text:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chart_flags_parse() {
+        let args = Args::try_parse_from([
+            "candela-operator",
+            "--http-addr=0.0.0.0:8080",
+            "--monitoring-label",
+            "release=kube-prometheus-stack,team=ml",
+            "--monitoring-label=tier=gold",
+            "--webhook-token",
+            "secret",
+        ])
+        .expect("flags parse");
+        assert_eq!(
+            args.monitoring_labels,
+            [
+                ("release".into(), "kube-prometheus-stack".into()),
+                ("team".into(), "ml".into()),
+                ("tier".into(), "gold".into()),
+            ]
+        );
+        assert_eq!(args.webhook_token.as_deref(), Some("secret"));
+        assert!(
+            Args::try_parse_from(["candela-operator", "--monitoring-label", "novalue"]).is_err()
+        );
+    }
+}

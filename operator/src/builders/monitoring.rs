@@ -282,9 +282,9 @@ fn alert_rules(s: &Scope, target: &RuleTarget) -> Vec<Value> {
             // Against the hour before the last 15 minutes, so a step up in preemptions
             // stays visible for about half an hour instead of only while it accelerates.
             expr: format!(
-                "({now} > 0) and ({now} > 2 * ({before} or {now} * 0))",
+                "({now} > 0) and ({now} > 2 * ({BY} (rate({sel}[1h] offset 15m)) or {now} * 0))",
                 now = rate5m(promql::PREEMPTIONS),
-                before = format!("{BY} (rate({}[1h] offset 15m))", s.sel(promql::PREEMPTIONS)),
+                sel = s.sel(promql::PREEMPTIONS),
             ),
             for_: "10m",
             severity: "warning",
