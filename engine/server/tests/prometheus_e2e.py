@@ -79,7 +79,7 @@ scrape_configs:
         ["prometheus", f"--config.file={tmp}/prometheus.yml", f"--storage.tsdb.path={tmp}/data",
          f"--web.listen-address=127.0.0.1:{prom}"], stdout=log, stderr=subprocess.STDOUT))
     wait_http(f"http://127.0.0.1:{prom}/-/ready")
-    yield {"http": http, "prom": prom}
+    yield {"http": http, "prom": prom, "side": side}
     for p in reversed(procs):
         p.terminate()
     for p in procs:
@@ -167,3 +167,38 @@ def test_seed_panels_and_hpa_signals_have_plausible_values(stack):
         assert 0 < p95 < 60, (metric, p95)
     (success,) = query(stack, 'sum(vllm:request_success_total{finished_reason=~"stop|length"})')
     assert success == requests
+
+
+def doctor(*flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([BIN, "doctor", *flags], capture_output=True, text=True, timeout=120)
+
+
+def test_doctor_reads_the_window_from_prometheus_and_the_sidecar(stack):
+    """`candela doctor` against the same live stack: the Prometheus query path sees the
+    traffic of a fresh load, and the sidecar path needs its bearer token."""
+    requests, generated = load(stack, seconds=10)
+    time.sleep(3)  # the last scrapes after the load
+    out = doctor("--prometheus", f"http://127.0.0.1:{stack['prom']}", "--selector", '{job="vllm"}',
+                 "--window", "20s", "--interval", "1s", "--max-num-seqs", "4", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    facts = report["facts"]
+    assert facts["snapshots"] >= 15, facts["snapshots"]
+    assert facts["targets"] == 1
+    # The window covers the whole load (and maybe the end of the previous test's).
+    assert facts["finished"] >= requests, (facts["finished"], requests)
+    assert facts["generation_tokens"]["total"] >= generated
+    assert facts["ttft"]["count"] >= requests and 0 < facts["ttft"]["p95"] < 60
+    assert 1 <= facts["running"]["max"] <= 4
+    assert report["healthy"] == (report["findings"] == [])
+    for f in report["findings"]:
+        assert f["severity"] in ("critical", "warning", "info") and f["turn"], f
+
+    side = f"http://127.0.0.1:{stack['side']}/metrics"
+    out = doctor("--url", side, "--bearer-token", TOKEN, "--window", "2s", "--interval", "1s", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["facts"]["snapshots"] == 3
+    out = doctor("--url", side, "--window", "2s", "--interval", "1s")
+    assert out.returncode == 1
+    assert out.stderr.strip().endswith(
+        "401 Unauthorized: it wants a bearer token (--bearer-token or CANDELA_METRICS_TOKEN)"), out.stderr
