@@ -23,7 +23,7 @@ pub mod kv_cache;
 pub mod llama;
 pub mod load_gguf;
 pub mod load_hf;
-pub mod q4_1;
+pub mod qmatmul;
 pub mod reference;
 pub mod rope;
 pub mod runner;

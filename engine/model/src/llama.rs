@@ -24,7 +24,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use crate::attention::{paged_attention, write_kv};
 use crate::batch::ForwardBatch;
 use crate::kv_cache::PagedKvCache;
-use crate::q4_1::Q41Matrix;
+use crate::qmatmul::{QFormat, QMatrix};
 use crate::rope::RopeTable;
 use crate::{Error, Result};
 
@@ -70,7 +70,8 @@ impl ModelConfig {
 #[derive(Debug, Clone)]
 pub(crate) enum Weight {
     Candle(QMatMul),
-    Q41(Q41Matrix),
+    /// Q4_1 / Q8_0 through Candela's AVX2 kernels ([`crate::qmatmul`]).
+    Quant(QMatrix),
 }
 
 /// A linear layer `x @ W^T (+ b)` whose weight is a `QTensor` (quantized or `f32`).
@@ -82,10 +83,15 @@ pub(crate) struct Linear {
 
 impl Linear {
     pub fn new(w: Arc<QTensor>, b: Option<Tensor>) -> Result<Self> {
-        if w.dtype() == GgmlDType::Q4_1 {
+        let format = match w.dtype() {
+            GgmlDType::Q4_1 => Some(QFormat::Q4_1),
+            GgmlDType::Q8_0 => Some(QFormat::Q8_0),
+            _ => None,
+        };
+        if let Some(format) = format {
             let (n, k) = w.shape().dims2()?;
             return Ok(Self {
-                w: Weight::Q41(Q41Matrix::new(w.data()?.to_vec(), n, k)?),
+                w: Weight::Quant(QMatrix::new(format, w.data()?.to_vec(), n, k)?),
                 b,
             });
         }
@@ -99,7 +105,7 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.w {
             Weight::Candle(w) => w.forward(x)?,
-            Weight::Q41(w) => {
+            Weight::Quant(w) => {
                 let rows = x.dim(0)?;
                 let out = w.matmul(&x.flatten_all()?.to_vec1::<f32>()?)?;
                 let n = out.len() / rows.max(1);

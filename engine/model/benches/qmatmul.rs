@@ -1,0 +1,113 @@
+//! Quantized matmul throughput (GMAC/s) on the default model's shapes: the Q4_1
+//! projections for decode-sized (m = 1, 8, 32) and prefill-sized (m = 256, 2048)
+//! batches, and the Q8_0 LM head with Candela's kernel beside candle's.
+//! `cargo bench -p candela-model --bench qmatmul` (set RAYON_NUM_THREADS to pin threads).
+
+use std::time::{Duration, Instant};
+
+use candela_model::qmatmul::{QFormat, QMatrix};
+
+/// SmolLM2-135M projections: q/o [576, 576], k/v [192, 576], gate/up [1536, 576], down [576, 1536].
+const SHAPES: [(&str, usize, usize); 3] = [
+    ("q/o", 576, 576),
+    ("gate/up", 1536, 576),
+    ("down", 576, 1536),
+];
+
+fn matrix(n: usize, k: usize) -> QMatrix {
+    // Valid blocks: f16 scale 0.01, min -0.05, pseudo-random nibbles.
+    let mut data = Vec::with_capacity(n * k / 32 * 20);
+    let mut s = 0x1234_5678u32;
+    for _ in 0..n * k / 32 {
+        data.extend_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+        data.extend_from_slice(&half::f16::from_f32(-0.05).to_le_bytes());
+        for _ in 0..16 {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            data.push((s >> 24) as u8);
+        }
+    }
+    QMatrix::new(QFormat::Q4_1, data, n, k).expect("valid matrix")
+}
+
+/// candle's quantized matmul on the tied Q8_0 embedding used as LM head [49152, 576].
+fn candle_q8_0_lm_head() {
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+    let (n, k) = (49152usize, 576usize);
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let w = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+    let q = QMatMul::QTensor(std::sync::Arc::new(
+        QTensor::quantize(&w, GgmlDType::Q8_0).unwrap(),
+    ));
+    let ours = QMatrix::new(QFormat::Q8_0, q_bytes(&q), n, k).unwrap();
+    for m in [1usize, 32] {
+        let xv: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 31) % 100) as f32 / 50.0 - 1.0)
+            .collect();
+        let x = Tensor::from_vec(xv.clone(), (m, k), &Device::Cpu).unwrap();
+        let _ = ours.matmul(&xv).unwrap();
+        let (mut calls, start) = (0u32, Instant::now());
+        while start.elapsed() < Duration::from_millis(400) {
+            std::hint::black_box(ours.matmul(std::hint::black_box(&xv)).unwrap());
+            calls += 1;
+        }
+        let per = start.elapsed().as_secs_f64() / calls as f64;
+        println!(
+            "{:<8} {m:>6} {:>10.3} {:>10.1}  (candela)",
+            "lm_head",
+            per * 1e3,
+            (m * n * k) as f64 / per / 1e9
+        );
+        let _ = q.forward(&x).unwrap();
+        let (mut calls, start) = (0u32, Instant::now());
+        while start.elapsed() < Duration::from_millis(400) {
+            std::hint::black_box(q.forward(&x).unwrap());
+            calls += 1;
+        }
+        let per = start.elapsed().as_secs_f64() / calls as f64;
+        println!(
+            "{:<8} {m:>6} {:>10.3} {:>10.1}  (candle)",
+            "lm_head",
+            per * 1e3,
+            (m * n * k) as f64 / per / 1e9
+        );
+    }
+}
+
+fn q_bytes(q: &candle_core::quantized::QMatMul) -> Vec<u8> {
+    match q {
+        candle_core::quantized::QMatMul::QTensor(t) => t.data().unwrap().to_vec(),
+        _ => unreachable!("quantized"),
+    }
+}
+
+fn main() {
+    println!("threads: {}", rayon::current_num_threads());
+    println!(
+        "{:<8} {:>6} {:>10} {:>10}",
+        "shape", "m", "ms/call", "GMAC/s"
+    );
+    candle_q8_0_lm_head();
+    for (name, n, k) in SHAPES {
+        let w = matrix(n, k);
+        for m in [1usize, 8, 32, 256, 2048] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let _ = w.matmul(&x).unwrap();
+            let (mut calls, start) = (0u32, Instant::now());
+            while start.elapsed() < Duration::from_millis(400) {
+                std::hint::black_box(w.matmul(std::hint::black_box(&x)).unwrap());
+                calls += 1;
+            }
+            let per = start.elapsed().as_secs_f64() / calls as f64;
+            println!(
+                "{name:<8} {m:>6} {:>10.3} {:>10.1}",
+                per * 1e3,
+                (m * n * k) as f64 / per / 1e9
+            );
+        }
+    }
+}

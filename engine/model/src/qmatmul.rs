@@ -1,0 +1,468 @@
+//! Quantized matmuls with AVX2 kernels for the GGUF formats Candela's default
+//! model uses: Q4_1 (every projection; candle 0.11 only has a scalar Q4_1 vec-dot,
+//! ~10× slower than memory bandwidth allows) and Q8_0 (the tied embedding used as
+//! LM head; candle's batched path re-reads it per row group at ~half this speed).
+//!
+//! Weights keep their GGUF bytes, per 32 inputs one block:
+//! - Q4_1 `{d: f16, m: f16, qs: [u8; 16]}`, value `d * q + m`, `qs[j]` holding
+//!   element `j` in its low nibble and `j + 16` in its high one;
+//! - Q8_0 `{d: f16, qs: [i8; 32]}`, value `d * q`.
+//!
+//! Activations are quantized per row to 8-bit blocks (ggml's Q8_1: scale
+//! `d = amax / 127`, `s = d * Σq`, both rounded through f16), so one Q4_1 block's
+//! contribution is `d_w * d_x * Σ q_w q_x + m_w * s_x` and one Q8_0 block's
+//! `d_w * d_x * Σ q_w q_x` — ggml's `vec_dot_q4_1_q8_1` and `vec_dot_q8_0_q8_0`.
+//!
+//! Exactness: each output element is one dot product in a fixed block order,
+//! computed by the same code whatever the number of rows or how columns are
+//! split across threads, so results do not depend on batch composition.
+//! Work is split over column chunks (rayon); each chunk walks the rows tile by
+//! tile while its weights stay in cache.
+
+use rayon::prelude::*;
+
+use crate::{Error, Result};
+
+const QK: usize = 32;
+/// Columns per rayon job.
+const COLS_PER_JOB: usize = 32;
+/// Activation rows walked per pass over a job's columns.
+const ROW_TILE: usize = 64;
+
+/// The block formats [`QMatrix`] multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QFormat {
+    Q4_1,
+    Q8_0,
+}
+
+impl QFormat {
+    fn block_bytes(self) -> usize {
+        match self {
+            QFormat::Q4_1 => Q41::W_BLOCK,
+            QFormat::Q8_0 => Q80::W_BLOCK,
+        }
+    }
+}
+
+/// A `[n, k]` quantized weight matrix in GGUF layout.
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    format: QFormat,
+    data: Vec<u8>,
+    n: usize,
+    k: usize,
+}
+
+/// One row of activations quantized to 8-bit blocks.
+#[derive(Clone, Copy)]
+struct XBlock {
+    d: f32,
+    s: f32,
+    qs: [i8; QK],
+}
+
+impl QMatrix {
+    /// Wraps raw GGUF bytes of an `[n, k]` matrix in `format`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidModel`] when `k` is not a multiple of 32 or the byte count is off.
+    pub fn new(format: QFormat, data: Vec<u8>, n: usize, k: usize) -> Result<Self> {
+        if !k.is_multiple_of(QK) || data.len() != n * (k / QK) * format.block_bytes() {
+            return Err(Error::InvalidModel(format!(
+                "{format:?} matrix [{n}, {k}] with {} bytes",
+                data.len()
+            )));
+        }
+        Ok(Self { format, data, n, k })
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// `x [m, k]` (row-major) times `W^T` → `[m, n]`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `x.len()` is not a multiple of `k`.
+    pub fn matmul(&self, x: &[f32]) -> Result<Vec<f32>> {
+        match self.format {
+            QFormat::Q4_1 => self.matmul_with::<Q41>(x),
+            QFormat::Q8_0 => self.matmul_with::<Q80>(x),
+        }
+    }
+
+    fn matmul_with<K: Kernel>(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let (n, k) = (self.n, self.k);
+        if !x.len().is_multiple_of(k) {
+            return Err(Error::InvalidInput(format!(
+                "quantized matmul: {} inputs for k = {k}",
+                x.len()
+            )));
+        }
+        let m = x.len() / k;
+        let kb = k / QK;
+        let xq: Vec<XBlock> = if m >= 64 {
+            x.par_chunks_exact(QK).map(quantize_block).collect()
+        } else {
+            x.chunks_exact(QK).map(quantize_block).collect()
+        };
+        let avx2 = has_avx2();
+        let mut out = vec![0.0f32; m * n];
+        let out_ptr = SyncPtr(out.as_mut_ptr());
+        let job = |ci: usize| {
+            let cols = ci * COLS_PER_JOB..((ci + 1) * COLS_PER_JOB).min(n);
+            let row = |r: usize| &xq[r * kb..(r + 1) * kb];
+            // Row tiles keep a tile's quantized activations in L1/L2 while every
+            // column of the job passes over them (prefill has thousands of rows).
+            for r0 in (0..m).step_by(ROW_TILE) {
+                let r1 = (r0 + ROW_TILE).min(m);
+                let weights = |c: usize| &self.data[c * kb * K::W_BLOCK..(c + 1) * kb * K::W_BLOCK];
+                // SAFETY: jobs own disjoint column ranges, so every (r, c) element of
+                // `out` is written by exactly one job; `out` outlives the jobs.
+                let put = |r: usize, c: usize, v: f32| unsafe { *out_ptr.get().add(r * n + c) = v };
+                for c in cols.clone() {
+                    let w = weights(c);
+                    let mut r = r0;
+                    if avx2 {
+                        // Four rows share each unpacked weight block; per row the
+                        // arithmetic is exactly `dot_avx2`'s, so results stay
+                        // bit-identical to one row alone whatever the batch.
+                        while r + 4 <= r1 {
+                            let v =
+                                unsafe { K::dot4(w, [row(r), row(r + 1), row(r + 2), row(r + 3)]) };
+                            for (i, v) in v.into_iter().enumerate() {
+                                put(r + i, c, v);
+                            }
+                            r += 4;
+                        }
+                    }
+                    for i in r..r1 {
+                        let v = if avx2 {
+                            unsafe { K::dot(w, row(i)) }
+                        } else {
+                            K::dot_scalar(w, row(i))
+                        };
+                        put(i, c, v);
+                    }
+                }
+            }
+        };
+        let jobs = n.div_ceil(COLS_PER_JOB);
+        if n * m * kb < 4096 {
+            (0..jobs).for_each(job);
+        } else {
+            (0..jobs).into_par_iter().for_each(job);
+        }
+        Ok(out)
+    }
+}
+
+/// A raw output pointer shared by jobs that write disjoint elements.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: only used for writes to disjoint elements (see `Q41Matrix::matmul`).
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+fn quantize_block(x: &[f32]) -> XBlock {
+    let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut qs = [0i8; QK];
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round() as i8;
+        sum += *q as i32;
+    }
+    // Rounded through f16 like ggml's `block_q8_1`, so results track llama.cpp's.
+    let r = |v: f32| half::f16::from_f32(v).to_f32();
+    XBlock {
+        d: r(d),
+        s: r(d * sum as f32),
+        qs,
+    }
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX2.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One weight format's dot products against quantized activation rows. `dot4`
+/// must give, per row, exactly `dot`'s bits (batch invariance).
+trait Kernel {
+    const W_BLOCK: usize;
+    fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32;
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    unsafe fn dot(w: &[u8], x: &[XBlock]) -> f32;
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    unsafe fn dot4(w: &[u8], x: [&[XBlock]; 4]) -> [f32; 4];
+}
+
+struct Q41;
+struct Q80;
+
+impl Kernel for Q41 {
+    const W_BLOCK: usize = 20;
+    fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
+        q41_dot_scalar(w, x)
+    }
+    unsafe fn dot(w: &[u8], x: &[XBlock]) -> f32 {
+        unsafe { dot_avx2(w, x) }
+    }
+    unsafe fn dot4(w: &[u8], x: [&[XBlock]; 4]) -> [f32; 4] {
+        unsafe { dot4_avx2(w, x) }
+    }
+}
+
+impl Kernel for Q80 {
+    const W_BLOCK: usize = 34;
+    fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
+        let mut acc = 0.0f32;
+        for (wb, xb) in w.chunks_exact(Self::W_BLOCK).zip(x) {
+            let isum: i32 = wb[2..]
+                .iter()
+                .zip(&xb.qs)
+                .map(|(&q, &p)| q as i8 as i32 * p as i32)
+                .sum();
+            acc += f16_at(wb, 0) * xb.d * isum as f32;
+        }
+        acc
+    }
+    unsafe fn dot(w: &[u8], x: &[XBlock]) -> f32 {
+        unsafe { q80_dot_avx2(w, [x])[0] }
+    }
+    unsafe fn dot4(w: &[u8], x: [&[XBlock]; 4]) -> [f32; 4] {
+        unsafe { q80_dot_avx2(w, x) }
+    }
+}
+
+/// ggml's `ggml_vec_dot_q8_0_q8_0` AVX2 path for `R` activation rows sharing each
+/// weight block (the sign trick turns signed × signed into maddubs' unsigned ×
+/// signed); per row the operations are the same for every `R`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q80_dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); R];
+    let ones = _mm256_set1_epi16(1);
+    for (b, wb) in w.chunks_exact(Q80::W_BLOCK).enumerate() {
+        let d = f16_at(wb, 0);
+        // SAFETY: a Q8_0 block is 34 bytes, qs at 2..34.
+        let qw = unsafe { _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i) };
+        let aw = _mm256_sign_epi8(qw, qw);
+        for i in 0..R {
+            let xb = &x[i][b];
+            let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
+            let dot16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(qx, qw));
+            let dot32 = _mm256_madd_epi16(dot16, ones);
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(dot32), acc[i]);
+        }
+    }
+    acc.map(|a| hsum(a))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn q80_dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+    x.map(|x| Q80::dot_scalar(w, x))
+}
+
+fn q41_dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
+    let mut acc = 0.0f32;
+    let mut summs = 0.0f32;
+    for (wb, xb) in w.chunks_exact(Q41::W_BLOCK).zip(x) {
+        let (d, m) = (f16_at(wb, 0), f16_at(wb, 2));
+        let mut isum = 0i32;
+        for j in 0..16 {
+            let q = wb[4 + j];
+            isum += (q & 0x0F) as i32 * xb.qs[j] as i32 + (q >> 4) as i32 * xb.qs[j + 16] as i32;
+        }
+        acc += d * xb.d * isum as f32;
+        summs += m * xb.s;
+    }
+    acc + summs
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn dot_avx2(w: &[u8], x: &[XBlock]) -> f32 {
+    q41_dot_scalar(w, x)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn dot4_avx2(w: &[u8], x: [&[XBlock]; 4]) -> [f32; 4] {
+    x.map(|x| q41_dot_scalar(w, x))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let hi = _mm256_extractf128_ps(acc, 1);
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), hi);
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    let s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+    _mm_cvtss_f32(s1)
+}
+
+/// [`dot_avx2`] for four activation rows at once, same per-row operation order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot4_avx2(w: &[u8], x: [&[XBlock]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut summs = [0.0f32; 4];
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    for (b, wb) in w.chunks_exact(Q41::W_BLOCK).enumerate() {
+        let (d, m) = (f16_at(wb, 0), f16_at(wb, 2));
+        // SAFETY: as in `dot_avx2`.
+        let tmp = unsafe { _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i) };
+        let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), low);
+        for i in 0..4 {
+            let xb = &x[i][b];
+            summs[i] += m * xb.s;
+            let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
+            let dot32 = _mm256_madd_epi16(_mm256_maddubs_epi16(qw, qx), ones);
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(dot32), acc[i]);
+        }
+    }
+    [0, 1, 2, 3].map(|i| hsum(acc[i]) + summs[i])
+}
+
+/// ggml's `ggml_vec_dot_q4_1_q8_1` AVX2 path.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(w: &[u8], x: &[XBlock]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    for (wb, xb) in w.chunks_exact(Q41::W_BLOCK).zip(x) {
+        let (d, m) = (f16_at(wb, 0), f16_at(wb, 2));
+        summs += m * xb.s;
+        // SAFETY: wb has 20 bytes, qs at 4..20 (16 bytes); xb.qs is 32 bytes.
+        let tmp = unsafe { _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i) };
+        let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), low);
+        let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
+        let dot16 = _mm256_maddubs_epi16(qw, qx);
+        let dot32 = _mm256_madd_epi16(dot16, ones);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(dot32), acc);
+    }
+    hsum(acc) + summs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    #[test]
+    fn matches_candle_q4_1_matmul_closely_and_is_row_invariant() {
+        let dev = Device::Cpu;
+        let (n, k, m) = (70, 128, 7);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 104_729) % 977) as f32 / 300.0 - 1.5)
+            .collect();
+        let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
+        let q = QTensor::quantize(&wt, GgmlDType::Q4_1).unwrap();
+        let ours = QMatrix::new(QFormat::Q4_1, q.data().unwrap().to_vec(), n, k).unwrap();
+        let got = ours.matmul(&x).unwrap();
+        let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
+        let want = candle_core::quantized::QMatMul::QTensor(std::sync::Arc::new(q))
+            .forward(&xt)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            // candle rounds `s` as f16(Σq)·f16(d), ggml (and we) as f16(Σq·d): small differences.
+            assert!((a - b).abs() < 1e-2 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        // each row alone gives the same bits as in the batch
+        for r in 0..m {
+            let one = ours.matmul(&x[r * k..(r + 1) * k]).unwrap();
+            assert!(
+                one.iter()
+                    .zip(&got[r * n..(r + 1) * n])
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            );
+        }
+        // scalar and AVX2 agree to rounding
+        let xq: Vec<XBlock> = x[..k].chunks_exact(QK).map(quantize_block).collect();
+        let s = q41_dot_scalar(&ours.data[..(k / QK) * Q41::W_BLOCK], &xq);
+        assert!(
+            (s - got[0]).abs() < 1e-3 * (1.0 + s.abs()),
+            "{s} vs {}",
+            got[0]
+        );
+    }
+
+    #[test]
+    fn q8_0_matches_candle_closely_and_is_row_invariant() {
+        let dev = Device::Cpu;
+        let (n, k, m) = (37, 96, 6);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 613) % 997) as f32 / 400.0 - 1.2)
+            .collect();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 389) % 911) as f32 / 350.0 - 1.3)
+            .collect();
+        let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
+        let q = QTensor::quantize(&wt, GgmlDType::Q8_0).unwrap();
+        let ours = QMatrix::new(QFormat::Q8_0, q.data().unwrap().to_vec(), n, k).unwrap();
+        let got = ours.matmul(&x).unwrap();
+        let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
+        let want = candle_core::quantized::QMatMul::QTensor(std::sync::Arc::new(q))
+            .forward(&xt)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        for r in 0..m {
+            let one = ours.matmul(&x[r * k..(r + 1) * k]).unwrap();
+            assert!(
+                one.iter()
+                    .zip(&got[r * n..(r + 1) * n])
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            );
+        }
+        let xq: Vec<XBlock> = x[..k].chunks_exact(QK).map(quantize_block).collect();
+        let s = Q80::dot_scalar(&ours.data[..(k / QK) * Q80::W_BLOCK], &xq);
+        assert!(
+            (s - got[0]).abs() < 1e-4 * (1.0 + s.abs()),
+            "{s} vs {}",
+            got[0]
+        );
+        assert!(QMatrix::new(QFormat::Q8_0, vec![0; 33], 1, 32).is_err());
+    }
+}
