@@ -251,6 +251,23 @@ async fn every_failed_scrape_is_one_clear_line() {
     ])
     .await;
     assert!(e.contains("is longer than --window"), "{e}");
+    let e = read_err(&[
+        "--url",
+        "https://127.0.0.1:9/metrics",
+        "--window",
+        "1s",
+        "--interval",
+        "1s",
+    ])
+    .await;
+    assert!(e.ends_with("https is not supported: scrape the endpoint over http (e.g. through kubectl port-forward) or read it from Prometheus with --prometheus"), "{e}");
+    // --selector narrows Prometheus queries only.
+    let e = read_err(&["--url", "http://x", "--selector", "{a=\"b\"}"]).await;
+    assert!(e.contains("--selector narrows --prometheus queries"), "{e}");
+    assert!(
+        Cli::try_parse_from(["doctor", "--window", "1s"]).is_err(),
+        "a source is required"
+    );
     let e = read_err(&["--replay", "/nonexistent.prom"]).await;
     assert!(e.starts_with("/nonexistent.prom: "), "{e}");
     // A single snapshot cannot be diagnosed.

@@ -45,13 +45,8 @@ pub struct DoctorArgs {
     pub replay: Option<PathBuf>,
 
     /// Label matchers narrowing --prometheus, e.g. '{namespace="llm",model_name="smol"}'
-    #[arg(
-        long,
-        env = "CANDELA_DOCTOR_SELECTOR",
-        requires = "prometheus",
-        default_value = ""
-    )]
-    pub selector: String,
+    #[arg(long, env = "CANDELA_DOCTOR_SELECTOR")]
+    pub selector: Option<String>,
 
     /// How far back to look (`60s`, `5m`, `1h`)
     #[arg(long, env = "CANDELA_DOCTOR_WINDOW", default_value = "60s", value_parser = parse_duration)]
@@ -179,6 +174,12 @@ pub async fn read(args: &DoctorArgs) -> Result<(Series, String)> {
             args.interval, args.window
         )));
     }
+    if args.selector.is_some() && args.prometheus.is_none() {
+        return Err(Error::InvalidArgs(
+            "--selector narrows --prometheus queries; it does nothing with --url or --replay"
+                .into(),
+        ));
+    }
     let client = || scrape::Client::new(args.bearer_token.clone());
     if let Some(url) = &args.url {
         let c = client()?;
@@ -212,8 +213,8 @@ pub async fn read(args: &DoctorArgs) -> Result<(Series, String)> {
     }
     if let Some(base) = &args.prometheus {
         let c = client()?;
-        let series =
-            prom::read_window(&c, base, &args.selector, args.window, args.interval).await?;
+        let selector = args.selector.as_deref().unwrap_or_default();
+        let series = prom::read_window(&c, base, selector, args.window, args.interval).await?;
         if let Some(path) = &args.record {
             let chunks: Vec<String> = series
                 .snapshots
@@ -222,10 +223,10 @@ pub async fn read(args: &DoctorArgs) -> Result<(Series, String)> {
                 .collect();
             write_recording(path, &chunks)?;
         }
-        let name = if args.selector.is_empty() {
+        let name = if selector.is_empty() {
             base.clone()
         } else {
-            format!("{base} {}", args.selector)
+            format!("{base} {selector}")
         };
         return Ok((series, name));
     }

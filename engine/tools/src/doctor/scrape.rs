@@ -76,6 +76,17 @@ impl Client {
         url: &str,
         query: &[(&str, String)],
     ) -> Result<(reqwest::StatusCode, String)> {
+        if url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            // reqwest is built without TLS here (no TLS stack in the dependency tree).
+            return Err(http_err(
+                url,
+                "https is not supported: scrape the endpoint over http (e.g. through \
+                 kubectl port-forward) or read it from Prometheus with --prometheus",
+            ));
+        }
         let mut req = self.http.get(url).query(query);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
