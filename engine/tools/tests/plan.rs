@@ -154,6 +154,7 @@ fn the_real_gqa_config_holds_four_times_the_tokens() {
         "72.00 - 14.96 = 57.04 GiB",
         "32 layers x 8 KV heads x 2 (K+V) x 128 head_dim x 2 B",
         "= 128.0 KiB",
+        "KV dtype        bf16 (--kv-cache-dtype auto: the activation dtype, from torch_dtype bfloat16)",
         "467,280 (29,205 blocks of 16)",
         "500 prompt + 300 output = 800 tokens",
         "467,280 / 800 = 584.1 requests",
@@ -197,6 +198,7 @@ fn kv_fp8_and_tensor_parallel_flags_apply() {
     )
     .unwrap();
     assert_eq!(fp8.kv_bytes_per_token * 2, base.kv_bytes_per_token);
+    assert_eq!(fp8.kv_cache_dtype_source, "fp8 (--kv-cache-dtype fp8)");
     assert!(fp8.kv_pool_tokens >= 2 * base.kv_pool_tokens - 16);
     let tp2 = compute(
         &inputs(&args(&[

@@ -214,7 +214,7 @@ pub fn resolve(args: &PlanArgs, model: ModelShape) -> Result<Inputs> {
         "auto" => (
             activation.clone(),
             format!(
-                "{}: auto = activation dtype, {activation_why}",
+                "{} (--kv-cache-dtype auto: the activation dtype, from {activation_why})",
                 activation.name
             ),
         ),
