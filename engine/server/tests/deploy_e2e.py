@@ -1,7 +1,7 @@
 """The files in deploy/ and the chart against live data: deploy/local/stack.sh starts a real
 `candela serve` + `candela sidecar` + Prometheus (with deploy/rules) + Alertmanager on
-loopback, mixed load runs (queueing, preemption and swapping in a small KV pool, stop/length
-finishes, client aborts, shared prefixes), then every query the project ships is evaluated
+loopback, `candela bench serve` load runs (queueing, preemption and swapping in a small KV
+pool, stop/length finishes, shared prefixes) beside clients that hang up streams (aborts), then every query the project ships is evaluated
 against that Prometheus and must return data:
 
 - every panel query of deploy/dashboards/*.json ($namespace, $model_name, $__rate_interval
@@ -106,45 +106,53 @@ def substitute(expr):
 
 
 def run_load(stack, seconds):
-    """Threaded OpenAI clients (as prometheus_e2e.py's load) with a mix of finishes:
-    mostly complete requests (stop or length), some streams hung up after the first
-    chunk (aborts), all sharing a system prefix (prefix-cache hits)."""
-    url = stack["CANDELA_HTTP_URL"] + "/v1/completions"
-    stop_at = time.time() + seconds
-    counts = {"complete": 0, "hung_up": 0, "tokens": 0}
+    """`candela bench serve` (random prompts sharing a 32-token prefix for prefix-cache
+    hits, natural stops and length limits, up to 10 in flight on 6 sequences: queueing,
+    preemption and swapping) while two extra clients hang up streams after the first
+    chunk (aborts). The bench is sized to take about `seconds` on this stack."""
+    url = stack["CANDELA_HTTP_URL"]
+    results = tempfile.mkdtemp(prefix="candela-bench-")
+    bench = subprocess.Popen(
+        [BIN, "bench", "serve", "--base-url", url, "--model", SERVED, "--dataset-name", "random",
+         "--random-input-len", "48", "--random-output-len", "60", "--random-range-ratio", "0.8",
+         "--random-prefix-len", "32", "--num-prompts", str(max(40, int(seconds * 0.8))),
+         "--max-concurrency", "10", "--extra-body", '{"ignore_eos": false, "temperature": 0.8}',
+         "--ready-check-timeout-sec", "0", "--disable-tqdm", "--save-result",
+         "--result-dir", results, "--result-filename", "load.json"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    counts = {"hung_up": 0}
     errors = []
     lock = threading.Lock()
 
-    def worker(i):
+    def hang_up(i):
         rnd = random.Random(i)
-        while time.time() < stop_at:
-            body = {"model": SERVED, "prompt": SYSTEM + f"Customer {rnd.randint(0, 9999)} asks: describe {rnd.choice(['one', 'three'])} of your cakes.",
-                    "max_tokens": rnd.choice([8, 32, 96, 160]), "temperature": 0.8,
-                    "seed": rnd.randint(0, 10**6)}
-            hang_up = rnd.random() < 0.12
-            body["stream"] = hang_up
-            req = urllib.request.Request(url, data=json.dumps(body).encode(),
+        while bench.poll() is None:
+            body = {"model": SERVED, "prompt": SYSTEM + f"Customer {rnd.randint(0, 9999)} asks about cakes.",
+                    "max_tokens": 64, "stream": True}
+            req = urllib.request.Request(url + "/v1/completions", data=json.dumps(body).encode(),
                                          headers={"content-type": "application/json"})
             try:
                 with urllib.request.urlopen(req, timeout=180) as r:
-                    if hang_up:
-                        r.readline()  # first SSE chunk, then hang up mid-stream
-                        with lock:
-                            counts["hung_up"] += 1
-                    else:
-                        usage = json.load(r)["usage"]
-                        with lock:
-                            counts["complete"] += 1
-                            counts["tokens"] += usage["completion_tokens"]
+                    r.readline()  # first SSE chunk, then hang up mid-stream
+                    with lock:
+                        counts["hung_up"] += 1
             except OSError as e:  # noqa: PERF203 - a failed request fails the test below
                 errors.append(repr(e))
+            time.sleep(rnd.uniform(1, 4))
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(10)]
+    threads = [threading.Thread(target=hang_up, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
+    out, _ = bench.communicate(timeout=max(600, seconds * 6))
     for t in threads:
         t.join()
+    assert bench.returncode == 0, out
     assert not errors, errors[:5]
+    result = json.loads(pathlib.Path(results, "load.json").read_text())
+    shutil.rmtree(results, ignore_errors=True)
+    assert result["failed"] == 0, out
+    counts.update(complete=result["completed"], tokens=result["total_output_tokens"])
+    print(out)
     return counts
 
 

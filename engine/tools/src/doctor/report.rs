@@ -9,10 +9,12 @@ use serde::Serialize;
 use super::diagnose::{Diagnosis, Finding, pct, secs};
 use super::facts::{Dist, Facts};
 
-fn dist(d: Option<Dist>) -> String {
+/// Quantiles of a histogram; `unit` names what one observation is (TTFT: a
+/// request, TPOT: an output token).
+fn dist(d: Option<Dist>, unit: &str) -> String {
     match d {
         Some(d) if d.count > 0.0 => format!(
-            "p50 {}, p95 {}, p99 {} ({:.0} requests)",
+            "p50 {}, p95 {}, p99 {} ({:.0} {unit})",
             secs(d.p50),
             secs(d.p95),
             secs(d.p99),
@@ -71,8 +73,8 @@ pub fn summary(f: &Facts) -> String {
             f.prompt_tokens.rate, f.generation_tokens.rate, f.finished, f.aborted
         ),
     );
-    line("TTFT", dist(f.ttft));
-    line("TPOT", dist(f.tpot));
+    line("TTFT", dist(f.ttft, "requests"));
+    line("TPOT", dist(f.tpot, "tokens"));
     line("prefix cache", prefix(f));
     let mean = |d: Option<Dist>| {
         d.filter(|d| d.count > 0.0)
