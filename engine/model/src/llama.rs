@@ -102,20 +102,26 @@ impl Linear {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match &self.w {
-            Weight::Candle(w) => w.forward(x)?,
-            Weight::Quant(w) => {
-                let rows = x.dim(0)?;
-                let out = w.matmul(&x.flatten_all()?.to_vec1::<f32>()?)?;
-                let n = out.len() / rows.max(1);
-                Tensor::from_vec(out, (rows, n), x.device())?
+    /// `x` (`rows` rows, row-major) times `W^T` (+ b), row-major out.
+    pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut y = match &self.w {
+            Weight::Quant(w) => w.matmul(x)?,
+            Weight::Candle(w) => {
+                let k = x.len() / rows.max(1);
+                let xt = Tensor::from_slice(x, (rows, k), &Device::Cpu)?;
+                w.forward(&xt)?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?
             }
         };
-        Ok(match &self.b {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+        if let Some(b) = &self.b {
+            let b = b.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            for row in y.chunks_exact_mut(b.len()) {
+                row.iter_mut().zip(&b).for_each(|(y, b)| *y += b);
+            }
+        }
+        Ok(y)
     }
 }
 
@@ -213,44 +219,78 @@ impl Llama {
             return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &self.device)?);
         }
         let ids = Tensor::from_slice(&batch.token_ids, t, &self.device)?;
-        let mut x = self.embed.embedding(&ids)?.to_dtype(DType::F32)?;
+        // The layer loop works on plain row-major buffers: one allocation per
+        // projection, no tensor-op dispatch per norm, activation or residual add.
+        let mut x = flat(&self.embed.embedding(&ids)?.to_dtype(DType::F32)?)?;
+        let eps = c.rms_norm_eps as f32;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let mut h = vec![0.0f32; x.len()];
         let mut attn = vec![0.0f32; t * c.num_heads * c.head_dim];
         for (li, layer) in self.layers.iter().enumerate() {
             // Spans feed the engine's profiler (/start_profile); free when it is off.
             let _layer = tracing::trace_span!("layer", index = li).entered();
             let attn_span = tracing::trace_span!("attention").entered();
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.rms_norm_eps as f32)?;
-            let mut q = flat(&layer.q.forward(&h)?)?;
-            let mut k = flat(&layer.k.forward(&h)?)?;
-            let v = flat(&layer.v.forward(&h)?)?;
+            rms_norm(&x, &flat(&layer.attn_norm)?, eps, &mut h);
+            let mut q = layer.q.forward(&h, t)?;
+            let mut k = layer.k.forward(&h, t)?;
+            let v = layer.v.forward(&h, t)?;
             self.rope.apply(&mut q, &batch.positions)?;
             self.rope.apply(&mut k, &batch.positions)?;
             let lc = cache.layer_mut(li);
             write_kv(lc, &k, &v, &batch.slot_mapping)?;
             paged_attention(&q, lc, batch, scale, &mut attn)?;
-            let a = Tensor::from_slice(&attn, (t, c.num_heads * c.head_dim), &self.device)?;
-            x = (x + layer.o.forward(&a)?)?;
+            add_assign(&mut x, &layer.o.forward(&attn, t)?);
             drop(attn_span);
             let _mlp = tracing::trace_span!("mlp").entered();
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, c.rms_norm_eps as f32)?;
-            let g = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
-            let m = (g * layer.up.forward(&h)?)?;
-            x = (x + layer.down.forward(&m)?)?;
+            rms_norm(&x, &flat(&layer.ffn_norm)?, eps, &mut h);
+            let mut g = layer.gate.forward(&h, t)?;
+            let u = layer.up.forward(&h, t)?;
+            silu_mul(&mut g, &u);
+            add_assign(&mut x, &layer.down.forward(&g, t)?);
         }
         if batch.logits_indices.is_empty() {
             return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &self.device)?);
         }
         let _head = tracing::trace_span!("lm_head").entered();
-        let idx: Vec<u32> = batch.logits_indices.iter().map(|&i| i as u32).collect();
-        let idx = Tensor::from_vec(idx, batch.logits_indices.len(), &self.device)?;
-        let x = x.index_select(&idx, 0)?.contiguous()?;
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, c.rms_norm_eps as f32)?;
-        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+        let hidden = c.hidden_size;
+        let rows = batch.logits_indices.len();
+        let mut picked = Vec::with_capacity(rows * hidden);
+        for &i in &batch.logits_indices {
+            picked.extend_from_slice(&x[i * hidden..(i + 1) * hidden]);
+        }
+        let mut normed = vec![0.0f32; picked.len()];
+        rms_norm(&picked, &flat(&self.norm)?, eps, &mut normed);
+        let logits = self.lm_head.forward(&normed, rows)?;
+        Ok(Tensor::from_vec(
+            logits,
+            (rows, c.vocab_size),
+            &self.device,
+        )?)
     }
 }
 
-/// A 2-D `f32` tensor's rows as one flat vector.
+/// `out = x / sqrt(mean(x²) + eps) * w` per row of `w.len()` values.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    for (xr, or) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
+        let inv = 1.0 / (crate::attention::dot(xr, xr) / w.len() as f32 + eps).sqrt();
+        for ((o, &x), &w) in or.iter_mut().zip(xr).zip(w) {
+            *o = x * inv * w;
+        }
+    }
+}
+
+/// `g = silu(g) * u`, SwiGLU's gate.
+fn silu_mul(g: &mut [f32], u: &[f32]) {
+    for (g, &u) in g.iter_mut().zip(u) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+fn add_assign(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+}
+
+/// An `f32` tensor's values as one flat vector.
 fn flat(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+    Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
