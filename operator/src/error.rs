@@ -26,6 +26,10 @@ pub enum Error {
     /// Leader election failed.
     #[error("leader election: {0}")]
     Lease(String),
+
+    /// The alerts backend's scale-down timer could not apply its decision.
+    #[error("alerts autoscaling: {0}")]
+    AlertScaling(String),
 }
 
 /// Result with the operator's [`Error`].
@@ -41,6 +45,7 @@ impl Error {
             Self::MissingMetadata(_) => "missing_metadata",
             Self::Render(_) => "render",
             Self::Lease(_) => "lease",
+            Self::AlertScaling(_) => "alert_scaling",
         }
     }
 }

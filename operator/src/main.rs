@@ -1,5 +1,6 @@
-//! `candela-operator`: runs the InferenceDeployment controller with leader election and
-//! serves `/metrics`, `/healthz` and `/readyz`.
+//! `candela-operator`: runs the InferenceDeployment controller with leader election,
+//! serves `/metrics`, `/healthz` and `/readyz`, and, on a listener of its own, the
+//! Alertmanager webhook of the alerts autoscaling backend.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,11 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use candela_operator::alerts::Scaler;
 use candela_operator::builders::BuildConfig;
 use candela_operator::controller::{self, Context, RunConfig};
 use candela_operator::http::{self, HttpState};
 use candela_operator::leader::{LeaderElector, LeaseConfig};
 use candela_operator::metrics::Metrics;
+use candela_operator::webhook::{self, WebhookState};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -53,8 +56,14 @@ struct Args {
     #[arg(long = "monitoring-label", env = "CANDELA_MONITORING_LABELS", value_delimiter = ',', value_parser = parse_label)]
     monitoring_labels: Vec<(String, String)>,
 
-    /// Bearer token Alertmanager must send to `POST /alertmanager` (the alerts autoscaling
-    /// backend). Unset: the webhook answers 503.
+    /// Address of the Alertmanager webhook `POST /alertmanager` (the alerts autoscaling
+    /// backend); plain HTTP with a bearer token, on its own port so a NetworkPolicy can
+    /// open it to Alertmanager only.
+    #[arg(long, env = "CANDELA_WEBHOOK_LISTEN", default_value = "0.0.0.0:8081")]
+    webhook_listen: SocketAddr,
+
+    /// Bearer token Alertmanager must send to `POST /alertmanager`. Unset: the webhook
+    /// answers 503.
     #[arg(long, env = "CANDELA_WEBHOOK_TOKEN", hide_env_values = true)]
     webhook_token: Option<String>,
 
@@ -101,13 +110,14 @@ async fn main() -> anyhow::Result<()> {
     let http_state = HttpState {
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
-        client: Some(client.clone()),
-        webhook_token: args
-            .webhook_token
-            .filter(|t| !t.is_empty())
-            .map(|t| Arc::from(t.as_str())),
     };
-    let server = tokio::spawn(http::serve(args.http_addr, http_state));
+    let http_listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
+    let webhook_listener = tokio::net::TcpListener::bind(args.webhook_listen)
+        .await
+        .with_context(|| format!("binding --webhook-listen {}", args.webhook_listen))?;
+    let server = tokio::spawn(http::serve(http_listener, http_state));
 
     let build = BuildConfig {
         engine_image: args.engine_image,
@@ -115,6 +125,21 @@ async fn main() -> anyhow::Result<()> {
         monitoring_labels: args.monitoring_labels.into_iter().collect(),
     };
     let ctx = Arc::new(Context::new(client.clone(), build, Arc::clone(&metrics)));
+    // Every replica answers Alertmanager, the standbys too: the decisions serialize on the
+    // custom resource's resourceVersion, not on the lease.
+    let webhook_state = WebhookState {
+        token: args
+            .webhook_token
+            .filter(|t| !t.is_empty())
+            .map(|t| Arc::from(t.as_str())),
+        scaler: Some(Scaler::new(
+            client.clone(),
+            ctx.recorder.clone(),
+            Arc::clone(&metrics),
+        )),
+        metrics: Arc::clone(&metrics),
+    };
+    let webhook_server = tokio::spawn(webhook::serve(webhook_listener, webhook_state));
     let run_config = RunConfig {
         namespace: args.watch_namespace,
         concurrency: args.concurrency,
@@ -125,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
         metrics.leader.set(1);
         controller::run(ctx, run_config).await;
         server.abort();
+        webhook_server.abort();
         return Ok(());
     }
 
@@ -176,6 +202,7 @@ mod tests {
         let args = Args::try_parse_from([
             "candela-operator",
             "--http-addr=0.0.0.0:8080",
+            "--webhook-listen=0.0.0.0:8081",
             "--monitoring-label",
             "release=kube-prometheus-stack,team=ml",
             "--monitoring-label=tier=gold",
@@ -192,6 +219,7 @@ mod tests {
             ]
         );
         assert_eq!(args.webhook_token.as_deref(), Some("secret"));
+        assert_eq!(args.webhook_listen.port(), 8081);
         assert!(
             Args::try_parse_from(["candela-operator", "--monitoring-label", "novalue"]).is_err()
         );

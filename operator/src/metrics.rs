@@ -20,6 +20,20 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Label set of the alerts backend's decisions counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `scaled_up`, `scaled_down`, `unchanged`, `not_found`, `ignored` or `failed`.
+    pub result: String,
+}
+
+/// Label set of the webhook requests counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    /// HTTP status code of the answer.
+    pub code: String,
+}
+
 /// All operator metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -32,6 +46,10 @@ pub struct Metrics {
     pub duration: Histogram,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    /// Alerts-backend decisions per InferenceDeployment, by result.
+    pub alert_decisions: Family<DecisionLabels, Counter>,
+    /// Alertmanager webhook requests, by answer code.
+    pub webhook_requests: Family<CodeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -41,6 +59,8 @@ impl Default for Metrics {
         let failures = Family::<ErrorLabels, Counter>::default();
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let leader = Gauge::default();
+        let alert_decisions = Family::<DecisionLabels, Counter>::default();
+        let webhook_requests = Family::<CodeLabels, Counter>::default();
         registry.register(
             "reconciliations",
             "Reconciliations started",
@@ -61,12 +81,24 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        registry.register(
+            "alert_scaling_decisions",
+            "Alerts-backend decisions per InferenceDeployment, by result",
+            alert_decisions.clone(),
+        );
+        registry.register(
+            "alertmanager_webhook_requests",
+            "Alertmanager webhook requests, by HTTP answer code",
+            webhook_requests.clone(),
+        );
         Self {
             registry,
             reconciliations,
             failures,
             duration,
             leader,
+            alert_decisions,
+            webhook_requests,
         }
     }
 }
@@ -86,6 +118,24 @@ impl Metrics {
         self.failures
             .get_or_create(&ErrorLabels {
                 error: error.metric_label().to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an alerts-backend decision.
+    pub fn alert_decision(&self, result: &str) {
+        self.alert_decisions
+            .get_or_create(&DecisionLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an answered webhook request.
+    pub fn webhook_request(&self, code: u16) {
+        self.webhook_requests
+            .get_or_create(&CodeLabels {
+                code: code.to_string(),
             })
             .inc();
     }

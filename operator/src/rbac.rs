@@ -31,11 +31,10 @@ pub fn cluster_role() -> ClusterRole {
             ..ObjectMeta::default()
         },
         rules: Some(vec![
-            // patch: the alerts backend's cooldown annotation.
             rule(
                 &["candela.dev"],
                 &["inferencedeployments"],
-                &["get", "list", "watch", "patch"],
+                &["get", "list", "watch"],
             ),
             // The alerts backend scales through the scale subresource.
             rule(
@@ -43,6 +42,7 @@ pub fn cluster_role() -> ClusterRole {
                 &["inferencedeployments/scale"],
                 &["get", "patch", "update"],
             ),
+            // The reconciler's status, and the alerts backend's status.alertScaling.
             rule(
                 &["candela.dev"],
                 &["inferencedeployments/status"],

@@ -1,214 +1,234 @@
-//! The `alerts` autoscaling backend: an Alertmanager webhook receiver
-//! (`POST /alertmanager`) that scales an InferenceDeployment through its scale
-//! subresource when the operator's own alerts fire for it.
+//! The Alertmanager webhook receiver of the `alerts` autoscaling backend: `POST
+//! /alertmanager` on its own listener (`--webhook-listen`, default `0.0.0.0:8081`), apart
+//! from `/metrics` and the probes, so a NetworkPolicy can open it to Alertmanager alone.
 //!
-//! A firing pressure alert (queueing, KV cache nearly full, swapping, slow TTFT) adds
-//! `step` replicas up to `maxReplicas`; a notification in which all of them are resolved
-//! removes `step` down to `minReplicas`. Consecutive changes are at least `cooldownSeconds`
-//! apart; the time of the last change is kept in an annotation on the custom resource, so
-//! the cooldown survives operator restarts and leader changes.
+//! The webhook scales workloads, so it is closed unless a token is configured
+//! (`--webhook-token`): Alertmanager must send `Authorization: Bearer <token>` (its
+//! receiver's `http_config.authorization`); the token is checked before the body is read.
+//! Every request gets a JSON answer:
+//!
+//! | answer | when |
+//! |--------|------|
+//! | 200 `{targets: [...]}` | at least one named InferenceDeployment uses the alerts backend; each target says `scaled_up`, `scaled_down` or `unchanged`, with the reason |
+//! | 400 `{error}` | not a version-4 Alertmanager payload, or an alert without a valid `status`/`startsAt` (nothing changes) |
+//! | 401 `{error}` | missing or wrong bearer token |
+//! | 404 `{targets}` | no named InferenceDeployment exists |
+//! | 409 `{targets}` | they exist, but none uses the alerts backend (each says which backend) |
+//! | 422 `{error}` | no alert carries `namespace` and `inference_deployment` labels |
+//! | 500 `{targets}` | an API call failed (Alertmanager retries; retries are safe) |
+//! | 503 `{error}` | no token configured |
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
-use serde::Deserialize;
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use serde_json::json;
-use tracing::info;
 
-use crate::Result;
-use crate::controller::apply::MANAGER;
-use crate::crd::{AutoscalingBackend, InferenceDeployment};
+use crate::alerts::{Scaler, Verdict, payload};
+use crate::metrics::Metrics;
 
-/// Alerts that mean "this InferenceDeployment needs more replicas".
-pub const SCALE_UP_ALERTS: [&str; 4] = [
-    "CandelaRequestsWaiting",
-    "CandelaKVCacheNearlyFull",
-    "CandelaSequencesSwapped",
-    "CandelaTTFTHigh",
-];
-
-/// Annotation holding the RFC 3339 time of the last alert-driven scale change.
-pub const LAST_SCALE_ANNOTATION: &str = "candela.dev/alerts-last-scale";
-
-/// The parts of Alertmanager's webhook payload the receiver reads.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Payload {
-    /// Alerts of the notification.
-    #[serde(default)]
-    pub alerts: Vec<Alert>,
+/// Shared state of the webhook.
+#[derive(Clone)]
+pub struct WebhookState {
+    /// Bearer token Alertmanager must send (absent: every request gets 503).
+    pub token: Option<Arc<str>>,
+    /// Applies the decisions (absent: 503 after the token and payload checks).
+    pub scaler: Option<Scaler>,
+    /// Operator metrics (answers by code, decisions by result).
+    pub metrics: Arc<Metrics>,
 }
 
-/// One alert of a notification.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Alert {
-    /// `firing` or `resolved`.
-    pub status: String,
-    /// The alert's labels (the rules set `namespace` and `inference_deployment`).
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+/// The webhook's router.
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route("/alertmanager", post(alertmanager))
+        .with_state(state)
 }
 
-/// For each (namespace, name) the payload mentions: whether a scale-up alert is firing.
-pub fn pressure_by_target(payload: &Payload) -> BTreeMap<(String, String), bool> {
-    let mut targets: BTreeMap<(String, String), bool> = BTreeMap::new();
-    for alert in &payload.alerts {
-        let Some(alertname) = alert.labels.get("alertname") else {
-            continue;
-        };
-        if !SCALE_UP_ALERTS.contains(&alertname.as_str()) {
-            continue;
-        }
-        let (Some(ns), Some(name)) = (
-            alert.labels.get("namespace"),
-            alert.labels.get("inference_deployment"),
-        ) else {
-            continue;
-        };
-        let firing = targets.entry((ns.clone(), name.clone())).or_insert(false);
-        *firing |= alert.status == "firing";
-    }
-    targets
-}
-
-/// The replica count to set, or `None` to leave it.
-pub fn decide(infd: &InferenceDeployment, firing: bool, now: Timestamp) -> Option<i32> {
-    let a = infd
-        .spec
-        .active_autoscaling()
-        .filter(|a| a.backend == AutoscalingBackend::Alerts)?;
-    let settings = a.alerts.clone().unwrap_or_default();
-    let cooldown = SignedDuration::from_secs(i64::from(settings.cooldown_seconds.unwrap_or(300)));
-    let last = infd
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|m| m.get(LAST_SCALE_ANNOTATION));
-    if let Some(last) = last.and_then(|t| t.parse::<Timestamp>().ok())
-        && now.duration_since(last) < cooldown
-    {
-        return None;
-    }
-    let step = settings.step.unwrap_or(1);
-    let current = infd.spec.replicas;
-    let target = if firing {
-        current.saturating_add(step).min(a.max_replicas)
-    } else {
-        current.saturating_sub(step).max(a.min_replicas)
-    };
-    (target != current).then_some(target)
-}
-
-/// Handles one notification: scales every InferenceDeployment it concerns.
-/// Returns the (namespace, name, replicas) changes made.
+/// Serves [`router`] on `listener` until the process exits.
 ///
 /// # Errors
-/// [`crate::Error::Kube`] when reading or scaling a custom resource fails.
-pub async fn handle(client: &Client, payload: &Payload) -> Result<Vec<(String, String, i32)>> {
-    let mut changes = Vec::new();
-    for ((ns, name), firing) in pressure_by_target(payload) {
-        let api: Api<InferenceDeployment> = Api::namespaced(client.clone(), &ns);
-        let Some(infd) = api.get_opt(&name).await? else {
-            continue;
-        };
-        let now = Timestamp::now();
-        let Some(replicas) = decide(&infd, firing, now) else {
-            continue;
-        };
-        let pp = PatchParams::default();
-        api.patch_scale(
-            &name,
-            &pp,
-            &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
-        )
-        .await?;
-        let annotate =
-            json!({ "metadata": { "annotations": { LAST_SCALE_ANNOTATION: now.to_string() } } });
-        api.patch(
-            &name,
-            &PatchParams {
-                field_manager: Some(MANAGER.into()),
-                ..pp
-            },
-            &Patch::Merge(annotate),
-        )
-        .await?;
-        info!(namespace = %ns, name = %name, replicas, firing, "scaled by alert");
-        changes.push((ns, name, replicas));
+/// I/O errors serving.
+pub async fn serve(listener: tokio::net::TcpListener, state: WebhookState) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving the Alertmanager webhook POST /alertmanager");
     }
-    Ok(changes)
+    axum::serve(listener, router(state)).await
+}
+
+async fn alertmanager(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (status, answer) = answer(&state, &headers, &body).await;
+    state.metrics.webhook_request(status.as_u16());
+    (status, Json(answer)).into_response()
+}
+
+async fn answer(
+    state: &WebhookState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (StatusCode, serde_json::Value) {
+    let error = |status: StatusCode, message: String| (status, json!({ "error": message }));
+    let Some(token) = state.token.as_deref() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the Alertmanager webhook is disabled: start the operator with --webhook-token \
+             (env CANDELA_WEBHOOK_TOKEN)"
+                .into(),
+        );
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer <webhook token>)".into(),
+        );
+    }
+    let notification = match payload::parse(body) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if notification.targets.is_empty() {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({
+                "error": "no alert names an InferenceDeployment (labels namespace and \
+                          inference_deployment): nothing to scale",
+                "unlabelledAlerts": notification.unlabelled,
+            }),
+        );
+    }
+    let Some(scaler) = &state.scaler else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no Kubernetes client".into(),
+        );
+    };
+    let mut outcomes = Vec::with_capacity(notification.targets.len());
+    for (target, alerts) in &notification.targets {
+        outcomes.push(
+            scaler
+                .evaluate(&target.namespace, &target.name, alerts)
+                .await,
+        );
+    }
+    let any = |v: Verdict| outcomes.iter().any(|o| o.result == v);
+    let status = if any(Verdict::Failed) {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else if any(Verdict::ScaledUp) || any(Verdict::ScaledDown) || any(Verdict::Unchanged) {
+        StatusCode::OK
+    } else if any(Verdict::Ignored) {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    (
+        status,
+        json!({ "targets": outcomes, "unlabelledAlerts": notification.unlabelled }),
+    )
+}
+
+/// Compares without an early exit, so response timing does not reveal the token's prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::infd;
+    use axum::body::Body;
+    use tower::ServiceExt;
 
-    fn alerts(replicas: i32, annotation: Option<&str>) -> InferenceDeployment {
-        let mut obj = infd(&format!(
-            "spec: {{model: {{source: hf://org/m}}, replicas: {replicas}, \
-             autoscaling: {{backend: alerts, minReplicas: 1, maxReplicas: 4, alerts: {{cooldownSeconds: 60, step: 2}}}}}}"
-        ));
-        if let Some(t) = annotation {
-            obj.metadata.annotations = Some(BTreeMap::from([(
-                LAST_SCALE_ANNOTATION.to_owned(),
-                t.to_owned(),
-            )]));
+    fn state(token: Option<&str>) -> WebhookState {
+        WebhookState {
+            token: token.map(Arc::from),
+            scaler: None,
+            metrics: Arc::new(Metrics::default()),
         }
-        obj
     }
 
-    fn at(secs: i64) -> Timestamp {
-        Timestamp::from_second(secs).expect("timestamp")
+    async fn post(state: WebhookState, auth: Option<&str>, body: &str) -> (StatusCode, String) {
+        let mut req =
+            axum::http::Request::post("/alertmanager").header("content-type", "application/json");
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        let response = router(state)
+            .oneshot(req.body(Body::from(body.to_owned())).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    #[test]
-    fn firing_scales_up_by_step_within_max() {
-        assert_eq!(decide(&alerts(1, None), true, at(0)), Some(3));
-        assert_eq!(decide(&alerts(3, None), true, at(0)), Some(4));
-        assert_eq!(decide(&alerts(4, None), true, at(0)), None);
+    #[tokio::test]
+    async fn webhook_is_closed_without_a_configured_token() {
+        let (status, body) = post(state(None), Some("Bearer x"), r#"{"alerts":[]}"#).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("--webhook-token"), "{body}");
     }
 
-    #[test]
-    fn resolved_scales_down_within_min() {
-        assert_eq!(decide(&alerts(4, None), false, at(0)), Some(2));
-        assert_eq!(decide(&alerts(2, None), false, at(0)), Some(1));
-        assert_eq!(decide(&alerts(1, None), false, at(0)), None);
+    #[tokio::test]
+    async fn webhook_rejects_a_missing_or_wrong_token_before_reading_the_body() {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Basic c2VjcmV0"),
+            Some("secret"),
+        ] {
+            let (status, body) = post(state(Some("secret")), auth, "not json").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}: {body}");
+        }
     }
 
-    #[test]
-    fn cooldown_blocks_changes() {
-        let last = at(1_000).to_string();
-        assert_eq!(decide(&alerts(1, Some(&last)), true, at(1_030)), None);
-        assert_eq!(decide(&alerts(1, Some(&last)), true, at(1_061)), Some(3));
-    }
-
-    #[test]
-    fn other_backends_are_ignored() {
-        let obj = infd(
-            "spec: {model: {source: hf://org/m}, autoscaling: {backend: hpa, maxReplicas: 4}}",
+    #[tokio::test]
+    async fn webhook_answers_malformed_and_unlabelled_payloads() {
+        let s = || state(Some("secret"));
+        let (status, body) = post(s(), Some("Bearer secret"), "{").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body.contains("not an Alertmanager webhook payload"),
+            "{body}"
         );
-        assert_eq!(decide(&obj, true, at(0)), None);
+        let (status, body) = post(
+            s(),
+            Some("Bearer secret"),
+            r#"{"version":"4","alerts":[{"status":"firing","labels":{"alertname":"X"},"startsAt":"2026-01-01T00:00:00Z"}]}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(body.contains("\"unlabelledAlerts\":1"), "{body}");
+        let metrics = s().metrics;
+        let m = WebhookState {
+            metrics: Arc::clone(&metrics),
+            ..s()
+        };
+        post(m, Some("Bearer nope"), "{}").await;
+        assert!(
+            metrics
+                .encode()
+                .contains("candela_operator_alertmanager_webhook_requests_total{code=\"401\"} 1")
+        );
     }
 
     #[test]
-    fn payload_groups_alerts_by_target() {
-        let payload: Payload = serde_json::from_value(json!({ "alerts": [
-            { "status": "resolved", "labels": { "alertname": "CandelaTTFTHigh", "namespace": "a", "inference_deployment": "x" } },
-            { "status": "firing", "labels": { "alertname": "CandelaRequestsWaiting", "namespace": "a", "inference_deployment": "x" } },
-            { "status": "resolved", "labels": { "alertname": "CandelaKVCacheNearlyFull", "namespace": "b", "inference_deployment": "y" } },
-            { "status": "firing", "labels": { "alertname": "CandelaRequestErrors", "namespace": "c", "inference_deployment": "z" } },
-            { "status": "firing", "labels": { "alertname": "CandelaRequestsWaiting" } },
-        ]}))
-        .expect("payload");
-        let targets = pressure_by_target(&payload);
-        assert_eq!(
-            targets,
-            BTreeMap::from([
-                (("a".into(), "x".into()), true),
-                (("b".into(), "y".into()), false)
-            ])
-        );
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

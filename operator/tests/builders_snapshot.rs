@@ -64,3 +64,8 @@ fn cpu_model_with_keda_and_grafana_operator() {
 fn monitoring_and_autoscaling_off() {
     check("monitoring-off");
 }
+
+#[test]
+fn cpu_model_with_the_alerts_backend() {
+    check("alerts-cpu");
+}

@@ -60,7 +60,11 @@ fn committed_crd_and_rbac_match_the_rust_types() {
 fn every_alert_has_a_runbook_section() {
     let runbooks =
         std::fs::read_to_string(root().join("docs/runbooks.md")).expect("docs/runbooks.md");
-    for alert in candela_operator::builders::monitoring::ALERTS {
+    let scale_up = candela_operator::alerts::SCALE_UP_ALERTS;
+    for alert in candela_operator::builders::monitoring::ALERTS
+        .iter()
+        .chain(scale_up.iter())
+    {
         assert!(
             runbooks.lines().any(|l| l == format!("## {alert}")),
             "docs/runbooks.md has no `## {alert}` section"

@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use candela_operator::builders::BuildConfig;
@@ -23,7 +22,7 @@ use candela_operator::controller::{self, Context, RunConfig};
 use candela_operator::crd::InferenceDeployment;
 use candela_operator::leader::{LeaderElector, LeaseConfig};
 use candela_operator::metrics::Metrics;
-use candela_operator::rbac;
+
 use common::{testenv, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -103,58 +102,6 @@ async fn crd_is_accepted_and_the_schema_validates_examples() {
     assert!(stored.spec.monitoring.service_monitor.enabled);
 }
 
-/// Grants the operator's user the generated ClusterRole and leader-election Role.
-async fn grant_operator_rbac(admin: &Client, lease_ns: &str) {
-    let pp = PatchParams::apply("candela-tests").force();
-    Api::<ClusterRole>::all(admin.clone())
-        .patch(rbac::CLUSTER_ROLE, &pp, &Patch::Apply(rbac::cluster_role()))
-        .await
-        .expect("ClusterRole");
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": { "name": rbac::CLUSTER_ROLE },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac::CLUSTER_ROLE },
-        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": testenv::OPERATOR_USER }],
-    }))
-    .expect("binding");
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .patch(rbac::CLUSTER_ROLE, &pp, &Patch::Apply(binding))
-        .await
-        .expect("ClusterRoleBinding");
-    common::create_namespace(admin, lease_ns).await;
-    let role = rbac::leader_election_role(lease_ns);
-    Api::<Role>::namespaced(admin.clone(), lease_ns)
-        .patch(rbac::LEADER_ROLE, &pp, &Patch::Apply(role))
-        .await
-        .expect("Role");
-    let role_binding: RoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": { "name": rbac::LEADER_ROLE, "namespace": lease_ns },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": rbac::LEADER_ROLE },
-        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": testenv::OPERATOR_USER }],
-    }))
-    .expect("role binding");
-    Api::<RoleBinding>::namespaced(admin.clone(), lease_ns)
-        .patch(rbac::LEADER_ROLE, &pp, &Patch::Apply(role_binding))
-        .await
-        .expect("RoleBinding");
-    // The RBAC authorizer sees new bindings through an informer: wait until it does
-    // (patching the scale of a missing object answers 404 once allowed, 403 before).
-    let operator = testenv::shared().operator().await;
-    let probe: Api<InferenceDeployment> = Api::namespaced(operator, "default");
-    wait_for("RBAC to propagate", WAIT, || async {
-        let patch = Patch::Merge(json!({ "spec": { "replicas": 1 } }));
-        match probe
-            .patch_scale("rbac-probe", &PatchParams::default(), &patch)
-            .await
-        {
-            Err(kube::Error::Api(s)) if s.code == 404 => Some(()),
-            _ => None,
-        }
-    })
-    .await;
-}
-
 fn condition(infd: &InferenceDeployment, type_: &str) -> Option<(String, String, String)> {
     let c = infd
         .status
@@ -184,34 +131,6 @@ async fn wait_condition(
     .await
 }
 
-/// Marks every pod of `name` Running and Ready, as a kubelet would.
-async fn make_pods_ready(admin: &Client, ns: &str, name: &str) -> usize {
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
-    let selector = format!("app.kubernetes.io/instance={name}");
-    let list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .expect("pods");
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    for pod in &list.items {
-        let status = json!({ "status": {
-            "phase": "Running",
-            "conditions": [
-                { "type": "Ready", "status": "True", "lastTransitionTime": now },
-                { "type": "ContainersReady", "status": "True", "lastTransitionTime": now },
-            ],
-        }});
-        pods.patch_status(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await
-        .expect("pod status");
-    }
-    list.items.len()
-}
-
 #[tokio::test]
 async fn operator_reconciles_children_under_its_cluster_role() {
     let _ = tracing_subscriber::fmt()
@@ -224,7 +143,7 @@ async fn operator_reconciles_children_under_its_cluster_role() {
     let env = testenv::shared();
     let admin = env.admin().await;
     common::install_candela_crd(&admin).await;
-    grant_operator_rbac(&admin, "candela-system").await;
+    common::grant_operator_rbac(&admin, "candela-system").await;
     let ns = "reconcile";
     common::create_namespace(&admin, ns).await;
 
@@ -325,7 +244,7 @@ async fn operator_reconciles_children_under_its_cluster_role() {
     // 3. Pods become ready (as a kubelet would report): the real Deployment and ReplicaSet
     //    controllers mark the Deployment available and the CR becomes Ready.
     wait_for("pods created by the ReplicaSet", WAIT, || async {
-        (make_pods_ready(&admin, ns, name).await > 0).then_some(())
+        (common::make_pods_ready(&admin, ns, name).await > 0).then_some(())
     })
     .await;
     let infd = wait_condition(&infds, name, "Ready", "True", "ReplicasAvailable").await;
@@ -528,16 +447,23 @@ async fn leader_election_hands_over_an_expired_lease() {
     assert!(!a.try_acquire_or_renew().await.expect("a lost it"));
 }
 
+/// The webhook and the alerts scaler on the real apiserver, under the operator's RBAC:
+/// eight simultaneous deliveries of the same firing notification (as from an
+/// Alertmanager cluster) make exactly one step; a resend changes nothing (not even the
+/// resourceVersion); a stale `resolved` changes nothing; the state and the step are in
+/// `status.alertScaling` and in an event.
 #[tokio::test]
-async fn alertmanager_webhook_scales_within_bounds_under_rbac() {
+async fn alertmanager_webhook_serializes_concurrent_deliveries_under_rbac() {
     use axum::body::Body;
-    use candela_operator::http::{HttpState, router};
+    use candela_operator::alerts::Scaler;
+    use candela_operator::webhook::{WebhookState, router};
+    use kube::runtime::events::{Recorder, Reporter};
     use tower::ServiceExt;
 
     let env = testenv::shared();
     let admin = env.admin().await;
     common::install_candela_crd(&admin).await;
-    grant_operator_rbac(&admin, "candela-system").await;
+    common::grant_operator_rbac(&admin, "candela-system").await;
     let ns = "alerts";
     common::create_namespace(&admin, ns).await;
     let infds: Api<InferenceDeployment> = Api::namespaced(admin.clone(), ns);
@@ -546,7 +472,7 @@ async fn alertmanager_webhook_scales_within_bounds_under_rbac() {
         "metadata": { "name": "chat", "namespace": ns },
         "spec": {
             "model": { "source": "hf://org/chat" },
-            "autoscaling": { "backend": "alerts", "minReplicas": 1, "maxReplicas": 3, "alerts": { "cooldownSeconds": 0, "step": 1 } },
+            "autoscaling": { "backend": "alerts", "minReplicas": 1, "maxReplicas": 3, "alerts": { "cooldownSeconds": 3600, "step": 1 } },
         },
     }))
     .expect("object");
@@ -555,16 +481,25 @@ async fn alertmanager_webhook_scales_within_bounds_under_rbac() {
         .await
         .expect("create");
 
-    let state = HttpState {
-        metrics: Arc::new(Metrics::default()),
-        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-        client: Some(env.operator().await),
-        webhook_token: Some(Arc::from("webhook-secret")),
+    let operator = env.operator().await;
+    let metrics = Arc::new(Metrics::default());
+    let reporter = Reporter {
+        controller: "candela-operator".into(),
+        instance: None,
     };
-    let notify = |status: &str| {
-        let body = json!({ "version": "4", "status": status, "alerts": [{
-            "status": status,
-            "labels": { "alertname": "CandelaRequestsWaiting", "namespace": ns, "inference_deployment": "chat", "severity": "warning" },
+    let state = WebhookState {
+        token: Some(Arc::from("webhook-secret")),
+        scaler: Some(Scaler::new(
+            operator.clone(),
+            Recorder::new(operator, reporter),
+            Arc::clone(&metrics),
+        )),
+        metrics: Arc::clone(&metrics),
+    };
+    let labels = json!({ "alertname": "CandelaScaleUpQueueBacklog", "namespace": ns, "inference_deployment": "chat", "candela_autoscaling": "scale-up", "severity": "none" });
+    let notify = |status: &str, starts: &str, ends: &str| {
+        let body = json!({ "version": "4", "status": status, "receiver": "candela-operator", "alerts": [{
+            "status": status, "labels": labels, "startsAt": starts, "endsAt": ends,
         }]});
         http::Request::post("/alertmanager")
             .header("content-type", "application/json")
@@ -572,34 +507,94 @@ async fn alertmanager_webhook_scales_within_bounds_under_rbac() {
             .body(Body::from(body.to_string()))
             .expect("request")
     };
-    let replicas = || async { infds.get("chat").await.expect("get").spec.replicas };
+    let post = |request: http::Request<Body>| {
+        let state = state.clone();
+        async move {
+            let response = router(state).oneshot(request).await.expect("response");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            let value: serde_json::Value = serde_json::from_slice(&body).expect("JSON answer");
+            (status.as_u16(), value)
+        }
+    };
+    let zero = "0001-01-01T00:00:00Z";
+    let start = "2026-01-01T10:00:00Z";
 
-    for expected in [2, 3, 3] {
-        let response = router(state.clone())
-            .oneshot(notify("firing"))
-            .await
-            .expect("response");
-        let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .expect("body");
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        assert_eq!(
-            replicas().await,
-            expected,
-            "firing alerts scale up to maxReplicas"
-        );
-    }
-    let response = router(state.clone())
-        .oneshot(notify("resolved"))
-        .await
-        .expect("response");
-    assert_eq!(response.status(), 200);
-    assert_eq!(replicas().await, 2, "resolved alerts scale down");
-    let annotated = infds.get("chat").await.expect("get");
+    let answers =
+        futures::future::join_all((0..8).map(|_| post(notify("firing", start, zero)))).await;
+    let results: Vec<String> = answers
+        .iter()
+        .map(|(code, v)| {
+            assert_eq!(*code, 200, "{v}");
+            v["targets"][0]["result"]
+                .as_str()
+                .expect("result")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| *r == "scaled_up").count(),
+        1,
+        "exactly one step from eight simultaneous deliveries: {results:?}"
+    );
     assert!(
-        annotated
-            .annotations()
-            .contains_key(candela_operator::webhook::LAST_SCALE_ANNOTATION)
+        results.iter().all(|r| r == "scaled_up" || r == "unchanged"),
+        "{results:?}"
+    );
+    let infd = infds.get("chat").await.expect("get");
+    assert_eq!(infd.spec.replicas, 2);
+    let state_now = infd
+        .status
+        .as_ref()
+        .and_then(|s| s.alert_scaling.clone())
+        .expect("status.alertScaling");
+    assert_eq!(
+        (state_now.last_scale_from, state_now.last_scale_to),
+        (Some(1), Some(2))
+    );
+    assert_eq!(state_now.alerts.len(), 1);
+    let version = infd.metadata.resource_version.clone();
+
+    // A resend, and a stale resolved of an older episode: nothing changes at all.
+    let (code, answer) = post(notify("firing", start, zero)).await;
+    assert_eq!(code, 200);
+    assert_eq!(answer["targets"][0]["result"], "unchanged", "{answer}");
+    assert_eq!(answer["targets"][0]["alerts"]["unchanged"], 1, "{answer}");
+    let (code, answer) = post(notify(
+        "resolved",
+        "2026-01-01T09:00:00Z",
+        "2026-01-01T09:30:00Z",
+    ))
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(answer["targets"][0]["alerts"]["stale"], 1, "{answer}");
+    let infd = infds.get("chat").await.expect("get");
+    assert_eq!(
+        infd.metadata.resource_version, version,
+        "replays leave the object untouched"
+    );
+    assert_eq!(infd.spec.replicas, 2);
+
+    let events: Api<Event> = Api::namespaced(admin.clone(), ns);
+    let list = events.list(&ListParams::default()).await.expect("events");
+    let scaled: Vec<_> = list
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("ScaledUp"))
+        .collect();
+    assert_eq!(scaled.len(), 1, "{scaled:?}");
+    assert!(
+        scaled[0].note.as_deref().is_some_and(
+            |n| n.starts_with("ScaledUp 1 -> 2: CandelaScaleUpQueueBacklog firing since")
+        ),
+        "{:?}",
+        scaled[0].note
+    );
+    let text = metrics.encode();
+    assert!(
+        text.contains("candela_operator_alert_scaling_decisions_total{result=\"scaled_up\"} 1"),
+        "{text}"
     );
 }

@@ -7,6 +7,11 @@
 //! throughput drop, and an error ratio; each alert links its section of
 //! `docs/runbooks.md`. Recording rules give the seed-001 style series (request count by
 //! status, latency histogram, generation throughput, running/waiting).
+//!
+//! With the `alerts` autoscaling backend the PrometheusRule gets a third group, the
+//! scale-up alerts ([`scale_up_group`]): thresholds from `autoscaling.targets` (the same
+//! per-replica targets the hpa and keda backends use), `for` and evaluation interval from
+//! `autoscaling.alerts`, and the labels the operator's webhook acts on.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +21,8 @@ use serde_json::{Value, json};
 use super::promql::{self, Scope};
 use super::thirdparty::ThirdParty;
 use super::{BuildConfig, Owner};
+use crate::alerts::{SCALE_UP_ALERTS, SCALE_UP_LABEL, SCALE_UP_VALUE};
+use crate::crd::AutoscalingBackend;
 
 pub(super) fn service_monitor(owner: &Owner<'_>, config: &BuildConfig) -> DynamicObject {
     let mon = &owner.infd.spec.monitoring;
@@ -57,13 +64,88 @@ pub(super) fn prometheus_rule(owner: &Owner<'_>, config: &BuildConfig) -> Dynami
         subject: format!("InferenceDeployment {}/{}", owner.namespace, owner.name),
         recording_interval: Some("30s".to_owned()),
     };
+    let mut spec = rule_groups(&scope, &target);
+    if let Some(group) = scale_up_group(owner, &scope, &target)
+        && let Some(groups) = spec["groups"].as_array_mut()
+    {
+        groups.push(group);
+    }
     let mut obj = ThirdParty::PrometheusRule.object(&owner.name, &owner.namespace);
     obj.metadata = owner.meta(
         owner.name.clone(),
         &merged(&config.monitoring_labels, &mon.rules.labels),
     );
-    obj.data = json!({ "spec": rule_groups(&scope, &target) });
+    obj.data = json!({ "spec": spec });
     obj
+}
+
+/// The scale-up alerts of the alerts backend (`None` for other backends): the waiting
+/// requests per scraped replica above `targets.waitingRequestsPerReplica`, and the average
+/// KV-cache usage above `targets.kvCacheUsage`, each for `alerts.for`. They carry
+/// `candela_autoscaling="scale-up"` (what the webhook acts on) besides the target labels,
+/// and severity `none`: they are a control signal, not a page.
+fn scale_up_group(owner: &Owner<'_>, s: &Scope, target: &RuleTarget) -> Option<Value> {
+    let a = owner
+        .infd
+        .spec
+        .active_autoscaling()
+        .filter(|a| a.backend == AutoscalingBackend::Alerts)?;
+    let settings = a.alerts.clone().unwrap_or_default();
+    let for_ = settings.for_duration();
+    let who = &target.subject;
+    let waiting = a.targets.waiting_requests_per_replica;
+    let kv = a.targets.kv_cache_usage;
+    let mut labels = target.alert_labels.clone();
+    labels.insert("severity".to_owned(), "none".to_owned());
+    labels.insert(SCALE_UP_LABEL.to_owned(), SCALE_UP_VALUE.to_owned());
+    let rule = |name: &str, expr: String, summary: &str, description: String| {
+        json!({
+            "alert": name,
+            "expr": expr,
+            "for": for_,
+            "labels": labels,
+            "annotations": {
+                "summary": summary,
+                "description": description,
+                "runbook_url": format!("{RUNBOOK_BASE}#{}", name.to_lowercase()),
+            },
+        })
+    };
+    let mut group = json!({
+        "name": format!("{}.autoscaling", target.group_prefix),
+        "rules": [
+            rule(
+                SCALE_UP_ALERTS[0],
+                format!(
+                    "{BY} ({w}) / count by (namespace, model_name) ({w}) > {waiting}",
+                    w = s.sel(promql::WAITING)
+                ),
+                "Requests queue beyond the autoscaling target: the alerts backend adds replicas",
+                format!(
+                    "{who}: {{{{ $value }}}} requests waiting per replica (target {waiting}, for {for_}). \
+                     The operator steps spec.replicas up (max {max}).",
+                    max = a.max_replicas
+                ),
+            ),
+            rule(
+                SCALE_UP_ALERTS[1],
+                format!(
+                    "avg by (namespace, model_name) ({}) > {kv}",
+                    s.sel(promql::KV_USAGE)
+                ),
+                "KV cache usage beyond the autoscaling target: the alerts backend adds replicas",
+                format!(
+                    "{who}: KV cache {{{{ $value | humanizePercentage }}}} used (target {kv}, for {for_}). \
+                     The operator steps spec.replicas up (max {max}).",
+                    max = a.max_replicas
+                ),
+            ),
+        ],
+    });
+    if let Some(interval) = &settings.evaluation_interval {
+        group["interval"] = json!(interval);
+    }
+    Some(group)
 }
 
 /// `defaults` overridden by `own` (the custom resource's labels win).

@@ -7,6 +7,10 @@
 //! - Third-party children are applied only when their CRD is served; otherwise a
 //!   condition names the missing CRD.
 //! - Failures back off exponentially per object (5 s doubling to 5 min).
+//! - With the `alerts` autoscaling backend, reconcile is also the scale-down timer: it
+//!   runs the alerts state machine without a notification and requeues for the time the
+//!   next step down becomes due (see [`crate::alerts`]). `status.alertScaling` belongs to
+//!   the alerts backend; the status written here never names it.
 
 pub mod apply;
 pub mod capabilities;
@@ -33,6 +37,8 @@ use tracing::{info, instrument, warn};
 use self::apply::MANAGER;
 use self::capabilities::CapabilityCache;
 use self::status::ApplyOutcome;
+use crate::alerts::Scaler;
+use crate::alerts::state::Settings;
 use crate::builders::{self, BuildConfig};
 use crate::crd::{InferenceDeployment, InferenceDeploymentStatus};
 use crate::metrics::Metrics;
@@ -57,6 +63,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Cached API discovery of third-party kinds.
     pub capabilities: CapabilityCache,
+    /// The alerts backend's scaler (the scale-down timer runs in reconcile).
+    pub scaler: Scaler,
     /// Consecutive failures per object, for the backoff.
     failures: Mutex<HashMap<ObjectRef<InferenceDeployment>, u32>>,
 }
@@ -68,8 +76,10 @@ impl Context {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
         };
+        let recorder = Recorder::new(client.clone(), reporter);
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            scaler: Scaler::new(client.clone(), recorder.clone(), Arc::clone(&metrics)),
+            recorder,
             client,
             build,
             metrics,
@@ -149,15 +159,24 @@ pub async fn reconcile(infd: Arc<InferenceDeployment>, ctx: Arc<Context>) -> Res
     );
     publish_transitions(&ctx, &infd, &new).await;
     let progressing = is_true(&new, "Progressing");
-    if infd.status.as_ref() != Some(&new) {
+    if !same_status(infd.status.as_ref(), &new) {
         patch_status(&ctx.client, &namespace, &name, &new).await?;
     }
+    let mut requeue = if progressing { PROGRESS_POLL } else { RESYNC };
+    if Settings::of(&infd.spec).is_ok() {
+        let outcome = ctx.scaler.evaluate(&namespace, &name, &[]).await;
+        if outcome.result == crate::alerts::Verdict::Failed {
+            return Err(Error::AlertScaling(outcome.reason));
+        }
+        if let Some(due) = outcome.due {
+            let wait = Timestamp::now().duration_until(due);
+            let wait = Duration::try_from(wait).unwrap_or(Duration::ZERO);
+            // A little after the due time, so the step is not a hair early.
+            requeue = requeue.min(wait + Duration::from_millis(200));
+        }
+    }
     ctx.succeeded(&ObjectRef::from_obj(&*infd));
-    Ok(Action::requeue(if progressing {
-        PROGRESS_POLL
-    } else {
-        RESYNC
-    }))
+    Ok(Action::requeue(requeue))
 }
 
 /// Retry policy: exponential backoff per object, and a failure count by error kind.
@@ -165,6 +184,16 @@ pub fn error_policy(infd: Arc<InferenceDeployment>, error: &Error, ctx: Arc<Cont
     warn!(name = %infd.name_any(), error = %error, "reconcile failed");
     ctx.metrics.reconcile_failed(error);
     Action::requeue(ctx.backoff(&ObjectRef::from_obj(&*infd)))
+}
+
+/// Whether the stored status already equals `new`, ignoring `alertScaling` (the alerts
+/// backend's, which `new` never carries).
+fn same_status(old: Option<&InferenceDeploymentStatus>, new: &InferenceDeploymentStatus) -> bool {
+    old.is_some_and(|old| {
+        let mut old = old.clone();
+        old.alert_scaling = None;
+        old == *new
+    })
 }
 
 fn is_true(status: &InferenceDeploymentStatus, type_: &str) -> bool {

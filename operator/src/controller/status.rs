@@ -201,6 +201,7 @@ pub fn compute(
                 .max_num_seqs
                 .map(|n| i64::from(n) * i64::from(ready)),
         }),
+        alert_scaling: None,
         conditions,
     }
 }
@@ -255,11 +256,23 @@ fn autoscaling_condition(infd: &InferenceDeployment, outcome: &ApplyOutcome) -> 
                 _ => Cond { type_: t, status: true, reason: "HPAApplied", message: "the HPA scales spec.replicas".into() },
             }
         }
+        AutoscalingBackend::Alerts if !infd.spec.monitoring.rules.enabled => Cond {
+            type_: t,
+            status: false,
+            reason: "RulesDisabled",
+            message: "the alerts backend scales on the scale-up alerts of this InferenceDeployment's PrometheusRule: set spec.monitoring.rules.enabled=true".into(),
+        },
+        AutoscalingBackend::Alerts if outcome.missing.contains(&ThirdParty::PrometheusRule) => Cond {
+            type_: t,
+            status: false,
+            reason: "CRDMissing",
+            message: format!("{} is not installed, so the scale-up alerts are not created: install prometheus-operator, or load the rules `crdgen render` prints into Prometheus", ThirdParty::PrometheusRule.crd_name()),
+        },
         AutoscalingBackend::Alerts => Cond {
             type_: t,
             status: true,
             reason: "AlertsWebhook",
-            message: "scaled by the operator's Alertmanager webhook (POST /alertmanager on its HTTP port)".into(),
+            message: "the PrometheusRule carries the scale-up alerts; Alertmanager must route them to the operator's webhook (POST /alertmanager, --webhook-listen)".into(),
         },
     }
 }

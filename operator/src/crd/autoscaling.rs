@@ -171,17 +171,62 @@ pub struct KedaScaling {
     pub cooldown_period: Option<i32>,
 }
 
-/// Settings of the alerts backend.
+/// Settings of the alerts backend: the operator adds two scale-up alerts to this
+/// InferenceDeployment's PrometheusRule (`CandelaScaleUpQueueBacklog` when the waiting
+/// requests per replica exceed `targets.waitingRequestsPerReplica`,
+/// `CandelaScaleUpKVCachePressure` when the average KV-cache usage exceeds
+/// `targets.kvCacheUsage`), and its Alertmanager webhook steps `spec.replicas` up while one
+/// fires and down once all have been resolved for `cooldownSeconds`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertsScaling {
-    /// Seconds between two scaling steps. Default: 300.
+    /// Least seconds between two scaling steps, and how long all scale-up alerts must have
+    /// been resolved before a step down. Default: 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 86400))]
     pub cooldown_seconds: Option<i32>,
 
     /// Replicas added or removed per step. Default: 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub step: Option<i32>,
+
+    /// How long a scale-up condition must hold before its alert fires (the alerts' `for`,
+    /// a Prometheus duration such as `30s` or `2m`). Default: `1m`.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d|w|y))+$"), length(max = 32))]
+    pub for_: Option<String>,
+
+    /// Evaluation interval of the scale-up alert group (a Prometheus duration). Default:
+    /// Prometheus' global `evaluation_interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d|w|y))+$"), length(max = 32))]
+    pub evaluation_interval: Option<String>,
+}
+
+/// Defaults of [`AlertsScaling`].
+impl AlertsScaling {
+    /// Default of `cooldownSeconds`.
+    pub const DEFAULT_COOLDOWN_SECONDS: i32 = 300;
+    /// Default of `step`.
+    pub const DEFAULT_STEP: i32 = 1;
+    /// Default of `for`.
+    pub const DEFAULT_FOR: &'static str = "1m";
+
+    /// `cooldownSeconds` or its default.
+    pub fn cooldown_seconds(&self) -> i32 {
+        self.cooldown_seconds
+            .unwrap_or(Self::DEFAULT_COOLDOWN_SECONDS)
+            .max(0)
+    }
+
+    /// `step` or its default.
+    pub fn step(&self) -> i32 {
+        self.step.unwrap_or(Self::DEFAULT_STEP).max(1)
+    }
+
+    /// `for` or its default.
+    pub fn for_duration(&self) -> &str {
+        self.for_.as_deref().unwrap_or(Self::DEFAULT_FOR)
+    }
 }

@@ -24,7 +24,10 @@ pub use autoscaling::{
 pub use monitoring::{
     DashboardMode, DashboardsSpec, MonitoringSpec, RulesSpec, ServiceMonitorSpec,
 };
-pub use status::{CapacityStatus, ConditionType, InferenceDeploymentStatus};
+pub use status::{
+    AlertRecord, AlertScalingStatus, AlertState, CapacityStatus, ConditionType,
+    InferenceDeploymentStatus,
+};
 
 /// API group of the CRD.
 pub const GROUP: &str = "candela.dev";

@@ -1,7 +1,7 @@
 //! `status` of an InferenceDeployment: what the operator observed, written only by the
 //! operator through the status subresource.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,12 @@ pub struct InferenceDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityStatus>,
 
+    /// What the alerts autoscaling backend knows and did: the scale-up alerts it was told
+    /// about, and its last step. Written by the operator's Alertmanager webhook and its
+    /// cooldown timer, never by the status computation of the reconciler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_scaling: Option<AlertScalingStatus>,
+
     /// Ready, Progressing, Degraded, AutoscalingReady and MonitoringReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -59,6 +65,73 @@ pub struct CapacityStatus {
     /// Concurrent sequences all ready replicas admit together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_num_seqs_total: Option<i64>,
+}
+
+/// State and record of the alerts autoscaling backend for one InferenceDeployment.
+///
+/// Optional fields are serialized as `null` when absent: the operator writes this object
+/// with a JSON merge patch, where `null` removes a field left from an earlier state. Times
+/// keep microseconds (metav1.Time keeps only seconds, which would make a resend of an
+/// alert look like a newer episode).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertScalingStatus {
+    /// The latest known state of every scale-up alert episode seen for this
+    /// InferenceDeployment, one entry per alert fingerprint.
+    #[serde(default)]
+    pub alerts: Vec<AlertRecord>,
+
+    /// When the last firing scale-up alert was resolved (its `endsAt`); absent while one
+    /// fires or before any fired. Scale-down steps start `cooldownSeconds` after it.
+    #[serde(default)]
+    pub clear_since: Option<MicroTime>,
+
+    /// When the backend last changed `spec.replicas`.
+    #[serde(default)]
+    pub last_scale_time: Option<MicroTime>,
+
+    /// Why, e.g. `ScaledUp 1 -> 2: CandelaScaleUpQueueBacklog firing since ...`.
+    #[serde(default)]
+    pub last_scale_reason: Option<String>,
+
+    /// `spec.replicas` before the last step.
+    #[serde(default)]
+    pub last_scale_from: Option<i32>,
+
+    /// `spec.replicas` the last step set.
+    #[serde(default)]
+    pub last_scale_to: Option<i32>,
+}
+
+/// One scale-up alert episode: an alert (fingerprint) from `startsAt` on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRecord {
+    /// The alert's name.
+    pub alertname: String,
+
+    /// Alertmanager's fingerprint of the alert's labels.
+    pub fingerprint: String,
+
+    /// `firing` or `resolved`.
+    pub status: AlertState,
+
+    /// Start of the episode.
+    pub starts_at: MicroTime,
+
+    /// End of the episode (resolved alerts only).
+    #[serde(default)]
+    pub ends_at: Option<MicroTime>,
+}
+
+// An alert's state in Alertmanager's webhook payload. (No `///`: the field's doc wins.)
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// The alert fires.
+    Firing,
+    /// The alert was resolved.
+    Resolved,
 }
 
 /// The condition types the operator maintains.

@@ -8,14 +8,16 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use kube::{Client, Resource};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use candela_operator::builders::thirdparty::ThirdParty;
 use candela_operator::crd::InferenceDeployment;
+use candela_operator::rbac;
 
 /// Polls `check` every 200 ms until it returns `Some`, panicking with `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -129,4 +131,84 @@ pub fn owned_by<K: Resource>(obj: &K, uid: &str) -> bool {
             && r.kind == "InferenceDeployment"
             && r.api_version == "candela.dev/v1alpha1"
     })
+}
+
+/// Grants the operator's user the generated ClusterRole and leader-election Role.
+pub async fn grant_operator_rbac(admin: &Client, lease_ns: &str) {
+    let pp = PatchParams::apply("candela-tests").force();
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(rbac::CLUSTER_ROLE, &pp, &Patch::Apply(rbac::cluster_role()))
+        .await
+        .expect("ClusterRole");
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": { "name": rbac::CLUSTER_ROLE },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac::CLUSTER_ROLE },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": testenv::OPERATOR_USER }],
+    }))
+    .expect("binding");
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .patch(rbac::CLUSTER_ROLE, &pp, &Patch::Apply(binding))
+        .await
+        .expect("ClusterRoleBinding");
+    create_namespace(admin, lease_ns).await;
+    let role = rbac::leader_election_role(lease_ns);
+    Api::<Role>::namespaced(admin.clone(), lease_ns)
+        .patch(rbac::LEADER_ROLE, &pp, &Patch::Apply(role))
+        .await
+        .expect("Role");
+    let role_binding: RoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": { "name": rbac::LEADER_ROLE, "namespace": lease_ns },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": rbac::LEADER_ROLE },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": testenv::OPERATOR_USER }],
+    }))
+    .expect("role binding");
+    Api::<RoleBinding>::namespaced(admin.clone(), lease_ns)
+        .patch(rbac::LEADER_ROLE, &pp, &Patch::Apply(role_binding))
+        .await
+        .expect("RoleBinding");
+    // The RBAC authorizer sees new bindings through an informer: wait until it does
+    // (patching the scale of a missing object answers 404 once allowed, 403 before).
+    let operator = testenv::shared().operator().await;
+    let probe: Api<InferenceDeployment> = Api::namespaced(operator, "default");
+    wait_for("RBAC to propagate", Duration::from_secs(60), || async {
+        let patch = Patch::Merge(json!({ "spec": { "replicas": 1 } }));
+        match probe
+            .patch_scale("rbac-probe", &PatchParams::default(), &patch)
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 404 => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+}
+
+/// Marks every pod of `name` Running and Ready, as a kubelet would.
+pub async fn make_pods_ready(admin: &Client, ns: &str, name: &str) -> usize {
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
+    let selector = format!("app.kubernetes.io/instance={name}");
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .expect("pods");
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    for pod in &list.items {
+        let status = json!({ "status": {
+            "phase": "Running",
+            "conditions": [
+                { "type": "Ready", "status": "True", "lastTransitionTime": now },
+                { "type": "ContainersReady", "status": "True", "lastTransitionTime": now },
+            ],
+        }});
+        pods.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .expect("pod status");
+    }
+    list.items.len()
 }

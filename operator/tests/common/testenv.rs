@@ -222,13 +222,24 @@ fn remove_stale_dirs() {
     }
 }
 
-fn free_port() -> u16 {
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
 
 /// Spawns `binary args…` under a watchdog shell that kills it once this process is gone.
-fn spawn_watched(binary: &Path, args: &[String], log: &Path) -> Child {
+pub fn spawn_watched(binary: &Path, args: &[String], log: &Path) -> Child {
+    spawn_watched_env(binary, args, &[], log)
+}
+
+/// [`spawn_watched`] with extra environment variables.
+pub fn spawn_watched_env(
+    binary: &Path,
+    args: &[String],
+    envs: &[(&str, &std::ffi::OsStr)],
+    log: &Path,
+) -> Child {
     const WATCHDOG: &str = r#"parent=$1; shift
 "$@" & child=$!
 trap 'kill -9 $child 2>/dev/null' EXIT TERM INT
@@ -241,6 +252,7 @@ while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.
         .arg(std::process::id().to_string())
         .arg(binary)
         .args(args)
+        .envs(envs.iter().copied())
         .stdout(log_file.try_clone().expect("log handle"))
         .stderr(log_file)
         .stdin(Stdio::null())
