@@ -77,7 +77,7 @@ def main():
         "",
         f"Machine: {platform.machine()}, {args.threads} threads per server; model SmolLM2-135M-Instruct Q4_1. "
         f"Candela: `{args.candela_version}`; peer: llama.cpp `{args.peer_version}` "
-        "(`llama-server -t THREADS -c 65536 -np 32 --cont-batching`). Produced by `scripts/bench-peer.sh`; "
+        "(`llama-server -t THREADS -c 16384 -np 32 --cont-batching`, `-c 65536` for the ShareGPT run so its longest prompts fit a slot). Produced by `scripts/bench-peer.sh`; "
         "every run is `candela bench serve` with the same flags against each server in turn.",
         "",
         "Random runs: 128 input / 128 output tokens (EOS ignored); `cN`: max-concurrency N at request rate inf; "

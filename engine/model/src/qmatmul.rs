@@ -378,10 +378,16 @@ mod tests {
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Module, Tensor};
 
-    #[test]
-    fn matches_candle_q4_1_matmul_closely_and_is_row_invariant() {
+    /// Multiplies pseudo-random `[n, k]` weights in `format` by `m` rows and checks:
+    /// close to candle's quantized matmul (within `tol`), every row alone bit-identical
+    /// to the same row in the batch, and the scalar kernel equal to AVX2 to rounding.
+    fn check_kernel<K: Kernel>(
+        format: QFormat,
+        dtype: GgmlDType,
+        (n, k, m): (usize, usize, usize),
+        tol: f32,
+    ) {
         let dev = Device::Cpu;
-        let (n, k, m) = (70, 128, 7);
         let w: Vec<f32> = (0..n * k)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
             .collect();
@@ -389,8 +395,8 @@ mod tests {
             .map(|i| ((i * 104_729) % 977) as f32 / 300.0 - 1.5)
             .collect();
         let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
-        let q = QTensor::quantize(&wt, GgmlDType::Q4_1).unwrap();
-        let ours = QMatrix::new(QFormat::Q4_1, q.data().unwrap().to_vec(), n, k).unwrap();
+        let q = QTensor::quantize(&wt, dtype).unwrap();
+        let ours = QMatrix::new(format, q.data().unwrap().to_vec(), n, k).unwrap();
         let got = ours.matmul(&x).unwrap();
         let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
         let want = candle_core::quantized::QMatMul::QTensor(std::sync::Arc::new(q))
@@ -401,68 +407,39 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         for (a, b) in got.iter().zip(&want) {
-            // candle rounds `s` as f16(Σq)·f16(d), ggml (and we) as f16(Σq·d): small differences.
-            assert!((a - b).abs() < 1e-2 * (1.0 + b.abs()), "{a} vs {b}");
-        }
-        // each row alone gives the same bits as in the batch
-        for r in 0..m {
-            let one = ours.matmul(&x[r * k..(r + 1) * k]).unwrap();
             assert!(
-                one.iter()
-                    .zip(&got[r * n..(r + 1) * n])
-                    .all(|(a, b)| a.to_bits() == b.to_bits())
+                (a - b).abs() < tol * (1.0 + b.abs()),
+                "{format:?}: {a} vs {b}"
             );
         }
-        // scalar and AVX2 agree to rounding
+        for r in 0..m {
+            let one = ours.matmul(&x[r * k..(r + 1) * k]).unwrap();
+            let batched = &got[r * n..(r + 1) * n];
+            assert!(
+                one.iter()
+                    .zip(batched)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{format:?} row {r}"
+            );
+        }
         let xq: Vec<XBlock> = x[..k].chunks_exact(QK).map(quantize_block).collect();
-        let s = q41_dot_scalar(&ours.data[..(k / QK) * Q41::W_BLOCK], &xq);
+        let s = K::dot_scalar(&ours.data[..(k / QK) * K::W_BLOCK], &xq);
         assert!(
             (s - got[0]).abs() < 1e-3 * (1.0 + s.abs()),
-            "{s} vs {}",
+            "{format:?}: {s} vs {}",
             got[0]
         );
+        assert!(QMatrix::new(format, vec![0; K::W_BLOCK + 1], 1, QK).is_err());
+    }
+
+    #[test]
+    fn q4_1_matches_candle_closely_and_is_row_invariant() {
+        // candle rounds `s` as f16(Σq)·f16(d), ggml (and we) as f16(Σq·d): small differences.
+        check_kernel::<Q41>(QFormat::Q4_1, GgmlDType::Q4_1, (70, 128, 7), 1e-2);
     }
 
     #[test]
     fn q8_0_matches_candle_closely_and_is_row_invariant() {
-        let dev = Device::Cpu;
-        let (n, k, m) = (37, 96, 6);
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 613) % 997) as f32 / 400.0 - 1.2)
-            .collect();
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 389) % 911) as f32 / 350.0 - 1.3)
-            .collect();
-        let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
-        let q = QTensor::quantize(&wt, GgmlDType::Q8_0).unwrap();
-        let ours = QMatrix::new(QFormat::Q8_0, q.data().unwrap().to_vec(), n, k).unwrap();
-        let got = ours.matmul(&x).unwrap();
-        let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
-        let want = candle_core::quantized::QMatMul::QTensor(std::sync::Arc::new(q))
-            .forward(&xt)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        for (a, b) in got.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
-        }
-        for r in 0..m {
-            let one = ours.matmul(&x[r * k..(r + 1) * k]).unwrap();
-            assert!(
-                one.iter()
-                    .zip(&got[r * n..(r + 1) * n])
-                    .all(|(a, b)| a.to_bits() == b.to_bits())
-            );
-        }
-        let xq: Vec<XBlock> = x[..k].chunks_exact(QK).map(quantize_block).collect();
-        let s = Q80::dot_scalar(&ours.data[..(k / QK) * Q80::W_BLOCK], &xq);
-        assert!(
-            (s - got[0]).abs() < 1e-4 * (1.0 + s.abs()),
-            "{s} vs {}",
-            got[0]
-        );
-        assert!(QMatrix::new(QFormat::Q8_0, vec![0; 33], 1, 32).is_err());
+        check_kernel::<Q80>(QFormat::Q8_0, GgmlDType::Q8_0, (37, 96, 6), 1e-3);
     }
 }
