@@ -5,7 +5,9 @@
 #      (charts/candela/ci/*.yaml); every rendered object validated with kubernetes-validate
 #      (Kubernetes 1.33, --strict), custom resources against their CRD schemas, the chart's
 #      ClusterRole equal to operator/rbac/rbac.yaml, the NOTES' Alertmanager snippet through
-#      amtool; values.schema.json rejects every file in charts/candela/tests/bad-values/
+#      amtool, the webhook's own port wired the same in the flag, container, Service,
+#      NetworkPolicy and NOTES; values.schema.json rejects every file in
+#      charts/candela/tests/bad-values/
 #   3. deploy/examples/*.yaml against the InferenceDeployment CRD schema, and every child the
 #      operator renders for them against the Kubernetes and third-party CRD schemas
 #   4. promtool check rules on every rules file (deploy/rules, the operator-rendered
@@ -140,6 +142,9 @@ check_chart() {
   done
   CHECK notes-snippet "$WORK/notes-all-features.yaml" "$WORK/alertmanager-from-notes.yml"
   amtool check-config "$WORK/alertmanager-from-notes.yml"
+  say "the Alertmanager webhook's own port: flag, container, Service, NetworkPolicy and NOTES agree"
+  CHECK webhook-wiring "$WORK/chart-all-features.yaml" "$WORK/alertmanager-from-notes.yml"
+  CHECK webhook-wiring "$WORK/chart-default.yaml" --disabled
 
   say "values.schema.json is a valid schema; values.yaml and every ci/ file satisfy it (check-jsonschema)"
   "$VENV/bin/check-jsonschema" --check-metaschema "$chart/values.schema.json"

@@ -14,6 +14,10 @@ Subcommands:
   chart-files RENDERED FILES_DIR  ConfigMaps carry files/ byte for byte
   notes-snippet NOTES_CM OUT      the Alertmanager snippet of the rendered NOTES.txt (in a
       ConfigMap, see chart-tests.sh) as a full Alertmanager config
+  webhook-wiring RENDERED AM_CONFIG [--disabled]  the Alertmanager webhook's port is the
+      same in the container flag, the container port, the Service, the NetworkPolicy and
+      the NOTES' receiver URL, and differs from the metrics port (--disabled: no webhook
+      port is exposed anywhere, the flag still is)
   prometheusrule-spec FILE OUT    .spec of a PrometheusRule file
   yaml-json FILE                  canonical JSON of a YAML file (for comparisons)
   merge-values BASE OVERLAY OUT   values.yaml overlaid with a values file, as Helm merges
@@ -232,6 +236,52 @@ def cmd_notes_snippet(args):
     print(f"  NOTES route/receiver -> {url}")
 
 
+def cmd_webhook_wiring(args):
+    docs = load_all(args.rendered)
+    kind = lambda k: next(d for d in docs if d.get("kind") == k)
+    container = kind("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    flags = dict(a.split("=", 1) for a in container["args"] if a.startswith("--") and "=" in a)
+    listen = int(flags["--webhook-listen"].rsplit(":", 1)[1])
+    metrics = int(flags["--http-addr"].rsplit(":", 1)[1])
+    if listen == metrics:
+        fail(f"--webhook-listen and --http-addr share port {listen}")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    service = {p["name"]: p for p in kind("Service")["spec"]["ports"]}
+    policy = kind("NetworkPolicy")["spec"]["ingress"]
+    policy_ports = [p["port"] for rule in policy for p in rule["ports"]]
+    if args.disabled:
+        if "webhook" in ports or "webhook" in service or "webhook" in policy_ports:
+            fail(f"the webhook port is exposed while alertsWebhook is off: {ports} {list(service)} {policy_ports}")
+        print(f"  webhook off: only --webhook-listen=:{listen} (answers 503), no port exposed")
+        return
+    if ports.get("webhook") != listen:
+        fail(f"container port webhook {ports.get('webhook')} != --webhook-listen {listen}")
+    svc = service.get("webhook") or fail("the Service has no webhook port")
+    if svc["targetPort"] != "webhook":
+        fail(f"Service webhook targetPort {svc['targetPort']}")
+    rule = next((r for r in policy if any(p["port"] == "webhook" for p in r["ports"])), None) \
+        or fail("the NetworkPolicy does not open the webhook port")
+    allowed = rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
+    if any(p["port"] == "webhook" for r in policy if r is not rule for p in r["ports"]):
+        fail("the webhook port is opened twice")
+    if any(p["port"] == "http" for p in rule["ports"]):
+        fail("the webhook rule also opens the metrics port")
+    config = yaml.safe_load(open(args.am_config))
+    url = next(r for r in config["receivers"] if r["name"] == "candela-operator")["webhook_configs"][0]["url"]
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    if int(host_port.rsplit(":", 1)[1]) != svc["port"]:
+        fail(f"the NOTES' receiver URL {url} does not use the Service's webhook port {svc['port']}")
+    if not host_port.startswith(kind("Service")["metadata"]["name"] + "."):
+        fail(f"the NOTES' receiver URL {url} does not name the Service")
+    route = config["route"]["routes"][0]
+    if route.get("matchers") != ['candela_autoscaling="scale-up"'] or \
+            route.get("group_by") != ["namespace", "inference_deployment"]:
+        fail(f"the NOTES' route must send the scale-up alerts grouped per InferenceDeployment: {route}")
+    if not config["receivers"][1]["webhook_configs"][0].get("send_resolved"):
+        fail("send_resolved must be on (the resolved notification starts the scale-down cooldown)")
+    print(f"  webhook: --webhook-listen :{listen}, Service port {svc['port']}, NetworkPolicy from {allowed}, NOTES -> {url}")
+
+
 def cmd_prometheusrule_spec(args):
     (doc,) = load_all(args.file)
     assert doc["kind"] == "PrometheusRule"
@@ -372,6 +422,8 @@ def main():
     s = sub.add_parser("expect-kinds"); s.add_argument("rendered"); s.add_argument("kinds", nargs="+")
     s = sub.add_parser("chart-files"); s.add_argument("rendered"); s.add_argument("files")
     s = sub.add_parser("notes-snippet"); s.add_argument("install_out"); s.add_argument("out")
+    s = sub.add_parser("webhook-wiring"); s.add_argument("rendered"); s.add_argument("am_config", nargs="?")
+    s.add_argument("--disabled", action="store_true")
     s = sub.add_parser("prometheusrule-spec"); s.add_argument("file"); s.add_argument("out")
     s = sub.add_parser("yaml-json"); s.add_argument("file")
     s = sub.add_parser("merge-values"); s.add_argument("base"); s.add_argument("overlay"); s.add_argument("out")

@@ -20,10 +20,13 @@
 # CANDELA_SERVED_NAME (smollm2), CANDELA_SERVE_ARGS (extra `candela serve` flags),
 # CANDELA_STACK_DIR (state: configs, logs, TSDB, PIDs; default /tmp/candela-stack),
 # ports CANDELA_HTTP_PORT CANDELA_GRPC_PORT CANDELA_SIDECAR_PORT CANDELA_PROMETHEUS_PORT
-# CANDELA_ALERTMANAGER_PORT, CANDELA_SCRAPE_INTERVAL (5s, the seed's), and
-# CANDELA_OPERATOR_WEBHOOK (e.g. http://127.0.0.1:8080/alertmanager: also route the
-# InferenceDeployments' alerts to a candela-operator running with --webhook-token, whose
-# token is read from $CANDELA_STACK_DIR/webhook-token).
+# CANDELA_ALERTMANAGER_PORT, CANDELA_SCRAPE_INTERVAL (5s, the seed's),
+# CANDELA_RULE_FILES (more rules files for Prometheus, space-separated, e.g. the output of
+# `crdgen rules` for an InferenceDeployment in namespace `local` whose servedName is
+# $CANDELA_SERVED_NAME: its scale-up alerts if it uses the alerts backend), and
+# CANDELA_OPERATOR_WEBHOOK (e.g. http://127.0.0.1:8081/alertmanager: route the scale-up
+# alerts (candela_autoscaling="scale-up") to a candela-operator running with
+# --webhook-token, whose token is read from $CANDELA_STACK_DIR/webhook-token).
 #
 # Needs: prometheus and prometheus-alertmanager (Debian packages; their services need not run).
 set -euo pipefail
@@ -89,6 +92,7 @@ global:
   evaluation_interval: $SCRAPE_INTERVAL
 rule_files:
   - $ROOT/deploy/rules/candela.rules.yaml
+$(for f in ${CANDELA_RULE_FILES:-}; do echo "  - $(cd "$(dirname "$f")" && pwd)/$(basename "$f")"; done)
 alerting:
   alertmanagers:
     - static_configs:
@@ -121,12 +125,11 @@ EOF
       cat <<EOF
   routes:
     - receiver: candela-operator
-      matchers: ['inference_deployment=~".+"']
+      matchers: ['candela_autoscaling="scale-up"']
       group_by: [namespace, inference_deployment]
       group_wait: 10s
       group_interval: 1m
       repeat_interval: 5m
-      continue: true
 EOF
     fi
     cat <<EOF

@@ -10,12 +10,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use candela_operator::alerts::Scaler;
 use candela_operator::builders::BuildConfig;
+use candela_operator::controller::apply::MANAGER;
 use candela_operator::controller::{self, Context, RunConfig};
 use candela_operator::http::{self, HttpState};
 use candela_operator::leader::{LeaderElector, LeaseConfig};
 use candela_operator::metrics::Metrics;
 use candela_operator::webhook::{self, WebhookState};
 use clap::Parser;
+use kube::runtime::events::Reporter;
 use tracing_subscriber::EnvFilter;
 
 /// Kubernetes operator for Candela InferenceDeployments.
@@ -134,7 +136,10 @@ async fn main() -> anyhow::Result<()> {
             .map(|t| Arc::from(t.as_str())),
         scaler: Some(Scaler::new(
             client.clone(),
-            ctx.recorder.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
             Arc::clone(&metrics),
         )),
         metrics: Arc::clone(&metrics),

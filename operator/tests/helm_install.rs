@@ -143,6 +143,32 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
         .and_then(|v| v.secret_key_ref)
         .expect("token from a Secret");
     assert_eq!(from_secret.name, "candela-webhook");
+    // The webhook listens on a port of its own, exposed by the Service next to the metrics.
+    let args = pod.containers[0].args.clone().unwrap_or_default();
+    assert!(
+        args.contains(&"--webhook-listen=0.0.0.0:8081".to_owned()),
+        "{args:?}"
+    );
+    let service =
+        Api::<k8s_openapi::api::core::v1::Service>::namespaced(admin.clone(), "candela-system")
+            .get("candela")
+            .await
+            .expect("Service");
+    let ports: Vec<(String, i32)> = service
+        .spec
+        .and_then(|s| s.ports)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| (p.name.unwrap_or_default(), p.port))
+        .collect();
+    assert_eq!(
+        ports,
+        [("http".to_owned(), 8080), ("webhook".to_owned(), 8081)]
+    );
+    assert!(
+        install.contains("http://candela.candela-system.svc:8081/alertmanager"),
+        "NOTES name the webhook port:\n{install}"
+    );
 
     // The ServiceMonitor passed the upstream CRD's validation and carries the release label.
     let sm_api: Api<DynamicObject> = Api::namespaced_with(

@@ -457,7 +457,7 @@ async fn alertmanager_webhook_serializes_concurrent_deliveries_under_rbac() {
     use axum::body::Body;
     use candela_operator::alerts::Scaler;
     use candela_operator::webhook::{WebhookState, router};
-    use kube::runtime::events::{Recorder, Reporter};
+    use kube::runtime::events::Reporter;
     use tower::ServiceExt;
 
     let env = testenv::shared();
@@ -489,11 +489,7 @@ async fn alertmanager_webhook_serializes_concurrent_deliveries_under_rbac() {
     };
     let state = WebhookState {
         token: Some(Arc::from("webhook-secret")),
-        scaler: Some(Scaler::new(
-            operator.clone(),
-            Recorder::new(operator, reporter),
-            Arc::clone(&metrics),
-        )),
+        scaler: Some(Scaler::new(operator, reporter, Arc::clone(&metrics))),
         metrics: Arc::clone(&metrics),
     };
     let labels = json!({ "alertname": "CandelaScaleUpQueueBacklog", "namespace": ns, "inference_deployment": "chat", "candela_autoscaling": "scale-up", "severity": "none" });

@@ -58,28 +58,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-webhook" (include "candela.fullname" .)) .Values.alertsWebhook.existingSecret }}
 {{- end }}
 
-{{/* In-cluster URL of the operator's Alertmanager webhook. */}}
+{{/* In-cluster URL of the operator's Alertmanager webhook (its own port). */}}
 {{- define "candela.webhookURL" -}}
-{{- printf "http://%s.%s.svc:%v/alertmanager" (include "candela.fullname" .) .Release.Namespace .Values.service.port }}
+{{- printf "http://%s.%s.svc:%v/alertmanager" (include "candela.fullname" .) .Release.Namespace .Values.alertsWebhook.port }}
 {{- end }}
 
 {{/*
-The Alertmanager route and receiver for the alerts autoscaling backend. Every alert the
-operator generates for an InferenceDeployment carries `inference_deployment`; the webhook
-acts only on the pressure alerts of InferenceDeployments whose backend is `alerts`, and
-`continue: true` leaves the alerts on their way to the receivers people read.
+The Alertmanager route and receiver for the alerts autoscaling backend. The operator's
+scale-up alerts (only generated for InferenceDeployments whose backend is `alerts`) carry
+candela_autoscaling="scale-up" and severity "none": they go to the operator alone, grouped
+per InferenceDeployment, since each notification must list all of one target's alerts.
+While one fires, Alertmanager resends every repeat_interval and each resend may add a step
+(at most one per cooldownSeconds): keep repeat_interval near the cooldown. send_resolved
+is required: the resolved notification starts the scale-down cooldown.
 */}}
 {{- define "candela.alertmanagerSnippet" -}}
 route:
   routes:
     - receiver: candela-operator
       matchers:
-        - inference_deployment=~".+"
+        - candela_autoscaling="scale-up"
       group_by: [namespace, inference_deployment]
-      group_wait: 30s
+      group_wait: 10s
       group_interval: 1m
       repeat_interval: 5m
-      continue: true
 receivers:
   - name: candela-operator
     webhook_configs:

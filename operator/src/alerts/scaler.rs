@@ -11,10 +11,13 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::PostParams;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::Reporter;
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde_json::json;
@@ -96,16 +99,16 @@ pub struct Outcome {
 #[derive(Clone)]
 pub struct Scaler {
     client: Client,
-    recorder: Recorder,
+    reporter: Reporter,
     metrics: Arc<Metrics>,
 }
 
 impl Scaler {
-    /// A scaler writing with `client` and recording events with `recorder`.
-    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+    /// A scaler writing with `client`; its events name `reporter`.
+    pub fn new(client: Client, reporter: Reporter, metrics: Arc<Metrics>) -> Self {
         Self {
             client,
-            recorder,
+            reporter,
             metrics,
         }
     }
@@ -188,8 +191,7 @@ impl Scaler {
             match plan.decision {
                 Decision::Hold { reason, due } => {
                     if state_changed {
-                        self.event(&infd, EventType::Normal, "ScaleHeld", &reason)
-                            .await;
+                        self.event(&infd, "ScaleHeld", &reason).await;
                     }
                     o.reason = reason;
                     o.due = due;
@@ -231,7 +233,7 @@ impl Scaler {
                             .unwrap_or_else(|| reason.clone())
                     };
                     info!(namespace, name, from = replicas, to, %reason, "alerts backend scaled");
-                    self.event(&infd, EventType::Normal, verb, &note).await;
+                    self.event(&infd, verb, &note).await;
                     o.result = result;
                     o.reason = note;
                     o.from = Some(replicas);
@@ -246,15 +248,46 @@ impl Scaler {
         )
     }
 
-    async fn event(&self, infd: &InferenceDeployment, type_: EventType, reason: &str, note: &str) {
+    /// Records one decision as its own event. (kube-runtime's `Recorder` folds events with
+    /// the same reason into a series that keeps the first note; every step here has a note
+    /// of its own.) Failures are logged: the decision is in the status either way.
+    async fn event(&self, infd: &InferenceDeployment, reason: &str, note: &str) {
+        let reference = infd.object_ref(&());
+        let now = Timestamp::now();
+        let name = format!(
+            "{}.{:x}",
+            infd.metadata
+                .name
+                .as_deref()
+                .unwrap_or("inferencedeployment"),
+            now.as_nanosecond()
+        );
         let event = Event {
-            type_,
-            reason: reason.into(),
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: reference.namespace.clone(),
+                ..ObjectMeta::default()
+            },
+            action: Some("Scale".into()),
+            reason: Some(reason.into()),
             note: Some(note.chars().take(1000).collect()),
-            action: "Scale".into(),
-            secondary: None,
+            event_time: Some(MicroTime(now)),
+            regarding: Some(reference.clone()),
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: Some(
+                self.reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| self.reporter.controller.clone()),
+            ),
+            type_: Some("Normal".into()),
+            ..Event::default()
         };
-        if let Err(e) = self.recorder.publish(&event, &infd.object_ref(&())).await {
+        let api: Api<Event> = Api::namespaced(
+            self.client.clone(),
+            reference.namespace.as_deref().unwrap_or("default"),
+        );
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
             warn!(error = %e, "publishing an event failed");
         }
     }

@@ -9,6 +9,10 @@
 //!   would apply for each InferenceDeployment in the files (multi-document YAML), with the
 //!   operator's default settings. The chart tests validate these against the Kubernetes and
 //!   third-party CRD schemas.
+//! - `crdgen rules FILE...`: prints one Prometheus rules file with the rule groups of the
+//!   PrometheusRule of each InferenceDeployment in the files (recording rules, alerts and,
+//!   for the alerts backend, the scale-up alerts): for a Prometheus without
+//!   prometheus-operator (`rule_files:`), e.g. `deploy/local/stack.sh`.
 
 use std::path::PathBuf;
 
@@ -47,24 +51,52 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Some("render") if args.len() > 1 => {
-            for file in &args[1..] {
-                let text = std::fs::read_to_string(file).with_context(|| file.clone())?;
-                for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-                    let mut infd = InferenceDeployment::deserialize(doc)
-                        .with_context(|| format!("{file}: not an InferenceDeployment"))?;
-                    // The builders need the server-set uid for owner references.
-                    infd.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
-                    let children = builders::build(&infd, &BuildConfig::default())
-                        .with_context(|| file.clone())?;
-                    for child in children_values(&children)? {
-                        print!("---\n{}", serde_yaml_ng::to_string(&child)?);
-                    }
+            for children in build_all(&args[1..])? {
+                for child in children_values(&children)? {
+                    print!("---\n{}", serde_yaml_ng::to_string(&child)?);
                 }
             }
         }
-        Some(other) => bail!("usage: crdgen [--write | --check | render FILE...] (got {other})"),
+        Some("rules") if args.len() > 1 => {
+            let mut groups = Vec::new();
+            for children in build_all(&args[1..])? {
+                if let Some(rule) = &children.prometheus_rule
+                    && let Some(g) = rule.data["spec"]["groups"].as_array()
+                {
+                    groups.extend(g.iter().cloned());
+                }
+            }
+            print!(
+                "{}",
+                serde_yaml_ng::to_string(&serde_json::json!({ "groups": groups }))?
+            );
+        }
+        Some(other) => {
+            bail!(
+                "usage: crdgen [--write | --check | render FILE... | rules FILE...] (got {other})"
+            )
+        }
     }
     Ok(())
+}
+
+/// The children of every InferenceDeployment in `files` (multi-document YAML), built with
+/// the operator's default settings.
+fn build_all(files: &[String]) -> anyhow::Result<Vec<builders::Children>> {
+    let mut all = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).with_context(|| file.clone())?;
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let mut infd = InferenceDeployment::deserialize(doc)
+                .with_context(|| format!("{file}: not an InferenceDeployment"))?;
+            // The builders need the server-set uid for owner references.
+            infd.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
+            all.push(
+                builders::build(&infd, &BuildConfig::default()).with_context(|| file.clone())?,
+            );
+        }
+    }
+    Ok(all)
 }
 
 /// Each child as a complete object (apiVersion, kind, metadata, ...).

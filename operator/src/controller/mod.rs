@@ -76,9 +76,9 @@ impl Context {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
         };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let recorder = Recorder::new(client.clone(), reporter.clone());
         Self {
-            scaler: Scaler::new(client.clone(), recorder.clone(), Arc::clone(&metrics)),
+            scaler: Scaler::new(client.clone(), reporter, Arc::clone(&metrics)),
             recorder,
             client,
             build,

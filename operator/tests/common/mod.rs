@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod stack;
 pub mod testenv;
 
 use std::future::Future;

@@ -228,6 +228,20 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// A process started by [`spawn_watched`], stopped when dropped: SIGTERM to the watchdog,
+/// whose trap kills the process, then a wait (no zombie).
+pub struct Watched(pub Child);
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.0.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 /// Spawns `binary args…` under a watchdog shell that kills it once this process is gone.
 pub fn spawn_watched(binary: &Path, args: &[String], log: &Path) -> Child {
     spawn_watched_env(binary, args, &[], log)
