@@ -8,6 +8,11 @@
 //! when the test process exits, because the test harness never runs static destructors.
 //! There is no scheduler and no kubelet: pods stay Pending unless a test writes their
 //! status.
+//!
+//! [`shared_with_hpa`] also starts the HorizontalPodAutoscaler controller (2 s sync period)
+//! and gives the apiserver a front-proxy CA and client certificate (the `--requestheader-*`
+//! and `--proxy-client-*` flags), so an aggregated API server such as prometheus-adapter
+//! can authenticate the requests the apiserver forwards to it.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,6 +36,8 @@ pub struct TestEnv {
     pub dir: PathBuf,
     /// `https://127.0.0.1:<port>`.
     pub server: String,
+    /// Whether the HPA controller and the front proxy run ([`shared_with_hpa`]).
+    pub hpa: bool,
     _processes: Vec<Child>,
 }
 
@@ -38,16 +45,103 @@ static ENV: OnceLock<TestEnv> = OnceLock::new();
 
 /// The control plane shared by every test of this binary, started on first use.
 pub fn shared() -> &'static TestEnv {
+    start_shared(false)
+}
+
+/// [`shared`] with the HorizontalPodAutoscaler controller and the aggregation layer's
+/// front proxy. A test binary uses either this or [`shared`], not both.
+pub fn shared_with_hpa() -> &'static TestEnv {
+    let env = start_shared(true);
+    assert!(
+        env.hpa,
+        "this test binary started the control plane without the HPA controller"
+    );
+    env
+}
+
+fn start_shared(hpa: bool) -> &'static TestEnv {
     ENV.get_or_init(|| {
         // Start on a plain thread: the caller may be inside a tokio runtime.
-        std::thread::spawn(TestEnv::start)
+        std::thread::spawn(move || TestEnv::start(hpa))
             .join()
             .expect("control plane thread")
     })
 }
 
+/// Runs `openssl args…`, panicking when it fails.
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A front-proxy CA and a client certificate it signs (CN `front-proxy-client`), in `dir`.
+fn front_proxy_certs(dir: &Path) {
+    std::fs::write(dir.join("client-ext.cnf"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "front-proxy-ca.key",
+            "-out",
+            "front-proxy-ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=front-proxy-ca",
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "front-proxy-client.key",
+            "-out",
+            "front-proxy-client.csr",
+            "-subj",
+            "/CN=front-proxy-client",
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "front-proxy-client.csr",
+            "-CA",
+            "front-proxy-ca.crt",
+            "-CAkey",
+            "front-proxy-ca.key",
+            "-CAcreateserial",
+            "-out",
+            "front-proxy-client.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "client-ext.cnf",
+        ],
+        dir,
+    );
+}
+
 impl TestEnv {
-    fn start() -> Self {
+    fn start(hpa: bool) -> Self {
         let bin = binaries();
         remove_stale_dirs();
         let dir = std::env::temp_dir().join(format!("candela-testenv-{}", std::process::id()));
@@ -91,6 +185,26 @@ impl TestEnv {
             ],
             &dir.join("etcd.log"),
         ));
+        let mut front_proxy = Vec::new();
+        if hpa {
+            front_proxy_certs(&dir);
+            let file = |name: &str| dir.join(name).display().to_string();
+            front_proxy = vec![
+                format!(
+                    "--requestheader-client-ca-file={}",
+                    file("front-proxy-ca.crt")
+                ),
+                "--requestheader-allowed-names=front-proxy-client".into(),
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+                "--requestheader-group-headers=X-Remote-Group".into(),
+                "--requestheader-username-headers=X-Remote-User".into(),
+                format!(
+                    "--proxy-client-cert-file={}",
+                    file("front-proxy-client.crt")
+                ),
+                format!("--proxy-client-key-file={}", file("front-proxy-client.key")),
+            ];
+        }
         processes.push(spawn_watched(
             &bin.join("kube-apiserver"),
             &[
@@ -108,12 +222,16 @@ impl TestEnv {
                 "--disable-admission-plugins=ServiceAccount".into(),
                 "--enable-priority-and-fairness=false".into(),
                 "--v=0".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(front_proxy)
+            .collect::<Vec<_>>(),
             &dir.join("kube-apiserver.log"),
         ));
         let env = Self {
             dir,
             server,
+            hpa,
             _processes: processes,
         };
         env.wait_ready();
@@ -125,17 +243,30 @@ impl TestEnv {
             .expect("runtime");
         runtime.block_on(async { super::install_candela_crd(&env.admin().await).await });
         let mut env = env;
+        let mut controllers =
+            "deployment-controller,replicaset-controller,garbage-collector-controller".to_owned();
+        let mut extra = Vec::new();
+        if hpa {
+            controllers.push_str(",horizontal-pod-autoscaler-controller");
+            extra.push("--horizontal-pod-autoscaler-sync-period=2s".to_owned());
+        }
         env._processes.push(spawn_watched(
             &bin.join("kube-controller-manager"),
             &[
-                format!("--kubeconfig={}", env.dir.join("admin.kubeconfig").display()),
-                "--controllers=deployment-controller,replicaset-controller,garbage-collector-controller".into(),
+                format!(
+                    "--kubeconfig={}",
+                    env.dir.join("admin.kubeconfig").display()
+                ),
+                format!("--controllers={controllers}"),
                 "--leader-elect=false".into(),
                 "--secure-port=0".into(),
                 "--concurrent-deployment-syncs=10".into(),
                 "--concurrent-replicaset-syncs=10".into(),
                 "--v=0".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(extra)
+            .collect::<Vec<_>>(),
             &env.dir.join("kube-controller-manager.log"),
         ));
         env
