@@ -97,18 +97,31 @@ impl Client {
     }
 
     /// Send `input`, timing from `epoch`; never fails, errors land in the output.
+    ///
+    /// A request that dies on a pooled keep-alive connection the server had just
+    /// closed (no byte of answer came back, so the server never took it) is sent
+    /// once more on a fresh connection, timed from the resend: servers with short
+    /// keep-alive timeouts (llama.cpp's cpp-httplib: 5 s) would otherwise show
+    /// spurious failures that no real client would see.
     pub async fn send(&self, input: &RequestInput, epoch: Instant) -> RequestOutput {
-        let sent = Instant::now();
-        let mut out = RequestOutput {
-            prompt_len: input.prompt_len,
-            start_time: sent.duration_since(epoch).as_secs_f64(),
-            ..Default::default()
-        };
-        if let Err(e) = self.stream_into(input, sent, &mut out).await {
-            out.success = false;
-            out.error = e;
+        let mut attempt = 0;
+        loop {
+            let sent = Instant::now();
+            let mut out = RequestOutput {
+                prompt_len: input.prompt_len,
+                start_time: sent.duration_since(epoch).as_secs_f64(),
+                ..Default::default()
+            };
+            match self.stream_into(input, sent, &mut out).await {
+                Ok(()) => return out,
+                Err(e) if e.stale_connection && attempt == 0 => attempt += 1,
+                Err(e) => {
+                    out.success = false;
+                    out.error = e.message;
+                    return out;
+                }
+            }
         }
-        out
     }
 
     async fn stream_into(
@@ -116,19 +129,22 @@ impl Client {
         input: &RequestInput,
         sent: Instant,
         out: &mut RequestOutput,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let mut req = self.http.post(&self.api_url).json(&self.body(input));
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("{}: {}", self.api_url, error_chain(&e)))?;
+        let resp = req.send().await.map_err(|e| {
+            let chain = error_chain(&e);
+            Failure {
+                stale_connection: chain.contains(STALE_CONNECTION),
+                message: format!("{}: {chain}", self.api_url),
+            }
+        })?;
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
-            return Err(format!("HTTP {status}: {}", error_message(&text)));
+            return Err(format!("HTTP {status}: {}", error_message(&text)).into());
         }
         let mut sse = SseBuffer::default();
         let mut stream = resp.bytes_stream();
@@ -144,10 +160,9 @@ impl Client {
                 let v: Value = serde_json::from_str(&data)
                     .map_err(|e| format!("bad SSE data {data:?}: {e}"))?;
                 if let Some(err) = v.get("error") {
-                    return Err(format!(
-                        "error in stream: {}",
-                        err.get("message").unwrap_or(err)
-                    ));
+                    return Err(
+                        format!("error in stream: {}", err.get("message").unwrap_or(err)).into(),
+                    );
                 }
                 match v.get("choices").and_then(Value::as_array) {
                     Some(choices) if !choices.is_empty() => {
@@ -187,6 +202,30 @@ impl Client {
         }
         out.success = true;
         Ok(())
+    }
+}
+
+/// How hyper reports a keep-alive connection closed under a request just sent.
+const STALE_CONNECTION: &str = "connection closed before message completed";
+
+/// Why a request failed, and whether it died on a stale keep-alive connection.
+struct Failure {
+    message: String,
+    stale_connection: bool,
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            message,
+            stale_connection: false,
+        }
     }
 }
 
