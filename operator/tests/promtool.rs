@@ -52,7 +52,7 @@ fn write_yaml(name: &str, value: &Value) -> PathBuf {
 
 #[test]
 fn prometheus_rules_compile() {
-    for spec in ["minimal", "hpa-full", "keda-cpu"] {
+    for spec in ["minimal", "hpa-full", "keda-cpu", "alerts-cpu"] {
         let path = write_yaml(&format!("{spec}-rules.yaml"), &rules_of(spec));
         let (ok, out) = promtool(&["check", "rules", path.to_str().expect("utf-8 path")]);
         assert!(ok, "{spec}: {out}");
@@ -186,6 +186,98 @@ fn seed_alerts_fire_on_synthetic_series() {
         .collect();
     let file = json!({ "rule_files": [rules_path.file_name().and_then(|n| n.to_str()).expect("name")], "evaluation_interval": "1m", "tests": tests });
     let test_path = write_yaml("alerts-test.yaml", &file);
+    let (ok, out) = promtool(&["test", "rules", test_path.to_str().expect("utf-8 path")]);
+    assert!(ok, "{out}");
+}
+
+/// The alerts backend's scale-up alerts (the `alerts-cpu` spec: waiting per replica > 3, KV
+/// usage > 0.8, `for: 30s`, evaluated every 10s) on synthetic series: pending before
+/// `for`, firing after it with the labels the webhook acts on, silent at the threshold.
+#[test]
+fn scale_up_alerts_fire_after_for_with_the_webhook_labels() {
+    let rules = rules_of("alerts-cpu");
+    let group = rules["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g["name"] == "candela.llm.smollm2-alerts.autoscaling")
+        .expect("autoscaling group");
+    assert_eq!(group["interval"], "10s");
+    let rules_path = write_yaml("alerts-cpu-rules.yaml", &rules);
+    let series = |metric: &str, pod: &str, values: &str| {
+        json!({
+            "series": format!(r#"vllm:{metric}{{namespace="llm",model_name="smollm2",pod="{pod}"}}"#),
+            "values": values,
+        })
+    };
+    let labels = |alert: &str, state: &str| {
+        format!(
+            r#"{{__name__="ALERTS",alertname="{alert}",alertstate="{state}",candela_autoscaling="scale-up",inference_deployment="smollm2-alerts",model_name="smollm2",namespace="llm",severity="none"}}"#
+        )
+    };
+    let case = |alert: &str, input: Vec<Value>, fires: bool| {
+        let at = |t: &str, state: Option<&str>| {
+            json!({
+                "expr": format!(r#"ALERTS{{alertname="{alert}"}}"#),
+                "eval_time": t,
+                "exp_samples": state.map_or_else(|| json!([]), |s| json!([{ "labels": labels(alert, s), "value": 1 }])),
+            })
+        };
+        json!({
+            "interval": "10s",
+            "input_series": input,
+            "promql_expr_test": if fires {
+                json!([at("20s", Some("pending")), at("40s", Some("firing")), at("2m", Some("firing"))])
+            } else {
+                json!([at("2m", None)])
+            },
+        })
+    };
+    let backlog = candela_operator::alerts::SCALE_UP_ALERTS[0];
+    let kv = candela_operator::alerts::SCALE_UP_ALERTS[1];
+    let tests = json!([
+        // (8 + 0) / 2 pods = 4 waiting per replica > 3.
+        case(
+            backlog,
+            vec![
+                series("num_requests_waiting", "a", "8x20"),
+                series("num_requests_waiting", "b", "0x20")
+            ],
+            true
+        ),
+        // (6 + 0) / 2 = 3: at the target, not above.
+        case(
+            backlog,
+            vec![
+                series("num_requests_waiting", "a", "6x20"),
+                series("num_requests_waiting", "b", "0x20")
+            ],
+            false
+        ),
+        // (1 + 0.75) / 2 = 0.875 > 0.8.
+        case(
+            kv,
+            vec![
+                series("kv_cache_usage_perc", "a", "1x20"),
+                series("kv_cache_usage_perc", "b", "0.75x20")
+            ],
+            true
+        ),
+        case(
+            kv,
+            vec![
+                series("kv_cache_usage_perc", "a", "0.75x20"),
+                series("kv_cache_usage_perc", "b", "0.75x20")
+            ],
+            false
+        ),
+    ]);
+    let file = json!({
+        "rule_files": [rules_path.file_name().and_then(|n| n.to_str()).expect("name")],
+        "evaluation_interval": "10s",
+        "tests": tests,
+    });
+    let test_path = write_yaml("scale-up-alerts-test.yaml", &file);
     let (ok, out) = promtool(&["test", "rules", test_path.to_str().expect("utf-8 path")]);
     assert!(ok, "{out}");
 }
