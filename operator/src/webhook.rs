@@ -66,9 +66,22 @@ async fn alertmanager(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (status, answer) = answer(&state, &headers, &body).await;
-    state.metrics.webhook_request(status.as_u16());
-    (status, Json(answer)).into_response()
+    // A task of its own: Alertmanager gives up on a request after its group_interval and
+    // closes the connection, which drops this handler; the decision (state write, then
+    // scale write) must still run to its end.
+    let task = tokio::spawn(async move {
+        let (status, answer) = answer(&state, &headers, &body).await;
+        state.metrics.webhook_request(status.as_u16());
+        (status, answer)
+    });
+    match task.await {
+        Ok((status, answer)) => (status, Json(answer)).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": format!("the webhook task failed: {e}") })),
+        )
+            .into_response(),
+    }
 }
 
 async fn answer(

@@ -266,7 +266,7 @@ fn autoscaling_condition(infd: &InferenceDeployment, outcome: &ApplyOutcome) -> 
             type_: t,
             status: false,
             reason: "CRDMissing",
-            message: format!("{} is not installed, so the scale-up alerts are not created: install prometheus-operator, or load the rules `crdgen render` prints into Prometheus", ThirdParty::PrometheusRule.crd_name()),
+            message: format!("{} is not installed, so the scale-up alerts are not created: install prometheus-operator, or load the rules `crdgen rules` prints into Prometheus", ThirdParty::PrometheusRule.crd_name()),
         },
         AutoscalingBackend::Alerts => Cond {
             type_: t,

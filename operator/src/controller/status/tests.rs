@@ -245,3 +245,37 @@ fn transition_times_survive_unchanged_conditions() {
         .expect("Ready");
     assert_eq!(ready.last_transition_time.0, later);
 }
+
+#[test]
+fn alerts_backend_needs_its_prometheus_rule() {
+    let spec = |rules: bool| {
+        infd(&format!(
+            "spec: {{model: {{source: hf://org/m}}, monitoring: {{rules: {{enabled: {rules}}}}}, \
+             autoscaling: {{backend: alerts, maxReplicas: 3}}}}"
+        ))
+    };
+    let d = deployment(1, available(1));
+    let ok = compute(&spec(true), Some(&d), &ApplyOutcome::default(), NOW);
+    assert_eq!(cond(&ok, "AutoscalingReady"), ("True", "AlertsWebhook"));
+    assert_eq!(ok.autoscaling.as_deref(), Some("alerts 1-3"));
+    assert_eq!(
+        ok.alert_scaling, None,
+        "the reconciler never writes the backend's state"
+    );
+    let off = compute(&spec(false), Some(&d), &ApplyOutcome::default(), NOW);
+    assert_eq!(cond(&off, "AutoscalingReady"), ("False", "RulesDisabled"));
+    let missing = ApplyOutcome {
+        missing: vec![ThirdParty::PrometheusRule],
+        ..ApplyOutcome::default()
+    };
+    let no_crd = compute(&spec(true), Some(&d), &missing, NOW);
+    assert_eq!(cond(&no_crd, "AutoscalingReady"), ("False", "CRDMissing"));
+    assert!(
+        no_crd
+            .conditions
+            .iter()
+            .any(|c| c.message.contains("crdgen rules")),
+        "{:?}",
+        no_crd.conditions
+    );
+}
