@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR=never
+# No incremental caches: a full test run builds many test binaries and CI starts clean anyway.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 ./scripts/setup.sh --test-deps >/dev/null
 VENV="${CANDELA_CACHE:-$HOME/.cache/candela}/venv"
 
