@@ -161,6 +161,16 @@ async fn hpa_backend_scales_on_adapter_metrics_from_a_real_engine() {
         kubelet(&admin).await.into_iter().next()
     })
     .await;
+    // Only this pod has an engine behind it (and so metrics): make the ReplicaSet
+    // controller remove the metric-less pods first when the HPA scales down, or a
+    // scale-down that happened to delete this pod would leave the HPA with no metrics.
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), NS);
+    let cost = json!({ "metadata": { "annotations": {
+        "controller.kubernetes.io/pod-deletion-cost": "1000"
+    }}});
+    pods.patch(&first, &PatchParams::default(), &Patch::Merge(&cost))
+        .await
+        .expect("annotate the engine pod");
 
     let engine = stack::start_engine(&dir, SERVED, &["--max-num-seqs", "2"]).await;
     let prometheus = stack::start_prometheus(
