@@ -122,6 +122,27 @@ fn result_json(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap()
 }
 
+/// The run's JSON totals equal the server's counter deltas: prompt tokens,
+/// generation tokens and successful requests.
+fn assert_counter_deltas(before: (f64, f64, f64), after: (f64, f64, f64), j: &Value) {
+    let field = |k: &str| j[k].as_f64().unwrap();
+    assert_eq!(
+        after.0 - before.0,
+        field("total_input_tokens"),
+        "vllm:prompt_tokens_total"
+    );
+    assert_eq!(
+        after.1 - before.1,
+        field("total_output_tokens"),
+        "vllm:generation_tokens_total"
+    );
+    assert_eq!(
+        after.2 - before.2,
+        field("completed"),
+        "vllm:request_success_total"
+    );
+}
+
 /// The value printed after `label` in the result block.
 fn printed(stdout: &str, label: &str) -> f64 {
     let line = stdout
@@ -181,17 +202,7 @@ fn bench_serve_agrees_with_the_servers_counters() {
     assert_eq!(j["failed"], 0);
     // Random prompts ignore EOS: every request generates exactly its 12 tokens.
     assert_eq!(j["total_output_tokens"], 24 * 12);
-    assert_eq!(
-        after.0 - before.0,
-        j["total_input_tokens"].as_f64().unwrap(),
-        "prompt tokens"
-    );
-    assert_eq!(
-        after.1 - before.1,
-        j["total_output_tokens"].as_f64().unwrap(),
-        "generation tokens"
-    );
-    assert_eq!(after.2 - before.2, 24.0, "request_success_total");
+    assert_counter_deltas(before, after, &j);
     // The block prints the same numbers, in vLLM's order.
     assert_eq!(printed(&stdout, "Successful requests:"), 24.0);
     assert_eq!(
@@ -273,17 +284,7 @@ fn bench_serve_agrees_with_the_servers_counters() {
     let after = server.counters();
     let j = result_json(&dir);
     assert_eq!(j["completed"], 8);
-    assert_eq!(
-        after.0 - before.0,
-        j["total_input_tokens"].as_f64().unwrap(),
-        "chat prompt tokens"
-    );
-    assert_eq!(
-        after.1 - before.1,
-        j["total_output_tokens"].as_f64().unwrap(),
-        "chat generation tokens"
-    );
-    assert_eq!(after.2 - before.2, 8.0);
+    assert_counter_deltas(before, after, &j);
     assert_eq!(j["backend"], "openai-chat");
 
     // 3. A model the server does not serve: every request fails, errors are kept.
