@@ -128,12 +128,13 @@ impl Linear {
 /// One decoder block's weights.
 #[derive(Debug, Clone)]
 pub(crate) struct Layer {
-    pub attn_norm: Tensor,
+    /// RMSNorm weights, `f32`, read once at load (the layer loop uses plain buffers).
+    pub attn_norm: Vec<f32>,
     pub q: Linear,
     pub k: Linear,
     pub v: Linear,
     pub o: Linear,
-    pub ffn_norm: Tensor,
+    pub ffn_norm: Vec<f32>,
     pub gate: Linear,
     pub up: Linear,
     pub down: Linear,
@@ -145,7 +146,7 @@ pub struct Llama {
     pub(crate) cfg: ModelConfig,
     pub(crate) embed: Arc<QTensor>,
     pub(crate) layers: Vec<Layer>,
-    pub(crate) norm: Tensor,
+    pub(crate) norm: Vec<f32>,
     pub(crate) lm_head: Linear,
     pub(crate) rope: RopeTable,
     pub(crate) device: Device,
@@ -230,7 +231,7 @@ impl Llama {
             // Spans feed the engine's profiler (/start_profile); free when it is off.
             let _layer = tracing::trace_span!("layer", index = li).entered();
             let attn_span = tracing::trace_span!("attention").entered();
-            rms_norm(&x, &flat(&layer.attn_norm)?, eps, &mut h);
+            rms_norm(&x, &layer.attn_norm, eps, &mut h);
             let mut q = layer.q.forward(&h, t)?;
             let mut k = layer.k.forward(&h, t)?;
             let v = layer.v.forward(&h, t)?;
@@ -242,7 +243,7 @@ impl Llama {
             add_assign(&mut x, &layer.o.forward(&attn, t)?);
             drop(attn_span);
             let _mlp = tracing::trace_span!("mlp").entered();
-            rms_norm(&x, &flat(&layer.ffn_norm)?, eps, &mut h);
+            rms_norm(&x, &layer.ffn_norm, eps, &mut h);
             let mut g = layer.gate.forward(&h, t)?;
             let u = layer.up.forward(&h, t)?;
             silu_mul(&mut g, &u);
@@ -259,7 +260,7 @@ impl Llama {
             picked.extend_from_slice(&x[i * hidden..(i + 1) * hidden]);
         }
         let mut normed = vec![0.0f32; picked.len()];
-        rms_norm(&picked, &flat(&self.norm)?, eps, &mut normed);
+        rms_norm(&picked, &self.norm, eps, &mut normed);
         let logits = self.lm_head.forward(&normed, rows)?;
         Ok(Tensor::from_vec(
             logits,
@@ -291,6 +292,6 @@ fn add_assign(x: &mut [f32], y: &[f32]) {
 }
 
 /// An `f32` tensor's values as one flat vector.
-fn flat(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn flat(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }

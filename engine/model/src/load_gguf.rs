@@ -14,7 +14,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
-use crate::llama::{Layer, Linear, Llama, ModelConfig};
+use crate::llama::{Layer, Linear, Llama, ModelConfig, flat};
 use crate::rope::RopeTable;
 use crate::{Error, Result};
 
@@ -175,18 +175,18 @@ pub fn load_gguf_model(md: &Content, file: &mut File, device: &Device) -> Result
     for i in 0..cfg.num_layers {
         let p = |s: &str| format!("blk.{i}.{s}");
         layers.push(Layer {
-            attn_norm: r.dense(&p("attn_norm.weight"))?,
+            attn_norm: flat(&r.dense(&p("attn_norm.weight"))?)?,
             q: r.linear(&p("attn_q"))?,
             k: r.linear(&p("attn_k"))?,
             v: r.linear(&p("attn_v"))?,
             o: r.linear(&p("attn_output"))?,
-            ffn_norm: r.dense(&p("ffn_norm.weight"))?,
+            ffn_norm: flat(&r.dense(&p("ffn_norm.weight"))?)?,
             gate: r.linear(&p("ffn_gate"))?,
             up: r.linear(&p("ffn_up"))?,
             down: r.linear(&p("ffn_down"))?,
         });
     }
-    let norm = r.dense("output_norm.weight")?;
+    let norm = flat(&r.dense("output_norm.weight")?)?;
     let lm_head = if r.has("output.weight") {
         r.linear("output")?
     } else {
