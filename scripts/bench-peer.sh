@@ -43,7 +43,7 @@ wait_ready() {  # url
 }
 
 CPORT=$(free_port)
-RAYON_NUM_THREADS="$THREADS" "$CANDELA" serve --model "$MODEL" --host 127.0.0.1 --port "$CPORT" \
+"$CANDELA" serve --threads "$THREADS" --model "$MODEL" --host 127.0.0.1 --port "$CPORT" \
   --grpc-port "$(free_port)" --served-model-name SmolLM2-135M-Instruct --max-num-seqs 32 --max-model-len 4096 \
   >"$OUT/candela-serve.log" 2>&1 &
 PIDS+=($!)

@@ -1,7 +1,7 @@
 //! Quantized matmul throughput (GMAC/s) on the default model's shapes: the Q4_1
 //! projections for decode-sized (m = 1, 8, 32) and prefill-sized (m = 256, 2048)
 //! batches, and the Q8_0 LM head with Candela's kernel beside candle's.
-//! `cargo bench -p candela-model --bench qmatmul` (set RAYON_NUM_THREADS to pin threads).
+//! `cargo bench -p candela-model --bench qmatmul` (set CANDELA_NUM_THREADS to pin threads).
 
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ fn matrix(n: usize, k: usize) -> QMatrix {
             data.push((s >> 24) as u8);
         }
     }
-    QMatrix::new(QFormat::Q4_1, data, n, k).expect("valid matrix")
+    QMatrix::new(QFormat::Q4_1, &data, n, k).expect("valid matrix")
 }
 
 /// candle's quantized matmul on the tied Q8_0 embedding used as LM head [49152, 576].
@@ -41,7 +41,7 @@ fn candle_q8_0_lm_head() {
     let q = QMatMul::QTensor(std::sync::Arc::new(
         QTensor::quantize(&w, GgmlDType::Q8_0).unwrap(),
     ));
-    let ours = QMatrix::new(QFormat::Q8_0, q_bytes(&q), n, k).unwrap();
+    let ours = QMatrix::new(QFormat::Q8_0, &q_bytes(&q), n, k).unwrap();
     for m in [1usize, 32] {
         let xv: Vec<f32> = (0..m * k)
             .map(|i| ((i * 31) % 100) as f32 / 50.0 - 1.0)
@@ -84,7 +84,7 @@ fn q_bytes(q: &candle_core::quantized::QMatMul) -> Vec<u8> {
 }
 
 fn main() {
-    println!("threads: {}", rayon::current_num_threads());
+    println!("threads: {}", candela_model::pool::global().threads());
     println!(
         "{:<8} {:>6} {:>10} {:>10}",
         "shape", "m", "ms/call", "GMAC/s"

@@ -9,23 +9,22 @@
 //! Exactness invariant: the output for one (query token, head) is computed by
 //! one sequential loop whose order depends only on that query's position and
 //! the cache contents — never on how the batch was chunked, which other
-//! sequences share it, or how rayon split the work. Two passes per query:
+//! sequences share it, or how the pool split the work. Two passes per query:
 //! scores and their max, then `exp`, sum and the weighted V sum in ascending
 //! position order, divided by the sum at the end; all in `f32`.
 //!
 //! Cost: `O(sum over queries of (p + 1) * num_heads * head_dim)`; work items
 //! are (token, KV head) pairs, so the query heads of one group share each K/V
-//! row read. Scratch is one buffer per rayon job, grown as needed; nothing is
-//! allocated per token.
-
-use rayon::prelude::*;
+//! row read. Scratch is one buffer per compute thread, grown as needed; nothing
+//! is allocated per token.
 
 use crate::batch::ForwardBatch;
 use crate::kv_cache::LayerKv;
 use crate::{Error, Result};
 
-/// Below this much work (query-positions × KV heads) the kernel runs on the calling thread.
-const PARALLEL_MIN_WORK: usize = 4096;
+/// Below this much work (attended positions × query heads) the kernel runs on the
+/// calling thread.
+const PARALLEL_MIN_WORK: usize = 1024;
 
 /// Writes `k` and `v` (each `[T, num_kv_heads * head_dim]`) into the slots `slot_mapping[t]`.
 ///
@@ -116,37 +115,51 @@ pub fn paged_attention(
         }
     }
 
-    let chunk = group * hd;
-    let job = |(idx, o): (usize, &mut [f32]), scratch: &mut Vec<f32>| {
-        let tt = idx / nkv;
-        let kvh = idx % nkv;
-        let seq = &batch.seqs[tok_seq[tt]];
-        let qrow = &q[(tt * nh + kvh * group) * hd..][..chunk];
-        attend_group(
-            qrow,
-            layer,
-            &seq.block_table,
-            kvh,
-            batch.positions[tt] as usize + 1,
-            scale,
-            scratch,
-            o,
-        );
+    // Jobs are (token, KV head) pairs so a group's query heads share each K/V row
+    // read; with too few of those to keep every thread busy (small-batch decode)
+    // they are (token, query head). Each head's arithmetic is the same either way.
+    let pool = crate::pool::global();
+    let heads_per_job = if t * nkv >= 4 * pool.threads() {
+        group
+    } else {
+        1
     };
-    if work * nkv < PARALLEL_MIN_WORK || rayon::current_num_threads() == 1 {
-        let mut scratch = Vec::new();
+    let chunk = heads_per_job * hd;
+    let jobs_per_token = nh / heads_per_job;
+    let job = |idx: usize, o: &mut [f32]| {
+        let tt = idx / jobs_per_token;
+        let head = idx % jobs_per_token * heads_per_job;
+        let seq = &batch.seqs[tok_seq[tt]];
+        let qrow = &q[(tt * nh + head) * hd..][..chunk];
+        SCRATCH.with_borrow_mut(|scratch| {
+            attend_group(
+                qrow,
+                layer,
+                &seq.block_table,
+                head / group,
+                batch.positions[tt] as usize + 1,
+                scale,
+                scratch,
+                o,
+            )
+        });
+    };
+    if work * nh < PARALLEL_MIN_WORK {
         out.chunks_mut(chunk)
             .enumerate()
-            .for_each(|x| job(x, &mut scratch));
+            .for_each(|(i, o)| job(i, o));
     } else {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each_init(Vec::new, |s, x| job(x, s));
+        pool.for_chunks_mut(out, chunk, job);
     }
     Ok(())
 }
 
-/// The `group` query heads sharing KV head `kvh`, over cache positions `0..n`.
+thread_local! {
+    /// Per-thread score scratch, grown as needed and kept across calls.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Query heads `q` (one or more of KV head `kvh`'s group), over cache positions `0..n`.
 #[allow(clippy::too_many_arguments)]
 fn attend_group(
     q: &[f32],

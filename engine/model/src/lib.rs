@@ -23,12 +23,14 @@ pub mod kv_cache;
 pub mod llama;
 pub mod load_gguf;
 pub mod load_hf;
+pub mod pool;
 pub mod qmatmul;
 pub mod reference;
 pub mod rope;
 pub mod runner;
 pub mod sampler;
 pub mod tokenizer;
+mod weight_buf;
 
 use std::path::Path;
 

@@ -78,11 +78,13 @@ pub(crate) enum Weight {
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
     pub w: Weight,
-    pub b: Option<Tensor>,
+    /// The bias as `f32`, read once at load (Qwen2's q/k/v).
+    pub b: Option<Vec<f32>>,
 }
 
 impl Linear {
     pub fn new(w: Arc<QTensor>, b: Option<Tensor>) -> Result<Self> {
+        let b = b.as_ref().map(flat).transpose()?;
         let format = match w.dtype() {
             GgmlDType::Q4_1 => Some(QFormat::Q4_1),
             GgmlDType::Q8_0 => Some(QFormat::Q8_0),
@@ -91,7 +93,7 @@ impl Linear {
         if let Some(format) = format {
             let (n, k) = w.shape().dims2()?;
             return Ok(Self {
-                w: Weight::Quant(QMatrix::new(format, w.data()?.to_vec(), n, k)?),
+                w: Weight::Quant(QMatrix::new(format, &w.data()?, n, k)?),
                 b,
             });
         }
@@ -116,12 +118,63 @@ impl Linear {
             }
         };
         if let Some(b) = &self.b {
-            let b = b.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             for row in y.chunks_exact_mut(b.len()) {
-                row.iter_mut().zip(&b).for_each(|(y, b)| *y += b);
+                add_assign(row, b);
             }
         }
         Ok(y)
+    }
+}
+
+/// Projections of the same input (q/k/v; gate/up). When their weights share a
+/// quantized format they run as one stacked matmul: the input is quantized
+/// once and the step has one parallel region instead of three (or two). Each
+/// output element is still the same dot product, so results do not change.
+#[derive(Debug, Clone)]
+pub(crate) struct Fused {
+    parts: Vec<Linear>,
+    stacked: Option<QMatrix>,
+}
+
+impl Fused {
+    pub fn new(parts: Vec<Linear>) -> Self {
+        let quant: Option<Vec<&QMatrix>> = parts
+            .iter()
+            .map(|p| match &p.w {
+                Weight::Quant(w) => Some(w),
+                Weight::Candle(_) => None,
+            })
+            .collect();
+        let stacked = quant.and_then(|q| QMatrix::stack(&q));
+        Self { parts, stacked }
+    }
+
+    /// Each part's output for `x` (`rows` rows), in the order given to [`Fused::new`].
+    pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<Vec<f32>>> {
+        let Some(stacked) = &self.stacked else {
+            return self.parts.iter().map(|p| p.forward(x, rows)).collect();
+        };
+        let y = stacked.matmul(x)?;
+        let width = stacked.rows();
+        let mut start = 0;
+        let mut outs = Vec::with_capacity(self.parts.len());
+        for p in &self.parts {
+            let n = match &p.w {
+                Weight::Quant(w) => w.rows(),
+                Weight::Candle(_) => unreachable!("stacked parts are quantized"),
+            };
+            let mut out = Vec::with_capacity(rows * n);
+            for row in y.chunks_exact(width) {
+                out.extend_from_slice(&row[start..start + n]);
+                if let Some(b) = &p.b {
+                    let tail = out.len() - n;
+                    add_assign(&mut out[tail..], b);
+                }
+            }
+            start += n;
+            outs.push(out);
+        }
+        Ok(outs)
     }
 }
 
@@ -130,13 +183,12 @@ impl Linear {
 pub(crate) struct Layer {
     /// RMSNorm weights, `f32`, read once at load (the layer loop uses plain buffers).
     pub attn_norm: Vec<f32>,
-    pub q: Linear,
-    pub k: Linear,
-    pub v: Linear,
+    /// q, k, v.
+    pub qkv: Fused,
     pub o: Linear,
     pub ffn_norm: Vec<f32>,
-    pub gate: Linear,
-    pub up: Linear,
+    /// gate, up.
+    pub gate_up: Fused,
     pub down: Linear,
 }
 
@@ -232,9 +284,11 @@ impl Llama {
             let _layer = tracing::trace_span!("layer", index = li).entered();
             let attn_span = tracing::trace_span!("attention").entered();
             rms_norm(&x, &layer.attn_norm, eps, &mut h);
-            let mut q = layer.q.forward(&h, t)?;
-            let mut k = layer.k.forward(&h, t)?;
-            let v = layer.v.forward(&h, t)?;
+            let [mut q, mut k, v]: [Vec<f32>; 3] = layer
+                .qkv
+                .forward(&h, t)?
+                .try_into()
+                .map_err(|_| Error::InvalidModel("q/k/v projections".into()))?;
             self.rope.apply(&mut q, &batch.positions)?;
             self.rope.apply(&mut k, &batch.positions)?;
             let lc = cache.layer_mut(li);
@@ -244,8 +298,11 @@ impl Llama {
             drop(attn_span);
             let _mlp = tracing::trace_span!("mlp").entered();
             rms_norm(&x, &layer.ffn_norm, eps, &mut h);
-            let mut g = layer.gate.forward(&h, t)?;
-            let u = layer.up.forward(&h, t)?;
+            let [mut g, u]: [Vec<f32>; 2] = layer
+                .gate_up
+                .forward(&h, t)?
+                .try_into()
+                .map_err(|_| Error::InvalidModel("gate/up projections".into()))?;
             silu_mul(&mut g, &u);
             add_assign(&mut x, &layer.down.forward(&g, t)?);
         }

@@ -14,7 +14,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
-use crate::llama::{Layer, Linear, Llama, ModelConfig, flat};
+use crate::llama::{Fused, Layer, Linear, Llama, ModelConfig, flat};
 use crate::rope::RopeTable;
 use crate::{Error, Result};
 
@@ -176,13 +176,14 @@ pub fn load_gguf_model(md: &Content, file: &mut File, device: &Device) -> Result
         let p = |s: &str| format!("blk.{i}.{s}");
         layers.push(Layer {
             attn_norm: flat(&r.dense(&p("attn_norm.weight"))?)?,
-            q: r.linear(&p("attn_q"))?,
-            k: r.linear(&p("attn_k"))?,
-            v: r.linear(&p("attn_v"))?,
+            qkv: Fused::new(vec![
+                r.linear(&p("attn_q"))?,
+                r.linear(&p("attn_k"))?,
+                r.linear(&p("attn_v"))?,
+            ]),
             o: r.linear(&p("attn_output"))?,
             ffn_norm: flat(&r.dense(&p("ffn_norm.weight"))?)?,
-            gate: r.linear(&p("ffn_gate"))?,
-            up: r.linear(&p("ffn_up"))?,
+            gate_up: Fused::new(vec![r.linear(&p("ffn_gate"))?, r.linear(&p("ffn_up"))?]),
             down: r.linear(&p("ffn_down"))?,
         });
     }

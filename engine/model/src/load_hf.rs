@@ -14,7 +14,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
-use crate::llama::{Layer, Linear, Llama, ModelConfig, flat};
+use crate::llama::{Fused, Layer, Linear, Llama, ModelConfig, flat};
 use crate::rope::RopeTable;
 use crate::{Error, Result};
 
@@ -223,13 +223,17 @@ pub fn load_hf_model(dir: &Path, device: &Device) -> Result<(Llama, HfConfig)> {
         let p = |s: &str| format!("model.layers.{i}.{s}");
         layers.push(Layer {
             attn_norm: flat(&r.dense(&p("input_layernorm.weight"))?)?,
-            q: r.linear(&p("self_attn.q_proj"))?,
-            k: r.linear(&p("self_attn.k_proj"))?,
-            v: r.linear(&p("self_attn.v_proj"))?,
+            qkv: Fused::new(vec![
+                r.linear(&p("self_attn.q_proj"))?,
+                r.linear(&p("self_attn.k_proj"))?,
+                r.linear(&p("self_attn.v_proj"))?,
+            ]),
             o: r.linear(&p("self_attn.o_proj"))?,
             ffn_norm: flat(&r.dense(&p("post_attention_layernorm.weight"))?)?,
-            gate: r.linear(&p("mlp.gate_proj"))?,
-            up: r.linear(&p("mlp.up_proj"))?,
+            gate_up: Fused::new(vec![
+                r.linear(&p("mlp.gate_proj"))?,
+                r.linear(&p("mlp.up_proj"))?,
+            ]),
             down: r.linear(&p("mlp.down_proj"))?,
         });
     }

@@ -16,15 +16,17 @@
 //! Exactness: each output element is one dot product in a fixed block order,
 //! computed by the same code whatever the number of rows or how columns are
 //! split across threads, so results do not depend on batch composition.
-//! Work is split over column chunks (rayon); each chunk walks the rows tile by
-//! tile while its weights stay in cache.
+//! Work is split over column chunks ([`crate::pool`]); each chunk walks the rows
+//! tile by tile while its weights stay in cache.
 
-use rayon::prelude::*;
+use std::sync::Arc;
 
+use crate::pool::{self, SendPtr};
+use crate::weight_buf::WeightBuf;
 use crate::{Error, Result};
 
 const QK: usize = 32;
-/// Columns per rayon job.
+/// Columns per pool job.
 const COLS_PER_JOB: usize = 32;
 /// Activation rows walked per pass over a job's columns.
 const ROW_TILE: usize = 64;
@@ -49,7 +51,8 @@ impl QFormat {
 #[derive(Debug, Clone)]
 pub struct QMatrix {
     format: QFormat,
-    data: Vec<u8>,
+    /// Shared: cloning a model does not copy its weights.
+    data: Arc<WeightBuf>,
     n: usize,
     k: usize,
 }
@@ -62,23 +65,57 @@ struct XBlock {
     qs: [i8; QK],
 }
 
+impl XBlock {
+    const ZERO: Self = Self {
+        d: 0.0,
+        s: 0.0,
+        qs: [0; QK],
+    };
+}
+
 impl QMatrix {
     /// Wraps raw GGUF bytes of an `[n, k]` matrix in `format`.
     ///
     /// # Errors
     /// [`Error::InvalidModel`] when `k` is not a multiple of 32 or the byte count is off.
-    pub fn new(format: QFormat, data: Vec<u8>, n: usize, k: usize) -> Result<Self> {
+    pub fn new(format: QFormat, data: &[u8], n: usize, k: usize) -> Result<Self> {
         if !k.is_multiple_of(QK) || data.len() != n * (k / QK) * format.block_bytes() {
             return Err(Error::InvalidModel(format!(
                 "{format:?} matrix [{n}, {k}] with {} bytes",
                 data.len()
             )));
         }
-        Ok(Self { format, data, n, k })
+        Ok(Self {
+            format,
+            data: Arc::new(WeightBuf::copy_from(data)),
+            n,
+            k,
+        })
     }
 
     pub fn bytes(&self) -> usize {
         self.data.len()
+    }
+
+    /// Output width `n`.
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    /// The matrices stacked along `n` (one matmul for projections that share an
+    /// input), or `None` when their formats or input widths differ.
+    pub fn stack(parts: &[&QMatrix]) -> Option<QMatrix> {
+        let first = parts.first()?;
+        if parts
+            .iter()
+            .any(|p| p.format != first.format || p.k != first.k)
+        {
+            return None;
+        }
+        let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+        parts.iter().for_each(|p| data.extend_from_slice(&p.data));
+        let n = parts.iter().map(|p| p.n).sum();
+        QMatrix::new(first.format, &data, n, first.k).ok()
     }
 
     /// `x [m, k]` (row-major) times `W^T` → `[m, n]`.
@@ -102,14 +139,20 @@ impl QMatrix {
         }
         let m = x.len() / k;
         let kb = k / QK;
-        let xq: Vec<XBlock> = if m >= 64 {
-            x.par_chunks_exact(QK).map(quantize_block).collect()
+        let pool = pool::global();
+        let mut xq = vec![XBlock::ZERO; m * kb];
+        if m >= 64 {
+            pool.for_chunks_mut(&mut xq, kb, |r, blocks| {
+                quantize_row(&x[r * k..(r + 1) * k], blocks)
+            });
         } else {
-            x.chunks_exact(QK).map(quantize_block).collect()
-        };
+            xq.chunks_exact_mut(kb)
+                .zip(x.chunks_exact(k))
+                .for_each(|(blocks, x)| quantize_row(x, blocks));
+        }
         let avx2 = has_avx2();
         let mut out = vec![0.0f32; m * n];
-        let out_ptr = SyncPtr(out.as_mut_ptr());
+        let out_ptr = SendPtr(out.as_mut_ptr());
         let job = |ci: usize| {
             let cols = ci * COLS_PER_JOB..((ci + 1) * COLS_PER_JOB).min(n);
             let row = |r: usize| &xq[r * kb..(r + 1) * kb];
@@ -152,22 +195,15 @@ impl QMatrix {
         if n * m * kb < 4096 {
             (0..jobs).for_each(job);
         } else {
-            (0..jobs).into_par_iter().for_each(job);
+            pool.for_each(jobs, job);
         }
         Ok(out)
     }
 }
 
-/// A raw output pointer shared by jobs that write disjoint elements.
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: only used for writes to disjoint elements (see `Q41Matrix::matmul`).
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
+fn quantize_row(x: &[f32], out: &mut [XBlock]) {
+    for (o, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        *o = quantize_block(x);
     }
 }
 
@@ -396,7 +432,7 @@ mod tests {
             .collect();
         let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
         let q = QTensor::quantize(&wt, dtype).unwrap();
-        let ours = QMatrix::new(format, q.data().unwrap().to_vec(), n, k).unwrap();
+        let ours = QMatrix::new(format, &q.data().unwrap(), n, k).unwrap();
         let got = ours.matmul(&x).unwrap();
         let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
         let want = candle_core::quantized::QMatMul::QTensor(std::sync::Arc::new(q))
@@ -429,7 +465,7 @@ mod tests {
             "{format:?}: {s} vs {}",
             got[0]
         );
-        assert!(QMatrix::new(format, vec![0; K::W_BLOCK + 1], 1, QK).is_err());
+        assert!(QMatrix::new(format, &[0; 64][..K::W_BLOCK + 1], 1, QK).is_err());
     }
 
     #[test]

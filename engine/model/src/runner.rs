@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use candela_core::{RequestId, SampledToken, SamplingParams};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rayon::prelude::*;
 
 use crate::batch::{ForwardBatch, SeqInput};
 use crate::kv_cache::PagedKvCache;
@@ -167,7 +166,7 @@ impl ModelRunner {
                 });
                 Some(rng)
             };
-            jobs.push((seq.id, args, row, rng));
+            jobs.push((seq.id, args, row, rng, None));
         }
         if jobs.len() != batch.logits_indices.len() {
             return Err(Error::InvalidInput(
@@ -176,30 +175,25 @@ impl ModelRunner {
         }
         let sampler = self.sampler;
         let eos = &self.eos_token_ids;
-        let out: Vec<(SampledToken, Option<StdRng>)> = jobs
-            .into_par_iter()
-            .map(|(id, a, row, mut rng)| {
-                // Greedy never draws; the placeholder RNG is never read.
-                let mut fallback = StdRng::seed_from_u64(0);
-                let r = rng.as_mut().unwrap_or(&mut fallback);
-                let (token, logprobs) = sampler.sample(&row, a.params, a.prompt, a.output, eos, r);
-                (
-                    SampledToken {
-                        id,
-                        token,
-                        logprobs,
-                    },
-                    rng,
-                )
-            })
-            .collect();
-        Ok(out
+        crate::pool::global().for_chunks_mut(&mut jobs, 1, |_, job| {
+            let (_, a, row, rng, result) = &mut job[0];
+            // Greedy never draws; the placeholder RNG is never read.
+            let mut fallback = StdRng::seed_from_u64(0);
+            let r = rng.as_mut().unwrap_or(&mut fallback);
+            *result = Some(sampler.sample(row, a.params, a.prompt, a.output, eos, r));
+        });
+        Ok(jobs
             .into_iter()
-            .map(|(t, rng)| {
+            .map(|(id, _, _, rng, result)| {
+                let (token, logprobs) = result.expect("every sampling job runs");
                 if let Some(rng) = rng {
-                    self.rngs.insert(t.id, rng);
+                    self.rngs.insert(id, rng);
                 }
-                t
+                SampledToken {
+                    id,
+                    token,
+                    logprobs,
+                }
             })
             .collect())
     }

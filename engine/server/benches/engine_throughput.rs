@@ -27,7 +27,7 @@ fn main() {
     );
     let model = candela_model::load(&path, &candle_core::Device::Cpu, candle_core::DType::F32)
         .expect("load");
-    let threads = rayon::current_num_threads();
+    let threads = candela_model::pool::global().threads();
     println!(
         "model {} on CPU, {threads} threads; prompt {PROMPT_LEN}, output {OUTPUT_LEN} tokens",
         path.display()

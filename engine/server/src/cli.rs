@@ -98,6 +98,10 @@ pub struct ModelArgs {
     /// Devices to shard the model over (only 1 is supported yet).
     #[arg(long, env = "CANDELA_TENSOR_PARALLEL_SIZE", default_value_t = 1)]
     pub tensor_parallel_size: usize,
+    /// CPU compute threads for the model, the engine thread included (llama.cpp's
+    /// `-t`). Default: every available core.
+    #[arg(long, env = "CANDELA_NUM_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 /// The paged KV cache.

@@ -46,6 +46,9 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
     if args.cache.kv_cache_dtype == cli::KvCacheDtype::Fp8 {
         bail!("--kv-cache-dtype fp8 is not supported on the CPU backend; use auto");
     }
+    if let Some(n) = args.model.threads {
+        candela_model::pool::set_threads(n.into())?;
+    }
     let loaded = candela_model::load(&model_path, &device, candle_core::DType::F32)
         .with_context(|| format!("loading {}", model_path.display()))?;
     let LoadedModel {

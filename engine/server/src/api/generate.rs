@@ -346,7 +346,12 @@ where
     // vLLM, so a client's time to first chunk is the time to the first token.
     let mut head = Some(head);
     let body = body.flat_map(move |event| {
-        stream::iter(head.take().unwrap_or_default().into_iter().chain(Some(event)))
+        stream::iter(
+            head.take()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(Some(event)),
+        )
     });
     let tail =
         stream::once(async move { usage.map(|u| u(completion_tokens.load(Ordering::Relaxed))) })
