@@ -1,4 +1,4 @@
-//! Quantized matmuls with AVX2 kernels for the GGUF formats Candela's default
+//! Quantized matmuls with SIMD kernels (AVX2, AVX-512 VNNI) for the GGUF formats Candela's default
 //! model uses: Q4_1 (every projection; candle 0.11 only has a scalar Q4_1 vec-dot,
 //! ~10× slower than memory bandwidth allows) and Q8_0 (the tied embedding used as
 //! LM head; candle's batched path re-reads it per row group at ~half this speed).
@@ -150,7 +150,7 @@ impl QMatrix {
                 .zip(x.chunks_exact(k))
                 .for_each(|(blocks, x)| quantize_row(x, blocks));
         }
-        let avx2 = has_avx2();
+        let level = simd_level();
         let mut out = vec![0.0f32; m * n];
         let out_ptr = SendPtr(out.as_mut_ptr());
         let job = |ci: usize| {
@@ -167,26 +167,19 @@ impl QMatrix {
                 for c in cols.clone() {
                     let w = weights(c);
                     let mut r = r0;
-                    if avx2 {
-                        // Four rows share each unpacked weight block; per row the
-                        // arithmetic is exactly `dot_avx2`'s, so results stay
-                        // bit-identical to one row alone whatever the batch.
-                        while r + 4 <= r1 {
-                            let v =
-                                unsafe { K::dot4(w, [row(r), row(r + 1), row(r + 2), row(r + 3)]) };
-                            for (i, v) in v.into_iter().enumerate() {
-                                put(r + i, c, v);
-                            }
-                            r += 4;
+                    // Four rows share each unpacked weight block.
+                    while r + 4 <= r1 {
+                        let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+                        // SAFETY: `level` is what this CPU supports.
+                        let v = unsafe { K::dot(level, w, rows) };
+                        for (i, v) in v.into_iter().enumerate() {
+                            put(r + i, c, v);
                         }
+                        r += 4;
                     }
                     for i in r..r1 {
-                        let v = if avx2 {
-                            unsafe { K::dot(w, row(i)) }
-                        } else {
-                            K::dot_scalar(w, row(i))
-                        };
-                        put(i, c, v);
+                        // SAFETY: as above.
+                        put(i, c, unsafe { K::dot(level, w, [row(i)]) }[0]);
                     }
                 }
             }
@@ -230,29 +223,57 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX2.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// The SIMD kernels this CPU runs, detected once. `CANDELA_CPU_KERNEL=avx2` (or
+/// `scalar`) forces a lower level, for comparisons and debugging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SimdLevel {
+    Scalar,
+    /// AVX2 + FMA: ggml's `maddubs`/`madd` integer dot products.
+    Avx2,
+    /// AVX-512 VNNI (256-bit `vpdpbusd`): one instruction per 32 products.
+    Avx512Vnni,
 }
 
-/// One weight format's dot products against quantized activation rows. `dot4`
-/// must give, per row, exactly `dot`'s bits (batch invariance).
+/// The level the quantized matmuls use on this machine.
+pub fn simd_level() -> SimdLevel {
+    static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let detected = detect_simd();
+        match std::env::var("CANDELA_CPU_KERNEL").as_deref() {
+            Ok("scalar") => SimdLevel::Scalar,
+            Ok("avx2") => detected.min(SimdLevel::Avx2),
+            _ => detected,
+        }
+    })
+}
+
+fn detect_simd() -> SimdLevel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            return SimdLevel::Avx512Vnni;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return SimdLevel::Avx2;
+        }
+    }
+    SimdLevel::Scalar
+}
+
+/// One weight format's dot products of a weight row against `R` quantized
+/// activation rows. For every `R` and SIMD level a row gets exactly the bits it
+/// gets alone (the integer products are exact; the float ops per row are the same),
+/// so results do not depend on the batch.
 trait Kernel {
     const W_BLOCK: usize;
     fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32;
     /// # Safety
-    /// AVX2 and FMA must be available.
-    unsafe fn dot(w: &[u8], x: &[XBlock]) -> f32;
-    /// # Safety
-    /// AVX2 and FMA must be available.
-    unsafe fn dot4(w: &[u8], x: [&[XBlock]; 4]) -> [f32; 4];
+    /// `level`'s instructions must be available (it comes from [`simd_level`]).
+    unsafe fn dot<const R: usize>(level: SimdLevel, w: &[u8], x: [&[XBlock]; R]) -> [f32; R];
 }
 
 struct Q41;
@@ -263,11 +284,15 @@ impl Kernel for Q41 {
     fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
         q41_dot_scalar(w, x)
     }
-    unsafe fn dot(w: &[u8], x: &[XBlock]) -> f32 {
-        unsafe { dot_avx2(w, x) }
-    }
-    unsafe fn dot4(w: &[u8], x: [&[XBlock]; 4]) -> [f32; 4] {
-        unsafe { dot4_avx2(w, x) }
+    unsafe fn dot<const R: usize>(level: SimdLevel, w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        #[cfg(target_arch = "x86_64")]
+        match level {
+            SimdLevel::Avx512Vnni => return unsafe { simd_vnni::q41_dot(w, x) },
+            SimdLevel::Avx2 => return unsafe { simd_avx2::q41_dot(w, x) },
+            SimdLevel::Scalar => {}
+        }
+        let _ = level;
+        x.map(|x| q41_dot_scalar(w, x))
     }
 }
 
@@ -285,42 +310,16 @@ impl Kernel for Q80 {
         }
         acc
     }
-    unsafe fn dot(w: &[u8], x: &[XBlock]) -> f32 {
-        unsafe { q80_dot_avx2(w, [x])[0] }
-    }
-    unsafe fn dot4(w: &[u8], x: [&[XBlock]; 4]) -> [f32; 4] {
-        unsafe { q80_dot_avx2(w, x) }
-    }
-}
-
-/// ggml's `ggml_vec_dot_q8_0_q8_0` AVX2 path for `R` activation rows sharing each
-/// weight block (the sign trick turns signed × signed into maddubs' unsigned ×
-/// signed); per row the operations are the same for every `R`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q80_dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_ps(); R];
-    let ones = _mm256_set1_epi16(1);
-    for (b, wb) in w.chunks_exact(Q80::W_BLOCK).enumerate() {
-        let d = f16_at(wb, 0);
-        // SAFETY: a Q8_0 block is 34 bytes, qs at 2..34.
-        let qw = unsafe { _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i) };
-        let aw = _mm256_sign_epi8(qw, qw);
-        for i in 0..R {
-            let xb = &x[i][b];
-            let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
-            let dot16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(qx, qw));
-            let dot32 = _mm256_madd_epi16(dot16, ones);
-            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(dot32), acc[i]);
+    unsafe fn dot<const R: usize>(level: SimdLevel, w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        #[cfg(target_arch = "x86_64")]
+        match level {
+            SimdLevel::Avx512Vnni => return unsafe { simd_vnni::q80_dot(w, x) },
+            SimdLevel::Avx2 => return unsafe { simd_avx2::q80_dot(w, x) },
+            SimdLevel::Scalar => {}
         }
+        let _ = level;
+        x.map(|x| Self::dot_scalar(w, x))
     }
-    acc.map(|a| hsum(a))
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn q80_dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
-    x.map(|x| Q80::dot_scalar(w, x))
 }
 
 fn q41_dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
@@ -339,74 +338,99 @@ fn q41_dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
     acc + summs
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot_avx2(w: &[u8], x: &[XBlock]) -> f32 {
-    q41_dot_scalar(w, x)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot4_avx2(w: &[u8], x: [&[XBlock]; 4]) -> [f32; 4] {
-    x.map(|x| q41_dot_scalar(w, x))
-}
-
+/// The SIMD kernels, written once and compiled per instruction set: `$idot` sums
+/// adjacent groups of four `u8 × i8` products into `i32` lanes (AVX2:
+/// `maddubs` + `madd`, exact since no pair sum reaches `i16`'s limit here; VNNI:
+/// `vpdpbusd`), so both levels produce the same integers and the same floats.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
-    use std::arch::x86_64::*;
-    let hi = _mm256_extractf128_ps(acc, 1);
-    let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), hi);
-    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    let s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-    _mm_cvtss_f32(s1)
-}
+macro_rules! simd_kernels {
+    ($name:ident, $features:literal, |$a:ident, $b:ident| $idot:expr) => {
+        mod $name {
+            use super::{Q41, Q80, XBlock, f16_at};
+            use std::arch::x86_64::*;
+            use $crate::qmatmul::Kernel as _;
 
-/// [`dot_avx2`] for four activation rows at once, same per-row operation order.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot4_avx2(w: &[u8], x: [&[XBlock]; 4]) -> [f32; 4] {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut summs = [0.0f32; 4];
-    let low = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    for (b, wb) in w.chunks_exact(Q41::W_BLOCK).enumerate() {
-        let (d, m) = (f16_at(wb, 0), f16_at(wb, 2));
-        // SAFETY: as in `dot_avx2`.
-        let tmp = unsafe { _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i) };
-        let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), low);
-        for i in 0..4 {
-            let xb = &x[i][b];
-            summs[i] += m * xb.s;
-            let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
-            let dot32 = _mm256_madd_epi16(_mm256_maddubs_epi16(qw, qx), ones);
-            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(dot32), acc[i]);
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn idot($a: __m256i, $b: __m256i) -> __m256i {
+                $idot
+            }
+
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn hsum(acc: __m256) -> f32 {
+                let hi = _mm256_extractf128_ps(acc, 1);
+                let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), hi);
+                let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+                let s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+                _mm_cvtss_f32(s1)
+            }
+
+            /// ggml's `ggml_vec_dot_q4_1_q8_1` for `R` rows sharing each unpacked
+            /// weight block.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn q41_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+                let mut acc = [_mm256_setzero_ps(); R];
+                let mut summs = [0.0f32; R];
+                let low = _mm256_set1_epi8(0x0F);
+                for (b, wb) in w.chunks_exact(Q41::W_BLOCK).enumerate() {
+                    let (d, m) = (f16_at(wb, 0), f16_at(wb, 2));
+                    // SAFETY: a Q4_1 block is 20 bytes, qs at 4..20.
+                    let tmp = unsafe { _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i) };
+                    let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), low);
+                    for i in 0..R {
+                        let xb = &x[i][b];
+                        summs[i] += m * xb.s;
+                        // SAFETY: qs is 32 bytes.
+                        let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
+                        let dot32 = idot(qw, qx);
+                        acc[i] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(d * xb.d),
+                            _mm256_cvtepi32_ps(dot32),
+                            acc[i],
+                        );
+                    }
+                }
+                std::array::from_fn(|i| hsum(acc[i]) + summs[i])
+            }
+
+            /// ggml's `ggml_vec_dot_q8_0_q8_0` (the sign trick turns signed ×
+            /// signed into unsigned × signed) for `R` rows.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn q80_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+                let mut acc = [_mm256_setzero_ps(); R];
+                for (b, wb) in w.chunks_exact(Q80::W_BLOCK).enumerate() {
+                    let d = f16_at(wb, 0);
+                    // SAFETY: a Q8_0 block is 34 bytes, qs at 2..34.
+                    let qw = unsafe { _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i) };
+                    let aw = _mm256_sign_epi8(qw, qw);
+                    for i in 0..R {
+                        let xb = &x[i][b];
+                        // SAFETY: qs is 32 bytes.
+                        let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
+                        let dot32 = idot(aw, _mm256_sign_epi8(qx, qw));
+                        acc[i] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(d * xb.d),
+                            _mm256_cvtepi32_ps(dot32),
+                            acc[i],
+                        );
+                    }
+                }
+                acc.map(|a| hsum(a))
+            }
         }
-    }
-    [0, 1, 2, 3].map(|i| hsum(acc[i]) + summs[i])
+    };
 }
 
-/// ggml's `ggml_vec_dot_q4_1_q8_1` AVX2 path.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(w: &[u8], x: &[XBlock]) -> f32 {
-    use std::arch::x86_64::*;
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0.0f32;
-    let low = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    for (wb, xb) in w.chunks_exact(Q41::W_BLOCK).zip(x) {
-        let (d, m) = (f16_at(wb, 0), f16_at(wb, 2));
-        summs += m * xb.s;
-        // SAFETY: wb has 20 bytes, qs at 4..20 (16 bytes); xb.qs is 32 bytes.
-        let tmp = unsafe { _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i) };
-        let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), low);
-        let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
-        let dot16 = _mm256_maddubs_epi16(qw, qx);
-        let dot32 = _mm256_madd_epi16(dot16, ones);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(dot32), acc);
-    }
-    hsum(acc) + summs
-}
+simd_kernels!(simd_avx2, "avx2,fma", |a, b| _mm256_madd_epi16(
+    _mm256_maddubs_epi16(a, b),
+    _mm256_set1_epi16(1)
+));
+#[cfg(target_arch = "x86_64")]
+simd_kernels!(simd_vnni, "avx2,fma,avx512f,avx512vl,avx512vnni", |a, b| {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
+});
 
 #[cfg(test)]
 mod tests {
@@ -459,11 +483,23 @@ mod tests {
             );
         }
         let xq: Vec<XBlock> = x[..k].chunks_exact(QK).map(quantize_block).collect();
-        let s = K::dot_scalar(&ours.data[..(k / QK) * K::W_BLOCK], &xq);
+        let w0 = &ours.data[..(k / QK) * K::W_BLOCK];
+        let s = K::dot_scalar(w0, &xq);
         assert!(
             (s - got[0]).abs() < 1e-3 * (1.0 + s.abs()),
             "{format:?}: {s} vs {}",
             got[0]
+        );
+        // Every SIMD level this CPU has gives the same bits (AVX2 vs VNNI).
+        let levels = [SimdLevel::Avx2, SimdLevel::Avx512Vnni];
+        let bits: Vec<u32> = levels
+            .iter()
+            .filter(|&&l| l <= detect_simd())
+            .map(|&l| unsafe { K::dot(l, w0, [&xq[..]]) }[0].to_bits())
+            .collect();
+        assert!(
+            bits.windows(2).all(|b| b[0] == b[1]),
+            "{format:?}: {bits:?}"
         );
         assert!(QMatrix::new(format, &[0; 64][..K::W_BLOCK + 1], 1, QK).is_err());
     }
