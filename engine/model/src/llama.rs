@@ -127,13 +127,17 @@ impl Linear {
 }
 
 /// Projections of the same input (q/k/v; gate/up). When their weights share a
-/// quantized format they run as one stacked matmul: the input is quantized
-/// once and the step has one parallel region instead of three (or two). Each
-/// output element is still the same dot product, so results do not change.
+/// quantized format they are stacked into one matrix and run as one matmul: the
+/// input is quantized once and the step has one parallel region instead of three
+/// (or two). Each output element is still the same dot product.
 #[derive(Debug, Clone)]
-pub(crate) struct Fused {
-    parts: Vec<Linear>,
-    stacked: Option<QMatrix>,
+pub(crate) enum Fused {
+    Stacked {
+        w: QMatrix,
+        widths: Vec<usize>,
+        biases: Vec<Option<Vec<f32>>>,
+    },
+    Separate(Vec<Linear>),
 }
 
 impl Fused {
@@ -145,36 +149,32 @@ impl Fused {
                 Weight::Candle(_) => None,
             })
             .collect();
-        let stacked = quant.and_then(|q| QMatrix::stack(&q));
-        Self { parts, stacked }
+        match quant.and_then(|q| Some((QMatrix::stack(&q)?, q.iter().map(|w| w.rows()).collect())))
+        {
+            Some((w, widths)) => Fused::Stacked {
+                w,
+                widths,
+                biases: parts.into_iter().map(|p| p.b).collect(),
+            },
+            None => Fused::Separate(parts),
+        }
     }
 
     /// Each part's output for `x` (`rows` rows), in the order given to [`Fused::new`].
     pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<Vec<f32>>> {
-        let Some(stacked) = &self.stacked else {
-            return self.parts.iter().map(|p| p.forward(x, rows)).collect();
-        };
-        let y = stacked.matmul(x)?;
-        let width = stacked.rows();
-        let mut start = 0;
-        let mut outs = Vec::with_capacity(self.parts.len());
-        for p in &self.parts {
-            let n = match &p.w {
-                Weight::Quant(w) => w.rows(),
-                Weight::Candle(_) => unreachable!("stacked parts are quantized"),
-            };
-            let mut out = Vec::with_capacity(rows * n);
-            for row in y.chunks_exact(width) {
-                out.extend_from_slice(&row[start..start + n]);
-                if let Some(b) = &p.b {
-                    let tail = out.len() - n;
-                    add_assign(&mut out[tail..], b);
+        match self {
+            Fused::Separate(parts) => parts.iter().map(|p| p.forward(x, rows)).collect(),
+            Fused::Stacked { w, widths, biases } => {
+                let mut outs = w.matmul_split(x, widths)?;
+                for (y, b) in outs.iter_mut().zip(biases) {
+                    if let Some(b) = b {
+                        y.chunks_exact_mut(b.len())
+                            .for_each(|row| add_assign(row, b));
+                    }
                 }
+                Ok(outs)
             }
-            start += n;
-            outs.push(out);
         }
-        Ok(outs)
     }
 }
 

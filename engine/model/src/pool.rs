@@ -25,7 +25,7 @@ use std::sync::{Condvar, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 /// How long a worker spins without work before parking.
-const IDLE_PARK: Duration = Duration::from_millis(2);
+const IDLE_PARK: Duration = Duration::from_micros(100);
 
 type Job = &'static (dyn Fn(usize) + Sync);
 

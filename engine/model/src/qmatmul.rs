@@ -123,14 +123,31 @@ impl QMatrix {
     /// # Errors
     /// [`Error::InvalidInput`] when `x.len()` is not a multiple of `k`.
     pub fn matmul(&self, x: &[f32]) -> Result<Vec<f32>> {
+        Ok(self.matmul_split(x, &[self.n])?.remove(0))
+    }
+
+    /// [`QMatrix::matmul`] with the output columns cut into consecutive parts of
+    /// `widths` (summing to `n`), each returned as its own `[m, width]` matrix: a
+    /// stacked q/k/v or gate/up projection in one parallel pass, no copying apart.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `x.len()` is not a multiple of `k` or the widths
+    /// do not add up to `n`.
+    pub fn matmul_split(&self, x: &[f32], widths: &[usize]) -> Result<Vec<Vec<f32>>> {
+        if widths.iter().sum::<usize>() != self.n {
+            return Err(Error::InvalidInput(format!(
+                "quantized matmul: parts {widths:?} do not add up to {} columns",
+                self.n
+            )));
+        }
         match self.format {
-            QFormat::Q4_1 => self.matmul_with::<Q41>(x),
-            QFormat::Q8_0 => self.matmul_with::<Q80>(x),
+            QFormat::Q4_1 => self.matmul_with::<Q41>(x, widths),
+            QFormat::Q8_0 => self.matmul_with::<Q80>(x, widths),
         }
     }
 
-    fn matmul_with<K: Kernel>(&self, x: &[f32]) -> Result<Vec<f32>> {
-        let (n, k) = (self.n, self.k);
+    fn matmul_with<K: Kernel>(&self, x: &[f32], widths: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let k = self.k;
         if !x.len().is_multiple_of(k) {
             return Err(Error::InvalidInput(format!(
                 "quantized matmul: {} inputs for k = {k}",
@@ -151,21 +168,32 @@ impl QMatrix {
                 .for_each(|(blocks, x)| quantize_row(x, blocks));
         }
         let level = simd_level();
-        let mut out = vec![0.0f32; m * n];
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        let job = |ci: usize| {
-            let cols = ci * COLS_PER_JOB..((ci + 1) * COLS_PER_JOB).min(n);
+        let mut outs: Vec<Vec<f32>> = widths.iter().map(|&w| vec![0.0f32; m * w]).collect();
+        // Jobs: `COLS_PER_JOB` columns of one part, as (part, first local column).
+        let mut jobs = Vec::new();
+        let mut first_col = Vec::with_capacity(widths.len());
+        let mut start = 0;
+        for (p, &w) in widths.iter().enumerate() {
+            jobs.extend((0..w).step_by(COLS_PER_JOB).map(|c| (p, c)));
+            first_col.push(start);
+            start += w;
+        }
+        let ptrs: Vec<SendPtr<f32>> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
+        let job = |ji: usize| {
+            let (p, c0) = jobs[ji];
+            let (n, out) = (widths[p], ptrs[p]);
+            let cols = c0..(c0 + COLS_PER_JOB).min(n);
             let row = |r: usize| &xq[r * kb..(r + 1) * kb];
             // Row tiles keep a tile's quantized activations in L1/L2 while every
             // column of the job passes over them (prefill has thousands of rows).
             for r0 in (0..m).step_by(ROW_TILE) {
                 let r1 = (r0 + ROW_TILE).min(m);
-                let weights = |c: usize| &self.data[c * kb * K::W_BLOCK..(c + 1) * kb * K::W_BLOCK];
                 // SAFETY: jobs own disjoint column ranges, so every (r, c) element of
-                // `out` is written by exactly one job; `out` outlives the jobs.
-                let put = |r: usize, c: usize, v: f32| unsafe { *out_ptr.get().add(r * n + c) = v };
+                // a part is written by exactly one job; the parts outlive the jobs.
+                let put = |r: usize, c: usize, v: f32| unsafe { *out.get().add(r * n + c) = v };
                 for c in cols.clone() {
-                    let w = weights(c);
+                    let g = first_col[p] + c;
+                    let w = &self.data[g * kb * K::W_BLOCK..(g + 1) * kb * K::W_BLOCK];
                     let mut r = r0;
                     // Four rows share each unpacked weight block.
                     while r + 4 <= r1 {
@@ -184,13 +212,12 @@ impl QMatrix {
                 }
             }
         };
-        let jobs = n.div_ceil(COLS_PER_JOB);
-        if n * m * kb < 4096 {
-            (0..jobs).for_each(job);
+        if self.n * m * kb < 4096 {
+            (0..jobs.len()).for_each(job);
         } else {
-            pool.for_each(jobs, job);
+            pool.for_each(jobs.len(), job);
         }
-        Ok(out)
+        Ok(outs)
     }
 }
 
@@ -513,5 +540,31 @@ mod tests {
     #[test]
     fn q8_0_matches_candle_closely_and_is_row_invariant() {
         check_kernel::<Q80>(QFormat::Q8_0, GgmlDType::Q8_0, (37, 96, 6), 1e-3);
+    }
+
+    #[test]
+    fn stacked_parts_equal_the_parts_alone() {
+        let dev = Device::Cpu;
+        let part = |n: usize, seed: usize| {
+            let w: Vec<f32> = (0..n * 64)
+                .map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let q = QTensor::quantize(
+                &Tensor::from_vec(w, (n, 64), &dev).unwrap(),
+                GgmlDType::Q4_1,
+            )
+            .unwrap();
+            QMatrix::new(QFormat::Q4_1, &q.data().unwrap(), n, 64).unwrap()
+        };
+        let (a, b) = (part(40, 1), part(72, 2));
+        let stacked = QMatrix::stack(&[&a, &b]).unwrap();
+        let x: Vec<f32> = (0..9 * 64).map(|i| (i % 37) as f32 / 18.0 - 1.0).collect();
+        let outs = stacked.matmul_split(&x, &[40, 72]).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&outs[0]), bits(&a.matmul(&x).unwrap()));
+        assert_eq!(bits(&outs[1]), bits(&b.matmul(&x).unwrap()));
+        assert!(stacked.matmul_split(&x, &[40, 71]).is_err());
+        let q8 = QMatrix::new(QFormat::Q8_0, &[0; 34], 1, 32).unwrap();
+        assert!(QMatrix::stack(&[&a, &q8]).is_none(), "formats differ");
     }
 }

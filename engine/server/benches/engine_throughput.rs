@@ -36,7 +36,12 @@ fn main() {
         "{:>6} {:>18} {:>18} {:>14}",
         "batch", "prefill tok/s", "decode tok/s", "TPOT ms"
     );
-    for batch in [1usize, 8, 32] {
+    // `cargo bench --bench engine_throughput -- 32` runs only the batch sizes given.
+    let mut batches: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    if batches.is_empty() {
+        batches = vec![1, 8, 32];
+    }
+    for batch in batches {
         let blocks = batch * (PROMPT_LEN + OUTPUT_LEN).div_ceil(16) + 16;
         let cache = CacheConfig {
             block_size: 16,
