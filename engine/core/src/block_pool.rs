@@ -90,10 +90,10 @@ impl BlockPool {
         self.unlink(id);
         let block = &mut self.blocks[id as usize];
         block.ref_cnt = 1;
-        if let Some(hash) = block.hash.take() {
-            if self.cached.get(&hash) == Some(&id) {
-                self.cached.remove(&hash);
-            }
+        if let Some(hash) = block.hash.take()
+            && self.cached.get(&hash) == Some(&id)
+        {
+            self.cached.remove(&hash);
         }
         Some(id)
     }
@@ -130,10 +130,10 @@ impl BlockPool {
             return;
         }
         let block = &mut self.blocks[id as usize];
-        if let Some(old) = block.hash.replace(hash) {
-            if self.cached.get(&old) == Some(&id) {
-                self.cached.remove(&old);
-            }
+        if let Some(old) = block.hash.replace(hash)
+            && self.cached.get(&old) == Some(&id)
+        {
+            self.cached.remove(&old);
         }
         self.cached.insert(hash, id);
     }

@@ -126,8 +126,11 @@ impl KvCacheManager {
             return;
         }
         let table = &self.tables[&req.id];
-        for i in done..full {
-            self.pool.cache(table[i], req.block_hashes()[i]);
+        for (&block, &hash) in table[done..full]
+            .iter()
+            .zip(&req.block_hashes()[done..full])
+        {
+            self.pool.cache(block, hash);
         }
         self.num_cached.insert(req.id, full);
     }

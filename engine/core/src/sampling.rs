@@ -127,10 +127,10 @@ impl SamplingParams {
                 self.min_tokens, self.max_tokens
             ));
         }
-        if let Some(k) = self.logprobs {
-            if k > MAX_LOGPROBS {
-                return bad(format!("logprobs must be at most {MAX_LOGPROBS}, got {k}"));
-            }
+        if let Some(k) = self.logprobs
+            && k > MAX_LOGPROBS
+        {
+            return bad(format!("logprobs must be at most {MAX_LOGPROBS}, got {k}"));
         }
         if self.stop.iter().any(String::is_empty) {
             return bad("stop strings must not be empty".into());
