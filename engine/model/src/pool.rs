@@ -256,7 +256,7 @@ fn worker(s: &'static Shared) {
             }
             spins = spins.wrapping_add(1);
             std::hint::spin_loop();
-            if spins % 1024 != 0 {
+            if !spins.is_multiple_of(1024) {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);

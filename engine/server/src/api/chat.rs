@@ -248,13 +248,11 @@ fn stream_response(
         sse_json(&m.chunk(vec![choice], None))
     };
     let with_logprobs = meta.logprobs;
-    let usage = include_usage.then(|| {
-        move |completion_tokens| {
-            sse_json(&meta.chunk(
-                Vec::new(),
-                Some(Usage::new(prompt_tokens, completion_tokens)),
-            ))
-        }
+    let usage = include_usage.then_some(move |completion_tokens| {
+        sse_json(&meta.chunk(
+            Vec::new(),
+            Some(Usage::new(prompt_tokens, completion_tokens)),
+        ))
     });
     generate::sse_response(role_chunks, choices, with_logprobs, chunk, usage)
 }
