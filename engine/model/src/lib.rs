@@ -7,17 +7,23 @@
 //!   not own.
 //! - [`kv_cache`], [`attention`]: the paged KV pool and the CPU paged-attention
 //!   kernel (bit-identical results however a sequence is chunked or batched).
+//! - [`device_llama`], [`device_kv`]: the same decoder as candle tensor ops on a
+//!   device (CUDA with the `cuda` feature; tested on the CPU device), with its KV
+//!   pool as device tensors.
 //! - [`sampler`]: vLLM-order sampling with per-request RNGs and raw logprobs.
 //! - [`runner`]: [`ModelRunner::execute`] — swap copies, forward, sampling for
 //!   one scheduler step; [`reference`]: the single-sequence exactness reference.
 //! - [`tokenizer`], [`chat_template`]: text in and out.
 //!
-//! CPU only for now: the paged attention kernel works on host memory and all
-//! activations are `f32` (quantized GGUF weights stay quantized).
+//! Loading always reads weights into host memory; [`ModelRunner::with_path`] then
+//! runs them on Candela's CPU kernels or copies them to a device. Activations and
+//! the KV cache are `f32` on both paths (quantized GGUF weights stay quantized).
 
 pub mod attention;
 pub mod batch;
 pub mod chat_template;
+pub mod device_kv;
+pub mod device_llama;
 pub mod error;
 pub mod kv_cache;
 pub mod llama;
@@ -52,11 +58,13 @@ pub fn default_model_path() -> Option<std::path::PathBuf> {
 
 pub use batch::{ForwardBatch, SeqInput, SeqSlice};
 pub use chat_template::ChatTemplate;
+pub use device_kv::DeviceKvCache;
+pub use device_llama::DeviceLlama;
 pub use error::{Error, Result};
 pub use kv_cache::{LayerKv, PagedKvCache};
 pub use llama::{Llama, ModelConfig};
 pub use reference::{ReferenceRun, reference_generate_greedy, reference_logits};
-pub use runner::{ModelRunner, RunnerConfig, SampleArgs, StepSeq};
+pub use runner::{ExecPath, ModelRunner, RunnerConfig, SampleArgs, StepSeq};
 pub use sampler::Sampler;
 pub use tokenizer::TokenizerBundle;
 
@@ -83,8 +91,8 @@ pub struct LoadedModel {
 /// documents intent for now.
 ///
 /// # Errors
-/// [`Error::Io`] when `path` does not exist; [`Error::Unsupported`] for non-CPU
-/// devices, unknown architectures or tokenizer kinds; [`Error::InvalidModel`] for
+/// [`Error::Io`] when `path` does not exist; [`Error::Unsupported`] for a non-CPU
+/// `device` (load on the CPU, then [`ModelRunner::with_path`]), unknown architectures or tokenizer kinds; [`Error::InvalidModel`] for
 /// missing tensors or metadata.
 pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<LoadedModel> {
     let _ = dtype;

@@ -247,27 +247,13 @@ impl Llama {
                 "KV cache geometry does not match the model".into(),
             ));
         }
-        batch.validate(cache.block_size(), cache.num_blocks())?;
-        if let Some(&p) = batch
-            .positions
-            .iter()
-            .find(|&&p| p as usize >= self.rope.max_positions())
-        {
-            return Err(Error::InvalidInput(format!(
-                "position {p} exceeds the model's context of {}",
-                self.rope.max_positions()
-            )));
-        }
-        if let Some(&id) = batch
-            .token_ids
-            .iter()
-            .find(|&&id| id as usize >= c.vocab_size)
-        {
-            return Err(Error::InvalidInput(format!(
-                "token id {id} outside vocab {}",
-                c.vocab_size
-            )));
-        }
+        check_batch(
+            c,
+            self.rope.max_positions(),
+            batch,
+            cache.block_size(),
+            cache.num_blocks(),
+        )?;
         if t == 0 {
             return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &self.device)?);
         }
@@ -325,6 +311,42 @@ impl Llama {
             &self.device,
         )?)
     }
+}
+
+/// The checks every forward pass makes before writing anything: the batch's own
+/// invariants against the cache geometry, positions inside the model's context,
+/// token ids inside its vocabulary.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the first violation.
+pub(crate) fn check_batch(
+    c: &ModelConfig,
+    max_positions: usize,
+    batch: &ForwardBatch,
+    block_size: usize,
+    num_blocks: usize,
+) -> Result<()> {
+    batch.validate(block_size, num_blocks)?;
+    if let Some(&p) = batch
+        .positions
+        .iter()
+        .find(|&&p| p as usize >= max_positions)
+    {
+        return Err(Error::InvalidInput(format!(
+            "position {p} exceeds the model's context of {max_positions}"
+        )));
+    }
+    if let Some(&id) = batch
+        .token_ids
+        .iter()
+        .find(|&&id| id as usize >= c.vocab_size)
+    {
+        return Err(Error::InvalidInput(format!(
+            "token id {id} outside vocab {}",
+            c.vocab_size
+        )));
+    }
+    Ok(())
 }
 
 /// `out = x / sqrt(mean(x²) + eps) * w` per row of `w.len()` values.

@@ -102,6 +102,20 @@ impl QMatrix {
         self.n
     }
 
+    /// Input width `k`.
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    pub fn format(&self) -> QFormat {
+        self.format
+    }
+
+    /// The raw GGUF blocks, row after row.
+    pub fn raw(&self) -> &[u8] {
+        &self.data
+    }
+
     /// The matrices stacked along `n` (one matmul for projections that share an
     /// input), or `None` when their formats or input widths differ.
     pub fn stack(parts: &[&QMatrix]) -> Option<QMatrix> {

@@ -65,6 +65,16 @@ impl RopeTable {
         }
     }
 
+    /// The `[max_positions, head_dim / 2]` cos and sin tables, row-major.
+    pub fn tables(&self) -> (&[f32], &[f32]) {
+        (&self.cos, &self.sin)
+    }
+
+    /// `true` for the interleaved pairing, `false` for the half pairing.
+    pub fn interleaved(&self) -> bool {
+        self.interleaved
+    }
+
     /// Largest position + 1 the table covers.
     pub fn max_positions(&self) -> usize {
         self.cos.len() / self.half.max(1)

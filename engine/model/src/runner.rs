@@ -9,6 +9,11 @@
 //! token per sampling sequence. Finished requests must be passed to
 //! [`ModelRunner::finish`] so their RNG state is dropped.
 //!
+//! Two execution paths ([`ExecPath`]): Candela's own CPU kernels on host
+//! buffers ([`Llama`] + [`PagedKvCache`]), or candle tensor ops on a device
+//! ([`DeviceLlama`] + [`DeviceKvCache`]; CUDA in production, the CPU device in
+//! tests). Swapping, sampling and RNG handling are the same for both.
+//!
 //! RNG: a request with `seed` gets `StdRng::seed_from_u64(seed)` at its first
 //! sampled token and keeps it (also across preemption) until it finishes;
 //! others get a seed drawn from the runner's own OS-seeded stream.
@@ -19,7 +24,11 @@ use candela_core::{RequestId, SampledToken, SamplingParams};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use candle_core::{Device, Tensor};
+
 use crate::batch::{ForwardBatch, SeqInput};
+use crate::device_kv::DeviceKvCache;
+use crate::device_llama::DeviceLlama;
 use crate::kv_cache::PagedKvCache;
 use crate::llama::Llama;
 use crate::sampler::Sampler;
@@ -57,12 +66,35 @@ pub struct RunnerConfig {
     pub block_size: usize,
 }
 
+/// Where a [`ModelRunner`] runs the forward pass.
+#[derive(Debug, Clone)]
+pub enum ExecPath {
+    /// Candela's CPU kernels (quantized matmuls, paged attention) on host memory.
+    Cpu,
+    /// candle tensor ops on this device: CUDA for `--device cuda`; the CPU device
+    /// runs the same code (tests).
+    Tensor(Device),
+}
+
+/// The model and the pool its forward pass reads and writes.
+#[derive(Debug)]
+enum Backend {
+    Cpu {
+        model: Llama,
+        cache: PagedKvCache,
+    },
+    Tensor {
+        model: DeviceLlama,
+        cache: DeviceKvCache,
+    },
+}
+
 /// Executes engine steps against one model and its KV pools.
 #[derive(Debug)]
 pub struct ModelRunner {
-    model: Llama,
-    device_cache: PagedKvCache,
+    backend: Backend,
     host_cache: PagedKvCache,
+    block_size: usize,
     eos_token_ids: Vec<u32>,
     rngs: HashMap<RequestId, StdRng>,
     seeder: StdRng,
@@ -70,14 +102,55 @@ pub struct ModelRunner {
 }
 
 impl ModelRunner {
-    /// Allocates both pools (lazily backed memory) for `model`.
+    /// A runner on Candela's CPU kernels; allocates both pools (lazily backed memory).
     pub fn new(model: Llama, cfg: RunnerConfig, eos_token_ids: Vec<u32>) -> Self {
-        let device_cache = model.new_cache(cfg.num_device_blocks, cfg.block_size);
+        let cache = model.new_cache(cfg.num_device_blocks, cfg.block_size);
         let host_cache = model.new_cache(cfg.num_host_blocks, cfg.block_size);
-        Self {
-            model,
-            device_cache,
+        Self::with_backend(
+            Backend::Cpu { model, cache },
             host_cache,
+            cfg,
+            eos_token_ids,
+        )
+    }
+
+    /// A runner on `path`: for [`ExecPath::Tensor`] the weights are copied to the
+    /// device (and the host copy dropped) and the KV pool is allocated there.
+    ///
+    /// # Errors
+    /// [`Error::Candle`] when the device cannot hold the weights or the pool.
+    pub fn with_path(
+        model: Llama,
+        path: ExecPath,
+        cfg: RunnerConfig,
+        eos_token_ids: Vec<u32>,
+    ) -> Result<Self> {
+        let device = match path {
+            ExecPath::Cpu => return Ok(Self::new(model, cfg, eos_token_ids)),
+            ExecPath::Tensor(device) => device,
+        };
+        let host_cache = model.new_cache(cfg.num_host_blocks, cfg.block_size);
+        let dm = DeviceLlama::new(&model, &device)?;
+        drop(model);
+        let cache = dm.new_cache(cfg.num_device_blocks, cfg.block_size)?;
+        Ok(Self::with_backend(
+            Backend::Tensor { model: dm, cache },
+            host_cache,
+            cfg,
+            eos_token_ids,
+        ))
+    }
+
+    fn with_backend(
+        backend: Backend,
+        host_cache: PagedKvCache,
+        cfg: RunnerConfig,
+        eos_token_ids: Vec<u32>,
+    ) -> Self {
+        Self {
+            backend,
+            host_cache,
+            block_size: cfg.block_size,
             eos_token_ids,
             rngs: HashMap::new(),
             seeder: StdRng::from_os_rng(),
@@ -85,17 +158,23 @@ impl ModelRunner {
         }
     }
 
-    pub fn model(&self) -> &Llama {
-        &self.model
+    /// The device the forward pass runs on.
+    pub fn device(&self) -> Device {
+        match &self.backend {
+            Backend::Cpu { .. } => Device::Cpu,
+            Backend::Tensor { model, .. } => model.device().clone(),
+        }
     }
 
-    pub fn device_cache(&self) -> &PagedKvCache {
-        &self.device_cache
-    }
-
-    /// For copy-on-write copies within the device pool ([`PagedKvCache::copy_blocks`]).
-    pub fn device_cache_mut(&mut self) -> &mut PagedKvCache {
-        &mut self.device_cache
+    /// Copies blocks `(src, dst)` within the device pool (copy-on-write).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when a block id is out of range; nothing is copied then.
+    pub fn copy_device_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
+        match &mut self.backend {
+            Backend::Cpu { cache, .. } => cache.copy_blocks(pairs),
+            Backend::Tensor { cache, .. } => cache.copy_blocks(pairs),
+        }
     }
 
     pub fn host_cache(&self) -> &PagedKvCache {
@@ -103,7 +182,27 @@ impl ModelRunner {
     }
 
     pub fn block_size(&self) -> usize {
-        self.device_cache.block_size()
+        self.block_size
+    }
+
+    fn swap(&mut self, swap_out: &[(u32, u32)], swap_in: &[(u32, u32)]) -> Result<()> {
+        match &mut self.backend {
+            Backend::Cpu { cache, .. } => {
+                cache.copy_blocks_to(&mut self.host_cache, swap_out)?;
+                self.host_cache.copy_blocks_to(cache, swap_in)
+            }
+            Backend::Tensor { cache, .. } => {
+                cache.copy_to_host(&mut self.host_cache, swap_out)?;
+                cache.copy_from_host(&self.host_cache, swap_in)
+            }
+        }
+    }
+
+    fn forward(&mut self, batch: &ForwardBatch) -> Result<Tensor> {
+        match &mut self.backend {
+            Backend::Cpu { model, cache } => model.forward(batch, cache),
+            Backend::Tensor { model, cache } => model.forward(batch, cache),
+        }
     }
 
     /// Swaps, runs the forward pass and samples; one [`SampledToken`] per sequence with
@@ -121,13 +220,8 @@ impl ModelRunner {
         let swap = (!swap_out.is_empty() || !swap_in.is_empty()).then(|| {
             tracing::trace_span!("swap", out = swap_out.len(), r#in = swap_in.len()).entered()
         });
-        if !swap_out.is_empty() {
-            self.device_cache
-                .copy_blocks_to(&mut self.host_cache, swap_out)?;
-        }
-        if !swap_in.is_empty() {
-            self.host_cache
-                .copy_blocks_to(&mut self.device_cache, swap_in)?;
+        if swap.is_some() {
+            self.swap(swap_out, swap_in)?;
         }
         drop(swap);
         if seqs.is_empty() {
@@ -146,7 +240,7 @@ impl ModelRunner {
         let forward =
             tracing::trace_span!("forward", tokens = batch.num_tokens(), seqs = seqs.len())
                 .entered();
-        let logits = self.model.forward(&batch, &mut self.device_cache)?;
+        let logits = self.forward(&batch)?;
         drop(forward);
         let _sample = tracing::trace_span!("sample", seqs = batch.logits_indices.len()).entered();
         let rows: Vec<Vec<f32>> = logits.to_vec2::<f32>()?;

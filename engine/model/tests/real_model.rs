@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 
 use candela_core::SamplingParams;
 use candela_model::{
-    ChatTemplate, ForwardBatch, LoadedModel, ModelRunner, RunnerConfig, SampleArgs, SeqInput,
-    StepSeq, reference_generate_greedy, reference_logits,
+    ChatTemplate, DeviceLlama, ExecPath, ForwardBatch, LoadedModel, ModelRunner, RunnerConfig,
+    SampleArgs, SeqInput, StepSeq, reference_generate_greedy, reference_logits,
 };
 use candle_core::{DType, Device};
 
@@ -140,24 +140,35 @@ fn greedy_answers_paris() {
     assert!(text.contains("Paris"), "completion: {text:?}");
 }
 
-/// A 3-sequence step (one mid-prefill chunk, two decodes) gives each sequence the
-/// logits it gets alone in the reference path, bit for bit.
-#[test]
-fn batched_step_equals_each_sequence_alone() {
-    let m = &model().model;
+/// Two steps over scattered block tables: step 1 prefills a's first chunk and the
+/// prompts of b and c minus their last tokens; step 2 runs b's and c's last prompt
+/// token (decodes) around a's next chunk (mid-prefill), all three sampling.
+struct MixedSteps {
+    a: Vec<u32>,
+    b: Vec<u32>,
+    c: Vec<u32>,
+    bp: usize,
+    cp: usize,
+    a_end: usize,
+    s1: ForwardBatch,
+    s2: ForwardBatch,
+}
+
+const MIXED_BLOCK_SIZE: usize = 4;
+const MIXED_BLOCKS: usize = 64;
+
+fn mixed_steps() -> MixedSteps {
     let a = encode(
         "In a hole in the ground there lived a hobbit. Not a nasty, dirty, wet hole, filled with the ends of worms",
     );
     let b = encode("The quick brown fox");
     let c = chat_prompt("Name three colours.");
-    let (bs, nblocks) = (4usize, 64usize);
-    let mut cache = m.new_cache(nblocks, bs);
+    let bs = MIXED_BLOCK_SIZE;
     // scattered block tables: a gets even blocks, b and c share the odd ones
     let ta: Vec<u32> = (0..16).map(|i| 2 * i).collect();
     let tb: Vec<u32> = (0..8).map(|i| 63 - 2 * i).collect();
     let tc: Vec<u32> = (0..16).map(|i| 2 * i + 1).collect();
     let cut = 9;
-    // step 1: a's first chunk, b and c prompts (minus their last tokens)
     let (bp, cp) = (b.len() - 1, c.len() - 1);
     let s1 = ForwardBatch::build(
         &[
@@ -183,8 +194,6 @@ fn batched_step_equals_each_sequence_alone() {
         bs,
     )
     .unwrap();
-    m.forward(&s1, &mut cache).unwrap();
-    // step 2: a's next chunk (mid-prefill) and one token each for b and c
     let a_end = cut + 12;
     let s2 = ForwardBatch::build(
         &[
@@ -210,6 +219,35 @@ fn batched_step_equals_each_sequence_alone() {
         bs,
     )
     .unwrap();
+    MixedSteps {
+        a,
+        b,
+        c,
+        bp,
+        cp,
+        a_end,
+        s1,
+        s2,
+    }
+}
+
+/// A 3-sequence step (one mid-prefill chunk, two decodes) gives each sequence the
+/// logits it gets alone in the reference path, bit for bit.
+#[test]
+fn batched_step_equals_each_sequence_alone() {
+    let m = &model().model;
+    let MixedSteps {
+        a,
+        b,
+        c,
+        bp,
+        cp,
+        a_end,
+        s1,
+        s2,
+    } = mixed_steps();
+    let mut cache = m.new_cache(MIXED_BLOCKS, MIXED_BLOCK_SIZE);
+    m.forward(&s1, &mut cache).unwrap();
     let got = m
         .forward(&s2, &mut cache)
         .unwrap()
@@ -238,6 +276,130 @@ fn batched_step_equals_each_sequence_alone() {
     }
 }
 
+/// Cosine similarity and max abs difference of two logit rows.
+fn compare_logits(g: &[f32], w: &[f32]) -> (f64, f32) {
+    let dot: f64 = g.iter().zip(w).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let norm = |v: &[f32]| v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+    let max_diff = g
+        .iter()
+        .zip(w)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    (dot / (norm(g) * norm(w)), max_diff)
+}
+
+/// The tensor path (`DeviceLlama` on the CPU device: what `--device cuda` runs)
+/// gives the CPU path's logits for the mixed steps — decode rows before and after a
+/// prefill chunk, block tables scattered — with the same argmax. Not bit for bit:
+/// both quantize activations to 8 bits for the quantized matmuls, in different ways
+/// (candle rounds Q8_0 activation scales to f16), and that rounding noise alone moves
+/// this model's logits by up to ~2 (cosine ≥ 0.98 measured; the CPU path against the
+/// same model with dequantized dense weights is as far). Attention and rope are
+/// compared exactly in `device_llama`'s unit tests.
+#[test]
+fn tensor_path_logits_match_the_cpu_path() {
+    let m = &model().model;
+    let steps = mixed_steps();
+    let mut cache = m.new_cache(MIXED_BLOCKS, MIXED_BLOCK_SIZE);
+    m.forward(&steps.s1, &mut cache).unwrap();
+    let want = m
+        .forward(&steps.s2, &mut cache)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+
+    let dm = DeviceLlama::new(m, &Device::Cpu).unwrap();
+    let dcache = dm.new_cache(MIXED_BLOCKS, MIXED_BLOCK_SIZE).unwrap();
+    let first = dm.forward(&steps.s1, &dcache).unwrap();
+    assert_eq!(
+        first.dims(),
+        &[0, m.config().vocab_size],
+        "step 1 samples nothing"
+    );
+    let got = dm
+        .forward(&steps.s2, &dcache)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    let argmax = |r: &[f32]| {
+        r.iter()
+            .enumerate()
+            .max_by(|x, y| x.1.total_cmp(y.1))
+            .map(|(i, _)| i)
+    };
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let (cos, max_diff) = compare_logits(g, w);
+        assert!(cos > 0.97, "row {i}: cosine {cos}, max abs diff {max_diff}");
+        assert_eq!(argmax(g), argmax(w), "row {i}");
+    }
+    // KV written through the block tables: a later decode step of b agrees too.
+    let next = [argmax(&want[0]).unwrap() as u32];
+    let tb: Vec<u32> = (0..8).map(|i| 63 - 2 * i).collect();
+    let s3 = ForwardBatch::build(
+        &[SeqInput {
+            tokens: &next,
+            start: steps.b.len(),
+            block_table: &tb,
+            sample: true,
+        }],
+        MIXED_BLOCK_SIZE,
+    )
+    .unwrap();
+    let w3 = m
+        .forward(&s3, &mut cache)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let g3 = dm.forward(&s3, &dcache).unwrap().to_vec2::<f32>().unwrap();
+    let (cos, max_diff) = compare_logits(&g3[0], &w3[0]);
+    assert!(
+        cos > 0.97,
+        "decode after the mixed steps: cosine {cos}, max abs diff {max_diff}"
+    );
+    assert_eq!(argmax(&g3[0]), argmax(&w3[0]));
+}
+
+/// Greedy tokens of `prompt` alone on a fresh runner: prefill in chunks of `chunk`
+/// tokens, then decodes.
+fn generate_alone(path: ExecPath, prompt: &[u32], max_new: usize, chunk: usize) -> Vec<u32> {
+    let lm = model();
+    let bs = 8;
+    let cfg = RunnerConfig {
+        num_device_blocks: (prompt.len() + max_new).div_ceil(bs),
+        num_host_blocks: 0,
+        block_size: bs,
+    };
+    let mut runner =
+        ModelRunner::with_path(lm.model.clone(), path, cfg, lm.eos_token_ids.clone()).unwrap();
+    let table: Vec<u32> = (0..cfg.num_device_blocks as u32).collect();
+    let params = SamplingParams::greedy(max_new);
+    let mut all = prompt.to_vec();
+    let mut out = Vec::new();
+    let mut start = 0;
+    while out.len() < max_new {
+        let end = (start + chunk).min(all.len());
+        let seq = StepSeq {
+            id: 0,
+            tokens: &all[start..end],
+            start,
+            block_table: &table,
+            sample: (end == all.len()).then_some(SampleArgs {
+                params: &params,
+                prompt,
+                output: &out,
+            }),
+        };
+        let sampled = runner.execute(&[], &[], &[seq]).unwrap();
+        start = end;
+        if let Some(s) = sampled.first() {
+            all.push(s.token);
+            out.push(s.token);
+        }
+    }
+    out
+}
+
 /// A tiny block allocator for driving the runner by hand.
 struct Blocks(Vec<u32>);
 
@@ -253,6 +415,23 @@ impl Blocks {
 /// out and back in to different blocks — generates exactly the reference's greedy tokens.
 #[test]
 fn runner_greedy_matches_reference_under_batching_chunking_and_swap() {
+    runner_matches_reference(ExecPath::Cpu);
+}
+
+/// The same on the tensor path (`DeviceLlama`, what `--device cuda` runs), here on the
+/// CPU device: paged attention by gathering block-table slots, KV scattered into
+/// device tensors, swap through the host pool. Its reference is the tensor path itself
+/// with each prompt alone and unchunked (it differs from the CPU kernels by rounding,
+/// see `tensor_path_logits_match_the_cpu_path`).
+#[test]
+fn tensor_path_runner_greedy_matches_reference() {
+    runner_matches_reference(ExecPath::Tensor(Device::Cpu));
+}
+
+/// Prefill chunk of the runner schedule.
+const CHUNK: usize = 11;
+
+fn runner_matches_reference(path: ExecPath) {
     let lm = model();
     let prompts = [
         chat_prompt("What is the capital of France?"),
@@ -263,10 +442,13 @@ fn runner_greedy_matches_reference_under_batching_chunking_and_swap() {
     let max_new = 12;
     let want: Vec<Vec<u32>> = prompts
         .iter()
-        .map(|p| {
-            reference_generate_greedy(&lm.model, p, max_new, &[])
-                .unwrap()
-                .tokens
+        .map(|p| match &path {
+            ExecPath::Cpu => {
+                reference_generate_greedy(&lm.model, p, max_new, &[])
+                    .unwrap()
+                    .tokens
+            }
+            ExecPath::Tensor(_) => generate_alone(path.clone(), p, max_new, CHUNK),
         })
         .collect();
 
@@ -276,7 +458,8 @@ fn runner_greedy_matches_reference_under_batching_chunking_and_swap() {
         num_host_blocks: 16,
         block_size: bs,
     };
-    let mut runner = ModelRunner::new(lm.model.clone(), cfg, lm.eos_token_ids.clone());
+    let mut runner =
+        ModelRunner::with_path(lm.model.clone(), path, cfg, lm.eos_token_ids.clone()).unwrap();
     // interleaved free list: consecutive allocations are far apart
     let mut free = Blocks((0..96u32).map(|i| (i * 37) % 96).collect());
     let params = SamplingParams {
@@ -291,7 +474,7 @@ fn runner_greedy_matches_reference_under_batching_chunking_and_swap() {
     let mut computed = vec![0usize; n];
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); n];
     let arrive = [0usize, 0, 2, 3];
-    let chunk = 11;
+    let chunk = CHUNK;
     let mut swapped_seq = None;
     for step in 0..64 {
         let mut swap_out = Vec::new();
@@ -349,7 +532,7 @@ fn runner_greedy_matches_reference_under_batching_chunking_and_swap() {
         if step == 5 {
             // clobber the swapped-out device blocks: the swap-in must restore the contents
             let blocks: Vec<(u32, u32)> = tables[1].iter().map(|&b| (tables[0][0], b)).collect();
-            runner.device_cache_mut().copy_blocks(&blocks).unwrap();
+            runner.copy_device_blocks(&blocks).unwrap();
         }
         drop(seqs);
         for (i, e) in ends {

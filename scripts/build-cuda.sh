@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds `candela` with the `cuda` feature on a machine without a GPU or a system CUDA.
+#
+# The CUDA 13 toolkit pieces candle needs at build time (nvcc + cicc/nvvm, crt and
+# runtime headers; cuBLAS/cuRAND/NVRTC libraries for run time) come from NVIDIA's
+# PyPI wheels, installed once into ~/.cache/candela/cuda-venv. The binary links the
+# CUDA libraries dynamically (cudarc), so it starts on any machine and only needs
+# the driver and those libraries where `--device cuda` is used.
+#
+#   scripts/build-cuda.sh                 # release build, kernels for sm_90 (H100/H200)
+#   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh   # A100
+#
+# Output: target/cuda/release/candela (CARGO_TARGET_DIR overrides target/cuda).
+# The tests never need this; see docs/cuda.md for running it on a GPU.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${CANDELA_CACHE:-$HOME/.cache/candela}"
+venv="$cache/cuda-venv"
+toolkit_version="13.0.2"
+
+if [[ ! -x "$venv/bin/pip" ]]; then
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c "import importlib.metadata as m; assert m.version('cuda-toolkit') == '$toolkit_version'" 2>/dev/null; then
+  echo "installing the CUDA $toolkit_version toolkit wheels into $venv" >&2
+  "$venv/bin/pip" install --quiet \
+    "cuda-toolkit[nvcc,cudart,nvrtc,cublas,curand,cccl,crt,nvvm]==$toolkit_version"
+fi
+
+site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+export CUDA_ROOT="$site/nvidia/cu13"
+export CUDA_PATH="$CUDA_ROOT"
+export PATH="$CUDA_ROOT/bin:$PATH"
+export LD_LIBRARY_PATH="$CUDA_ROOT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# No GPU here to ask for its compute capability: say which one to build for.
+export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target/cuda}"
+
+nvcc --version | tail -1 >&2
+cd "$root"
+cargo build --release -p candela --features cuda "$@"
+echo "$CARGO_TARGET_DIR/release/candela"
