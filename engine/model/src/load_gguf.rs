@@ -160,7 +160,7 @@ impl Reader<'_> {
 pub fn load_gguf_model(md: &Content, file: &mut File, device: &Device) -> Result<Llama> {
     if !device.is_cpu() {
         return Err(Error::Unsupported(
-            "the paged attention kernel runs on CPU only; use --device cpu".into(),
+            "models load into host memory (Device::Cpu); ModelRunner::with_path puts them on a device".into(),
         ));
     }
     let cfg = gguf_config(md)?;

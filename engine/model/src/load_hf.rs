@@ -204,7 +204,7 @@ fn rope_inv_freq(hf: &HfConfig, cfg: &ModelConfig) -> Result<Vec<f32>> {
 pub fn load_hf_model(dir: &Path, device: &Device) -> Result<(Llama, HfConfig)> {
     if !device.is_cpu() {
         return Err(Error::Unsupported(
-            "the paged attention kernel runs on CPU only; use --device cpu".into(),
+            "models load into host memory (Device::Cpu); ModelRunner::with_path puts them on a device".into(),
         ));
     }
     let (hf, cfg) = hf_config(dir)?;

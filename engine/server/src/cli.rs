@@ -114,7 +114,8 @@ pub struct CacheArgs {
     /// Fraction of GPU memory for weights, activations and the KV cache.
     #[arg(long, env = "CANDELA_GPU_MEMORY_UTILIZATION", default_value_t = 0.9)]
     pub gpu_memory_utilization: f64,
-    /// KV cache size in bytes (`512MiB`, `2GiB`, `1000000`); sizes the pool on CPU.
+    /// KV cache size in bytes (`512MiB`, `2GiB`, `1000000`); on CPU 4GiB when absent,
+    /// on a GPU `--gpu-memory-utilization` of its memory less the weights.
     #[arg(long, env = "CANDELA_KV_CACHE_MEMORY")]
     pub kv_cache_memory: Option<ByteSize>,
     /// GiB of host memory for the KV of swapped-out sequences (0 disables swapping).

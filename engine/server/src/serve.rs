@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use candela_core::{CacheConfig, Scheduler, SchedulerConfig};
-use candela_model::{ChatTemplate, LoadedModel, ModelRunner, RunnerConfig};
+use candela_model::{ChatTemplate, ExecPath, LoadedModel, ModelRunner, RunnerConfig};
 use tracing::info;
 
 use crate::api::{self, AppState, ChatMessage};
@@ -19,6 +19,10 @@ use crate::profiler::Profiler;
 
 /// KV memory on CPU when `--kv-cache-memory` is absent (vLLM's `VLLM_CPU_KVCACHE_SPACE` default).
 pub const DEFAULT_CPU_KV_BYTES: u64 = 4 << 30;
+
+/// GPU memory kept free for activations and the CUDA context when the KV pool is
+/// sized from `--gpu-memory-utilization` (vLLM measures a profiling run instead).
+pub const GPU_ACTIVATION_RESERVE_BYTES: u64 = 2 << 30;
 
 /// Token budget per step with chunked prefill when `--max-num-batched-tokens` is absent.
 pub const DEFAULT_CHUNKED_BATCH_TOKENS: usize = 2048;
@@ -36,21 +40,24 @@ pub struct Started {
 /// One clear line for a missing model, an unsupported device, or limits that do not fit.
 pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
     args.validate().map_err(anyhow::Error::msg)?;
-    let model_path = args.model_path().map_err(anyhow::Error::msg)?;
-    let device = match args.model.device {
-        cli::Device::Cpu => candle_core::Device::Cpu,
-        cli::Device::Cuda(n) => bail!(
-            "--device cuda:{n}: this build runs on CPU only (CUDA support is planned behind the `cuda` feature)"
-        ),
+    let path = match args.model.device {
+        cli::Device::Cpu => ExecPath::Cpu,
+        cli::Device::Cuda(n) => ExecPath::Tensor(cuda_device(n)?),
     };
+    let model_path = args.model_path().map_err(anyhow::Error::msg)?;
     if args.cache.kv_cache_dtype == cli::KvCacheDtype::Fp8 {
-        bail!("--kv-cache-dtype fp8 is not supported on the CPU backend; use auto");
+        bail!("--kv-cache-dtype fp8 is not supported yet (the KV cache is f32); use auto");
     }
     if let Some(n) = args.model.threads {
         candela_model::pool::set_threads(n.into())?;
     }
-    let loaded = candela_model::load(&model_path, &device, candle_core::DType::F32)
-        .with_context(|| format!("loading {}", model_path.display()))?;
+    // Weights are read into host memory; the runner copies them to the GPU.
+    let loaded = candela_model::load(
+        &model_path,
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .with_context(|| format!("loading {}", model_path.display()))?;
     let LoadedModel {
         model,
         tokenizer,
@@ -59,11 +66,18 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
         bos_token,
         eos_token,
         config,
+        weight_bytes,
         ..
     } = loaded;
 
+    let default_kv_bytes = match args.model.device {
+        cli::Device::Cpu => DEFAULT_CPU_KV_BYTES,
+        cli::Device::Cuda(n) => {
+            gpu_kv_budget(n, args.cache.gpu_memory_utilization, &config, weight_bytes)?
+        }
+    };
     let (scheduler_config, cache_config) =
-        engine_configs(args, &config, config.kv_bytes_per_token())?;
+        engine_configs(args, &config, config.kv_bytes_per_token(), default_kv_bytes)?;
     let max_model_len = scheduler_config.max_model_len;
     info!(
         model = %model_path.display(),
@@ -76,15 +90,17 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
     );
     let scheduler =
         Scheduler::new(scheduler_config, cache_config.clone()).map_err(anyhow::Error::msg)?;
-    let runner = ModelRunner::new(
+    let runner = ModelRunner::with_path(
         model,
+        path,
         RunnerConfig {
             num_device_blocks: cache_config.num_device_blocks,
             num_host_blocks: cache_config.num_host_blocks,
             block_size: cache_config.block_size,
         },
         eos_token_ids.clone(),
-    );
+    )
+    .context("placing the model and its KV pool on the device")?;
     let served_model_names = args.served_model_names(&model_path);
     let cache_info = CacheInfo {
         block_size: cache_config.block_size,
@@ -137,7 +153,51 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
     })
 }
 
-/// Scheduler and cache limits from the flags and the model's shape.
+/// The CUDA device `--device cuda:N` names.
+///
+/// # Errors
+/// One line when this build lacks the `cuda` feature or the device cannot be opened.
+fn cuda_device(n: usize) -> anyhow::Result<candle_core::Device> {
+    if !cfg!(feature = "cuda") {
+        bail!(
+            "--device cuda:{n}: this build has no CUDA support; build it with scripts/build-cuda.sh (cargo feature `cuda`)"
+        );
+    }
+    candle_core::Device::new_cuda(n)
+        .with_context(|| format!("--device cuda:{n}: cannot open the GPU"))
+}
+
+/// KV bytes for GPU `n` when `--kv-cache-memory` is absent: `utilization` of its
+/// memory (NVML) less the weights (as loaded, plus the embedding table again as
+/// `f32`, the form the device keeps it in) and [`GPU_ACTIVATION_RESERVE_BYTES`].
+///
+/// # Errors
+/// When NVML cannot read the GPU's memory or nothing is left for the KV cache.
+fn gpu_kv_budget(
+    n: usize,
+    utilization: f64,
+    model: &candela_model::ModelConfig,
+    weight_bytes: u64,
+) -> anyhow::Result<u64> {
+    let total = nvml_wrapper::Nvml::init()
+        .and_then(|nvml| nvml.device_by_index(n as u32)?.memory_info())
+        .map(|m| m.total)
+        .with_context(|| {
+            format!("reading GPU {n}'s memory through NVML (or pass --kv-cache-memory)")
+        })?;
+    let embed = (model.vocab_size * model.hidden_size * 4) as u64;
+    let used = weight_bytes + embed + GPU_ACTIVATION_RESERVE_BYTES;
+    let budget = (total as f64 * utilization) as u64;
+    if budget <= used {
+        bail!(
+            "--gpu-memory-utilization {utilization}: {budget} bytes of GPU {n} leave nothing for the KV cache after ~{used} bytes of weights and activations; raise it or pass --kv-cache-memory"
+        );
+    }
+    Ok(budget - used)
+}
+
+/// Scheduler and cache limits from the flags and the model's shape; the KV pool is
+/// `--kv-cache-memory` or else `default_kv_bytes`.
 ///
 /// # Errors
 /// When `--max-model-len` exceeds the model's context or the KV pool.
@@ -145,6 +205,7 @@ pub fn engine_configs(
     args: &ServeArgs,
     model: &candela_model::ModelConfig,
     kv_bytes_per_token: u64,
+    default_kv_bytes: u64,
 ) -> anyhow::Result<(SchedulerConfig, CacheConfig)> {
     let s = &args.scheduler;
     let c = &args.cache;
@@ -156,7 +217,7 @@ pub fn engine_configs(
         );
     }
     let block_bytes = kv_bytes_per_token * c.block_size as u64;
-    let kv_bytes = c.kv_cache_memory.map_or(DEFAULT_CPU_KV_BYTES, |b| b.0);
+    let kv_bytes = c.kv_cache_memory.map_or(default_kv_bytes, |b| b.0);
     let num_device_blocks = (kv_bytes / block_bytes) as usize;
     let num_host_blocks = ((c.swap_space * (1u64 << 30) as f64) as u64 / block_bytes) as usize;
     let chunked = s.enable_chunked_prefill();
@@ -240,4 +301,71 @@ pub(crate) async fn shutdown_signal() {
 /// True when `path` looks like a model Candela can load (used in error hints).
 pub fn looks_like_model(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "gguf") || path.join("config.json").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let argv = ["candela", "serve"].iter().chain(args).copied();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(s) => s,
+            other => panic!("parsed `serve` as {other:?}"),
+        }
+    }
+
+    /// Without the `cuda` feature `--device cuda` stops before loading anything,
+    /// with one line that says how to get a CUDA build.
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_one_clear_line() {
+        let err = start(&serve_args(&[
+            "--device",
+            "cuda:1",
+            "--model",
+            "/nonexistent.gguf",
+        ]))
+        .err()
+        .expect("no CUDA in this build");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with("--device cuda:1: this build has no CUDA support")
+                && msg.contains("scripts/build-cuda.sh")
+                && !msg.contains('\n'),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn kv_pool_uses_the_flag_or_else_the_device_default() {
+        let cfg = candela_model::ModelConfig {
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 8,
+            hidden_size: 32,
+            intermediate_size: 64,
+            vocab_size: 100,
+            max_position_embeddings: 64,
+            rope_theta: 10000.0,
+            rms_norm_eps: 1e-5,
+            architecture: "llama".into(),
+        };
+        let per_token = cfg.kv_bytes_per_token();
+        let block = per_token * 16;
+        let (_, c) = engine_configs(&serve_args(&[]), &cfg, per_token, 100 * block).unwrap();
+        assert_eq!(c.num_device_blocks, 100);
+        let (_, c) = engine_configs(
+            &serve_args(&["--kv-cache-memory", &(7 * block).to_string()]),
+            &cfg,
+            per_token,
+            100 * block,
+        )
+        .unwrap();
+        assert_eq!(c.num_device_blocks, 7);
+    }
 }
