@@ -27,6 +27,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use crate::batch::ForwardBatch;
 use crate::device_kv::DeviceKvCache;
 use crate::llama::{Fused, Linear, Llama, ModelConfig, Weight, check_batch};
+use crate::paged_decode::paged_decode_attention;
 use crate::qmatmul::QFormat;
 use crate::{Error, Result};
 
@@ -175,6 +176,9 @@ pub struct DeviceLlama {
     sin: Tensor,
     interleaved: bool,
     weight_bytes: u64,
+    /// Decode attention through the fused CUDA kernel (CUDA, and it passed
+    /// [`check_fused_decode`] at start-up); the gather path otherwise.
+    fused_decode: bool,
 }
 
 impl DeviceLlama {
@@ -217,11 +221,17 @@ impl DeviceLlama {
             sin: Tensor::from_slice(sin, (rows, half), device)?,
             interleaved: model.rope.interleaved(),
             weight_bytes: model.weight_bytes,
+            fused_decode: device.is_cuda() && fused_decode_ok(device, &model.cfg),
         })
     }
 
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    /// Whether decode attention runs the fused CUDA kernel.
+    pub fn fused_decode(&self) -> bool {
+        self.fused_decode
     }
 
     pub fn device(&self) -> &Device {
@@ -283,7 +293,7 @@ impl DeviceLlama {
         let sin = self.sin.index_select(&pos, 0)?.reshape((t, 1, hd / 2))?;
         let slots: Vec<u32> = batch.slot_mapping.iter().map(|&s| s as u32).collect();
         let write_index = cache.row_index(&Tensor::from_vec(slots, t, dev)?)?;
-        let plan = AttnPlan::new(batch, cache.block_size(), nh / nkv, dev)?;
+        let plan = AttnPlan::new(batch, cache.block_size(), nh / nkv, dev, self.fused_decode)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let eps = c.rms_norm_eps as f32;
 
@@ -340,6 +350,86 @@ fn rope(x: &Tensor, heads: usize, interleaved: bool, cos: &Tensor, sin: &Tensor)
     Ok(y.reshape((t, heads, hd))?)
 }
 
+/// Runs [`check_fused_decode`] for this model's head layout and logs the outcome;
+/// `false` (gather path) on any error or disagreement.
+fn fused_decode_ok(device: &Device, c: &ModelConfig) -> bool {
+    match check_fused_decode(device, c.num_heads, c.num_kv_heads, c.head_dim) {
+        Ok(diff) if diff < 1e-3 => {
+            tracing::info!(max_abs_diff = diff, "fused paged decode attention enabled");
+            true
+        }
+        Ok(diff) => {
+            tracing::warn!(
+                max_abs_diff = diff,
+                "fused paged decode attention disagrees with the gather path; using the gather path"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "fused paged decode attention unavailable; using the gather path");
+            false
+        }
+    }
+}
+
+/// Largest absolute difference between the fused decode kernel and the gather
+/// path on random queries and caches: three sequences (contexts 1, 37 and 300
+/// over scattered 16-token blocks) with the model's head layout.
+///
+/// # Errors
+/// [`Error::Candle`] when the kernel cannot run on `device` (e.g. on the CPU).
+pub fn check_fused_decode(device: &Device, nh: usize, nkv: usize, hd: usize) -> Result<f32> {
+    use crate::batch::SeqInput;
+    let bs = 16;
+    let nblocks = 40;
+    let slots = nblocks * bs;
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    let mut rand = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    };
+    let kc = Tensor::from_vec(rand(slots * nkv * hd), (slots, nkv, hd), device)?;
+    let vc = Tensor::from_vec(rand(slots * nkv * hd), (slots, nkv, hd), device)?;
+    let tok = [0u32];
+    let tables: [Vec<u32>; 3] = [
+        vec![7],
+        vec![39, 3, 20],
+        (0..19).map(|i| (i * 7 + 5) % 40).collect(),
+    ];
+    let seqs: Vec<SeqInput<'_>> = [0usize, 36, 299]
+        .iter()
+        .zip(&tables)
+        .map(|(&start, table)| SeqInput {
+            tokens: &tok,
+            start,
+            block_table: table,
+            sample: true,
+        })
+        .collect();
+    let batch = ForwardBatch::build(&seqs, bs)?;
+    let q = Tensor::from_vec(rand(3 * nh * hd), (3, nh, hd), device)?;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let attend = |fused| -> Result<Vec<f32>> {
+        let plan = AttnPlan::new(&batch, bs, nh / nkv, device, fused)?;
+        Ok(plan
+            .attend(&q, &kc, &vc, scale)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    };
+    let (fused, gather) = (attend(true)?, attend(false)?);
+    Ok(fused
+        .iter()
+        .zip(&gather)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max))
+}
+
 /// How one step's attention is computed: the gather indices and masks, built once
 /// on the host and used by every layer.
 struct AttnPlan {
@@ -350,18 +440,31 @@ struct AttnPlan {
     order: Option<Tensor>,
     /// Query heads per KV head.
     group: usize,
+    block_size: usize,
 }
 
 /// Sequences with one query token each, padded to the longest context `l`.
 struct DecodeGroup {
     /// `[B]` token rows of the queries.
     rows: Tensor,
-    /// `[B * l]` cache slots of each context (slot 0 as padding).
-    gather: Tensor,
-    /// `[B, 1, 1, l]`: 0 inside a context, -inf on padding.
-    mask: Tensor,
     b: usize,
-    l: usize,
+    how: DecodeHow,
+}
+
+enum DecodeHow {
+    /// Gather each context's slots and attend with a padding mask.
+    Gather {
+        /// `[B * l]` cache slots of each context (slot 0 as padding).
+        gather: Tensor,
+        /// `[B, 1, 1, l]`: 0 inside a context, -inf on padding.
+        mask: Tensor,
+        l: usize,
+    },
+    /// The fused CUDA kernel ([`crate::paged_decode`]) reading the cache in place.
+    Fused {
+        /// `[B, 1 + max_blocks]` context lengths and block tables.
+        meta: Tensor,
+    },
 }
 
 /// One sequence with several query tokens (a prefill chunk).
@@ -381,7 +484,14 @@ fn context_slots(table: &[u32], ctx: usize, bs: usize, out: &mut Vec<u32>) {
 }
 
 impl AttnPlan {
-    fn new(batch: &ForwardBatch, bs: usize, group: usize, dev: &Device) -> Result<Self> {
+    /// `fused`: decode through the fused CUDA kernel instead of gathering.
+    fn new(
+        batch: &ForwardBatch,
+        bs: usize,
+        group: usize,
+        dev: &Device,
+        fused: bool,
+    ) -> Result<Self> {
         let (decode, prefill): (Vec<_>, Vec<_>) = batch.seqs.iter().partition(|s| s.query_len == 1);
         let mut plan_rows = Vec::with_capacity(batch.num_tokens());
         let decode = if decode.is_empty() {
@@ -389,21 +499,38 @@ impl AttnPlan {
         } else {
             let b = decode.len();
             let l = decode.iter().map(|s| s.context_len).max().unwrap_or(1);
-            let mut gather = Vec::with_capacity(b * l);
-            let mut mask = Vec::with_capacity(b * l);
-            for s in &decode {
-                context_slots(&s.block_table, s.context_len, bs, &mut gather);
-                gather.extend(std::iter::repeat_n(0, l - s.context_len));
-                mask.extend(std::iter::repeat_n(0f32, s.context_len));
-                mask.extend(std::iter::repeat_n(f32::NEG_INFINITY, l - s.context_len));
-                plan_rows.push(s.query_start as u32);
-            }
+            plan_rows.extend(decode.iter().map(|s| s.query_start as u32));
+            let how = if fused {
+                let stride = 1 + l.div_ceil(bs);
+                let mut meta = Vec::with_capacity(b * stride);
+                for s in &decode {
+                    let blocks = s.context_len.div_ceil(bs);
+                    meta.push(s.context_len as u32);
+                    meta.extend_from_slice(&s.block_table[..blocks]);
+                    meta.extend(std::iter::repeat_n(0, stride - 1 - blocks));
+                }
+                DecodeHow::Fused {
+                    meta: Tensor::from_vec(meta, (b, stride), dev)?,
+                }
+            } else {
+                let mut gather = Vec::with_capacity(b * l);
+                let mut mask = Vec::with_capacity(b * l);
+                for s in &decode {
+                    context_slots(&s.block_table, s.context_len, bs, &mut gather);
+                    gather.extend(std::iter::repeat_n(0, l - s.context_len));
+                    mask.extend(std::iter::repeat_n(0f32, s.context_len));
+                    mask.extend(std::iter::repeat_n(f32::NEG_INFINITY, l - s.context_len));
+                }
+                DecodeHow::Gather {
+                    gather: Tensor::from_vec(gather, b * l, dev)?,
+                    mask: Tensor::from_vec(mask, (b, 1, 1, l), dev)?,
+                    l,
+                }
+            };
             Some(DecodeGroup {
                 rows: Tensor::from_vec(plan_rows.clone(), b, dev)?,
-                gather: Tensor::from_vec(gather, b * l, dev)?,
-                mask: Tensor::from_vec(mask, (b, 1, 1, l), dev)?,
                 b,
-                l,
+                how,
             })
         };
         let prefill = prefill
@@ -446,6 +573,7 @@ impl AttnPlan {
             prefill,
             order,
             group,
+            block_size: bs,
         })
     }
 
@@ -456,19 +584,27 @@ impl AttnPlan {
         let nkv = nh / self.group;
         let mut parts = Vec::with_capacity(self.prefill.len() + 1);
         if let Some(d) = &self.decode {
-            let q = q
-                .index_select(&d.rows, 0)?
-                .reshape((d.b, nkv, self.group, hd))?;
-            let gather = |c: &Tensor| -> Result<Tensor> {
-                Ok(c.index_select(&d.gather, 0)?
-                    .reshape((d.b, d.l, nkv, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?)
-            };
-            let (k, v) = (gather(kc)?, gather(vc)?);
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&d.mask)?;
-            let p = candle_nn::ops::softmax_last_dim(&scores)?;
-            parts.push(p.matmul(&v)?.reshape((d.b, nh * hd))?);
+            let q = q.index_select(&d.rows, 0)?;
+            match &d.how {
+                DecodeHow::Fused { meta } => {
+                    let out =
+                        paged_decode_attention(&q, kc, vc, meta, self.block_size, scale as f32)?;
+                    parts.push(out.reshape((d.b, nh * hd))?);
+                }
+                DecodeHow::Gather { gather, mask, l } => {
+                    let q = q.reshape((d.b, nkv, self.group, hd))?;
+                    let gather = |c: &Tensor| -> Result<Tensor> {
+                        Ok(c.index_select(gather, 0)?
+                            .reshape((d.b, *l, nkv, hd))?
+                            .transpose(1, 2)?
+                            .contiguous()?)
+                    };
+                    let (k, v) = (gather(kc)?, gather(vc)?);
+                    let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+                    let p = candle_nn::ops::softmax_last_dim(&scores)?;
+                    parts.push(p.matmul(&v)?.reshape((d.b, nh * hd))?);
+                }
+            }
         }
         for s in &self.prefill {
             let q = q
@@ -642,7 +778,7 @@ mod tests {
         let l = cache.layer(0);
         let kc = Tensor::from_slice(&l.k, (nblocks * bs, nkv, hd), &dev).unwrap();
         let vc = Tensor::from_slice(&l.v, (nblocks * bs, nkv, hd), &dev).unwrap();
-        let plan = AttnPlan::new(&batch, bs, nh / nkv, &dev).unwrap();
+        let plan = AttnPlan::new(&batch, bs, nh / nkv, &dev, false).unwrap();
         assert!(
             plan.order.is_some(),
             "decode rows on both sides of the chunk are reordered"
@@ -701,5 +837,12 @@ mod tests {
                 .fold(0.0f32, f32::max);
             assert!(max_diff < 1e-6, "interleaved={interleaved}: {max_diff}");
         }
+    }
+
+    /// The fused kernel is CUDA-only: on the CPU the check errors (the model then keeps
+    /// the gather path), and a CPU model never enables it.
+    #[test]
+    fn fused_decode_is_refused_off_cuda() {
+        assert!(check_fused_decode(&Device::Cpu, 4, 2, 16).is_err());
     }
 }

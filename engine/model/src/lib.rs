@@ -29,6 +29,7 @@ pub mod kv_cache;
 pub mod llama;
 pub mod load_gguf;
 pub mod load_hf;
+mod paged_decode;
 pub mod pool;
 pub mod qmatmul;
 pub mod reference;
