@@ -130,6 +130,23 @@ impl DeviceKvCache {
         Ok(())
     }
 
+    /// Checks `pairs` against a source pool of `src_blocks` and a destination pool of
+    /// `dst_blocks` blocks; the block ids as indices, sources and destinations apart.
+    fn check_pairs(
+        &self,
+        pairs: &[(u32, u32)],
+        src_blocks: usize,
+        dst_blocks: usize,
+    ) -> Result<(Vec<usize>, Vec<usize>)> {
+        let mut srcs = Vec::with_capacity(pairs.len());
+        let mut dsts = Vec::with_capacity(pairs.len());
+        for &(s, d) in pairs {
+            srcs.push(self.check_block(s, src_blocks, "source")?);
+            dsts.push(self.check_block(d, dst_blocks, "destination")?);
+        }
+        Ok((srcs, dsts))
+    }
+
     /// Swap-out: copies blocks `(src here, dst in host)` across every layer.
     ///
     /// # Errors
@@ -140,12 +157,7 @@ impl DeviceKvCache {
             return Ok(());
         }
         self.check_host(host)?;
-        let mut srcs = Vec::with_capacity(pairs.len());
-        let mut dsts = Vec::with_capacity(pairs.len());
-        for &(s, d) in pairs {
-            srcs.push(self.check_block(s, self.num_blocks, "source")?);
-            dsts.push(self.check_block(d, host.num_blocks(), "destination")?);
-        }
+        let (srcs, dsts) = self.check_pairs(pairs, self.num_blocks, host.num_blocks())?;
         let slots = self.block_slots(srcs.into_iter());
         let index = Tensor::from_vec(slots, pairs.len() * self.block_size, self.k[0].device())?;
         let bf = self.block_size * self.num_kv_heads * self.head_dim;
@@ -176,12 +188,7 @@ impl DeviceKvCache {
             return Ok(());
         }
         self.check_host(host)?;
-        let mut srcs = Vec::with_capacity(pairs.len());
-        let mut dsts = Vec::with_capacity(pairs.len());
-        for &(s, d) in pairs {
-            srcs.push(self.check_block(s, host.num_blocks(), "source")?);
-            dsts.push(self.check_block(d, self.num_blocks, "destination")?);
-        }
+        let (srcs, dsts) = self.check_pairs(pairs, host.num_blocks(), self.num_blocks)?;
         let dev = self.k[0].device();
         let rows = pairs.len() * self.block_size;
         let slots = Tensor::from_vec(self.block_slots(dsts.into_iter()), rows, dev)?;
@@ -207,18 +214,9 @@ impl DeviceKvCache {
     /// # Errors
     /// [`Error::InvalidInput`] when a block id is out of range; nothing is copied then.
     pub fn copy_blocks(&self, pairs: &[(u32, u32)]) -> Result<()> {
-        let pairs: Vec<(usize, usize)> = pairs
-            .iter()
-            .map(|&(s, d)| {
-                Ok((
-                    self.check_block(s, self.num_blocks, "source")?,
-                    self.check_block(d, self.num_blocks, "destination")?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .filter(|(s, d)| s != d)
-            .collect();
+        let (srcs, dsts) = self.check_pairs(pairs, self.num_blocks, self.num_blocks)?;
+        let pairs: Vec<(usize, usize)> =
+            srcs.into_iter().zip(dsts).filter(|(s, d)| s != d).collect();
         if pairs.is_empty() {
             return Ok(());
         }

@@ -645,6 +645,17 @@ impl AttnPlan {
 mod tests {
     use super::*;
 
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    }
+
     fn random_linear(fmt: GgmlDType, n: usize, k: usize, seed: u64) -> Linear {
         let vals: Vec<f32> = (0..n * k)
             .map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0)
@@ -667,14 +678,12 @@ mod tests {
         for fmt in [GgmlDType::Q4_1, GgmlDType::Q8_0, GgmlDType::F32] {
             let lin = random_linear(fmt, n, k, 7);
             let cpu = lin.forward(&x, m).unwrap();
-            let dev = DLinear::new(&lin, &Device::Cpu)
-                .unwrap()
-                .forward(&xt)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let dev = values(
+                &DLinear::new(&lin, &Device::Cpu)
+                    .unwrap()
+                    .forward(&xt)
+                    .unwrap(),
+            );
             let dense = match &lin.w {
                 Weight::Quant(q) => {
                     let dt = match q.format() {
@@ -688,19 +697,8 @@ mod tests {
                 }
                 Weight::Candle(w) => w.dequantize_f16().unwrap().to_dtype(DType::F32).unwrap(),
             };
-            let exact = xt
-                .matmul(&dense.t().unwrap())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let err = |y: &[f32]| {
-                y.iter()
-                    .zip(&exact)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max)
-            };
+            let exact = values(&xt.matmul(&dense.t().unwrap()).unwrap());
+            let err = |y: &[f32]| max_abs_diff(y, &exact);
             let scale = exact.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let (e_cpu, e_dev) = (err(&cpu), err(&dev));
             assert!(
@@ -784,18 +782,8 @@ mod tests {
             "decode rows on both sides of the chunk are reordered"
         );
         let qt = Tensor::from_slice(&q, (t, nh, hd), &dev).unwrap();
-        let got = plan
-            .attend(&qt, &kc, &vc, scale as f64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let max_diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let got = values(&plan.attend(&qt, &kc, &vc, scale as f64).unwrap());
+        let max_diff = max_abs_diff(&got, &want);
         assert!(max_diff < 1e-4, "max abs diff {max_diff}");
     }
 
@@ -824,17 +812,8 @@ mod tests {
                     .unwrap()
             };
             let xt = Tensor::from_slice(&x, (t, heads * hd), &dev).unwrap();
-            let got = rope(&xt, heads, interleaved, &pick(c), &pick(s))
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let max_diff = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let got = values(&rope(&xt, heads, interleaved, &pick(c), &pick(s)).unwrap());
+            let max_diff = max_abs_diff(&got, &want);
             assert!(max_diff < 1e-6, "interleaved={interleaved}: {max_diff}");
         }
     }
