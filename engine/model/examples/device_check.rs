@@ -110,7 +110,21 @@ fn greedy(m: &candela_model::LoadedModel, path: ExecPath, prompt: &[u32], n: usi
     out
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // candle appends a backtrace under RUST_BACKTRACE; one line is the message
+            eprintln!(
+                "device_check: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = parse()?;
     let m = candela_model::load(Path::new(&a.model), &Device::Cpu, DType::F32)?;
     let enc = |t: &str| -> Vec<u32> { m.tokenizer.encode(t, false).unwrap().get_ids().to_vec() };
