@@ -6,69 +6,46 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::{Proc, free_port, spawn_serve};
 use serde_json::{Value, json};
 
 const API_KEY: &str = "sk-candela-test-key";
 const MAX_MODEL_LEN: usize = 512;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The server process; killed when dropped.
 struct Server {
-    child: Child,
+    _proc: Proc,
     port: u16,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
-    fn start(model: &PathBuf) -> Server {
+    fn start(model: &Path) -> Server {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_candela"))
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--grpc-port", &free_port().to_string()])
-            .args([
-                "--max-model-len",
-                &MAX_MODEL_LEN.to_string(),
-                "--max-waiting",
-                "512",
-            ])
-            .args(["--api-key", API_KEY, "--served-model-name", "smol"])
-            .arg("--model")
-            .arg(model)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn candela serve");
-        let mut server = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("candela serve exited early: {status}");
-            }
-            if server.try_get("/health").is_some_and(|r| r.status == 200) {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "server did not become healthy");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let grpc = free_port().to_string();
+        let max_len = MAX_MODEL_LEN.to_string();
+        let args = [
+            OsStr::new("--grpc-port"),
+            OsStr::new(&grpc),
+            OsStr::new("--max-model-len"),
+            OsStr::new(&max_len),
+            OsStr::new("--max-waiting"),
+            OsStr::new("512"),
+            OsStr::new("--api-key"),
+            OsStr::new(API_KEY),
+            OsStr::new("--served-model-name"),
+            OsStr::new("smol"),
+            OsStr::new("--model"),
+            model.as_os_str(),
+        ];
+        let proc = spawn_serve(port, args, Stdio::inherit());
+        Server { _proc: proc, port }
     }
 
     fn try_get(&self, path: &str) -> Option<Reply> {

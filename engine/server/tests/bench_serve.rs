@@ -7,77 +7,33 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-use common::Exposition;
+use common::{Exposition, Proc, free_port, http_get, spawn_serve};
 use serde_json::Value;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// GET over a fresh connection; `None` when nothing listens.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.split(' ').nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
 struct Server {
-    child: Child,
+    _proc: Proc,
     port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     fn start() -> Server {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_candela"))
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--grpc-port",
-                &free_port().to_string(),
-                "--max-model-len",
-                "2048",
-            ])
-            .arg("--model")
-            .arg(common::default_model())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn candela serve");
-        let mut server = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while http_get(port, "/health").is_none_or(|(s, _)| s != 200) {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("candela serve exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "server did not become healthy");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        server
+        let grpc = free_port().to_string();
+        let model = common::default_model();
+        let args = [
+            OsStr::new("--grpc-port"),
+            OsStr::new(&grpc),
+            OsStr::new("--max-model-len"),
+            OsStr::new("2048"),
+            OsStr::new("--model"),
+            model.as_os_str(),
+        ];
+        let proc = spawn_serve(port, args, Stdio::null());
+        Server { _proc: proc, port }
     }
 
     fn url(&self) -> String {

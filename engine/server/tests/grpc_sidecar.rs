@@ -13,10 +13,11 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candela::grpc::{
@@ -24,64 +25,29 @@ use candela::grpc::{
     ServingStatus, StartProfileRequest, StopProfileRequest, TokenIds, WatchStatsRequest,
 };
 use candela::metrics::EngineMetrics;
+use common::{Proc, free_port, spawn_serve};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "sidecar-test-token";
 const PROMPT: &str = "The capital of France is";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process, killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start_engine(model: &Path, http: u16, grpc: u16, profiles: &Path) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_candela"))
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &http.to_string(),
-            "--grpc-port",
-            &grpc.to_string(),
-        ])
-        .args([
-            "--max-model-len",
-            "256",
-            "--kv-cache-memory",
-            "64MiB",
-            "--served-model-name",
-            "smol",
-        ])
-        .arg("--model")
-        .arg(model)
-        .arg("--profiler-dir")
-        .arg(profiles)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn candela serve");
-    let mut engine = Proc(child);
-    wait_until("the engine is healthy", Duration::from_secs(300), || {
-        if let Ok(Some(status)) = engine.0.try_wait() {
-            panic!("candela serve exited early: {status}");
-        }
-        get(http, "/health", None).is_ok_and(|(status, _)| status == 200)
-    });
-    engine
+    let grpc = grpc.to_string();
+    let args = [
+        OsStr::new("--grpc-port"),
+        OsStr::new(&grpc),
+        OsStr::new("--max-model-len"),
+        OsStr::new("256"),
+        OsStr::new("--kv-cache-memory"),
+        OsStr::new("64MiB"),
+        OsStr::new("--served-model-name"),
+        OsStr::new("smol"),
+        OsStr::new("--model"),
+        model.as_os_str(),
+        OsStr::new("--profiler-dir"),
+        profiles.as_os_str(),
+    ];
+    spawn_serve(http, args, Stdio::inherit())
 }
 
 fn start_sidecar(grpc: u16, port: u16, engine_pid: u32, profiles: &Path) -> Proc {

@@ -1,8 +1,75 @@
-//! Shared helpers of the server's integration tests: the real default model.
+//! Shared helpers of the server's integration tests: the real default model, a
+//! live `candela serve` child process, a Prometheus exposition parser.
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A local port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process, killed and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET over a fresh connection: `(status, body)`; `None` when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split(' ').nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// Starts `candela serve --host 127.0.0.1 --port PORT ARGS...` (the args name the model,
+/// the gRPC port and any limits) and waits up to 300 s for `/health` to answer 200;
+/// panics when the server exits first. Stdout is dropped, stderr goes to `stderr`.
+pub fn spawn_serve<S: AsRef<OsStr>>(
+    port: u16,
+    args: impl IntoIterator<Item = S>,
+    stderr: Stdio,
+) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_candela"))
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn candela serve");
+    let mut server = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while http_get(port, "/health").is_none_or(|(s, _)| s != 200) {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!("candela serve exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "server did not become healthy");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server
+}
 
 /// The default model `scripts/setup.sh` downloads; panics with the fix when it is missing.
 pub fn default_model() -> PathBuf {
