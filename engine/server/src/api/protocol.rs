@@ -299,17 +299,39 @@ pub struct CompletionChoice {
     pub finish_reason: Option<&'static str>,
 }
 
-/// `text_completion` answer (and, with `object` = `text_completion`, each stream chunk).
+/// The envelope every completions and chat answer and stream chunk shares: `id`,
+/// `object`, `created`, `model`, `choices` and `usage` (left out when `None`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CompletionResponse {
+#[serde(bound(serialize = "C: Serialize, U: Serialize + MaybeUsage"))]
+pub struct Envelope<C, U> {
     pub id: String,
     pub object: &'static str,
     pub created: u64,
     pub model: String,
-    pub choices: Vec<CompletionChoice>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
+    pub choices: Vec<C>,
+    #[serde(skip_serializing_if = "MaybeUsage::is_absent")]
+    pub usage: U,
 }
+
+/// `usage` of an [`Envelope`]: always there ([`Usage`]) or optional.
+pub trait MaybeUsage {
+    fn is_absent(&self) -> bool;
+}
+
+impl MaybeUsage for Usage {
+    fn is_absent(&self) -> bool {
+        false
+    }
+}
+
+impl MaybeUsage for Option<Usage> {
+    fn is_absent(&self) -> bool {
+        self.is_none()
+    }
+}
+
+/// `text_completion` answer (and, with `object` = `text_completion`, each stream chunk).
+pub type CompletionResponse = Envelope<CompletionChoice, Option<Usage>>;
 
 /// One alternative in chat `top_logprobs`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -351,15 +373,7 @@ pub struct ChatChoice {
 }
 
 /// `chat.completion` answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChatCompletionResponse {
-    pub id: String,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<ChatChoice>,
-    pub usage: Usage,
-}
+pub type ChatCompletionResponse = Envelope<ChatChoice, Usage>;
 
 /// `delta` of a chat stream chunk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -380,16 +394,7 @@ pub struct ChatChunkChoice {
 }
 
 /// `chat.completion.chunk`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChatCompletionChunk {
-    pub id: String,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<ChatChunkChoice>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-}
+pub type ChatCompletionChunk = Envelope<ChatChunkChoice, Option<Usage>>;
 
 /// One entry of `GET /v1/models`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
