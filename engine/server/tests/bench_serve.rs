@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{Exposition, Proc, free_port, http_get, spawn_serve};
+use common::{ExpositionExt, Proc, free_port, http_get, parse_exposition, spawn_serve};
 use serde_json::Value;
 
 struct Server {
@@ -44,7 +44,7 @@ impl Server {
     fn counters(&self) -> (f64, f64, f64) {
         let (status, text) = http_get(self.port, "/metrics").expect("metrics");
         assert_eq!(status, 200);
-        let e = Exposition::parse(&text);
+        let e = parse_exposition(&text);
         let success: f64 = e
             .samples
             .iter()

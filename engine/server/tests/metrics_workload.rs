@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use candela::engine::{EngineClient, GenerateRequest};
 use candela::metrics::{buckets_1_2_5, names, stats_log};
 use candela_core::SamplingParams;
-use common::Exposition;
+use common::{ExpositionExt, MetricType, parse_exposition};
 
 const MAX_MODEL_LEN: usize = 160;
 
@@ -86,7 +86,7 @@ async fn metrics_match_a_scripted_workload() {
     let generation_tokens = 3 + 2 + 6 * 64;
     let elapsed = started.elapsed().as_secs_f64();
     let text = m.render();
-    let e = Exposition::parse(&text);
+    let e = parse_exposition(&text);
     let l = [("model_name", "smol"), ("engine", "0")];
 
     // Counters equal the workload.
@@ -178,7 +178,13 @@ async fn metrics_match_a_scripted_workload() {
         (names::ITERATION_TOKENS, "histogram"),
     ];
     for (name, kind) in expect {
-        assert_eq!(e.types.get(name).map(String::as_str), Some(kind), "{name}");
+        let kind = match kind {
+            "counter" => MetricType::Counter,
+            "gauge" => MetricType::Gauge,
+            "histogram" => MetricType::Histogram,
+            other => panic!("unexpected kind {other}"),
+        };
+        assert_eq!(e.types.get(name), Some(&kind), "{name}");
     }
     assert_eq!(e.types.len(), expect.len(), "no unexpected families");
     // Every sample carries model_name and engine, and nothing per request.
@@ -270,7 +276,7 @@ async fn metrics_match_a_scripted_workload() {
     stream.next().await.expect("first token");
     drop(stream);
     wait_idle(&engine).await;
-    let e = Exposition::parse(&engine.metrics().render());
+    let e = parse_exposition(&engine.metrics().render());
     assert_eq!(
         e.value(
             "vllm:request_success_total",

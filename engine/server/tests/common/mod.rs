@@ -82,66 +82,24 @@ pub fn default_model() -> PathBuf {
     path
 }
 
-/// One sample of a Prometheus text exposition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-    pub value: f64,
+#[allow(unused_imports)] // each test binary uses a different part
+pub use candela_tools::doctor::expo::{Exposition, MetricType, Sample};
+
+/// Parses a Prometheus text exposition with the doctor's parser; panics on a bad line.
+pub fn parse_exposition(text: &str) -> Exposition {
+    candela_tools::doctor::expo::parse(text).unwrap_or_else(|e| panic!("exposition: {e}"))
 }
 
-impl Sample {
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A parsed exposition: `# TYPE` lines and samples (label values unescaped).
-#[derive(Debug, Default)]
-pub struct Exposition {
-    pub types: std::collections::HashMap<String, String>,
-    pub samples: Vec<Sample>,
-}
-
-impl Exposition {
-    pub fn parse(text: &str) -> Self {
-        let mut out = Exposition::default();
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').expect("TYPE line");
-                out.types.insert(name.to_owned(), kind.to_owned());
-                continue;
-            }
-            if line.starts_with('#') {
-                continue;
-            }
-            let (series, value) = line.rsplit_once(' ').expect("sample line");
-            let value = match value {
-                "+Inf" => f64::INFINITY,
-                "NaN" => f64::NAN,
-                v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
-            };
-            let (name, labels) = match series.split_once('{') {
-                None => (series.to_owned(), Vec::new()),
-                Some((name, rest)) => (
-                    name.to_owned(),
-                    parse_labels(rest.strip_suffix('}').expect("closing brace")),
-                ),
-            };
-            out.samples.push(Sample {
-                name,
-                labels,
-                value,
-            });
-        }
-        out
-    }
-
+/// Test lookups on a parsed exposition.
+pub trait ExpositionExt {
     /// The value of the one sample named `name` whose labels include `with`.
-    pub fn value(&self, name: &str, with: &[(&str, &str)]) -> f64 {
+    fn value(&self, name: &str, with: &[(&str, &str)]) -> f64;
+    /// The `le` bounds of a histogram, `+Inf` excluded.
+    fn bucket_bounds(&self, name: &str) -> Vec<f64>;
+}
+
+impl ExpositionExt for Exposition {
+    fn value(&self, name: &str, with: &[(&str, &str)]) -> f64 {
         let hits: Vec<&Sample> = self
             .samples
             .iter()
@@ -155,8 +113,7 @@ impl Exposition {
         hits[0].value
     }
 
-    /// The `le` bounds of a histogram, `+Inf` excluded.
-    pub fn bucket_bounds(&self, name: &str) -> Vec<f64> {
+    fn bucket_bounds(&self, name: &str) -> Vec<f64> {
         let bucket = format!("{name}_bucket");
         self.samples
             .iter()
@@ -165,32 +122,6 @@ impl Exposition {
             .filter(|le| le.is_finite())
             .collect()
     }
-}
-
-fn parse_labels(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    while chars.peek().is_some() {
-        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
-        assert_eq!(chars.next(), Some('"'), "label value opens with a quote");
-        let mut val = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some('n') => val.push('\n'),
-                    Some(other) => val.push(other),
-                    None => break,
-                },
-                '"' => break,
-                c => val.push(c),
-            }
-        }
-        out.push((key.trim_start_matches(',').to_owned(), val));
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
-    }
-    out
 }
 
 /// The default model, loaded for the CPU.
