@@ -16,23 +16,7 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cache="${CANDELA_CACHE:-$HOME/.cache/candela}"
-venv="$cache/cuda-venv"
-toolkit_version="13.0.2"
-
-if [[ ! -x "$venv/bin/pip" ]]; then
-  python3 -m venv "$venv"
-fi
-if ! "$venv/bin/python" -c "import importlib.metadata as m; assert m.version('cuda-toolkit') == '$toolkit_version'" 2>/dev/null; then
-  echo "installing the CUDA $toolkit_version toolkit wheels into $venv" >&2
-  "$venv/bin/pip" install --quiet \
-    "cuda-toolkit[nvcc,cudart,nvrtc,cublas,curand,cccl,crt,nvvm]==$toolkit_version"
-fi
-
-site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-export CUDA_ROOT="$site/nvidia/cu13"
-export CUDA_PATH="$CUDA_ROOT"
-export PATH="$CUDA_ROOT/bin:$PATH"
+CUDA_WHEELS="nvcc,cudart,nvrtc,cublas,curand,cccl,crt,nvvm" source "$root/scripts/cuda-toolkit.sh"
 export LD_LIBRARY_PATH="$CUDA_ROOT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # cudarc links the CUDA libraries by their unversioned names, which the wheels do
 # not ship, and libcuda (the driver) is not in any wheel: add the symlinks and a

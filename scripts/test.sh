@@ -17,6 +17,9 @@ VENV="${CANDELA_CACHE:-$HOME/.cache/candela}/venv"
 echo "== cargo test (engine)"
 cargo test --locked -p candela-core -p candela-model -p candela-tools -p candela 2>&1
 
+echo "== CUDA kernels compile (nvcc from NVIDIA's PyPI wheels; no GPU needed)"
+./scripts/check-cuda-kernels.sh
+
 echo "== OpenAI client and hostile-input suites against a live candela serve"
 cargo build --locked -p candela 2>&1
 ./scripts/api-tests.sh "$VENV/bin/python" "${CARGO_TARGET_DIR:-target}/debug/candela"
