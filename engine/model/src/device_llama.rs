@@ -283,7 +283,7 @@ impl DeviceLlama {
         )?;
         let t = batch.num_tokens();
         if t == 0 {
-            return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &self.device)?);
+            return Ok(no_logits(c.vocab_size)?);
         }
         let dev = &self.device;
         let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
@@ -325,7 +325,7 @@ impl DeviceLlama {
             x = (x + layer.down.forward(&(g.silu()? * u)?)?)?;
         }
         if batch.logits_indices.is_empty() {
-            return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, dev)?);
+            return Ok(no_logits(c.vocab_size)?);
         }
         let _head = tracing::trace_span!("lm_head").entered();
         let rows: Vec<u32> = batch.logits_indices.iter().map(|&i| i as u32).collect();
@@ -333,6 +333,12 @@ impl DeviceLlama {
         let h = candle_nn::ops::rms_norm(&x.index_select(&rows, 0)?, &self.norm, eps)?;
         Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
     }
+}
+
+/// The logits of a step that samples nothing: `[0, vocab]`, on the host (CUDA
+/// refuses zero-byte allocations).
+fn no_logits(vocab: usize) -> candle_core::Result<Tensor> {
+    Tensor::zeros((0, vocab), DType::F32, &Device::Cpu)
 }
 
 /// Rotates `x` (`[T, heads * head_dim]`) with each token's own cos/sin rows

@@ -85,7 +85,7 @@ impl CustomOp3 for PagedDecode {
             bail!("paged decode attention: {mb} block tables for {b} queries");
         }
         let meta = meta.as_cuda_slice::<u32>()?.slice(ml.start_offset()..);
-        let out = dev.alloc_zeros::<f32>(b * h * d)?;
+        let mut out = dev.alloc_zeros::<f32>(b * h * d)?;
         let func = dev.get_or_load_custom_func(
             "paged_decode_attention_f32",
             "candela_paged_attention",
@@ -102,7 +102,7 @@ impl CustomOp3 for PagedDecode {
         launch.arg(&ks);
         launch.arg(&vs);
         launch.arg(&meta);
-        launch.arg(&out);
+        launch.arg(&mut out);
         for x in &ints {
             launch.arg(x);
         }

@@ -101,6 +101,6 @@ extern "C" __global__ void paged_decode_attention_f32(
             total += s_sum[w] * c;
             o += s_acc[w * head_dim + d] * c;
         }
-        orow[d] = o / total;
+        orow[d] = total > 0.0f ? o / total : 0.0f;  // an empty context (never scheduled) gives 0
     }
 }
