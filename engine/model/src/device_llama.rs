@@ -259,7 +259,8 @@ impl DeviceLlama {
     }
 
     /// Runs one step: writes the batch's K/V into `cache` and returns `f32` logits
-    /// `[batch.logits_indices.len(), vocab]` on the device, rows in `logits_indices` order.
+    /// `[batch.logits_indices.len(), vocab]` on the device (an empty host tensor when
+    /// the step samples nothing), rows in `logits_indices` order.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when the batch does not fit the cache or the model
