@@ -198,31 +198,46 @@ impl QMatrix {
             let (n, out) = (widths[p], ptrs[p]);
             let cols = c0..(c0 + COLS_PER_JOB).min(n);
             let row = |r: usize| &xq[r * kb..(r + 1) * kb];
+            let (first, g0) = (first_col[p], first_col[p] + cols.start);
+            let g1 = first + cols.end;
             // Row tiles keep a tile's quantized activations in L1/L2 while every
             // column of the job passes over them (prefill has thousands of rows).
             for r0 in (0..m).step_by(ROW_TILE) {
                 let r1 = (r0 + ROW_TILE).min(m);
-                // SAFETY: jobs own disjoint column ranges, so every (r, c) element of
-                // a part is written by exactly one job; the parts outlive the jobs.
-                let put = |r: usize, c: usize, v: f32| unsafe { *out.get().add(r * n + c) = v };
-                for c in cols.clone() {
-                    let g = first_col[p] + c;
-                    let w = &self.data[g * kb * K::W_BLOCK..(g + 1) * kb * K::W_BLOCK];
-                    let mut r = r0;
-                    // Four rows share each unpacked weight block.
-                    while r + 4 <= r1 {
-                        let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
-                        // SAFETY: `level` is what this CPU supports.
-                        let v = unsafe { K::dot(level, w, rows) };
-                        for (i, v) in v.into_iter().enumerate() {
-                            put(r + i, c, v);
-                        }
-                        r += 4;
-                    }
-                    for i in r..r1 {
-                        // SAFETY: as above.
-                        put(i, c, unsafe { K::dot(level, w, [row(i)]) }[0]);
-                    }
+                let mut r = r0;
+                // SAFETY (both calls): `level` is what this CPU supports; jobs own
+                // disjoint column ranges, so every (r, c) element of a part is
+                // written by exactly one job, and the parts outlive the jobs.
+                // Four rows share each unpacked weight block.
+                while r + 4 <= r1 {
+                    let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+                    unsafe {
+                        K::dot_cols(
+                            level,
+                            &self.data,
+                            g0..g1,
+                            kb,
+                            rows,
+                            out.get().add(r * n),
+                            n,
+                            first,
+                        )
+                    };
+                    r += 4;
+                }
+                for i in r..r1 {
+                    unsafe {
+                        K::dot_cols(
+                            level,
+                            &self.data,
+                            g0..g1,
+                            kb,
+                            [row(i)],
+                            out.get().add(i * n),
+                            n,
+                            first,
+                        )
+                    };
                 }
             }
         };
@@ -295,10 +310,14 @@ fn detect_simd() -> SimdLevel {
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
         {
             return SimdLevel::Avx512Vnni;
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
             return SimdLevel::Avx2;
         }
     }
@@ -312,9 +331,23 @@ fn detect_simd() -> SimdLevel {
 trait Kernel {
     const W_BLOCK: usize;
     fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32;
+    /// The dot products of `R` activation rows `x` with every column `c` in `cols`
+    /// of the matrix `w` (`kb` blocks a column), row `i`'s written at
+    /// `out[i * n + c - first]`; per row the arithmetic is the same whatever `R`.
+    ///
     /// # Safety
-    /// `level`'s instructions must be available (it comes from [`simd_level`]).
-    unsafe fn dot<const R: usize>(level: SimdLevel, w: &[u8], x: [&[XBlock]; R]) -> [f32; R];
+    /// `level`'s instructions must be available (it comes from [`simd_level`]), and
+    /// `out` must be valid for those writes with no other access meanwhile.
+    unsafe fn dot_cols<const R: usize>(
+        level: SimdLevel,
+        w: &[u8],
+        cols: std::ops::Range<usize>,
+        kb: usize,
+        x: [&[XBlock]; R],
+        out: *mut f32,
+        n: usize,
+        first: usize,
+    );
 }
 
 struct Q41;
@@ -325,15 +358,34 @@ impl Kernel for Q41 {
     fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
         q41_dot_scalar(w, x)
     }
-    unsafe fn dot<const R: usize>(level: SimdLevel, w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+    unsafe fn dot_cols<const R: usize>(
+        level: SimdLevel,
+        w: &[u8],
+        cols: std::ops::Range<usize>,
+        kb: usize,
+        x: [&[XBlock]; R],
+        out: *mut f32,
+        n: usize,
+        first: usize,
+    ) {
         #[cfg(target_arch = "x86_64")]
         match level {
-            SimdLevel::Avx512Vnni => return unsafe { simd_vnni::q41_dot(w, x) },
-            SimdLevel::Avx2 => return unsafe { simd_avx2::q41_dot(w, x) },
+            SimdLevel::Avx512Vnni => {
+                return unsafe { simd_vnni::q41_cols(w, cols, kb, x, out, n, first) };
+            }
+            SimdLevel::Avx2 => {
+                return unsafe { simd_avx2::q41_cols(w, cols, kb, x, out, n, first) };
+            }
             SimdLevel::Scalar => {}
         }
-        let _ = level;
-        x.map(|x| q41_dot_scalar(w, x))
+        let bytes = kb * Self::W_BLOCK;
+        for c in cols {
+            let wc = &w[c * bytes..(c + 1) * bytes];
+            for (i, x) in x.iter().enumerate() {
+                // SAFETY: as the caller vouches.
+                unsafe { *out.add(i * n + c - first) = q41_dot_scalar(wc, x) };
+            }
+        }
     }
 }
 
@@ -351,15 +403,34 @@ impl Kernel for Q80 {
         }
         acc
     }
-    unsafe fn dot<const R: usize>(level: SimdLevel, w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+    unsafe fn dot_cols<const R: usize>(
+        level: SimdLevel,
+        w: &[u8],
+        cols: std::ops::Range<usize>,
+        kb: usize,
+        x: [&[XBlock]; R],
+        out: *mut f32,
+        n: usize,
+        first: usize,
+    ) {
         #[cfg(target_arch = "x86_64")]
         match level {
-            SimdLevel::Avx512Vnni => return unsafe { simd_vnni::q80_dot(w, x) },
-            SimdLevel::Avx2 => return unsafe { simd_avx2::q80_dot(w, x) },
+            SimdLevel::Avx512Vnni => {
+                return unsafe { simd_vnni::q80_cols(w, cols, kb, x, out, n, first) };
+            }
+            SimdLevel::Avx2 => {
+                return unsafe { simd_avx2::q80_cols(w, cols, kb, x, out, n, first) };
+            }
             SimdLevel::Scalar => {}
         }
-        let _ = level;
-        x.map(|x| Self::dot_scalar(w, x))
+        let bytes = kb * Self::W_BLOCK;
+        for c in cols {
+            let wc = &w[c * bytes..(c + 1) * bytes];
+            for (i, x) in x.iter().enumerate() {
+                // SAFETY: as the caller vouches.
+                unsafe { *out.add(i * n + c - first) = Self::dot_scalar(wc, x) };
+            }
+        }
     }
 }
 
@@ -387,7 +458,7 @@ fn q41_dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
 macro_rules! simd_kernels {
     ($name:ident, $features:literal, |$a:ident, $b:ident| $idot:expr) => {
         mod $name {
-            use super::{Q41, Q80, XBlock, f16_at};
+            use super::{Q41, Q80, XBlock};
             use std::arch::x86_64::*;
             use $crate::qmatmul::Kernel as _;
 
@@ -395,6 +466,24 @@ macro_rules! simd_kernels {
             #[target_feature(enable = $features)]
             fn idot($a: __m256i, $b: __m256i) -> __m256i {
                 $idot
+            }
+
+            /// The f16 at `b[i..i + 2]` as f32 (exact, like `f16_at`).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn f16(b: &[u8], i: usize) -> f32 {
+                _mm_cvtss_f32(f16x8(b, i))
+            }
+
+            /// The f16 at `b[i..i + 2]` in every lane of a vector: a block scale to
+            /// multiply in the vector domain. Loading it into lane 0 alone let LLVM
+            /// merge the load (`vpinsrw`) into a live register — in the Q8_0 VNNI
+            /// kernel the accumulator — chaining every block behind the last FMA.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn f16x8(b: &[u8], i: usize) -> __m128 {
+                let bits = u16::from_le_bytes([b[i], b[i + 1]]);
+                _mm_cvtph_ps(_mm_set1_epi16(bits as i16))
             }
 
             #[inline]
@@ -409,13 +498,14 @@ macro_rules! simd_kernels {
 
             /// ggml's `ggml_vec_dot_q4_1_q8_1` for `R` rows sharing each unpacked
             /// weight block.
+            #[inline]
             #[target_feature(enable = $features)]
             pub(super) unsafe fn q41_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
                 let mut acc = [_mm256_setzero_ps(); R];
                 let mut summs = [0.0f32; R];
                 let low = _mm256_set1_epi8(0x0F);
                 for (b, wb) in w.chunks_exact(Q41::W_BLOCK).enumerate() {
-                    let (d, m) = (f16_at(wb, 0), f16_at(wb, 2));
+                    let (d, m) = (_mm256_broadcastss_ps(f16x8(wb, 0)), f16(wb, 2));
                     // SAFETY: a Q4_1 block is 20 bytes, qs at 4..20.
                     let tmp = unsafe { _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i) };
                     let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), low);
@@ -426,7 +516,7 @@ macro_rules! simd_kernels {
                         let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
                         let dot32 = idot(qw, qx);
                         acc[i] = _mm256_fmadd_ps(
-                            _mm256_set1_ps(d * xb.d),
+                            _mm256_mul_ps(d, _mm256_set1_ps(xb.d)),
                             _mm256_cvtepi32_ps(dot32),
                             acc[i],
                         );
@@ -437,11 +527,12 @@ macro_rules! simd_kernels {
 
             /// ggml's `ggml_vec_dot_q8_0_q8_0` (the sign trick turns signed ×
             /// signed into unsigned × signed) for `R` rows.
+            #[inline]
             #[target_feature(enable = $features)]
             pub(super) unsafe fn q80_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
                 let mut acc = [_mm256_setzero_ps(); R];
                 for (b, wb) in w.chunks_exact(Q80::W_BLOCK).enumerate() {
-                    let d = f16_at(wb, 0);
+                    let d = _mm256_broadcastss_ps(f16x8(wb, 0));
                     // SAFETY: a Q8_0 block is 34 bytes, qs at 2..34.
                     let qw = unsafe { _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i) };
                     let aw = _mm256_sign_epi8(qw, qw);
@@ -451,7 +542,7 @@ macro_rules! simd_kernels {
                         let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
                         let dot32 = idot(aw, _mm256_sign_epi8(qx, qw));
                         acc[i] = _mm256_fmadd_ps(
-                            _mm256_set1_ps(d * xb.d),
+                            _mm256_mul_ps(d, _mm256_set1_ps(xb.d)),
                             _mm256_cvtepi32_ps(dot32),
                             acc[i],
                         );
@@ -459,19 +550,73 @@ macro_rules! simd_kernels {
                 }
                 acc.map(|a| hsum(a))
             }
+
+            /// [`q41_dot`] for every column in `cols` of `w` (`kb` blocks a column),
+            /// row `i`'s result for column `c` written at `out[i * n + c - first]`. The column loop lives here so
+            /// the dot product inlines into it: one call per row group and job, not
+            /// one per column (the call and its by-memory arguments cost ~15 % at
+            /// prefill sizes).
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn q41_cols<const R: usize>(
+                w: &[u8],
+                cols: std::ops::Range<usize>,
+                kb: usize,
+                x: [&[XBlock]; R],
+                out: *mut f32,
+                n: usize,
+                first: usize,
+            ) {
+                let bytes = kb * Q41::W_BLOCK;
+                for c in cols {
+                    // SAFETY: this function has the features the dot product needs; the
+                    // caller owns `out` rows 0..R at columns `cols - first` (stride `n`).
+                    unsafe {
+                        let v = q41_dot(&w[c * bytes..(c + 1) * bytes], x);
+                        for (i, v) in v.into_iter().enumerate() {
+                            *out.add(i * n + c - first) = v;
+                        }
+                    }
+                }
+            }
+
+            /// [`q80_dot`] for every column in `cols`, as [`q41_cols`].
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn q80_cols<const R: usize>(
+                w: &[u8],
+                cols: std::ops::Range<usize>,
+                kb: usize,
+                x: [&[XBlock]; R],
+                out: *mut f32,
+                n: usize,
+                first: usize,
+            ) {
+                let bytes = kb * Q80::W_BLOCK;
+                for c in cols {
+                    // SAFETY: this function has the features the dot product needs; the
+                    // caller owns `out` rows 0..R at columns `cols - first` (stride `n`).
+                    unsafe {
+                        let v = q80_dot(&w[c * bytes..(c + 1) * bytes], x);
+                        for (i, v) in v.into_iter().enumerate() {
+                            *out.add(i * n + c - first) = v;
+                        }
+                    }
+                }
+            }
         }
     };
 }
 
 #[cfg(target_arch = "x86_64")]
-simd_kernels!(simd_avx2, "avx2,fma", |a, b| _mm256_madd_epi16(
+simd_kernels!(simd_avx2, "avx2,fma,f16c", |a, b| _mm256_madd_epi16(
     _mm256_maddubs_epi16(a, b),
     _mm256_set1_epi16(1)
 ));
 #[cfg(target_arch = "x86_64")]
-simd_kernels!(simd_vnni, "avx2,fma,avx512f,avx512vl,avx512vnni", |a, b| {
-    _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
-});
+simd_kernels!(
+    simd_vnni,
+    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
+    |a, b| { _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b) }
+);
 
 #[cfg(test)]
 mod tests {
@@ -536,7 +681,12 @@ mod tests {
         let bits: Vec<u32> = levels
             .iter()
             .filter(|&&l| l <= detect_simd())
-            .map(|&l| unsafe { K::dot(l, w0, [&xq[..]]) }[0].to_bits())
+            .map(|&l| {
+                let mut v = 0.0f32;
+                // SAFETY: only levels this CPU has; one row, one column into `v`.
+                unsafe { K::dot_cols(l, w0, 0..1, k / QK, [&xq[..]], &mut v, 1, 0) };
+                v.to_bits()
+            })
             .collect();
         assert!(
             bits.windows(2).all(|b| b[0] == b[1]),
