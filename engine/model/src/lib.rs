@@ -25,6 +25,7 @@ pub mod chat_template;
 pub mod device_kv;
 pub mod device_llama;
 pub mod error;
+pub mod hf_export;
 pub mod kv_cache;
 pub mod llama;
 pub mod load_gguf;

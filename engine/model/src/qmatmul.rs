@@ -615,7 +615,7 @@ simd_kernels!(simd_avx2, "avx2,fma,f16c", |a, b| _mm256_madd_epi16(
 simd_kernels!(
     simd_vnni,
     "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
-    |a, b| { _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b) }
+    |a, b| _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
 );
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use candela::cli::{Cli, Command};
+use candela::cli::{Cli, Command, ProcessCommand};
 use clap::Parser;
 use tower::ServiceExt;
 
@@ -21,7 +21,7 @@ const OUTPUT_LEN: usize = 128;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let Command::Serve(args) = Cli::parse_from([
+    let Command::Process(ProcessCommand::Serve(args)) = Cli::parse_from([
         "candela",
         "serve",
         "--max-model-len",
@@ -33,7 +33,10 @@ async fn main() {
     else {
         unreachable!("serve was parsed")
     };
-    let started = candela::serve::start(&args).expect("engine starts (run scripts/setup.sh first)");
+    let model = candela::serve::resolve_model(&args)
+        .await
+        .expect("the default model (run scripts/setup.sh first)");
+    let started = candela::serve::start(&args, &model).expect("engine starts");
     let engine = started.engine.clone();
     let app = candela::api::router(started.state).merge(candela::metrics::router(engine));
     let (mut off, mut on) = (Vec::new(), Vec::new());

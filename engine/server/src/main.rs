@@ -6,14 +6,14 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use candela::cli::{Cli, Command};
+use candela::cli::{Cli, Command, ProcessCommand};
 use candela::profiler::Profiler;
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
     let profiler = Profiler::new(match &cli.command {
-        Command::Serve(args) => args.log.profiler_dir(),
+        Command::Process(ProcessCommand::Serve(args)) => args.log.profiler_dir(),
         _ => None,
     });
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -22,8 +22,8 @@ async fn main() {
         .with(profiler.layer())
         .init();
     let result = match cli.command {
-        Command::Serve(args) => candela::serve::run(args, profiler).await,
-        Command::Sidecar(args) => candela::sidecar::run(args).await,
+        Command::Process(ProcessCommand::Serve(args)) => candela::serve::run(args, profiler).await,
+        Command::Process(ProcessCommand::Sidecar(args)) => candela::sidecar::run(args).await,
         Command::Bench(command) => candela_tools::bench::run(command).await.map_err(Into::into),
         Command::Plan(args) => candela_tools::plan::run(args).map_err(Into::into),
         Command::Doctor(args) => candela_tools::doctor::run(args).await.map_err(Into::into),

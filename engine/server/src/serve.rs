@@ -1,11 +1,13 @@
-//! `candela serve`: load the model, size the KV pools, start the engine thread
-//! and serve the HTTP API until Ctrl-C / SIGTERM.
+//! `candela serve`: resolve the model (a local path or a Hugging Face Hub repository,
+//! downloaded into the hub cache), load it, size the KV pools, start the engine thread and
+//! serve the HTTP API until Ctrl-C / SIGTERM.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use candela_contract::ModelRef;
 use candela_core::{CacheConfig, Scheduler, SchedulerConfig};
 use candela_model::{ChatTemplate, ExecPath, LoadedModel, ModelRunner, RunnerConfig};
 use tracing::info;
@@ -27,6 +29,91 @@ pub const GPU_ACTIVATION_RESERVE_BYTES: u64 = 2 << 30;
 /// Token budget per step with chunked prefill when `--max-num-batched-tokens` is absent.
 pub const DEFAULT_CHUNKED_BATCH_TOKENS: usize = 2048;
 
+/// The model `--model` named, on local disk, and the names the API answers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSource {
+    /// A GGUF file or a Hugging Face directory.
+    pub path: PathBuf,
+    /// `--served-model-name`, else the model's name then `--model` as typed (vLLM's
+    /// default, so clients that send the path or repository keep working).
+    pub served_model_names: Vec<String>,
+}
+
+/// Resolves `--model`: a local path as it is, a hub reference through the Hugging Face
+/// cache (downloading what is missing, or from the cache alone with `HF_HUB_OFFLINE=1`),
+/// nothing at all as the default model `scripts/setup.sh` fetches.
+///
+/// # Errors
+/// One line: a missing path or default model, a hub flag on a local model, a hub error.
+pub async fn resolve_model(args: &ServeArgs) -> anyhow::Result<ModelSource> {
+    let Some(typed) = args.model_value() else {
+        if args.hub.revision.is_some() || args.hub.gguf_file.is_some() {
+            bail!("--revision and --gguf-file need a hub model (--model hf://org/name)");
+        }
+        let path = cli::default_model_path()
+            .context("no --model given and $HOME is not set to find the default model")?;
+        if !path.exists() {
+            bail!(
+                "no --model given and the default model {} is missing; run `scripts/setup.sh` to download it",
+                path.display()
+            );
+        }
+        let names = served_model_names(args, &path, None);
+        return Ok(ModelSource {
+            path,
+            served_model_names: names,
+        });
+    };
+    let model = ModelRef::parse(typed, Path::exists).map_err(anyhow::Error::msg)?;
+    let opts = candela_hub::HubOptions::from_env(
+        args.hub.download_dir.as_deref(),
+        args.hub.hf_token.as_deref(),
+    );
+    let request = candela_hub::Request {
+        revision: args.hub.revision.as_deref(),
+        gguf_file: args.hub.gguf_file.as_deref(),
+    };
+    let resolved = candela_hub::resolve(&model, &request, &opts).await?;
+    if let Some(origin) = &resolved.hub {
+        info!(
+            repo = %origin.repo,
+            revision = %origin.revision,
+            commit = %origin.commit,
+            path = %resolved.path.display(),
+            "hub model ready"
+        );
+    }
+    let repo = resolved.hub.as_ref().map(|o| o.repo.as_str());
+    Ok(ModelSource {
+        served_model_names: served_model_names(args, &resolved.path, repo),
+        path: resolved.path,
+    })
+}
+
+/// `--served-model-name` values, else the model's name (`org/name` of a hub model, the
+/// file stem of a GGUF, the directory name) followed by `--model` as typed.
+pub fn served_model_names(args: &ServeArgs, path: &Path, hub_repo: Option<&str>) -> Vec<String> {
+    if !args.server.served_model_name.is_empty() {
+        return args.server.served_model_name.clone();
+    }
+    let name = match hub_repo {
+        Some(repo) => repo.to_owned(),
+        None => path
+            .file_stem()
+            .filter(|_| path.extension().is_some_and(|e| e == "gguf"))
+            .or_else(|| path.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string()),
+    };
+    let mut names = vec![name];
+    if let Some(typed) = args.model_value()
+        && !names.iter().any(|n| n == typed)
+    {
+        names.push(typed.to_owned());
+    }
+    names
+}
+
 /// A started engine plus what the API needs to know about its model.
 pub struct Started {
     pub engine: EngineClient,
@@ -34,32 +121,31 @@ pub struct Started {
     pub state: AppState,
 }
 
-/// Loads the model and starts the engine thread (no sockets); used by `run` and by tests.
+/// Loads the resolved model and starts the engine thread (no sockets); used by `run`
+/// and by tests.
 ///
 /// # Errors
-/// One clear line for a missing model, an unsupported device, or limits that do not fit.
-pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
+/// One clear line for an unsupported device, a model that does not load, or limits that
+/// do not fit.
+pub fn start(args: &ServeArgs, model: &ModelSource) -> anyhow::Result<Started> {
     args.validate().map_err(anyhow::Error::msg)?;
     let path = match args.model.device {
         cli::Device::Cpu => ExecPath::Cpu,
         cli::Device::Cuda(n) => ExecPath::Tensor(cuda_device(n)?),
     };
-    let model_path = args.model_path().map_err(anyhow::Error::msg)?;
-    if args.cache.kv_cache_dtype == cli::KvCacheDtype::Fp8 {
-        bail!("--kv-cache-dtype fp8 is not supported yet (the KV cache is f32); use auto");
-    }
+    let model_path = &model.path;
     if let Some(n) = args.model.threads {
         candela_model::pool::set_threads(n.into())?;
     }
     // Weights are read into host memory; the runner copies them to the GPU.
     let loaded = candela_model::load(
-        &model_path,
+        model_path,
         &candle_core::Device::Cpu,
         candle_core::DType::F32,
     )
     .with_context(|| format!("loading {}", model_path.display()))?;
     let LoadedModel {
-        model,
+        model: weights,
         tokenizer,
         chat_template,
         eos_token_ids,
@@ -91,7 +177,7 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
     let scheduler =
         Scheduler::new(scheduler_config, cache_config.clone()).map_err(anyhow::Error::msg)?;
     let runner = ModelRunner::with_path(
-        model,
+        weights,
         path,
         RunnerConfig {
             num_device_blocks: cache_config.num_device_blocks,
@@ -101,7 +187,7 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
         eos_token_ids.clone(),
     )
     .context("placing the model and its KV pool on the device")?;
-    let served_model_names = args.served_model_names(&model_path);
+    let served_model_names = model.served_model_names.clone();
     let cache_info = CacheInfo {
         block_size: cache_config.block_size,
         num_gpu_blocks: cache_config.num_device_blocks,
@@ -158,13 +244,19 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Started> {
 /// # Errors
 /// One line when this build lacks the `cuda` feature or the device cannot be opened.
 fn cuda_device(n: usize) -> anyhow::Result<candle_core::Device> {
+    check_cuda_build(n)?;
+    candle_core::Device::new_cuda(n)
+        .with_context(|| format!("--device cuda:{n}: cannot open the GPU"))
+}
+
+/// One line when this build lacks the `cuda` feature.
+fn check_cuda_build(n: usize) -> anyhow::Result<()> {
     if !cfg!(feature = "cuda") {
         bail!(
             "--device cuda:{n}: this build has no CUDA support; build it with scripts/build-cuda.sh (cargo feature `cuda`)"
         );
     }
-    candle_core::Device::new_cuda(n)
-        .with_context(|| format!("--device cuda:{n}: cannot open the GPU"))
+    Ok(())
 }
 
 /// KV bytes for GPU `n` when `--kv-cache-memory` is absent: `utilization` of its
@@ -231,7 +323,7 @@ pub fn engine_configs(
         max_num_batched_tokens,
         max_model_len,
         enable_chunked_prefill: chunked,
-        policy: s.scheduling_policy.into(),
+        policy: cli::scheduling_policy(s.scheduling_policy),
         delay_factor: s.scheduler_delay_factor,
         max_waiting: s.max_waiting,
     };
@@ -252,7 +344,13 @@ pub fn engine_configs(
 /// # Errors
 /// Start-up failures (one line each) and socket errors.
 pub async fn run(args: ServeArgs, profiler: Profiler) -> anyhow::Result<()> {
-    let started = tokio::task::block_in_place(|| start(&args))?;
+    // Bad flags and a CUDA-less build fail before anything is downloaded.
+    args.validate().map_err(anyhow::Error::msg)?;
+    if let cli::Device::Cuda(n) = args.model.device {
+        check_cuda_build(n)?;
+    }
+    let model = resolve_model(&args).await?;
+    let started = tokio::task::block_in_place(|| start(&args, &model))?;
     let addr = format!("{}:{}", args.server.host, args.server.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -298,23 +396,59 @@ pub(crate) async fn shutdown_signal() {
     info!("shutting down");
 }
 
-/// True when `path` looks like a model Candela can load (used in error hints).
-pub fn looks_like_model(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "gguf") || path.join("config.json").exists()
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::cli::{Cli, Command, ProcessCommand};
 
     fn serve_args(args: &[&str]) -> ServeArgs {
         let argv = ["candela", "serve"].iter().chain(args).copied();
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Serve(s) => s,
+            Command::Process(ProcessCommand::Serve(s)) => s,
             other => panic!("parsed `serve` as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn served_model_names_default_to_the_model_name_and_the_typed_value() {
+        let p = Path::new("/m/SmolLM2.Q4_1.gguf");
+        let a = serve_args(&["--model", "/m/SmolLM2.Q4_1.gguf"]);
+        assert_eq!(
+            served_model_names(&a, p, None),
+            vec!["SmolLM2.Q4_1", "/m/SmolLM2.Q4_1.gguf"]
+        );
+        assert_eq!(served_model_names(&serve_args(&[]), p, None), vec!["SmolLM2.Q4_1"]);
+        let a = serve_args(&["--served-model-name", "smol,tiny"]);
+        assert_eq!(served_model_names(&a, p, None), vec!["smol", "tiny"]);
+        let dir = Path::new("/models/Qwen2-0.5B");
+        let a = serve_args(&["/models/Qwen2-0.5B"]);
+        assert_eq!(
+            served_model_names(&a, dir, None),
+            vec!["Qwen2-0.5B", "/models/Qwen2-0.5B"]
+        );
+        // Hub models answer to `org/name` (what vLLM clients send) and the typed reference.
+        let snap = Path::new("/c/models--org--m/snapshots/abc/m.Q4_1.gguf");
+        let a = serve_args(&["hf://org/m:Q4_1"]);
+        assert_eq!(
+            served_model_names(&a, snap, Some("org/m")),
+            vec!["org/m", "hf://org/m:Q4_1"]
+        );
+        let a = serve_args(&["org/m"]);
+        assert_eq!(served_model_names(&a, snap, Some("org/m")), vec!["org/m"]);
+    }
+
+    #[tokio::test]
+    async fn local_models_and_the_default_resolve_without_network() {
+        let e = resolve_model(&serve_args(&["/nonexistent/m.gguf"])).await.unwrap_err();
+        assert_eq!(format!("{e:#}"), "model not found: /nonexistent/m.gguf");
+        let e = resolve_model(&serve_args(&["--revision", "v1"])).await.unwrap_err();
+        assert!(format!("{e:#}").contains("need a hub model"), "{e:#}");
+        let default = cli::default_model_path().unwrap();
+        match resolve_model(&serve_args(&[])).await {
+            Ok(m) => assert_eq!(m.path, default),
+            Err(e) => assert!(format!("{e:#}").contains("scripts/setup.sh"), "{e:#}"),
         }
     }
 
@@ -323,12 +457,11 @@ mod tests {
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn cuda_without_the_feature_is_one_clear_line() {
-        let err = start(&serve_args(&[
-            "--device",
-            "cuda:1",
-            "--model",
-            "/nonexistent.gguf",
-        ]))
+        let model = ModelSource {
+            path: "/nonexistent.gguf".into(),
+            served_model_names: vec!["m".into()],
+        };
+        let err = start(&serve_args(&["--device", "cuda:1"]), &model)
         .err()
         .expect("no CUDA in this build");
         let msg = format!("{err:#}");

@@ -21,13 +21,15 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use candela_contract::ports::{
+    self, ENGINE_CONTAINER, GRPC_PORT_NAME, HEALTH_PATH, HTTP_PORT_NAME, METRICS_PORT_NAME,
+    SIDECAR_CONTAINER,
+};
+use candela_contract::{Device, ServeFlags, SidecarFlags, env};
+
 use super::{BuildConfig, GRPC_PORT, HTTP_PORT, METRICS_PORT, Owner, labels, selector_labels};
 use crate::crd::{EngineSpec, ModelSource};
-
-/// Name of the engine container.
-pub const ENGINE_CONTAINER: &str = "engine";
-/// Name of the sidecar container.
-pub const SIDECAR_CONTAINER: &str = "sidecar";
+use crate::{Error, Result};
 
 const CACHE_DIR: &str = "/var/cache/candela";
 const PROFILE_DIR: &str = "/var/cache/candela/profiles";
@@ -35,8 +37,18 @@ const PVC_MOUNT: &str = "/models";
 /// UID/GID of the engine image's non-root user.
 const RUN_AS: i64 = 65532;
 
-pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Deployment {
+pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Result<Deployment> {
     let spec = &owner.infd.spec;
+    let engine_args = engine_command(owner);
+    let sidecar_args = sidecar_command();
+    // The engine's and the sidecar's own parser and validation, on exactly this argv.
+    for (container, argv) in [(ENGINE_CONTAINER, &engine_args), (SIDECAR_CONTAINER, &sidecar_args)] {
+        candela_contract::parse_process_args(argv).map_err(|e| {
+            Error::InvalidSpec(format!(
+                "the {container} container would refuse its arguments: {e}"
+            ))
+        })?;
+    }
     let image = spec
         .engine
         .image
@@ -47,8 +59,8 @@ pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Deployment {
 
     let pod = PodSpec {
         containers: vec![
-            engine_container(owner, &image),
-            sidecar_container(owner, &image),
+            engine_container(owner, &image, engine_args),
+            sidecar_container(owner, &image, sidecar_args),
         ],
         volumes: Some(volumes(owner)),
         security_context: Some(PodSecurityContext {
@@ -76,7 +88,7 @@ pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Deployment {
         ..PodSpec::default()
     };
 
-    Deployment {
+    Ok(Deployment {
         metadata: owner.meta(owner.name.clone(), &BTreeMap::new()),
         spec: Some(DeploymentSpec {
             replicas: Some(spec.replicas),
@@ -104,105 +116,76 @@ pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Deployment {
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
-    }
+    })
 }
 
-/// `candela serve` arguments derived from the spec.
-pub(super) fn engine_args(owner: &Owner<'_>) -> Vec<String> {
+/// `candela serve` arguments derived from the spec (typed values written by the
+/// contract crate, so every flag is one the engine defines).
+fn engine_command(owner: &Owner<'_>) -> Vec<String> {
     let spec = &owner.infd.spec;
     let e: &EngineSpec = &spec.engine;
-    let mut args: Vec<String> = vec!["serve".into(), "--model".into(), model_arg(&owner.source)];
-    let mut flag = |name: &str, value: String| {
-        args.push(format!("--{name}"));
-        args.push(value);
-    };
-    if let (ModelSource::HuggingFace { .. }, Some(rev)) = (&owner.source, &spec.model.revision) {
-        flag("revision", rev.clone());
-    }
-    flag("served-model-name", owner.served_name.clone());
-    flag("host", "0.0.0.0".into());
-    flag("port", HTTP_PORT.to_string());
-    flag("grpc-port", GRPC_PORT.to_string());
-    flag(
-        "device",
-        if spec.resources.gpus > 0 {
-            "cuda"
+    let hub = matches!(owner.source, ModelSource::HuggingFace(_));
+    let to_usize = |v: Option<i32>| v.and_then(|v| usize::try_from(v).ok());
+    ServeFlags {
+        model: model_arg(&owner.source),
+        revision: spec.model.revision.clone().filter(|_| hub),
+        served_model_name: Some(owner.served_name.clone()),
+        host: Some("0.0.0.0".into()),
+        port: Some(ports::HTTP),
+        grpc_port: Some(ports::GRPC),
+        device: Some(if spec.resources.gpus > 0 {
+            Device::Cuda(0)
         } else {
-            "cpu"
-        }
-        .into(),
-    );
-    if spec.resources.gpus > 1 {
-        flag("tensor-parallel-size", spec.resources.gpus.to_string());
+            Device::Cpu
+        }),
+        dtype: e.dtype.map(Into::into),
+        max_model_len: to_usize(e.max_model_len),
+        max_num_seqs: to_usize(e.max_num_seqs),
+        max_num_batched_tokens: to_usize(e.max_num_batched_tokens),
+        block_size: to_usize(e.block_size),
+        gpu_memory_utilization: e.gpu_memory_utilization,
+        kv_cache_memory: None,
+        swap_space: e.swap_space_gib,
+        kv_cache_dtype: e.kv_cache_dtype.map(Into::into),
+        scheduler_delay_factor: e.scheduler_delay_factor,
+        scheduling_policy: e.scheduling_policy.map(Into::into),
+        enable_prefix_caching: e.enable_prefix_caching,
+        enable_chunked_prefill: e.enable_chunked_prefill,
+        extra: e.extra_args.clone(),
     }
-    if let Some(v) = e.dtype {
-        flag("dtype", v.as_str().into());
+    .to_args()
+}
+
+/// `candela sidecar` arguments: the engine's gRPC on loopback, metrics on all interfaces.
+fn sidecar_command() -> Vec<String> {
+    SidecarFlags {
+        engine_grpc: Some(format!("http://127.0.0.1:{}", ports::GRPC)),
+        listen: Some(format!("0.0.0.0:{}", ports::METRICS)),
+        profiles_dir: Some(PROFILE_DIR.into()),
     }
-    if let Some(v) = e.max_model_len {
-        flag("max-model-len", v.to_string());
-    }
-    if let Some(v) = e.max_num_seqs {
-        flag("max-num-seqs", v.to_string());
-    }
-    if let Some(v) = e.max_num_batched_tokens {
-        flag("max-num-batched-tokens", v.to_string());
-    }
-    if let Some(v) = e.block_size {
-        flag("block-size", v.to_string());
-    }
-    if let Some(v) = e.gpu_memory_utilization {
-        flag("gpu-memory-utilization", v.to_string());
-    }
-    if let Some(v) = e.swap_space_gib {
-        flag("swap-space", v.to_string());
-    }
-    if let Some(v) = e.kv_cache_dtype {
-        flag("kv-cache-dtype", v.as_str().into());
-    }
-    if let Some(v) = e.scheduler_delay_factor {
-        flag("scheduler-delay-factor", v.to_string());
-    }
-    if let Some(v) = e.scheduling_policy {
-        flag("scheduling-policy", v.as_str().into());
-    }
-    if spec.api_key_secret_ref.is_some() {
-        // Expanded by the kubelet from the env var below; the key never lands in the spec.
-        flag("api-key", "$(CANDELA_API_KEY)".into());
-    }
-    // Boolean flags use vLLM's spelling: `--flag` / `--no-flag`.
-    for (name, value) in [
-        ("enable-prefix-caching", e.enable_prefix_caching),
-        ("enable-chunked-prefill", e.enable_chunked_prefill),
-    ] {
-        match value {
-            Some(true) => args.push(format!("--{name}")),
-            Some(false) => args.push(format!("--no-{name}")),
-            None => {}
-        }
-    }
-    args.extend(e.extra_args.iter().cloned());
-    args
+    .to_args()
 }
 
 fn model_arg(source: &ModelSource) -> String {
     match source {
-        ModelSource::HuggingFace { repo } => format!("hf://{repo}"),
+        ModelSource::HuggingFace(hub) => hub.uri(),
         ModelSource::Pvc { path, .. } => format!("{PVC_MOUNT}/{path}"),
         ModelSource::File { path } => path.clone(),
     }
 }
 
-fn engine_container(owner: &Owner<'_>, image: &str) -> Container {
+fn engine_container(owner: &Owner<'_>, image: &str, args: Vec<String>) -> Container {
     let spec = &owner.infd.spec;
     let mut env = vec![
-        env_value("HF_HOME", format!("{CACHE_DIR}/hf")),
-        env_value("CANDELA_PROFILER_DIR", PROFILE_DIR.into()),
+        env_value(env::HF_HOME, format!("{CACHE_DIR}/hf")),
+        env_value(env::PROFILER_DIR, PROFILE_DIR.into()),
     ];
+    // Secrets reach the processes as the env vars their flags read; never in argv.
     if let Some(sel) = &spec.model.hf_token_secret_ref {
-        env.push(env_secret("HF_TOKEN", sel));
+        env.push(env_secret(env::HF_TOKEN, sel));
     }
     if let Some(sel) = &spec.api_key_secret_ref {
-        env.push(env_secret("CANDELA_API_KEY", sel));
+        env.push(env_secret(env::API_KEY, sel));
     }
     env.extend(spec.engine.env.iter().cloned());
 
@@ -235,8 +218,8 @@ fn engine_container(owner: &Owner<'_>, image: &str) -> Container {
 
     let health = |period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
-            path: Some("/health".into()),
-            port: IntOrString::String("http".into()),
+            path: Some(HEALTH_PATH.into()),
+            port: IntOrString::String(HTTP_PORT_NAME.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -250,9 +233,12 @@ fn engine_container(owner: &Owner<'_>, image: &str) -> Container {
         image: Some(image.to_owned()),
         image_pull_policy: spec.engine.image_pull_policy.clone(),
         command: Some(vec!["candela".into()]),
-        args: Some(engine_args(owner)),
+        args: Some(args),
         env: Some(env),
-        ports: Some(vec![port("http", HTTP_PORT), port("grpc", GRPC_PORT)]),
+        ports: Some(vec![
+            port(HTTP_PORT_NAME, HTTP_PORT),
+            port(GRPC_PORT_NAME, GRPC_PORT),
+        ]),
         resources: Some(ResourceRequirements {
             limits: (!limits.is_empty()).then_some(limits),
             requests: (!requests.is_empty()).then_some(requests),
@@ -268,25 +254,15 @@ fn engine_container(owner: &Owner<'_>, image: &str) -> Container {
     }
 }
 
-fn sidecar_container(owner: &Owner<'_>, image: &str) -> Container {
+fn sidecar_container(owner: &Owner<'_>, image: &str, args: Vec<String>) -> Container {
     let spec = &owner.infd.spec;
-    let mut args = vec![
-        "sidecar".to_owned(),
-        "--engine-grpc".into(),
-        format!("http://127.0.0.1:{GRPC_PORT}"),
-        "--listen".into(),
-        format!("0.0.0.0:{METRICS_PORT}"),
-        "--profiler-dir".into(),
-        PROFILE_DIR.into(),
-    ];
     let mut env = Vec::new();
     if let Some(sel) = &spec.monitoring.metrics_auth_secret_ref {
-        env.push(env_secret("CANDELA_METRICS_TOKEN", sel));
-        args.extend(["--metrics-token".into(), "$(CANDELA_METRICS_TOKEN)".into()]);
+        env.push(env_secret(env::METRICS_TOKEN, sel));
     }
     let tcp = |period: i32| Probe {
         tcp_socket: Some(TCPSocketAction {
-            port: IntOrString::String("metrics".into()),
+            port: IntOrString::String(METRICS_PORT_NAME.into()),
             ..TCPSocketAction::default()
         }),
         period_seconds: Some(period),
@@ -299,7 +275,7 @@ fn sidecar_container(owner: &Owner<'_>, image: &str) -> Container {
         command: Some(vec!["candela".into()]),
         args: Some(args),
         env: (!env.is_empty()).then_some(env),
-        ports: Some(vec![port("metrics", METRICS_PORT)]),
+        ports: Some(vec![port(METRICS_PORT_NAME, METRICS_PORT)]),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_owned(), Quantity("50m".into())),

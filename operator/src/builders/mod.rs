@@ -26,19 +26,21 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::DynamicObject;
 use kube::{Resource, ResourceExt};
 
+use candela_contract::ports::{GRPC_PORT_NAME, HTTP_PORT_NAME, METRICS_PORT_NAME};
+
 use crate::crd::{InferenceDeployment, ModelSource};
 use crate::{Error, Result};
 
 pub use autoscaling::adapter_rules;
 pub use dashboard::{DashboardKind, dashboard_json, template_dashboard};
-pub use deployment::{ENGINE_CONTAINER, SIDECAR_CONTAINER};
+pub use candela_contract::ports::{ENGINE_CONTAINER, SIDECAR_CONTAINER};
 
 /// Port of the OpenAI-compatible HTTP API.
-pub const HTTP_PORT: i32 = 8000;
+pub const HTTP_PORT: i32 = candela_contract::ports::HTTP as i32;
 /// Port of the engine's gRPC API.
-pub const GRPC_PORT: i32 = 50051;
+pub const GRPC_PORT: i32 = candela_contract::ports::GRPC as i32;
 /// Port of the sidecar's `/metrics`.
-pub const METRICS_PORT: i32 = 9090;
+pub const METRICS_PORT: i32 = candela_contract::ports::METRICS as i32;
 
 /// Operator-wide settings the builders need.
 #[derive(Clone, Debug)]
@@ -182,7 +184,8 @@ pub fn dashboard_name(instance: &str) -> String {
 ///
 /// # Errors
 /// [`Error::MissingMetadata`] or [`Error::InvalidSpec`] when the object cannot be built
-/// (see [`Owner::new`]).
+/// (see [`Owner::new`]), including argv the engine or sidecar would refuse (checked with
+/// their own parser, so such a spec never becomes a crash-looping pod).
 pub fn build(infd: &InferenceDeployment, config: &BuildConfig) -> Result<Children> {
     let owner = Owner::new(infd)?;
     let spec = &infd.spec;
@@ -197,7 +200,7 @@ pub fn build(infd: &InferenceDeployment, config: &BuildConfig) -> Result<Childre
         None => (None, None),
     };
     Ok(Children {
-        deployment: deployment::build(&owner, config),
+        deployment: deployment::build(&owner, config)?,
         service: service(&owner),
         service_monitor: monitoring
             .service_monitor
@@ -225,7 +228,7 @@ fn service(owner: &Owner<'_>) -> Service {
         port,
         target_port: Some(IntOrString::String(name.to_owned())),
         protocol: Some("TCP".to_owned()),
-        app_protocol: Some(if name == "grpc" { "grpc" } else { "http" }.to_owned()),
+        app_protocol: Some(if name == GRPC_PORT_NAME { "grpc" } else { "http" }.to_owned()),
         ..ServicePort::default()
     };
     Service {
@@ -234,9 +237,9 @@ fn service(owner: &Owner<'_>) -> Service {
             type_: Some("ClusterIP".to_owned()),
             selector: Some(selector_labels(&owner.name)),
             ports: Some(vec![
-                port("http", HTTP_PORT),
-                port("grpc", GRPC_PORT),
-                port("metrics", METRICS_PORT),
+                port(HTTP_PORT_NAME, HTTP_PORT),
+                port(GRPC_PORT_NAME, GRPC_PORT),
+                port(METRICS_PORT_NAME, METRICS_PORT),
             ]),
             ..ServiceSpec::default()
         }),

@@ -1,52 +1,56 @@
 //! Engine metric names and the PromQL the operator generates from them.
 //!
-//! Metric names are defined once, here. Every query is scoped by a `namespace` +
+//! Metric names come from the contract crate ([`candela_contract::metrics`]), the one
+//! place the engine, the sidecar and the operator spell them; the short aliases here are
+//! what the query builders read. Every query is scoped by a `namespace` +
 //! `model_name` matcher ([`Scope`]: one InferenceDeployment, Grafana template variables,
 //! or everything) and aggregated with `sum(...)` or `avg(...)`, so it means the same with
 //! one replica or fifty.
 
+use candela_contract::metrics as m;
+
 /// `vllm:num_requests_running` — sequences in the running batch.
-pub const RUNNING: &str = "vllm:num_requests_running";
+pub const RUNNING: &str = m::NUM_REQUESTS_RUNNING;
 /// `vllm:num_requests_waiting` — requests queued for prefill.
-pub const WAITING: &str = "vllm:num_requests_waiting";
+pub const WAITING: &str = m::NUM_REQUESTS_WAITING;
 /// `vllm:num_requests_swapped` — sequences swapped to host memory (older vLLM name).
-pub const SWAPPED: &str = "vllm:num_requests_swapped";
+pub const SWAPPED: &str = m::NUM_REQUESTS_SWAPPED;
 /// `vllm:kv_cache_usage_perc` — KV pool usage, 0-1.
-pub const KV_USAGE: &str = "vllm:kv_cache_usage_perc";
+pub const KV_USAGE: &str = m::KV_CACHE_USAGE_PERC;
 /// `vllm:num_preemptions_total` — preemptions (recompute or swap).
-pub const PREEMPTIONS: &str = "vllm:num_preemptions_total";
+pub const PREEMPTIONS: &str = m::NUM_PREEMPTIONS_TOTAL;
 /// `vllm:prompt_tokens_total` — prefilled prompt tokens.
-pub const PROMPT_TOKENS: &str = "vllm:prompt_tokens_total";
+pub const PROMPT_TOKENS: &str = m::PROMPT_TOKENS_TOTAL;
 /// `vllm:generation_tokens_total` — generated tokens.
-pub const GENERATION_TOKENS: &str = "vllm:generation_tokens_total";
+pub const GENERATION_TOKENS: &str = m::GENERATION_TOKENS_TOTAL;
 /// `vllm:request_success_total{finished_reason}` — finished requests (stop|length|abort).
-pub const REQUEST_SUCCESS: &str = "vllm:request_success_total";
+pub const REQUEST_SUCCESS: &str = m::REQUEST_SUCCESS_TOTAL;
 /// `vllm:time_to_first_token_seconds` histogram.
-pub const TTFT: &str = "vllm:time_to_first_token_seconds";
+pub const TTFT: &str = m::TIME_TO_FIRST_TOKEN;
 /// `vllm:time_per_output_token_seconds` histogram (TPOT; older name kept by the engine).
-pub const TPOT: &str = "vllm:time_per_output_token_seconds";
+pub const TPOT: &str = m::TIME_PER_OUTPUT_TOKEN;
 /// `vllm:inter_token_latency_seconds` histogram.
-pub const ITL: &str = "vllm:inter_token_latency_seconds";
+pub const ITL: &str = m::INTER_TOKEN_LATENCY;
 /// `vllm:e2e_request_latency_seconds` histogram.
-pub const E2E: &str = "vllm:e2e_request_latency_seconds";
+pub const E2E: &str = m::E2E_REQUEST_LATENCY;
 /// `vllm:request_queue_time_seconds` histogram.
-pub const QUEUE_TIME: &str = "vllm:request_queue_time_seconds";
+pub const QUEUE_TIME: &str = m::REQUEST_QUEUE_TIME;
 /// `vllm:request_prefill_time_seconds` histogram.
-pub const PREFILL_TIME: &str = "vllm:request_prefill_time_seconds";
+pub const PREFILL_TIME: &str = m::REQUEST_PREFILL_TIME;
 /// `vllm:request_decode_time_seconds` histogram.
-pub const DECODE_TIME: &str = "vllm:request_decode_time_seconds";
+pub const DECODE_TIME: &str = m::REQUEST_DECODE_TIME;
 /// `vllm:request_prompt_tokens` histogram.
-pub const PROMPT_LEN: &str = "vllm:request_prompt_tokens";
+pub const PROMPT_LEN: &str = m::REQUEST_PROMPT_TOKENS;
 /// `vllm:request_generation_tokens` histogram.
-pub const GENERATION_LEN: &str = "vllm:request_generation_tokens";
+pub const GENERATION_LEN: &str = m::REQUEST_GENERATION_TOKENS;
 /// `vllm:prefix_cache_queries_total`.
-pub const PREFIX_QUERIES: &str = "vllm:prefix_cache_queries_total";
+pub const PREFIX_QUERIES: &str = m::PREFIX_CACHE_QUERIES_TOTAL;
 /// `vllm:prefix_cache_hits_total`.
-pub const PREFIX_HITS: &str = "vllm:prefix_cache_hits_total";
+pub const PREFIX_HITS: &str = m::PREFIX_CACHE_HITS_TOTAL;
 /// DCGM-compatible GPU utilization (percent) from the sidecar.
-pub const GPU_UTIL: &str = "DCGM_FI_DEV_GPU_UTIL";
+pub const GPU_UTIL: &str = m::DCGM_GPU_UTIL;
 /// DCGM-compatible framebuffer memory used (MiB) from the sidecar.
-pub const GPU_FB_USED: &str = "DCGM_FI_DEV_FB_USED";
+pub const GPU_FB_USED: &str = m::DCGM_FB_USED;
 
 /// Custom-metrics API name of the per-pod waiting requests (prometheus-adapter rule in the
 /// chart maps `vllm:num_requests_waiting` to it).
@@ -56,13 +60,13 @@ pub const ADAPTER_KV_USAGE: &str = "candela_kv_cache_usage_perc";
 
 /// `candela_engine_process_cpu_seconds_total` — the engine process's CPU time, from the
 /// sidecar (the CPU-path counterpart of the GPU gauges).
-pub const ENGINE_CPU: &str = "candela_engine_process_cpu_seconds_total";
+pub const ENGINE_CPU: &str = m::ENGINE_PROCESS_CPU;
 /// `candela_engine_process_resident_memory_bytes` — the engine process's RSS, from the sidecar.
-pub const ENGINE_RSS: &str = "candela_engine_process_resident_memory_bytes";
+pub const ENGINE_RSS: &str = m::ENGINE_PROCESS_RSS;
 /// `vllm:cpu_cache_usage_perc` — host (swap) KV pool usage, 0-1 (older vLLM name).
-pub const CPU_KV_USAGE: &str = "vllm:cpu_cache_usage_perc";
+pub const CPU_KV_USAGE: &str = m::CPU_CACHE_USAGE_PERC;
 /// `vllm:request_inference_time_seconds` histogram (prefill + decode).
-pub const INFERENCE_TIME: &str = "vllm:request_inference_time_seconds";
+pub const INFERENCE_TIME: &str = m::REQUEST_INFERENCE_TIME;
 
 /// The label matcher that selects the series a query is about.
 ///

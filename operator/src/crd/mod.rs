@@ -12,6 +12,7 @@ mod status;
 
 use std::collections::BTreeMap;
 
+use candela_contract::HubRef;
 use k8s_openapi::api::core::v1::{Affinity, EnvVar, SecretKeySelector, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::CustomResource;
@@ -131,13 +132,14 @@ fn default_replicas() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
-    /// Model location: `hf://<org>/<name>` (Hugging Face Hub, cached in the pod's model
-    /// cache volume), `pvc://<claim>/<path>` (a directory or GGUF file on a
+    /// Model location: `hf://<org>/<name>` (a Hugging Face Hub repository, downloaded into
+    /// the pod's model cache volume; `hf://<org>/<name>:<QUANT>` picks a GGUF file by
+    /// quantization, e.g. `:Q4_K_M`), `pvc://<claim>/<path>` (a directory or GGUF file on a
     /// PersistentVolumeClaim, mounted read-only) or `file:///<path>` (a path inside the
     /// engine image or an extra mount).
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.matches('^(hf://[^/]+/.+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+|file:///.+)$')",
-        "message": "model.source must be hf://<org>/<name>, pvc://<claim>/<path> or file:///<path>"
+        "rule": "self.matches('^(hf://[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*(:[-A-Za-z0-9_.]+)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+|file:///.+)$')",
+        "message": "model.source must be hf://<org>/<name>[:<QUANT>], pvc://<claim>/<path> or file:///<path>"
     }]))]
     #[schemars(length(min = 1, max = 1024))]
     pub source: String,
@@ -151,6 +153,10 @@ pub struct ModelSpec {
     /// segment otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!self.contains(',') && self.trim() == self",
+        "message": "model.servedName must not contain commas or surrounding spaces"
+    }]))]
     pub served_name: Option<String>,
 
     /// Secret key holding a Hugging Face token, for gated or private `hf://` models.
@@ -228,12 +234,23 @@ pub struct EngineSpec {
     #[schemars(range(min = 0.0))]
     pub swap_space_gib: Option<f64>,
 
-    /// `--kv-cache-dtype`: storage type of the KV cache.
+    /// `--kv-cache-dtype`: storage type of the KV cache. Only `auto` is supported yet (the
+    /// KV cache is f32); `fp8` is refused until it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == 'auto'",
+        "message": "engine.kvCacheDtype fp8 is not supported yet (the KV cache is f32); use auto"
+    }]))]
     pub kv_cache_dtype: Option<KvCacheDtype>,
 
-    /// `--dtype`: compute type of the weights and activations.
+    /// `--dtype`: compute type of the weights and activations. `auto` and `f32` are
+    /// supported (Candela computes in f32; quantized GGUF weights stay quantized); `bf16` and
+    /// `f16` are refused until they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == 'auto' || self == 'f32'",
+        "message": "engine.dtype bf16 and f16 are not supported yet (Candela computes in f32); use auto or f32"
+    }]))]
     pub dtype: Option<Dtype>,
 
     /// `--scheduler-delay-factor`: wait this fraction of the last step's latency before
@@ -246,7 +263,10 @@ pub struct EngineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling_policy: Option<SchedulingPolicy>,
 
-    /// Extra `candela serve` arguments, appended after the generated ones.
+    /// Extra `candela serve` arguments, appended after the generated ones. The operator
+    /// checks the whole argv with the engine's own parser: a flag the engine does not know,
+    /// a bad value or a flag the spec already sets becomes an `InvalidSpec` condition, not a
+    /// crash-looping pod.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_args: Vec<String>,
 
@@ -289,34 +309,31 @@ pub enum SchedulingPolicy {
     Priority,
 }
 
-impl KvCacheDtype {
-    /// The flag value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Fp8 => "fp8",
+impl From<KvCacheDtype> for candela_contract::KvCacheDtype {
+    fn from(v: KvCacheDtype) -> Self {
+        match v {
+            KvCacheDtype::Auto => Self::Auto,
+            KvCacheDtype::Fp8 => Self::Fp8,
         }
     }
 }
 
-impl Dtype {
-    /// The flag value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::F32 => "f32",
-            Self::Bf16 => "bf16",
-            Self::F16 => "f16",
+impl From<Dtype> for candela_contract::Dtype {
+    fn from(v: Dtype) -> Self {
+        match v {
+            Dtype::Auto => Self::Auto,
+            Dtype::F32 => Self::F32,
+            Dtype::Bf16 => Self::Bf16,
+            Dtype::F16 => Self::F16,
         }
     }
 }
 
-impl SchedulingPolicy {
-    /// The flag value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Fcfs => "fcfs",
-            Self::Priority => "priority",
+impl From<SchedulingPolicy> for candela_contract::SchedulingPolicy {
+    fn from(v: SchedulingPolicy) -> Self {
+        match v {
+            SchedulingPolicy::Fcfs => Self::Fcfs,
+            SchedulingPolicy::Priority => Self::Priority,
         }
     }
 }
@@ -325,9 +342,11 @@ impl SchedulingPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourcesSpec {
-    /// GPUs per replica. 0 runs the engine on CPU (`--device cpu`).
+    /// GPUs per replica: 0 runs the engine on CPU (`--device cpu`), 1 on one GPU
+    /// (`--device cuda:0`). More than one needs tensor parallelism, which the engine does
+    /// not have yet, so the schema refuses it.
     #[serde(default = "default_gpus")]
-    #[schemars(range(min = 0, max = 16))]
+    #[schemars(range(min = 0, max = 1))]
     pub gpus: i32,
 
     /// Extended resource name of the GPUs.
@@ -375,8 +394,9 @@ pub(crate) fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> sche
 /// Where the model lives, parsed from `spec.model.source`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModelSource {
-    /// `hf://org/name`: repository id on the Hugging Face Hub.
-    HuggingFace { repo: String },
+    /// `hf://org/name[:QUANT]`: a repository on the Hugging Face Hub, parsed by the
+    /// contract crate exactly as the engine parses `--model`.
+    HuggingFace(HubRef),
     /// `pvc://claim/path`: a path on a PersistentVolumeClaim.
     Pvc { claim: String, path: String },
     /// `file:///path`: an absolute path inside the container.
@@ -391,17 +411,13 @@ impl ModelSource {
     pub fn parse(source: &str) -> crate::Result<Self> {
         let invalid = || {
             crate::Error::InvalidSpec(format!(
-                "model.source {source:?} must be hf://<org>/<name>, pvc://<claim>/<path> or file:///<path>"
+                "model.source {source:?} must be hf://<org>/<name>[:<QUANT>], pvc://<claim>/<path> or file:///<path>"
             ))
         };
-        if let Some(repo) = source.strip_prefix("hf://") {
-            let (org, name) = repo.split_once('/').ok_or_else(invalid)?;
-            if org.is_empty() || name.is_empty() {
-                return Err(invalid());
-            }
-            Ok(Self::HuggingFace {
-                repo: repo.to_owned(),
-            })
+        if let Some(repo) = source.strip_prefix(candela_contract::model_ref::HUB_SCHEME) {
+            HubRef::parse(repo)
+                .map(Self::HuggingFace)
+                .map_err(|e| crate::Error::InvalidSpec(format!("model.source: {e}")))
         } else if let Some(rest) = source.strip_prefix("pvc://") {
             let (claim, path) = rest.split_once('/').ok_or_else(invalid)?;
             if claim.is_empty() || path.is_empty() {
@@ -426,7 +442,7 @@ impl ModelSource {
     /// The served model name used when `spec.model.servedName` is unset.
     pub fn default_served_name(&self) -> String {
         match self {
-            Self::HuggingFace { repo } => repo.clone(),
+            Self::HuggingFace(hub) => hub.repo.clone(),
             Self::Pvc { path, .. } | Self::File { path } => path
                 .trim_end_matches('/')
                 .rsplit('/')
@@ -476,9 +492,17 @@ mod tests {
     fn parses_sources() {
         assert_eq!(
             ModelSource::parse("hf://Qwen/Qwen2.5-0.5B").unwrap(),
-            ModelSource::HuggingFace {
-                repo: "Qwen/Qwen2.5-0.5B".into()
-            }
+            ModelSource::HuggingFace(HubRef {
+                repo: "Qwen/Qwen2.5-0.5B".into(),
+                quant: None
+            })
+        );
+        assert_eq!(
+            ModelSource::parse("hf://org/m-GGUF:Q4_K_M").unwrap(),
+            ModelSource::HuggingFace(HubRef {
+                repo: "org/m-GGUF".into(),
+                quant: Some("Q4_K_M".into())
+            })
         );
         assert_eq!(
             ModelSource::parse("pvc://models/smollm2/model.gguf").unwrap(),
@@ -499,6 +523,8 @@ mod tests {
             "pvc:///x",
             "file://rel",
             "hf:///x",
+            "hf://a/b/c",
+            "hf://a/b:",
             "",
         ] {
             assert!(ModelSource::parse(bad).is_err(), "{bad}");
@@ -509,6 +535,7 @@ mod tests {
     fn default_served_names() {
         let name = |s: &str| ModelSource::parse(s).unwrap().default_served_name();
         assert_eq!(name("hf://org/name"), "org/name");
+        assert_eq!(name("hf://org/name-GGUF:Q4_K_M"), "org/name-GGUF");
         assert_eq!(name("pvc://claim/a/b.gguf"), "b.gguf");
         assert_eq!(name("file:///models/x/"), "x");
     }

@@ -5,7 +5,7 @@
 //! histograms with vLLM's timing definitions) and everything that reports —
 //! `/metrics`, the stats log line, gRPC `WatchStats`, the sidecar — reads a copy
 //! and renders it with [`EngineMetrics::render`], so all show identical values.
-//! Names and buckets live in [`names`]. Labels are `model_name` and `engine`
+//! Names and buckets live in [`names`] (the contract crate). Labels are `model_name` and `engine`
 //! (plus `finished_reason` on request counts): cardinality stays bounded.
 //!
 //! Timing definitions (vLLM's): TTFT = first token − arrival (queueing
@@ -18,7 +18,8 @@
 //! `vllm:lora_requests_total` has no series (no adapters).
 
 pub mod histogram;
-pub mod names;
+/// Names and buckets, defined in the contract crate (shared with the operator and `doctor`).
+pub use candela_contract::metrics as names;
 mod render;
 pub mod stats_log;
 

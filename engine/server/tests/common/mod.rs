@@ -44,6 +44,14 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// `candela serve --host 127.0.0.1 --port PORT`, to add the model and flags to.
+pub fn serve_command(port: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_candela"));
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(Stdio::null());
+    cmd
+}
+
 /// Starts `candela serve --host 127.0.0.1 --port PORT ARGS...` (the args name the model,
 /// the gRPC port and any limits) and waits up to 300 s for `/health` to answer 200;
 /// panics when the server exits first. Stdout is dropped, stderr goes to `stderr`.
@@ -52,14 +60,14 @@ pub fn spawn_serve<S: AsRef<OsStr>>(
     args: impl IntoIterator<Item = S>,
     stderr: Stdio,
 ) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_candela"))
-        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn candela serve");
-    let mut server = Proc(child);
+    let mut cmd = serve_command(port);
+    cmd.args(args).stderr(stderr);
+    spawn_healthy(cmd, port)
+}
+
+/// Spawns `cmd` (a `candela serve` on `port`) and waits up to 300 s for `/health`.
+pub fn spawn_healthy(mut cmd: Command, port: u16) -> Proc {
+    let mut server = Proc(cmd.spawn().expect("spawn candela serve"));
     let deadline = Instant::now() + Duration::from_secs(300);
     while http_get(port, "/health").is_none_or(|(s, _)| s != 200) {
         if let Ok(Some(status)) = server.0.try_wait() {
@@ -69,6 +77,44 @@ pub fn spawn_serve<S: AsRef<OsStr>>(
         std::thread::sleep(Duration::from_millis(200));
     }
     server
+}
+
+/// POST a JSON body over a fresh connection: `(status, body)`.
+pub fn http_post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split(' ').nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// The default model as a Hugging Face directory (two safetensors shards + index),
+/// exported once into `~/.cache/candela/models/SmolLM2-135M-Instruct-hf` (what
+/// `scripts/setup.sh --test-deps` also makes).
+pub fn default_hf_dir() -> PathBuf {
+    static EXPORT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = EXPORT.lock().unwrap_or_else(|e| e.into_inner());
+    let gguf = default_model();
+    let dir = gguf.with_file_name("SmolLM2-135M-Instruct-hf");
+    if !dir.join(".complete").exists() {
+        let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::remove_dir_all(&tmp).ok();
+        candela_model::hf_export::gguf_to_hf_dir(&gguf, &tmp, 2).expect("export the HF directory");
+        std::fs::write(tmp.join(".complete"), "").unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another test process exported it first.
+            std::fs::remove_dir_all(&tmp).ok();
+        }
+    }
+    dir
 }
 
 /// The default model `scripts/setup.sh` downloads; panics with the fix when it is missing.

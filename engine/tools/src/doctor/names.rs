@@ -1,40 +1,42 @@
-//! The vLLM metric names `candela doctor` reads, spelled as Candela exports them
-//! (engine/server/src/metrics/names.rs; both vLLM generations). Where the two
+//! The vLLM metric names `candela doctor` reads, grouped as it reads them; the names
+//! themselves come from the contract crate (both vLLM generations). Where the two
 //! generations name the same signal, the current name is listed first and wins.
 
+use candela_contract::metrics as m;
+
 // Gauges.
-pub const RUNNING: &str = "vllm:num_requests_running";
-pub const WAITING: &str = "vllm:num_requests_waiting";
-pub const SWAPPED: &str = "vllm:num_requests_swapped";
+pub const RUNNING: &str = m::NUM_REQUESTS_RUNNING;
+pub const WAITING: &str = m::NUM_REQUESTS_WAITING;
+pub const SWAPPED: &str = m::NUM_REQUESTS_SWAPPED;
 /// Device KV usage, 0–1: current name first, the seed's older one second.
-pub const KV_USAGE: [&str; 2] = ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"];
-pub const CPU_KV_USAGE: &str = "vllm:cpu_cache_usage_perc";
+pub const KV_USAGE: [&str; 2] = [m::KV_CACHE_USAGE_PERC, m::GPU_CACHE_USAGE_PERC];
+pub const CPU_KV_USAGE: &str = m::CPU_CACHE_USAGE_PERC;
 /// Older vLLM's cumulative prefix-cache hit rate gauge (used when the counters are absent).
-pub const PREFIX_HIT_RATE: &str = "vllm:gpu_prefix_cache_hit_rate";
+pub const PREFIX_HIT_RATE: &str = m::GPU_PREFIX_CACHE_HIT_RATE;
 /// Info gauge whose labels carry the cache config (`enable_prefix_caching`, `num_gpu_blocks`).
-pub const CACHE_CONFIG_INFO: &str = "vllm:cache_config_info";
+pub const CACHE_CONFIG_INFO: &str = m::CACHE_CONFIG_INFO;
 
 // Counters.
-pub const PROMPT_TOKENS: &str = "vllm:prompt_tokens_total";
-pub const GENERATION_TOKENS: &str = "vllm:generation_tokens_total";
-pub const PREEMPTIONS: &str = "vllm:num_preemptions_total";
-pub const PREFIX_QUERIES: &str = "vllm:prefix_cache_queries_total";
-pub const PREFIX_HITS: &str = "vllm:prefix_cache_hits_total";
-pub const REQUEST_SUCCESS: &str = "vllm:request_success_total";
+pub const PROMPT_TOKENS: &str = m::PROMPT_TOKENS_TOTAL;
+pub const GENERATION_TOKENS: &str = m::GENERATION_TOKENS_TOTAL;
+pub const PREEMPTIONS: &str = m::NUM_PREEMPTIONS_TOTAL;
+pub const PREFIX_QUERIES: &str = m::PREFIX_CACHE_QUERIES_TOTAL;
+pub const PREFIX_HITS: &str = m::PREFIX_CACHE_HITS_TOTAL;
+pub const REQUEST_SUCCESS: &str = m::REQUEST_SUCCESS_TOTAL;
 
 // Histograms (family names; samples add `_bucket`, `_sum`, `_count`).
-pub const TTFT: &str = "vllm:time_to_first_token_seconds";
+pub const TTFT: &str = m::TIME_TO_FIRST_TOKEN;
 /// Per-token decode latency: current name first, the seed's older one second.
 pub const TPOT: [&str; 2] = [
-    "vllm:inter_token_latency_seconds",
-    "vllm:time_per_output_token_seconds",
+    m::INTER_TOKEN_LATENCY,
+    m::TIME_PER_OUTPUT_TOKEN,
 ];
-pub const E2E: &str = "vllm:e2e_request_latency_seconds";
-pub const QUEUE_TIME: &str = "vllm:request_queue_time_seconds";
-pub const PREFILL_TIME: &str = "vllm:request_prefill_time_seconds";
-pub const REQUEST_PROMPT_TOKENS: &str = "vllm:request_prompt_tokens";
-pub const REQUEST_GENERATION_TOKENS: &str = "vllm:request_generation_tokens";
-pub const REQUEST_MAX_TOKENS: &str = "vllm:request_params_max_tokens";
+pub const E2E: &str = m::E2E_REQUEST_LATENCY;
+pub const QUEUE_TIME: &str = m::REQUEST_QUEUE_TIME;
+pub const PREFILL_TIME: &str = m::REQUEST_PREFILL_TIME;
+pub const REQUEST_PROMPT_TOKENS: &str = m::REQUEST_PROMPT_TOKENS;
+pub const REQUEST_GENERATION_TOKENS: &str = m::REQUEST_GENERATION_TOKENS;
+pub const REQUEST_MAX_TOKENS: &str = m::REQUEST_PARAMS_MAX_TOKENS;
 
 /// Every family doctor reads: what a recording keeps and a Prometheus query asks for.
 pub const FAMILIES: &[&str] = &[
