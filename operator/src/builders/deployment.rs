@@ -39,7 +39,7 @@ const RUN_AS: i64 = 65532;
 
 pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Result<Deployment> {
     let spec = &owner.infd.spec;
-    let engine_args = engine_command(owner);
+    let engine_args = engine_command(owner)?;
     let sidecar_args = sidecar_command();
     // The engine's and the sidecar's own parser and validation, on exactly this argv.
     for (container, argv) in [(ENGINE_CONTAINER, &engine_args), (SIDECAR_CONTAINER, &sidecar_args)] {
@@ -121,12 +121,21 @@ pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Result<Deploymen
 
 /// `candela serve` arguments derived from the spec (typed values written by the
 /// contract crate, so every flag is one the engine defines).
-fn engine_command(owner: &Owner<'_>) -> Vec<String> {
+fn engine_command(owner: &Owner<'_>) -> Result<Vec<String>> {
     let spec = &owner.infd.spec;
     let e: &EngineSpec = &spec.engine;
+    let kv_cache_memory = e
+        .kv_cache_memory
+        .as_ref()
+        .map(|q| {
+            q.0.parse::<candela_contract::ByteSize>().map_err(|why| {
+                Error::InvalidSpec(format!("engine.kvCacheMemory {:?}: {why}", q.0))
+            })
+        })
+        .transpose()?;
     let hub = matches!(owner.source, ModelSource::HuggingFace(_));
     let to_usize = |v: Option<i32>| v.and_then(|v| usize::try_from(v).ok());
-    ServeFlags {
+    Ok(ServeFlags {
         model: model_arg(&owner.source),
         revision: spec.model.revision.clone().filter(|_| hub),
         served_model_name: Some(owner.served_name.clone()),
@@ -144,7 +153,7 @@ fn engine_command(owner: &Owner<'_>) -> Vec<String> {
         max_num_batched_tokens: to_usize(e.max_num_batched_tokens),
         block_size: to_usize(e.block_size),
         gpu_memory_utilization: e.gpu_memory_utilization,
-        kv_cache_memory: None,
+        kv_cache_memory,
         swap_space: e.swap_space_gib,
         kv_cache_dtype: e.kv_cache_dtype.map(Into::into),
         scheduler_delay_factor: e.scheduler_delay_factor,
@@ -153,7 +162,7 @@ fn engine_command(owner: &Owner<'_>) -> Vec<String> {
         enable_chunked_prefill: e.enable_chunked_prefill,
         extra: e.extra_args.clone(),
     }
-    .to_args()
+    .to_args())
 }
 
 /// `candela sidecar` arguments: the engine's gRPC on loopback, metrics on all interfaces.
@@ -406,6 +415,41 @@ fn label_value(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::label_value;
+    use crate::builders::{BuildConfig, build};
+    use crate::fixtures::infd;
+    use crate::Error;
+
+    fn refusal(yaml: &str) -> String {
+        match build(&infd(yaml), &BuildConfig::default()) {
+            Err(Error::InvalidSpec(msg)) => msg,
+            other => panic!("{yaml}: expected InvalidSpec, got {other:?}"),
+        }
+    }
+
+    /// What the engine's parser refuses is refused here, before any pod exists, with the
+    /// engine's own words.
+    #[test]
+    fn argv_the_engine_would_refuse_is_an_invalid_spec() {
+        let m = refusal("spec: {model: {source: hf://org/m}, engine: {extraArgs: [--max-num-seq=4]}}");
+        assert_eq!(
+            m,
+            "the engine container would refuse its arguments: unexpected argument '--max-num-seq' found (tip: a similar argument exists: '--max-num-seqs')"
+        );
+        let m = refusal("spec: {model: {source: hf://org/m}, engine: {maxNumSeqs: 4, extraArgs: [--max-num-seqs=8]}}");
+        assert!(m.contains("'--max-num-seqs <MAX_NUM_SEQS>' cannot be used multiple times"), "{m}");
+        let m = refusal("spec: {model: {source: hf://org/m}, engine: {extraArgs: [--block-size=12]}}");
+        assert!(m.contains("--block-size must be a power of two"), "{m}");
+        let m = refusal("spec: {model: {source: hf://org/m}, engine: {extraArgs: [--tensor-parallel-size=2]}}");
+        assert!(m.contains("--tensor-parallel-size 2 is not supported yet"), "{m}");
+        let m = refusal("spec: {model: {source: hf://org/m}, engine: {kvCacheMemory: lots}}");
+        assert!(m.starts_with("engine.kvCacheMemory \"lots\""), "{m}");
+        // Flags the engine knows pass, in either spelling.
+        let ok = build(
+            &infd("spec: {model: {source: hf://org/m}, engine: {kvCacheMemory: 512Mi, extraArgs: [--max-waiting, '64', --threads=2]}}"),
+            &BuildConfig::default(),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
 
     #[test]
     fn label_values_are_valid() {

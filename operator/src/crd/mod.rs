@@ -138,8 +138,11 @@ pub struct ModelSpec {
     /// PersistentVolumeClaim, mounted read-only) or `file:///<path>` (a path inside the
     /// engine image or an extra mount).
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.matches('^(hf://[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*(:[-A-Za-z0-9_.]+)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+|file:///.+)$')",
+        "rule": "self.matches('^(hf://[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?(:[-A-Za-z0-9_.]+)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+|file:///.+)$')",
         "message": "model.source must be hf://<org>/<name>[:<QUANT>], pvc://<claim>/<path> or file:///<path>"
+    }, {
+        "rule": "!self.startsWith('hf://') || !(self.contains('--') || self.contains('..'))",
+        "message": "model.source: hub repository ids contain no `--` or `..`"
     }]))]
     #[schemars(length(min = 1, max = 1024))]
     pub source: String,
@@ -223,6 +226,12 @@ pub struct EngineSpec {
     /// `--enable-chunked-prefill`: split long prefills across steps. Engine default: on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_chunked_prefill: Option<bool>,
+
+    /// `--kv-cache-memory`: size of the KV cache, e.g. `512Mi` or `2Gi`. Default: 4Gi on CPU,
+    /// `gpuMemoryUtilization` of the GPU less the weights on a GPU. On CPU keep it inside
+    /// `resources.memory` with the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_memory: Option<Quantity>,
 
     /// `--swap-space`: GiB of host memory for swapped-out sequences' KV blocks. A
     /// `vllm:num_requests_swapped` above 0 for long means the GPU pool is too small.

@@ -1,0 +1,425 @@
+//! The operator only emits what the engine accepts: the argv of every engine and sidecar
+//! container the operator builds — for every example in `deploy/examples/`, every snapshot
+//! spec and a generated range of specs within the CRD's schema — goes through the
+//! `candela` binary's own parser (`candela::cli::Cli`) and validation, and the parsed
+//! values must be the spec's. Then the two example kinds (a hub model and a PVC model) are
+//! started for real with the operator's exact argv and env, substituting only what a pod
+//! provides itself: its network namespace (ports) and its volumes (paths).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use candela::cli::{Cli, Command as Sub, ProcessCommand, ServeArgs, SidecarArgs};
+use candela_operator::builders::{self, BuildConfig, ENGINE_CONTAINER, SIDECAR_CONTAINER};
+use candela_operator::crd::InferenceDeployment;
+use clap::Parser;
+use k8s_openapi::api::core::v1::Container;
+use proptest::prelude::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn load(path: &Path) -> InferenceDeployment {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut infd: InferenceDeployment =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    infd.metadata.namespace.get_or_insert_with(|| "ns".into());
+    infd.metadata.uid = Some("00000000-0000-0000-0000-000000000001".into());
+    infd
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn containers(infd: &InferenceDeployment) -> (Container, Container) {
+    let children = builders::build(infd, &BuildConfig::default())
+        .unwrap_or_else(|e| panic!("{:?}: {e}", infd.metadata.name));
+    let pod = children.deployment.spec.unwrap().template.spec.unwrap();
+    let find = |name: &str| {
+        pod.containers
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} container"))
+    };
+    (find(ENGINE_CONTAINER), find(SIDECAR_CONTAINER))
+}
+
+/// The container's argv through the binary's parser (as `candela ARGS…` in the pod).
+fn parse(c: &Container) -> ProcessCommand {
+    assert_eq!(c.command.as_deref(), Some(&["candela".to_owned()][..]));
+    let argv = std::iter::once("candela".to_owned()).chain(c.args.clone().unwrap_or_default());
+    match Cli::try_parse_from(argv) {
+        Ok(Cli {
+            command: Sub::Process(p),
+        }) => p,
+        Ok(other) => panic!("{} parsed as {other:?}", c.name),
+        Err(e) => panic!("the engine refuses {:?}: {e}", c.args),
+    }
+}
+
+fn serve(c: &Container) -> ServeArgs {
+    match parse(c) {
+        ProcessCommand::Serve(a) => {
+            a.validate()
+                .unwrap_or_else(|e| panic!("validation refuses {:?}: {e}", c.args));
+            a
+        }
+        other => panic!("engine container runs {other:?}"),
+    }
+}
+
+fn sidecar(c: &Container) -> SidecarArgs {
+    match parse(c) {
+        ProcessCommand::Sidecar(a) => {
+            a.validate().unwrap();
+            a
+        }
+        other => panic!("sidecar container runs {other:?}"),
+    }
+}
+
+/// The parsed engine flags mean what the spec says.
+fn check_meaning(infd: &InferenceDeployment, a: &ServeArgs) {
+    let spec = &infd.spec;
+    let e = &spec.engine;
+    let source = &spec.model.source;
+    let model = a.model_value().expect("--model is set");
+    match source.split_once("://") {
+        Some(("hf", rest)) => assert_eq!(model, format!("hf://{rest}")),
+        Some(("pvc", rest)) => assert_eq!(model, format!("/models/{}", rest.split_once('/').unwrap().1)),
+        Some(("file", rest)) => assert_eq!(model, rest),
+        _ => panic!("source {source}"),
+    }
+    assert_eq!(
+        a.server.served_model_name,
+        vec![spec.served_name().unwrap()]
+    );
+    let hub = source.starts_with("hf://");
+    assert_eq!(a.hub.revision, spec.model.revision.clone().filter(|_| hub));
+    assert_eq!((a.server.port, a.server.grpc_port), (8000, 50051));
+    assert_eq!(
+        a.model.device.to_string(),
+        if spec.resources.gpus > 0 { "cuda:0" } else { "cpu" }
+    );
+    let n = |v: Option<i32>| v.map(|v| v as usize);
+    if let Some(v) = n(e.max_num_seqs) {
+        assert_eq!(a.scheduler.max_num_seqs, v);
+    }
+    assert_eq!(a.scheduler.max_model_len, n(e.max_model_len));
+    assert_eq!(a.scheduler.max_num_batched_tokens, n(e.max_num_batched_tokens));
+    if let Some(v) = n(e.block_size) {
+        assert_eq!(a.cache.block_size, v);
+    }
+    if let Some(v) = e.gpu_memory_utilization {
+        assert_eq!(a.cache.gpu_memory_utilization, v);
+    }
+    if let Some(v) = e.swap_space_gib {
+        assert_eq!(a.cache.swap_space, v);
+    }
+    if let Some(v) = e.scheduler_delay_factor {
+        assert_eq!(a.scheduler.scheduler_delay_factor, v);
+    }
+    if let Some(v) = e.scheduling_policy {
+        assert_eq!(candela_contract::SchedulingPolicy::from(v), a.scheduler.scheduling_policy);
+    }
+    if let Some(v) = e.enable_prefix_caching {
+        assert_eq!(a.cache.enable_prefix_caching(), v);
+    }
+    if let Some(v) = e.enable_chunked_prefill {
+        assert_eq!(a.scheduler.enable_chunked_prefill(), v);
+    }
+    if let Some(q) = &e.kv_cache_memory {
+        assert_eq!(a.cache.kv_cache_memory, Some(q.0.parse().unwrap()));
+    }
+    // Secrets travel in env, never in argv.
+    assert!(a.server.api_key.is_none() && a.hub.hf_token.is_none());
+}
+
+#[test]
+fn every_example_and_snapshot_spec_builds_argv_the_engine_accepts() {
+    let mut files = yaml_files(&repo().join("deploy/examples"));
+    files.extend(yaml_files(&repo().join("operator/tests/data/specs")));
+    assert!(files.len() >= 11, "{files:?}");
+    for path in files {
+        let infd = load(&path);
+        let (engine, side) = containers(&infd);
+        check_meaning(&infd, &serve(&engine));
+        let s = sidecar(&side);
+        assert_eq!(s.engine_grpc, "http://127.0.0.1:50051");
+        assert_eq!(s.listen_addr(), "0.0.0.0:9090");
+        assert!(s.metrics_token.is_none(), "{}", path.display());
+    }
+}
+
+/// The CRD's own `model.source` rules (its `self.matches(...)` pattern, read from the
+/// generated schema, and its `--`/`..` rule), so generated sources are exactly what the
+/// apiserver admits: loosening the CRD widens what this test feeds the engine.
+fn crd_admits_source() -> impl Fn(&String) -> bool {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(InferenceDeployment::crd()).unwrap();
+    let rules = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["model"]["properties"]["source"]["x-kubernetes-validations"];
+    let rule = rules[0]["rule"].as_str().unwrap();
+    let pattern = rule
+        .strip_prefix("self.matches('")
+        .and_then(|r| r.strip_suffix("')"))
+        .unwrap_or_else(|| panic!("unexpected source rule {rule}"));
+    assert_eq!(
+        rules[1]["rule"],
+        "!self.startsWith('hf://') || !(self.contains('--') || self.contains('..'))"
+    );
+    let re = regex::Regex::new(pattern).unwrap();
+    move |s: &String| re.is_match(s) && !(s.starts_with("hf://") && (s.contains("--") || s.contains("..")))
+}
+
+fn spec_strategy() -> impl Strategy<Value = serde_json::Value> {
+    let source = prop_oneof![
+        "[a-zA-Z0-9._-]{1,10}/[A-Za-z0-9._-]{1,18}(:[A-Za-z0-9_.-]{1,8})?".prop_map(|r| format!("hf://{r}")),
+        "[a-z0-9-]{1,12}/[a-z0-9/._-]{1,20}".prop_map(|p| format!("pvc://{p}")),
+        "/[a-z0-9/._-]{1,20}".prop_map(|p| format!("file://{p}")),
+    ]
+    .prop_filter("admitted by the CRD", crd_admits_source());
+    let engine = (
+        proptest::option::of(1i32..=i32::MAX),
+        proptest::option::of(1i32..=1 << 20),
+        proptest::option::of(1i32..=1 << 20),
+        proptest::option::of(prop_oneof![Just(8), Just(16), Just(32)]),
+        proptest::option::of((1u32..=1000).prop_map(|p| f64::from(p) / 1000.0)),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of((0u32..=4096).prop_map(|g| f64::from(g) / 16.0)),
+        proptest::option::of(prop_oneof![Just("auto"), Just("f32")]),
+        proptest::option::of((0u32..=400).prop_map(|d| f64::from(d) / 100.0)),
+        proptest::option::of(prop_oneof![Just("fcfs"), Just("priority")]),
+        proptest::option::of("[1-9][0-9]{0,3}(Mi|Gi|M|G)"),
+    );
+    (
+        source,
+        proptest::option::of("[a-z0-9][a-z0-9._/-]{0,30}"),
+        proptest::option::of("[A-Za-z0-9][A-Za-z0-9._/:-]{0,40}"),
+        0i32..=1,
+        engine,
+    )
+        .prop_map(|(source, revision, served, gpus, e)| {
+            let mut engine = serde_json::Map::new();
+            let mut put = |k: &str, v: Option<serde_json::Value>| {
+                if let Some(v) = v {
+                    engine.insert(k.into(), v);
+                }
+            };
+            put("maxNumSeqs", e.0.map(Into::into));
+            put("maxModelLen", e.1.map(Into::into));
+            // The CRD's CEL rule: maxNumBatchedTokens >= maxNumSeqs when both are set.
+            put("maxNumBatchedTokens", e.2.filter(|b| e.0.is_none_or(|s| *b >= s)).map(Into::into));
+            put("blockSize", e.3.map(Into::into));
+            put("gpuMemoryUtilization", e.4.map(Into::into));
+            put("enablePrefixCaching", e.5.map(Into::into));
+            put("enableChunkedPrefill", e.6.map(Into::into));
+            put("swapSpaceGiB", e.7.map(Into::into));
+            put("dtype", e.8.map(Into::into));
+            put("schedulerDelayFactor", e.9.map(Into::into));
+            put("schedulingPolicy", e.10.map(Into::into));
+            put("kvCacheMemory", e.11.map(Into::into));
+            serde_json::json!({
+                "apiVersion": "candela.dev/v1alpha1",
+                "kind": "InferenceDeployment",
+                "metadata": {"name": "gen", "namespace": "ns", "uid": "u"},
+                "spec": {
+                    "model": {"source": source, "revision": revision, "servedName": served},
+                    "engine": engine,
+                    "resources": {"gpus": gpus},
+                }
+            })
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    /// Any spec the CRD's schema admits builds argv the engine parses, validates and reads
+    /// back as the spec's values.
+    #[test]
+    fn generated_specs_build_argv_the_engine_accepts(spec in spec_strategy()) {
+        let infd: InferenceDeployment = serde_json::from_value(spec).unwrap();
+        let (engine, side) = containers(&infd);
+        check_meaning(&infd, &serve(&engine));
+        sidecar(&side);
+    }
+}
+
+// ---- the examples started for real with the operator's argv ----------------------------
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What a pod provides itself, for a process run on this machine instead: its network
+/// namespace (the fixed ports) and its volumes (the PVC and emptyDir mount paths).
+struct PodStandIn {
+    http: u16,
+    grpc: u16,
+    metrics: u16,
+    models_dir: PathBuf,
+    scratch: PathBuf,
+}
+
+impl PodStandIn {
+    fn arg(&self, a: &str) -> String {
+        a.replace("--port=8000", &format!("--port={}", self.http))
+            .replace("--grpc-port=50051", &format!("--grpc-port={}", self.grpc))
+            .replace("127.0.0.1:50051", &format!("127.0.0.1:{}", self.grpc))
+            .replace("0.0.0.0:9090", &format!("0.0.0.0:{}", self.metrics))
+            .replace("=/models/", &format!("={}/", self.models_dir.display()))
+            .replace("/var/cache/candela", &self.scratch.display().to_string())
+    }
+
+    fn command(&self, c: &Container, extra_env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(common::stack::candela_bin());
+        cmd.args(c.args.iter().flatten().map(|a| self.arg(a)));
+        cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        for e in c.env.iter().flatten() {
+            let value = e.value.as_deref().expect("the examples set no secret env");
+            cmd.env(&e.name, self.arg(value));
+        }
+        cmd.envs(extra_env.iter().copied());
+        cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+        cmd
+    }
+}
+
+async fn wait_healthy(port: u16, path: &str, proc: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await
+            && r.status() == 200
+        {
+            return;
+        }
+        if let Ok(Some(status)) = proc.0.try_wait() {
+            panic!("exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "{path} on {port} never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn start_fake_hub(config: &serde_json::Value, dir: &Path) -> (Proc, String) {
+    use std::io::BufRead;
+    let path = dir.join("hub.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut child = Command::new("python3")
+        .arg(repo().join("engine/hub/tests/fake_hub.py"))
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().strip_prefix("PORT ").unwrap().to_owned();
+    (Proc(child), format!("http://127.0.0.1:{port}"))
+}
+
+/// Runs the example's engine and sidecar as the operator would start them and asks them
+/// what a client and Prometheus ask.
+async fn run_example(file: &str, extra_env: &[(&str, &str)], scratch: &Path) {
+    let infd = load(&repo().join("deploy/examples").join(file));
+    let served = infd.spec.served_name().unwrap();
+    let (engine, side) = containers(&infd);
+    let pod = PodStandIn {
+        http: free_port(),
+        grpc: free_port(),
+        metrics: free_port(),
+        models_dir: common::stack::model_path().parent().unwrap().to_path_buf(),
+        scratch: scratch.to_path_buf(),
+    };
+    let mut serve = Proc(pod.command(&engine, extra_env).spawn().unwrap());
+    wait_healthy(pod.http, "/health", &mut serve).await;
+    let mut side_proc = Proc(pod.command(&side, &[]).spawn().unwrap());
+    let client = reqwest::Client::new();
+    let answer: serde_json::Value = client
+        .post(format!("http://127.0.0.1:{}/v1/chat/completions", pod.http))
+        .json(&serde_json::json!({
+            "model": served,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 16,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+    assert!(!content.trim().is_empty(), "{file}: {answer}");
+    wait_healthy(pod.metrics, "/metrics", &mut side_proc).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", pod.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let label = format!("model_name=\"{served}\"");
+        if text.contains("candela_sidecar_engine_up 1")
+            && text
+                .lines()
+                .any(|l| l.starts_with("vllm:generation_tokens_total") && l.contains(&label))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{file}: sidecar metrics:\n{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_serve_with_the_operators_exact_arguments() {
+    let scratch = std::env::temp_dir().join(format!("candela-contract-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    // The PVC example: the default GGUF where the claim would be mounted.
+    run_example("smollm2-cpu.yaml", &[], &scratch.join("pvc")).await;
+
+    // The hub example, against the local hub serving the default model as the HF
+    // repository the example names (HF_ENDPOINT is what a mirror user sets in engine.env).
+    let hf_dir = common::stack::model_path().with_file_name("SmolLM2-135M-Instruct-hf");
+    assert!(
+        hf_dir.join(".complete").exists(),
+        "{} is missing: `scripts/setup.sh --test-deps` exports it",
+        hf_dir.display()
+    );
+    let config = serde_json::json!({
+        "repos": {"HuggingFaceTB/SmolLM2-135M-Instruct": {"revisions": {"main": hf_dir}}}
+    });
+    let (_hub, url) = start_fake_hub(&config, &scratch);
+    run_example("smollm2-hf.yaml", &[("HF_ENDPOINT", &url)], &scratch.join("hf")).await;
+    let cached = scratch.join("hf/hf/hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/refs/main");
+    assert!(cached.exists(), "the download went to the pod's cache volume (HF_HOME)");
+    std::fs::remove_dir_all(&scratch).ok();
+}
