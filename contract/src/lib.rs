@@ -11,12 +11,14 @@
 //!   of a crash-looping pod.
 //! - [`model_ref`]: what `--model` accepts (local path, `hf://org/name[:QUANT]`, `org/name`).
 //! - [`ports`] and [`env`]: ports, container names, probe paths, environment variables.
+//! - [`images`]: the image names the build produces and the operator and chart default to.
 //! - [`metrics`]: every metric name the engine and sidecar export and dashboards, alerts,
 //!   autoscalers and `candela doctor` read.
 //!
 //! No I/O and no dependency but clap.
 
 pub mod env;
+pub mod images;
 pub mod metrics;
 pub mod model_ref;
 pub mod ports;

@@ -40,7 +40,7 @@ struct Args {
     #[arg(
         long,
         env = "CANDELA_ENGINE_IMAGE",
-        default_value = "ghcr.io/candela-dev/candela:0.1.0"
+        default_value = candela_contract::images::ENGINE
     )]
     engine_image: String,
 
@@ -102,6 +102,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        // Colours only on a terminal: `kubectl logs` stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let args = Args::parse();
     let client = kube::Client::try_default()

@@ -103,3 +103,29 @@ fn walk(schema: &serde_json::Value, path: &str, undocumented: &mut Vec<String>) 
         walk(&sub["items"], &format!("{here}[]"), undocumented);
     }
 }
+
+/// The chart's default images are the ones `scripts/build-images.sh` builds, as the
+/// operator's own default is (`candela_contract::images`).
+#[test]
+fn chart_defaults_are_the_images_the_build_produces() {
+    let text = std::fs::read_to_string(root().join("charts/candela/values.yaml")).unwrap();
+    let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let operator = format!(
+        "{}:{}",
+        values["image"]["repository"].as_str().unwrap(),
+        values["image"]["tag"].as_str().unwrap()
+    );
+    assert_eq!(operator, candela_contract::images::OPERATOR);
+    assert_eq!(
+        values["operator"]["engineImage"].as_str(),
+        Some(candela_contract::images::ENGINE)
+    );
+    let script = std::fs::read_to_string(root().join("scripts/build-images.sh")).unwrap();
+    for image in [candela_contract::images::ENGINE, candela_contract::images::OPERATOR] {
+        let (name, tag) = image.split_once(':').unwrap();
+        assert!(
+            script.contains(&format!("{name}:${{TAG:-{tag}}}")),
+            "scripts/build-images.sh does not build {image}"
+        );
+    }
+}

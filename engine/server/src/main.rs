@@ -18,7 +18,12 @@ async fn main() {
     });
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_filter(env))
+        // Colours only on a terminal: container logs (kubectl logs) stay plain text.
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .with_filter(env),
+        )
         .with(profiler.layer())
         .init();
     let result = match cli.command {

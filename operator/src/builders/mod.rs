@@ -58,7 +58,7 @@ pub struct BuildConfig {
 impl Default for BuildConfig {
     fn default() -> Self {
         Self {
-            engine_image: "ghcr.io/candela-dev/candela:0.1.0".to_owned(),
+            engine_image: candela_contract::images::ENGINE.to_owned(),
             prometheus_url: "http://prometheus-operated.monitoring.svc:9090".to_owned(),
             monitoring_labels: BTreeMap::new(),
         }
