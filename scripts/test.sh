@@ -14,8 +14,8 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 ./scripts/setup.sh --test-deps >/dev/null
 VENV="${CANDELA_CACHE:-$HOME/.cache/candela}/venv"
 
-echo "== cargo test (engine)"
-cargo test --locked -p candela-core -p candela-model -p candela-tools -p candela 2>&1
+echo "== cargo test (contract, engine, hub client against the local hub)"
+cargo test --locked -p candela-contract -p candela-core -p candela-model -p candela-hub -p candela-tools -p candela 2>&1
 
 echo "== CUDA kernels compile (nvcc from NVIDIA's PyPI wheels; no GPU needed)"
 ./scripts/check-cuda-kernels.sh
@@ -31,6 +31,9 @@ if ! command -v prometheus >/dev/null; then
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 fi
 CANDELA_BIN="${CARGO_TARGET_DIR:-target}/debug/candela" "$VENV/bin/python" -m pytest -q engine/server/tests/prometheus_e2e.py
+
+echo "== container images: scripts/build-images.sh, then both images run read-only as non-root (podman)"
+./scripts/image-tests.sh --profile "${IMAGE_PROFILE:-release}"
 
 echo "== Helm chart, deploy/, rules and dashboards: helm, kubernetes-validate, CRD schemas, promtool, amtool, tsc"
 ./scripts/chart-tests.sh
