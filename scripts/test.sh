@@ -13,6 +13,12 @@ export CARGO_TERM_COLOR=never
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 ./scripts/setup.sh --test-deps >/dev/null
 VENV="${CANDELA_CACHE:-$HOME/.cache/candela}/venv"
+# Prometheus and promtool: `candela doctor`'s tests (cargo test below) and the e2e suites.
+if ! command -v prometheus >/dev/null; then
+  echo "installing Prometheus (Debian package prometheus; its service is not started)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+fi
 
 echo "== cargo test (contract, engine, hub client against the local hub)"
 cargo test --locked -p candela-contract -p candela-core -p candela-model -p candela-hub -p candela-tools -p candela 2>&1
@@ -25,11 +31,6 @@ cargo build --locked -p candela 2>&1
 ./scripts/api-tests.sh "$VENV/bin/python" "${CARGO_TARGET_DIR:-target}/debug/candela"
 
 echo "== real Prometheus scraping candela sidecar under load"
-if ! command -v prometheus >/dev/null; then
-  echo "installing Prometheus (Debian package prometheus; its service is not started)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
-fi
 CANDELA_BIN="${CARGO_TARGET_DIR:-target}/debug/candela" "$VENV/bin/python" -m pytest -q engine/server/tests/prometheus_e2e.py
 
 echo "== container images: scripts/build-images.sh, then both images run read-only as non-root (podman)"
