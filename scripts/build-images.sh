@@ -111,10 +111,16 @@ REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 build() { # IMAGE CONTAINERFILE STAGEDIR
   echo "== $1" >&2
+  old="$(buildah inspect --type image --format '{{.FromImageID}}' "$1" 2>/dev/null || true)"
   buildah build --quiet --pull=never --layers=false \
     --build-context "build=$3" --build-arg "BASE=$BASE" \
     --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" --build-arg "CREATED=$CREATED" \
     -f "$2" -t "$1" . >/dev/null
+  # The image this tag named before is now untagged: remove it rather than pile them up.
+  new="$(buildah inspect --type image --format '{{.FromImageID}}' "$1")"
+  if [ -n "$old" ] && [ "$old" != "$new" ]; then
+    buildah rmi "$old" >/dev/null 2>&1 || true
+  fi
 }
 build "$ENGINE_IMAGE" engine/Containerfile "$STAGE/engine"
 build "$OPERATOR_IMAGE" operator/Containerfile "$STAGE/operator"

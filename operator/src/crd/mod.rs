@@ -449,15 +449,14 @@ impl ModelSource {
     }
 
     /// The served model name used when `spec.model.servedName` is unset.
+    /// Never empty: a path of slashes only names the claim (`pvc://models//` → `models`)
+    /// or `model` (`file:///`).
     pub fn default_served_name(&self) -> String {
+        let last = |path: &str| path.rsplit('/').find(|s| !s.is_empty()).map(str::to_owned);
         match self {
             Self::HuggingFace(hub) => hub.repo.clone(),
-            Self::Pvc { path, .. } | Self::File { path } => path
-                .trim_end_matches('/')
-                .rsplit('/')
-                .next()
-                .unwrap_or(path)
-                .to_owned(),
+            Self::Pvc { claim, path } => last(path).unwrap_or_else(|| claim.clone()),
+            Self::File { path } => last(path).unwrap_or_else(|| "model".to_owned()),
         }
     }
 }
@@ -547,5 +546,7 @@ mod tests {
         assert_eq!(name("hf://org/name-GGUF:Q4_K_M"), "org/name-GGUF");
         assert_eq!(name("pvc://claim/a/b.gguf"), "b.gguf");
         assert_eq!(name("file:///models/x/"), "x");
+        assert_eq!(name("pvc://claim//"), "claim");
+        assert_eq!(name("file:////"), "model");
     }
 }
