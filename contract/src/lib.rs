@@ -35,6 +35,8 @@ pub use values::{ByteSize, Device, Dtype, KvCacheDtype, SchedulingPolicy};
 ///
 /// The `candela` binary flattens this enum into its own subcommands, so the operator's
 /// check ([`parse_process_args`]) and the binary parse argv with the same definition.
+// Parsed once at start-up: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ProcessCommand {
     /// Serve a model over the OpenAI HTTP API.
@@ -80,7 +82,11 @@ fn first_line(message: &str) -> String {
         .unwrap_or(message)
         .trim_start_matches("error: ")
         .to_owned();
-    if let Some(tip) = message.lines().map(str::trim).find(|l| l.starts_with("tip:")) {
+    if let Some(tip) = message
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("tip:"))
+    {
         line.push_str(" (");
         line.push_str(tip);
         line.push(')');

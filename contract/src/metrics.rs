@@ -14,7 +14,6 @@ macro_rules! counter {
     };
 }
 
-
 // Gauges.
 pub const NUM_REQUESTS_RUNNING: &str = "vllm:num_requests_running";
 pub const NUM_REQUESTS_WAITING: &str = "vllm:num_requests_waiting";
@@ -31,14 +30,38 @@ pub const SPEC_DECODE_SYSTEM_EFFICIENCY: &str = "vllm:spec_decode_system_efficie
 // Counters: the family name (what the engine registers) and the `_total` sample name
 // (what PromQL reads).
 counter!(PROMPT_TOKENS, PROMPT_TOKENS_TOTAL = "vllm:prompt_tokens");
-counter!(GENERATION_TOKENS, GENERATION_TOKENS_TOTAL = "vllm:generation_tokens");
-counter!(NUM_PREEMPTIONS, NUM_PREEMPTIONS_TOTAL = "vllm:num_preemptions");
-counter!(PREFIX_CACHE_QUERIES, PREFIX_CACHE_QUERIES_TOTAL = "vllm:prefix_cache_queries");
-counter!(PREFIX_CACHE_HITS, PREFIX_CACHE_HITS_TOTAL = "vllm:prefix_cache_hits");
-counter!(REQUEST_SUCCESS, REQUEST_SUCCESS_TOTAL = "vllm:request_success");
-counter!(SPEC_DECODE_NUM_DRAFTS, SPEC_DECODE_NUM_DRAFTS_TOTAL = "vllm:spec_decode_num_drafts");
-counter!(SPEC_DECODE_NUM_DRAFT_TOKENS, SPEC_DECODE_NUM_DRAFT_TOKENS_TOTAL = "vllm:spec_decode_num_draft_tokens");
-counter!(SPEC_DECODE_NUM_ACCEPTED_TOKENS, SPEC_DECODE_NUM_ACCEPTED_TOKENS_TOTAL = "vllm:spec_decode_num_accepted_tokens");
+counter!(
+    GENERATION_TOKENS,
+    GENERATION_TOKENS_TOTAL = "vllm:generation_tokens"
+);
+counter!(
+    NUM_PREEMPTIONS,
+    NUM_PREEMPTIONS_TOTAL = "vllm:num_preemptions"
+);
+counter!(
+    PREFIX_CACHE_QUERIES,
+    PREFIX_CACHE_QUERIES_TOTAL = "vllm:prefix_cache_queries"
+);
+counter!(
+    PREFIX_CACHE_HITS,
+    PREFIX_CACHE_HITS_TOTAL = "vllm:prefix_cache_hits"
+);
+counter!(
+    REQUEST_SUCCESS,
+    REQUEST_SUCCESS_TOTAL = "vllm:request_success"
+);
+counter!(
+    SPEC_DECODE_NUM_DRAFTS,
+    SPEC_DECODE_NUM_DRAFTS_TOTAL = "vllm:spec_decode_num_drafts"
+);
+counter!(
+    SPEC_DECODE_NUM_DRAFT_TOKENS,
+    SPEC_DECODE_NUM_DRAFT_TOKENS_TOTAL = "vllm:spec_decode_num_draft_tokens"
+);
+counter!(
+    SPEC_DECODE_NUM_ACCEPTED_TOKENS,
+    SPEC_DECODE_NUM_ACCEPTED_TOKENS_TOTAL = "vllm:spec_decode_num_accepted_tokens"
+);
 counter!(LORA_REQUESTS, LORA_REQUESTS_TOTAL = "vllm:lora_requests");
 
 // Histograms.

@@ -79,7 +79,9 @@ impl HubRef {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
         {
-            return Err(bad("the :QUANT tag is letters, digits, _ - . (e.g. :Q4_K_M)"));
+            return Err(bad(
+                "the :QUANT tag is letters, digits, _ - . (e.g. :Q4_K_M)",
+            ));
         }
         Ok(Self {
             repo: repo.to_owned(),
@@ -133,11 +135,20 @@ mod tests {
 
     #[test]
     fn sources() {
-        assert_eq!(parse("hf://Qwen/Qwen2.5-0.5B"), hub("Qwen/Qwen2.5-0.5B", None));
-        assert_eq!(parse("org/m-GGUF:Q4_K_M"), hub("org/m-GGUF", Some("Q4_K_M")));
+        assert_eq!(
+            parse("hf://Qwen/Qwen2.5-0.5B"),
+            hub("Qwen/Qwen2.5-0.5B", None)
+        );
+        assert_eq!(
+            parse("org/m-GGUF:Q4_K_M"),
+            hub("org/m-GGUF", Some("Q4_K_M"))
+        );
         assert_eq!(parse("hf://org/m:q8_0"), hub("org/m", Some("q8_0")));
         // An existing relative path wins over the org/name reading, as in vLLM.
-        assert_eq!(parse("models/local"), ModelRef::Local("models/local".into()));
+        assert_eq!(
+            parse("models/local"),
+            ModelRef::Local("models/local".into())
+        );
         assert_eq!(parse("/m/x.gguf"), ModelRef::Local("/m/x.gguf".into()));
         assert_eq!(parse("./a/b"), ModelRef::Local("./a/b".into()));
         assert_eq!(parse("file:///m/x"), ModelRef::Local("/m/x".into()));

@@ -152,9 +152,17 @@ mod tests {
             (Some("t"), Some(42))
         );
         assert!(sidecar(&["--stats-interval-ms", "5"]).is_err());
-        let e = sidecar(&["--metrics-token", ""]).unwrap().validate().unwrap_err();
+        let e = sidecar(&["--metrics-token", ""])
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(e.contains(env::METRICS_TOKEN), "{e}");
-        assert!(sidecar(&["--engine-grpc", "localhost:1"]).unwrap().validate().is_err());
+        assert!(
+            sidecar(&["--engine-grpc", "localhost:1"])
+                .unwrap()
+                .validate()
+                .is_err()
+        );
     }
 
     #[test]

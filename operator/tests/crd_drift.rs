@@ -121,7 +121,10 @@ fn chart_defaults_are_the_images_the_build_produces() {
         Some(candela_contract::images::ENGINE)
     );
     let script = std::fs::read_to_string(root().join("scripts/build-images.sh")).unwrap();
-    for image in [candela_contract::images::ENGINE, candela_contract::images::OPERATOR] {
+    for image in [
+        candela_contract::images::ENGINE,
+        candela_contract::images::OPERATOR,
+    ] {
         let (name, tag) = image.split_once(':').unwrap();
         assert!(
             script.contains(&format!("{name}:${{TAG:-{tag}}}")),

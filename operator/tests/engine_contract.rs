@@ -98,7 +98,10 @@ fn check_meaning(infd: &InferenceDeployment, a: &ServeArgs) {
     let model = a.model_value().expect("--model is set");
     match source.split_once("://") {
         Some(("hf", rest)) => assert_eq!(model, format!("hf://{rest}")),
-        Some(("pvc", rest)) => assert_eq!(model, format!("/models/{}", rest.split_once('/').unwrap().1)),
+        Some(("pvc", rest)) => assert_eq!(
+            model,
+            format!("/models/{}", rest.split_once('/').unwrap().1)
+        ),
         Some(("file", rest)) => assert_eq!(model, rest),
         _ => panic!("source {source}"),
     }
@@ -111,14 +114,21 @@ fn check_meaning(infd: &InferenceDeployment, a: &ServeArgs) {
     assert_eq!((a.server.port, a.server.grpc_port), (8000, 50051));
     assert_eq!(
         a.model.device.to_string(),
-        if spec.resources.gpus > 0 { "cuda:0" } else { "cpu" }
+        if spec.resources.gpus > 0 {
+            "cuda:0"
+        } else {
+            "cpu"
+        }
     );
     let n = |v: Option<i32>| v.map(|v| v as usize);
     if let Some(v) = n(e.max_num_seqs) {
         assert_eq!(a.scheduler.max_num_seqs, v);
     }
     assert_eq!(a.scheduler.max_model_len, n(e.max_model_len));
-    assert_eq!(a.scheduler.max_num_batched_tokens, n(e.max_num_batched_tokens));
+    assert_eq!(
+        a.scheduler.max_num_batched_tokens,
+        n(e.max_num_batched_tokens)
+    );
     if let Some(v) = n(e.block_size) {
         assert_eq!(a.cache.block_size, v);
     }
@@ -132,7 +142,10 @@ fn check_meaning(infd: &InferenceDeployment, a: &ServeArgs) {
         assert_eq!(a.scheduler.scheduler_delay_factor, v);
     }
     if let Some(v) = e.scheduling_policy {
-        assert_eq!(candela_contract::SchedulingPolicy::from(v), a.scheduler.scheduling_policy);
+        assert_eq!(
+            candela_contract::SchedulingPolicy::from(v),
+            a.scheduler.scheduling_policy
+        );
     }
     if let Some(v) = e.enable_prefix_caching {
         assert_eq!(a.cache.enable_prefix_caching(), v);
@@ -169,8 +182,8 @@ fn every_example_and_snapshot_spec_builds_argv_the_engine_accepts() {
 fn crd_admits_source() -> impl Fn(&String) -> bool {
     use kube::CustomResourceExt;
     let crd = serde_json::to_value(InferenceDeployment::crd()).unwrap();
-    let rules = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-        ["properties"]["model"]["properties"]["source"]["x-kubernetes-validations"];
+    let rules = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["model"]["properties"]["source"]["x-kubernetes-validations"];
     let rule = rules[0]["rule"].as_str().unwrap();
     let pattern = rule
         .strip_prefix("self.matches('")
@@ -181,12 +194,15 @@ fn crd_admits_source() -> impl Fn(&String) -> bool {
         "!self.startsWith('hf://') || !(self.contains('--') || self.contains('..'))"
     );
     let re = regex::Regex::new(pattern).unwrap();
-    move |s: &String| re.is_match(s) && !(s.starts_with("hf://") && (s.contains("--") || s.contains("..")))
+    move |s: &String| {
+        re.is_match(s) && !(s.starts_with("hf://") && (s.contains("--") || s.contains("..")))
+    }
 }
 
 fn spec_strategy() -> impl Strategy<Value = serde_json::Value> {
     let source = prop_oneof![
-        "[a-zA-Z0-9._-]{1,10}/[A-Za-z0-9._-]{1,18}(:[A-Za-z0-9_.-]{1,8})?".prop_map(|r| format!("hf://{r}")),
+        "[a-zA-Z0-9._-]{1,10}/[A-Za-z0-9._-]{1,18}(:[A-Za-z0-9_.-]{1,8})?"
+            .prop_map(|r| format!("hf://{r}")),
         "[a-z0-9-]{1,12}/[a-z0-9/._-]{1,20}".prop_map(|p| format!("pvc://{p}")),
         "/[a-z0-9/._-]{1,20}".prop_map(|p| format!("file://{p}")),
     ]
@@ -222,7 +238,10 @@ fn spec_strategy() -> impl Strategy<Value = serde_json::Value> {
             put("maxNumSeqs", e.0.map(Into::into));
             put("maxModelLen", e.1.map(Into::into));
             // The CRD's CEL rule: maxNumBatchedTokens >= maxNumSeqs when both are set.
-            put("maxNumBatchedTokens", e.2.filter(|b| e.0.is_none_or(|s| *b >= s)).map(Into::into));
+            put(
+                "maxNumBatchedTokens",
+                e.2.filter(|b| e.0.is_none_or(|s| *b >= s)).map(Into::into),
+            );
             put("blockSize", e.3.map(Into::into));
             put("gpuMemoryUtilization", e.4.map(Into::into));
             put("enablePrefixCaching", e.5.map(Into::into));
@@ -300,7 +319,8 @@ impl PodStandIn {
     fn command(&self, c: &Container, extra_env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(common::stack::candela_bin());
         cmd.args(c.args.iter().flatten().map(|a| self.arg(a)));
-        cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
         for e in c.env.iter().flatten() {
             let value = e.value.as_deref().expect("the examples set no secret env");
             cmd.env(&e.name, self.arg(value));
@@ -325,24 +345,6 @@ async fn wait_healthy(port: u16, path: &str, proc: &mut Proc) {
         assert!(Instant::now() < deadline, "{path} on {port} never answered");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn start_fake_hub(config: &serde_json::Value, dir: &Path) -> (Proc, String) {
-    use std::io::BufRead;
-    let path = dir.join("hub.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let mut child = Command::new("python3")
-        .arg(repo().join("engine/hub/tests/fake_hub.py"))
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().strip_prefix("PORT ").unwrap().to_owned();
-    (Proc(child), format!("http://127.0.0.1:{port}"))
 }
 
 /// Runs the example's engine and sidecar as the operator would start them and asks them
@@ -375,7 +377,9 @@ async fn run_example(file: &str, extra_env: &[(&str, &str)], scratch: &Path) {
         .json()
         .await
         .unwrap();
-    let content = answer["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+    let content = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
     assert!(!content.trim().is_empty(), "{file}: {answer}");
     wait_healthy(pod.metrics, "/metrics", &mut side_proc).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -394,7 +398,10 @@ async fn run_example(file: &str, extra_env: &[(&str, &str)], scratch: &Path) {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "{file}: sidecar metrics:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "{file}: sidecar metrics:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -417,9 +424,17 @@ async fn the_examples_serve_with_the_operators_exact_arguments() {
     let config = serde_json::json!({
         "repos": {"HuggingFaceTB/SmolLM2-135M-Instruct": {"revisions": {"main": hf_dir}}}
     });
-    let (_hub, url) = start_fake_hub(&config, &scratch);
-    run_example("smollm2-hf.yaml", &[("HF_ENDPOINT", &url)], &scratch.join("hf")).await;
+    let hub = candela_hub::fake::FakeHub::start(&config, &scratch);
+    run_example(
+        "smollm2-hf.yaml",
+        &[("HF_ENDPOINT", &hub.url())],
+        &scratch.join("hf"),
+    )
+    .await;
     let cached = scratch.join("hf/hf/hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/refs/main");
-    assert!(cached.exists(), "the download went to the pod's cache volume (HF_HOME)");
+    assert!(
+        cached.exists(),
+        "the download went to the pod's cache volume (HF_HOME)"
+    );
     std::fs::remove_dir_all(&scratch).ok();
 }

@@ -263,9 +263,7 @@ async fn operator_reconciles_children_under_its_cluster_role() {
     wait_for("Deployment args updated", WAIT, || async {
         let d = deployments.get(name).await.ok()?;
         let args = d.spec?.template.spec?.containers.first()?.args.clone()?;
-        args.windows(2)
-            .any(|w| w[0] == "--max-num-seqs" && w[1] == "64")
-            .then_some(())
+        args.iter().any(|a| a == "--max-num-seqs=64").then_some(())
     })
     .await;
     wait_for("status observes generation 3", WAIT, || async {

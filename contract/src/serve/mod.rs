@@ -323,7 +323,10 @@ impl ServeArgs {
             return Err(format!("--{} must be at least 1", flag::MAX_NUM_SEQS));
         }
         if s.max_num_batched_tokens == Some(0) {
-            return Err(format!("--{} must be at least 1", flag::MAX_NUM_BATCHED_TOKENS));
+            return Err(format!(
+                "--{} must be at least 1",
+                flag::MAX_NUM_BATCHED_TOKENS
+            ));
         }
         if !(s.scheduler_delay_factor >= 0.0 && s.scheduler_delay_factor.is_finite()) {
             return Err(format!(
@@ -403,13 +406,22 @@ impl ServeFlags {
         push(flag::DTYPE, s(&self.dtype));
         push(flag::MAX_MODEL_LEN, s(&self.max_model_len));
         push(flag::MAX_NUM_SEQS, s(&self.max_num_seqs));
-        push(flag::MAX_NUM_BATCHED_TOKENS, s(&self.max_num_batched_tokens));
+        push(
+            flag::MAX_NUM_BATCHED_TOKENS,
+            s(&self.max_num_batched_tokens),
+        );
         push(flag::BLOCK_SIZE, s(&self.block_size));
-        push(flag::GPU_MEMORY_UTILIZATION, s(&self.gpu_memory_utilization));
+        push(
+            flag::GPU_MEMORY_UTILIZATION,
+            s(&self.gpu_memory_utilization),
+        );
         push(flag::KV_CACHE_MEMORY, s(&self.kv_cache_memory));
         push(flag::SWAP_SPACE, s(&self.swap_space));
         push(flag::KV_CACHE_DTYPE, s(&self.kv_cache_dtype));
-        push(flag::SCHEDULER_DELAY_FACTOR, s(&self.scheduler_delay_factor));
+        push(
+            flag::SCHEDULER_DELAY_FACTOR,
+            s(&self.scheduler_delay_factor),
+        );
         push(flag::SCHEDULING_POLICY, s(&self.scheduling_policy));
         // Boolean flags use vLLM's spelling: `--flag` / `--no-flag`.
         for (name, value) in [

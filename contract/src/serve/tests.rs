@@ -171,7 +171,10 @@ fn bad_values_fail_parsing_or_validation() {
         let name = flag.split('=').next().unwrap();
         assert!(e.contains(name) && !e.contains('\n'), "{flag}: {e}");
     }
-    let e = serve(&["--model", "hf://nothing"]).unwrap().validate().unwrap_err();
+    let e = serve(&["--model", "hf://nothing"])
+        .unwrap()
+        .validate()
+        .unwrap_err();
     assert!(e.contains("hf://nothing"), "{e}");
 }
 
@@ -246,7 +249,10 @@ fn flags() -> impl Strategy<Value = ServeFlags> {
         opt(Just("0.0.0.0".to_owned())),
         opt(1u16..),
         opt(1u16..),
-        opt(prop_oneof![Just(Device::Cpu), (0usize..8).prop_map(Device::Cuda)]),
+        opt(prop_oneof![
+            Just(Device::Cpu),
+            (0usize..8).prop_map(Device::Cuda)
+        ]),
         opt(prop_oneof![Just(Dtype::Auto), Just(Dtype::F32)]),
         opt(1usize..1 << 20),
         opt(1usize..4096),
@@ -259,7 +265,10 @@ fn flags() -> impl Strategy<Value = ServeFlags> {
         opt(0.0f64..64.0),
         opt(Just(KvCacheDtype::Auto)),
         opt(0.0f64..4.0),
-        opt(prop_oneof![Just(SchedulingPolicy::Fcfs), Just(SchedulingPolicy::Priority)]),
+        opt(prop_oneof![
+            Just(SchedulingPolicy::Fcfs),
+            Just(SchedulingPolicy::Priority)
+        ]),
         opt(any::<bool>()),
         opt(any::<bool>()),
     );

@@ -86,13 +86,19 @@ impl Hub {
         let mut headers = HeaderMap::new();
         if let Some(token) = &opts.token {
             let value = format!("Bearer {token}").parse().map_err(|_| {
-                Error::Usage("the Hugging Face token contains characters a header cannot carry".into())
+                Error::Usage(
+                    "the Hugging Face token contains characters a header cannot carry".into(),
+                )
             })?;
             headers.insert(AUTHORIZATION, value);
         }
         let build = |redirects: reqwest::redirect::Policy| {
             reqwest::Client::builder()
-                .user_agent(concat!("candela/", env!("CARGO_PKG_VERSION"), "; hf_hub-compatible"))
+                .user_agent(concat!(
+                    "candela/",
+                    env!("CARGO_PKG_VERSION"),
+                    "; hf_hub-compatible"
+                ))
                 .default_headers(headers.clone())
                 .connect_timeout(Duration::from_secs(10))
                 .read_timeout(Duration::from_secs(60))
@@ -163,7 +169,12 @@ impl Hub {
             resp.headers()
                 .get(name)
                 .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim_matches('"').trim_start_matches("W/").trim_matches('"').to_owned())
+                .map(|v| {
+                    v.trim_matches('"')
+                        .trim_start_matches("W/")
+                        .trim_matches('"')
+                        .to_owned()
+                })
         };
         let etag = header("x-linked-etag").or_else(|| header(ETAG.as_str()));
         let size = header("x-linked-size")
@@ -346,9 +357,22 @@ mod tests {
             r#"{"rfilename":"m.gguf","size":10,"blobId":"b","lfs":{"sha256":"s","size":10,"pointerSize":1}}"#,
         )
         .unwrap();
-        assert_eq!(s.meta(), Some(FileMeta { etag: "s".into(), size: 10 }));
-        let s: Sibling = serde_json::from_str(r#"{"rfilename":"c.json","size":3,"blobId":"b"}"#).unwrap();
-        assert_eq!(s.meta(), Some(FileMeta { etag: "b".into(), size: 3 }));
+        assert_eq!(
+            s.meta(),
+            Some(FileMeta {
+                etag: "s".into(),
+                size: 10
+            })
+        );
+        let s: Sibling =
+            serde_json::from_str(r#"{"rfilename":"c.json","size":3,"blobId":"b"}"#).unwrap();
+        assert_eq!(
+            s.meta(),
+            Some(FileMeta {
+                etag: "b".into(),
+                size: 3
+            })
+        );
         let s: Sibling = serde_json::from_str(r#"{"rfilename":"c.json"}"#).unwrap();
         assert_eq!(s.meta(), None);
     }

@@ -89,7 +89,9 @@ impl RepoCache {
             return Ok(());
         }
         let path = self.dir().join("refs").join(revision);
-        let parent = path.parent().expect("invariant: refs/<revision> has a parent");
+        let parent = path
+            .parent()
+            .expect("invariant: refs/<revision> has a parent");
         std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, commit).map_err(Error::io(&tmp))?;
@@ -102,7 +104,9 @@ impl RepoCache {
     /// I/O errors creating the link.
     pub fn link(&self, commit: &str, file: &str, etag: &str) -> Result<PathBuf> {
         let link = self.snapshot_dir(commit).join(file);
-        let parent = link.parent().expect("invariant: a snapshot file has a parent");
+        let parent = link
+            .parent()
+            .expect("invariant: a snapshot file has a parent");
         std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
         // snapshots/<commit>/<a/b/f> → ../../(../..)blobs/<etag>
         let depth = file.split('/').count() + 1;

@@ -93,7 +93,11 @@ impl Fetch<'_> {
             mib(start_at.min(total)),
             mib(total),
             percent(start_at.min(total), total),
-            if start_at > 0 { ", resuming a partial download" } else { "" }
+            if start_at > 0 {
+                ", resuming a partial download"
+            } else {
+                ""
+            }
         );
         let mut progress = Progress {
             total,
@@ -269,7 +273,8 @@ fn verify(path: &Path, meta: &FileMeta) -> Result<(), (&'static str, String, Str
     if len != meta.size {
         return Err(("size", len.to_string(), meta.size.to_string()));
     }
-    let is_hex = |n: usize| meta.etag.len() == n && meta.etag.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_hex =
+        |n: usize| meta.etag.len() == n && meta.etag.bytes().all(|b| b.is_ascii_hexdigit());
     let digest = if is_hex(64) {
         hash_file::<sha2::Sha256>(path, None)
     } else if is_hex(40) {
@@ -281,7 +286,11 @@ fn verify(path: &Path, meta: &FileMeta) -> Result<(), (&'static str, String, Str
     if digest.eq_ignore_ascii_case(&meta.etag) {
         Ok(())
     } else {
-        let what = if is_hex(64) { "sha256" } else { "git blob sha1" };
+        let what = if is_hex(64) {
+            "sha256"
+        } else {
+            "git blob sha1"
+        };
         Err((what, digest, meta.etag.clone()))
     }
 }
@@ -320,7 +329,7 @@ fn mib(bytes: u64) -> String {
 }
 
 fn percent(done: u64, total: u64) -> u64 {
-    if total == 0 { 100 } else { done * 100 / total }
+    (done * 100).checked_div(total).unwrap_or(100)
 }
 
 #[cfg(test)]
@@ -336,13 +345,19 @@ mod tests {
         // `git hash-object` of "hello\n" and `sha256sum` of it.
         let git = "ce013625030ba8dba906f756967f9e9ca394464a";
         let sha = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
-        let m = |etag: &str, size| FileMeta { etag: etag.into(), size };
+        let m = |etag: &str, size| FileMeta {
+            etag: etag.into(),
+            size,
+        };
         assert_eq!(verify(&p, &m(git, 6)), Ok(()));
         assert_eq!(verify(&p, &m(sha, 6)), Ok(()));
         assert_eq!(verify(&p, &m("mirror-etag", 6)), Ok(()));
         assert_eq!(verify(&p, &m(sha, 7)).unwrap_err().0, "size");
         assert_eq!(verify(&p, &m(&"0".repeat(64), 6)).unwrap_err().0, "sha256");
-        assert_eq!(verify(&p, &m(&"0".repeat(40), 6)).unwrap_err().0, "git blob sha1");
+        assert_eq!(
+            verify(&p, &m(&"0".repeat(40), 6)).unwrap_err().0,
+            "git blob sha1"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -31,7 +31,9 @@ pub enum Error {
     #[error("hf://{repo}: the hub refused the token (401 {message}); check --hf-token / HF_TOKEN")]
     BadToken { repo: String, message: String },
     /// 403: the token is valid but lacks access.
-    #[error("hf://{repo}: access denied (403 {message}); the token needs read access to this repository")]
+    #[error(
+        "hf://{repo}: access denied (403 {message}); the token needs read access to this repository"
+    )]
     Forbidden { repo: String, message: String },
     /// The branch, tag or commit does not exist.
     #[error("hf://{repo} has no revision `{revision}` (a branch, tag or commit)")]
@@ -59,7 +61,9 @@ pub enum Error {
         reason: String,
     },
     /// The hub (or mirror) could not be reached and nothing usable is cached.
-    #[error("cannot reach the Hugging Face Hub at {endpoint} ({detail}); set HF_ENDPOINT for a mirror or HF_HUB_OFFLINE=1 to serve from the cache")]
+    #[error(
+        "cannot reach the Hugging Face Hub at {endpoint} ({detail}); set HF_ENDPOINT for a mirror or HF_HUB_OFFLINE=1 to serve from the cache"
+    )]
     Unreachable { endpoint: String, detail: String },
     /// Any other HTTP failure.
     #[error("{url}: HTTP {status} {message}")]
@@ -69,7 +73,9 @@ pub enum Error {
         message: String,
     },
     /// A download stopped too often to finish; the partial file stays for the next start.
-    #[error("downloading hf://{repo}/{file} failed after {attempts} attempts at {done} of {total} bytes ({detail}); the next start resumes it")]
+    #[error(
+        "downloading hf://{repo}/{file} failed after {attempts} attempts at {done} of {total} bytes ({detail}); the next start resumes it"
+    )]
     Interrupted {
         repo: String,
         file: String,
@@ -79,7 +85,9 @@ pub enum Error {
         detail: String,
     },
     /// The downloaded bytes do not match the hub's size or hash; the partial file is gone.
-    #[error("hf://{repo}/{file}: downloaded {what} does not match the hub's ({got} != {want}); the partial file was removed")]
+    #[error(
+        "hf://{repo}/{file}: downloaded {what} does not match the hub's ({got} != {want}); the partial file was removed"
+    )]
     Verification {
         repo: String,
         file: String,

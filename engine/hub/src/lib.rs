@@ -25,6 +25,8 @@ mod api;
 pub mod cache;
 mod download;
 mod error;
+#[cfg(feature = "fake-hub")]
+pub mod fake;
 pub mod options;
 mod resolve;
 pub mod select;

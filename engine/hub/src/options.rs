@@ -111,7 +111,10 @@ mod tests {
         let o = opts(&[("XDG_CACHE_HOME", "/x")], None, None);
         assert_eq!(o.cache_dir, PathBuf::from("/x/huggingface/hub"));
         let o = opts(
-            &[("HF_ENDPOINT", "http://mirror:8080/"), ("HF_HUB_OFFLINE", "TRUE")],
+            &[
+                ("HF_ENDPOINT", "http://mirror:8080/"),
+                ("HF_HUB_OFFLINE", "TRUE"),
+            ],
             None,
             Some("hf_t"),
         );
@@ -132,7 +135,9 @@ mod tests {
             Some("hf_file")
         );
         assert_eq!(
-            opts(&[("HF_HOME", home)], None, Some("hf_flag")).token.as_deref(),
+            opts(&[("HF_HOME", home)], None, Some("hf_flag"))
+                .token
+                .as_deref(),
             Some("hf_flag")
         );
         std::fs::remove_dir_all(&dir).ok();

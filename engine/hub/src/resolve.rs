@@ -145,15 +145,14 @@ async fn from_hub(model: &HubRef, req: &Request<'_>, opts: &HubOptions) -> Resul
                 fetch(file).await?;
             }
             if let Some(index) = index {
-                let text = std::fs::read_to_string(cache.snapshot_dir(&commit).join(&index))
-                    .map_err(Error::io(cache.snapshot_dir(&commit).join(&index)))?;
-                let shards = select::shards_from_index(&text).map_err(|problem| {
-                    Error::Selection {
-                        repo: model.repo.clone(),
-                        revision: revision.to_owned(),
-                        problem,
-                    }
-                })?;
+                let shards =
+                    index_shards(&cache.snapshot_dir(&commit), &index).map_err(|problem| {
+                        Error::Selection {
+                            repo: model.repo.clone(),
+                            revision: revision.to_owned(),
+                            problem,
+                        }
+                    })?;
                 for shard in shards {
                     fetch(shard).await?;
                 }
@@ -192,9 +191,7 @@ fn from_cache(
         Plan::Gguf(file) => snapshot.join(file),
         Plan::HfDir { index, .. } => {
             if let Some(index) = index {
-                let text = std::fs::read_to_string(snapshot.join(&index))
-                    .map_err(|e| format!("{index}: {e}"))?;
-                let missing: Vec<String> = select::shards_from_index(&text)?
+                let missing: Vec<String> = index_shards(&snapshot, &index)?
                     .into_iter()
                     .filter(|s| !files.contains(s))
                     .collect();
@@ -213,4 +210,11 @@ fn from_cache(
             commit,
         }),
     })
+}
+
+/// The shards `snapshot/index` (a `model.safetensors.index.json`) names.
+fn index_shards(snapshot: &std::path::Path, index: &str) -> Result<Vec<String>, String> {
+    let text =
+        std::fs::read_to_string(snapshot.join(index)).map_err(|e| format!("{index}: {e}"))?;
+    select::shards_from_index(&text)
 }

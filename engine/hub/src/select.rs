@@ -39,7 +39,11 @@ pub enum Plan {
 ///
 /// # Errors
 /// One sentence naming what is missing and what is there.
-pub fn plan(files: &[String], quant: Option<&str>, gguf_file: Option<&str>) -> Result<Plan, String> {
+pub fn plan(
+    files: &[String],
+    quant: Option<&str>,
+    gguf_file: Option<&str>,
+) -> Result<Plan, String> {
     let ggufs: Vec<&String> = files
         .iter()
         .filter(|f| f.to_ascii_lowercase().ends_with(".gguf") && !f.contains("mmproj"))
@@ -84,7 +88,10 @@ pub fn plan(files: &[String], quant: Option<&str>, gguf_file: Option<&str>) -> R
             weights.iter().collect()
         };
         out.extend(chosen.into_iter().map(|w| (*w).clone()));
-        return Ok(Plan::HfDir { files: out, index: None });
+        return Ok(Plan::HfDir {
+            files: out,
+            index: None,
+        });
     }
     match ggufs.as_slice() {
         [] => Err(format!(
@@ -124,7 +131,9 @@ fn pick_quant(ggufs: &[&String], quant: &str) -> Result<Plan, String> {
         )),
         [one] => {
             if is_split(one) {
-                Err(format!("{one} is split into parts; split GGUF files are not supported yet"))
+                Err(format!(
+                    "{one} is split into parts; split GGUF files are not supported yet"
+                ))
             } else {
                 Ok(Plan::Gguf((**one).clone()))
             }
@@ -211,32 +220,64 @@ mod tests {
             "qwen2.5-0.5b-instruct-q8_0.gguf",
             "mmproj-q8_0.gguf",
         ]);
-        assert_eq!(plan(&repo, Some("Q4_K_M"), None), gguf("qwen2.5-0.5b-instruct-q4_k_m.gguf"));
-        assert_eq!(plan(&repo, Some("q4_k"), None), gguf("qwen2.5-0.5b-instruct-q4_k.gguf"));
-        assert_eq!(plan(&repo, Some("Q8_0"), None), gguf("qwen2.5-0.5b-instruct-q8_0.gguf"));
-        assert_eq!(plan(&repo, None, None), gguf("qwen2.5-0.5b-instruct-q4_k_m.gguf"));
-        let e = plan(&repo, Some("Q5_K_M"), None).unwrap_err();
-        assert!(e.contains(":Q5_K_M") && e.contains("q8_0.gguf") && !e.contains("mmproj"), "{e}");
         assert_eq!(
-            plan(&files(&["SmolLM2-135M-Instruct.Q4_1.gguf"]), Some("Q4_1"), None),
+            plan(&repo, Some("Q4_K_M"), None),
+            gguf("qwen2.5-0.5b-instruct-q4_k_m.gguf")
+        );
+        assert_eq!(
+            plan(&repo, Some("q4_k"), None),
+            gguf("qwen2.5-0.5b-instruct-q4_k.gguf")
+        );
+        assert_eq!(
+            plan(&repo, Some("Q8_0"), None),
+            gguf("qwen2.5-0.5b-instruct-q8_0.gguf")
+        );
+        assert_eq!(
+            plan(&repo, None, None),
+            gguf("qwen2.5-0.5b-instruct-q4_k_m.gguf")
+        );
+        let e = plan(&repo, Some("Q5_K_M"), None).unwrap_err();
+        assert!(
+            e.contains(":Q5_K_M") && e.contains("q8_0.gguf") && !e.contains("mmproj"),
+            "{e}"
+        );
+        assert_eq!(
+            plan(
+                &files(&["SmolLM2-135M-Instruct.Q4_1.gguf"]),
+                Some("Q4_1"),
+                None
+            ),
             gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
         );
     }
 
     #[test]
     fn gguf_without_tag_and_explicit_file() {
-        assert_eq!(plan(&files(&["a.Q4_1.gguf"]), None, None), gguf("a.Q4_1.gguf"));
+        assert_eq!(
+            plan(&files(&["a.Q4_1.gguf"]), None, None),
+            gguf("a.Q4_1.gguf")
+        );
         let two = files(&["a.Q4_1.gguf", "a.Q8_0.gguf"]);
         let e = plan(&two, None, None).unwrap_err();
-        assert!(e.contains("several GGUF files") && e.contains("--gguf-file"), "{e}");
+        assert!(
+            e.contains("several GGUF files") && e.contains("--gguf-file"),
+            "{e}"
+        );
         assert_eq!(plan(&two, None, Some("a.Q8_0.gguf")), gguf("a.Q8_0.gguf"));
-        assert!(plan(&two, None, Some("b.gguf")).unwrap_err().contains("no file b.gguf"));
+        assert!(
+            plan(&two, None, Some("b.gguf"))
+                .unwrap_err()
+                .contains("no file b.gguf")
+        );
         assert!(plan(&two, Some("Q8_0"), Some("a.Q8_0.gguf")).is_err());
     }
 
     #[test]
     fn split_gguf_is_refused_clearly() {
-        let repo = files(&["m-Q4_K_M-00001-of-00002.gguf", "m-Q4_K_M-00002-of-00002.gguf"]);
+        let repo = files(&[
+            "m-Q4_K_M-00001-of-00002.gguf",
+            "m-Q4_K_M-00002-of-00002.gguf",
+        ]);
         let e = plan(&repo, Some("Q4_K_M"), None).unwrap_err();
         assert!(e.contains("split GGUF"), "{e}");
         assert!(is_split("m-00001-of-00002.gguf") && !is_split("m-Q4_K_M.gguf"));
@@ -284,8 +325,14 @@ mod tests {
                 index: Some(SAFETENSORS_INDEX.into())
             })
         );
-        let mistral = files(&["config.json", "consolidated.safetensors", "model.safetensors"]);
-        assert!(matches!(plan(&mistral, None, None), Ok(Plan::HfDir { files, .. }) if !files.contains(&"consolidated.safetensors".to_owned())));
+        let mistral = files(&[
+            "config.json",
+            "consolidated.safetensors",
+            "model.safetensors",
+        ]);
+        assert!(
+            matches!(plan(&mistral, None, None), Ok(Plan::HfDir { files, .. }) if !files.contains(&"consolidated.safetensors".to_owned()))
+        );
         let e = plan(&files(&["README.md"]), None, None).unwrap_err();
         assert!(e.contains("README.md"), "{e}");
     }
@@ -295,7 +342,10 @@ mod tests {
         let idx = r#"{"metadata":{},"weight_map":{"a":"model-00002-of-00002.safetensors","b":"model-00001-of-00002.safetensors","c":"model-00001-of-00002.safetensors"}}"#;
         assert_eq!(
             shards_from_index(idx).unwrap(),
-            files(&["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"])
+            files(&[
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors"
+            ])
         );
         assert!(shards_from_index("{}").is_err());
         assert!(shards_from_index(r#"{"weight_map":{"a":"../x"}}"#).is_err());

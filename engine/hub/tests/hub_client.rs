@@ -3,78 +3,10 @@
 //! after a cut connection and across runs, are verified, are not repeated, work offline
 //! and under a lock held by another process, and every failure is one clear line.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
+use candela_hub::fake::FakeHub;
 use candela_hub::{Error, HubOptions, ModelRef, Request, resolve};
-
-/// A running fake hub; killed on drop.
-struct FakeHub {
-    child: Child,
-    url: String,
-}
-
-impl Drop for FakeHub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl FakeHub {
-    fn start(config: &serde_json::Value, dir: &Path) -> Self {
-        let path = dir.join("hub.json");
-        std::fs::write(&path, config.to_string()).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_hub.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the fake hub");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn stats(&self) -> Vec<serde_json::Value> {
-        reqwest::get(format!("{}/_admin/stats", self.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Body bytes served for `file` (through the CDN redirect or directly).
-    async fn downloads(&self, sha_or_name: &str) -> Vec<serde_json::Value> {
-        self.stats()
-            .await
-            .into_iter()
-            .filter(|r| {
-                r["method"] == "GET"
-                    && r["path"].as_str().unwrap().ends_with(sha_or_name)
-                    && r["bytes"].as_u64().unwrap() > 0
-            })
-            .collect()
-    }
-
-    async fn post(&self, path: &str, body: serde_json::Value) {
-        reqwest::Client::new()
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-    }
-}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("candela-hubtest-{name}-{}", std::process::id()));
@@ -85,10 +17,14 @@ fn tmp(name: &str) -> PathBuf {
 
 /// Deterministic pseudo-random bytes (a model file's stand-in: the client never parses it).
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) as u8
         })
         .collect()
@@ -119,8 +55,16 @@ fn repos(root: &Path) -> serde_json::Value {
     std::fs::write(v1.join(GGUF), noise(SIZE, 3)).unwrap();
     std::fs::write(hf.join("config.json"), r#"{"model_type":"llama"}"#).unwrap();
     std::fs::write(hf.join("tokenizer.json"), "{}").unwrap();
-    std::fs::write(hf.join("model-00001-of-00002.safetensors"), noise(2 << 20, 4)).unwrap();
-    std::fs::write(hf.join("model-00002-of-00002.safetensors"), noise(1 << 20, 5)).unwrap();
+    std::fs::write(
+        hf.join("model-00001-of-00002.safetensors"),
+        noise(2 << 20, 4),
+    )
+    .unwrap();
+    std::fs::write(
+        hf.join("model-00002-of-00002.safetensors"),
+        noise(1 << 20, 5),
+    )
+    .unwrap();
     std::fs::write(
         hf.join("model.safetensors.index.json"),
         r#"{"metadata":{},"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"}}"#,
@@ -168,11 +112,14 @@ async fn downloads_into_the_hub_cache_once_then_serves_offline() {
     let root = tmp("cache");
     let hub = FakeHub::start(&repos(&root), &root);
     let cache = root.join("cache");
-    let o = opts(&hub.url, &cache);
+    let o = opts(&hub.url(), &cache);
 
     let r = get("hf://t/gguf:Q4_1", None, &o).await.unwrap();
     let origin = r.hub.clone().unwrap();
-    assert_eq!((origin.repo.as_str(), origin.revision.as_str()), ("t/gguf", "main"));
+    assert_eq!(
+        (origin.repo.as_str(), origin.revision.as_str()),
+        ("t/gguf", "main")
+    );
     let want = noise(SIZE, 1);
     assert_eq!(std::fs::read(&r.path).unwrap(), want);
     // The hub's layout: snapshot symlink → blob named by sha256, refs/main → commit.
@@ -189,13 +136,17 @@ async fn downloads_into_the_hub_cache_once_then_serves_offline() {
         std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
         origin.commit
     );
-    assert!(std::fs::metadata(cache.join(".locks/models--t--gguf")).unwrap().is_dir());
-    assert_eq!(hub.downloads(&sha256_hex(&want)).await.len(), 1);
+    assert!(
+        std::fs::metadata(cache.join(".locks/models--t--gguf"))
+            .unwrap()
+            .is_dir()
+    );
+    assert_eq!(hub.downloads(&sha256_hex(&want)).len(), 1);
 
     // Second start: repository info only, no file is downloaded again.
     let again = get("t/gguf:Q4_1", None, &o).await.unwrap();
     assert_eq!(again, r);
-    assert_eq!(hub.downloads(&sha256_hex(&want)).await.len(), 1);
+    assert_eq!(hub.downloads(&sha256_hex(&want)).len(), 1);
 
     // A revision pins another file; main is unchanged.
     let v1 = get("hf://t/gguf:Q4_1", Some("v1"), &o).await.unwrap();
@@ -207,7 +158,9 @@ async fn downloads_into_the_hub_cache_once_then_serves_offline() {
         v1_origin.commit
     );
     // ... and a commit id as revision needs no ref.
-    let pinned = get("hf://t/gguf:Q4_1", Some(&origin.commit), &o).await.unwrap();
+    let pinned = get("hf://t/gguf:Q4_1", Some(&origin.commit), &o)
+        .await
+        .unwrap();
     assert_eq!(pinned.path, r.path);
 
     // Offline: nothing but the cache, even with the hub gone.
@@ -227,7 +180,9 @@ async fn downloads_into_the_hub_cache_once_then_serves_offline() {
     let e = get("hf://t/gguf:Q8_0", None, &offline).await.unwrap_err();
     let msg = e.to_string();
     assert!(
-        matches!(e, Error::NotCached { .. }) && msg.contains("HF_HUB_OFFLINE") && !msg.contains('\n'),
+        matches!(e, Error::NotCached { .. })
+            && msg.contains("HF_HUB_OFFLINE")
+            && !msg.contains('\n'),
         "{msg}"
     );
     let e = get("hf://t/other", None, &o).await.unwrap_err();
@@ -241,19 +196,15 @@ async fn a_cut_connection_resumes_and_a_stuck_one_leaves_a_resumable_partial() {
     let root = tmp("faults");
     let hub = FakeHub::start(&repos(&root), &root);
     let cache = root.join("cache");
-    let o = opts(&hub.url, &cache);
+    let o = opts(&hub.url(), &cache);
     let want = noise(SIZE, 1);
     let sha = sha256_hex(&want);
 
     // Cut once at 5 MiB: the same run resumes with a Range request.
-    hub.post(
-        "/_admin/faults",
-        serde_json::json!({"file": GGUF, "cut_after": 5 << 20, "times": 1}),
-    )
-    .await;
+    hub.cut(GGUF, 5 << 20, 1);
     let r = get("hf://t/gguf:Q4_1", None, &o).await.unwrap();
     assert_eq!(std::fs::read(&r.path).unwrap(), want);
-    let gets = hub.downloads(&sha).await;
+    let gets = hub.downloads(&sha);
     assert_eq!(gets.len(), 2, "{gets:?}");
     assert_eq!(gets[0]["bytes"], 5 << 20);
     assert_eq!(gets[1]["status"], 206);
@@ -261,13 +212,9 @@ async fn a_cut_connection_resumes_and_a_stuck_one_leaves_a_resumable_partial() {
 
     // Cut on every attempt: one line, no blob, the partial stays for the next start.
     let cache2 = root.join("cache2");
-    let o2 = opts(&hub.url, &cache2);
-    hub.post("/_admin/reset", serde_json::json!({})).await;
-    hub.post(
-        "/_admin/faults",
-        serde_json::json!({"file": GGUF, "cut_after": 1 << 20, "times": 100}),
-    )
-    .await;
+    let o2 = opts(&hub.url(), &cache2);
+    hub.reset();
+    hub.cut(GGUF, 1 << 20, 100);
     let e = get("hf://t/gguf:Q4_1", None, &o2).await.unwrap_err();
     let msg = e.to_string();
     assert!(
@@ -281,10 +228,10 @@ async fn a_cut_connection_resumes_and_a_stuck_one_leaves_a_resumable_partial() {
     let partial = blobs.join(format!("{sha}.incomplete"));
     assert_eq!(std::fs::metadata(&partial).unwrap().len(), 6 << 20);
     // Next start, connection healthy again: resumes at 6 MiB.
-    hub.post("/_admin/reset", serde_json::json!({})).await;
+    hub.reset();
     let r2 = get("hf://t/gguf:Q4_1", None, &o2).await.unwrap();
     assert_eq!(std::fs::read(&r2.path).unwrap(), want);
-    let gets = hub.downloads(&sha).await;
+    let gets = hub.downloads(&sha);
     assert_eq!(gets.len(), 1);
     assert_eq!(gets[0]["range"], format!("bytes={}-", 6 << 20));
     assert!(!partial.exists());
@@ -294,11 +241,17 @@ async fn a_cut_connection_resumes_and_a_stuck_one_leaves_a_resumable_partial() {
     let cache3 = root.join("cache3");
     let blobs3 = cache3.join("models--t--gguf/blobs");
     std::fs::create_dir_all(&blobs3).unwrap();
-    std::fs::write(blobs3.join(format!("{sha}.incomplete")), noise(SIZE - 100, 9)).unwrap();
-    hub.post("/_admin/reset", serde_json::json!({})).await;
-    let r3 = get("hf://t/gguf:Q4_1", None, &opts(&hub.url, &cache3)).await.unwrap();
+    std::fs::write(
+        blobs3.join(format!("{sha}.incomplete")),
+        noise(SIZE - 100, 9),
+    )
+    .unwrap();
+    hub.reset();
+    let r3 = get("hf://t/gguf:Q4_1", None, &opts(&hub.url(), &cache3))
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(&r3.path).unwrap(), want);
-    let gets = hub.downloads(&sha).await;
+    let gets = hub.downloads(&sha);
     assert_eq!(gets.len(), 2, "{gets:?}");
     assert_eq!(gets[0]["range"], format!("bytes={}-", SIZE - 100));
     assert!(gets[1]["range"].is_null());
@@ -310,7 +263,7 @@ async fn a_download_waits_for_the_lock_another_process_holds() {
     let root = tmp("lock");
     let hub = FakeHub::start(&repos(&root), &root);
     let cache = root.join("cache");
-    let o = opts(&hub.url, &cache);
+    let o = opts(&hub.url(), &cache);
     let sha = sha256_hex(&noise(SIZE, 1));
     // Hold the blob's lock as another pod sharing the cache volume would.
     let lock_path = cache.join(format!(".locks/models--t--gguf/{sha}.lock"));
@@ -323,11 +276,11 @@ async fn a_download_waits_for_the_lock_another_process_holds() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert!(!task.is_finished());
-    assert!(hub.downloads(&sha).await.is_empty());
+    assert!(hub.downloads(&sha).is_empty());
     held.unlock().unwrap();
     let r = task.await.unwrap().unwrap();
     assert_eq!(std::fs::read(&r.path).unwrap(), noise(SIZE, 1));
-    assert_eq!(hub.downloads(&sha).await.len(), 1);
+    assert_eq!(hub.downloads(&sha).len(), 1);
     std::fs::remove_dir_all(&root).ok();
 }
 
@@ -336,7 +289,9 @@ async fn hf_directories_fetch_config_tokenizer_and_the_indexed_shards() {
     let root = tmp("hfdir");
     let hub = FakeHub::start(&repos(&root), &root);
     let cache = root.join("cache");
-    let r = get("hf://t/hf", None, &opts(&hub.url, &cache)).await.unwrap();
+    let r = get("hf://t/hf", None, &opts(&hub.url(), &cache))
+        .await
+        .unwrap();
     let commit = r.hub.unwrap().commit;
     assert_eq!(r.path, cache.join("models--t--hf/snapshots").join(&commit));
     let mut files: Vec<String> = std::fs::read_dir(&r.path)
@@ -361,7 +316,7 @@ async fn hf_directories_fetch_config_tokenizer_and_the_indexed_shards() {
     // Small (git) files are blobs named by their git sha1.
     let config = std::fs::read_link(r.path.join("config.json")).unwrap();
     assert_eq!(config.file_name().unwrap().len(), 40);
-    assert!(hub.downloads("pytorch_model.bin").await.is_empty());
+    assert!(hub.downloads("pytorch_model.bin").is_empty());
     std::fs::remove_dir_all(&root).ok();
 }
 
@@ -370,29 +325,56 @@ async fn hub_errors_are_one_clear_line() {
     let root = tmp("errors");
     let hub = FakeHub::start(&repos(&root), &root);
     let cache = root.join("cache");
-    let o = opts(&hub.url, &cache);
+    let o = opts(&hub.url(), &cache);
     let with = |token: &str| HubOptions {
         token: Some(token.to_owned()),
         ..o.clone()
     };
     let cases: Vec<(Result<_, Error>, &str)> = vec![
-        (get("hf://t/missing", None, &o).await, "repository not found"),
-        (get("hf://t/private", None, &o).await, "--hf-token or HF_TOKEN"),
-        (get("hf://t/private", None, &with("hf_bad")).await, "refused the token"),
+        (
+            get("hf://t/missing", None, &o).await,
+            "repository not found",
+        ),
+        (
+            get("hf://t/private", None, &o).await,
+            "--hf-token or HF_TOKEN",
+        ),
+        (
+            get("hf://t/private", None, &with("hf_bad")).await,
+            "refused the token",
+        ),
         (get("hf://t/gated:Q4_1", None, &o).await, "is gated"),
-        (get("hf://t/gated:Q4_1", None, &with("hf_other")).await, "has no access yet"),
-        (get("hf://t/gguf", Some("v9"), &o).await, "has no revision `v9`"),
-        (get("hf://t/gguf:Q5_K_M", None, &o).await, "no GGUF file matches :Q5_K_M"),
+        (
+            get("hf://t/gated:Q4_1", None, &with("hf_other")).await,
+            "has no access yet",
+        ),
+        (
+            get("hf://t/gguf", Some("v9"), &o).await,
+            "has no revision `v9`",
+        ),
+        (
+            get("hf://t/gguf:Q5_K_M", None, &o).await,
+            "no GGUF file matches :Q5_K_M",
+        ),
         (get("hf://t/gguf", None, &o).await, "several GGUF files"),
     ];
     for (result, want) in cases {
         let msg = result.unwrap_err().to_string();
-        assert!(msg.contains(want) && !msg.contains('\n'), "want {want:?} in {msg:?}");
+        assert!(
+            msg.contains(want) && !msg.contains('\n'),
+            "want {want:?} in {msg:?}"
+        );
     }
     // The right token opens the private and the gated repositories.
-    let ok = get("hf://t/gated:Q4_1", None, &with("hf_good")).await.unwrap();
+    let ok = get("hf://t/gated:Q4_1", None, &with("hf_good"))
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(&ok.path).unwrap(), noise(SIZE, 1));
-    assert!(get("hf://t/private:Q8_0", None, &with("hf_good")).await.is_ok());
+    assert!(
+        get("hf://t/private:Q8_0", None, &with("hf_good"))
+            .await
+            .is_ok()
+    );
     // Nothing half-done was left behind by the failures.
     let leftovers: Vec<_> = walk(&cache)
         .into_iter()
@@ -400,13 +382,9 @@ async fn hub_errors_are_one_clear_line() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // Local models: hub flags are refused, a missing path is named.
-    let local = resolve(
-        &model("/nonexistent/m.gguf"),
-        &Request::default(),
-        &o,
-    )
-    .await
-    .unwrap_err();
+    let local = resolve(&model("/nonexistent/m.gguf"), &Request::default(), &o)
+        .await
+        .unwrap_err();
     assert_eq!(local.to_string(), "model not found: /nonexistent/m.gguf");
     let rev = resolve(
         &model("/nonexistent/m.gguf"),
@@ -418,7 +396,11 @@ async fn hub_errors_are_one_clear_line() {
     )
     .await
     .unwrap_err();
-    assert!(rev.to_string().starts_with("--revision applies to hub models"), "{rev}");
+    assert!(
+        rev.to_string()
+            .starts_with("--revision applies to hub models"),
+        "{rev}"
+    );
     std::fs::remove_dir_all(&root).ok();
 }
 

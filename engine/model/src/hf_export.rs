@@ -37,7 +37,10 @@ pub fn gguf_to_hf_dir(gguf: &Path, dir: &Path, shards: usize) -> Result<()> {
             .dequantize(&Device::Cpu)?)
     };
     let mut ts: Vec<(String, Tensor)> = vec![
-        ("model.embed_tokens.weight".into(), get("token_embd.weight")?),
+        (
+            "model.embed_tokens.weight".into(),
+            get("token_embd.weight")?,
+        ),
         ("model.norm.weight".into(), get("output_norm.weight")?),
     ];
     let tied = !content.tensor_infos.contains_key("output.weight");
@@ -47,8 +50,14 @@ pub fn gguf_to_hf_dir(gguf: &Path, dir: &Path, shards: usize) -> Result<()> {
     for i in 0..cfg.num_layers {
         let h = |s: &str| format!("model.layers.{i}.{s}.weight");
         let g = |s: &str| format!("blk.{i}.{s}.weight");
-        ts.push((h("self_attn.q_proj"), unpermute(&get(&g("attn_q"))?, cfg.num_heads)?));
-        ts.push((h("self_attn.k_proj"), unpermute(&get(&g("attn_k"))?, cfg.num_kv_heads)?));
+        ts.push((
+            h("self_attn.q_proj"),
+            unpermute(&get(&g("attn_q"))?, cfg.num_heads)?,
+        ));
+        ts.push((
+            h("self_attn.k_proj"),
+            unpermute(&get(&g("attn_k"))?, cfg.num_kv_heads)?,
+        ));
         for (hf, gg) in [
             ("self_attn.v_proj", "attn_v"),
             ("self_attn.o_proj", "attn_output"),
@@ -117,7 +126,10 @@ fn write_shards(dir: &Path, ts: Vec<(String, Tensor)>, n: usize) -> Result<()> {
         }
         filled += t.elem_count();
         let t = t.to_dtype(DType::F16)?;
-        groups.last_mut().expect("invariant: one group at least").insert(name, t);
+        groups
+            .last_mut()
+            .expect("invariant: one group at least")
+            .insert(name, t);
     }
     if groups.len() == 1 {
         return save(dir, "model.safetensors", &groups[0]);
@@ -131,7 +143,8 @@ fn write_shards(dir: &Path, ts: Vec<(String, Tensor)>, n: usize) -> Result<()> {
         }
         save(dir, &file, g)?;
     }
-    let index = serde_json::json!({"metadata": {"total_size": total * 2}, "weight_map": weight_map});
+    let index =
+        serde_json::json!({"metadata": {"total_size": total * 2}, "weight_map": weight_map});
     write(dir, "model.safetensors.index.json", &index.to_string())
 }
 

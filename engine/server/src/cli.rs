@@ -11,7 +11,9 @@ pub use candela_contract::serve::{
     CacheArgs, HubArgs, LogArgs, ModelArgs, SchedulerArgs, ServeArgs, ServerArgs,
 };
 pub use candela_contract::sidecar::SidecarArgs;
-pub use candela_contract::{ByteSize, Device, Dtype, KvCacheDtype, ProcessCommand, SchedulingPolicy};
+pub use candela_contract::{
+    ByteSize, Device, Dtype, KvCacheDtype, ProcessCommand, SchedulingPolicy,
+};
 pub use candela_model::{DEFAULT_MODEL_FILE, default_model_path};
 
 /// Candela: an OpenAI-compatible LLM inference server on candle.
@@ -60,7 +62,12 @@ mod tests {
     /// binary accepts with the same values, and the tools sit beside it.
     #[test]
     fn process_commands_parse_as_in_the_contract() {
-        let argv = ["candela", "serve", "--model=hf://org/m:Q4_K_M", "--max-num-seqs=7"];
+        let argv = [
+            "candela",
+            "serve",
+            "--model=hf://org/m:Q4_K_M",
+            "--max-num-seqs=7",
+        ];
         let Command::Process(ProcessCommand::Serve(a)) = Cli::try_parse_from(argv).unwrap().command
         else {
             panic!("not serve");
@@ -72,7 +79,10 @@ mod tests {
             Command::Process(ProcessCommand::Sidecar(_))
         ));
         assert!(matches!(
-            Cli::try_parse_from(["candela", "plan", "--help"]).map(|_| ()).unwrap_err().kind(),
+            Cli::try_parse_from(["candela", "plan", "--help"])
+                .map(|_| ())
+                .unwrap_err()
+                .kind(),
             clap::error::ErrorKind::DisplayHelp
         ));
         assert_eq!(

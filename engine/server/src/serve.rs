@@ -419,7 +419,10 @@ mod tests {
             served_model_names(&a, p, None),
             vec!["SmolLM2.Q4_1", "/m/SmolLM2.Q4_1.gguf"]
         );
-        assert_eq!(served_model_names(&serve_args(&[]), p, None), vec!["SmolLM2.Q4_1"]);
+        assert_eq!(
+            served_model_names(&serve_args(&[]), p, None),
+            vec!["SmolLM2.Q4_1"]
+        );
         let a = serve_args(&["--served-model-name", "smol,tiny"]);
         assert_eq!(served_model_names(&a, p, None), vec!["smol", "tiny"]);
         let dir = Path::new("/models/Qwen2-0.5B");
@@ -441,9 +444,13 @@ mod tests {
 
     #[tokio::test]
     async fn local_models_and_the_default_resolve_without_network() {
-        let e = resolve_model(&serve_args(&["/nonexistent/m.gguf"])).await.unwrap_err();
+        let e = resolve_model(&serve_args(&["/nonexistent/m.gguf"]))
+            .await
+            .unwrap_err();
         assert_eq!(format!("{e:#}"), "model not found: /nonexistent/m.gguf");
-        let e = resolve_model(&serve_args(&["--revision", "v1"])).await.unwrap_err();
+        let e = resolve_model(&serve_args(&["--revision", "v1"]))
+            .await
+            .unwrap_err();
         assert!(format!("{e:#}").contains("need a hub model"), "{e:#}");
         let default = cli::default_model_path().unwrap();
         match resolve_model(&serve_args(&[])).await {
@@ -462,8 +469,8 @@ mod tests {
             served_model_names: vec!["m".into()],
         };
         let err = start(&serve_args(&["--device", "cuda:1"]), &model)
-        .err()
-        .expect("no CUDA in this build");
+            .err()
+            .expect("no CUDA in this build");
         let msg = format!("{err:#}");
         assert!(
             msg.starts_with("--device cuda:1: this build has no CUDA support")

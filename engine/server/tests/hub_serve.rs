@@ -7,70 +7,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use candela_hub::fake::FakeHub;
 use common::{Proc, free_port, http_get, http_post, serve_command, spawn_healthy};
 
 const GGUF_REPO: &str = "candela-test/SmolLM2-135M-Instruct-GGUF";
 const HF_REPO: &str = "HuggingFaceTB/SmolLM2-135M-Instruct";
 const GGUF_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
-struct FakeHub {
-    child: Child,
-    url: String,
-}
-
-impl Drop for FakeHub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl FakeHub {
-    fn start(config: &serde_json::Value, dir: &Path) -> Self {
-        let path = dir.join("hub.json");
-        std::fs::write(&path, config.to_string()).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hub/tests/fake_hub.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the fake hub");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn port(&self) -> u16 {
-        self.url.rsplit(':').next().unwrap().parse().unwrap()
-    }
-
-    /// GETs that carried file bytes.
-    fn downloads(&self) -> Vec<serde_json::Value> {
-        let (_, body) = http_get(self.port(), "/_admin/stats").unwrap();
-        serde_json::from_str::<Vec<serde_json::Value>>(&body)
-            .unwrap()
-            .into_iter()
-            .filter(|r| {
-                let path = r["path"].as_str().unwrap();
-                r["method"] == "GET"
-                    && r["bytes"].as_u64().unwrap() > 0
-                    && !path.starts_with("/api/")
-                    && !path.starts_with("/_admin/")
-            })
-            .collect()
-    }
-}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("candela-hubserve-{name}-{}", std::process::id()));
@@ -91,27 +36,36 @@ fn hub_config(root: &Path) -> serde_json::Value {
     std::fs::write(main.join("README.md"), "SmolLM2-135M-Instruct, Q4_1\n").unwrap();
     let mut bytes = std::fs::read(&gguf).unwrap();
     let name = b"Smollm2 135M 8k Lc100K Mix1 Ep2";
-    let at = bytes.windows(name.len()).position(|w| w == name).expect("general.name");
+    let at = bytes
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("general.name");
     bytes[at + name.len() - 1] = b'3';
     std::fs::write(v1.join(GGUF_FILE), bytes).unwrap();
     serde_json::json!({
         "repos": {
             GGUF_REPO: {"revisions": {"main": main, "v1": v1}},
             HF_REPO: {"revisions": {"main": common::default_hf_dir()}},
-            "candela-test/gated": {"revisions": {"main": main}, "gated": true},
-        }
+            "candela-test/gated": {"revisions": {"main": main}, "gated": true, "granted": ["hf_good"]},
+        },
+        "tokens": ["hf_good"],
     })
 }
 
 fn serve(port: u16, hub: &str, hf_home: &Path, log: &Path, args: &[&str]) -> Command {
     let mut cmd = serve_command(port);
-    cmd.args(["--grpc-port", &free_port().to_string(), "--max-model-len", "2048"])
-        .args(args)
-        .env("HF_ENDPOINT", hub)
-        .env("HF_HOME", hf_home)
-        .env_remove("HF_TOKEN")
-        .env_remove("HF_HUB_OFFLINE")
-        .env("RUST_LOG", "info");
+    cmd.args([
+        "--grpc-port",
+        &free_port().to_string(),
+        "--max-model-len",
+        "2048",
+    ])
+    .args(args)
+    .env("HF_ENDPOINT", hub)
+    .env("HF_HOME", hf_home)
+    .env_remove("HF_TOKEN")
+    .env_remove("HF_HUB_OFFLINE")
+    .env("RUST_LOG", "info");
     // The log goes to stdout, errors to stderr: both into the log file.
     let file = std::fs::File::create(log).unwrap();
     cmd.stdout(file.try_clone().unwrap()).stderr(file);
@@ -157,19 +111,19 @@ fn hub_gguf_downloads_once_then_serves_from_the_cache_and_offline() {
     let model = format!("hf://{GGUF_REPO}:Q4_1");
 
     // First start: downloads, cut once at 40 MiB and resumed, with progress in the log.
-    let (_, _) = http_post(
-        hub.port(),
-        "/_admin/faults",
-        &format!(r#"{{"file":"{GGUF_FILE}","cut_after":{},"times":1}}"#, 40 << 20),
-    )
-    .unwrap();
+    hub.cut(GGUF_FILE, 40 << 20, 1);
     let port = free_port();
     let log = root.join("first.log");
-    let server = spawn_healthy(serve(port, &hub.url, &hf_home, &log, &[&model]), port);
+    let server = spawn_healthy(serve(port, &hub.url(), &hf_home, &log, &[&model]), port);
     answers(port);
     let m = models(port);
     assert_eq!(m["data"][0]["id"], GGUF_REPO);
-    let ids: Vec<&str> = m["data"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = m["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
     assert!(ids.contains(&model.as_str()), "{ids:?}");
     drop(server);
     let text = std::fs::read_to_string(&log).unwrap();
@@ -181,40 +135,58 @@ fn hub_gguf_downloads_once_then_serves_from_the_cache_and_offline() {
     ] {
         assert!(text.contains(want), "log lacks {want:?}:\n{text}");
     }
-    let gets = hub.downloads();
+    let gets = hub.downloads("");
     assert_eq!(gets.len(), 2, "{gets:?}");
     // The hub's cache layout, shared with Python tools.
     let repo_dir = hf_home.join("hub/models--candela-test--SmolLM2-135M-Instruct-GGUF");
     let commit = std::fs::read_to_string(repo_dir.join("refs/main")).unwrap();
     let snap = repo_dir.join("snapshots").join(&commit).join(GGUF_FILE);
-    assert_eq!(std::fs::metadata(&snap).unwrap().len(), std::fs::metadata(common::default_model()).unwrap().len());
+    assert_eq!(
+        std::fs::metadata(&snap).unwrap().len(),
+        std::fs::metadata(common::default_model()).unwrap().len()
+    );
     assert_eq!(m["data"][0]["root"], snap.display().to_string());
 
     // Second start, hub up: nothing is downloaded again.
     let port = free_port();
     let log = root.join("second.log");
-    let server = spawn_healthy(serve(port, &hub.url, &hf_home, &log, &[&model]), port);
+    let server = spawn_healthy(serve(port, &hub.url(), &hf_home, &log, &[&model]), port);
     answers(port);
     drop(server);
-    assert_eq!(hub.downloads().len(), 2);
-    assert!(!std::fs::read_to_string(&log).unwrap().contains("downloading"));
+    assert_eq!(hub.downloads("").len(), 2);
+    assert!(
+        !std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("downloading")
+    );
 
     // A revision pins another file (and only that one is downloaded).
     let port = free_port();
     let log = root.join("v1.log");
     let server = spawn_healthy(
-        serve(port, &hub.url, &hf_home, &log, &[&model, "--revision", "v1"]),
+        serve(
+            port,
+            &hub.url(),
+            &hf_home,
+            &log,
+            &[&model, "--revision", "v1"],
+        ),
         port,
     );
     let v1_commit = std::fs::read_to_string(repo_dir.join("refs/v1")).unwrap();
     assert_ne!(v1_commit, commit);
-    assert!(models(port)["data"][0]["root"].as_str().unwrap().contains(&v1_commit));
+    assert!(
+        models(port)["data"][0]["root"]
+            .as_str()
+            .unwrap()
+            .contains(&v1_commit)
+    );
     answers(port);
     drop(server);
-    assert_eq!(hub.downloads().len(), 3);
+    assert_eq!(hub.downloads("").len(), 3);
 
     // Offline with the hub gone: from the cache.
-    let dead = hub.url.clone();
+    let dead = hub.url();
     drop(hub);
     let port = free_port();
     let log = root.join("offline.log");
@@ -230,7 +202,10 @@ fn hub_gguf_downloads_once_then_serves_from_the_cache_and_offline() {
     answers(port);
     drop(server);
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("cannot reach the Hugging Face Hub") && text.contains("from the cache"), "{text}");
+    assert!(
+        text.contains("cannot reach the Hugging Face Hub") && text.contains("from the cache"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&root).ok();
 }
 
@@ -241,13 +216,22 @@ fn a_bare_org_name_serves_a_sharded_hf_directory() {
     let hub = FakeHub::start(&hub_config(&root), &root);
     let port = free_port();
     let log = root.join("hf.log");
-    let server: Proc = spawn_healthy(serve(port, &hub.url, &hf_home, &log, &[HF_REPO]), port);
+    let server: Proc = spawn_healthy(serve(port, &hub.url(), &hf_home, &log, &[HF_REPO]), port);
     assert_eq!(models(port)["data"][0]["id"], HF_REPO);
     answers(port);
     drop(server);
     let text = std::fs::read_to_string(&log).unwrap();
-    for file in ["config.json", "tokenizer.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"] {
-        assert!(text.contains(&format!("downloaded hf://{HF_REPO}/{file}")), "{file}:\n{text}");
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
+        assert!(
+            text.contains(&format!("downloaded hf://{HF_REPO}/{file}")),
+            "{file}:\n{text}"
+        );
     }
     std::fs::remove_dir_all(&root).ok();
 }
@@ -258,15 +242,54 @@ fn hub_failures_stop_the_server_with_one_line() {
     let hf_home = root.join("hf");
     let hub = FakeHub::start(&hub_config(&root), &root);
     let cases: Vec<(Vec<&str>, bool, &str)> = vec![
-        (vec!["hf://nobody/nothing"], false, "error: hf://nobody/nothing: repository not found on"),
-        (vec!["hf://candela-test/gated:Q4_1"], false, "error: hf://candela-test/gated is gated: accept its conditions at"),
-        (vec!["hf://candela-test/SmolLM2-135M-Instruct-GGUF:Q4_1", "--revision", "v9"], false, "has no revision `v9`"),
-        (vec!["hf://candela-test/SmolLM2-135M-Instruct-GGUF:Q5_K_M"], false, "no GGUF file matches :Q5_K_M; GGUF files: SmolLM2-135M-Instruct.Q4_1.gguf"),
-        (vec!["hf://candela-test/SmolLM2-135M-Instruct-GGUF:Q4_1"], true, "HF_HUB_OFFLINE is set and no download of revision `main` was recorded"),
-        (vec!["hf://org"], false, "error: `hf://org` is not a hub model: expected org/name"),
+        (
+            vec!["hf://nobody/nothing"],
+            false,
+            "error: hf://nobody/nothing: repository not found on",
+        ),
+        (
+            vec!["hf://candela-test/gated:Q4_1"],
+            false,
+            "error: hf://candela-test/gated is gated: accept its conditions at",
+        ),
+        (
+            vec![
+                "hf://candela-test/SmolLM2-135M-Instruct-GGUF:Q4_1",
+                "--revision",
+                "v9",
+            ],
+            false,
+            "has no revision `v9`",
+        ),
+        (
+            vec!["hf://candela-test/SmolLM2-135M-Instruct-GGUF:Q5_K_M"],
+            false,
+            "no GGUF file matches :Q5_K_M; GGUF files: SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        (
+            vec!["hf://candela-test/SmolLM2-135M-Instruct-GGUF:Q4_1"],
+            true,
+            "HF_HUB_OFFLINE is set and no download of revision `main` was recorded",
+        ),
+        (
+            vec!["hf://org"],
+            false,
+            "error: `hf://org` is not a hub model: expected org/name",
+        ),
+        (
+            vec!["hf://candela-test/gated:Q4_1", "--hf-token", "hf_bad"],
+            false,
+            "the hub refused the token (401 Invalid credentials in Authorization header)",
+        ),
     ];
     for (args, offline, want) in cases {
-        let mut cmd = serve(free_port(), &hub.url, &hf_home, &root.join("x.log"), &args);
+        let mut cmd = serve(
+            free_port(),
+            &hub.url(),
+            &hf_home,
+            &root.join("x.log"),
+            &args,
+        );
         if offline {
             cmd.env("HF_HUB_OFFLINE", "1");
         }
@@ -274,10 +297,30 @@ fn hub_failures_stop_the_server_with_one_line() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last = stderr.lines().last().unwrap_or_default();
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(last.starts_with("error: ") && last.contains(want), "{args:?}: want {want:?} in {last:?}");
+        assert!(
+            last.starts_with("error: ") && last.contains(want),
+            "{args:?}: want {want:?} in {last:?}"
+        );
     }
+    // The right token (HF_TOKEN, as the hub's own clients read it) opens the gated model.
+    let port = free_port();
+    let mut cmd = serve(
+        port,
+        &hub.url(),
+        &hf_home,
+        &root.join("gated.log"),
+        &["hf://candela-test/gated:Q4_1"],
+    );
+    cmd.env("HF_TOKEN", "hf_good");
+    let server = spawn_healthy(cmd, port);
+    answers(port);
+    drop(server);
+    std::fs::remove_dir_all(hf_home.join("hub/models--candela-test--gated")).unwrap();
     // No failure left a blob or partial file behind.
-    let leftovers: Vec<_> = walk(&hf_home).into_iter().filter(|p| p.to_string_lossy().contains("blobs")).collect();
+    let leftovers: Vec<_> = walk(&hf_home)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("blobs"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     std::fs::remove_dir_all(&root).ok();
 }

@@ -42,7 +42,10 @@ pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Result<Deploymen
     let engine_args = engine_command(owner)?;
     let sidecar_args = sidecar_command();
     // The engine's and the sidecar's own parser and validation, on exactly this argv.
-    for (container, argv) in [(ENGINE_CONTAINER, &engine_args), (SIDECAR_CONTAINER, &sidecar_args)] {
+    for (container, argv) in [
+        (ENGINE_CONTAINER, &engine_args),
+        (SIDECAR_CONTAINER, &sidecar_args),
+    ] {
         candela_contract::parse_process_args(argv).map_err(|e| {
             Error::InvalidSpec(format!(
                 "the {container} container would refuse its arguments: {e}"
@@ -128,9 +131,8 @@ fn engine_command(owner: &Owner<'_>) -> Result<Vec<String>> {
         .kv_cache_memory
         .as_ref()
         .map(|q| {
-            q.0.parse::<candela_contract::ByteSize>().map_err(|why| {
-                Error::InvalidSpec(format!("engine.kvCacheMemory {:?}: {why}", q.0))
-            })
+            q.0.parse::<candela_contract::ByteSize>()
+                .map_err(|why| Error::InvalidSpec(format!("engine.kvCacheMemory {:?}: {why}", q.0)))
         })
         .transpose()?;
     let hub = matches!(owner.source, ModelSource::HuggingFace(_));
@@ -415,9 +417,9 @@ fn label_value(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::label_value;
+    use crate::Error;
     use crate::builders::{BuildConfig, build};
     use crate::fixtures::infd;
-    use crate::Error;
 
     fn refusal(yaml: &str) -> String {
         match build(&infd(yaml), &BuildConfig::default()) {
@@ -430,22 +432,36 @@ mod tests {
     /// engine's own words.
     #[test]
     fn argv_the_engine_would_refuse_is_an_invalid_spec() {
-        let m = refusal("spec: {model: {source: hf://org/m}, engine: {extraArgs: [--max-num-seq=4]}}");
+        let m =
+            refusal("spec: {model: {source: hf://org/m}, engine: {extraArgs: [--max-num-seq=4]}}");
         assert_eq!(
             m,
             "the engine container would refuse its arguments: unexpected argument '--max-num-seq' found (tip: a similar argument exists: '--max-num-seqs')"
         );
-        let m = refusal("spec: {model: {source: hf://org/m}, engine: {maxNumSeqs: 4, extraArgs: [--max-num-seqs=8]}}");
-        assert!(m.contains("'--max-num-seqs <MAX_NUM_SEQS>' cannot be used multiple times"), "{m}");
-        let m = refusal("spec: {model: {source: hf://org/m}, engine: {extraArgs: [--block-size=12]}}");
+        let m = refusal(
+            "spec: {model: {source: hf://org/m}, engine: {maxNumSeqs: 4, extraArgs: [--max-num-seqs=8]}}",
+        );
+        assert!(
+            m.contains("'--max-num-seqs <MAX_NUM_SEQS>' cannot be used multiple times"),
+            "{m}"
+        );
+        let m =
+            refusal("spec: {model: {source: hf://org/m}, engine: {extraArgs: [--block-size=12]}}");
         assert!(m.contains("--block-size must be a power of two"), "{m}");
-        let m = refusal("spec: {model: {source: hf://org/m}, engine: {extraArgs: [--tensor-parallel-size=2]}}");
-        assert!(m.contains("--tensor-parallel-size 2 is not supported yet"), "{m}");
+        let m = refusal(
+            "spec: {model: {source: hf://org/m}, engine: {extraArgs: [--tensor-parallel-size=2]}}",
+        );
+        assert!(
+            m.contains("--tensor-parallel-size 2 is not supported yet"),
+            "{m}"
+        );
         let m = refusal("spec: {model: {source: hf://org/m}, engine: {kvCacheMemory: lots}}");
         assert!(m.starts_with("engine.kvCacheMemory \"lots\""), "{m}");
         // Flags the engine knows pass, in either spelling.
         let ok = build(
-            &infd("spec: {model: {source: hf://org/m}, engine: {kvCacheMemory: 512Mi, extraArgs: [--max-waiting, '64', --threads=2]}}"),
+            &infd(
+                "spec: {model: {source: hf://org/m}, engine: {kvCacheMemory: 512Mi, extraArgs: [--max-waiting, '64', --threads=2]}}",
+            ),
             &BuildConfig::default(),
         );
         assert!(ok.is_ok(), "{ok:?}");

@@ -32,8 +32,8 @@ use crate::crd::{InferenceDeployment, ModelSource};
 use crate::{Error, Result};
 
 pub use autoscaling::adapter_rules;
-pub use dashboard::{DashboardKind, dashboard_json, template_dashboard};
 pub use candela_contract::ports::{ENGINE_CONTAINER, SIDECAR_CONTAINER};
+pub use dashboard::{DashboardKind, dashboard_json, template_dashboard};
 
 /// Port of the OpenAI-compatible HTTP API.
 pub const HTTP_PORT: i32 = candela_contract::ports::HTTP as i32;
@@ -228,7 +228,14 @@ fn service(owner: &Owner<'_>) -> Service {
         port,
         target_port: Some(IntOrString::String(name.to_owned())),
         protocol: Some("TCP".to_owned()),
-        app_protocol: Some(if name == GRPC_PORT_NAME { "grpc" } else { "http" }.to_owned()),
+        app_protocol: Some(
+            if name == GRPC_PORT_NAME {
+                "grpc"
+            } else {
+                "http"
+            }
+            .to_owned(),
+        ),
         ..ServicePort::default()
     };
     Service {

@@ -31,10 +31,27 @@ impl Drop for Proc {
 
 /// GET over a fresh connection: `(status, body)`; `None` when nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http(port, "GET", path, None)
+}
+
+/// POST a JSON body over a fresh connection: `(status, body)`.
+pub fn http_post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
+    http(port, "POST", path, Some(body))
+}
+
+fn http(port: u16, method: &str, path: &str, json: Option<&str>) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let body = json.unwrap_or_default();
+    let content = match json {
+        Some(b) => format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ),
+        None => String::new(),
+    };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{content}Connection: close\r\n\r\n{body}"
     )
     .ok()?;
     let mut raw = String::new();
@@ -77,22 +94,6 @@ pub fn spawn_healthy(mut cmd: Command, port: u16) -> Proc {
         std::thread::sleep(Duration::from_millis(200));
     }
     server
-}
-
-/// POST a JSON body over a fresh connection: `(status, body)`.
-pub fn http_post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.split(' ').nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
 }
 
 /// The default model as a Hugging Face directory (two safetensors shards + index),

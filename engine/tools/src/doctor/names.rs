@@ -27,10 +27,7 @@ pub const REQUEST_SUCCESS: &str = m::REQUEST_SUCCESS_TOTAL;
 // Histograms (family names; samples add `_bucket`, `_sum`, `_count`).
 pub const TTFT: &str = m::TIME_TO_FIRST_TOKEN;
 /// Per-token decode latency: current name first, the seed's older one second.
-pub const TPOT: [&str; 2] = [
-    m::INTER_TOKEN_LATENCY,
-    m::TIME_PER_OUTPUT_TOKEN,
-];
+pub const TPOT: [&str; 2] = [m::INTER_TOKEN_LATENCY, m::TIME_PER_OUTPUT_TOKEN];
 pub const E2E: &str = m::E2E_REQUEST_LATENCY;
 pub const QUEUE_TIME: &str = m::REQUEST_QUEUE_TIME;
 pub const PREFILL_TIME: &str = m::REQUEST_PREFILL_TIME;
