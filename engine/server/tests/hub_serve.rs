@@ -147,10 +147,14 @@ fn hub_gguf_downloads_once_then_serves_from_the_cache_and_offline() {
     );
     assert_eq!(m["data"][0]["root"], snap.display().to_string());
 
-    // Second start, hub up: nothing is downloaded again.
+    // Second start, hub up, the file named with --gguf-file: nothing is downloaded again.
     let port = free_port();
     let log = root.join("second.log");
-    let server = spawn_healthy(serve(port, &hub.url(), &hf_home, &log, &[&model]), port);
+    let repo = format!("hf://{GGUF_REPO}");
+    let server = spawn_healthy(
+        serve(port, &hub.url(), &hf_home, &log, &[&repo, "--gguf-file", GGUF_FILE]),
+        port,
+    );
     answers(port);
     drop(server);
     assert_eq!(hub.downloads("").len(), 2);
