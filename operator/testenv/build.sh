@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Builds the real control plane the operator's integration tests run against:
-# etcd, kube-apiserver and kube-controller-manager, and prometheus-adapter (the custom
-# metrics API server the hpa autoscaling backend reads), from the wrapper Go modules
+# Builds the real Kubernetes parts Candela's tests run: etcd, kube-apiserver and
+# kube-controller-manager (the operator's integration tests), kube-scheduler, kubelet and
+# kube-proxy (the one-node cluster of deploy/local/cluster.sh), and prometheus-adapter (the
+# custom metrics API server the hpa autoscaling backend reads), from the wrapper Go modules
 # next to this script. Binaries are cached outside the repository under
 # ~/.cache/candela/k8s/<key>/bin, keyed by the wrapper go.mod/go.sum files (the
 # adapter under adapter-<its own key>/, linked into bin/), so a warm run costs nothing.
 # A cold build takes 10-20 minutes on 2 cores (the adapter alone: 2-3 minutes).
 #
 # Usage: build.sh [component...]
-#   (default: etcd kube-apiserver kube-controller-manager prometheus-adapter)
+#   (default: etcd kube-apiserver kube-controller-manager prometheus-adapter;
+#    also: kube-scheduler kubelet kube-proxy)
 # Prints the bin directory on the last line of stdout.
 #
 # Honors NICE (default 19) and GOFLAGS (e.g. -p=1) to stay polite on shared machines.
@@ -59,7 +61,7 @@ for c in "${components[@]}"; do
     etcd)
       (cd "$here/etcd" && "${nice_cmd[@]}" go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$bin/.$c.tmp" .)
       ;;
-    kube-apiserver | kube-controller-manager)
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy)
       (cd "$here/kube" && "${nice_cmd[@]}" go build -trimpath -buildvcs=false -ldflags "$ldflags" \
         -o "$bin/.$c.tmp" "k8s.io/kubernetes/cmd/$c")
       ;;
