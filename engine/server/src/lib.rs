@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cli;
 pub mod detokenizer;
+pub mod drain;
 pub mod engine;
 pub mod grpc;
 pub mod metrics;

@@ -366,20 +366,34 @@ pub async fn run(args: ServeArgs, profiler: Profiler) -> anyhow::Result<()> {
         grpc::EngineService::new(&started.state, profiler.clone()),
     )
     .await?;
+    let drain = Arc::new(crate::drain::Drain::default());
     let app = api::router(started.state)
         .merge(metrics::router(started.engine.clone()))
-        .merge(crate::profiler::router(profiler));
+        .merge(crate::profiler::router(profiler))
+        .layer(axum::middleware::from_fn_with_state(
+            drain.clone(),
+            crate::drain::middleware,
+        ));
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(drain.signal(crate::drain::DRAIN_WINDOW))
         .await?;
     // Open WatchStats streams never end by themselves: stop gRPC with HTTP.
     grpc_task.abort();
     drop(started.engine);
+    info!("drained: every request in flight finished; exiting");
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM (shared with `candela sidecar`).
-pub(crate) async fn shutdown_signal() {
+/// Which shutdown signal arrived.
+pub(crate) enum Signal {
+    /// Ctrl-C at a terminal.
+    Interrupt,
+    /// SIGTERM: the kubelet (or a service manager) stopping the process.
+    Terminate,
+}
+
+/// Resolves on Ctrl-C or SIGTERM, saying which.
+pub(crate) async fn wait_for_signal() -> Signal {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -392,7 +406,15 @@ pub(crate) async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tokio::select! {
+        () = ctrl_c => Signal::Interrupt,
+        () = term => Signal::Terminate,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (`candela sidecar`: nothing to drain).
+pub(crate) async fn shutdown_signal() {
+    wait_for_signal().await;
     info!("shutting down");
 }
 

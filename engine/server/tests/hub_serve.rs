@@ -152,7 +152,13 @@ fn hub_gguf_downloads_once_then_serves_from_the_cache_and_offline() {
     let log = root.join("second.log");
     let repo = format!("hf://{GGUF_REPO}");
     let server = spawn_healthy(
-        serve(port, &hub.url(), &hf_home, &log, &[&repo, "--gguf-file", GGUF_FILE]),
+        serve(
+            port,
+            &hub.url(),
+            &hf_home,
+            &log,
+            &[&repo, "--gguf-file", GGUF_FILE],
+        ),
         port,
     );
     answers(port);

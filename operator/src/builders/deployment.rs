@@ -4,7 +4,8 @@
 //! Pods run non-root with a read-only root filesystem, no privilege escalation and no
 //! capabilities; everything that must be writable is an emptyDir (model cache, /tmp,
 //! profiles, /dev/shm). Changing any engine setting changes the pod template and so rolls
-//! the Deployment.
+//! the Deployment. A replaced pod loses no request: a `preStop` sleep lets the endpoint
+//! removal reach kube-proxy before SIGTERM, then the engine drains (see the constants).
 
 use std::collections::BTreeMap;
 
@@ -13,9 +14,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
-    TCPSocketAction, Volume, VolumeMount,
+    HTTPGetAction, Lifecycle, LifecycleHandler, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, SleepAction, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -36,6 +37,12 @@ const PROFILE_DIR: &str = "/var/cache/candela/profiles";
 const PVC_MOUNT: &str = "/models";
 /// UID/GID of the engine image's non-root user.
 const RUN_AS: i64 = 65532;
+/// Seconds the kubelet waits before SIGTERM: the pod is already off the Service's
+/// endpoints, so kube-proxy stops sending it new connections first. Then the engine
+/// drains (`candela::drain`: 5 s of `Connection: close`, then in-flight requests finish).
+const PRE_STOP_SLEEP_SECONDS: i64 = 5;
+/// preStop + drain window + the longest generation a rolling update waits for.
+const TERMINATION_GRACE_SECONDS: i64 = 120;
 
 pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Result<Deployment> {
     let spec = &owner.infd.spec;
@@ -87,7 +94,7 @@ pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Result<Deploymen
         affinity: spec.affinity.clone(),
         priority_class_name: spec.priority_class_name.clone(),
         runtime_class_name: spec.runtime_class_name.clone(),
-        termination_grace_period_seconds: Some(60),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         ..PodSpec::default()
     };
 
@@ -256,6 +263,15 @@ fn engine_container(owner: &Owner<'_>, image: &str, args: Vec<String>) -> Contai
             ..ResourceRequirements::default()
         }),
         // Loading weights can take minutes: the startup probe allows 30 of them.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SLEEP_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         startup_probe: Some(health(10, 180)),
         readiness_probe: Some(health(5, 3)),
         liveness_probe: Some(health(10, 6)),
