@@ -19,8 +19,15 @@
 # 10.244.0.0/24, Services 10.96.0.0/16; the apiserver is https://10.244.0.1:6443, the
 # `kubernetes` Service 10.96.0.1), etcd on 127.0.0.1. Needs root.
 #
+# The monitoring stack runs in it the way users run it (namespace `monitoring`):
+# prometheus-operator (Go module) with one Prometheus (Go module: Debian's lacks Kubernetes
+# service discovery) and one Alertmanager (Debian's binary), selecting ServiceMonitors/PrometheusRules labelled
+# release=kube-prometheus-stack (the chart's default), and prometheus-adapter with the
+# chart's rules behind the custom metrics API (deploy/local/monitoring/stack.yaml).
+#
 # Settings: CANDELA_CLUSTER_IMAGES=0 skips building/importing Candela's images (the pause
-# image is always there); IMAGE_PROFILE=dev builds them from the dev profile (faster);
+# image is always there); CANDELA_CLUSTER_MONITORING=0 skips the monitoring stack;
+# IMAGE_PROFILE=dev builds Candela's images from the dev profile (faster);
 # CANDELA_CLUSTER_EXTRA_IMAGES: more OCI archives to import, space-separated.
 set -euo pipefail
 
@@ -84,7 +91,8 @@ tools() {
     apt_install "${missing[@]}"
   fi
   BIN="$(GOFLAGS="${GOFLAGS:--p=2}" NICE="${NICE:-0}" "$REPO/operator/testenv/build.sh" \
-    etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy prometheus-adapter | tail -n 1)"
+    etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy prometheus-adapter \
+    prometheus-operator prometheus-config-reloader prometheus | tail -n 1)"
   HELM="$CACHE/helm/3.19.0/helm"
   [ -x "$HELM" ] || "$REPO/scripts/chart-tests.sh" install >&2
   KUBECTL="$CACHE/helm/3.19.0/kubectl"
@@ -319,6 +327,87 @@ EOF
     "'$KUBECTL' --kubeconfig '$KUBECONFIG_FILE' get node $NODE -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
 }
 
+# A local image from files: NAME ENTRYPOINT SRC:DEST… on the Debian-packages base that
+# scripts/build-images.sh makes; saved as an OCI archive in the image cache (by content).
+local_image() {
+  local name="$1" entrypoint="$2"; shift 2
+  local key archive
+  key="$(for f in "$@"; do echo "$f"; find -L "${f%%:*}" -type f -exec sha256sum {} + 2>/dev/null | sort; done | sha256sum | cut -c1-12)"
+  archive="$CACHE/images/oci/$(echo "$name" | tr '/:' '__')-$key.oci.tar"
+  if [ ! -s "$archive" ]; then
+    say "building $name"
+    local ctr m
+    ctr="$(buildah from --quiet --pull=never "$(base_image)")"
+    m="$(buildah mount "$ctr")"
+    for f in "$@"; do
+      mkdir -p "$m/$(dirname "${f#*:}")"
+      cp -aH "${f%%:*}" "$m/${f#*:}"
+    done
+    buildah umount "$ctr" >/dev/null
+    buildah config --entrypoint "[\"$entrypoint\"]" --cmd '' --user 65534:65534 "$ctr"
+    buildah commit --quiet --rm "$ctr" "$name" >/dev/null
+    buildah push --quiet "$name" "oci-archive:$archive:$name" >/dev/null
+  fi
+  echo "$archive"
+}
+
+base_image() {
+  buildah images --format '{{.Name}}:{{.Tag}}' | grep -m1 '^localhost/candela-base:' \
+    || { "$REPO/scripts/build-images.sh" --profile "${IMAGE_PROFILE:-release}" >&2 \
+         && buildah images --format '{{.Name}}:{{.Tag}}' | grep -m1 '^localhost/candela-base:'; }
+}
+
+# prometheus-operator, Prometheus, Alertmanager and prometheus-adapter in namespace
+# `monitoring` (deploy/local/monitoring/stack.yaml), from local images.
+monitoring() {
+  [ "${CANDELA_CLUSTER_MONITORING:-1}" = 0 ] && return 0
+  local k=("$KUBECTL" --kubeconfig "$KUBECONFIG_FILE")
+  local debs="$CACHE/images/debs" w
+  mkdir -p "$debs"
+  w="$(mktemp -d)"
+  (cd "$debs" && { ls prometheus-alertmanager_*.deb >/dev/null 2>&1 \
+     || apt-get download prometheus-alertmanager >/dev/null 2>&1 \
+     || { apt-get update -qq && apt-get download prometheus-alertmanager >/dev/null; }; })
+  dpkg-deb -x "$(ls -t "$debs"/prometheus-alertmanager_*.deb | head -n1)" "$w/alertmanager"
+  local archives=(
+    "$(local_image localhost/prometheus:v2.55.1 /bin/prometheus "$BIN/prometheus:/bin/prometheus")"
+    "$(local_image localhost/alertmanager:v0.25.0 /bin/alertmanager \
+        "$w/alertmanager/usr/bin/prometheus-alertmanager:/bin/alertmanager" \
+        "$w/alertmanager/usr/share/prometheus:/usr/share/prometheus")"
+    "$(local_image localhost/prometheus-operator:v0.85.0 /bin/operator "$BIN/prometheus-operator:/bin/operator")"
+    "$(local_image localhost/prometheus-config-reloader:v0.85.0 /bin/prometheus-config-reloader \
+        "$BIN/prometheus-config-reloader:/bin/prometheus-config-reloader")"
+    "$(local_image localhost/prometheus-adapter:v0.12.0 /adapter "$BIN/prometheus-adapter:/adapter")"
+  )
+  rm -rf "$w"
+  for a in "${archives[@]}"; do
+    ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$a" >/dev/null || die "importing $a"
+  done
+  # prometheus-operator's own CRDs and example manifests, from the pinned module.
+  local mod
+  mod="$(cd "$REPO/operator/testenv/prometheus-operator" && go list -m -f '{{.Dir}}' github.com/prometheus-operator/prometheus-operator)"
+  "${k[@]}" apply --server-side -f "$mod/example/prometheus-operator-crd" >/dev/null
+  "${k[@]}" wait --for condition=Established --timeout=60s crd/prometheuses.monitoring.coreos.com crd/alertmanagers.monitoring.coreos.com >/dev/null
+  "${k[@]}" create namespace monitoring --dry-run=client -o yaml | "${k[@]}" apply -f - >/dev/null
+  for f in "$mod"/example/rbac/prometheus-operator/prometheus-operator-{service-account,cluster-role,cluster-role-binding,deployment,service}.yaml \
+           "$mod"/example/rbac/prometheus/prometheus-{service-account,cluster-role,cluster-role-binding}.yaml; do
+    sed -e 's/namespace: default/namespace: monitoring/' \
+        -e 's#quay.io/prometheus-operator/prometheus-operator:v0.85.0#localhost/prometheus-operator:v0.85.0#' \
+        -e 's#quay.io/prometheus-operator/prometheus-config-reloader:v0.85.0#localhost/prometheus-config-reloader:v0.85.0#' \
+        -e 's#--kubelet-service=kube-system/kubelet#--kubelet-service=#' "$f"
+    echo "---"
+  done | "${k[@]}" -n monitoring apply -f - >/dev/null
+  "${k[@]}" -n monitoring create configmap prometheus-adapter-rules \
+    --from-file=config.yaml="$REPO/charts/candela/files/prometheus-adapter-rules.yaml" \
+    --dry-run=client -o yaml | "${k[@]}" apply -f - >/dev/null
+  "${k[@]}" -n monitoring rollout status deploy/prometheus-operator --timeout=120s >/dev/null \
+    || die "prometheus-operator did not start (kubectl -n monitoring logs deploy/prometheus-operator)"
+  "${k[@]}" apply -f "$REPO/deploy/local/monitoring/stack.yaml" >/dev/null
+  wait_for "Prometheus" 180 sh -c "'$KUBECTL' --kubeconfig '$KUBECONFIG_FILE' -n monitoring get pod prometheus-candela-0 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+  wait_for "Alertmanager" 120 sh -c "'$KUBECTL' --kubeconfig '$KUBECONFIG_FILE' -n monitoring get pod alertmanager-candela-0 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+  wait_for "prometheus-adapter" 120 sh -c "'$KUBECTL' --kubeconfig '$KUBECONFIG_FILE' get apiservice v1beta1.custom.metrics.k8s.io -o jsonpath='{.status.conditions[?(@.type==\"Available\")].status}' | grep -qx True"
+}
+
 # ---------------------------------------------------------------------------- commands
 up() {
   local t0=$SECONDS
@@ -330,6 +419,7 @@ up() {
   runtime
   images
   node
+  monitoring
   say "up in $((SECONDS - t0)) s: node $NODE ($NODE_IP), apiserver $API, state $STATE"
   echo "KUBECONFIG=$KUBECONFIG_FILE"
 }

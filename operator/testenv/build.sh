@@ -10,7 +10,8 @@
 #
 # Usage: build.sh [component...]
 #   (default: etcd kube-apiserver kube-controller-manager prometheus-adapter;
-#    also: kube-scheduler kubelet kube-proxy)
+#    also: kube-scheduler kubelet kube-proxy, prometheus-operator and
+#    prometheus-config-reloader from ./prometheus-operator, prometheus from ./prometheus)
 # Prints the bin directory on the last line of stdout.
 #
 # Honors NICE (default 19) and GOFLAGS (e.g. -p=1) to stay polite on shared machines.
@@ -26,6 +27,10 @@ bin="$cache/bin"
 mkdir -p "$bin"
 adapter_key="$(cat "$here/adapter/go.mod" "$here/adapter/go.sum" "$here/adapter/tools.go" | sha256sum | cut -c1-16)"
 adapter="$root/adapter-$adapter_key/prometheus-adapter"
+promop_key="$(cat "$here/prometheus-operator/go.mod" "$here/prometheus-operator/go.sum" | sha256sum | cut -c1-16)"
+promop="$root/prometheus-operator-$promop_key"
+prom_key="$(cat "$here/prometheus/go.mod" "$here/prometheus/go.sum" | sha256sum | cut -c1-16)"
+prom="$root/prometheus-$prom_key/prometheus"
 
 components=("$@")
 if [ ${#components[@]} -eq 0 ]; then
@@ -50,6 +55,35 @@ for c in "${components[@]}"; do
       echo "cached: $adapter" >&2
     fi
     ln -sfn "$adapter" "$bin/prometheus-adapter"
+    continue
+  fi
+  if [ "$c" = prometheus ]; then
+    if [ ! -x "$prom" ]; then
+      echo "building prometheus (cold builds take minutes)..." >&2
+      mkdir -p "$(dirname "$prom")"
+      (cd "$here/prometheus" && "${nice_cmd[@]}" go build -trimpath -buildvcs=false -ldflags "-s -w \
+        -X github.com/prometheus/common/version.Version=2.55.1" \
+        -o "$prom.tmp" github.com/prometheus/prometheus/cmd/prometheus)
+      mv "$prom.tmp" "$prom"
+    else
+      echo "cached: $prom" >&2
+    fi
+    ln -sfn "$prom" "$bin/prometheus"
+    continue
+  fi
+  if [ "$c" = prometheus-operator ] || [ "$c" = prometheus-config-reloader ]; then
+    pkg=operator
+    [ "$c" = prometheus-config-reloader ] && pkg=prometheus-config-reloader
+    if [ ! -x "$promop/$c" ]; then
+      echo "building $c (cold builds take minutes)..." >&2
+      mkdir -p "$promop"
+      (cd "$here/prometheus-operator" && "${nice_cmd[@]}" go build -trimpath -buildvcs=false -ldflags "-s -w" \
+        -o "$promop/.$c.tmp" "github.com/prometheus-operator/prometheus-operator/cmd/$pkg")
+      mv "$promop/.$c.tmp" "$promop/$c"
+    else
+      echo "cached: $promop/$c" >&2
+    fi
+    ln -sfn "$promop/$c" "$bin/$c"
     continue
   fi
   if [ -x "$bin/$c" ]; then
