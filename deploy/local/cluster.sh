@@ -17,7 +17,8 @@
 # Built binaries and images are cached under ~/.cache/candela (a warm `up` takes well
 # under two minutes). Addresses: the node is 10.244.0.1 on the bridge candela0 (pods get
 # 10.244.0.0/24, Services 10.96.0.0/16; the apiserver is https://10.244.0.1:6443, the
-# `kubernetes` Service 10.96.0.1), etcd on 127.0.0.1. Needs root.
+# `kubernetes` Service 10.96.0.1, cluster DNS (CoreDNS, Go module) 10.96.0.10), etcd on
+# 127.0.0.1. Needs root.
 #
 # The monitoring stack runs in it the way users run it (namespace `monitoring`):
 # prometheus-operator (Go module) with one Prometheus (Go module: Debian's lacks Kubernetes
@@ -40,6 +41,7 @@ NODE_IP=10.244.0.1
 POD_CIDR=10.244.0.0/24
 SERVICE_CIDR=10.96.0.0/16
 API_SERVICE_IP=10.96.0.1
+DNS_IP=10.96.0.10
 API="https://$NODE_IP:6443"
 PAUSE_IMAGE=localhost/candela-pause:1
 KUBECONFIG_FILE="$STATE/admin.kubeconfig"
@@ -92,7 +94,7 @@ tools() {
   fi
   BIN="$(GOFLAGS="${GOFLAGS:--p=2}" NICE="${NICE:-0}" "$REPO/operator/testenv/build.sh" \
     etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy prometheus-adapter \
-    prometheus-operator prometheus-config-reloader prometheus | tail -n 1)"
+    prometheus-operator prometheus-config-reloader prometheus coredns | tail -n 1)"
   HELM="$CACHE/helm/3.19.0/helm"
   [ -x "$HELM" ] || "$REPO/scripts/chart-tests.sh" install >&2
   KUBECTL="$CACHE/helm/3.19.0/kubectl"
@@ -301,6 +303,8 @@ failSwapOn: false
 failCgroupV1: false
 podLogsDir: $STATE/pods-logs
 resolvConf: /etc/resolv.conf
+clusterDNS: [$DNS_IP]
+clusterDomain: cluster.local
 # Images are imported, never pulled: keep them all.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -332,7 +336,11 @@ EOF
 local_image() {
   local name="$1" entrypoint="$2"; shift 2
   local key archive
-  key="$(for f in "$@"; do echo "$f"; find -L "${f%%:*}" -type f -exec sha256sum {} + 2>/dev/null | sort; done | sha256sum | cut -c1-12)"
+  # Keyed by destinations and contents (not by the sources' temporary paths).
+  key="$(for f in "$@"; do
+    echo "${f#*:}"
+    find -L "${f%%:*}" -type f -print0 | sort -z | xargs -0 cat | sha256sum
+  done | sha256sum | cut -c1-12)"
   archive="$CACHE/images/oci/$(echo "$name" | tr '/:' '__')-$key.oci.tar"
   if [ ! -s "$archive" ]; then
     say "building $name"
@@ -355,6 +363,16 @@ base_image() {
   buildah images --format '{{.Name}}:{{.Tag}}' | grep -m1 '^localhost/candela-base:' \
     || { "$REPO/scripts/build-images.sh" --profile "${IMAGE_PROFILE:-release}" >&2 \
          && buildah images --format '{{.Name}}:{{.Tag}}' | grep -m1 '^localhost/candela-base:'; }
+}
+
+# CoreDNS at $DNS_IP (deploy/local/coredns.yaml).
+dns() {
+  local archive
+  archive="$(local_image localhost/coredns:1.12.4 /coredns "$BIN/coredns:/coredns")"
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$archive" >/dev/null || die "importing $archive"
+  "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" apply -f "$REPO/deploy/local/coredns.yaml" >/dev/null
+  "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" -n kube-system rollout status deploy/coredns --timeout=120s >/dev/null \
+    || die "CoreDNS did not start (kubectl -n kube-system logs deploy/coredns)"
 }
 
 # prometheus-operator, Prometheus, Alertmanager and prometheus-adapter in namespace
@@ -419,6 +437,7 @@ up() {
   runtime
   images
   node
+  dns
   monitoring
   say "up in $((SECONDS - t0)) s: node $NODE ($NODE_IP), apiserver $API, state $STATE"
   echo "KUBECONFIG=$KUBECONFIG_FILE"

@@ -11,7 +11,8 @@
 # Usage: build.sh [component...]
 #   (default: etcd kube-apiserver kube-controller-manager prometheus-adapter;
 #    also: kube-scheduler kubelet kube-proxy, prometheus-operator and
-#    prometheus-config-reloader from ./prometheus-operator, prometheus from ./prometheus)
+#    prometheus-config-reloader from ./prometheus-operator, prometheus from ./prometheus,
+#    coredns from ./coredns)
 # Prints the bin directory on the last line of stdout.
 #
 # Honors NICE (default 19) and GOFLAGS (e.g. -p=1) to stay polite on shared machines.
@@ -29,6 +30,8 @@ adapter_key="$(cat "$here/adapter/go.mod" "$here/adapter/go.sum" "$here/adapter/
 adapter="$root/adapter-$adapter_key/prometheus-adapter"
 promop_key="$(cat "$here/prometheus-operator/go.mod" "$here/prometheus-operator/go.sum" | sha256sum | cut -c1-16)"
 promop="$root/prometheus-operator-$promop_key"
+coredns_key="$(cat "$here/coredns/go.mod" "$here/coredns/go.sum" | sha256sum | cut -c1-16)"
+coredns="$root/coredns-$coredns_key/coredns"
 prom_key="$(cat "$here/prometheus/go.mod" "$here/prometheus/go.sum" | sha256sum | cut -c1-16)"
 prom="$root/prometheus-$prom_key/prometheus"
 
@@ -55,6 +58,19 @@ for c in "${components[@]}"; do
       echo "cached: $adapter" >&2
     fi
     ln -sfn "$adapter" "$bin/prometheus-adapter"
+    continue
+  fi
+  if [ "$c" = coredns ]; then
+    if [ ! -x "$coredns" ]; then
+      echo "building coredns (cold builds take minutes)..." >&2
+      mkdir -p "$(dirname "$coredns")"
+      (cd "$here/coredns" && "${nice_cmd[@]}" go build -trimpath -buildvcs=false -ldflags "-s -w" \
+        -o "$coredns.tmp" github.com/coredns/coredns)
+      mv "$coredns.tmp" "$coredns"
+    else
+      echo "cached: $coredns" >&2
+    fi
+    ln -sfn "$coredns" "$bin/coredns"
     continue
   fi
   if [ "$c" = prometheus ]; then

@@ -1,0 +1,258 @@
+"""The whole loop on a real one-node Kubernetes (deploy/local/cluster.sh): the chart
+installed with helm, InferenceDeployments applied with kubectl, engine + sidecar pods that
+really start, load their model (a PVC and an hf:// repository on the local hub), become
+Ready through their probes and answer the official `openai` client through their
+Service's ClusterIP (kube-proxy); Prometheus scraping them through the generated
+ServiceMonitor, alerts, dashboards; both autoscaling backends adding a pod that really
+starts and takes traffic; and the faults: an engine killed mid-load, the leader operator
+pod deleted, a helm upgrade rolling the pods under load, a CR deleted.
+
+Run by deploy/local/e2e.sh (from scripts/test.sh). Tests run in file order and share one
+cluster; each prints what it measured (timelines, reaction times, failed requests).
+"""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import tempfile
+import threading
+import time
+
+import openai
+import pytest
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+CACHE = pathlib.Path(os.environ.get("CANDELA_CACHE", pathlib.Path.home() / ".cache/candela"))
+TOOLS = CACHE / "helm/3.19.0"
+KUBECTL = str(TOOLS / "kubectl")
+HELM = str(TOOLS / "helm")
+BIN = os.environ.get("CANDELA_BIN", str(REPO / "target/debug/candela"))
+NODE_IP = "10.244.0.1"
+NS = "llm"
+RELEASE = "candela"
+OPERATOR_NS = "candela-system"
+# What fits two engine pods beside the operator and the monitoring stack on 2 cores.
+ENGINE_RESOURCES = {"gpus": 0, "cpu": "700m", "memory": "1536Mi"}
+ENGINE_TUNING = {"maxNumSeqs": 8, "maxModelLen": 1024, "kvCacheMemory": "128Mi",
+                 "extraArgs": ["--threads=1"]}
+
+KUBECONFIG = None
+
+
+# ------------------------------------------------------------------------------ helpers
+def run(*args, check=True, timeout=600, input=None):
+    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                       input=input)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p.stdout
+
+
+def k(*args, **kw):
+    return run(KUBECTL, "--kubeconfig", KUBECONFIG, *args, **kw)
+
+
+def kj(*args):
+    return json.loads(k(*args, "-o", "json"))
+
+
+def apply(obj):
+    k("apply", "-f", "-", input=yaml.safe_dump(obj))
+
+
+def wait(what, timeout, fn, interval=1.0):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            value = fn()
+        except Exception as e:  # noqa: BLE001 - report the last failure on timeout
+            value, last = None, e
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
+
+
+def ts(s):
+    """RFC 3339 (as the apiserver writes it) to epoch seconds."""
+    from datetime import datetime
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def cluster_ip(name, ns=NS):
+    return k("-n", ns, "get", "svc", name, "-o", "jsonpath={.spec.clusterIP}")
+
+
+def prom(expr):
+    ip = cluster_ip("prometheus", "monitoring")
+    out = run("curl", "-sf", "--max-time", "10", "--data-urlencode", f"query={expr}",
+              f"http://{ip}:9090/api/v1/query")
+    return json.loads(out)["data"]["result"]
+
+
+def pods(instance):
+    return kj("-n", NS, "get", "pods", "-l", f"app.kubernetes.io/instance={instance}")["items"]
+
+
+def ready(pod):
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in pod.get("status", {}).get("conditions", []))
+
+
+def ready_pods(instance):
+    return [p for p in pods(instance) if ready(p) and not p["metadata"].get("deletionTimestamp")]
+
+
+def example(name, **spec_overrides):
+    """A deploy/examples/ InferenceDeployment, resized for this 2-core node."""
+    obj = yaml.safe_load((REPO / "deploy/examples" / name).read_text())
+    spec = obj["spec"]
+    spec["resources"] = dict(ENGINE_RESOURCES)
+    spec.setdefault("engine", {}).update(ENGINE_TUNING)
+    for key, value in spec_overrides.items():
+        spec[key] = value
+    return obj
+
+
+class Timeline:
+    """apply → Scheduled → image ready → model loaded → Ready, per pod, from the pod's
+    conditions, its events and the engine's log."""
+
+    def __init__(self):
+        self.rows = []
+
+    def record(self, pod, applied):
+        name = pod["metadata"]["name"]
+        conds = {c["type"]: ts(c["lastTransitionTime"]) for c in pod["status"]["conditions"]}
+        events = kj("-n", NS, "get", "events", "--field-selector", f"involvedObject.name={name}")["items"]
+        pulled = [ts(e.get("firstTimestamp") or e["eventTime"]) for e in events
+                  if e["reason"] == "Pulled" and "engine" in e["involvedObject"].get("fieldPath", "")]
+        log = k("-n", NS, "logs", name, "-c", "engine", "--timestamps", check=False)
+        loaded = next((ts(line.split(" ", 1)[0]) for line in log.splitlines() if "model loaded" in line), None)
+        row = {"pod": name, "scheduled": conds.get("PodScheduled"), "image": min(pulled) if pulled else None,
+               "loaded": loaded, "ready": conds.get("Ready")}
+        row = {key: (v - applied if isinstance(v, float) else v) for key, v in row.items()}
+        self.rows.append(row)
+        return row
+
+    def print(self, title):
+        print(f"\n{title}: seconds after apply (or after the scale-up decision)")
+        print(f"  {'pod':45} {'Scheduled':>9} {'image':>7} {'loaded':>7} {'Ready':>7}")
+        for r in self.rows:
+            f = lambda v: "-" if v is None else f"{v:7.1f}"  # noqa: E731
+            print(f"  {r['pod']:45} {f(r['scheduled']):>9} {f(r['image']):>7} {f(r['loaded']):>7} {f(r['ready']):>7}")
+
+
+class Load:
+    """`candela bench serve` against a Service's ClusterIP at a steady rate, in the
+    background, under `nice -n 19` (a light client: the engines need the 2 cores)."""
+
+    def __init__(self, instance, served, seconds, rate, concurrency, output_len=48):
+        self.dir = tempfile.mkdtemp(prefix="candela-e2e-load-")
+        ip = cluster_ip(instance)
+        n = max(4, int(seconds * rate))
+        self.proc = subprocess.Popen(
+            ["nice", "-n", "19", BIN, "bench", "serve", "--base-url", f"http://{ip}:8000",
+             "--model", served, "--dataset-name", "random", "--random-input-len", "32",
+             "--random-output-len", str(output_len), "--num-prompts", str(n),
+             "--request-rate", str(rate), "--max-concurrency", str(concurrency),
+             "--ready-check-timeout-sec", "0", "--disable-tqdm", "--save-result",
+             "--result-dir", self.dir, "--result-filename", "load.json"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.started = time.time()
+
+    def result(self, timeout=900):
+        out, _ = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, out
+        return json.loads(pathlib.Path(self.dir, "load.json").read_text())
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session", autouse=True)
+def cluster():
+    global KUBECONFIG
+    if os.environ.get("KUBECONFIG_E2E"):
+        KUBECONFIG = os.environ["KUBECONFIG_E2E"]
+    else:
+        t0 = time.time()
+        out = run(REPO / "deploy/local/cluster.sh", "up", timeout=3600)
+        KUBECONFIG = out.strip().splitlines()[-1].split("=", 1)[1]
+        print(f"\ncluster up in {time.time() - t0:.0f} s")
+    yield
+    if not os.environ.get("KUBECONFIG_E2E") and not os.environ.get("CANDELA_KEEP_CLUSTER"):
+        run(REPO / "deploy/local/cluster.sh", "down", timeout=600)
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The local hub (engine/hub/tests/fake_hub.py) on the node's bridge address, serving the
+    default model as the Hugging Face repository deploy/examples/smollm2-hf.yaml names."""
+    hf_dir = CACHE / "models/SmolLM2-135M-Instruct-hf"
+    assert (hf_dir / ".complete").exists(), "run scripts/setup.sh --test-deps first"
+    work = tempfile.mkdtemp(prefix="candela-e2e-hub-")
+    config = {"host": NODE_IP, "port": 0,
+              "repos": {"HuggingFaceTB/SmolLM2-135M-Instruct": {"revisions": {"main": str(hf_dir)}}}}
+    pathlib.Path(work, "hub.json").write_text(json.dumps(config))
+    proc = subprocess.Popen(["python3", REPO / "engine/hub/tests/fake_hub.py", pathlib.Path(work, "hub.json")],
+                            stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline().split()[1])
+    yield f"http://{NODE_IP}:{port}"
+    proc.kill()
+
+
+# -------------------------------------------------------------------------------- tests
+def test_chart_installs_the_operator_from_its_image():
+    apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    run(HELM, "--kubeconfig", KUBECONFIG, "upgrade", "--install", RELEASE, REPO / "charts/candela",
+        "-n", OPERATOR_NS, "--create-namespace", "--set", "alertsWebhook.enabled=true",
+        "--set", "alertsWebhook.alertmanagerNamespace=monitoring",
+        "--set", "prometheusAdapter.rules.enabled=true", "--wait", "--timeout", "5m")
+    ops = kj("-n", OPERATOR_NS, "get", "pods", "-l", "app.kubernetes.io/name=candela-operator")["items"]
+    assert len(ops) == 2 and all(ready(p) for p in ops), [p["status"] for p in ops]
+    assert {p["spec"]["containers"][0]["image"] for p in ops} == {"localhost/candela-operator:dev"}
+    holder = wait("a Lease holder", 60, lambda: kj("-n", OPERATOR_NS, "get", "lease", RELEASE)["spec"].get("holderIdentity"))
+    assert holder in {p["metadata"]["name"] for p in ops}, holder
+    crd = kj("get", "crd", "inferencedeployments.candela.dev")
+    assert any(c["type"] == "Established" and c["status"] == "True" for c in crd["status"]["conditions"])
+    print(f"\noperator pods {[p['metadata']['name'] for p in ops]}, leader {holder}")
+
+
+def test_examples_become_ready_and_answer_through_their_service(hub):
+    # The PVC the CPU example names, holding the default GGUF (a hostPath volume here).
+    models = str(CACHE / "models")
+    apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "candela-models"},
+           "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                    "hostPath": {"path": models, "type": "Directory"}, "persistentVolumeReclaimPolicy": "Retain"}})
+    apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models", "namespace": NS},
+           "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": "candela-models",
+                    "resources": {"requests": {"storage": "1Gi"}}}})
+    hf = example("smollm2-hf.yaml")
+    hf["spec"]["engine"]["env"] = [{"name": "HF_ENDPOINT", "value": hub}]
+    applied = time.time()
+    apply(hf)
+    apply(example("smollm2-cpu.yaml"))
+    timeline = Timeline()
+    for instance in ["smollm2-hf", "smollm2"]:
+        pod = wait(f"{instance} Ready", 300, lambda: ready_pods(instance))[0]
+        timeline.record(pod, applied)
+        infd = kj("-n", NS, "get", "infd", instance)
+        conditions = {c["type"]: c["status"] for c in infd["status"]["conditions"]}
+        assert conditions["Ready"] == "True", infd["status"]
+    timeline.print("kubectl apply → Ready")
+    for row in timeline.rows:
+        assert row["ready"] is not None and row["loaded"] is not None and row["ready"] >= row["loaded"], row
+    for instance, served in [("smollm2-hf", "HuggingFaceTB/SmolLM2-135M-Instruct"), ("smollm2", "SmolLM2-135M-Instruct")]:
+        client = openai.OpenAI(base_url=f"http://{cluster_ip(instance)}:8000/v1", api_key="none", max_retries=0)
+        chat = client.chat.completions.create(model=served, max_tokens=16,
+                                              messages=[{"role": "user", "content": "What is the capital of France?"}])
+        assert chat.choices[0].message.content.strip(), chat
+        completion = client.completions.create(model=served, prompt="The capital of France is", max_tokens=8,
+                                               temperature=0)
+        print(f"{instance} via ClusterIP: {completion.choices[0].text!r}")
+    # The hf:// model was downloaded by the pod, into its cache volume, from the hub.
+    log = k("-n", NS, "logs", "deploy/smollm2-hf", "-c", "engine")
+    assert "downloaded hf://HuggingFaceTB/SmolLM2-135M-Instruct/model-00002-of-00002.safetensors" in log
