@@ -256,3 +256,96 @@ def test_examples_become_ready_and_answer_through_their_service(hub):
     # The hf:// model was downloaded by the pod, into its cache volume, from the hub.
     log = k("-n", NS, "logs", "deploy/smollm2-hf", "-c", "engine")
     assert "downloaded hf://HuggingFaceTB/SmolLM2-135M-Instruct/model-00002-of-00002.safetensors" in log
+
+
+def delete_and_check_nothing_left(instance):
+    """Deleting an InferenceDeployment leaves nothing it created (owner references + GC)."""
+    k("-n", NS, "delete", "infd", instance, "--wait=true", timeout=300)
+    kinds = "deployments,replicasets,pods,services,configmaps,horizontalpodautoscalers,servicemonitors,prometheusrules"
+
+    def gone():
+        out = k("-n", NS, "get", kinds, "-l", f"app.kubernetes.io/instance={instance}", "-o", "name")
+        return not out.strip()
+    wait(f"everything of {instance} gone", 180, gone)
+
+
+def test_deleting_an_example_leaves_nothing():
+    delete_and_check_nothing_left("smollm2-hf")
+
+
+def test_prometheus_scrapes_with_the_token_rules_load_dashboards_have_data_and_hpa_scales():
+    """The CPU example with a metrics token and the hpa backend: Prometheus scrapes the
+    sidecar through the generated ServiceMonitor with the token from its Secret, the
+    generated PrometheusRule is loaded and its waiting-requests alert fires under load, the
+    generated dashboards' queries return data, and the HPA (custom metrics from
+    prometheus-adapter) scales 1 → 2: the second pod starts, loads, becomes Ready and takes
+    traffic; after the load it scales back to 1."""
+    k("-n", NS, "create", "secret", "generic", "candela-metrics", "--from-literal=token=e2e-metrics-token")
+    patch = {"spec": {
+        "monitoring": {"metricsAuthSecretRef": {"name": "candela-metrics", "key": "token"}},
+        "autoscaling": {"enabled": True, "backend": "hpa", "minReplicas": 1, "maxReplicas": 2,
+                        "targets": {"waitingRequestsPerReplica": 2, "kvCacheUsage": 0.95},
+                        "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0},
+                                     "scaleDown": {"stabilizationWindowSeconds": 20,
+                                                   "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}]}}}}}
+    k("-n", NS, "patch", "infd", "smollm2", "--type", "merge", "-p", json.dumps(patch))
+    wait("the rolled pod Ready with the token", 300, lambda: [
+        p for p in ready_pods("smollm2")
+        if any(e["name"] == "CANDELA_SIDECAR_METRICS_TOKEN" for c in p["spec"]["containers"] for e in c.get("env") or [])])
+    pod = ready_pods("smollm2")[0]
+    ip = pod["status"]["podIP"]
+    # The sidecar refuses a scrape without the token; Prometheus has it from the Secret.
+    status = run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{ip}:9090/metrics")
+    assert status == "401", status
+    up = wait("Prometheus scraping the sidecar", 120, lambda: [
+        r for r in prom('up{namespace="llm",service="smollm2"}') if r["value"][1] == "1"])
+    print(f"\nPrometheus target up: {up[0]['metric']['instance']} (bearer token from Secret candela-metrics)")
+    rules = json.loads(run("curl", "-sf", f"http://{cluster_ip('prometheus', 'monitoring')}:9090/api/v1/rules"))
+    groups = [g["name"] for g in rules["data"]["groups"] if "llm" in g["file"] and "smollm2" in g["file"]]
+    assert groups, [g["file"] for g in rules["data"]["groups"]]
+    print(f"rule groups loaded from PrometheusRule llm/smollm2: {groups}")
+
+    load = Load("smollm2", "SmolLM2-135M-Instruct", seconds=200, rate=6, concurrency=32)
+    decided = wait("the HPA asking for 2 replicas", 240, lambda: (
+        kj("-n", NS, "get", "hpa", "smollm2")["status"].get("desiredReplicas") == 2 and time.time()))
+    timeline = Timeline()
+    second = wait("a second Ready pod", 300, lambda: len(ready_pods("smollm2")) == 2 and ready_pods("smollm2"))
+    newest = max(second, key=lambda p: p["metadata"]["creationTimestamp"])
+    timeline.record(newest, decided)
+    timeline.print("HPA scale-up: decision → second pod Ready")
+    print(f"scale-up reaction: load start → HPA decision {decided - load.started:.1f} s, "
+          f"→ second pod Ready {timeline.rows[0]['ready'] + decided - load.started:.1f} s")
+    name = newest["metadata"]["name"]
+    # Clients keep their keep-alive connections (kube-proxy balances connections, not
+    # requests): traffic reaches the new pod from clients that connect after it is Ready.
+    more = Load("smollm2", "SmolLM2-135M-Instruct", seconds=60, rate=3, concurrency=8)
+    wait(f"{name} taking traffic", 120, lambda: [
+        r for r in prom(f'increase(vllm:generation_tokens_total{{namespace="llm",pod="{name}"}}[1m])')
+        if float(r["value"][1]) > 0])
+    # The seed's alert: requests waiting > 10 for 2 minutes.
+    firing = wait("CandelaRequestsWaiting firing", 240, lambda: [
+        r for r in prom('ALERTS{alertname="CandelaRequestsWaiting",namespace="llm",alertstate="firing"}')])
+    print(f"alert firing: {firing[0]['metric']['alertname']} {firing[0]['metric'].get('model_name')}")
+    # Every query of the generated dashboards, under load.
+    cm = kj("-n", NS, "get", "configmap", "smollm2-dashboards")
+    empty, total = [], 0
+    for name_, text in cm["data"].items():
+        for panel in json.loads(text).get("panels", []):
+            for target in panel.get("targets", []):
+                expr = (target["expr"].replace("$__rate_interval", "1m").replace("$namespace", "llm")
+                        .replace("$model_name", "SmolLM2-135M-Instruct"))
+                total += 1
+                if not prom(expr):
+                    empty.append(f"{name_}: {panel.get('title')}")
+    print(f"dashboard queries with data: {total - len(empty)}/{total}; empty: {empty}")
+    for needed in ["TTFT", "TPOT", "throughput", "Queue", "KV"]:
+        assert not [e for e in empty if needed.lower() in e.lower() and "overview" in e], (needed, empty)
+    for label, l in [("first client", load), ("second client", more)]:
+        result = l.result()
+        print(f"load, {label}: {result['completed']} completed, {result['failed']} failed")
+    # After the load: back to one replica.
+    t0 = time.time()
+    wait("scale back to 1", 300, lambda: kj("-n", NS, "get", "infd", "smollm2")["spec"]["replicas"] == 1
+         and len(pods("smollm2")) == 1)
+    print(f"scaled back to 1 replica {time.time() - t0:.0f} s after the load ended")
+    delete_and_check_nothing_left("smollm2")
