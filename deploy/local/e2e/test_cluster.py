@@ -336,10 +336,10 @@ def test_prometheus_scrapes_with_the_token_rules_load_dashboards_have_data_and_h
                         .replace("$model_name", "SmolLM2-135M-Instruct"))
                 total += 1
                 if not prom(expr):
-                    empty.append(f"{name_}: {panel.get('title')}")
+                    empty.append(f"{name_}: {panel.get('title')}: {expr}")
     print(f"dashboard queries with data: {total - len(empty)}/{total}; empty: {empty}")
-    for needed in ["TTFT", "TPOT", "throughput", "Queue", "KV"]:
-        assert not [e for e in empty if needed.lower() in e.lower() and "overview" in e], (needed, empty)
+    # Only the GPU (DCGM) series are absent on a CPU node.
+    assert all("DCGM_FI_DEV" in e for e in empty), empty
     for label, l in [("first client", load), ("second client", more)]:
         result = l.result()
         print(f"load, {label}: {result['completed']} completed, {result['failed']} failed")
@@ -349,3 +349,151 @@ def test_prometheus_scrapes_with_the_token_rules_load_dashboards_have_data_and_h
          and len(pods("smollm2")) == 1)
     print(f"scaled back to 1 replica {time.time() - t0:.0f} s after the load ended")
     delete_and_check_nothing_left("smollm2")
+
+
+def test_alerts_backend_scales_through_alertmanager_and_the_operator_webhook():
+    """The alerts backend as the chart's NOTES tell users to wire it: Alertmanager gets the
+    printed route and receiver (the webhook's Service DNS name, resolved by CoreDNS) and the
+    token Secret the chart copied into its namespace; the CR's scale-up alert fires under
+    load, Alertmanager calls the webhook, the operator steps the CR to 2 replicas; the second
+    pod becomes Ready and takes traffic; after the load the resolved alert and the cooldown
+    bring it back to 1."""
+    notes = run(HELM, "--kubeconfig", KUBECONFIG, "get", "notes", RELEASE, "-n", OPERATOR_NS)
+    lines = notes.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "route:")
+    end = next(i for i, line in enumerate(lines) if "credentials_file:" in line)
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    snippet = yaml.safe_load("\n".join(line[indent:] for line in lines[start:end + 1]))
+    secret = re.search(r"/etc/alertmanager/secrets/([^/]+)/token", lines[end]).group(1)
+    config = {"route": {"receiver": "null", "routes": snippet["route"]["routes"]},
+              "receivers": [{"name": "null"}] + snippet["receivers"]}
+    print(f"\nAlertmanager route/receiver from the chart's NOTES: {snippet['receivers'][0]['webhook_configs'][0]['url']}")
+    apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alertmanager-candela", "namespace": "monitoring"},
+           "stringData": {"alertmanager.yaml": yaml.safe_dump(config)}})
+    k("-n", "monitoring", "patch", "alertmanager", "candela", "--type", "merge", "-p",
+      json.dumps({"spec": {"secrets": [secret]}}))
+    wait("Alertmanager with the token mounted", 180, lambda: any(
+        v.get("secret", {}).get("secretName") == secret
+        for v in kj("-n", "monitoring", "get", "pod", "alertmanager-candela-0")["spec"]["volumes"])
+        and ready(kj("-n", "monitoring", "get", "pod", "alertmanager-candela-0")))
+
+    infd = example("alerts-autoscaling.yaml")
+    infd["spec"]["autoscaling"].update({"maxReplicas": 2, "targets": {"waitingRequestsPerReplica": 2, "kvCacheUsage": 0.95}})
+    infd["spec"]["autoscaling"]["alerts"].update({"for": "15s", "evaluationInterval": "5s", "cooldownSeconds": 30})
+    applied = time.time()
+    apply(infd)
+    wait("chat-alerts Ready", 300, lambda: ready_pods("chat-alerts"))
+    load = Load("chat-alerts", "smollm2-alerts", seconds=150, rate=6, concurrency=32)
+    scaled = wait("the webhook scaling the CR to 2", 300, lambda: (
+        kj("-n", NS, "get", "infd", "chat-alerts")["spec"]["replicas"] == 2 and time.time()))
+    firing = prom('ALERTS{namespace="llm",inference_deployment="chat-alerts",alertstate="firing"}')
+    print(f"alerts firing: {sorted({a['metric']['alertname'] for a in firing})}")
+    second = wait("a second Ready pod", 300, lambda: len(ready_pods("chat-alerts")) == 2 and ready_pods("chat-alerts"))
+    timeline = Timeline()
+    timeline.record(max(second, key=lambda p: p["metadata"]["creationTimestamp"]), scaled)
+    timeline.print("alerts backend: webhook decision → second pod Ready")
+    print(f"scale-up reaction: load start → decision {scaled - load.started:.1f} s "
+          f"(alert for 15s + Alertmanager group_wait), → second pod Ready "
+          f"{timeline.rows[0]['ready'] + scaled - load.started:.1f} s")
+    status = kj("-n", NS, "get", "infd", "chat-alerts")["status"].get("alertScaling", {})
+    print(f"status.alertScaling: {json.dumps(status)[:300]}")
+    newest = timeline.rows[0]["pod"]
+    more = Load("chat-alerts", "smollm2-alerts", seconds=60, rate=3, concurrency=8)
+    wait(f"{newest} taking traffic", 120, lambda: [
+        r for r in prom(f'increase(vllm:generation_tokens_total{{namespace="llm",pod="{newest}"}}[1m])')
+        if float(r["value"][1]) > 0])
+    for label, l in [("first client", load), ("second client", more)]:
+        result = l.result()
+        print(f"load, {label}: {result['completed']} completed, {result['failed']} failed")
+    t0 = time.time()
+    wait("scale back to 1", 420, lambda: kj("-n", NS, "get", "infd", "chat-alerts")["spec"]["replicas"] == 1
+         and len(pods("chat-alerts")) == 1, interval=2)
+    print(f"scaled back to 1 replica {time.time() - t0:.0f} s after the load ended (resolved + cooldown)")
+    delete_and_check_nothing_left("chat-alerts")
+
+
+FAULTS = "chat-faults"
+FAULTS_SERVED = "smollm2-faults"
+
+
+def faults_example():
+    infd = example("smollm2-cpu.yaml", replicas=2)
+    infd["metadata"]["name"] = FAULTS
+    infd["spec"]["model"]["servedName"] = FAULTS_SERVED
+    return infd
+
+
+def test_engine_killed_mid_load_restarts_and_only_its_requests_fail():
+    apply(faults_example())
+    wait("two Ready pods", 300, lambda: len(ready_pods(FAULTS)) == 2)
+    load = Load(FAULTS, FAULTS_SERVED, seconds=60, rate=4, concurrency=8, output_len=64)
+    time.sleep(15)
+    victim = ready_pods(FAULTS)[0]
+    name = victim["metadata"]["name"]
+    cid = next(c["containerID"] for c in victim["status"]["containerStatuses"] if c["name"] == "engine")
+    cid = cid.split("://", 1)[1]
+    sock = "/var/tmp/candela-cluster/containerd/containerd.sock"
+    tasks = run("ctr", "--address", os.environ.get("CANDELA_CONTAINERD_SOCK", sock), "-n", "k8s.io", "tasks", "ls")
+    pid = next(line.split()[1] for line in tasks.splitlines() if line.startswith(cid))
+    killed = time.time()
+    run("kill", "-9", pid)
+    # The kubelet restarts it; readiness keeps traffic off it until it serves again.
+    def restarted():
+        p = kj("-n", NS, "get", "pod", name)
+        engine = next(c for c in p["status"]["containerStatuses"] if c["name"] == "engine")
+        cond = next(c for c in p["status"]["conditions"] if c["type"] == "Ready")
+        return engine["restartCount"] >= 1 and cond["status"] == "True" and ts(cond["lastTransitionTime"]) >= killed - 1 and p
+    back = wait("the killed engine back and Ready", 180, restarted)
+    ready_again = ts(next(c for c in back["status"]["conditions"] if c["type"] == "Ready")["lastTransitionTime"])
+    result = load.result()
+    print(f"\nengine of {name} killed (SIGKILL pid {pid}); Ready again after {ready_again - killed:.1f} s; "
+          f"load: {result['completed']} completed, {result['failed']} failed "
+          f"(at most the 8 requests in flight could be on it)")
+    assert result["failed"] <= 8, result.get("errors")
+    assert result["completed"] >= result["num_prompts"] - 8
+    after = Load(FAULTS, FAULTS_SERVED, seconds=10, rate=2, concurrency=4).result()
+    assert after["failed"] == 0, after.get("errors")
+
+
+def test_deleting_the_leader_hands_the_lease_over():
+    lease = kj("-n", OPERATOR_NS, "get", "lease", RELEASE)
+    holder = lease["spec"]["holderIdentity"]
+    duration = lease["spec"]["leaseDurationSeconds"]
+    t0 = time.time()
+    k("-n", OPERATOR_NS, "delete", "pod", holder, "--wait=false")
+    new = wait("another leader", 2 * duration + 30, lambda: (
+        (h := kj("-n", OPERATOR_NS, "get", "lease", RELEASE)["spec"].get("holderIdentity")) and h != holder and h))
+    took = time.time() - t0
+    print(f"\nleader {holder} deleted; {new} holds the Lease after {took:.1f} s (lease duration {duration} s)")
+    assert took <= duration + 10, took
+    # The new leader reconciles: a spec change reaches the Deployment.
+    k("-n", NS, "patch", "infd", FAULTS, "--type", "merge", "-p", json.dumps({"spec": {"engine": {"maxNumSeqs": 6}}}))
+    wait("the new leader updating the Deployment", 60, lambda: "--max-num-seqs=6" in
+         kj("-n", NS, "get", "deploy", FAULTS)["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_helm_upgrade_rolls_the_engine_pods_without_failing_a_request():
+    """`helm upgrade` changing the engine image the operator starts pods with rolls every
+    engine pod under steady load; preStop + the engine's drain lose no request."""
+    sock = os.environ.get("CANDELA_CONTAINERD_SOCK", "/var/tmp/candela-cluster/containerd/containerd.sock")
+    run("ctr", "--address", sock, "-n", "k8s.io", "images", "tag", "--force",
+        "localhost/candela:dev", "localhost/candela:e2e-upgrade")
+    wait("two Ready pods", 300, lambda: len(ready_pods(FAULTS)) == 2 and all(
+        "--max-num-seqs=6" in p["spec"]["containers"][0]["args"] for p in ready_pods(FAULTS)))
+    before = {p["metadata"]["name"] for p in pods(FAULTS)}
+    load = Load(FAULTS, FAULTS_SERVED, seconds=100, rate=2, concurrency=4, output_len=32)
+    time.sleep(10)
+    t0 = time.time()
+    run(HELM, "--kubeconfig", KUBECONFIG, "upgrade", RELEASE, REPO / "charts/candela", "-n", OPERATOR_NS,
+        "--reuse-values", "--set", "operator.engineImage=localhost/candela:e2e-upgrade", "--wait", "--timeout", "5m")
+
+    def rolled():
+        now = ready_pods(FAULTS)
+        return (len(now) == 2 and len(pods(FAULTS)) == 2 and not before & {p["metadata"]["name"] for p in now}
+                and all(p["spec"]["containers"][0]["image"] == "localhost/candela:e2e-upgrade" for p in now))
+    wait("both engine pods replaced", 600, rolled, interval=2)
+    print(f"\nhelm upgrade → both engine pods replaced in {time.time() - t0:.0f} s")
+    result = load.result()
+    print(f"load during the rolling upgrade: {result['completed']} completed, {result['failed']} failed")
+    assert result["failed"] == 0, result.get("errors")
+    delete_and_check_nothing_left(FAULTS)
