@@ -49,4 +49,7 @@ if [ -z "${SKIP_OPERATOR:-}" ] && [ -x operator/test.sh ]; then
   # CI has the machine to itself: let the (cached) control-plane Go build use both cores.
   GOFLAGS="${GOFLAGS:--p=2}" NICE="${NICE:-0}" operator/test.sh
 fi
+echo "== a real one-node Kubernetes (deploy/local/cluster.sh): the chart, the examples, monitoring, autoscaling and faults end to end"
+./deploy/local/e2e.sh
+
 echo "== all tests passed"

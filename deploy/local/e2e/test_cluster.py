@@ -318,7 +318,7 @@ def test_prometheus_scrapes_with_the_token_rules_load_dashboards_have_data_and_h
     name = newest["metadata"]["name"]
     # Clients keep their keep-alive connections (kube-proxy balances connections, not
     # requests): traffic reaches the new pod from clients that connect after it is Ready.
-    more = Load("smollm2", "SmolLM2-135M-Instruct", seconds=60, rate=3, concurrency=8)
+    more = Load("smollm2", "SmolLM2-135M-Instruct", seconds=30, rate=3, concurrency=8)
     wait(f"{name} taking traffic", 120, lambda: [
         r for r in prom(f'increase(vllm:generation_tokens_total{{namespace="llm",pod="{name}"}}[1m])')
         if float(r["value"][1]) > 0])
@@ -383,7 +383,7 @@ def test_alerts_backend_scales_through_alertmanager_and_the_operator_webhook():
     applied = time.time()
     apply(infd)
     wait("chat-alerts Ready", 300, lambda: ready_pods("chat-alerts"))
-    load = Load("chat-alerts", "smollm2-alerts", seconds=150, rate=6, concurrency=32)
+    load = Load("chat-alerts", "smollm2-alerts", seconds=120, rate=6, concurrency=32)
     scaled = wait("the webhook scaling the CR to 2", 300, lambda: (
         kj("-n", NS, "get", "infd", "chat-alerts")["spec"]["replicas"] == 2 and time.time()))
     firing = prom('ALERTS{namespace="llm",inference_deployment="chat-alerts",alertstate="firing"}')
@@ -398,7 +398,7 @@ def test_alerts_backend_scales_through_alertmanager_and_the_operator_webhook():
     status = kj("-n", NS, "get", "infd", "chat-alerts")["status"].get("alertScaling", {})
     print(f"status.alertScaling: {json.dumps(status)[:300]}")
     newest = timeline.rows[0]["pod"]
-    more = Load("chat-alerts", "smollm2-alerts", seconds=60, rate=3, concurrency=8)
+    more = Load("chat-alerts", "smollm2-alerts", seconds=30, rate=3, concurrency=8)
     wait(f"{newest} taking traffic", 120, lambda: [
         r for r in prom(f'increase(vllm:generation_tokens_total{{namespace="llm",pod="{newest}"}}[1m])')
         if float(r["value"][1]) > 0])
