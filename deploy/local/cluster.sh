@@ -6,7 +6,9 @@
 # imported into containerd. No registry and no network are needed beyond package
 # registries; nothing listens beyond loopback and the node's own bridge.
 #
-#   deploy/local/cluster.sh up       start (idempotent); the last line is KUBECONFIG=<path>
+#   deploy/local/cluster.sh up       start (idempotent while it runs; a stopped cluster's
+#                                    leftover state is removed first); the last line is
+#                                    KUBECONFIG=<path>
 #   deploy/local/cluster.sh status   what runs, by PID, and the node's condition
 #   deploy/local/cluster.sh env      `export KUBECONFIG=…` and the tools' paths (eval it)
 #   deploy/local/cluster.sh down     stop every process by PID, remove pods, mounts, the
@@ -430,6 +432,12 @@ monitoring() {
 up() {
   local t0=$SECONDS
   tools
+  # State left by a cluster that is no longer running (a reboot, a killed session, a copied
+  # machine) would bring its old objects back from etcd: start from nothing instead.
+  if [ -d "$STATE" ] && ! running etcd; then
+    say "state in $STATE belongs to a cluster that is not running: removing it first"
+    down
+  fi
   mkdir -p "$STATE"
   network
   pki

@@ -179,6 +179,8 @@ def cluster():
         KUBECONFIG = os.environ["KUBECONFIG_E2E"]
     else:
         t0 = time.time()
+        # A fresh cluster every run: objects from an earlier run would change what is measured.
+        run(REPO / "deploy/local/cluster.sh", "down", timeout=600)
         out = run(REPO / "deploy/local/cluster.sh", "up", timeout=3600)
         KUBECONFIG = out.strip().splitlines()[-1].split("=", 1)[1]
         print(f"\ncluster up in {time.time() - t0:.0f} s")
@@ -280,7 +282,9 @@ def test_prometheus_scrapes_with_the_token_rules_load_dashboards_have_data_and_h
     generated dashboards' queries return data, and the HPA (custom metrics from
     prometheus-adapter) scales 1 → 2: the second pod starts, loads, becomes Ready and takes
     traffic; after the load it scales back to 1."""
-    k("-n", NS, "create", "secret", "generic", "candela-metrics", "--from-literal=token=e2e-metrics-token")
+    secret = k("-n", NS, "create", "secret", "generic", "candela-metrics",
+               "--from-literal=token=e2e-metrics-token", "--dry-run=client", "-o", "yaml")
+    k("apply", "-f", "-", input=secret)
     patch = {"spec": {
         "monitoring": {"metricsAuthSecretRef": {"name": "candela-metrics", "key": "token"}},
         "autoscaling": {"enabled": True, "backend": "hpa", "minReplicas": 1, "maxReplicas": 2,
