@@ -496,7 +496,7 @@ down() {
   stop kube-apiserver
   stop etcd
   # Mounts of pod volumes and container root filesystems below the state directory.
-  grep " $STATE/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep " $STATE/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   # kube-proxy's and the CNI plugin's iptables rules, then the bridge and the pods' veths.
   if [ -x "${BIN:-/nonexistent}/kube-proxy" ] || BIN="$(ls -d "$CACHE"/k8s/*/bin 2>/dev/null | head -n1)"; then
     [ -x "$BIN/kube-proxy" ] && "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true

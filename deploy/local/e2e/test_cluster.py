@@ -5,7 +5,7 @@ Ready through their probes and answer the official `openai` client through their
 Service's ClusterIP (kube-proxy); Prometheus scraping them through the generated
 ServiceMonitor, alerts, dashboards; both autoscaling backends adding a pod that really
 starts and takes traffic; and the faults: an engine killed mid-load, the leader operator
-pod deleted, a helm upgrade rolling the pods under load, a CR deleted.
+pod deleted, a helm upgrade and an engine flag change rolling the pods under load, a CR deleted.
 
 Run by deploy/local/e2e.sh (from scripts/test.sh). Tests run in file order and share one
 cluster; each prints what it measured (timelines, reaction times, failed requests).
@@ -476,28 +476,42 @@ def test_deleting_the_leader_hands_the_lease_over():
          kj("-n", NS, "get", "deploy", FAULTS)["spec"]["template"]["spec"]["containers"][0]["args"])
 
 
-def test_helm_upgrade_rolls_the_engine_pods_without_failing_a_request():
-    """`helm upgrade` changing the engine image the operator starts pods with rolls every
-    engine pod under steady load; preStop + the engine's drain lose no request."""
+def test_helm_upgrade_and_an_engine_flag_change_roll_the_pods_without_failing_a_request():
+    """Under one steady load: `helm upgrade` changing the engine image the operator starts
+    pods with rolls every engine pod, then a change of an engine flag in the CR
+    (`maxNumSeqs` → `--max-num-seqs`) rolls them again; preStop + the engine's drain lose no
+    request in either roll."""
     sock = os.environ.get("CANDELA_CONTAINERD_SOCK", "/var/tmp/candela-cluster/containerd/containerd.sock")
     run("ctr", "--address", sock, "-n", "k8s.io", "images", "tag", "--force",
         "localhost/candela:dev", "localhost/candela:e2e-upgrade")
     wait("two Ready pods", 300, lambda: len(ready_pods(FAULTS)) == 2 and all(
         "--max-num-seqs=6" in p["spec"]["containers"][0]["args"] for p in ready_pods(FAULTS)))
-    before = {p["metadata"]["name"] for p in pods(FAULTS)}
-    load = Load(FAULTS, FAULTS_SERVED, seconds=100, rate=2, concurrency=4, output_len=32)
+
+    def rolled(before, check):
+        def done():
+            now = ready_pods(FAULTS)
+            return (len(now) == 2 and len(pods(FAULTS)) == 2 and not before & {p["metadata"]["name"] for p in now}
+                    and all(check(p["spec"]["containers"][0]) for p in now))
+        return done
+
+    load = Load(FAULTS, FAULTS_SERVED, seconds=200, rate=2, concurrency=4, output_len=32)
     time.sleep(10)
+    before = {p["metadata"]["name"] for p in pods(FAULTS)}
     t0 = time.time()
     run(HELM, "--kubeconfig", KUBECONFIG, "upgrade", RELEASE, REPO / "charts/candela", "-n", OPERATOR_NS,
         "--reuse-values", "--set", "operator.engineImage=localhost/candela:e2e-upgrade", "--wait", "--timeout", "5m")
+    wait("both engine pods replaced (new image)", 600,
+         rolled(before, lambda c: c["image"] == "localhost/candela:e2e-upgrade"), interval=2)
+    print(f"\nhelm upgrade (engine image) → both engine pods replaced in {time.time() - t0:.0f} s")
 
-    def rolled():
-        now = ready_pods(FAULTS)
-        return (len(now) == 2 and len(pods(FAULTS)) == 2 and not before & {p["metadata"]["name"] for p in now}
-                and all(p["spec"]["containers"][0]["image"] == "localhost/candela:e2e-upgrade" for p in now))
-    wait("both engine pods replaced", 600, rolled, interval=2)
-    print(f"\nhelm upgrade → both engine pods replaced in {time.time() - t0:.0f} s")
+    before = {p["metadata"]["name"] for p in pods(FAULTS)}
+    t0 = time.time()
+    k("-n", NS, "patch", "infd", FAULTS, "--type", "merge", "-p", json.dumps({"spec": {"engine": {"maxNumSeqs": 5}}}))
+    wait("both engine pods replaced (new flag)", 600,
+         rolled(before, lambda c: "--max-num-seqs=5" in c["args"]), interval=2)
+    print(f"engine flag --max-num-seqs 6 → 5 → both engine pods replaced in {time.time() - t0:.0f} s")
     result = load.result()
-    print(f"load during the rolling upgrade: {result['completed']} completed, {result['failed']} failed")
+    print(f"load during both rolling updates: {result['completed']} completed, {result['failed']} failed")
     assert result["failed"] == 0, result.get("errors")
+    assert result["completed"] == result["num_prompts"]
     delete_and_check_nothing_left(FAULTS)
