@@ -9,13 +9,14 @@
 //!   values ([`serve::ServeFlags`]) and runs the *same* parser over what it built before
 //!   any pod exists, so a spec the engine would refuse becomes a status condition instead
 //!   of a crash-looping pod.
-//! - [`model_ref`]: what `--model` accepts (local path, `hf://org/name[:QUANT]`, `org/name`).
+//! - [`model_ref`]: what `--model` accepts (local path, `hf://org/name[:QUANT]`, `org/name`)
+//!   and the default model's path.
 //! - [`ports`] and [`env`]: ports, container names, probe paths, environment variables.
 //! - [`images`]: the image names the build produces and the operator and chart default to.
 //! - [`metrics`]: every metric name the engine and sidecar export and dashboards, alerts,
 //!   autoscalers and `candela doctor` read.
 //!
-//! No I/O and no dependency but clap.
+//! No I/O (the default model path reads `$HOME`, nothing else) and no dependency but clap.
 
 pub mod env;
 pub mod images;

@@ -1,13 +1,28 @@
 //! What `candela serve --model` accepts, as `vllm serve` users expect: a local GGUF file or
 //! Hugging Face directory, `hf://org/name`, or a bare `org/name` that is not a local path.
 //! A `:QUANT` suffix on a hub reference picks a GGUF file by quantization
-//! (`org/name:Q4_K_M`, as llama.cpp's `-hf` does).
+//! (`org/name:Q4_K_M`, as llama.cpp's `-hf` does). Without `--model`, `candela serve`
+//! runs [`default_model_path`] (and `candela bench` tokenizes with it).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Scheme prefix of an explicit hub reference.
 pub const HUB_SCHEME: &str = "hf://";
+
+/// File name of the default model `scripts/setup.sh` downloads.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// `~/.cache/candela/models/SmolLM2-135M-Instruct.Q4_1.gguf`, the model `candela serve`
+/// runs (and `candela bench` tokenizes with) when none is given; `None` without `$HOME`.
+pub fn default_model_path() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    Some(
+        PathBuf::from(home)
+            .join(".cache/candela/models")
+            .join(DEFAULT_MODEL_FILE),
+    )
+}
 
 /// A parsed `--model` value.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,20 +44,6 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 
-/// File name of the default model `scripts/setup.sh` downloads.
-pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
-/// `~/.cache/candela/models/SmolLM2-135M-Instruct.Q4_1.gguf`, the model `candela serve`
-/// runs (and `candela bench` tokenizes with) when none is given; `None` without `$HOME`.
-pub fn default_model_path() -> Option<std::path::PathBuf> {
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
-    Some(
-        std::path::PathBuf::from(home)
-            .join(".cache/candela/models")
-            .join(DEFAULT_MODEL_FILE),
-    )
-}
-
 pub use batch::{ForwardBatch, SeqInput, SeqSlice};
 pub use chat_template::ChatTemplate;
 pub use device_kv::DeviceKvCache;

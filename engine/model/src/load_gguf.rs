@@ -31,19 +31,23 @@ pub fn read_gguf(path: &Path) -> Result<(Content, File)> {
     Ok((content, f))
 }
 
-/// Any integer metadata value as `u64`.
+/// Any non-negative integer metadata value as `u64`, by candela-gguf's one rule
+/// (`candela plan` reads the same keys with it): a negative count is missing, not
+/// a wrapped-around huge one.
 pub(crate) fn md_u64(md: &Content, key: &str) -> Option<u64> {
-    match md.metadata.get(key)? {
-        Value::U8(v) => Some(*v as u64),
-        Value::I8(v) => Some(*v as u64),
-        Value::U16(v) => Some(*v as u64),
-        Value::I16(v) => Some(*v as u64),
-        Value::U32(v) => Some(*v as u64),
-        Value::I32(v) => Some(*v as u64),
-        Value::U64(v) => Some(*v),
-        Value::I64(v) => Some(*v as u64),
-        _ => None,
-    }
+    use candela_gguf::Value as V;
+    let v = match *md.metadata.get(key)? {
+        Value::U8(v) => V::U8(v),
+        Value::I8(v) => V::I8(v),
+        Value::U16(v) => V::U16(v),
+        Value::I16(v) => V::I16(v),
+        Value::U32(v) => V::U32(v),
+        Value::I32(v) => V::I32(v),
+        Value::U64(v) => V::U64(v),
+        Value::I64(v) => V::I64(v),
+        _ => return None,
+    };
+    v.as_u64()
 }
 
 pub(crate) fn md_f64(md: &Content, key: &str) -> Option<f64> {

@@ -5,8 +5,12 @@
 //! one definition the operator also parses the argv it builds with. This binary adds the
 //! tools (`bench`, `plan`, `doctor`) beside them.
 
+use std::path::Path;
+
+use candela_tools::bench::Tokenize;
 use clap::{Parser, Subcommand};
 
+pub use candela_contract::model_ref::{DEFAULT_MODEL_FILE, default_model_path};
 pub use candela_contract::serve::{
     CacheArgs, HubArgs, LogArgs, ModelArgs, SchedulerArgs, ServeArgs, ServerArgs,
 };
@@ -14,7 +18,6 @@ pub use candela_contract::sidecar::SidecarArgs;
 pub use candela_contract::{
     ByteSize, Device, Dtype, KvCacheDtype, ProcessCommand, SchedulingPolicy,
 };
-pub use candela_model::{DEFAULT_MODEL_FILE, default_model_path};
 
 /// Candela: an OpenAI-compatible LLM inference server on candle.
 #[derive(Debug, Parser)]
@@ -37,6 +40,52 @@ pub enum Command {
     Plan(candela_tools::plan::PlanArgs),
     /// Read a server's metrics over a window and name the causes of its symptoms.
     Doctor(candela_tools::doctor::DoctorArgs),
+}
+
+/// The model crate's tokenizer for `candela bench` (the tools crate takes it
+/// through [`Tokenize`] and never links candle).
+pub struct BenchTokenizer(tokenizers::Tokenizer);
+
+impl BenchTokenizer {
+    /// The tokenizer a GGUF file embeds, or an HF model directory's.
+    ///
+    /// # Errors
+    /// The model crate's, when the file or directory cannot be read as one.
+    pub fn load(path: &Path) -> candela_model::Result<Self> {
+        let bundle = if path.is_dir() {
+            candela_model::tokenizer::tokenizer_from_hf_dir(path)?
+        } else {
+            let (content, _file) = candela_model::load_gguf::read_gguf(path)?;
+            candela_model::tokenizer::tokenizer_from_gguf(&content)?
+        };
+        Ok(BenchTokenizer(bundle.tokenizer))
+    }
+}
+
+impl Tokenize for BenchTokenizer {
+    fn encode(&self, text: &str) -> Vec<u32> {
+        self.0
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn decode(&self, ids: &[u32]) -> String {
+        self.0.decode(ids, false).unwrap_or_default()
+    }
+
+    fn ordinary_ids(&self) -> Vec<u32> {
+        let special: std::collections::HashSet<u32> = self
+            .0
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        (0..self.0.get_vocab_size(true) as u32)
+            .filter(|id| !special.contains(id))
+            .collect()
+    }
 }
 
 /// `candela serve`'s scheduling policy in the core's terms.

@@ -6,7 +6,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use candela::cli::{Cli, Command, ProcessCommand};
+use candela::cli::{BenchTokenizer, Cli, Command, ProcessCommand};
 use candela::profiler::Profiler;
 
 #[tokio::main]
@@ -29,7 +29,9 @@ async fn main() {
     let result = match cli.command {
         Command::Process(ProcessCommand::Serve(args)) => candela::serve::run(args, profiler).await,
         Command::Process(ProcessCommand::Sidecar(args)) => candela::sidecar::run(args).await,
-        Command::Bench(command) => candela_tools::bench::run(command).await.map_err(Into::into),
+        Command::Bench(command) => candela_tools::bench::run(command, BenchTokenizer::load)
+            .await
+            .map_err(Into::into),
         Command::Plan(args) => candela_tools::plan::run(args).map_err(Into::into),
         Command::Doctor(args) => candela_tools::doctor::run(args).await.map_err(Into::into),
     };

@@ -7,6 +7,10 @@
 //!   theoretical concurrency, recommended `--max-num-seqs`).
 //! - [`doctor`]: `candela doctor`, the symptom -> cause table applied to metrics
 //!   read over a window.
+//!
+//! No candle: GGUF headers are read with `candela-gguf`, and `bench` takes its
+//! tokenizer from the caller through [`bench::Tokenize`] (the `candela` binary
+//! passes the model crate's).
 
 pub mod bench;
 pub mod doctor;

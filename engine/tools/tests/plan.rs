@@ -94,9 +94,9 @@ fn seed_example_is_reproduced_when_all_32_heads_are_counted() {
     // 80 GiB x 0.9 - 8.03 B x 2 B (14.96 GiB) = 57.04 GiB ("56GB" in the seed).
     assert!((p.weights_gib - 14.957).abs() < 0.001, "{}", p.weights_gib);
     assert!((p.kv_pool_gib - 57.04).abs() < 0.01, "{}", p.kv_pool_gib);
-    // Seed: ~110k tokens, 137 concurrent, recommend 100.
+    // Seed: ~110k tokens, 137 concurrent, recommend 100; the exact pool of this
+    // config is 116,816 tokens (the weights here are 8.03 B params, not 16 GiB).
     assert_eq!(p.kv_pool_tokens, 116_816);
-    assert!((110_000..=117_000).contains(&p.kv_pool_tokens));
     assert!(
         (137.0..=146.5).contains(&p.theoretical_concurrency),
         "{}",

@@ -243,48 +243,28 @@ fn stem(path: &Path) -> String {
     )
 }
 
-/// Any non-negative integer GGUF metadata value as `u64`. A macro because the
-/// value type lives in candle, which this crate only reaches through
-/// candela-model (the methods resolve on the inferred type).
-macro_rules! gguf_int {
-    ($v:expr) => {{
-        let v = $v;
-        v.to_u64()
-            .ok()
-            .or_else(|| v.to_i32().ok().and_then(|x| u64::try_from(x).ok()))
-            .or_else(|| v.to_i64().ok().and_then(|x| u64::try_from(x).ok()))
-            .or_else(|| v.to_i16().ok().and_then(|x| u64::try_from(x).ok()))
-            .or_else(|| v.to_i8().ok().and_then(|x| u64::try_from(x).ok()))
-    }};
-}
-
 /// Reads a GGUF file's metadata and tensor index (not its tensor data).
 ///
 /// # Errors
 /// [`Error::Input`] when it cannot be read, is not GGUF, or lacks a shape key.
 pub fn from_gguf(path: &Path) -> Result<ModelShape> {
-    let (content, file) = candela_model::load_gguf::read_gguf(path).map_err(|e| {
-        // candle appends a backtrace when RUST_BACKTRACE is set: keep the first line.
-        let e = e.to_string();
-        let first = e.lines().next().unwrap_or_default();
-        input(path, format!("not a readable GGUF file: {first}"))
-    })?;
-    let file_bytes = file
-        .metadata()
+    let gguf = candela_gguf::Gguf::read(path)
+        .map_err(|e| input(path, format!("not a readable GGUF file: {e}")))?;
+    let file_bytes = std::fs::metadata(path)
         .map_err(|e| input(path, e.to_string()))?
         .len();
-    let md = &content.metadata;
-    let string = |key: &str| md.get(key).and_then(|v| v.to_string().ok()).cloned();
-    let arch = string("general.architecture")
-        .ok_or_else(|| input(path, "GGUF has no general.architecture".into()))?;
+    let arch = gguf
+        .str("general.architecture")
+        .ok_or_else(|| input(path, "GGUF has no general.architecture".into()))?
+        .to_owned();
     let int = |key: &str| -> Result<Option<u64>> {
-        let Some(v) = md.get(&format!("{arch}.{key}")) else {
+        let Some(v) = gguf.get(&format!("{arch}.{key}")) else {
             return Ok(None);
         };
-        match v.to_vec() {
+        match v.as_array() {
             // Per-layer counts (a few architectures): fine when they agree.
-            Ok(values) => {
-                let all: Option<Vec<u64>> = values.iter().map(|x| gguf_int!(x)).collect();
+            Some(values) => {
+                let all: Option<Vec<u64>> = values.iter().map(|x| x.as_u64()).collect();
                 match all.as_deref() {
                     Some([first, rest @ ..]) if rest.iter().all(|x| x == first) => Ok(Some(*first)),
                     _ => Err(input(
@@ -293,7 +273,8 @@ pub fn from_gguf(path: &Path) -> Result<ModelShape> {
                     )),
                 }
             }
-            Err(_) => gguf_int!(v)
+            None => v
+                .as_u64()
                 .map(Some)
                 .ok_or_else(|| input(path, format!("`{arch}.{key}` is not an integer"))),
         }
@@ -313,14 +294,14 @@ pub fn from_gguf(path: &Path) -> Result<ModelShape> {
     let kv_heads = int("attention.head_count_kv")?.unwrap_or(heads);
     let head_dim = int("attention.key_length")?.unwrap_or(hidden / heads);
     let value_head_dim = int("attention.value_length")?.unwrap_or(head_dim);
-    let params = content
-        .tensor_infos
-        .values()
-        .map(|t| t.shape.elem_count() as u64)
-        .sum();
+    let params = gguf
+        .elem_count()
+        .ok_or_else(|| input(path, "tensor element counts overflow u64".into()))?;
     Ok(ModelShape {
         source: path.display().to_string(),
-        name: string("general.name").unwrap_or_else(|| stem(path)),
+        name: gguf
+            .str("general.name")
+            .map_or_else(|| stem(path), str::to_owned),
         architecture: arch.clone(),
         num_layers: layers,
         num_heads: heads,
@@ -333,4 +314,108 @@ pub fn from_gguf(path: &Path) -> Result<ModelShape> {
         torch_dtype: None,
         quantization: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use candela_gguf::{Gguf, TensorInfo, Value};
+
+    use super::*;
+
+    /// A GGUF header with `llama.*` shape keys (and `extra`) written to a temp file.
+    fn gguf_file(name: &str, extra: &[(&str, Value)]) -> PathBuf {
+        let mut metadata: std::collections::HashMap<String, Value> = [
+            ("general.architecture", Value::String("llama".into())),
+            ("llama.block_count", Value::U32(30)),
+            ("llama.embedding_length", Value::U64(576)),
+            ("llama.attention.head_count", Value::I32(9)),
+            ("llama.context_length", Value::U32(8192)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let tensors = vec![
+            TensorInfo {
+                name: "token_embd.weight".into(),
+                dims: vec![576, 1000],
+                ggml_type: 3,
+                offset: 0,
+            },
+            TensorInfo {
+                name: "output_norm.weight".into(),
+                dims: vec![576],
+                ggml_type: 0,
+                offset: 4096,
+            },
+        ];
+        let header = Gguf {
+            version: 3,
+            metadata,
+            tensors,
+        };
+        let path =
+            std::env::temp_dir().join(format!("candela-plan-{name}-{}.gguf", std::process::id()));
+        std::fs::write(&path, candela_gguf::write::to_bytes(&header)).unwrap();
+        path
+    }
+
+    #[test]
+    fn gguf_shape_keys_of_any_integer_width_and_agreeing_per_layer_arrays() {
+        let kv = Value::Array(vec![Value::U8(3); 30]);
+        let path = gguf_file("shape", &[("llama.attention.head_count_kv", kv)]);
+        let m = from_gguf(&path).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            (m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim),
+            (30, 9, 3, 64)
+        );
+        assert_eq!(m.value_head_dim, 64);
+        assert_eq!(m.max_position_embeddings, Some(8192));
+        assert_eq!(m.params, 576 * 1000 + 576);
+        assert_eq!(m.file_bytes, Some(size));
+        assert_eq!(m.architecture, "llama");
+        assert!(m.name.starts_with("candela-plan-shape"), "{}", m.name);
+    }
+
+    #[test]
+    fn gguf_values_that_cannot_be_a_shape_are_refused() {
+        for (name, extra, want) in [
+            (
+                "perlayer",
+                (
+                    "llama.attention.head_count_kv",
+                    Value::Array(vec![Value::U32(3), Value::U32(4)]),
+                ),
+                "differs per layer",
+            ),
+            (
+                "negative",
+                ("llama.attention.head_count_kv", Value::I32(-3)),
+                "is not an integer",
+            ),
+            (
+                "zero",
+                ("llama.block_count", Value::U32(0)),
+                "is missing or 0",
+            ),
+            (
+                "noarch",
+                ("general.architecture", Value::U32(1)),
+                "GGUF has no general.architecture",
+            ),
+        ] {
+            let path = gguf_file(name, &[extra]);
+            let e = from_gguf(&path).unwrap_err().to_string();
+            std::fs::remove_file(&path).unwrap();
+            assert!(e.contains(want), "{name}: {e}");
+        }
+        let path =
+            std::env::temp_dir().join(format!("candela-plan-short-{}.gguf", std::process::id()));
+        std::fs::write(&path, b"GGUF\x03\0\0\0").unwrap();
+        let e = from_gguf(&path).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.contains("not a readable GGUF file: truncated"), "{e}");
+    }
 }
