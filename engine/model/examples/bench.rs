@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use candela_model::{ModelRunner, RunnerConfig, StepSeq};
-use candle_core::{DType, Device};
 
 mod common;
 use common::{BS, decode_steps};
@@ -16,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let path = args.first().ok_or("usage: bench MODEL [CONTEXT]")?;
     let ctx: usize = args.get(1).map_or(Ok(128), |s| s.parse())?;
-    let m = candela_model::load(Path::new(path), &Device::Cpu, DType::F32)?;
+    let m = candela_model::load(Path::new(path))?;
     let cfg = RunnerConfig {
         num_device_blocks: 8 * (ctx + 64).div_ceil(BS),
         num_host_blocks: 0,

@@ -20,7 +20,7 @@ use candela_core::SamplingParams;
 use candela_model::{
     DeviceLlama, ExecPath, ForwardBatch, ModelRunner, RunnerConfig, SampleArgs, SeqInput, StepSeq,
 };
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 mod common;
 use common::{BS, decode_steps};
@@ -126,7 +126,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = parse()?;
-    let m = candela_model::load(Path::new(&a.model), &Device::Cpu, DType::F32)?;
+    let m = candela_model::load(Path::new(&a.model))?;
     let enc = |t: &str| -> Vec<u32> { m.tokenizer.encode(t, false).unwrap().get_ids().to_vec() };
     println!(
         "model {} ({} weight bytes), device {:?}",
@@ -189,7 +189,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for p in prompts {
         let ids = enc(p);
         let cpu = greedy(&m, ExecPath::Cpu, &ids, 16);
-        let dev = greedy(&m, ExecPath::Tensor(a.device.clone()), &ids, 16);
+        let dev = greedy(&m, ExecPath::CandleOps(a.device.clone()), &ids, 16);
         let same = cpu.iter().zip(&dev).take_while(|(x, y)| x == y).count();
         agree += usize::from(same == cpu.len());
         println!(
@@ -207,7 +207,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut runner = ModelRunner::with_path(
         m.model.clone(),
-        ExecPath::Tensor(a.device.clone()),
+        ExecPath::CandleOps(a.device.clone()),
         cfg,
         vec![],
     )?;

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use candela_model::{ChatTemplate, reference_generate_greedy};
-use candle_core::{DType, Device};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err("usage: generate MODEL [--chat] PROMPT [MAX_TOKENS]".into()),
     };
     let max: usize = args.get(2).map_or(Ok(32), |s| s.parse())?;
-    let m = candela_model::load(Path::new(&path), &Device::Cpu, DType::F32)?;
+    let m = candela_model::load(Path::new(&path))?;
     let text = if chat {
         let t = ChatTemplate::new(
             m.chat_template

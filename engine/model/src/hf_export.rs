@@ -7,14 +7,16 @@
 //! the default GGUF, dequantized. GGUF stores q/k rows permuted for interleaved rope; they
 //! are permuted back to the Hugging Face layout here, so the directory loads through the
 //! ordinary Hugging Face path and answers like the GGUF (to quantization noise).
-//! Costs: the whole model dequantized in memory once (f32), written as f16.
+//! Names come from the two formats' tables (`GGUF_NAMES`, `HF_NAMES`), the ones the
+//! loaders read by. Costs: the whole model dequantized in memory once (f32), written as f16.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::load_gguf::{gguf_config, read_gguf};
+use crate::load_gguf::{GGUF_NAMES, gguf_config, read_gguf};
+use crate::load_hf::HF_NAMES;
 use crate::tokenizer::tokenizer_from_gguf;
 use crate::{Error, Result};
 
@@ -36,38 +38,36 @@ pub fn gguf_to_hf_dir(gguf: &Path, dir: &Path, shards: usize) -> Result<()> {
             .tensor(&mut file, name, &Device::Cpu)?
             .dequantize(&Device::Cpu)?)
     };
+    let (g, h) = (&GGUF_NAMES, &HF_NAMES);
+    let w = |module: &str| format!("{module}.weight");
     let mut ts: Vec<(String, Tensor)> = vec![
-        (
-            "model.embed_tokens.weight".into(),
-            get("token_embd.weight")?,
-        ),
-        ("model.norm.weight".into(), get("output_norm.weight")?),
+        (w(h.embed), get(&w(g.embed))?),
+        (w(h.output_norm), get(&w(g.output_norm))?),
     ];
-    let tied = !content.tensor_infos.contains_key("output.weight");
+    let tied = !content.tensor_infos.contains_key(&w(g.lm_head));
     if !tied {
-        ts.push(("lm_head.weight".into(), get("output.weight")?));
+        ts.push((w(h.lm_head), get(&w(g.lm_head))?));
     }
+    let (gl, hl) = (&g.layer, &h.layer);
     for i in 0..cfg.num_layers {
-        let h = |s: &str| format!("model.layers.{i}.{s}.weight");
-        let g = |s: &str| format!("blk.{i}.{s}.weight");
-        ts.push((
-            h("self_attn.q_proj"),
-            unpermute(&get(&g("attn_q"))?, cfg.num_heads)?,
-        ));
-        ts.push((
-            h("self_attn.k_proj"),
-            unpermute(&get(&g("attn_k"))?, cfg.num_kv_heads)?,
-        ));
-        for (hf, gg) in [
-            ("self_attn.v_proj", "attn_v"),
-            ("self_attn.o_proj", "attn_output"),
-            ("mlp.gate_proj", "ffn_gate"),
-            ("mlp.up_proj", "ffn_up"),
-            ("mlp.down_proj", "ffn_down"),
-            ("input_layernorm", "attn_norm"),
-            ("post_attention_layernorm", "ffn_norm"),
+        // q/k carry the heads to un-permute; the rest are copied as they are.
+        for (hf, gg, heads) in [
+            (hl.q, gl.q, Some(cfg.num_heads)),
+            (hl.k, gl.k, Some(cfg.num_kv_heads)),
+            (hl.v, gl.v, None),
+            (hl.o, gl.o, None),
+            (hl.gate, gl.gate, None),
+            (hl.up, gl.up, None),
+            (hl.down, gl.down, None),
+            (hl.attn_norm, gl.attn_norm, None),
+            (hl.ffn_norm, gl.ffn_norm, None),
         ] {
-            ts.push((h(hf), get(&g(gg))?));
+            let t = get(&w(&g.in_layer(i, gg)))?;
+            let t = match heads {
+                Some(heads) => unpermute(&t, heads)?,
+                None => t,
+            };
+            ts.push((w(&h.in_layer(i, hf)), t));
         }
     }
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {

@@ -1,7 +1,8 @@
 //! Candela's model crate: everything that touches tensors.
 //!
 //! - [`load`]: a GGUF file or a Hugging Face directory → [`LoadedModel`]
-//!   (model, tokenizer, chat template, special ids, shape, weight bytes).
+//!   (model, tokenizer, chat template, special ids, shape, weight bytes); one
+//!   builder (`builder.rs`) assembles the model from either format's weight source.
 //! - [`llama`]: the llama-family decoder (Llama, Mistral, SmolLM, Qwen2) whose
 //!   `forward` takes a flattened [`ForwardBatch`] and a [`PagedKvCache`] it does
 //!   not own.
@@ -21,6 +22,7 @@
 
 pub mod attention;
 pub mod batch;
+mod builder;
 pub mod chat_template;
 pub mod device_kv;
 pub mod device_llama;
@@ -41,8 +43,6 @@ pub mod tokenizer;
 mod weight_buf;
 
 use std::path::Path;
-
-use candle_core::{DType, Device};
 
 pub use batch::{ForwardBatch, SeqInput, SeqSlice};
 pub use chat_template::ChatTemplate;
@@ -72,26 +72,24 @@ pub struct LoadedModel {
 }
 
 /// Loads a GGUF file (with its embedded tokenizer) or a Hugging Face directory
-/// (`config.json`, `*.safetensors`, `tokenizer.json`, `tokenizer_config.json`).
-///
-/// `dtype` is the requested compute dtype; on CPU every activation is `f32`
-/// whatever is asked (half-precision checkpoints are widened), so it only
-/// documents intent for now.
+/// (`config.json`, `*.safetensors`, `tokenizer.json`, `tokenizer_config.json`)
+/// into host memory; [`ModelRunner::with_path`] then runs it on Candela's CPU
+/// kernels or copies it to a device. Compute is `f32` either way (half-precision
+/// checkpoints are widened, quantized GGUF weights stay quantized), which is all
+/// `--dtype` accepts (`auto`, `f32`).
 ///
 /// # Errors
-/// [`Error::Io`] when `path` does not exist; [`Error::Unsupported`] for a non-CPU
-/// `device` (load on the CPU, then [`ModelRunner::with_path`]), unknown architectures or tokenizer kinds; [`Error::InvalidModel`] for
-/// missing tensors or metadata.
-pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<LoadedModel> {
-    let _ = dtype;
+/// [`Error::Io`] when `path` does not exist; [`Error::Unsupported`] for unknown
+/// architectures or tokenizer kinds; [`Error::InvalidModel`] for missing tensors
+/// or metadata.
+pub fn load(path: &Path) -> Result<LoadedModel> {
     let meta = std::fs::metadata(path).map_err(|source| Error::Io {
         path: path.into(),
         source,
     })?;
     let (model, tk) = if meta.is_dir() {
-        let tk = tokenizer::tokenizer_from_hf_dir(path)?;
-        let (model, hf) = load_hf::load_hf_model(path, device)?;
-        let mut tk = tk;
+        let mut tk = tokenizer::tokenizer_from_hf_dir(path)?;
+        let (model, hf) = load_hf::load_hf_model(path)?;
         if tk.bos_token_id.is_none() {
             tk.bos_token_id = hf.bos_token_id;
         }
@@ -99,7 +97,7 @@ pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<LoadedModel> {
     } else {
         let (content, mut file) = load_gguf::read_gguf(path)?;
         let tk = tokenizer::tokenizer_from_gguf(&content)?;
-        (load_gguf::load_gguf_model(&content, &mut file, device)?, tk)
+        (load_gguf::load_gguf_model(&content, &mut file)?, tk)
     };
     let config = model.config().clone();
     let weight_bytes = model.weight_bytes();

@@ -14,7 +14,9 @@
 //! `QTensor` (`f32` for unquantized checkpoints) rather than a dense tensor
 //! whose BLAS path would pick kernels by batch size.
 //!
-//! Loading lives in `load_gguf.rs` and `load_hf.rs`.
+//! Loading lives in `builder.rs` (one builder over `load_gguf.rs`'s and
+//! `load_hf.rs`'s weight sources). The model is always in host memory;
+//! `device_llama.rs` copies it to a device.
 
 use std::sync::Arc;
 
@@ -83,8 +85,7 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    pub fn new(w: Arc<QTensor>, b: Option<Tensor>) -> Result<Self> {
-        let b = b.as_ref().map(flat).transpose()?;
+    pub fn new(w: Arc<QTensor>, b: Option<Vec<f32>>) -> Result<Self> {
         let format = match w.dtype() {
             GgmlDType::Q4_1 => Some(QFormat::Q4_1),
             GgmlDType::Q8_0 => Some(QFormat::Q8_0),
@@ -192,7 +193,7 @@ pub(crate) struct Layer {
     pub down: Linear,
 }
 
-/// A llama-family decoder; holds weights only, never a KV cache.
+/// A llama-family decoder in host memory; holds weights only, never a KV cache.
 #[derive(Debug, Clone)]
 pub struct Llama {
     pub(crate) cfg: ModelConfig,
@@ -201,7 +202,6 @@ pub struct Llama {
     pub(crate) norm: Vec<f32>,
     pub(crate) lm_head: Linear,
     pub(crate) rope: RopeTable,
-    pub(crate) device: Device,
     pub(crate) weight_bytes: u64,
 }
 
@@ -213,10 +213,6 @@ impl Llama {
     /// Bytes of weights held in memory (for KV pool sizing).
     pub fn weight_bytes(&self) -> u64 {
         self.weight_bytes
-    }
-
-    pub fn device(&self) -> &Device {
-        &self.device
     }
 
     /// A KV pool shaped for this model.
@@ -255,9 +251,9 @@ impl Llama {
             cache.num_blocks(),
         )?;
         if t == 0 {
-            return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &self.device)?);
+            return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &Device::Cpu)?);
         }
-        let ids = Tensor::from_slice(&batch.token_ids, t, &self.device)?;
+        let ids = Tensor::from_slice(&batch.token_ids, t, &Device::Cpu)?;
         // The layer loop works on plain row-major buffers: one allocation per
         // projection, no tensor-op dispatch per norm, activation or residual add.
         let mut x = flat(&self.embed.embedding(&ids)?.to_dtype(DType::F32)?)?;
@@ -293,7 +289,7 @@ impl Llama {
             add_assign(&mut x, &layer.down.forward(&g, t)?);
         }
         if batch.logits_indices.is_empty() {
-            return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &self.device)?);
+            return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &Device::Cpu)?);
         }
         let _head = tracing::trace_span!("lm_head").entered();
         let hidden = c.hidden_size;
@@ -308,7 +304,7 @@ impl Llama {
         Ok(Tensor::from_vec(
             logits,
             (rows, c.vocab_size),
-            &self.device,
+            &Device::Cpu,
         )?)
     }
 }

@@ -1,20 +1,21 @@
 //! Loading a llama-family decoder from a GGUF file.
 //!
-//! Tensor names follow llama.cpp (`token_embd`, `blk.N.attn_q`, ...). Quantized
-//! weights stay quantized (`QMatMul` runs the quantized vec-dot); `f16`/`bf16`
-//! matrices are widened to `f32` so activations are never rounded to half
-//! precision. Rope pairing: llama.cpp permutes llama q/k for interleaved rope;
-//! qwen2 is stored unpermuted (NeoX-style half rope).
+//! Tensor names follow llama.cpp ([`GGUF_NAMES`]: `token_embd`, `blk.N.attn_q`,
+//! ...); the model is assembled by [`crate::builder::build_llama`]. Quantized
+//! weights stay quantized; `f16`/`bf16` matrices are widened to `f32` so
+//! activations are never rounded to half precision. Rope pairing: llama.cpp
+//! permutes llama q/k for interleaved rope; qwen2 is stored unpermuted
+//! (NeoX-style half rope).
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
 
+use candle_core::Device;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{DType, Device, Tensor};
 
-use crate::llama::{Fused, Layer, Linear, Llama, ModelConfig, flat};
+use crate::builder::{LayerNames, TensorNames, WeightSource, build_llama};
+use crate::llama::{Llama, ModelConfig, flat};
 use crate::rope::RopeTable;
 use crate::{Error, Result};
 
@@ -113,94 +114,64 @@ pub fn gguf_config(md: &Content) -> Result<ModelConfig> {
     Ok(cfg)
 }
 
-struct Reader<'a> {
+/// llama.cpp's tensor names.
+pub(crate) const GGUF_NAMES: TensorNames = TensorNames {
+    embed: "token_embd",
+    output_norm: "output_norm",
+    lm_head: "output",
+    layer_prefix: "blk.",
+    layer: LayerNames {
+        attn_norm: "attn_norm",
+        q: "attn_q",
+        k: "attn_k",
+        v: "attn_v",
+        o: "attn_output",
+        ffn_norm: "ffn_norm",
+        gate: "ffn_gate",
+        up: "ffn_up",
+        down: "ffn_down",
+    },
+};
+
+/// An opened GGUF file's tensors.
+struct GgufWeights<'a> {
     md: &'a Content,
     file: &'a mut File,
-    device: &'a Device,
-    bytes: u64,
 }
 
-impl Reader<'_> {
+impl WeightSource for GgufWeights<'_> {
+    const FORMAT: &'static str = "GGUF";
+    const NAMES: TensorNames = GGUF_NAMES;
+
     fn has(&self, name: &str) -> bool {
         self.md.tensor_infos.contains_key(name)
     }
 
-    fn qtensor(&mut self, name: &str) -> Result<Arc<QTensor>> {
-        if !self.has(name) {
-            return Err(Error::InvalidModel(format!(
-                "GGUF tensor `{name}` is missing"
-            )));
-        }
-        let mut t = self.md.tensor(self.file, name, self.device)?;
+    fn tensor(&mut self, name: &str) -> Result<QTensor> {
+        let t = self.md.tensor(self.file, name, &Device::Cpu)?;
         if matches!(t.dtype(), GgmlDType::F16 | GgmlDType::BF16) {
-            t = QTensor::quantize(&t.dequantize(self.device)?, GgmlDType::F32)?;
+            return Ok(QTensor::quantize(
+                &t.dequantize(&Device::Cpu)?,
+                GgmlDType::F32,
+            )?);
         }
-        self.bytes += t.storage_size_in_bytes() as u64;
-        Ok(Arc::new(t))
-    }
-
-    fn dense(&mut self, name: &str) -> Result<Tensor> {
-        let t = self.qtensor(name)?;
-        Ok(t.dequantize(self.device)?.to_dtype(DType::F32)?)
-    }
-
-    fn linear(&mut self, name: &str) -> Result<Linear> {
-        let w = self.qtensor(&format!("{name}.weight"))?;
-        let bias = format!("{name}.bias");
-        let b = if self.has(&bias) {
-            Some(self.dense(&bias)?)
-        } else {
-            None
-        };
-        Linear::new(w, b)
+        Ok(t)
     }
 }
 
-/// Builds the model from an opened GGUF file.
+/// Builds the model (in host memory) from an opened GGUF file.
 ///
 /// # Errors
-/// [`Error::Unsupported`] off CPU or for unknown architectures, [`Error::InvalidModel`]
-/// for missing tensors, [`Error::Candle`] for unreadable tensor data.
-pub fn load_gguf_model(md: &Content, file: &mut File, device: &Device) -> Result<Llama> {
-    if !device.is_cpu() {
-        return Err(Error::Unsupported(
-            "models load into host memory (Device::Cpu); ModelRunner::with_path puts them on a device".into(),
-        ));
-    }
+/// [`Error::Unsupported`] for unknown architectures, [`Error::InvalidModel`] for
+/// missing tensors, [`Error::Candle`] for unreadable tensor data.
+pub fn load_gguf_model(md: &Content, file: &mut File) -> Result<Llama> {
     let cfg = gguf_config(md)?;
-    let mut r = Reader {
-        md,
-        file,
-        device,
-        bytes: 0,
-    };
-    let embed = r.qtensor("token_embd.weight")?;
-    let mut layers = Vec::with_capacity(cfg.num_layers);
-    for i in 0..cfg.num_layers {
-        let p = |s: &str| format!("blk.{i}.{s}");
-        layers.push(Layer {
-            attn_norm: flat(&r.dense(&p("attn_norm.weight"))?)?,
-            qkv: Fused::new(vec![
-                r.linear(&p("attn_q"))?,
-                r.linear(&p("attn_k"))?,
-                r.linear(&p("attn_v"))?,
-            ]),
-            o: r.linear(&p("attn_output"))?,
-            ffn_norm: flat(&r.dense(&p("ffn_norm.weight"))?)?,
-            gate_up: Fused::new(vec![r.linear(&p("ffn_gate"))?, r.linear(&p("ffn_up"))?]),
-            down: r.linear(&p("ffn_down"))?,
-        });
-    }
-    let norm = flat(&r.dense("output_norm.weight")?)?;
-    let lm_head = if r.has("output.weight") {
-        r.linear("output")?
-    } else {
-        Linear::new(embed.clone(), None)?
-    };
+    let mut src = GgufWeights { md, file };
     let mut inv_freq = RopeTable::default_inv_freq(cfg.head_dim, cfg.rope_theta);
-    if r.has("rope_freqs.weight") {
+    let freqs = "rope_freqs.weight";
+    if src.has(freqs) {
         // llama 3.1+ frequency factors: divide each frequency by its factor.
-        let f = r.dense("rope_freqs.weight")?.to_vec1::<f32>()?;
+        let f = flat(&src.tensor(freqs)?.dequantize(&Device::Cpu)?)?;
         if f.len() != inv_freq.len() {
             return Err(Error::InvalidModel(
                 "rope_freqs.weight has the wrong length".into(),
@@ -210,15 +181,6 @@ pub fn load_gguf_model(md: &Content, file: &mut File, device: &Device) -> Result
     }
     let interleaved = cfg.architecture != "qwen2";
     let rope = RopeTable::new(&inv_freq, cfg.max_position_embeddings, interleaved);
-    let weight_bytes = r.bytes;
-    Ok(Llama {
-        cfg,
-        embed,
-        layers,
-        norm,
-        lm_head,
-        rope,
-        device: device.clone(),
-        weight_bytes,
-    })
+    // Tied when the file has no `output.weight`.
+    build_llama(&mut src, cfg, rope, false)
 }

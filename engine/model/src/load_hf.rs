@@ -1,20 +1,22 @@
 //! Loading a llama-family decoder from a Hugging Face directory
 //! (`config.json` + `*.safetensors`).
 //!
-//! The safetensors files are memory-mapped; each matrix is widened to `f32`
-//! (whatever its stored dtype: CPU compute is `f32`) and held as an `f32`
+//! The safetensors files are memory-mapped; each tensor is widened to `f32`
+//! (whatever its stored dtype: compute is `f32`) and held as an `f32`
 //! `QTensor`, so matmuls run the batch-invariant vec-dot path (see `llama.rs`).
-//! Rope is the non-interleaved "half" pairing of the Hugging Face layout.
+//! Tensor names are [`HF_NAMES`]; the model is assembled by
+//! [`crate::builder::build_llama`]. Rope is the non-interleaved "half" pairing
+//! of the Hugging Face layout.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use serde::Deserialize;
 
-use crate::llama::{Fused, Layer, Linear, Llama, ModelConfig, flat};
+use crate::builder::{LayerNames, TensorNames, WeightSource, build_llama};
+use crate::llama::{Llama, ModelConfig};
 use crate::rope::RopeTable;
 use crate::{Error, Result};
 
@@ -123,44 +125,39 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-struct Reader<'a> {
-    st: &'a MmapedSafetensors,
-    device: &'a Device,
-    bytes: u64,
-}
+/// Tensor names of Hugging Face llama-family checkpoints.
+pub(crate) const HF_NAMES: TensorNames = TensorNames {
+    embed: "model.embed_tokens",
+    output_norm: "model.norm",
+    lm_head: "lm_head",
+    layer_prefix: "model.layers.",
+    layer: LayerNames {
+        attn_norm: "input_layernorm",
+        q: "self_attn.q_proj",
+        k: "self_attn.k_proj",
+        v: "self_attn.v_proj",
+        o: "self_attn.o_proj",
+        ffn_norm: "post_attention_layernorm",
+        gate: "mlp.gate_proj",
+        up: "mlp.up_proj",
+        down: "mlp.down_proj",
+    },
+};
 
-impl Reader<'_> {
+/// Memory-mapped safetensors files; every tensor comes out as an `f32` `QTensor`.
+struct SafetensorsWeights(MmapedSafetensors);
+
+impl WeightSource for SafetensorsWeights {
+    const FORMAT: &'static str = "safetensors";
+    const NAMES: TensorNames = HF_NAMES;
+
     fn has(&self, name: &str) -> bool {
-        self.st.get(name).is_ok()
+        self.0.get(name).is_ok()
     }
 
-    fn dense(&mut self, name: &str) -> Result<Tensor> {
-        if !self.has(name) {
-            return Err(Error::InvalidModel(format!(
-                "safetensors tensor `{name}` is missing"
-            )));
-        }
-        let t = self.st.load(name, self.device)?.to_dtype(DType::F32)?;
-        self.bytes += (t.elem_count() * 4) as u64;
-        Ok(t)
-    }
-
-    fn qtensor(&mut self, name: &str) -> Result<Arc<QTensor>> {
-        Ok(Arc::new(QTensor::quantize(
-            &self.dense(name)?,
-            GgmlDType::F32,
-        )?))
-    }
-
-    fn linear(&mut self, name: &str) -> Result<Linear> {
-        let w = self.qtensor(&format!("{name}.weight"))?;
-        let bias = format!("{name}.bias");
-        let b = if self.has(&bias) {
-            Some(self.dense(&bias)?)
-        } else {
-            None
-        };
-        Linear::new(w, b)
+    fn tensor(&mut self, name: &str) -> Result<QTensor> {
+        let t = self.0.load(name, &Device::Cpu)?.to_dtype(DType::F32)?;
+        Ok(QTensor::quantize(&t, GgmlDType::F32)?)
     }
 }
 
@@ -196,68 +193,22 @@ fn rope_inv_freq(hf: &HfConfig, cfg: &ModelConfig) -> Result<Vec<f32>> {
     Ok(inv)
 }
 
-/// Builds the model from a Hugging Face directory.
+/// Builds the model (in host memory) from a Hugging Face directory.
 ///
 /// # Errors
-/// [`Error::Unsupported`] off CPU, for other architectures or rope scalings;
+/// [`Error::Unsupported`] for other architectures or rope scalings;
 /// [`Error::InvalidModel`] for missing tensors; I/O errors.
-pub fn load_hf_model(dir: &Path, device: &Device) -> Result<(Llama, HfConfig)> {
-    if !device.is_cpu() {
-        return Err(Error::Unsupported(
-            "models load into host memory (Device::Cpu); ModelRunner::with_path puts them on a device".into(),
-        ));
-    }
+pub fn load_hf_model(dir: &Path) -> Result<(Llama, HfConfig)> {
     let (hf, cfg) = hf_config(dir)?;
     let files = safetensors_files(dir)?;
     // SAFETY: the files are mapped read-only; like every mmap user we rely on nobody
     // truncating them while the model loads (weights are copied out before returning).
-    let st = unsafe { MmapedSafetensors::multi(&files)? };
-    let mut r = Reader {
-        st: &st,
-        device,
-        bytes: 0,
-    };
-    let embed = r.qtensor("model.embed_tokens.weight")?;
-    let mut layers = Vec::with_capacity(cfg.num_layers);
-    for i in 0..cfg.num_layers {
-        let p = |s: &str| format!("model.layers.{i}.{s}");
-        layers.push(Layer {
-            attn_norm: flat(&r.dense(&p("input_layernorm.weight"))?)?,
-            qkv: Fused::new(vec![
-                r.linear(&p("self_attn.q_proj"))?,
-                r.linear(&p("self_attn.k_proj"))?,
-                r.linear(&p("self_attn.v_proj"))?,
-            ]),
-            o: r.linear(&p("self_attn.o_proj"))?,
-            ffn_norm: flat(&r.dense(&p("post_attention_layernorm.weight"))?)?,
-            gate_up: Fused::new(vec![
-                r.linear(&p("mlp.gate_proj"))?,
-                r.linear(&p("mlp.up_proj"))?,
-            ]),
-            down: r.linear(&p("mlp.down_proj"))?,
-        });
-    }
-    let norm = flat(&r.dense("model.norm.weight")?)?;
-    let lm_head = if !hf.tie_word_embeddings && r.has("lm_head.weight") {
-        r.linear("lm_head")?
-    } else {
-        Linear::new(embed.clone(), None)?
-    };
+    let mut src = SafetensorsWeights(unsafe { MmapedSafetensors::multi(&files)? });
     let rope = RopeTable::new(
         &rope_inv_freq(&hf, &cfg)?,
         cfg.max_position_embeddings,
         false,
     );
-    let weight_bytes = r.bytes;
-    let model = Llama {
-        cfg,
-        embed,
-        layers,
-        norm,
-        lm_head,
-        rope,
-        device: device.clone(),
-        weight_bytes,
-    };
+    let model = build_llama(&mut src, cfg, rope, hf.tie_word_embeddings)?;
     Ok((model, hf))
 }

@@ -93,10 +93,6 @@ impl QMatrix {
         })
     }
 
-    pub fn bytes(&self) -> usize {
-        self.data.len()
-    }
-
     /// Output width `n`.
     pub fn rows(&self) -> usize {
         self.n
@@ -212,30 +208,34 @@ impl QMatrix {
                 while r + 4 <= r1 {
                     let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
                     unsafe {
-                        K::dot_cols(
+                        dot_cols::<K, 4>(
                             level,
                             &self.data,
                             g0..g1,
                             kb,
                             rows,
-                            out.get().add(r * n),
-                            n,
-                            first,
+                            ColsOut {
+                                out: out.get().add(r * n),
+                                n,
+                                first,
+                            },
                         )
                     };
                     r += 4;
                 }
                 for i in r..r1 {
                     unsafe {
-                        K::dot_cols(
+                        dot_cols::<K, 1>(
                             level,
                             &self.data,
                             g0..g1,
                             kb,
                             [row(i)],
-                            out.get().add(i * n),
-                            n,
-                            first,
+                            ColsOut {
+                                out: out.get().add(i * n),
+                                n,
+                                first,
+                            },
                         )
                     };
                 }
@@ -324,30 +324,22 @@ fn detect_simd() -> SimdLevel {
     SimdLevel::Scalar
 }
 
-/// One weight format's dot products of a weight row against `R` quantized
-/// activation rows. For every `R` and SIMD level a row gets exactly the bits it
-/// gets alone (the integer products are exact; the float ops per row are the same),
-/// so results do not depend on the batch.
+/// One weight format: its block size and its dot products of a weight row
+/// against `R` quantized activation rows, scalar and per SIMD level. For every
+/// `R` and SIMD level a row gets exactly the bits it gets alone (the integer
+/// products are exact; the float ops per row are the same), so results do not
+/// depend on the batch. The column loop around them is [`dot_cols`], shared.
 trait Kernel {
     const W_BLOCK: usize;
     fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32;
-    /// The dot products of `R` activation rows `x` with every column `c` in `cols`
-    /// of the matrix `w` (`kb` blocks a column), row `i`'s written at
-    /// `out[i * n + c - first]`; per row the arithmetic is the same whatever `R`.
-    ///
     /// # Safety
-    /// `level`'s instructions must be available (it comes from [`simd_level`]), and
-    /// `out` must be valid for those writes with no other access meanwhile.
-    unsafe fn dot_cols<const R: usize>(
-        level: SimdLevel,
-        w: &[u8],
-        cols: std::ops::Range<usize>,
-        kb: usize,
-        x: [&[XBlock]; R],
-        out: *mut f32,
-        n: usize,
-        first: usize,
-    );
+    /// AVX2, FMA and F16C must be available.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R];
+    /// # Safety
+    /// As [`Kernel::dot_avx2`], plus AVX-512 F, VL and VNNI.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R];
 }
 
 struct Q41;
@@ -358,34 +350,17 @@ impl Kernel for Q41 {
     fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
         q41_dot_scalar(w, x)
     }
-    unsafe fn dot_cols<const R: usize>(
-        level: SimdLevel,
-        w: &[u8],
-        cols: std::ops::Range<usize>,
-        kb: usize,
-        x: [&[XBlock]; R],
-        out: *mut f32,
-        n: usize,
-        first: usize,
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        match level {
-            SimdLevel::Avx512Vnni => {
-                return unsafe { simd_vnni::q41_cols(w, cols, kb, x, out, n, first) };
-            }
-            SimdLevel::Avx2 => {
-                return unsafe { simd_avx2::q41_cols(w, cols, kb, x, out, n, first) };
-            }
-            SimdLevel::Scalar => {}
-        }
-        let bytes = kb * Self::W_BLOCK;
-        for c in cols {
-            let wc = &w[c * bytes..(c + 1) * bytes];
-            for (i, x) in x.iter().enumerate() {
-                // SAFETY: as the caller vouches.
-                unsafe { *out.add(i * n + c - first) = q41_dot_scalar(wc, x) };
-            }
-        }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_avx2::q41_dot(w, x) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_vnni::q41_dot(w, x) }
     }
 }
 
@@ -403,33 +378,82 @@ impl Kernel for Q80 {
         }
         acc
     }
-    unsafe fn dot_cols<const R: usize>(
-        level: SimdLevel,
-        w: &[u8],
-        cols: std::ops::Range<usize>,
-        kb: usize,
-        x: [&[XBlock]; R],
-        out: *mut f32,
-        n: usize,
-        first: usize,
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        match level {
-            SimdLevel::Avx512Vnni => {
-                return unsafe { simd_vnni::q80_cols(w, cols, kb, x, out, n, first) };
-            }
-            SimdLevel::Avx2 => {
-                return unsafe { simd_avx2::q80_cols(w, cols, kb, x, out, n, first) };
-            }
-            SimdLevel::Scalar => {}
-        }
-        let bytes = kb * Self::W_BLOCK;
-        for c in cols {
-            let wc = &w[c * bytes..(c + 1) * bytes];
-            for (i, x) in x.iter().enumerate() {
-                // SAFETY: as the caller vouches.
-                unsafe { *out.add(i * n + c - first) = Self::dot_scalar(wc, x) };
-            }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_avx2::q80_dot(w, x) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_vnni::q80_dot(w, x) }
+    }
+}
+
+/// The dot products of `R` activation rows `x` with every column `c` in `cols`
+/// of the matrix `w` (`kb` blocks of format `K` a column), written through
+/// `out`, with `level`'s kernels; per row the arithmetic is the same whatever `R`.
+///
+/// # Safety
+/// `level`'s instructions must be available (it comes from [`simd_level`]), and
+/// `out` must be valid for those writes with no other access meanwhile.
+unsafe fn dot_cols<K: Kernel, const R: usize>(
+    level: SimdLevel,
+    w: &[u8],
+    cols: std::ops::Range<usize>,
+    kb: usize,
+    x: [&[XBlock]; R],
+    out: ColsOut,
+) {
+    // SAFETY (all three): as the caller vouches.
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        SimdLevel::Avx512Vnni => return unsafe { simd_vnni::cols::<K, R>(w, cols, kb, x, out) },
+        SimdLevel::Avx2 => return unsafe { simd_avx2::cols::<K, R>(w, cols, kb, x, out) },
+        SimdLevel::Scalar => {}
+    }
+    let _ = level;
+    unsafe {
+        each_col(w, cols, kb * K::W_BLOCK, x, out, |wc, x| {
+            x.map(|x| K::dot_scalar(wc, x))
+        })
+    };
+}
+
+/// Where the column loop writes: row `i`, column `c` at `out[i * n + c - first]`
+/// (`n` the row stride, `first` the first column `out` points at).
+#[derive(Clone, Copy)]
+struct ColsOut {
+    out: *mut f32,
+    n: usize,
+    first: usize,
+}
+
+/// The one column loop: `dot` of each column's `bytes` of `w` with the rows `x`,
+/// written through `out`. Always inlined, so inside a target-feature function
+/// (`simd_*::cols`) the dot product inlines into the loop with those features:
+/// one call per row group and job, not one per column (the call and its
+/// by-memory arguments cost ~15 % at prefill sizes).
+///
+/// # Safety
+/// `out` must be valid for rows `0..R` at columns `cols - first` (stride `n`)
+/// with no other access meanwhile; `dot` must be safe to call here.
+#[inline(always)]
+unsafe fn each_col<const R: usize>(
+    w: &[u8],
+    cols: std::ops::Range<usize>,
+    bytes: usize,
+    x: [&[XBlock]; R],
+    out: ColsOut,
+    mut dot: impl FnMut(&[u8], [&[XBlock]; R]) -> [f32; R],
+) {
+    for c in cols {
+        let v = dot(&w[c * bytes..(c + 1) * bytes], x);
+        for (i, v) in v.into_iter().enumerate() {
+            // SAFETY: as the caller vouches.
+            unsafe { *out.out.add(i * out.n + c - out.first) = v };
         }
     }
 }
@@ -456,11 +480,10 @@ fn q41_dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
 /// `vpdpbusd`), so both levels produce the same integers and the same floats.
 #[cfg(target_arch = "x86_64")]
 macro_rules! simd_kernels {
-    ($name:ident, $features:literal, |$a:ident, $b:ident| $idot:expr) => {
+    ($name:ident, $features:literal, $dot:ident, |$a:ident, $b:ident| $idot:expr) => {
         mod $name {
-            use super::{Q41, Q80, XBlock};
+            use super::{ColsOut, Kernel, Q41, Q80, XBlock};
             use std::arch::x86_64::*;
-            use $crate::qmatmul::Kernel as _;
 
             #[inline]
             #[target_feature(enable = $features)]
@@ -551,70 +574,39 @@ macro_rules! simd_kernels {
                 acc.map(|a| hsum(a))
             }
 
-            /// [`q41_dot`] for every column in `cols` of `w` (`kb` blocks a column),
-            /// row `i`'s result for column `c` written at `out[i * n + c - first]`. The column loop lives here so
-            /// the dot product inlines into it: one call per row group and job, not
-            /// one per column (the call and its by-memory arguments cost ~15 % at
-            /// prefill sizes).
+            /// [`super::each_col`] with format `K`'s dot product at this level,
+            /// compiled with this level's features so the dot inlines into the loop.
+            ///
+            /// # Safety
+            /// This level's instructions must be available; `out` as for `each_col`.
             #[target_feature(enable = $features)]
-            pub(super) unsafe fn q41_cols<const R: usize>(
+            pub(super) unsafe fn cols<K: Kernel, const R: usize>(
                 w: &[u8],
                 cols: std::ops::Range<usize>,
                 kb: usize,
                 x: [&[XBlock]; R],
-                out: *mut f32,
-                n: usize,
-                first: usize,
+                out: ColsOut,
             ) {
-                let bytes = kb * Q41::W_BLOCK;
-                for c in cols {
-                    // SAFETY: this function has the features the dot product needs; the
-                    // caller owns `out` rows 0..R at columns `cols - first` (stride `n`).
-                    unsafe {
-                        let v = q41_dot(&w[c * bytes..(c + 1) * bytes], x);
-                        for (i, v) in v.into_iter().enumerate() {
-                            *out.add(i * n + c - first) = v;
-                        }
-                    }
-                }
-            }
-
-            /// [`q80_dot`] for every column in `cols`, as [`q41_cols`].
-            #[target_feature(enable = $features)]
-            pub(super) unsafe fn q80_cols<const R: usize>(
-                w: &[u8],
-                cols: std::ops::Range<usize>,
-                kb: usize,
-                x: [&[XBlock]; R],
-                out: *mut f32,
-                n: usize,
-                first: usize,
-            ) {
-                let bytes = kb * Q80::W_BLOCK;
-                for c in cols {
-                    // SAFETY: this function has the features the dot product needs; the
-                    // caller owns `out` rows 0..R at columns `cols - first` (stride `n`).
-                    unsafe {
-                        let v = q80_dot(&w[c * bytes..(c + 1) * bytes], x);
-                        for (i, v) in v.into_iter().enumerate() {
-                            *out.add(i * n + c - first) = v;
-                        }
-                    }
-                }
+                let dot = |wc: &[u8], x: [&[XBlock]; R]| {
+                    // SAFETY: this function (so this closure) has the features `$dot` needs.
+                    unsafe { K::$dot::<R>(wc, x) }
+                };
+                // SAFETY: the caller owns `out`.
+                unsafe { super::each_col(w, cols, kb * K::W_BLOCK, x, out, dot) }
             }
         }
     };
 }
 
 #[cfg(target_arch = "x86_64")]
-simd_kernels!(simd_avx2, "avx2,fma,f16c", |a, b| _mm256_madd_epi16(
-    _mm256_maddubs_epi16(a, b),
-    _mm256_set1_epi16(1)
-));
+simd_kernels!(simd_avx2, "avx2,fma,f16c", dot_avx2, |a, b| {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
+});
 #[cfg(target_arch = "x86_64")]
 simd_kernels!(
     simd_vnni,
     "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
+    dot_vnni,
     |a, b| _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
 );
 
@@ -684,7 +676,12 @@ mod tests {
             .map(|&l| {
                 let mut v = 0.0f32;
                 // SAFETY: only levels this CPU has; one row, one column into `v`.
-                unsafe { K::dot_cols(l, w0, 0..1, k / QK, [&xq[..]], &mut v, 1, 0) };
+                let out = ColsOut {
+                    out: &mut v,
+                    n: 1,
+                    first: 0,
+                };
+                unsafe { dot_cols::<K, 1>(l, w0, 0..1, k / QK, [&xq[..]], out) };
                 v.to_bits()
             })
             .collect();

@@ -149,8 +149,36 @@ mod tests {
         assert!(t_h.apply(&mut b, &[8]).is_err());
     }
 
+    /// Hand-computed: head_dim 4, theta 100 → inverse frequencies 1 and 0.1; at
+    /// position 2 the pairs turn by 2 and 0.2 radians. Half pairing rotates
+    /// (x0, x2) and (x1, x3), interleaved (x0, x1) and (x2, x3); with
+    /// x = [1, 2, 3, 4]:
+    /// half:        [1c₂ − 3s₂, 2c − 4s, 1s₂ + 3c₂, 2s + 4c]
+    /// interleaved: [1c₂ − 2s₂, 1s₂ + 2c₂, 3c − 4s, 3s + 4c]
+    /// (c₂, s₂ = cos 2, sin 2; c, s = cos 0.2, sin 0.2). Rotations keep the norm.
     #[test]
-    fn rotation_preserves_norm() {
+    fn rotation_gives_known_values_and_preserves_norm() {
+        let inv = RopeTable::default_inv_freq(4, 100.0);
+        assert!(inv.len() == 2 && inv[0] == 1.0 && (inv[1] - 0.1).abs() < 1e-7);
+        let cases = [
+            (false, [-3.144_039_1, 1.165_455_8, -0.339_143_08, 4.317_605]),
+            (
+                true,
+                [-2.234_741_7, 0.077_003_754, 2.145_522_4, 4.516_274_3],
+            ),
+        ];
+        for (interleaved, want) in cases {
+            let t = RopeTable::new(&inv, 3, interleaved);
+            let mut x = vec![1.0f32, 2.0, 3.0, 4.0];
+            t.apply(&mut x, &[2]).unwrap();
+            for (got, want) in x.iter().zip(want) {
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "interleaved={interleaved}: {x:?} vs {want:?}"
+                );
+            }
+        }
+
         let inv = RopeTable::default_inv_freq(8, 100000.0);
         let t = RopeTable::new(&inv, 100, false);
         let mut x: Vec<f32> = (0..16).map(|i| i as f32 * 0.1).collect();

@@ -71,9 +71,9 @@ pub struct RunnerConfig {
 pub enum ExecPath {
     /// Candela's CPU kernels (quantized matmuls, paged attention) on host memory.
     Cpu,
-    /// candle tensor ops on this device: CUDA for `--device cuda`; the CPU device
-    /// runs the same code (tests).
-    Tensor(Device),
+    /// candle's tensor ops ([`DeviceLlama`]) on this device: CUDA for
+    /// `--device cuda`; the CPU device runs the same code (tests).
+    CandleOps(Device),
 }
 
 /// The model and the pool its forward pass reads and writes.
@@ -83,7 +83,7 @@ enum Backend {
         model: Llama,
         cache: PagedKvCache,
     },
-    Tensor {
+    CandleOps {
         model: DeviceLlama,
         cache: DeviceKvCache,
     },
@@ -114,7 +114,7 @@ impl ModelRunner {
         )
     }
 
-    /// A runner on `path`: for [`ExecPath::Tensor`] the weights are copied to the
+    /// A runner on `path`: for [`ExecPath::CandleOps`] the weights are copied to the
     /// device (and the host copy dropped) and the KV pool is allocated there.
     ///
     /// # Errors
@@ -127,14 +127,14 @@ impl ModelRunner {
     ) -> Result<Self> {
         let device = match path {
             ExecPath::Cpu => return Ok(Self::new(model, cfg, eos_token_ids)),
-            ExecPath::Tensor(device) => device,
+            ExecPath::CandleOps(device) => device,
         };
         let host_cache = model.new_cache(cfg.num_host_blocks, cfg.block_size);
         let dm = DeviceLlama::new(&model, &device)?;
         drop(model);
         let cache = dm.new_cache(cfg.num_device_blocks, cfg.block_size)?;
         Ok(Self::with_backend(
-            Backend::Tensor { model: dm, cache },
+            Backend::CandleOps { model: dm, cache },
             host_cache,
             cfg,
             eos_token_ids,
@@ -162,7 +162,7 @@ impl ModelRunner {
     pub fn device(&self) -> Device {
         match &self.backend {
             Backend::Cpu { .. } => Device::Cpu,
-            Backend::Tensor { model, .. } => model.device().clone(),
+            Backend::CandleOps { model, .. } => model.device().clone(),
         }
     }
 
@@ -173,7 +173,7 @@ impl ModelRunner {
     pub fn copy_device_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
         match &mut self.backend {
             Backend::Cpu { cache, .. } => cache.copy_blocks(pairs),
-            Backend::Tensor { cache, .. } => cache.copy_blocks(pairs),
+            Backend::CandleOps { cache, .. } => cache.copy_blocks(pairs),
         }
     }
 
@@ -191,7 +191,7 @@ impl ModelRunner {
                 cache.copy_blocks_to(&mut self.host_cache, swap_out)?;
                 self.host_cache.copy_blocks_to(cache, swap_in)
             }
-            Backend::Tensor { cache, .. } => {
+            Backend::CandleOps { cache, .. } => {
                 cache.copy_to_host(&mut self.host_cache, swap_out)?;
                 cache.copy_from_host(&self.host_cache, swap_in)
             }
@@ -201,7 +201,7 @@ impl ModelRunner {
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Tensor> {
         match &mut self.backend {
             Backend::Cpu { model, cache } => model.forward(batch, cache),
-            Backend::Tensor { model, cache } => model.forward(batch, cache),
+            Backend::CandleOps { model, cache } => model.forward(batch, cache),
         }
     }
 

@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 
 use candela_model::{ForwardBatch, SeqInput, reference_generate_greedy, reference_logits};
-use candle_core::{DType, Device};
 
 fn gguf_path() -> PathBuf {
     if let Ok(p) = std::env::var("CANDELA_TEST_MODEL") {
@@ -30,8 +29,8 @@ fn hf_directory_loads_and_agrees_with_gguf() {
     candela_model::hf_export::gguf_to_hf_dir(&gguf_path(), &dir, 2).unwrap();
     assert!(dir.join("model.safetensors.index.json").exists());
     assert!(dir.join("model-00002-of-00002.safetensors").exists());
-    let hf = candela_model::load(&dir, &Device::Cpu, DType::F32).unwrap();
-    let gg = candela_model::load(&gguf_path(), &Device::Cpu, DType::F32).unwrap();
+    let hf = candela_model::load(&dir).unwrap();
+    let gg = candela_model::load(&gguf_path()).unwrap();
     std::fs::remove_dir_all(&dir).ok();
 
     assert_eq!(hf.config.num_layers, 30);

@@ -10,7 +10,7 @@ use candela_model::{
     ChatTemplate, DeviceLlama, ExecPath, ForwardBatch, LoadedModel, ModelRunner, RunnerConfig,
     SampleArgs, SeqInput, StepSeq, reference_generate_greedy, reference_logits,
 };
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 fn model_path() -> PathBuf {
     if let Ok(p) = std::env::var("CANDELA_TEST_MODEL") {
@@ -29,7 +29,7 @@ fn model() -> &'static LoadedModel {
             "test model {} is missing: run scripts/setup.sh (or set CANDELA_TEST_MODEL)",
             p.display()
         );
-        candela_model::load(&p, &Device::Cpu, DType::F32).expect("load the test model")
+        candela_model::load(&p).expect("load the test model")
     })
 }
 
@@ -425,7 +425,7 @@ fn runner_greedy_matches_reference_under_batching_chunking_and_swap() {
 /// see `tensor_path_logits_match_the_cpu_path`).
 #[test]
 fn tensor_path_runner_greedy_matches_reference() {
-    runner_matches_reference(ExecPath::Tensor(Device::Cpu));
+    runner_matches_reference(ExecPath::CandleOps(Device::Cpu));
 }
 
 /// Prefill chunk of the runner schedule.
@@ -448,7 +448,7 @@ fn runner_matches_reference(path: ExecPath) {
                     .unwrap()
                     .tokens
             }
-            ExecPath::Tensor(_) => generate_alone(path.clone(), p, max_new, CHUNK),
+            ExecPath::CandleOps(_) => generate_alone(path.clone(), p, max_new, CHUNK),
         })
         .collect();
 

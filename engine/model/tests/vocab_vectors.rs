@@ -30,8 +30,16 @@ fn check(name: &str) {
     let tk = tokenizer_from_gguf(&content).unwrap().tokenizer;
     let inp = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.inp"))).unwrap();
     let out = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.out"))).unwrap();
-    let inputs: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    // Every input ends with the separator line; one output line per input.
+    let inputs: Vec<&str> = inp.split_terminator("\n__ggml_vocab_test__\n").collect();
     let outputs: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        inputs.len(),
+        outputs.len(),
+        "{name}: {} inputs but {} expected outputs",
+        inputs.len(),
+        outputs.len()
+    );
     let mut failures = Vec::new();
     for (text, want) in inputs.iter().zip(&outputs) {
         let want: Vec<u32> = want

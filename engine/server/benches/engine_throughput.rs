@@ -25,8 +25,7 @@ fn main() {
         "run scripts/setup.sh first: {} is missing",
         path.display()
     );
-    let model = candela_model::load(&path, &candle_core::Device::Cpu, candle_core::DType::F32)
-        .expect("load");
+    let model = candela_model::load(&path).expect("load");
     let threads = candela_model::pool::global().threads();
     println!(
         "model {} on CPU, {threads} threads; prompt {PROMPT_LEN}, output {OUTPUT_LEN} tokens",

@@ -131,19 +131,15 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> anyhow::Result<Started> {
     args.validate().map_err(anyhow::Error::msg)?;
     let path = match args.model.device {
         cli::Device::Cpu => ExecPath::Cpu,
-        cli::Device::Cuda(n) => ExecPath::Tensor(cuda_device(n)?),
+        cli::Device::Cuda(n) => ExecPath::CandleOps(cuda_device(n)?),
     };
     let model_path = &model.path;
     if let Some(n) = args.model.threads {
         candela_model::pool::set_threads(n.into())?;
     }
     // Weights are read into host memory; the runner copies them to the GPU.
-    let loaded = candela_model::load(
-        model_path,
-        &candle_core::Device::Cpu,
-        candle_core::DType::F32,
-    )
-    .with_context(|| format!("loading {}", model_path.display()))?;
+    let loaded = candela_model::load(model_path)
+        .with_context(|| format!("loading {}", model_path.display()))?;
     let LoadedModel {
         model: weights,
         tokenizer,

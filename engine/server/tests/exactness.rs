@@ -144,12 +144,7 @@ fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outco
 
 #[test]
 fn batched_paged_preempted_output_equals_single_sequence_reference() {
-    let model = candela_model::load(
-        &common::default_model(),
-        &candle_core::Device::Cpu,
-        candle_core::DType::F32,
-    )
-    .expect("load model");
+    let model = candela_model::load(&common::default_model()).expect("load model");
     let cases = cases(&model);
     assert_eq!(cases.len(), 32);
     let references: Vec<_> = cases

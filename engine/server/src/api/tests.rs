@@ -51,8 +51,7 @@ static MODEL: LazyLock<Model> = LazyLock::new(|| {
         "the default model {} is missing: run scripts/setup.sh first",
         path.display()
     );
-    let loaded = candela_model::load(&path, &candle_core::Device::Cpu, candle_core::DType::F32)
-        .expect("the default model loads");
+    let loaded = candela_model::load(&path).expect("the default model loads");
     let source = loaded.chat_template.expect("SmolLM2 ships a chat template");
     let template = candela_model::ChatTemplate::new(
         &source,

@@ -173,12 +173,7 @@ impl ExpositionExt for Exposition {
 
 /// The default model, loaded for the CPU.
 pub fn load_default_model() -> candela_model::LoadedModel {
-    candela_model::load(
-        &default_model(),
-        &candle_core::Device::Cpu,
-        candle_core::DType::F32,
-    )
-    .expect("load the default model")
+    candela_model::load(&default_model()).expect("load the default model")
 }
 
 /// Starts the real engine thread on `m` with a device pool of `num_blocks` blocks of 16
