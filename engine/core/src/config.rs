@@ -42,6 +42,9 @@ pub struct SchedulerConfig {
     pub delay_factor: f64,
     /// Most requests allowed to wait; past it `add_request` answers [`Error::QueueFull`].
     pub max_waiting: usize,
+    /// The model's end-of-sequence ids: they end every request that does not set
+    /// `ignore_eos` (the one place the engine keeps them).
+    pub eos_token_ids: Vec<u32>,
 }
 
 impl SchedulerConfig {

@@ -203,7 +203,6 @@ mod tests {
                 prompt_token_ids: tokens,
                 params: SamplingParams::greedy(8),
                 priority: 0,
-                eos_token_ids: vec![],
                 arrival_time: 0.0,
             },
             4,

@@ -23,7 +23,7 @@ pub mod scheduler;
 
 pub use config::{CacheConfig, SchedulerConfig, SchedulingPolicy};
 pub use error::Error;
-pub use request::{FinishReason, NewRequest, Request, RequestId, RequestStatus};
+pub use request::{FinishReason, NewRequest, Request, RequestId, RequestStatus, StopReason};
 pub use sampling::SamplingParams;
 pub use scheduler::{
     RequestOutput, SampledToken, ScheduledRequest, Scheduler, SchedulerOutput, SchedulerStats,

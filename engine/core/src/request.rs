@@ -34,6 +34,25 @@ impl FinishReason {
     }
 }
 
+/// Which stop condition ended a request with [`FinishReason::Stop`] (vLLM's
+/// `stop_reason`, for the conditions the core checks; stop strings are the server's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StopReason {
+    /// One of the model's EOS ids (`stop_reason` is `null` in vLLM's answers).
+    Eos(u32),
+    /// One of the request's `stop_token_ids`.
+    StopToken(u32),
+}
+
+impl StopReason {
+    /// The token that ended the request.
+    pub fn token(self) -> u32 {
+        match self {
+            StopReason::Eos(t) | StopReason::StopToken(t) => t,
+        }
+    }
+}
+
 /// Where a request is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestStatus {
@@ -55,8 +74,6 @@ pub struct NewRequest {
     pub params: SamplingParams,
     /// Lower runs first under the `priority` policy (vLLM's convention).
     pub priority: i32,
-    /// Token ids that mean end-of-sequence for this model.
-    pub eos_token_ids: Vec<u32>,
     /// Arrival time in seconds on the engine's monotonic clock.
     pub arrival_time: f64,
 }
@@ -70,7 +87,6 @@ pub struct Request {
     num_prompt_tokens: usize,
     pub params: SamplingParams,
     pub priority: i32,
-    pub eos_token_ids: Vec<u32>,
     pub status: RequestStatus,
     /// Tokens whose KV is in the cache; the runner computes `token_ids[num_computed_tokens..]`.
     pub num_computed_tokens: usize,
@@ -94,7 +110,6 @@ impl Request {
             token_ids: new.prompt_token_ids,
             params: new.params,
             priority: new.priority,
-            eos_token_ids: new.eos_token_ids,
             status: RequestStatus::Waiting,
             num_computed_tokens: 0,
             num_cached_tokens: 0,
@@ -138,10 +153,6 @@ impl Request {
         &self.block_hashes
     }
 
-    pub fn is_finished(&self) -> bool {
-        matches!(self.status, RequestStatus::Finished(_))
-    }
-
     /// Appends a sampled token and extends the block hashes when a block fills.
     pub(crate) fn append_token(&mut self, token: u32, block_size: usize) {
         self.token_ids.push(token);
@@ -178,7 +189,6 @@ mod tests {
                 prompt_token_ids: tokens,
                 params: SamplingParams::greedy(4),
                 priority: 0,
-                eos_token_ids: vec![],
                 arrival_time: 0.0,
             },
             4,

@@ -82,6 +82,34 @@ impl SamplingParams {
         self.temperature <= 0.0 || self.top_k == 1
     }
 
+    /// The `max_tokens` a prompt of `prompt_len` tokens gets: `requested`, or what is
+    /// left of the context (`max_model_len - prompt_len`, vLLM's default) when absent.
+    ///
+    /// # Errors
+    /// [`Error::EmptyPrompt`]; [`Error::TooLong`] when prompt plus `max_tokens` exceeds
+    /// `max_model_len` (a prompt that fills the context leaves no room for one token).
+    pub fn resolve_max_tokens(
+        requested: Option<usize>,
+        prompt_len: usize,
+        max_model_len: usize,
+    ) -> Result<usize, Error> {
+        if prompt_len == 0 {
+            return Err(Error::EmptyPrompt);
+        }
+        let max_tokens =
+            requested.unwrap_or_else(|| max_model_len.saturating_sub(prompt_len).max(1));
+        let requested = prompt_len.saturating_add(max_tokens);
+        if requested > max_model_len {
+            return Err(Error::TooLong {
+                max_model_len,
+                requested,
+                prompt: prompt_len,
+                max_tokens,
+            });
+        }
+        Ok(max_tokens)
+    }
+
     /// Checks ranges the way vLLM's `SamplingParams._verify_args` does.
     ///
     /// # Errors
@@ -142,6 +170,50 @@ impl SamplingParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_tokens_defaults_to_the_rest_of_the_context_and_must_fit() {
+        assert_eq!(SamplingParams::resolve_max_tokens(None, 10, 100), Ok(90));
+        assert_eq!(
+            SamplingParams::resolve_max_tokens(Some(90), 10, 100),
+            Ok(90)
+        );
+        assert_eq!(SamplingParams::resolve_max_tokens(None, 99, 100), Ok(1));
+        assert_eq!(
+            SamplingParams::resolve_max_tokens(Some(91), 10, 100),
+            Err(Error::TooLong {
+                max_model_len: 100,
+                requested: 101,
+                prompt: 10,
+                max_tokens: 91
+            })
+        );
+        assert_eq!(
+            SamplingParams::resolve_max_tokens(None, 100, 100),
+            Err(Error::TooLong {
+                max_model_len: 100,
+                requested: 101,
+                prompt: 100,
+                max_tokens: 1
+            })
+        );
+        assert_eq!(
+            SamplingParams::resolve_max_tokens(Some(usize::MAX), 5, 2048)
+                .unwrap_err()
+                .to_string(),
+            Error::TooLong {
+                max_model_len: 2048,
+                requested: usize::MAX,
+                prompt: 5,
+                max_tokens: usize::MAX
+            }
+            .to_string()
+        );
+        assert_eq!(
+            SamplingParams::resolve_max_tokens(None, 0, 100),
+            Err(Error::EmptyPrompt)
+        );
+    }
 
     #[test]
     fn defaults_are_valid_and_greedy_is_detected() {

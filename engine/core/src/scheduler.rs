@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use crate::kv_manager::{CacheHit, KvCacheManager};
 use crate::{
     BlockId, CacheConfig, Error, FinishReason, NewRequest, Request, RequestId, RequestStatus,
-    SchedulerConfig, SchedulingPolicy,
+    SchedulerConfig, SchedulingPolicy, StopReason,
 };
 
 /// One request's share of a step: compute KV for `token_ids()[start..start + num_tokens]`.
@@ -56,6 +56,8 @@ pub struct RequestOutput {
     pub token: u32,
     pub logprobs: Option<TokenLogprobs>,
     pub finish: Option<FinishReason>,
+    /// With `finish == Some(Stop)`: the EOS or stop token id that ended the request.
+    pub stop_reason: Option<StopReason>,
     /// When the request arrived (TTFT is measured from here).
     pub arrival_time: f64,
     /// When the previous token came out; `None` for the first token.
@@ -140,31 +142,22 @@ impl Scheduler {
         self.block_size
     }
 
-    /// Queues a request.
+    /// Queues a request. Its parameters come validated from the server's front end
+    /// (`validate` there resolves `max_tokens` and checks the prompt fits); the core
+    /// refuses only what depends on its own state, and an empty prompt, which it cannot run.
     ///
     /// # Errors
-    /// [`Error::EmptyPrompt`], [`Error::TooLong`], [`Error::InvalidParams`],
-    /// [`Error::QueueFull`] (retry later) or [`Error::DuplicateRequest`].
+    /// [`Error::EmptyPrompt`], [`Error::InvalidParams`] (priority without the priority
+    /// policy), [`Error::QueueFull`] (retry later) or [`Error::DuplicateRequest`].
     pub fn add_request(&mut self, new: NewRequest) -> Result<(), Error> {
-        new.params.validate()?;
         if new.priority != 0 && self.config.policy != SchedulingPolicy::Priority {
             return Err(Error::InvalidParams(format!(
                 "Got priority {} but priority scheduling is not enabled (--scheduling-policy priority)",
                 new.priority
             )));
         }
-        let prompt = new.prompt_token_ids.len();
-        if prompt == 0 {
+        if new.prompt_token_ids.is_empty() {
             return Err(Error::EmptyPrompt);
-        }
-        let requested = prompt + new.params.max_tokens;
-        if requested > self.config.max_model_len {
-            return Err(Error::TooLong {
-                max_model_len: self.config.max_model_len,
-                requested,
-                prompt,
-                max_tokens: new.params.max_tokens,
-            });
         }
         if self.waiting.len() >= self.config.max_waiting {
             return Err(Error::QueueFull {
@@ -418,12 +411,21 @@ impl Scheduler {
             req.append_token(s.token, self.block_size);
             req.first_token_time.get_or_insert(now);
             let prev_token_time = req.last_token_time.replace(now);
-            let finish = stop_reason(req, s.token, self.config.max_model_len);
+            let (finish, stop_reason) = match check_stop(
+                req,
+                s.token,
+                &self.config.eos_token_ids,
+                self.config.max_model_len,
+            ) {
+                Some((finish, stop_reason)) => (Some(finish), stop_reason),
+                None => (None, None),
+            };
             outputs.push(RequestOutput {
                 id: s.id,
                 token: s.token,
                 logprobs: s.logprobs.clone(),
                 finish,
+                stop_reason,
                 arrival_time: req.arrival_time,
                 prev_token_time,
                 num_prompt_tokens: req.num_prompt_tokens(),
@@ -567,18 +569,26 @@ impl Scheduler {
     }
 }
 
-/// vLLM's stop check after appending `token`: stop ids / EOS (after `min_tokens`), then length.
-fn stop_reason(req: &Request, token: u32, max_model_len: usize) -> Option<FinishReason> {
+/// vLLM's stop check after appending `token`: EOS / stop ids (after `min_tokens`), then
+/// length. A stop says which token matched.
+fn check_stop(
+    req: &Request,
+    token: u32,
+    eos_token_ids: &[u32],
+    max_model_len: usize,
+) -> Option<(FinishReason, Option<StopReason>)> {
     let p = &req.params;
     let n = req.num_output_tokens();
-    if n >= p.min_tokens
-        && ((!p.ignore_eos && req.eos_token_ids.contains(&token))
-            || p.stop_token_ids.contains(&token))
-    {
-        return Some(FinishReason::Stop);
+    if n >= p.min_tokens {
+        if !p.ignore_eos && eos_token_ids.contains(&token) {
+            return Some((FinishReason::Stop, Some(StopReason::Eos(token))));
+        }
+        if p.stop_token_ids.contains(&token) {
+            return Some((FinishReason::Stop, Some(StopReason::StopToken(token))));
+        }
     }
     if n >= p.max_tokens || req.num_tokens() >= max_model_len {
-        return Some(FinishReason::Length);
+        return Some((FinishReason::Length, None));
     }
     None
 }

@@ -4,7 +4,7 @@
 
 use candela_core::{
     CacheConfig, Error, FinishReason, NewRequest, RequestId, SampledToken, SamplingParams,
-    Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy,
+    Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy, StopReason,
 };
 use proptest::prelude::*;
 
@@ -17,6 +17,7 @@ fn config(max_seqs: usize, budget: usize) -> SchedulerConfig {
         policy: SchedulingPolicy::Fcfs,
         delay_factor: 0.0,
         max_waiting: 100,
+        eos_token_ids: vec![0],
     }
 }
 
@@ -35,7 +36,6 @@ fn request(id: RequestId, prompt: Vec<u32>, params: SamplingParams) -> NewReques
         prompt_token_ids: prompt,
         params,
         priority: 0,
-        eos_token_ids: vec![0],
         arrival_time: id as f64,
     }
 }
@@ -240,14 +240,28 @@ fn stop_conditions_follow_min_tokens_eos_and_stop_ids() {
         "EOS ignored before min_tokens"
     );
     assert_eq!(feed(&mut s, 3)[0].finish, None);
-    assert_eq!(feed(&mut s, 7)[0].finish, Some(FinishReason::Stop));
+    let stopped = &feed(&mut s, 7)[0];
+    assert_eq!(stopped.finish, Some(FinishReason::Stop));
+    assert_eq!(
+        stopped.stop_reason,
+        Some(StopReason::StopToken(7)),
+        "the stop id that matched"
+    );
     let p = SamplingParams {
         ignore_eos: true,
         ..SamplingParams::greedy(2)
     };
     s.add_request(request(2, vec![1, 2], p)).unwrap();
     assert_eq!(feed(&mut s, 0)[0].finish, None, "ignore_eos");
-    assert_eq!(feed(&mut s, 0)[0].finish, Some(FinishReason::Length));
+    let length = &feed(&mut s, 0)[0];
+    assert_eq!(length.finish, Some(FinishReason::Length));
+    assert_eq!(length.stop_reason, None);
+    // EOS comes from the scheduler's config (the model's ids), not from the request.
+    s.add_request(request(3, vec![1, 2], SamplingParams::greedy(5)))
+        .unwrap();
+    let eos = &feed(&mut s, 0)[0];
+    assert_eq!(eos.finish, Some(FinishReason::Stop));
+    assert_eq!(eos.stop_reason, Some(StopReason::Eos(0)));
 }
 
 #[test]
@@ -264,9 +278,9 @@ fn bad_requests_are_refused_with_reasons() {
         s.add_request(request(1, vec![], SamplingParams::greedy(1))),
         Err(Error::EmptyPrompt)
     );
-    let err = s
-        .add_request(request(1, vec![1; 60], SamplingParams::greedy(10)))
-        .unwrap_err();
+    // The prompt-fit check is the front end's, through the core's rule.
+    let err =
+        SamplingParams::resolve_max_tokens(Some(10), 60, s.config().max_model_len).unwrap_err();
     assert!(
         err.to_string().contains("maximum context length is 64"),
         "{err}"

@@ -56,6 +56,7 @@ fn main() {
             policy: SchedulingPolicy::Fcfs,
             delay_factor: 0.0,
             max_waiting: 1024,
+            eos_token_ids: model.eos_token_ids.clone(),
         };
         let runner = ModelRunner::new(
             model.model.clone(),
@@ -64,7 +65,6 @@ fn main() {
                 num_host_blocks: 0,
                 block_size: 16,
             },
-            model.eos_token_ids.clone(),
         );
         let mut core = EngineCore {
             scheduler: Scheduler::new(config, cache).expect("config"),
@@ -85,7 +85,6 @@ fn main() {
                     prompt_token_ids: prompt,
                     params,
                     priority: 0,
-                    eos_token_ids: model.eos_token_ids.clone(),
                     arrival_time: 0.0,
                 })
                 .expect("admitted");

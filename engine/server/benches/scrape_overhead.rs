@@ -38,7 +38,8 @@ async fn main() {
         .expect("the default model (run scripts/setup.sh first)");
     let started = candela::serve::start(&args, &model).expect("engine starts");
     let engine = started.engine.clone();
-    let app = candela::api::router(started.state).merge(candela::metrics::router(engine));
+    let app = candela::api::router(started.state)
+        .merge(candela::metrics::router(engine.shared_metrics()));
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for round in 0..2 * ROUNDS {
         let scraped = round % 2 == 1;

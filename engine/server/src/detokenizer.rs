@@ -124,7 +124,8 @@ pub struct OutputText {
     /// Bytes of `text` already released.
     sent: usize,
     num_tokens: usize,
-    stopped: bool,
+    /// The stop string that matched (the text is final then).
+    matched: Option<String>,
 }
 
 impl OutputText {
@@ -138,7 +139,7 @@ impl OutputText {
             text_chars: 0,
             sent: 0,
             num_tokens: 0,
-            stopped: false,
+            matched: None,
         }
     }
 
@@ -146,7 +147,7 @@ impl OutputText {
     /// request; vLLM removes it unless `include_stop_str_in_output`).
     pub fn push(&mut self, id: u32, hide: bool) -> TextDelta {
         let token_offset = self.text_chars;
-        if self.stopped {
+        if self.matched.is_some() {
             return TextDelta {
                 token_offset,
                 stopped: true,
@@ -166,13 +167,13 @@ impl OutputText {
         self.text.push_str(&piece);
         self.text_chars += piece.chars().count();
         if self.num_tokens >= self.stops.min_tokens
-            && let Some(end) = self.find_stop(len_before)
+            && let Some((end, matched)) = self.find_stop(len_before)
         {
             self.text.truncate(end);
             self.text_chars = self.text.chars().count();
-            self.stopped = true;
+            self.matched = Some(matched);
         }
-        let stopped = self.stopped;
+        let stopped = self.matched.is_some();
         TextDelta {
             text: self.release(stopped),
             token_offset,
@@ -185,14 +186,19 @@ impl OutputText {
         self.release(true)
     }
 
+    /// The stop string that ended the text, once one matched (vLLM's `stop_reason`).
+    pub fn matched_stop(&self) -> Option<&str> {
+        self.matched.as_deref()
+    }
+
     /// The whole text so far, including any held-back tail.
     pub fn text(&self) -> &str {
         &self.text
     }
 
     /// Where the text ends after the earliest stop string that overlaps the text
-    /// added since byte `len_before`, if any.
-    fn find_stop(&self, len_before: usize) -> Option<usize> {
+    /// added since byte `len_before`, and that string, if any.
+    fn find_stop(&self, len_before: usize) -> Option<(usize, String)> {
         if self.stops.stop.is_empty() {
             return None;
         }
@@ -201,14 +207,15 @@ impl OutputText {
         self.stops
             .stop
             .iter()
-            .filter_map(|s| window.find(s.as_str()).map(|i| (start + i, s.len())))
-            .min()
-            .map(|(at, len)| {
-                if self.stops.include_in_output {
-                    at + len
+            .filter_map(|s| window.find(s.as_str()).map(|i| (start + i, s)))
+            .min_by_key(|&(at, s)| (at, s.len()))
+            .map(|(at, s)| {
+                let end = if self.stops.include_in_output {
+                    at + s.len()
                 } else {
                     at
-                }
+                };
+                (end, s.clone())
             })
     }
 
@@ -519,7 +526,7 @@ pub(crate) mod tests {
 
     /// The default model's real tokenizer; panics with the fix when the model is missing.
     fn smollm2() -> Arc<Tokenizer> {
-        let path = crate::cli::default_model_path().expect("$HOME is set");
+        let path = candela_contract::model_ref::default_model_path().expect("$HOME is set");
         assert!(
             path.exists(),
             "{} is missing: run scripts/setup.sh",

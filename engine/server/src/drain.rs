@@ -44,12 +44,12 @@ impl Drain {
     /// Resolves when the listener should close: at once on Ctrl-C, after [`DRAIN_WINDOW`]
     /// of draining on SIGTERM.
     pub async fn signal(self: Arc<Self>, window: Duration) {
-        match crate::serve::wait_for_signal().await {
-            crate::serve::Signal::Interrupt => {
+        match wait_for_signal().await {
+            Signal::Interrupt => {
                 self.start();
                 info!("shutting down");
             }
-            crate::serve::Signal::Terminate => {
+            Signal::Terminate => {
                 self.start();
                 info!(
                     window_s = window.as_secs_f64(),
@@ -60,6 +60,40 @@ impl Drain {
             }
         }
     }
+}
+
+/// Which shutdown signal arrived.
+pub enum Signal {
+    /// Ctrl-C at a terminal.
+    Interrupt,
+    /// SIGTERM: the kubelet (or a service manager) stopping the process.
+    Terminate,
+}
+
+/// Resolves on Ctrl-C or SIGTERM, saying which.
+pub async fn wait_for_signal() -> Signal {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => Signal::Interrupt,
+        () = term => Signal::Terminate,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (`candela sidecar`: nothing to drain).
+pub async fn shutdown_signal() {
+    wait_for_signal().await;
+    info!("shutting down");
 }
 
 /// While draining: `/health` is 503 and every answer carries `Connection: close`.

@@ -6,8 +6,12 @@ pub mod cli;
 pub mod detokenizer;
 pub mod drain;
 pub mod engine;
+pub mod error;
+pub mod frontend;
 pub mod grpc;
 pub mod metrics;
 pub mod profiler;
 pub mod serve;
 pub mod sidecar;
+
+pub use error::{Error, Result};

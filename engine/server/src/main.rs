@@ -36,7 +36,7 @@ async fn main() {
         Command::Doctor(args) => candela_tools::doctor::run(args).await.map_err(Into::into),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {e}");
         std::process::exit(1);
     }
 }

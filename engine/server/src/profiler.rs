@@ -21,21 +21,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Why a profile could not be started or written.
-#[derive(Debug, thiserror::Error)]
-pub enum ProfileError {
-    #[error(
-        "profiling is disabled: start the server with --profiler-dir (or VLLM_TORCH_PROFILER_DIR)"
-    )]
-    Disabled,
-    #[error("no profile is running; POST /start_profile first")]
-    NotRunning,
-    #[error("cannot write the profile to {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
+use crate::error::Error;
 
 #[derive(Debug)]
 struct Shared {
@@ -76,17 +62,13 @@ impl Profiler {
         .with_filter(ActiveFilter(self.shared.clone()))
     }
 
-    pub fn is_running(&self) -> bool {
-        self.shared.active.load(Ordering::Relaxed)
-    }
-
     /// Starts (or restarts) recording.
     ///
     /// # Errors
-    /// [`ProfileError::Disabled`] without a profiler directory.
-    pub fn start(&self) -> Result<(), ProfileError> {
+    /// [`Error::ProfilingDisabled`] without a profiler directory.
+    pub fn start(&self) -> Result<(), Error> {
         if self.dir.is_none() {
-            return Err(ProfileError::Disabled);
+            return Err(Error::ProfilingDisabled);
         }
         if let Ok(mut events) = self.shared.events.lock() {
             events.clear();
@@ -98,11 +80,11 @@ impl Profiler {
     /// Stops recording and writes the trace; returns its path.
     ///
     /// # Errors
-    /// [`ProfileError::Disabled`], [`ProfileError::NotRunning`], or the write failure.
-    pub fn stop(&self) -> Result<PathBuf, ProfileError> {
-        let dir = self.dir.as_deref().ok_or(ProfileError::Disabled)?;
+    /// [`Error::ProfilingDisabled`], [`Error::NoProfileRunning`], or the write failure.
+    pub fn stop(&self) -> Result<PathBuf, Error> {
+        let dir = self.dir.as_deref().ok_or(Error::ProfilingDisabled)?;
         if !self.shared.active.swap(false, Ordering::Relaxed) {
-            return Err(ProfileError::NotRunning);
+            return Err(Error::NoProfileRunning);
         }
         let events = self
             .shared
@@ -114,7 +96,7 @@ impl Profiler {
     }
 }
 
-fn write_trace(dir: &Path, events: Vec<Value>) -> Result<PathBuf, ProfileError> {
+fn write_trace(dir: &Path, events: Vec<Value>) -> Result<PathBuf, Error> {
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -127,10 +109,7 @@ fn write_trace(dir: &Path, events: Vec<Value>) -> Result<PathBuf, ProfileError> 
         std::fs::write(&tmp, serde_json::to_vec(&trace)?)?;
         std::fs::rename(&tmp, &path)
     };
-    write().map_err(|source| ProfileError::Write {
-        path: path.clone(),
-        source,
-    })?;
+    write().map_err(|e| Error::io(format!("cannot write the profile to {}", path.display()), e))?;
     Ok(path)
 }
 
@@ -247,12 +226,12 @@ fn thread_id() -> u64 {
 pub fn router(profiler: Profiler) -> axum::Router {
     use axum::http::StatusCode;
     use axum::routing::post;
-    let answer = |r: Result<Value, ProfileError>| match r {
+    let answer = |r: Result<Value, Error>| match r {
         Ok(body) => (StatusCode::OK, axum::Json(body)),
         Err(e) => {
             let status = match e {
-                ProfileError::Disabled | ProfileError::NotRunning => StatusCode::BAD_REQUEST,
-                ProfileError::Write { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                Error::ProfilingDisabled | Error::NoProfileRunning => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             let body = json!({"error": {"message": e.to_string(), "type": "invalid_request_error", "param": null, "code": null}});
             (status, axum::Json(body))

@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
 use candela_contract::ModelRef;
 use candela_core::{CacheConfig, Scheduler, SchedulerConfig};
 use candela_model::{ChatTemplate, ExecPath, LoadedModel, ModelRunner, RunnerConfig};
@@ -14,7 +12,8 @@ use tracing::info;
 
 use crate::api::{self, AppState, ChatMessage};
 use crate::cli::{self, ServeArgs};
-use crate::engine::{Engine, EngineClient};
+use crate::engine::{self, EngineClient};
+use crate::error::{Error, Result};
 use crate::grpc;
 use crate::metrics::{self, CacheInfo, EngineMetrics};
 use crate::profiler::Profiler;
@@ -45,18 +44,21 @@ pub struct ModelSource {
 ///
 /// # Errors
 /// One line: a missing path or default model, a hub flag on a local model, a hub error.
-pub async fn resolve_model(args: &ServeArgs) -> anyhow::Result<ModelSource> {
+pub async fn resolve_model(args: &ServeArgs) -> Result<ModelSource> {
     let Some(typed) = args.model_value() else {
         if args.hub.revision.is_some() || args.hub.gguf_file.is_some() {
-            bail!("--revision and --gguf-file need a hub model (--model hf://org/name)");
+            return Err(Error::Config(
+                "--revision and --gguf-file need a hub model (--model hf://org/name)".into(),
+            ));
         }
-        let path = cli::default_model_path()
-            .context("no --model given and $HOME is not set to find the default model")?;
+        let path = cli::default_model_path().ok_or_else(|| {
+            Error::Config("no --model given and $HOME is not set to find the default model".into())
+        })?;
         if !path.exists() {
-            bail!(
+            return Err(Error::Config(format!(
                 "no --model given and the default model {} is missing; run `scripts/setup.sh` to download it",
                 path.display()
-            );
+            )));
         }
         let names = served_model_names(args, &path, None);
         return Ok(ModelSource {
@@ -64,7 +66,7 @@ pub async fn resolve_model(args: &ServeArgs) -> anyhow::Result<ModelSource> {
             served_model_names: names,
         });
     };
-    let model = ModelRef::parse(typed, Path::exists).map_err(anyhow::Error::msg)?;
+    let model = ModelRef::parse(typed, Path::exists).map_err(Error::Config)?;
     let opts = candela_hub::HubOptions::from_env(
         args.hub.download_dir.as_deref(),
         args.hub.hf_token.as_deref(),
@@ -127,19 +129,18 @@ pub struct Started {
 /// # Errors
 /// One clear line for an unsupported device, a model that does not load, or limits that
 /// do not fit.
-pub fn start(args: &ServeArgs, model: &ModelSource) -> anyhow::Result<Started> {
-    args.validate().map_err(anyhow::Error::msg)?;
+pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
+    args.validate().map_err(Error::Config)?;
     let path = match args.model.device {
         cli::Device::Cpu => ExecPath::Cpu,
         cli::Device::Cuda(n) => ExecPath::CandleOps(cuda_device(n)?),
     };
     let model_path = &model.path;
     if let Some(n) = args.model.threads {
-        candela_model::pool::set_threads(n.into())?;
+        candela_model::pool::set_threads(n.into()).map_err(|e| Error::model("--threads", e))?;
     }
     // Weights are read into host memory; the runner copies them to the GPU.
-    let loaded = candela_model::load(model_path)
-        .with_context(|| format!("loading {}", model_path.display()))?;
+    let loaded = candela_model::load(model_path).map_err(|e| Error::loading(model_path, e))?;
     let LoadedModel {
         model: weights,
         tokenizer,
@@ -159,7 +160,7 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> anyhow::Result<Started> {
         }
     };
     let (scheduler_config, cache_config) =
-        engine_configs(args, &config, config.kv_bytes_per_token(), default_kv_bytes)?;
+        engine_configs(args, &config, &eos_token_ids, default_kv_bytes)?;
     let max_model_len = scheduler_config.max_model_len;
     info!(
         model = %model_path.display(),
@@ -170,8 +171,7 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> anyhow::Result<Started> {
         max_model_len,
         "model loaded"
     );
-    let scheduler =
-        Scheduler::new(scheduler_config, cache_config.clone()).map_err(anyhow::Error::msg)?;
+    let scheduler = Scheduler::new(scheduler_config, cache_config.clone())?;
     let runner = ModelRunner::with_path(
         weights,
         path,
@@ -180,9 +180,8 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> anyhow::Result<Started> {
             num_host_blocks: cache_config.num_host_blocks,
             block_size: cache_config.block_size,
         },
-        eos_token_ids.clone(),
     )
-    .context("placing the model and its KV pool on the device")?;
+    .map_err(|e| Error::model("placing the model and its KV pool on the device", e))?;
     let served_model_names = model.served_model_names.clone();
     let cache_info = CacheInfo {
         block_size: cache_config.block_size,
@@ -198,13 +197,13 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> anyhow::Result<Started> {
         max_model_len,
         cache_info,
     );
-    let (engine, engine_thread) = Engine::spawn(scheduler, runner, eos_token_ids.clone(), metrics)
-        .context("starting the engine thread")?;
+    let (engine, engine_thread) = engine::spawn(scheduler, runner, metrics)
+        .map_err(|e| Error::io("starting the engine thread", e))?;
 
     let template = match chat_template {
         Some(source) => Some(
             ChatTemplate::new(&source, bos_token.as_deref(), eos_token.as_deref())
-                .context("the model's chat template does not compile")?,
+                .map_err(|e| Error::model("the model's chat template does not compile", e))?,
         ),
         None => None,
     };
@@ -220,13 +219,9 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> anyhow::Result<Started> {
         chat_template: Arc::new(render),
         served_model_names,
         max_model_len,
-        eos_token_ids,
         api_key: args.server.api_key.clone(),
         model_root: model_path.display().to_string(),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created: api::unix_now(),
     };
     Ok(Started {
         engine,
@@ -239,18 +234,22 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> anyhow::Result<Started> {
 ///
 /// # Errors
 /// One line when this build lacks the `cuda` feature or the device cannot be opened.
-fn cuda_device(n: usize) -> anyhow::Result<candle_core::Device> {
+fn cuda_device(n: usize) -> Result<candle_core::Device> {
     check_cuda_build(n)?;
-    candle_core::Device::new_cuda(n)
-        .with_context(|| format!("--device cuda:{n}: cannot open the GPU"))
+    candle_core::Device::new_cuda(n).map_err(|e| {
+        Error::model(
+            format!("--device cuda:{n}: cannot open the GPU"),
+            candela_model::Error::Candle(e),
+        )
+    })
 }
 
 /// One line when this build lacks the `cuda` feature.
-fn check_cuda_build(n: usize) -> anyhow::Result<()> {
+fn check_cuda_build(n: usize) -> Result<()> {
     if !cfg!(feature = "cuda") {
-        bail!(
+        return Err(Error::Config(format!(
             "--device cuda:{n}: this build has no CUDA support; build it with scripts/build-cuda.sh (cargo feature `cuda`)"
-        );
+        )));
     }
     Ok(())
 }
@@ -266,20 +265,22 @@ fn gpu_kv_budget(
     utilization: f64,
     model: &candela_model::ModelConfig,
     weight_bytes: u64,
-) -> anyhow::Result<u64> {
+) -> Result<u64> {
     let total = nvml_wrapper::Nvml::init()
         .and_then(|nvml| nvml.device_by_index(n as u32)?.memory_info())
         .map(|m| m.total)
-        .with_context(|| {
-            format!("reading GPU {n}'s memory through NVML (or pass --kv-cache-memory)")
+        .map_err(|e| {
+            Error::Config(format!(
+                "reading GPU {n}'s memory through NVML (or pass --kv-cache-memory): {e}"
+            ))
         })?;
     let embed = (model.vocab_size * model.hidden_size * 4) as u64;
     let used = weight_bytes + embed + GPU_ACTIVATION_RESERVE_BYTES;
     let budget = (total as f64 * utilization) as u64;
     if budget <= used {
-        bail!(
+        return Err(Error::Config(format!(
             "--gpu-memory-utilization {utilization}: {budget} bytes of GPU {n} leave nothing for the KV cache after ~{used} bytes of weights and activations; raise it or pass --kv-cache-memory"
-        );
+        )));
     }
     Ok(budget - used)
 }
@@ -292,19 +293,19 @@ fn gpu_kv_budget(
 pub fn engine_configs(
     args: &ServeArgs,
     model: &candela_model::ModelConfig,
-    kv_bytes_per_token: u64,
+    eos_token_ids: &[u32],
     default_kv_bytes: u64,
-) -> anyhow::Result<(SchedulerConfig, CacheConfig)> {
+) -> Result<(SchedulerConfig, CacheConfig)> {
     let s = &args.scheduler;
     let c = &args.cache;
     let max_model_len = s.max_model_len.unwrap_or(model.max_position_embeddings);
     if max_model_len > model.max_position_embeddings {
-        bail!(
+        return Err(Error::Config(format!(
             "--max-model-len {max_model_len} is larger than the model's context length {}",
             model.max_position_embeddings
-        );
+        )));
     }
-    let block_bytes = kv_bytes_per_token * c.block_size as u64;
+    let block_bytes = model.kv_bytes_per_token() * c.block_size as u64;
     let kv_bytes = c.kv_cache_memory.map_or(default_kv_bytes, |b| b.0);
     let num_device_blocks = (kv_bytes / block_bytes) as usize;
     let num_host_blocks = ((c.swap_space * (1u64 << 30) as f64) as u64 / block_bytes) as usize;
@@ -322,6 +323,7 @@ pub fn engine_configs(
         policy: cli::scheduling_policy(s.scheduling_policy),
         delay_factor: s.scheduler_delay_factor,
         max_waiting: s.max_waiting,
+        eos_token_ids: eos_token_ids.to_vec(),
     };
     let cache = CacheConfig {
         block_size: c.block_size,
@@ -330,7 +332,9 @@ pub fn engine_configs(
         enable_prefix_caching: c.enable_prefix_caching(),
     };
     scheduler.validate(&cache).map_err(|e| {
-        anyhow::anyhow!("{e} (KV memory {kv_bytes} bytes, {block_bytes} bytes per block)")
+        Error::Config(format!(
+            "{e} (KV memory {kv_bytes} bytes, {block_bytes} bytes per block)"
+        ))
     })?;
     Ok((scheduler, cache))
 }
@@ -339,9 +343,9 @@ pub fn engine_configs(
 ///
 /// # Errors
 /// Start-up failures (one line each) and socket errors.
-pub async fn run(args: ServeArgs, profiler: Profiler) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs, profiler: Profiler) -> Result<()> {
     // Bad flags and a CUDA-less build fail before anything is downloaded.
-    args.validate().map_err(anyhow::Error::msg)?;
+    args.validate().map_err(Error::Config)?;
     if let cli::Device::Cuda(n) = args.model.device {
         check_cuda_build(n)?;
     }
@@ -350,21 +354,31 @@ pub async fn run(args: ServeArgs, profiler: Profiler) -> anyhow::Result<()> {
     let addr = format!("{}:{}", args.server.host, args.server.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+        .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
     info!(%addr, "serving the OpenAI API");
     if !args.log.disable_log_stats {
         let interval = std::time::Duration::from_secs_f64(args.log.log_stats_interval);
-        tokio::spawn(metrics::stats_log::run(started.engine.clone(), interval));
+        let engine = started.engine.clone();
+        let snapshot = move || engine.is_alive().then(|| engine.metrics());
+        tokio::spawn(metrics::stats_log::run(snapshot, interval));
     }
     let grpc_addr = format!("{}:{}", args.server.host, args.server.grpc_port);
-    let grpc_task = grpc::spawn(
-        &grpc_addr,
-        grpc::EngineService::new(&started.state, profiler.clone()),
-    )
-    .await?;
+    let service = grpc::EngineService::new(
+        started.engine.clone(),
+        started.state.tokenizer.clone(),
+        started.state.max_model_len,
+        started
+            .state
+            .served_model_names
+            .first()
+            .cloned()
+            .unwrap_or_default(),
+        profiler.clone(),
+    );
+    let grpc_task = grpc::spawn(&grpc_addr, service).await?;
     let drain = Arc::new(crate::drain::Drain::default());
     let app = api::router(started.state)
-        .merge(metrics::router(started.engine.clone()))
+        .merge(metrics::router(started.engine.shared_metrics()))
         .merge(crate::profiler::router(profiler))
         .layer(axum::middleware::from_fn_with_state(
             drain.clone(),
@@ -372,46 +386,13 @@ pub async fn run(args: ServeArgs, profiler: Profiler) -> anyhow::Result<()> {
         ));
     axum::serve(listener, app)
         .with_graceful_shutdown(drain.signal(crate::drain::DRAIN_WINDOW))
-        .await?;
+        .await
+        .map_err(|e| Error::io("serving HTTP", e))?;
     // Open WatchStats streams never end by themselves: stop gRPC with HTTP.
     grpc_task.abort();
     drop(started.engine);
     info!("drained: every request in flight finished; exiting");
     Ok(())
-}
-
-/// Which shutdown signal arrived.
-pub(crate) enum Signal {
-    /// Ctrl-C at a terminal.
-    Interrupt,
-    /// SIGTERM: the kubelet (or a service manager) stopping the process.
-    Terminate,
-}
-
-/// Resolves on Ctrl-C or SIGTERM, saying which.
-pub(crate) async fn wait_for_signal() -> Signal {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => Signal::Interrupt,
-        () = term => Signal::Terminate,
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM (`candela sidecar`: nothing to drain).
-pub(crate) async fn shutdown_signal() {
-    wait_for_signal().await;
-    info!("shutting down");
 }
 
 #[cfg(test)]
@@ -515,12 +496,13 @@ mod tests {
         };
         let per_token = cfg.kv_bytes_per_token();
         let block = per_token * 16;
-        let (_, c) = engine_configs(&serve_args(&[]), &cfg, per_token, 100 * block).unwrap();
+        let (s, c) = engine_configs(&serve_args(&[]), &cfg, &[2], 100 * block).unwrap();
         assert_eq!(c.num_device_blocks, 100);
+        assert_eq!(s.eos_token_ids, vec![2]);
         let (_, c) = engine_configs(
             &serve_args(&["--kv-cache-memory", &(7 * block).to_string()]),
             &cfg,
-            per_token,
+            &[2],
             100 * block,
         )
         .unwrap();

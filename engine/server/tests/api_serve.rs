@@ -306,7 +306,13 @@ fn serve_end_to_end() {
         let r = server.post_json("/v1/completions", stop_req).json();
         assert_eq!(r["choices"][0]["text"], &text[..cut]);
         assert_eq!(r["choices"][0]["finish_reason"], "stop");
+        assert_eq!(
+            r["choices"][0]["stop_reason"], stop,
+            "vLLM's stop_reason: the matched string"
+        );
     }
+    assert_eq!(full["choices"][0]["finish_reason"], "length");
+    assert!(full["choices"][0]["stop_reason"].is_null());
 
     // Chat with n = 2 and logprobs.
     let chat = server

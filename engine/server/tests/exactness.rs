@@ -84,6 +84,7 @@ fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outco
         policy: candela_core::SchedulingPolicy::Fcfs,
         delay_factor: 0.0,
         max_waiting: 64,
+        eos_token_ids: model.eos_token_ids.clone(),
     };
     let runner = ModelRunner::new(
         model.model.clone(),
@@ -92,7 +93,6 @@ fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outco
             num_host_blocks: host_blocks,
             block_size: 16,
         },
-        model.eos_token_ids.clone(),
     );
     let mut core = EngineCore {
         scheduler: Scheduler::new(config, cache).unwrap(),
@@ -105,7 +105,6 @@ fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outco
                 prompt_token_ids: c.prompt.clone(),
                 params: SamplingParams::greedy(c.max_tokens),
                 priority: 0,
-                eos_token_ids: model.eos_token_ids.clone(),
                 arrival_time: 0.0,
             })
             .unwrap();

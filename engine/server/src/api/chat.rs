@@ -13,8 +13,7 @@ use axum::response::{IntoResponse, Response};
 use tokenizers::Tokenizer;
 
 use super::completions::sse_json;
-use super::generate::{self, PreparedPrompt, Submission, TokenInfo};
-use super::params::GenerationPlan;
+use super::generate;
 use super::protocol::{
     ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatDelta, ChatLogprobs, ChatMessageIn, ChatResponseMessage,
@@ -22,6 +21,7 @@ use super::protocol::{
 };
 use super::{ApiError, ApiJson, AppState, ChatMessage};
 use crate::detokenizer::{token_bytes, token_text};
+use crate::frontend::{self, Choice, ChoiceEvent, GenerationRequest, Prompt, TokenInfo};
 
 const ROLE: &str = "assistant";
 
@@ -35,33 +35,30 @@ pub async fn chat_completions(
     let model = state.resolve_model(req.model.as_deref())?;
     let messages = to_template_messages(&req.messages)?;
     let logprobs = chat_logprobs_request(req.logprobs, req.top_logprobs)?;
-    let max_tokens = req.max_completion_tokens.or(req.max_tokens);
-    let plan = GenerationPlan::new(&req.sampling(), max_tokens, logprobs, 1)?;
-
+    let options = req.options(req.max_completion_tokens.or(req.max_tokens), logprobs);
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
-    let prompt = (state.chat_template)(&messages, add_generation_prompt)
+    let text = (state.chat_template)(&messages, add_generation_prompt)
         .map_err(|e| ApiError::invalid_param("messages", format!("Chat template error: {e}")))?;
     // The template writes BOS and role markers itself.
-    let token_ids = generate::tokenize(&state.tokenizer, prompt, false).await?;
-    let prompt_tokens = token_ids.len();
-
-    let submission = Submission {
-        engine: &state.engine,
-        tokenizer: &state.tokenizer,
-        eos_token_ids: &state.eos_token_ids,
-        max_model_len: state.max_model_len,
-        plan: &plan,
-        arrival,
+    let prompt = Prompt::Text {
+        text,
+        add_special_tokens: false,
     };
-    let choices = submission.submit(&[PreparedPrompt { token_ids }]).await?;
+    let request = GenerationRequest {
+        prompts: vec![prompt],
+        options,
+    };
+    let valid = frontend::validate(request, &state.tokenizer, state.max_model_len).await?;
+    let prompt_tokens = valid.prompt_tokens();
+    let choices = frontend::submit(&state.engine, &state.tokenizer, &valid, arrival).await?;
     let id = super::request_id("chatcmpl", &headers);
     let stream = req.stream.unwrap_or(false);
-    tracing::info!(request_id = %id, prompt_tokens, n = plan.n, stream, "chat request admitted");
+    tracing::info!(request_id = %id, prompt_tokens, n = valid.n, stream, "chat request admitted");
     let meta = Meta {
         id,
         created: generate::unix_now(),
         model,
-        logprobs: plan.params.logprobs.is_some(),
+        logprobs: valid.logprobs(),
         tokenizer: state.tokenizer.clone(),
     };
 
@@ -74,7 +71,7 @@ pub async fn chat_completions(
         let response = stream_response(meta, choices, prompt_tokens, include_usage);
         return Ok(super::with_request_id(response, &id));
     }
-    let collected = generate::collect_all(choices).await?;
+    let collected = frontend::collect_all(choices).await?;
     let completion_tokens = collected.iter().map(|c| c.tokens.len()).sum();
     let choices = collected
         .into_iter()
@@ -85,7 +82,8 @@ pub async fn chat_completions(
                 role: ROLE,
                 content: c.text,
             },
-            finish_reason: c.finish,
+            finish_reason: generate::finish_reason(c.finish),
+            stop_reason: generate::stop_reason(c.stop_reason),
         })
         .collect();
     let body = ChatCompletionResponse {
@@ -213,7 +211,7 @@ impl Meta {
 
 fn stream_response(
     meta: Meta,
-    choices: Vec<generate::Choice>,
+    choices: Vec<Choice>,
     prompt_tokens: usize,
     include_usage: bool,
 ) -> Response {
@@ -229,12 +227,13 @@ fn stream_response(
                 },
                 logprobs: None,
                 finish_reason: None,
+                stop_reason: None,
             };
             sse_json(&meta.chunk(vec![choice], None))
         })
         .collect();
     let m = meta.clone();
-    let chunk = move |event: generate::ChoiceEvent, tokens: Vec<TokenInfo>| {
+    let chunk = move |event: ChoiceEvent, tokens: Vec<TokenInfo>| {
         let content = (!event.text.is_empty()).then_some(event.text);
         let choice = ChatChunkChoice {
             index: event.index,
@@ -243,7 +242,8 @@ fn stream_response(
                 content,
             },
             logprobs: m.logprobs(&tokens),
-            finish_reason: event.finish,
+            finish_reason: generate::finish_reason(event.finish),
+            stop_reason: generate::stop_reason(event.stop_reason),
         };
         sse_json(&m.chunk(vec![choice], None))
     };

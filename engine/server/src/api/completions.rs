@@ -11,14 +11,16 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use tokenizers::Tokenizer;
 
-use super::generate::{self, CollectedChoice, PreparedPrompt, Submission, TokenInfo};
-use super::params::GenerationPlan;
+use super::generate;
 use super::protocol::{
     CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, PromptInput,
     TopLogprobMap, Usage,
 };
 use super::{ApiError, ApiJson, AppState};
 use crate::detokenizer::token_text;
+use crate::frontend::{
+    self, Choice, ChoiceEvent, CollectedChoice, GenerationRequest, Prompt, TokenInfo,
+};
 
 const OBJECT: &str = "text_completion";
 
@@ -70,57 +72,36 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
     let model = state.resolve_model(req.model.as_deref())?;
-    let sampling = req.sampling();
-    let inputs = req.prompt.into_inputs();
-    if inputs.is_empty() {
-        return Err(ApiError::invalid_param(
-            "prompt",
-            "prompt must not be empty.",
-        ));
-    }
-    let plan = GenerationPlan::new(&sampling, req.max_tokens, req.logprobs, inputs.len())?;
+    let options = req.options(req.max_tokens, req.logprobs);
     let echo = req.echo.unwrap_or(false);
     let add_special_tokens = req.add_special_tokens.unwrap_or(true);
-
-    let mut prompts = Vec::with_capacity(inputs.len());
-    let mut echo_texts = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        let (token_ids, text) = match input {
-            PromptInput::Text(text) => {
-                let kept = if echo { text.clone() } else { String::new() };
-                (
-                    generate::tokenize(&state.tokenizer, text, add_special_tokens).await?,
-                    kept,
-                )
-            }
-            PromptInput::Tokens(ids) => {
-                generate::check_token_ids(&state.tokenizer, &ids)?;
-                let text = if echo {
-                    state.tokenizer.decode(&ids, false).unwrap_or_default()
-                } else {
-                    String::new()
-                };
-                (ids, text)
-            }
-        };
-        prompts.push(PreparedPrompt { token_ids });
-        echo_texts.push(text);
-    }
-    let prompt_tokens: usize = prompts.iter().map(|p| p.token_ids.len()).sum();
-
-    let submission = Submission {
-        engine: &state.engine,
-        tokenizer: &state.tokenizer,
-        eos_token_ids: &state.eos_token_ids,
-        max_model_len: state.max_model_len,
-        plan: &plan,
-        arrival,
-    };
-    let choices = submission.submit(&prompts).await?;
+    let inputs = req.prompt.into_inputs();
+    let echo_texts: Vec<String> = inputs
+        .iter()
+        .map(|input| match input {
+            _ if !echo => String::new(),
+            PromptInput::Text(text) => text.clone(),
+            PromptInput::Tokens(ids) => state.tokenizer.decode(ids, false).unwrap_or_default(),
+        })
+        .collect();
+    let prompts = inputs
+        .into_iter()
+        .map(|input| match input {
+            PromptInput::Text(text) => Prompt::Text {
+                text,
+                add_special_tokens,
+            },
+            PromptInput::Tokens(ids) => Prompt::Tokens(ids),
+        })
+        .collect();
+    let request = GenerationRequest { prompts, options };
+    let valid = frontend::validate(request, &state.tokenizer, state.max_model_len).await?;
+    let prompt_tokens = valid.prompt_tokens();
+    let choices = frontend::submit(&state.engine, &state.tokenizer, &valid, arrival).await?;
     let id = super::request_id("cmpl", &headers);
     let stream = req.stream.unwrap_or(false);
     tracing::info!(
-        request_id = %id, prompt_tokens, prompts = prompts.len(), n = plan.n, stream,
+        request_id = %id, prompt_tokens, prompts = valid.prompts.len(), n = valid.n, stream,
         "completion request admitted"
     );
     let meta = Meta {
@@ -128,8 +109,8 @@ pub async fn completions(
         created: generate::unix_now(),
         model,
         echo: echo_texts,
-        n: plan.n,
-        logprobs: plan.params.logprobs.is_some(),
+        n: valid.n,
+        logprobs: valid.logprobs(),
         tokenizer: state.tokenizer.clone(),
     };
 
@@ -142,7 +123,7 @@ pub async fn completions(
         let response = stream_response(meta, choices, prompt_tokens, include_usage);
         return Ok(super::with_request_id(response, &id));
     }
-    let collected = generate::collect_all(choices).await?;
+    let collected = frontend::collect_all(choices).await?;
     let completion_tokens = collected.iter().map(|c| c.tokens.len()).sum();
     let choices = collected
         .into_iter()
@@ -158,13 +139,14 @@ fn full_choice(meta: &Meta, c: CollectedChoice) -> CompletionChoice {
         index: c.index,
         text: format!("{}{}", meta.echo_for(c.index), c.text),
         logprobs: meta.logprobs(c.index, &c.tokens),
-        finish_reason: c.finish,
+        finish_reason: generate::finish_reason(c.finish),
+        stop_reason: generate::stop_reason(c.stop_reason),
     }
 }
 
 fn stream_response(
     meta: Meta,
-    choices: Vec<generate::Choice>,
+    choices: Vec<Choice>,
     prompt_tokens: usize,
     include_usage: bool,
 ) -> Response {
@@ -178,17 +160,19 @@ fn stream_response(
                 text: meta.echo_for(i).to_owned(),
                 logprobs: None,
                 finish_reason: None,
+                stop_reason: None,
             };
             sse_json(&meta.response(vec![choice], None))
         })
         .collect();
     let m = meta.clone();
-    let chunk = move |event: generate::ChoiceEvent, tokens: Vec<TokenInfo>| {
+    let chunk = move |event: ChoiceEvent, tokens: Vec<TokenInfo>| {
         let choice = CompletionChoice {
             index: event.index,
             logprobs: m.logprobs(event.index, &tokens),
             text: event.text,
-            finish_reason: event.finish,
+            finish_reason: generate::finish_reason(event.finish),
+            stop_reason: generate::stop_reason(event.stop_reason),
         };
         sse_json(&m.response(vec![choice], None))
     };

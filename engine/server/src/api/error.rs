@@ -19,7 +19,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::engine::SubmitError;
+use crate::error::Error;
 
 /// Seconds a client is told to wait when the waiting queue is full.
 const RETRY_AFTER_OVERLOADED_S: u32 = 1;
@@ -213,11 +213,20 @@ impl From<candela_core::Error> for ApiError {
     }
 }
 
-impl From<SubmitError> for ApiError {
-    fn from(err: SubmitError) -> Self {
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
         match err {
-            SubmitError::Rejected(core) => core.into(),
-            SubmitError::EngineDead => Self::engine_dead(),
+            Error::InvalidRequest {
+                param: Some(param),
+                message,
+            } => Self::invalid_param(param, message),
+            Error::InvalidRequest {
+                param: None,
+                message,
+            } => Self::invalid(message),
+            Error::Rejected(core) => core.into(),
+            Error::EngineDead => Self::engine_dead(),
+            other => Self::internal(other.to_string()),
         }
     }
 }
@@ -275,8 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn queue_full_and_dead_engine_are_503_with_retry_after() {
-        let err: ApiError =
-            SubmitError::Rejected(candela_core::Error::QueueFull { waiting: 7 }).into();
+        let err: ApiError = Error::Rejected(candela_core::Error::QueueFull { waiting: 7 }).into();
         let (status, retry, body) = body_json(err).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(retry.as_deref(), Some("1"));
@@ -286,7 +294,7 @@ mod tests {
                 .unwrap()
                 .contains("7 requests")
         );
-        let (status, retry, _) = body_json(SubmitError::EngineDead.into()).await;
+        let (status, retry, _) = body_json(Error::EngineDead.into()).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(retry.as_deref(), Some("5"));
     }

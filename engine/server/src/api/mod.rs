@@ -16,7 +16,6 @@ mod chat;
 mod completions;
 pub mod error;
 pub mod generate;
-pub mod params;
 pub mod protocol;
 mod tokenize;
 
@@ -33,6 +32,7 @@ use serde::de::DeserializeOwned;
 use tokenizers::Tokenizer;
 
 pub use error::ApiError;
+pub use generate::unix_now;
 
 use crate::engine::EngineClient;
 use protocol::{ModelCard, ModelList};
@@ -64,8 +64,6 @@ pub struct AppState {
     pub served_model_names: Vec<String>,
     /// `--max-model-len`: prompt plus output tokens.
     pub max_model_len: usize,
-    /// Ids that end a sequence; their text is hidden when they do.
-    pub eos_token_ids: Vec<u32>,
     /// `--api-key`: when set, `/v1/*` requires it as a bearer token.
     pub api_key: Option<String>,
     /// What `/v1/models` reports as `root` (the model path).

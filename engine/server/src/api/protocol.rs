@@ -4,28 +4,14 @@
 //! ignored (OpenAI SDKs send extras), `null` means "absent", but a present field of
 //! the wrong type is a 400. Integer fields that clients get wrong in hostile ways
 //! (`max_tokens`, `n`, `logprobs`, ...) are read as `i64` so that `-1` reaches the
-//! range checks in [`super::params`] and gets a message naming the field instead of a
+//! range checks in [`crate::frontend::validate`] and gets a message naming the field instead of a
 //! serde type error. Responses mirror OpenAI's shapes field for field.
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
-/// `stop`: one string or a list of strings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum StringOrVec {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl StringOrVec {
-    pub fn into_vec(self) -> Vec<String> {
-        match self {
-            StringOrVec::One(s) => vec![s],
-            StringOrVec::Many(v) => v,
-        }
-    }
-}
+use crate::frontend::SamplingOptions;
+use crate::frontend::request::with_sampling_fields;
 
 /// Completions `prompt`: text, a batch of texts, token ids, or a batch of token id lists.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -64,84 +50,39 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
-/// Sampling fields shared by both generation endpoints (OpenAI plus vLLM extras).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct SamplingFields {
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f32>,
-    pub repetition_penalty: Option<f32>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub seed: Option<i64>,
-    pub n: Option<i64>,
-    pub stop: Option<StringOrVec>,
-    pub stop_token_ids: Option<Vec<u32>>,
-    pub min_tokens: Option<i64>,
-    pub ignore_eos: Option<bool>,
-    pub priority: Option<i32>,
-    pub include_stop_str_in_output: Option<bool>,
-    pub skip_special_tokens: Option<bool>,
-}
-
-/// Declares a request struct with its own fields plus every [`SamplingFields`] field
-/// inline. (`#[serde(flatten)]` would do the same but loses the field name in type
-/// errors, and "invalid type at `temperature`" is the message clients need.)
+/// Declares a request struct with its own fields plus every sampling field inline
+/// (the list is [`with_sampling_fields!`]'s), and `options(max_tokens, logprobs)`, its
+/// one conversion into the neutral [`SamplingOptions`]. (`#[serde(flatten)]` would
+/// nest them but loses the field name in type errors, and "invalid type at
+/// `temperature`" is the message clients need.)
 macro_rules! generation_request {
     (
         $(#[$meta:meta])*
         pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }
+        ; $($(#[$smeta:meta])* $sfield:ident : $sty:ty,)*
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Deserialize)]
         pub struct $name {
             $($(#[$fmeta])* pub $field: $ty,)*
-            pub temperature: Option<f32>,
-            pub top_p: Option<f32>,
-            pub top_k: Option<i64>,
-            pub min_p: Option<f32>,
-            pub repetition_penalty: Option<f32>,
-            pub presence_penalty: Option<f32>,
-            pub frequency_penalty: Option<f32>,
-            pub seed: Option<i64>,
-            pub n: Option<i64>,
-            pub stop: Option<StringOrVec>,
-            pub stop_token_ids: Option<Vec<u32>>,
-            pub min_tokens: Option<i64>,
-            pub ignore_eos: Option<bool>,
-            pub priority: Option<i32>,
-            pub include_stop_str_in_output: Option<bool>,
-            pub skip_special_tokens: Option<bool>,
+            $($(#[$smeta])* pub $sfield: $sty,)*
         }
 
         impl $name {
-            /// The sampling fields, for [`super::params::GenerationPlan::new`].
-            pub fn sampling(&self) -> SamplingFields {
-                SamplingFields {
-                    temperature: self.temperature,
-                    top_p: self.top_p,
-                    top_k: self.top_k,
-                    min_p: self.min_p,
-                    repetition_penalty: self.repetition_penalty,
-                    presence_penalty: self.presence_penalty,
-                    frequency_penalty: self.frequency_penalty,
-                    seed: self.seed,
-                    n: self.n,
-                    stop: self.stop.clone(),
-                    stop_token_ids: self.stop_token_ids.clone(),
-                    min_tokens: self.min_tokens,
-                    ignore_eos: self.ignore_eos,
-                    priority: self.priority,
-                    include_stop_str_in_output: self.include_stop_str_in_output,
-                    skip_special_tokens: self.skip_special_tokens,
+            /// The sampling fields as the front end takes them; `max_tokens` and
+            /// `logprobs` in their neutral form (each endpoint spells them its own way).
+            pub fn options(&self, max_tokens: Option<i64>, logprobs: Option<i64>) -> SamplingOptions {
+                SamplingOptions {
+                    $($sfield: self.$sfield.clone(),)*
+                    max_tokens,
+                    logprobs,
                 }
             }
         }
     };
 }
 
-generation_request! {
+with_sampling_fields!(generation_request! {
     /// `POST /v1/completions`.
     pub struct CompletionRequest {
         /// Absent means the first served model name.
@@ -157,7 +98,7 @@ generation_request! {
         /// vLLM extra: add BOS etc. when tokenizing a text prompt (default true).
         pub add_special_tokens: Option<bool>,
     }
-}
+});
 
 /// Chat message `content`: a string or a list of content parts.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -184,7 +125,7 @@ pub struct ChatMessageIn {
     pub name: Option<String>,
 }
 
-generation_request! {
+with_sampling_fields!(generation_request! {
     /// `POST /v1/chat/completions`.
     pub struct ChatCompletionRequest {
         pub model: Option<String>,
@@ -201,7 +142,7 @@ generation_request! {
         /// vLLM extra: end the rendered prompt with the assistant header (default true).
         pub add_generation_prompt: Option<bool>,
     }
-}
+});
 
 /// `POST /tokenize`: either `prompt` or `messages`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -290,6 +231,15 @@ impl CompletionLogprobs {
     }
 }
 
+/// vLLM's `stop_reason` of a choice: the stop token id or stop string that ended it
+/// (`null` for EOS, a length finish, or while it runs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum StopReason {
+    Token(u32),
+    String(String),
+}
+
 /// One choice of a completions answer or chunk.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CompletionChoice {
@@ -297,6 +247,7 @@ pub struct CompletionChoice {
     pub text: String,
     pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: Option<&'static str>,
+    pub stop_reason: Option<StopReason>,
 }
 
 /// The envelope every completions and chat answer and stream chunk shares: `id`,
@@ -370,6 +321,7 @@ pub struct ChatChoice {
     pub message: ChatResponseMessage,
     pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
+    pub stop_reason: Option<StopReason>,
 }
 
 /// `chat.completion` answer.
@@ -391,6 +343,7 @@ pub struct ChatChunkChoice {
     pub delta: ChatDelta,
     pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
+    pub stop_reason: Option<StopReason>,
 }
 
 /// `chat.completion.chunk`.
@@ -478,11 +431,11 @@ mod tests {
                 "stream":true,"stream_options":{"include_usage":true}}"#,
         )
         .unwrap();
-        assert_eq!(r.sampling().top_k, Some(5));
-        assert_eq!(r.sampling().stop, Some(StringOrVec::One("\n".into())));
-        assert_eq!(r.sampling().stop_token_ids, Some(vec![7]));
-        assert_eq!(r.sampling().priority, Some(-3));
-        assert_eq!(r.sampling().seed, None);
+        assert_eq!(r.options(None, None).top_k, Some(5));
+        assert_eq!(r.options(None, None).stop, Some(vec!["\n".to_owned()]));
+        assert_eq!(r.options(None, None).stop_token_ids, Some(vec![7]));
+        assert_eq!(r.options(None, None).priority, Some(-3));
+        assert_eq!(r.options(None, None).seed, None);
         assert_eq!(r.stream_options.and_then(|o| o.include_usage), Some(true));
         assert_eq!(r.logprobs, Some(3));
     }
@@ -503,7 +456,7 @@ mod tests {
         assert_eq!(r.logprobs, Some(true));
         assert_eq!(r.max_completion_tokens, Some(5));
         assert_eq!(
-            r.sampling().stop.map(StringOrVec::into_vec),
+            r.options(None, None).stop,
             Some(vec!["x".into(), "y".into()])
         );
     }
@@ -512,7 +465,7 @@ mod tests {
     fn negative_and_huge_integers_parse_for_range_checks() {
         let r: CompletionRequest = parse(r#"{"prompt":"x","max_tokens":-5,"n":0}"#).unwrap();
         assert_eq!(r.max_tokens, Some(-5));
-        assert_eq!(r.sampling().n, Some(0));
+        assert_eq!(r.options(None, None).n, Some(0));
         let r: CompletionRequest =
             parse(r#"{"prompt":"x","max_tokens":9223372036854775807}"#).unwrap();
         assert_eq!(r.max_tokens, Some(i64::MAX));
@@ -535,12 +488,19 @@ mod tests {
                 },
                 logprobs: None,
                 finish_reason: None,
+                stop_reason: None,
             }],
             usage: None,
         };
         let v = serde_json::to_value(&chunk).unwrap();
         assert_eq!(v["choices"][0]["delta"]["role"], "assistant");
         assert!(v["choices"][0]["finish_reason"].is_null());
+        assert!(v["choices"][0]["stop_reason"].is_null());
+        assert_eq!(serde_json::to_value(StopReason::Token(7)).unwrap(), 7);
+        assert_eq!(
+            serde_json::to_value(StopReason::String("###".into())).unwrap(),
+            "###"
+        );
         assert!(v.get("usage").is_none());
         let top = TopLogprobMap(vec![
             ("a".into(), -0.5),

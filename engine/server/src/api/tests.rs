@@ -18,7 +18,7 @@ use tokenizers::Tokenizer;
 use tower::ServiceExt;
 
 use super::{AppState, ChatMessage, ChatTemplate, router};
-use crate::engine::{Engine, EngineClient};
+use crate::engine::{self, EngineClient};
 use crate::metrics::{CacheInfo, EngineMetrics};
 
 mod chat;
@@ -45,7 +45,7 @@ struct Model {
 }
 
 static MODEL: LazyLock<Model> = LazyLock::new(|| {
-    let path = crate::cli::default_model_path().expect("$HOME is set");
+    let path = candela_contract::model_ref::default_model_path().expect("$HOME is set");
     assert!(
         path.exists(),
         "the default model {} is missing: run scripts/setup.sh first",
@@ -107,6 +107,7 @@ fn engine(limits: Limits) -> EngineClient {
         policy: SchedulingPolicy::Fcfs,
         delay_factor: 0.0,
         max_waiting: limits.max_waiting,
+        eos_token_ids: m.eos_token_ids.clone(),
     };
     let cache = CacheConfig {
         block_size: BLOCK_SIZE,
@@ -121,7 +122,6 @@ fn engine(limits: Limits) -> EngineClient {
             num_host_blocks: 0,
             block_size: BLOCK_SIZE,
         },
-        m.eos_token_ids.clone(),
     );
     let scheduler = Scheduler::new(scheduler, cache).expect("test limits are valid");
     let cache_info = CacheInfo {
@@ -134,8 +134,8 @@ fn engine(limits: Limits) -> EngineClient {
         swap_space_gib: 0.0,
     };
     let metrics = EngineMetrics::new("smol", MAX_MODEL_LEN, cache_info);
-    let (client, _thread) = Engine::spawn(scheduler, runner, m.eos_token_ids.clone(), metrics)
-        .expect("engine thread starts");
+    let (client, _thread) =
+        engine::spawn(scheduler, runner, metrics).expect("engine thread starts");
     client
 }
 
@@ -148,7 +148,6 @@ fn state_with(limits: Limits, api_key: Option<&str>) -> AppState {
         chat_template: m.template.clone(),
         served_model_names: vec!["smol".into(), "org/alias".into()],
         max_model_len: MAX_MODEL_LEN,
-        eos_token_ids: m.eos_token_ids.clone(),
         api_key: api_key.map(str::to_owned),
         model_root: m.path.clone(),
         created: 1,

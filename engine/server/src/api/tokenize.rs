@@ -7,9 +7,9 @@ use axum::Json;
 use axum::extract::State;
 
 use super::chat::to_template_messages;
-use super::generate;
 use super::protocol::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};
 use super::{ApiError, ApiJson, AppState};
+use crate::frontend::validate;
 
 /// `{prompt}` or `{messages}` → `{tokens, count, max_model_len}`.
 pub async fn tokenize(
@@ -35,7 +35,7 @@ pub async fn tokenize(
         }
     };
     let add_special_tokens = req.add_special_tokens.unwrap_or(default_special);
-    let tokens = generate::tokenize(&state.tokenizer, text, add_special_tokens).await?;
+    let tokens = validate::tokenize(&state.tokenizer, text, add_special_tokens).await?;
     Ok(Json(TokenizeResponse {
         count: tokens.len(),
         max_model_len: state.max_model_len,
@@ -49,7 +49,7 @@ pub async fn detokenize(
     ApiJson(req): ApiJson<DetokenizeRequest>,
 ) -> Result<Json<DetokenizeResponse>, ApiError> {
     state.resolve_model(req.model.as_deref())?;
-    generate::check_token_ids(&state.tokenizer, &req.tokens)?;
+    validate::check_token_ids(state.tokenizer.get_vocab_size(true), &req.tokens)?;
     let prompt = state
         .tokenizer
         .decode(&req.tokens, false)

@@ -23,9 +23,6 @@ use tracing::{debug, error};
 use super::{Command, EngineClient, TokenEvent};
 use crate::metrics::{EngineMetrics, SharedMetrics};
 
-/// Spawns and owns the engine thread.
-pub struct Engine;
-
 /// The synchronous heart of the engine: one scheduler, one runner, one step at a time.
 /// The engine thread drives it; tests drive it directly.
 #[derive(Debug)]
@@ -95,6 +92,7 @@ impl EngineCore {
                         params: &req.params,
                         prompt: req.prompt_token_ids(),
                         output: req.output_token_ids(),
+                        eos: &scheduler.config().eos_token_ids,
                     }),
                 }
             })
@@ -121,42 +119,38 @@ pub struct Step {
 
 struct Driver {
     core: EngineCore,
-    eos_token_ids: Vec<u32>,
     epoch: Instant,
     streams: HashMap<RequestId, mpsc::UnboundedSender<TokenEvent>>,
     metrics: SharedMetrics,
 }
 
-impl Engine {
-    /// Starts the engine loop on its own OS thread.
-    ///
-    /// # Errors
-    /// When the OS cannot spawn the thread.
-    pub fn spawn(
-        scheduler: Scheduler,
-        runner: ModelRunner,
-        eos_token_ids: Vec<u32>,
-        metrics: EngineMetrics,
-    ) -> std::io::Result<(EngineClient, JoinHandle<()>)> {
-        let (tx, rx) = std_mpsc::channel();
-        let driver = Driver {
-            core: EngineCore { scheduler, runner },
-            eos_token_ids,
-            epoch: Instant::now(),
-            streams: HashMap::new(),
-            metrics: Arc::new(Mutex::new(metrics)),
-        };
-        let alive = Arc::new(AtomicBool::new(true));
-        let client = EngineClient::new(tx, driver.metrics.clone(), alive.clone());
-        let handle = std::thread::Builder::new()
-            .name("candela-engine".into())
-            .spawn(move || {
-                // Marks the engine dead however the loop ends, a panic included.
-                let _alive = AliveGuard(alive);
-                driver.run(rx);
-            })?;
-        Ok((client, handle))
-    }
+/// Starts the engine loop on its own OS thread; it stops when the last
+/// [`EngineClient`] is dropped.
+///
+/// # Errors
+/// When the OS cannot spawn the thread.
+pub fn spawn(
+    scheduler: Scheduler,
+    runner: ModelRunner,
+    metrics: EngineMetrics,
+) -> std::io::Result<(EngineClient, JoinHandle<()>)> {
+    let (tx, rx) = std_mpsc::channel();
+    let driver = Driver {
+        core: EngineCore { scheduler, runner },
+        epoch: Instant::now(),
+        streams: HashMap::new(),
+        metrics: Arc::new(Mutex::new(metrics)),
+    };
+    let alive = Arc::new(AtomicBool::new(true));
+    let client = EngineClient::new(tx, driver.metrics.clone(), alive.clone());
+    let handle = std::thread::Builder::new()
+        .name("candela-engine".into())
+        .spawn(move || {
+            // Marks the engine dead however the loop ends, a panic included.
+            let _alive = AliveGuard(alive);
+            driver.run(rx);
+        })?;
+    Ok((client, handle))
 }
 
 struct AliveGuard(Arc<AtomicBool>);
@@ -241,7 +235,6 @@ impl Driver {
                     prompt_token_ids: request.prompt_token_ids,
                     params: request.params,
                     priority: request.priority,
-                    eos_token_ids: self.eos_token_ids.clone(),
                     arrival_time: arrival.as_secs_f64(),
                 };
                 let result = self.core.scheduler.add_request(new);
@@ -275,6 +268,7 @@ impl Driver {
                 token: o.token,
                 logprobs: o.logprobs,
                 finish: o.finish,
+                stop_reason: o.stop_reason,
             };
             let Some(tx) = self.streams.get(&o.id) else {
                 continue;

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use candela_core::{FinishReason, SamplingParams, TokenLogprobs};
+use candela_core::{FinishReason, SamplingParams, StopReason, TokenLogprobs};
 
 /// What a caller submits for one sequence (the API layer fans `n > 1` out into `n` of these).
 #[derive(Debug, Clone)]
@@ -28,22 +28,13 @@ pub struct TokenEvent {
     pub logprobs: Option<TokenLogprobs>,
     /// Set on the last event of the stream.
     pub finish: Option<FinishReason>,
-}
-
-/// Why the engine refused a request at submission.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SubmitError {
-    /// Invalid parameters or a prompt that does not fit (client error, 400).
-    #[error(transparent)]
-    Rejected(#[from] candela_core::Error),
-    /// The engine loop has stopped (503).
-    #[error("the engine is not running")]
-    EngineDead,
+    /// With a `Stop` finish: the EOS or stop token that ended the sequence.
+    pub stop_reason: Option<StopReason>,
 }
 
 mod driver;
 
-pub use driver::{Engine, EngineCore, Step};
+pub use driver::{EngineCore, Step, spawn};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +42,7 @@ use std::sync::mpsc as std_mpsc;
 
 use candela_core::{RequestId, SchedulerStats};
 
+use crate::error::Error;
 use crate::metrics::{EngineMetrics, SharedMetrics};
 use tokio::sync::{mpsc, oneshot};
 
@@ -105,6 +97,11 @@ impl EngineClient {
         self.metrics.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
+    /// The engine's live metrics, shared (what `/metrics` renders on each scrape).
+    pub fn shared_metrics(&self) -> SharedMetrics {
+        self.metrics.clone()
+    }
+
     /// Records an API-level request parameter (`n`) in the engine's metrics.
     pub fn record_api_request(&self, n: usize) {
         if let Ok(mut m) = self.metrics.lock() {
@@ -129,8 +126,8 @@ impl EngineClient {
     /// engine stopped) come back before any token.
     ///
     /// # Errors
-    /// [`SubmitError::Rejected`] with the core's reason, or [`SubmitError::EngineDead`].
-    pub async fn submit(&self, request: GenerateRequest) -> Result<RequestStream, SubmitError> {
+    /// [`Error::Rejected`] with the core's reason, or [`Error::EngineDead`].
+    pub async fn submit(&self, request: GenerateRequest) -> Result<RequestStream, Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (events, rx) = mpsc::unbounded_channel();
         let (reply, accepted) = oneshot::channel();
@@ -141,7 +138,7 @@ impl EngineClient {
                 events,
                 reply,
             })
-            .map_err(|_| SubmitError::EngineDead)?;
+            .map_err(|_| Error::EngineDead)?;
         // From here on the engine may hold the request: a stream that is dropped,
         // even before acceptance is confirmed, aborts it.
         let mut stream = RequestStream {
@@ -154,11 +151,11 @@ impl EngineClient {
             Ok(Ok(())) => Ok(stream),
             Ok(Err(e)) => {
                 stream.done = true;
-                Err(SubmitError::Rejected(e))
+                Err(Error::Rejected(e))
             }
             Err(_) => {
                 stream.done = true;
-                Err(SubmitError::EngineDead)
+                Err(Error::EngineDead)
             }
         }
     }

@@ -11,22 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use candela_core::SchedulerStats;
 
 use super::pb;
+use crate::error::Error;
 use crate::metrics::{CacheInfo, EngineMetrics, Histogram, Histograms};
-
-/// Why a snapshot cannot become [`EngineMetrics`].
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SnapshotError {
-    /// A sub-message every engine sends is absent.
-    #[error("stats snapshot without `{0}`")]
-    Missing(&'static str),
-    /// A histogram whose counts do not cover its bounds plus `+Inf`.
-    #[error("histogram `{name}` has {counts} counts for {bounds} bounds (expected bounds + 1)")]
-    Histogram {
-        name: &'static str,
-        bounds: usize,
-        counts: usize,
-    },
-}
 
 impl From<&EngineMetrics> for pb::StatsSnapshot {
     fn from(m: &EngineMetrics) -> Self {
@@ -61,9 +47,9 @@ impl From<&EngineMetrics> for pb::StatsSnapshot {
 }
 
 impl TryFrom<pb::StatsSnapshot> for EngineMetrics {
-    type Error = SnapshotError;
+    type Error = Error;
 
-    fn try_from(s: pb::StatsSnapshot) -> Result<Self, SnapshotError> {
+    fn try_from(s: pb::StatsSnapshot) -> Result<Self, Error> {
         let pb::StatsSnapshot {
             model_name,
             cache,
@@ -74,18 +60,18 @@ impl TryFrom<pb::StatsSnapshot> for EngineMetrics {
             histograms,
             taken_at_unix_ms: _,
         } = s;
-        let success = request_success.ok_or(SnapshotError::Missing("request_success"))?;
+        let success = request_success.ok_or(Error::SnapshotMissing("request_success"))?;
         Ok(EngineMetrics {
             model_name,
-            cache: cache.ok_or(SnapshotError::Missing("cache"))?.into(),
-            scheduler: scheduler.ok_or(SnapshotError::Missing("scheduler"))?.into(),
+            cache: cache.ok_or(Error::SnapshotMissing("cache"))?.into(),
+            scheduler: scheduler.ok_or(Error::SnapshotMissing("scheduler"))?.into(),
             prompt_tokens,
             generation_tokens,
             success_stop: success.stop,
             success_length: success.length,
             success_abort: success.abort,
             histograms: histograms
-                .ok_or(SnapshotError::Missing("histograms"))?
+                .ok_or(Error::SnapshotMissing("histograms"))?
                 .try_into()?,
         })
     }
@@ -213,9 +199,9 @@ impl From<&Histograms> for pb::Histograms {
 }
 
 impl TryFrom<pb::Histograms> for Histograms {
-    type Error = SnapshotError;
+    type Error = Error;
 
-    fn try_from(h: pb::Histograms) -> Result<Self, SnapshotError> {
+    fn try_from(h: pb::Histograms) -> Result<Self, Error> {
         Ok(Histograms {
             time_to_first_token: histogram("time_to_first_token", h.time_to_first_token)?,
             inter_token_latency: histogram("inter_token_latency", h.inter_token_latency)?,
@@ -247,10 +233,10 @@ impl TryFrom<pb::Histograms> for Histograms {
     }
 }
 
-fn histogram(name: &'static str, h: Option<pb::Histogram>) -> Result<Histogram, SnapshotError> {
-    let h = h.ok_or(SnapshotError::Missing(name))?;
+fn histogram(name: &'static str, h: Option<pb::Histogram>) -> Result<Histogram, Error> {
+    let h = h.ok_or(Error::SnapshotMissing(name))?;
     if h.counts.len() != h.bounds.len() + 1 {
-        return Err(SnapshotError::Histogram {
+        return Err(Error::SnapshotHistogram {
             name,
             bounds: h.bounds.len(),
             counts: h.counts.len(),
@@ -358,16 +344,16 @@ mod tests {
             .pop();
         assert!(matches!(
             EngineMetrics::try_from(snapshot),
-            Err(SnapshotError::Histogram {
+            Err(Error::SnapshotHistogram {
                 name: "iteration_tokens",
                 ..
             })
         ));
         let mut snapshot = pb::StatsSnapshot::from(&busy_metrics());
         snapshot.scheduler = None;
-        assert_eq!(
+        assert!(matches!(
             EngineMetrics::try_from(snapshot),
-            Err(SnapshotError::Missing("scheduler"))
-        );
+            Err(Error::SnapshotMissing("scheduler"))
+        ));
     }
 }

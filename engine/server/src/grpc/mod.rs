@@ -20,12 +20,10 @@ mod pb {
 pub mod convert;
 mod service;
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use convert::SnapshotError;
 pub use pb::engine_client::EngineClient as GrpcClient;
 pub use pb::generate_request::Prompt;
 pub use pb::health_response::ServingStatus;
@@ -56,10 +54,10 @@ pub async fn serve(
 ///
 /// # Errors
 /// When `addr` cannot be bound.
-pub async fn spawn(addr: &str, service: EngineService) -> anyhow::Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (--grpc-port)"))?;
+pub async fn spawn(addr: &str, service: EngineService) -> crate::error::Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        crate::error::Error::io(format!("cannot listen on {addr} (--grpc-port)"), e)
+    })?;
     tracing::info!(%addr, "serving the gRPC engine API");
     Ok(tokio::spawn(async move {
         if let Err(e) = serve(listener, service).await {

@@ -1,10 +1,11 @@
 //! The server side of `candela.engine.v1.Engine`.
 //!
-//! `Generate` reuses the HTTP API's pieces end to end — [`GenerationPlan`] for
-//! vLLM's parameter checks, the same tokenizer, [`Submission`] and [`Choice`] for
-//! detokenization and stop strings — so a gRPC caller gets exactly what
-//! `/v1/completions` would return. The response stream owns the request's
-//! [`Choice`]: a cancelled call drops it, which aborts the engine request.
+//! `Generate` converts its protobuf request into the front end's neutral
+//! [`GenerationRequest`] and from there takes the path HTTP takes — the same
+//! validation, tokenizer, detokenization and stop strings ([`crate::frontend`]) — so a
+//! gRPC caller gets exactly what `/v1/completions` would return. The response stream
+//! owns the request's [`Choice`]: a cancelled call drops it, which aborts the engine
+//! request. Errors map to `Status` codes here, in one place.
 //! `WatchStats` sends a copy of the engine's [`crate::metrics::EngineMetrics`] per
 //! tick; each subscriber costs one clone of the metrics per interval.
 
@@ -18,12 +19,10 @@ use tokio_stream::wrappers::IntervalStream;
 use tonic::{Request, Response, Status};
 
 use super::pb;
-use crate::api::generate::{self, Choice, ChoiceEvent, PreparedPrompt, Submission};
-use crate::api::params::GenerationPlan;
-use crate::api::protocol::{SamplingFields, StringOrVec};
-use crate::api::{ApiError, AppState};
 use crate::engine::EngineClient;
-use crate::profiler::{ProfileError, Profiler};
+use crate::error::Error;
+use crate::frontend::{self, Choice, ChoiceEvent, GenerationRequest, Prompt, SamplingOptions};
+use crate::profiler::Profiler;
 
 /// `WatchStats` interval when the request leaves it at 0.
 const DEFAULT_STATS_INTERVAL: Duration = Duration::from_millis(1000);
@@ -35,43 +34,27 @@ const MIN_STATS_INTERVAL: Duration = Duration::from_millis(10);
 pub struct EngineService {
     engine: EngineClient,
     tokenizer: Arc<Tokenizer>,
-    eos_token_ids: Vec<u32>,
     max_model_len: usize,
     model_name: String,
     profiler: Profiler,
 }
 
 impl EngineService {
-    /// Shares the engine, tokenizer and limits the HTTP API was built with, and its profiler.
-    pub fn new(state: &AppState, profiler: Profiler) -> Self {
+    /// Serves `engine` (with its tokenizer and `--max-model-len`) as `model_name`,
+    /// profiling through `profiler`.
+    pub fn new(
+        engine: EngineClient,
+        tokenizer: Arc<Tokenizer>,
+        max_model_len: usize,
+        model_name: String,
+        profiler: Profiler,
+    ) -> Self {
         EngineService {
-            engine: state.engine.clone(),
-            tokenizer: state.tokenizer.clone(),
-            eos_token_ids: state.eos_token_ids.clone(),
-            max_model_len: state.max_model_len,
-            model_name: state
-                .served_model_names
-                .first()
-                .cloned()
-                .unwrap_or_default(),
+            engine,
+            tokenizer,
+            max_model_len,
+            model_name,
             profiler,
-        }
-    }
-
-    async fn prompt_ids(
-        &self,
-        prompt: Option<pb::generate_request::Prompt>,
-    ) -> Result<Vec<u32>, Status> {
-        use pb::generate_request::Prompt;
-        match prompt {
-            Some(Prompt::Text(text)) => Ok(generate::tokenize(&self.tokenizer, text, true).await?),
-            Some(Prompt::TokenIds(pb::TokenIds { ids })) => {
-                generate::check_token_ids(&self.tokenizer, &ids)?;
-                Ok(ids)
-            }
-            None => Err(Status::invalid_argument(
-                "prompt: set `text` or `token_ids`",
-            )),
         }
     }
 }
@@ -86,22 +69,9 @@ impl pb::engine_server::Engine for EngineService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let arrival = Instant::now();
-        let pb::GenerateRequest { prompt, sampling } = request.into_inner();
-        let sampling = sampling.unwrap_or_default();
-        let max_tokens = sampling.max_tokens;
-        let plan = GenerationPlan::new(&sampling_fields(sampling), max_tokens, None, 1)?;
-        let token_ids = self.prompt_ids(prompt).await?;
-        self.engine.record_api_request(1);
-        let submission = Submission {
-            engine: &self.engine,
-            tokenizer: &self.tokenizer,
-            eos_token_ids: &self.eos_token_ids,
-            max_model_len: self.max_model_len,
-            plan: &plan,
-            arrival,
-        };
-        let choice = submission
-            .submit(&[PreparedPrompt { token_ids }])
+        let request = generation_request(request.into_inner())?;
+        let valid = frontend::validate(request, &self.tokenizer, self.max_model_len).await?;
+        let choice = frontend::submit(&self.engine, &self.tokenizer, &valid, arrival)
             .await?
             .pop()
             .ok_or_else(|| Status::internal("no sequence was submitted"))?;
@@ -145,7 +115,7 @@ impl pb::engine_server::Engine for EngineService {
         &self,
         _: Request<pb::StartProfileRequest>,
     ) -> Result<Response<pb::StartProfileResponse>, Status> {
-        self.profiler.start().map_err(profile_status)?;
+        self.profiler.start().map_err(Status::from)?;
         Ok(Response::new(pb::StartProfileResponse {}))
     }
 
@@ -158,25 +128,32 @@ impl pb::engine_server::Engine for EngineService {
         let path = tokio::task::spawn_blocking(move || profiler.stop())
             .await
             .map_err(|e| Status::internal(format!("profile writer failed: {e}")))?
-            .map_err(profile_status)?;
+            .map_err(Status::from)?;
         Ok(Response::new(pb::StopProfileResponse {
             path: path.display().to_string(),
         }))
     }
 }
 
-fn profile_status(e: ProfileError) -> Status {
-    match e {
-        ProfileError::Disabled | ProfileError::NotRunning => {
-            Status::failed_precondition(e.to_string())
+/// The one conversion of a protobuf request into the front end's neutral request.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` when no prompt is set.
+fn generation_request(r: pb::GenerateRequest) -> Result<GenerationRequest, Status> {
+    let s = r.sampling.unwrap_or_default();
+    let prompt = match r.prompt {
+        Some(pb::generate_request::Prompt::Text(text)) => Prompt::Text {
+            text,
+            add_special_tokens: true,
+        },
+        Some(pb::generate_request::Prompt::TokenIds(pb::TokenIds { ids })) => Prompt::Tokens(ids),
+        None => {
+            return Err(Status::invalid_argument(
+                "prompt: set `text` or `token_ids`",
+            ));
         }
-        ProfileError::Write { .. } => Status::internal(e.to_string()),
-    }
-}
-
-/// The request's fields in the HTTP API's shape, so both APIs validate alike.
-fn sampling_fields(s: pb::SamplingParams) -> SamplingFields {
-    SamplingFields {
+    };
+    let options = SamplingOptions {
         temperature: s.temperature,
         top_p: s.top_p,
         top_k: s.top_k,
@@ -186,14 +163,20 @@ fn sampling_fields(s: pb::SamplingParams) -> SamplingFields {
         frequency_penalty: s.frequency_penalty,
         seed: s.seed,
         n: None,
-        stop: (!s.stop.is_empty()).then_some(StringOrVec::Many(s.stop)),
+        stop: (!s.stop.is_empty()).then_some(s.stop),
         stop_token_ids: Some(s.stop_token_ids),
         min_tokens: s.min_tokens,
         ignore_eos: s.ignore_eos,
         priority: s.priority,
         include_stop_str_in_output: s.include_stop_str_in_output,
         skip_special_tokens: s.skip_special_tokens,
-    }
+        max_tokens: s.max_tokens,
+        logprobs: None,
+    };
+    Ok(GenerationRequest {
+        prompts: vec![prompt],
+        options,
+    })
 }
 
 /// One response per engine event; the stream owns the choice (and so the request).
@@ -215,11 +198,12 @@ fn response(
     if let Some(err) = event.error {
         return Err(err.into());
     }
+    use candela_core::FinishReason as F;
     let finish_reason = match event.finish {
         None => pb::FinishReason::Unspecified,
-        Some("stop") => pb::FinishReason::Stop,
-        Some("length") => pb::FinishReason::Length,
-        Some(_) => pb::FinishReason::Abort,
+        Some(F::Stop) => pb::FinishReason::Stop,
+        Some(F::Length) => pb::FinishReason::Length,
+        Some(F::Abort) => pb::FinishReason::Abort,
     };
     Ok(pb::GenerateResponse {
         text: event.text,
@@ -230,19 +214,22 @@ fn response(
     })
 }
 
-/// HTTP statuses of [`ApiError`] as gRPC codes, message kept.
-impl From<ApiError> for Status {
-    fn from(e: ApiError) -> Self {
-        use axum::http::StatusCode;
-        let message = e.message().to_owned();
-        match e.status() {
-            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
+/// The crate's errors as gRPC codes, message kept.
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        use candela_core::Error as Core;
+        let message = e.to_string();
+        match e {
+            Error::InvalidRequest { .. }
+            | Error::Rejected(Core::InvalidParams(_) | Core::TooLong { .. } | Core::EmptyPrompt) => {
                 Status::invalid_argument(message)
             }
-            StatusCode::UNAUTHORIZED => Status::unauthenticated(message),
-            StatusCode::NOT_FOUND => Status::not_found(message),
-            StatusCode::TOO_MANY_REQUESTS => Status::resource_exhausted(message),
-            StatusCode::SERVICE_UNAVAILABLE => Status::unavailable(message),
+            Error::Rejected(Core::QueueFull { .. }) | Error::EngineDead => {
+                Status::unavailable(message)
+            }
+            Error::ProfilingDisabled | Error::NoProfileRunning => {
+                Status::failed_precondition(message)
+            }
             _ => Status::internal(message),
         }
     }

@@ -194,13 +194,14 @@ impl EngineMetrics {
     }
 }
 
-/// `GET /metrics` (unauthenticated, as in vLLM; the sidecar adds auth).
-pub fn router(engine: crate::engine::EngineClient) -> axum::Router {
+/// `GET /metrics` over the engine's live metrics (unauthenticated, as in vLLM; the
+/// sidecar adds auth).
+pub fn router(metrics: SharedMetrics) -> axum::Router {
     use axum::http::header;
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let body = engine.metrics().render();
+            let body = metrics.lock().map(|m| m.render()).unwrap_or_default();
             async move {
                 (
                     [(

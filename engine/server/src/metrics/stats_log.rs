@@ -14,7 +14,6 @@ use std::time::Duration;
 use tracing::{debug, info};
 
 use super::EngineMetrics;
-use crate::engine::EngineClient;
 
 /// The line for the interval between two snapshots `elapsed` seconds apart.
 pub fn stats_line(prev: &EngineMetrics, cur: &EngineMetrics, elapsed: f64) -> String {
@@ -58,15 +57,19 @@ pub fn is_idle(prev: &EngineMetrics, cur: &EngineMetrics) -> bool {
         && s.num_swapped == 0
 }
 
-/// Logs the line every `interval` until the engine stops.
-pub async fn run(engine: EngineClient, interval: Duration) {
+/// Logs the line every `interval` until `snapshot` answers `None` (the engine stopped).
+pub async fn run(snapshot: impl Fn() -> Option<EngineMetrics>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
-    let mut prev = engine.metrics();
+    let Some(mut prev) = snapshot() else {
+        return;
+    };
     let mut prev_at = tokio::time::Instant::now();
-    while engine.is_alive() {
+    loop {
         ticker.tick().await;
-        let cur = engine.metrics();
+        let Some(cur) = snapshot() else {
+            return;
+        };
         let now = tokio::time::Instant::now();
         let line = stats_line(&prev, &cur, (now - prev_at).as_secs_f64());
         if is_idle(&prev, &cur) {

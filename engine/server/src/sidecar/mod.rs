@@ -23,11 +23,12 @@ mod watch;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tonic::transport::Endpoint;
 use tracing::info;
 
 use device::DeviceSampler;
+
+use crate::error::{Error, Result};
 
 pub use candela_contract::sidecar::SidecarArgs;
 
@@ -36,21 +37,26 @@ pub use candela_contract::sidecar::SidecarArgs;
 /// # Errors
 /// A bad engine URI, an empty token, or a listen address that cannot be bound;
 /// never because the engine is down.
-pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
-    args.validate().map_err(anyhow::Error::msg)?;
+pub async fn run(args: SidecarArgs) -> Result<()> {
+    args.validate().map_err(Error::Config)?;
     let endpoint = Endpoint::from_shared(args.engine_grpc.clone())
-        .with_context(|| format!("--engine-grpc {:?} is not a valid URI", args.engine_grpc))?
+        .map_err(|e| {
+            Error::Config(format!(
+                "--engine-grpc {:?} is not a valid URI: {e}",
+                args.engine_grpc
+            ))
+        })?
         .connect_timeout(Duration::from_secs(2))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
     let engine_pid = args.engine_pid;
     let device = tokio::task::spawn_blocking(move || DeviceSampler::new(engine_pid))
         .await
-        .context("loading device samplers")?;
+        .map_err(|e| Error::Internal(format!("loading device samplers: {e}")))?;
     let addr = args.listen_addr();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+        .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
     let feed = watch::Feed::default();
     tokio::spawn(watch::run(endpoint, args.stats_interval_ms, feed.clone()));
     info!(%addr, engine = %args.engine_grpc, auth = args.metrics_token.is_some(), "sidecar serving /metrics");
@@ -61,7 +67,8 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         profiles_dir: args.profiles_dir,
     });
     axum::serve(listener, app)
-        .with_graceful_shutdown(crate::serve::shutdown_signal())
-        .await?;
+        .with_graceful_shutdown(crate::drain::shutdown_signal())
+        .await
+        .map_err(|e| Error::io("serving /metrics", e))?;
     Ok(())
 }

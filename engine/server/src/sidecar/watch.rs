@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
-use crate::grpc::{GrpcClient, SnapshotError, WatchStatsRequest};
+use crate::error::Error;
+use crate::grpc::{GrpcClient, WatchStatsRequest};
 use crate::metrics::EngineMetrics;
 
 /// First retry delay after the engine went away.
@@ -31,18 +32,6 @@ pub struct FeedState {
 
 /// Shared between the watch task (writer) and `/metrics` (readers).
 pub type Feed = Arc<RwLock<FeedState>>;
-
-#[derive(Debug, thiserror::Error)]
-enum WatchError {
-    #[error("cannot connect: {0}")]
-    Connect(#[from] tonic::transport::Error),
-    #[error("engine answered {}: {}", .0.code(), .0.message())]
-    Status(#[from] tonic::Status),
-    #[error("invalid snapshot: {0}")]
-    Snapshot(#[from] SnapshotError),
-    #[error("no snapshot for {0:?}")]
-    Stalled(Duration),
-}
 
 /// Subscribes to the engine at `endpoint` for as long as the process lives.
 pub async fn run(endpoint: Endpoint, interval_ms: u32, feed: Feed) {
@@ -78,7 +67,7 @@ async fn subscribe(
     interval_ms: u32,
     feed: &Feed,
     delivered: &mut bool,
-) -> Result<(), WatchError> {
+) -> Result<(), Error> {
     let channel = endpoint.connect().await?;
     let mut client = GrpcClient::new(channel);
     let mut stream = client
@@ -89,7 +78,7 @@ async fn subscribe(
     loop {
         let next = tokio::time::timeout(stall, stream.message())
             .await
-            .map_err(|_| WatchError::Stalled(stall))??;
+            .map_err(|_| Error::Stalled(stall))??;
         let Some(snapshot) = next else { return Ok(()) };
         let metrics = EngineMetrics::try_from(snapshot)?;
         if !*delivered {

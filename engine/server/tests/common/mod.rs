@@ -201,6 +201,7 @@ pub fn spawn_engine(
         policy: SchedulingPolicy::Fcfs,
         delay_factor: 0.0,
         max_waiting,
+        eos_token_ids: m.eos_token_ids.clone(),
     };
     let runner = candela_model::ModelRunner::new(
         m.model.clone(),
@@ -209,7 +210,6 @@ pub fn spawn_engine(
             num_host_blocks: 0,
             block_size: 16,
         },
-        m.eos_token_ids.clone(),
     );
     let info = candela::metrics::CacheInfo {
         block_size: cache.block_size,
@@ -221,7 +221,6 @@ pub fn spawn_engine(
     let metrics = candela::metrics::EngineMetrics::new("smol", max_model_len, info);
     let scheduler = Scheduler::new(config, cache).expect("valid test configuration");
     let (client, _thread) =
-        candela::engine::Engine::spawn(scheduler, runner, m.eos_token_ids.clone(), metrics)
-            .expect("engine thread starts");
+        candela::engine::spawn(scheduler, runner, metrics).expect("engine thread starts");
     client
 }

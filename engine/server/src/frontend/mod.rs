@@ -1,0 +1,23 @@
+//! The request front end both transports share (TGI's `validation` + `infer` split):
+//! HTTP (`crate::api`) and gRPC (`crate::grpc`) each convert only their own wire
+//! types into a [`GenerationRequest`]; everything after that is one path.
+//!
+//! - [`request`]: the neutral request and the sampling field list (written once).
+//! - [`validate`]: tokenize, check, resolve `max_tokens` → [`ValidRequest`] (one validation).
+//! - [`generate`]: submit the sequences and turn their tokens into text events
+//!   ([`Choice`]), with stop strings and the core's stop reasons.
+//!
+//! `max_tokens` from handler to stop check: wire field → [`SamplingOptions::max_tokens`]
+//! (the one conversion) → [`validate::check`] resolves it against the prompt and the
+//! context into `SamplingParams::max_tokens` (the one validation) → the engine's
+//! `GenerateRequest` → the core's `Request` → `check_stop` in the scheduler.
+
+pub mod generate;
+pub mod request;
+pub mod validate;
+
+pub use generate::{
+    Choice, ChoiceEvent, CollectedChoice, Stopped, TokenInfo, collect_all, merge, submit,
+};
+pub use request::{GenerationRequest, Prompt, SamplingOptions};
+pub use validate::{ValidRequest, validate};
