@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         num_host_blocks: 0,
         block_size: BS,
     };
-    let mut runner = ModelRunner::new(m.model, cfg, m.eos_token_ids);
+    let mut runner = ModelRunner::new(m.model, cfg);
     let _ = decode_steps(&mut runner, 1, ctx, 4); // warm-up
     let one = decode_steps(&mut runner, 1, ctx, 32);
     println!(

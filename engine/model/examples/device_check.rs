@@ -84,7 +84,7 @@ fn greedy(m: &candela_model::LoadedModel, path: ExecPath, prompt: &[u32], n: usi
         num_host_blocks: 0,
         block_size: BS,
     };
-    let mut runner = ModelRunner::with_path(m.model.clone(), path, cfg, vec![]).expect("runner");
+    let mut runner = ModelRunner::with_path(m.model.clone(), path, cfg).expect("runner");
     let table: Vec<u32> = (0..cfg.num_device_blocks as u32).collect();
     let params = SamplingParams::greedy(n);
     let mut all = prompt.to_vec();
@@ -100,6 +100,7 @@ fn greedy(m: &candela_model::LoadedModel, path: ExecPath, prompt: &[u32], n: usi
                 params: &params,
                 prompt,
                 output: &out,
+                eos: &[],
             }),
         };
         let tok = runner.execute(&[], &[], &[seq]).expect("step")[0].token;
@@ -209,7 +210,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         m.model.clone(),
         ExecPath::CandleOps(a.device.clone()),
         cfg,
-        vec![],
     )?;
     let _ = decode_steps(&mut runner, 1, a.context, 4); // warm-up (kernel loading)
     println!("| batch | step ms (TPOT) | output tok/s | bandwidth limit ms | limit / measured |");

@@ -42,6 +42,9 @@ pub struct SampleArgs<'a> {
     pub prompt: &'a [u32],
     /// Tokens generated so far (penalties, min_tokens).
     pub output: &'a [u32],
+    /// The model's EOS ids, masked while `output` is shorter than `min_tokens`
+    /// (the scheduler's config holds them).
+    pub eos: &'a [u32],
 }
 
 /// One request's share of a step.
@@ -95,7 +98,6 @@ pub struct ModelRunner {
     backend: Backend,
     host_cache: PagedKvCache,
     block_size: usize,
-    eos_token_ids: Vec<u32>,
     rngs: HashMap<RequestId, StdRng>,
     seeder: StdRng,
     sampler: Sampler,
@@ -103,14 +105,13 @@ pub struct ModelRunner {
 
 impl ModelRunner {
     /// A runner on Candela's CPU kernels; allocates both pools (lazily backed memory).
-    pub fn new(model: Llama, cfg: RunnerConfig, eos_token_ids: Vec<u32>) -> Self {
+    pub fn new(model: Llama, cfg: RunnerConfig) -> Self {
         let cache = model.new_cache(cfg.num_device_blocks, cfg.block_size);
         let host_cache = model.new_cache(cfg.num_host_blocks, cfg.block_size);
         Self::with_backend(
             Backend::Cpu { model, cache },
             host_cache,
             cfg,
-            eos_token_ids,
         )
     }
 
@@ -123,10 +124,9 @@ impl ModelRunner {
         model: Llama,
         path: ExecPath,
         cfg: RunnerConfig,
-        eos_token_ids: Vec<u32>,
     ) -> Result<Self> {
         let device = match path {
-            ExecPath::Cpu => return Ok(Self::new(model, cfg, eos_token_ids)),
+            ExecPath::Cpu => return Ok(Self::new(model, cfg)),
             ExecPath::CandleOps(device) => device,
         };
         let host_cache = model.new_cache(cfg.num_host_blocks, cfg.block_size);
@@ -137,7 +137,6 @@ impl ModelRunner {
             Backend::CandleOps { model: dm, cache },
             host_cache,
             cfg,
-            eos_token_ids,
         ))
     }
 
@@ -145,13 +144,11 @@ impl ModelRunner {
         backend: Backend,
         host_cache: PagedKvCache,
         cfg: RunnerConfig,
-        eos_token_ids: Vec<u32>,
     ) -> Self {
         Self {
             backend,
             host_cache,
             block_size: cfg.block_size,
-            eos_token_ids,
             rngs: HashMap::new(),
             seeder: StdRng::from_os_rng(),
             sampler: Sampler,
@@ -268,13 +265,12 @@ impl ModelRunner {
             ));
         }
         let sampler = self.sampler;
-        let eos = &self.eos_token_ids;
         crate::pool::global().for_chunks_mut(&mut jobs, 1, |_, job| {
             let (_, a, row, rng, result) = &mut job[0];
             // Greedy never draws; the placeholder RNG is never read.
             let mut fallback = StdRng::seed_from_u64(0);
             let r = rng.as_mut().unwrap_or(&mut fallback);
-            *result = Some(sampler.sample(row, a.params, a.prompt, a.output, eos, r));
+            *result = Some(sampler.sample(row, a.params, a.prompt, a.output, a.eos, r));
         });
         Ok(jobs
             .into_iter()

@@ -371,7 +371,7 @@ fn generate_alone(path: ExecPath, prompt: &[u32], max_new: usize, chunk: usize) 
         block_size: bs,
     };
     let mut runner =
-        ModelRunner::with_path(lm.model.clone(), path, cfg, lm.eos_token_ids.clone()).unwrap();
+        ModelRunner::with_path(lm.model.clone(), path, cfg).unwrap();
     let table: Vec<u32> = (0..cfg.num_device_blocks as u32).collect();
     let params = SamplingParams::greedy(max_new);
     let mut all = prompt.to_vec();
@@ -388,6 +388,7 @@ fn generate_alone(path: ExecPath, prompt: &[u32], max_new: usize, chunk: usize) 
                 params: &params,
                 prompt,
                 output: &out,
+                eos: &lm.eos_token_ids,
             }),
         };
         let sampled = runner.execute(&[], &[], &[seq]).unwrap();
@@ -459,7 +460,7 @@ fn runner_matches_reference(path: ExecPath) {
         block_size: bs,
     };
     let mut runner =
-        ModelRunner::with_path(lm.model.clone(), path, cfg, lm.eos_token_ids.clone()).unwrap();
+        ModelRunner::with_path(lm.model.clone(), path, cfg).unwrap();
     // interleaved free list: consecutive allocations are far apart
     let mut free = Blocks((0..96u32).map(|i| (i * 37) % 96).collect());
     let params = SamplingParams {
@@ -518,6 +519,7 @@ fn runner_matches_reference(path: ExecPath) {
                     params: &params,
                     prompt: &prompts[i],
                     output: &out[i],
+                    eos: &lm.eos_token_ids,
                 }),
             });
         }
@@ -586,7 +588,7 @@ fn seeded_sampling_is_the_same_alone_and_batched() {
             num_host_blocks: 0,
             block_size: bs,
         };
-        let mut runner = ModelRunner::new(lm.model.clone(), cfg, lm.eos_token_ids.clone());
+        let mut runner = ModelRunner::new(lm.model.clone(), cfg);
         let tables: Vec<Vec<u32>> = (0..2u32).map(|i| (i * 8..i * 8 + 8).collect()).collect();
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); 2];
         for _ in 0..steps {
@@ -610,6 +612,7 @@ fn seeded_sampling_is_the_same_alone_and_batched() {
                             params: &params[i],
                             prompt: &prompts[i],
                             output: &out[i],
+                            eos: &lm.eos_token_ids,
                         }),
                     }
                 })

@@ -28,6 +28,7 @@ pub fn decode_steps(runner: &mut ModelRunner, n: usize, ctx: usize, steps: usize
                 params: &params,
                 prompt: &prompt,
                 output: &[],
+                eos: &[],
             }),
         };
         let s = runner.execute(&[], &[], &[seq]).expect("prefill");
@@ -46,6 +47,7 @@ pub fn decode_steps(runner: &mut ModelRunner, n: usize, ctx: usize, steps: usize
                     params: &params,
                     prompt: &prompt,
                     output: &out[i],
+                    eos: &[],
                 }),
             })
             .collect();
