@@ -206,11 +206,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         num_host_blocks: 0,
         block_size: BS,
     };
-    let mut runner = ModelRunner::with_path(
-        m.model.clone(),
-        ExecPath::CandleOps(a.device.clone()),
-        cfg,
-    )?;
+    let mut runner =
+        ModelRunner::with_path(m.model.clone(), ExecPath::CandleOps(a.device.clone()), cfg)?;
     let _ = decode_steps(&mut runner, 1, a.context, 4); // warm-up (kernel loading)
     println!("| batch | step ms (TPOT) | output tok/s | bandwidth limit ms | limit / measured |");
     println!("|---|---|---|---|---|");

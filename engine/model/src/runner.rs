@@ -108,11 +108,7 @@ impl ModelRunner {
     pub fn new(model: Llama, cfg: RunnerConfig) -> Self {
         let cache = model.new_cache(cfg.num_device_blocks, cfg.block_size);
         let host_cache = model.new_cache(cfg.num_host_blocks, cfg.block_size);
-        Self::with_backend(
-            Backend::Cpu { model, cache },
-            host_cache,
-            cfg,
-        )
+        Self::with_backend(Backend::Cpu { model, cache }, host_cache, cfg)
     }
 
     /// A runner on `path`: for [`ExecPath::CandleOps`] the weights are copied to the
@@ -120,11 +116,7 @@ impl ModelRunner {
     ///
     /// # Errors
     /// [`Error::Candle`] when the device cannot hold the weights or the pool.
-    pub fn with_path(
-        model: Llama,
-        path: ExecPath,
-        cfg: RunnerConfig,
-    ) -> Result<Self> {
+    pub fn with_path(model: Llama, path: ExecPath, cfg: RunnerConfig) -> Result<Self> {
         let device = match path {
             ExecPath::Cpu => return Ok(Self::new(model, cfg)),
             ExecPath::CandleOps(device) => device,
@@ -140,11 +132,7 @@ impl ModelRunner {
         ))
     }
 
-    fn with_backend(
-        backend: Backend,
-        host_cache: PagedKvCache,
-        cfg: RunnerConfig,
-    ) -> Self {
+    fn with_backend(backend: Backend, host_cache: PagedKvCache, cfg: RunnerConfig) -> Self {
         Self {
             backend,
             host_cache,

@@ -370,8 +370,7 @@ fn generate_alone(path: ExecPath, prompt: &[u32], max_new: usize, chunk: usize) 
         num_host_blocks: 0,
         block_size: bs,
     };
-    let mut runner =
-        ModelRunner::with_path(lm.model.clone(), path, cfg).unwrap();
+    let mut runner = ModelRunner::with_path(lm.model.clone(), path, cfg).unwrap();
     let table: Vec<u32> = (0..cfg.num_device_blocks as u32).collect();
     let params = SamplingParams::greedy(max_new);
     let mut all = prompt.to_vec();
@@ -459,8 +458,7 @@ fn runner_matches_reference(path: ExecPath) {
         num_host_blocks: 16,
         block_size: bs,
     };
-    let mut runner =
-        ModelRunner::with_path(lm.model.clone(), path, cfg).unwrap();
+    let mut runner = ModelRunner::with_path(lm.model.clone(), path, cfg).unwrap();
     // interleaved free list: consecutive allocations are far apart
     let mut free = Blocks((0..96u32).map(|i| (i * 37) % 96).collect());
     let params = SamplingParams {
