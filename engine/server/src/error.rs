@@ -5,8 +5,6 @@
 //! JSON ([`crate::api::ApiError`]), gRPC to a `tonic::Status` (`crate::grpc`), the
 //! binary to one `error:` line.
 
-use std::path::PathBuf;
-
 /// Everything the server crate can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -104,10 +102,5 @@ impl Error {
             context: context.into(),
             source,
         }
-    }
-
-    /// The path-specific form of [`Error::model`].
-    pub fn loading(path: &std::path::Path, source: candela_model::Error) -> Self {
-        Self::model(format!("loading {}", PathBuf::from(path).display()), source)
     }
 }

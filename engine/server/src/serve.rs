@@ -140,7 +140,8 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
         candela_model::pool::set_threads(n.into()).map_err(|e| Error::model("--threads", e))?;
     }
     // Weights are read into host memory; the runner copies them to the GPU.
-    let loaded = candela_model::load(model_path).map_err(|e| Error::loading(model_path, e))?;
+    let loaded = candela_model::load(model_path)
+        .map_err(|e| Error::model(format!("loading {}", model_path.display()), e))?;
     let LoadedModel {
         model: weights,
         tokenizer,

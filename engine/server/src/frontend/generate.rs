@@ -155,7 +155,6 @@ impl Choice {
             out.finish = event.finish;
             out.stop_reason = event.stop_reason;
         }
-        out.prompt_len = self.prompt_len;
         Ok(out)
     }
 }
@@ -168,7 +167,6 @@ pub struct CollectedChoice {
     pub tokens: Vec<TokenInfo>,
     pub finish: Option<FinishReason>,
     pub stop_reason: Option<Stopped>,
-    pub prompt_len: usize,
 }
 
 /// Submits `n` sequences per prompt of a validated request; choice `p * n + i` is
