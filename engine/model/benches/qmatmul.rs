@@ -1,6 +1,9 @@
 //! Quantized matmul throughput (GMAC/s) on the default model's shapes: the Q4_1
 //! projections for decode-sized (m = 1, 8, 32) and prefill-sized (m = 256, 2048)
-//! batches, and the Q8_0 LM head with Candela's kernel beside candle's.
+//! batches, and the Q8_0 LM head with Candela's kernel beside candle's; then every
+//! format Candela has kernels for (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) on one shape
+//! of a Q4_K_M model (Qwen2.5-0.5B's ffn_down, [896, 4864]) at m = 1, 4, 32, 2048,
+//! Candela's kernel beside candle's. `-- formats` runs only that part.
 //! `cargo bench -p candela-model --bench qmatmul` (set CANDELA_NUM_THREADS to pin threads).
 
 use std::time::{Duration, Instant};
@@ -83,8 +86,67 @@ fn q_bytes(q: &candle_core::quantized::QMatMul) -> Vec<u8> {
     }
 }
 
+/// Seconds per call of `f`, over at least 400 ms after one warm-up call.
+fn time(mut f: impl FnMut()) -> f64 {
+    f();
+    let (mut calls, start) = (0u32, Instant::now());
+    while start.elapsed() < Duration::from_millis(400) {
+        f();
+        calls += 1;
+    }
+    start.elapsed().as_secs_f64() / calls as f64
+}
+
+/// Every format on Qwen2.5-0.5B's ffn_down shape, Candela beside candle.
+fn formats() {
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+    let (n, k) = (896usize, 4864usize);
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let w = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+    println!("{:<8} {:>6} {:>12} {:>12} {:>7}", "format", "m", "candela GMAC/s", "candle GMAC/s", "ratio");
+    for dtype in [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q6K,
+    ] {
+        let q = QMatMul::QTensor(std::sync::Arc::new(QTensor::quantize(&w, dtype).unwrap()));
+        let format = QFormat::from_ggml(dtype).expect("a Candela format");
+        let ours = QMatrix::new(format, &q_bytes(&q), n, k).unwrap();
+        for m in [1usize, 4, 32, 2048] {
+            let xv: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 31) % 100) as f32 / 50.0 - 1.0)
+                .collect();
+            let x = Tensor::from_vec(xv.clone(), (m, k), &Device::Cpu).unwrap();
+            let macs = (m * n * k) as f64;
+            let a = time(|| {
+                std::hint::black_box(ours.matmul(std::hint::black_box(&xv)).unwrap());
+            });
+            let b = time(|| {
+                std::hint::black_box(q.forward(&x).unwrap());
+            });
+            println!(
+                "{:<8} {m:>6} {:>12.1} {:>12.1} {:>7.2}",
+                format!("{dtype:?}"),
+                macs / a / 1e9,
+                macs / b / 1e9,
+                b / a
+            );
+        }
+    }
+}
+
 fn main() {
     println!("threads: {}", candela_model::pool::global().threads());
+    if std::env::args().any(|a| a == "formats") {
+        formats();
+        return;
+    }
     println!(
         "{:<8} {:>6} {:>10} {:>10}",
         "shape", "m", "ms/call", "GMAC/s"
@@ -110,4 +172,5 @@ fn main() {
             );
         }
     }
+    formats();
 }

@@ -72,7 +72,7 @@ impl ModelConfig {
 #[derive(Debug, Clone)]
 pub(crate) enum Weight {
     Candle(QMatMul),
-    /// Q4_1 / Q8_0 through Candela's AVX2 kernels ([`crate::qmatmul`]).
+    /// Q4_0 / Q4_1 / Q8_0 / Q4_K through Candela's SIMD kernels ([`crate::qmatmul`]).
     Quant(QMatrix),
 }
 
@@ -86,12 +86,7 @@ pub(crate) struct Linear {
 
 impl Linear {
     pub fn new(w: Arc<QTensor>, b: Option<Vec<f32>>) -> Result<Self> {
-        let format = match w.dtype() {
-            GgmlDType::Q4_1 => Some(QFormat::Q4_1),
-            GgmlDType::Q8_0 => Some(QFormat::Q8_0),
-            _ => None,
-        };
-        if let Some(format) = format {
+        if let Some(format) = QFormat::from_ggml(w.dtype()) {
             let (n, k) = w.shape().dims2()?;
             return Ok(Self {
                 w: Weight::Quant(QMatrix::new(format, &w.data()?, n, k)?),

@@ -1,17 +1,30 @@
-//! Quantized matmuls with SIMD kernels (AVX2, AVX-512 VNNI) for the GGUF formats Candela's default
-//! model uses: Q4_1 (every projection; candle 0.11 only has a scalar Q4_1 vec-dot,
-//! ~10× slower than memory bandwidth allows) and Q8_0 (the tied embedding used as
-//! LM head; candle's batched path re-reads it per row group at ~half this speed).
+//! Quantized matmuls with SIMD kernels (AVX2, AVX-512 VNNI) for the GGUF formats users
+//! download: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K (a Q4_K_M file is Q4_K and Q6_K, with
+//! Q5_0 / Q8_0 for tensors whose width is not a multiple of 256). candle 0.11 has only
+//! scalar or re-reading paths for these (Q4_1's vec-dot is ~10× slower than memory
+//! bandwidth allows; its batched Q8_0 path re-reads the LM head per row group).
 //!
-//! Weights keep their GGUF bytes, per 32 inputs one block:
-//! - Q4_1 `{d: f16, m: f16, qs: [u8; 16]}`, value `d * q + m`, `qs[j]` holding
-//!   element `j` in its low nibble and `j + 16` in its high one;
-//! - Q8_0 `{d: f16, qs: [i8; 32]}`, value `d * q`.
+//! Weights keep their GGUF bytes:
+//! - Q4_0 `{d: f16, qs: [u8; 16]}` per 32 inputs, value `d * (q - 8)`;
+//! - Q4_1 `{d: f16, m: f16, qs: [u8; 16]}` per 32 inputs, value `d * q + m`;
+//! - Q5_0 `{d: f16, qh: u32, qs: [u8; 16]}` per 32 inputs, value `d * (q - 16)` with
+//!   bit `j` of `qh` the fifth bit of element `j`;
+//!   in all three `qs[j]` holds element `j` in its low nibble and `j + 16` in its high one;
+//! - Q8_0 `{d: f16, qs: [i8; 32]}` per 32 inputs, value `d * q`;
+//! - Q4_K `{d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]}` per 256 inputs: eight
+//!   sub-blocks of 32 with 6-bit scales `sc` and mins `m`, value `d * sc * q - dmin * m`;
+//!   sub-block `2i` is the low nibbles of `qs[32i..32i + 32]`, `2i + 1` their high ones;
+//! - Q6_K `{ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16}` per 256 inputs:
+//!   6-bit `q` (4 low bits in `ql`, 2 high in `qh`), value `d * sc * (q - 32)` with one
+//!   8-bit scale per 16 inputs (the rest of a Q4_K_M file).
 //!
-//! Activations are quantized per row to 8-bit blocks (ggml's Q8_1: scale
-//! `d = amax / 127`, `s = d * Σq`, both rounded through f16), so one Q4_1 block's
-//! contribution is `d_w * d_x * Σ q_w q_x + m_w * s_x` and one Q8_0 block's
-//! `d_w * d_x * Σ q_w q_x` — ggml's `vec_dot_q4_1_q8_1` and `vec_dot_q8_0_q8_0`.
+//! Activations are quantized per row to 8-bit blocks of 32 (ggml's Q8_1: scale
+//! `d = amax / 127`, `s = d * Σq`, both rounded through f16), so one block's
+//! contribution is `d_w * d_x * Σ q_w q_x` plus, for formats with an offset,
+//! `m_w * s_x` (Q4_1) or `−dmin * m * s_x` (Q4_K) — ggml's `vec_dot_q4_0_q8_0`,
+//! `vec_dot_q5_0_q8_0`,
+//! `vec_dot_q4_1_q8_1`, `vec_dot_q8_0_q8_0`, and `vec_dot_q4_K_q8_K` /
+//! `vec_dot_q6_K_q8_K` with the activations in blocks of 32 instead of 256.
 //!
 //! Exactness: each output element is one dot product in a fixed block order,
 //! computed by the same code whatever the number of rows or how columns are
@@ -20,6 +33,8 @@
 //! tile by tile while its weights stay in cache.
 
 use std::sync::Arc;
+
+use candle_core::quantized::GgmlDType;
 
 use crate::pool::{self, SendPtr};
 use crate::weight_buf::WeightBuf;
@@ -34,15 +49,49 @@ const ROW_TILE: usize = 64;
 /// The block formats [`QMatrix`] multiplies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QFormat {
+    Q4_0,
     Q4_1,
+    Q5_0,
     Q8_0,
+    Q4K,
+    Q6K,
 }
 
 impl QFormat {
-    fn block_bytes(self) -> usize {
+    /// The format of a GGUF tensor type these kernels multiply, if they do.
+    pub fn from_ggml(dtype: GgmlDType) -> Option<Self> {
+        match dtype {
+            GgmlDType::Q4_0 => Some(QFormat::Q4_0),
+            GgmlDType::Q4_1 => Some(QFormat::Q4_1),
+            GgmlDType::Q5_0 => Some(QFormat::Q5_0),
+            GgmlDType::Q8_0 => Some(QFormat::Q8_0),
+            GgmlDType::Q4K => Some(QFormat::Q4K),
+            GgmlDType::Q6K => Some(QFormat::Q6K),
+            _ => None,
+        }
+    }
+
+    /// The GGUF tensor type of this format (for candle's device kernels).
+    pub fn ggml(self) -> GgmlDType {
         match self {
-            QFormat::Q4_1 => Q41::W_BLOCK,
-            QFormat::Q8_0 => Q80::W_BLOCK,
+            QFormat::Q4_0 => GgmlDType::Q4_0,
+            QFormat::Q4_1 => GgmlDType::Q4_1,
+            QFormat::Q5_0 => GgmlDType::Q5_0,
+            QFormat::Q8_0 => GgmlDType::Q8_0,
+            QFormat::Q4K => GgmlDType::Q4K,
+            QFormat::Q6K => GgmlDType::Q6K,
+        }
+    }
+
+    /// Inputs per weight block and the block's bytes.
+    fn geometry(self) -> (usize, usize) {
+        match self {
+            QFormat::Q4_0 => (QK * Q40::X_BLOCKS, Q40::W_BLOCK),
+            QFormat::Q4_1 => (QK * Q41::X_BLOCKS, Q41::W_BLOCK),
+            QFormat::Q5_0 => (QK * Q50::X_BLOCKS, Q50::W_BLOCK),
+            QFormat::Q8_0 => (QK * Q80::X_BLOCKS, Q80::W_BLOCK),
+            QFormat::Q4K => (QK * Q4K::X_BLOCKS, Q4K::W_BLOCK),
+            QFormat::Q6K => (QK * Q6K::X_BLOCKS, Q6K::W_BLOCK),
         }
     }
 }
@@ -77,9 +126,11 @@ impl QMatrix {
     /// Wraps raw GGUF bytes of an `[n, k]` matrix in `format`.
     ///
     /// # Errors
-    /// [`Error::InvalidModel`] when `k` is not a multiple of 32 or the byte count is off.
+    /// [`Error::InvalidModel`] when `k` is not a multiple of the format's block (32
+    /// inputs; 256 for Q4_K) or the byte count is off.
     pub fn new(format: QFormat, data: &[u8], n: usize, k: usize) -> Result<Self> {
-        if !k.is_multiple_of(QK) || data.len() != n * (k / QK) * format.block_bytes() {
+        let (block, bytes) = format.geometry();
+        if !k.is_multiple_of(block) || data.len() != n * (k / block) * bytes {
             return Err(Error::InvalidModel(format!(
                 "{format:?} matrix [{n}, {k}] with {} bytes",
                 data.len()
@@ -151,8 +202,12 @@ impl QMatrix {
             )));
         }
         match self.format {
+            QFormat::Q4_0 => self.matmul_with::<Q40>(x, widths),
             QFormat::Q4_1 => self.matmul_with::<Q41>(x, widths),
+            QFormat::Q5_0 => self.matmul_with::<Q50>(x, widths),
             QFormat::Q8_0 => self.matmul_with::<Q80>(x, widths),
+            QFormat::Q4K => self.matmul_with::<Q4K>(x, widths),
+            QFormat::Q6K => self.matmul_with::<Q6K>(x, widths),
         }
     }
 
@@ -330,7 +385,14 @@ fn detect_simd() -> SimdLevel {
 /// products are exact; the float ops per row are the same), so results do not
 /// depend on the batch. The column loop around them is [`dot_cols`], shared.
 trait Kernel {
+    /// Bytes of one weight block.
     const W_BLOCK: usize;
+    /// Activation blocks (of 32 inputs) one weight block spans.
+    const X_BLOCKS: usize = 1;
+    /// Bytes of one column of `kb` activation blocks.
+    fn col_bytes(kb: usize) -> usize {
+        kb / Self::X_BLOCKS * Self::W_BLOCK
+    }
     fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32;
     /// # Safety
     /// AVX2, FMA and F16C must be available.
@@ -342,8 +404,170 @@ trait Kernel {
     unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R];
 }
 
+struct Q40;
 struct Q41;
+struct Q50;
 struct Q80;
+struct Q4K;
+struct Q6K;
+
+impl Kernel for Q40 {
+    const W_BLOCK: usize = 18;
+    fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
+        let mut acc = 0.0f32;
+        for (wb, xb) in w.chunks_exact(Self::W_BLOCK).zip(x) {
+            let mut isum = 0i32;
+            for j in 0..16 {
+                let q = wb[2 + j];
+                isum += ((q & 0x0F) as i32 - 8) * xb.qs[j] as i32
+                    + ((q >> 4) as i32 - 8) * xb.qs[j + 16] as i32;
+            }
+            acc += f16_at(wb, 0) * xb.d * isum as f32;
+        }
+        acc
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_avx2::q40_dot(w, x) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_vnni::q40_dot(w, x) }
+    }
+}
+
+impl Kernel for Q50 {
+    const W_BLOCK: usize = 22;
+    fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
+        let mut acc = 0.0f32;
+        for (wb, xb) in w.chunks_exact(Self::W_BLOCK).zip(x) {
+            let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+            let mut isum = 0i32;
+            for j in 0..16 {
+                let q = wb[6 + j];
+                let lo = (q & 0x0F) as i32 | (((qh >> j) & 1) as i32) << 4;
+                let hi = (q >> 4) as i32 | (((qh >> (j + 16)) & 1) as i32) << 4;
+                isum += (lo - 16) * xb.qs[j] as i32 + (hi - 16) * xb.qs[j + 16] as i32;
+            }
+            acc += f16_at(wb, 0) * xb.d * isum as f32;
+        }
+        acc
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_avx2::q50_dot(w, x) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_vnni::q50_dot(w, x) }
+    }
+}
+
+impl Kernel for Q4K {
+    const W_BLOCK: usize = 144;
+    const X_BLOCKS: usize = 8;
+    fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
+        let mut acc = 0.0f32;
+        let mut summs = 0.0f32;
+        for (wb, xs) in w.chunks_exact(Self::W_BLOCK).zip(x.chunks_exact(Self::X_BLOCKS)) {
+            let (d, dmin) = (f16_at(wb, 0), f16_at(wb, 2));
+            for (sub, xb) in xs.iter().enumerate() {
+                let (sc, m) = scale_min_k4(sub, &wb[4..16]);
+                let qs = &wb[16 + 32 * (sub / 2)..16 + 32 * (sub / 2) + 32];
+                let shift = 4 * (sub % 2);
+                let isum: i32 = qs
+                    .iter()
+                    .zip(&xb.qs)
+                    .map(|(&q, &p)| ((q >> shift) & 0x0F) as i32 * p as i32)
+                    .sum();
+                acc += d * sc * xb.d * isum as f32;
+                summs += dmin * m * xb.s;
+            }
+        }
+        acc - summs
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_avx2::q4k_dot(w, x) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_vnni::q4k_dot(w, x) }
+    }
+}
+
+impl Kernel for Q6K {
+    const W_BLOCK: usize = 210;
+    const X_BLOCKS: usize = 8;
+    fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
+        let mut acc = 0.0f32;
+        for (wb, xs) in w.chunks_exact(Self::W_BLOCK).zip(x.chunks_exact(Self::X_BLOCKS)) {
+            let d = f16_at(wb, 208);
+            for (sub, xb) in xs.iter().enumerate() {
+                let q = q6k_group(wb, sub);
+                let (h, g) = (sub / 4, sub % 4);
+                let sc = |i: usize| wb[192 + 8 * h + 2 * g + i] as i8 as i32;
+                let part = |r: std::ops::Range<usize>| -> i32 {
+                    r.map(|l| (q[l] as i32 - 32) * xb.qs[l] as i32).sum()
+                };
+                let isum = sc(0) * part(0..16) + sc(1) * part(16..32);
+                acc += d * xb.d * isum as f32;
+            }
+        }
+        acc
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_avx2::q6k_dot(w, x) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_vnni::q6k_dot(w, x) }
+    }
+}
+
+/// The 32 unsigned 6-bit quants (0..64, less 32 for the value) of Q6_K group `sub`
+/// (0..8, inputs `32 * sub..32 * sub + 32`) of one block (ggml's `dequantize_row_q6_K`:
+/// per half `h` of 128 inputs, group `g` takes nibble `g / 2` of `ql[64h + 32 (g % 2) + l]`
+/// and bits `2g..2g + 2` of `qh[32h + l]`).
+fn q6k_group(wb: &[u8], sub: usize) -> [u8; 32] {
+    let (h, g) = (sub / 4, sub % 4);
+    let ql = &wb[64 * h + 32 * (g % 2)..][..32];
+    let qh = &wb[128 + 32 * h..][..32];
+    std::array::from_fn(|l| ((ql[l] >> (4 * (g / 2))) & 0x0F) | (((qh[l] >> (2 * g)) & 3) << 4))
+}
+
+/// Scale and min of Q4_K sub-block `j` (0..8) from the 12 packed bytes, as
+/// floats (ggml's `get_scale_min_k4`): 6 bits each, the high two bits of
+/// sub-blocks 4..8 in the top bits of the first eight bytes.
+#[inline(always)]
+fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
+    let (sc, m) = if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    };
+    (sc as f32, m as f32)
+}
 
 impl Kernel for Q41 {
     const W_BLOCK: usize = 20;
@@ -416,7 +640,7 @@ unsafe fn dot_cols<K: Kernel, const R: usize>(
     }
     let _ = level;
     unsafe {
-        each_col(w, cols, kb * K::W_BLOCK, x, out, |wc, x| {
+        each_col(w, cols, K::col_bytes(kb), x, out, |wc, x| {
             x.map(|x| K::dot_scalar(wc, x))
         })
     };
@@ -482,7 +706,7 @@ fn q41_dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
 macro_rules! simd_kernels {
     ($name:ident, $features:literal, $dot:ident, |$a:ident, $b:ident| $idot:expr) => {
         mod $name {
-            use super::{ColsOut, Kernel, Q41, Q80, XBlock};
+            use super::{ColsOut, Kernel, Q40, Q41, Q4K, Q50, Q6K, Q80, XBlock, scale_min_k4};
             use std::arch::x86_64::*;
 
             #[inline]
@@ -548,6 +772,187 @@ macro_rules! simd_kernels {
                 std::array::from_fn(|i| hsum(acc[i]) + summs[i])
             }
 
+            /// ggml's `ggml_vec_dot_q4_0_q8_0`: the nibbles less 8, then the sign
+            /// trick as for Q8_0, for `R` rows sharing each unpacked weight block.
+            #[inline]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn q40_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+                let mut acc = [_mm256_setzero_ps(); R];
+                let (low, eight) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(8));
+                for (b, wb) in w.chunks_exact(Q40::W_BLOCK).enumerate() {
+                    let d = _mm256_broadcastss_ps(f16x8(wb, 0));
+                    // SAFETY: a Q4_0 block is 18 bytes, qs at 2..18.
+                    let tmp = unsafe { _mm_loadu_si128(wb.as_ptr().add(2) as *const __m128i) };
+                    let nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), low);
+                    let qw = _mm256_sub_epi8(nibbles, eight);
+                    let aw = _mm256_sign_epi8(qw, qw);
+                    for i in 0..R {
+                        let xb = &x[i][b];
+                        // SAFETY: qs is 32 bytes.
+                        let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
+                        let dot32 = idot(aw, _mm256_sign_epi8(qx, qw));
+                        acc[i] = _mm256_fmadd_ps(
+                            _mm256_mul_ps(d, _mm256_set1_ps(xb.d)),
+                            _mm256_cvtepi32_ps(dot32),
+                            acc[i],
+                        );
+                    }
+                }
+                acc.map(|a| hsum(a))
+            }
+
+            /// ggml's `ggml_vec_dot_q5_0_q8_0`: `q - 16` as a signed byte is the
+            /// nibble when the fifth bit is set, else the nibble with `0xF0` (its
+            /// two's complement), then the sign trick, for `R` rows.
+            #[inline]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn q50_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+                let mut acc = [_mm256_setzero_ps(); R];
+                let low = _mm256_set1_epi8(0x0F);
+                // Byte i of the expansion is byte i / 8 of `qh`, then all ones iff bit i % 8.
+                let spread = _mm256_set_epi64x(
+                    0x0303030303030303,
+                    0x0202020202020202,
+                    0x0101010101010101,
+                    0,
+                );
+                let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+                for (b, wb) in w.chunks_exact(Q50::W_BLOCK).enumerate() {
+                    let d = _mm256_broadcastss_ps(f16x8(wb, 0));
+                    let qh = i32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+                    let bytes = _mm256_or_si256(
+                        _mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread),
+                        others,
+                    );
+                    let fifth = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+                    // SAFETY: a Q5_0 block is 22 bytes, qs at 6..22.
+                    let tmp = unsafe { _mm_loadu_si128(wb.as_ptr().add(6) as *const __m128i) };
+                    let nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), low);
+                    let qw = _mm256_or_si256(
+                        nibbles,
+                        _mm256_andnot_si256(fifth, _mm256_set1_epi8(0xF0u8 as i8)),
+                    );
+                    let aw = _mm256_sign_epi8(qw, qw);
+                    for i in 0..R {
+                        let xb = &x[i][b];
+                        // SAFETY: qs is 32 bytes.
+                        let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
+                        let dot32 = idot(aw, _mm256_sign_epi8(qx, qw));
+                        acc[i] = _mm256_fmadd_ps(
+                            _mm256_mul_ps(d, _mm256_set1_ps(xb.d)),
+                            _mm256_cvtepi32_ps(dot32),
+                            acc[i],
+                        );
+                    }
+                }
+                acc.map(|a| hsum(a))
+            }
+
+            /// Q4_K against 8-bit blocks of 32: per sub-block the nibbles' integer dot
+            /// scaled by `d * sc * d_x`, less `dmin * m * s_x`, for `R` rows sharing
+            /// each unpacked weight block.
+            #[inline]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn q4k_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+                let mut acc = [_mm256_setzero_ps(); R];
+                let mut summs = [0.0f32; R];
+                let low = _mm256_set1_epi8(0x0F);
+                for (b, wb) in w.chunks_exact(Q4K::W_BLOCK).enumerate() {
+                    let (d, dmin) = (f16(wb, 0), f16(wb, 2));
+                    for pair in 0..4 {
+                        // SAFETY: a Q4_K block is 144 bytes, qs at 16..144.
+                        let raw = unsafe {
+                            _mm256_loadu_si256(wb.as_ptr().add(16 + 32 * pair) as *const __m256i)
+                        };
+                        let halves = [
+                            _mm256_and_si256(raw, low),
+                            _mm256_and_si256(_mm256_srli_epi16(raw, 4), low),
+                        ];
+                        for (h, qw) in halves.into_iter().enumerate() {
+                            let sub = 2 * pair + h;
+                            let (sc, m) = scale_min_k4(sub, &wb[4..16]);
+                            let (dsc, dm) = (_mm256_set1_ps(d * sc), dmin * m);
+                            for i in 0..R {
+                                let xb = &x[i][Q4K::X_BLOCKS * b + sub];
+                                summs[i] += dm * xb.s;
+                                // SAFETY: qs is 32 bytes.
+                                let qx =
+                                    unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
+                                let dot32 = idot(qw, qx);
+                                acc[i] = _mm256_fmadd_ps(
+                                    _mm256_mul_ps(dsc, _mm256_set1_ps(xb.d)),
+                                    _mm256_cvtepi32_ps(dot32),
+                                    acc[i],
+                                );
+                            }
+                        }
+                    }
+                }
+                std::array::from_fn(|i| hsum(acc[i]) - summs[i])
+            }
+
+            /// Q6_K against 8-bit blocks of 32, for `R` rows sharing each unpacked
+            /// weight group: `maddubs` of the unsigned quants less `maddubs` of 32,
+            /// then `madd` with the two 16-input scales — AVX2 integer ops at both
+            /// levels (exact: |pair| ≤ 8128, |lane| < 2^21), so both give the same bits.
+            #[inline]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn q6k_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+                let mut acc = [_mm256_setzero_ps(); R];
+                let (m4, m2, k32) =
+                    (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3), _mm256_set1_epi8(32));
+                for (b, wb) in w.chunks_exact(Q6K::W_BLOCK).enumerate() {
+                    let d = f16(wb, 208);
+                    for h in 0..2 {
+                        // SAFETY: a Q6_K block is 210 bytes: ql at 0..128, qh at 128..192.
+                        let (ql_a, ql_b, qh) = unsafe {
+                            let p = wb.as_ptr();
+                            (
+                                _mm256_loadu_si256(p.add(64 * h) as *const __m256i),
+                                _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i),
+                                _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i),
+                            )
+                        };
+                        let high = |shift: i32| {
+                            let bits = match shift {
+                                0 => qh,
+                                2 => _mm256_srli_epi16(qh, 2),
+                                4 => _mm256_srli_epi16(qh, 4),
+                                _ => _mm256_srli_epi16(qh, 6),
+                            };
+                            _mm256_slli_epi16(_mm256_and_si256(bits, m2), 4)
+                        };
+                        let groups = [
+                            _mm256_or_si256(_mm256_and_si256(ql_a, m4), high(0)),
+                            _mm256_or_si256(_mm256_and_si256(ql_b, m4), high(2)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_a, 4), m4), high(4)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_b, 4), m4), high(6)),
+                        ];
+                        for (g, qw) in groups.into_iter().enumerate() {
+                            let sc = |i: usize| wb[192 + 8 * h + 2 * g + i] as i8 as i16;
+                            let scales = _mm256_set_m128i(_mm_set1_epi16(sc(1)), _mm_set1_epi16(sc(0)));
+                            for i in 0..R {
+                                let xb = &x[i][Q6K::X_BLOCKS * b + 4 * h + g];
+                                // SAFETY: qs is 32 bytes.
+                                let qx =
+                                    unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
+                                let p16 = _mm256_sub_epi16(
+                                    _mm256_maddubs_epi16(qw, qx),
+                                    _mm256_maddubs_epi16(k32, qx),
+                                );
+                                let dot32 = _mm256_madd_epi16(p16, scales);
+                                acc[i] = _mm256_fmadd_ps(
+                                    _mm256_set1_ps(d * xb.d),
+                                    _mm256_cvtepi32_ps(dot32),
+                                    acc[i],
+                                );
+                            }
+                        }
+                    }
+                }
+                acc.map(|a| hsum(a))
+            }
+
             /// ggml's `ggml_vec_dot_q8_0_q8_0` (the sign trick turns signed ×
             /// signed into unsigned × signed) for `R` rows.
             #[inline]
@@ -592,7 +997,7 @@ macro_rules! simd_kernels {
                     unsafe { K::$dot::<R>(wc, x) }
                 };
                 // SAFETY: the caller owns `out`.
-                unsafe { super::each_col(w, cols, kb * K::W_BLOCK, x, out, dot) }
+                unsafe { super::each_col(w, cols, K::col_bytes(kb), x, out, dot) }
             }
         }
     };
@@ -613,7 +1018,7 @@ simd_kernels!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::quantized::QTensor;
     use candle_core::{Device, Module, Tensor};
 
     /// Multiplies pseudo-random `[n, k]` weights in `format` by `m` rows and checks:
@@ -661,7 +1066,7 @@ mod tests {
             );
         }
         let xq: Vec<XBlock> = x[..k].chunks_exact(QK).map(quantize_block).collect();
-        let w0 = &ours.data[..(k / QK) * K::W_BLOCK];
+        let w0 = &ours.data[..K::col_bytes(k / QK)];
         let s = K::dot_scalar(w0, &xq);
         assert!(
             (s - got[0]).abs() < 1e-3 * (1.0 + s.abs()),
@@ -689,7 +1094,9 @@ mod tests {
             bits.windows(2).all(|b| b[0] == b[1]),
             "{format:?}: {bits:?}"
         );
-        assert!(QMatrix::new(format, &[0; 64][..K::W_BLOCK + 1], 1, QK).is_err());
+        let (block, bytes) = format.geometry();
+        assert!(QMatrix::new(format, &vec![0; bytes + 1], 1, block).is_err());
+        assert!(QMatrix::new(format, &vec![0; bytes], 1, block).is_ok());
     }
 
     #[test]
@@ -701,6 +1108,43 @@ mod tests {
     #[test]
     fn q8_0_matches_candle_closely_and_is_row_invariant() {
         check_kernel::<Q80>(QFormat::Q8_0, GgmlDType::Q8_0, (37, 96, 6), 1e-3);
+    }
+
+    #[test]
+    fn q4_0_matches_candle_closely_and_is_row_invariant() {
+        check_kernel::<Q40>(QFormat::Q4_0, GgmlDType::Q4_0, (45, 160, 9), 1e-3);
+    }
+
+    #[test]
+    fn q5_0_matches_candle_closely_and_is_row_invariant() {
+        check_kernel::<Q50>(QFormat::Q5_0, GgmlDType::Q5_0, (41, 96, 5), 1e-3);
+    }
+
+    #[test]
+    fn q4_k_matches_candle_closely_and_is_row_invariant() {
+        // candle multiplies Q4_K by 256-wide Q8_K blocks with f32 scales; we use
+        // 32-wide blocks with f16-rounded scales (as for the other formats).
+        check_kernel::<Q4K>(QFormat::Q4K, GgmlDType::Q4K, (33, 512, 7), 1e-2);
+    }
+
+    #[test]
+    fn q6_k_matches_candle_closely_and_is_row_invariant() {
+        check_kernel::<Q6K>(QFormat::Q6K, GgmlDType::Q6K, (29, 512, 6), 1e-2);
+    }
+
+    #[test]
+    fn q4_k_scales_unpack_as_ggml_does() {
+        // Sub-blocks 0..4: low 6 bits of bytes j (scale) and j + 4 (min); 4..8: a
+        // nibble of byte j + 4 with the top two bits of byte j - 4 (scale) or j (min).
+        let q = [
+            0b11_000001, 0b10_000010, 0b01_000011, 0b00_000100, // scales 0..4 (+ high bits)
+            0b11_000101, 0b10_000110, 0b01_000111, 0b00_001000, // mins 0..4 (+ high bits)
+            0x9A, 0xBC, 0xDE, 0xF0, // low nibbles: scales 4..8, high: mins 4..8
+        ];
+        assert_eq!(scale_min_k4(0, &q), (1.0, 5.0));
+        assert_eq!(scale_min_k4(3, &q), (4.0, 8.0));
+        assert_eq!(scale_min_k4(4, &q), (58.0, 57.0)); // 0xA | 0b11 << 4, 0x9 | 0b11 << 4
+        assert_eq!(scale_min_k4(7, &q), (0.0, 15.0));
     }
 
     #[test]

@@ -47,11 +47,7 @@ impl DeviceLinear {
 fn device_weight(w: &Weight, dev: &Device) -> Result<QMatMul> {
     let q = match w {
         Weight::Quant(m) => {
-            let dtype = match m.format() {
-                QFormat::Q4_1 => GgmlDType::Q4_1,
-                QFormat::Q8_0 => GgmlDType::Q8_0,
-            };
-            qtensor(m.raw(), dtype, (m.rows(), m.cols()), dev)?
+            qtensor(m.raw(), m.format().ggml(), (m.rows(), m.cols()), dev)?
         }
         Weight::Candle(QMatMul::QTensor(t)) => {
             qtensor(&t.data()?, t.dtype(), t.shape().dims2()?, dev)?
@@ -199,7 +195,7 @@ mod tests {
             .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
             .collect();
         let xt = Tensor::from_slice(&x, (m, k), &Device::Cpu).unwrap();
-        for fmt in [GgmlDType::Q4_1, GgmlDType::Q8_0, GgmlDType::F32] {
+        for fmt in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::F32] {
             let lin = random_linear(fmt, n, k, 7);
             let cpu = lin.forward(&x, m).unwrap();
             let dev = values(
@@ -210,11 +206,7 @@ mod tests {
             );
             let dense = match &lin.w {
                 Weight::Quant(q) => {
-                    let dt = match q.format() {
-                        QFormat::Q4_1 => GgmlDType::Q4_1,
-                        QFormat::Q8_0 => GgmlDType::Q8_0,
-                    };
-                    qtensor(q.raw(), dt, (n, k), &Device::Cpu)
+                    qtensor(q.raw(), q.format().ggml(), (n, k), &Device::Cpu)
                         .unwrap()
                         .dequantize(&Device::Cpu)
                         .unwrap()
