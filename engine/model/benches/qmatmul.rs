@@ -106,7 +106,10 @@ fn formats() {
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();
     let w = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
-    println!("{:<8} {:>6} {:>12} {:>12} {:>7}", "format", "m", "candela GMAC/s", "candle GMAC/s", "ratio");
+    println!(
+        "{:<8} {:>6} {:>12} {:>12} {:>7}",
+        "format", "m", "candela GMAC/s", "candle GMAC/s", "ratio"
+    );
     for dtype in [
         GgmlDType::Q4_0,
         GgmlDType::Q4_1,

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use candela_model::{ForwardBatch, LoadedModel, SeqInput, reference_generate_greedy, reference_logits};
+use candela_model::{
+    ForwardBatch, LoadedModel, SeqInput, reference_generate_greedy, reference_logits,
+};
 
 /// The file `scripts/setup.sh --test-deps` writes (`CANDELA_KQUANT_MODEL` overrides it).
 fn model_path() -> PathBuf {
@@ -44,7 +46,7 @@ fn greedy_answer_is_paris() {
     let m = model();
     let prompt = encode("The capital of France is");
     let out = reference_generate_greedy(&m.model, &prompt, 6, &m.eos_token_ids).unwrap();
-    let text = m.tokenizer.decode(&out, true).unwrap();
+    let text = m.tokenizer.decode(&out.tokens, true).unwrap();
     assert!(text.contains("Paris"), "{text:?}");
 }
 
@@ -63,19 +65,34 @@ fn batched_step_equals_each_sequence_alone() {
         block_table,
         sample,
     };
-    let s1 = ForwardBatch::build(&[seq(&a[..cut], 0, &ta, false), seq(&b[..bp], 0, &tb, false)], bs)
-        .unwrap();
-    let s2 = ForwardBatch::build(&[seq(&b[bp..], bp, &tb, true), seq(&a[cut..a_end], cut, &ta, true)], bs)
-        .unwrap();
+    let s1 = ForwardBatch::build(
+        &[seq(&a[..cut], 0, &ta, false), seq(&b[..bp], 0, &tb, false)],
+        bs,
+    )
+    .unwrap();
+    let s2 = ForwardBatch::build(
+        &[
+            seq(&b[bp..], bp, &tb, true),
+            seq(&a[cut..a_end], cut, &ta, true),
+        ],
+        bs,
+    )
+    .unwrap();
     let mut cache = m.new_cache(32, bs);
     m.forward(&s1, &mut cache).unwrap();
-    let got = m.forward(&s2, &mut cache).unwrap().to_vec2::<f32>().unwrap();
+    let got = m
+        .forward(&s2, &mut cache)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     let want_b = reference_logits(m, &b[..bp], &b[bp..]).unwrap();
     let want_a = reference_logits(m, &a[..a_end], &[]).unwrap();
     for (name, g, w) in [("b", &got[0], &want_b[1]), ("a", &got[1], &want_a[0])] {
         assert_eq!(g.len(), w.len());
         assert!(
-            g.iter().zip(w.iter()).all(|(x, y)| x.to_bits() == y.to_bits()),
+            g.iter()
+                .zip(w.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
             "sequence {name} differs from its logits alone"
         );
     }

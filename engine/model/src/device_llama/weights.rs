@@ -14,7 +14,6 @@ use candle_core::{Device, Module, Tensor};
 
 use crate::Result;
 use crate::llama::{Fused, Layer, Linear, Weight};
-use crate::qmatmul::QFormat;
 
 /// `x @ W^T (+ b)` with the weight on the device.
 #[derive(Debug, Clone)]
@@ -46,9 +45,7 @@ impl DeviceLinear {
 /// A quantized (or dense) weight copied to `dev`; quantized blocks stay quantized.
 fn device_weight(w: &Weight, dev: &Device) -> Result<QMatMul> {
     let q = match w {
-        Weight::Quant(m) => {
-            qtensor(m.raw(), m.format().ggml(), (m.rows(), m.cols()), dev)?
-        }
+        Weight::Quant(m) => qtensor(m.raw(), m.format().ggml(), (m.rows(), m.cols()), dev)?,
         Weight::Candle(QMatMul::QTensor(t)) => {
             qtensor(&t.data()?, t.dtype(), t.shape().dims2()?, dev)?
         }
@@ -195,7 +192,15 @@ mod tests {
             .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
             .collect();
         let xt = Tensor::from_slice(&x, (m, k), &Device::Cpu).unwrap();
-        for fmt in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::F32] {
+        for fmt in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::F32,
+        ] {
             let lin = random_linear(fmt, n, k, 7);
             let cpu = lin.forward(&x, m).unwrap();
             let dev = values(
@@ -205,12 +210,10 @@ mod tests {
                     .unwrap(),
             );
             let dense = match &lin.w {
-                Weight::Quant(q) => {
-                    qtensor(q.raw(), q.format().ggml(), (n, k), &Device::Cpu)
-                        .unwrap()
-                        .dequantize(&Device::Cpu)
-                        .unwrap()
-                }
+                Weight::Quant(q) => qtensor(q.raw(), q.format().ggml(), (n, k), &Device::Cpu)
+                    .unwrap()
+                    .dequantize(&Device::Cpu)
+                    .unwrap(),
                 Weight::Candle(w) => w.dequantize_f16().unwrap().to_dtype(DType::F32).unwrap(),
             };
             let exact = values(&xt.matmul(&dense.t().unwrap()).unwrap());
