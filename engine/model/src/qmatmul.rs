@@ -1,5 +1,5 @@
 //! Quantized matmuls with SIMD kernels (AVX2, AVX-512 VNNI) for the GGUF formats users
-//! download: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K (a Q4_K_M file is Q4_K and Q6_K, with
+//! download: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K and Q6_K (a Q4_K_M file is Q4_K and Q6_K, with
 //! Q5_0 / Q8_0 for tensors whose width is not a multiple of 256). candle 0.11 has only
 //! scalar or re-reading paths for these (Q4_1's vec-dot is ~10× slower than memory
 //! bandwidth allows; its batched Q8_0 path re-reads the LM head per row group).
@@ -14,6 +14,8 @@
 //! - Q4_K `{d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]}` per 256 inputs: eight
 //!   sub-blocks of 32 with 6-bit scales `sc` and mins `m`, value `d * sc * q - dmin * m`;
 //!   sub-block `2i` is the low nibbles of `qs[32i..32i + 32]`, `2i + 1` their high ones;
+//! - Q5_K as Q4_K with `qh: [u8; 32]` between `scales` and `qs` (176 bytes): bit `j` of
+//!   `qh[l]` is the fifth bit of element `l` of sub-block `j`;
 //! - Q6_K `{ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16}` per 256 inputs:
 //!   6-bit `q` (4 low bits in `ql`, 2 high in `qh`), value `d * sc * (q - 32)` with one
 //!   8-bit scale per 16 inputs (the rest of a Q4_K_M file).
@@ -54,6 +56,7 @@ pub enum QFormat {
     Q5_0,
     Q8_0,
     Q4K,
+    Q5K,
     Q6K,
 }
 
@@ -66,6 +69,7 @@ impl QFormat {
             GgmlDType::Q5_0 => Some(QFormat::Q5_0),
             GgmlDType::Q8_0 => Some(QFormat::Q8_0),
             GgmlDType::Q4K => Some(QFormat::Q4K),
+            GgmlDType::Q5K => Some(QFormat::Q5K),
             GgmlDType::Q6K => Some(QFormat::Q6K),
             _ => None,
         }
@@ -79,6 +83,7 @@ impl QFormat {
             QFormat::Q5_0 => GgmlDType::Q5_0,
             QFormat::Q8_0 => GgmlDType::Q8_0,
             QFormat::Q4K => GgmlDType::Q4K,
+            QFormat::Q5K => GgmlDType::Q5K,
             QFormat::Q6K => GgmlDType::Q6K,
         }
     }
@@ -91,6 +96,7 @@ impl QFormat {
             QFormat::Q5_0 => (QK * Q50::X_BLOCKS, Q50::W_BLOCK),
             QFormat::Q8_0 => (QK * Q80::X_BLOCKS, Q80::W_BLOCK),
             QFormat::Q4K => (QK * Q4K::X_BLOCKS, Q4K::W_BLOCK),
+            QFormat::Q5K => (QK * Q5K::X_BLOCKS, Q5K::W_BLOCK),
             QFormat::Q6K => (QK * Q6K::X_BLOCKS, Q6K::W_BLOCK),
         }
     }
@@ -207,6 +213,7 @@ impl QMatrix {
             QFormat::Q5_0 => self.matmul_with::<Q50>(x, widths),
             QFormat::Q8_0 => self.matmul_with::<Q80>(x, widths),
             QFormat::Q4K => self.matmul_with::<Q4K>(x, widths),
+            QFormat::Q5K => self.matmul_with::<Q5K>(x, widths),
             QFormat::Q6K => self.matmul_with::<Q6K>(x, widths),
         }
     }
@@ -409,6 +416,7 @@ struct Q41;
 struct Q50;
 struct Q80;
 struct Q4K;
+struct Q5K;
 struct Q6K;
 
 impl Kernel for Q40 {
@@ -508,6 +516,48 @@ impl Kernel for Q4K {
     unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
         // SAFETY: as the caller vouches.
         unsafe { simd_vnni::q4k_dot(w, x) }
+    }
+}
+
+impl Kernel for Q5K {
+    const W_BLOCK: usize = 176;
+    const X_BLOCKS: usize = 8;
+    fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
+        let mut acc = 0.0f32;
+        let mut summs = 0.0f32;
+        for (wb, xs) in w
+            .chunks_exact(Self::W_BLOCK)
+            .zip(x.chunks_exact(Self::X_BLOCKS))
+        {
+            let (d, dmin) = (f16_at(wb, 0), f16_at(wb, 2));
+            let qh = &wb[16..48];
+            for (sub, xb) in xs.iter().enumerate() {
+                let (sc, m) = scale_min_k4(sub, &wb[4..16]);
+                let qs = &wb[48 + 32 * (sub / 2)..48 + 32 * (sub / 2) + 32];
+                let shift = 4 * (sub % 2);
+                let isum: i32 = (0..32)
+                    .map(|l| {
+                        let q = ((qs[l] >> shift) & 0x0F) | (((qh[l] >> sub) & 1) << 4);
+                        q as i32 * xb.qs[l] as i32
+                    })
+                    .sum();
+                acc += d * sc * xb.d * isum as f32;
+                summs += dmin * m * xb.s;
+            }
+        }
+        acc - summs
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_avx2::q5k_dot(w, x) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_vnni::q5k_dot(w, x) }
     }
 }
 
@@ -712,7 +762,7 @@ fn q41_dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
 macro_rules! simd_kernels {
     ($name:ident, $features:literal, $dot:ident, |$a:ident, $b:ident| $idot:expr) => {
         mod $name {
-            use super::{ColsOut, Kernel, Q4K, Q6K, Q40, Q41, Q50, Q80, XBlock, scale_min_k4};
+            use super::{ColsOut, Kernel, Q4K, Q5K, Q6K, Q40, Q41, Q50, Q80, XBlock, scale_min_k4};
             use std::arch::x86_64::*;
 
             #[inline]
@@ -880,6 +930,54 @@ macro_rules! simd_kernels {
                             let (dsc, dm) = (_mm256_set1_ps(d * sc), dmin * m);
                             for i in 0..R {
                                 let xb = &x[i][Q4K::X_BLOCKS * b + sub];
+                                summs[i] += dm * xb.s;
+                                // SAFETY: qs is 32 bytes.
+                                let qx =
+                                    unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
+                                let dot32 = idot(qw, qx);
+                                acc[i] = _mm256_fmadd_ps(
+                                    _mm256_mul_ps(dsc, _mm256_set1_ps(xb.d)),
+                                    _mm256_cvtepi32_ps(dot32),
+                                    acc[i],
+                                );
+                            }
+                        }
+                    }
+                }
+                std::array::from_fn(|i| hsum(acc[i]) - summs[i])
+            }
+
+            /// Q5_K as Q4_K, with each quant's fifth bit from `qh` (bit `sub` of
+            /// `qh[l]` for element `l` of sub-block `sub`, ggml's `dequantize_row_q5_K`):
+            /// quants 0..32, so the `u8 × i8` pair sums stay within `i16`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn q5k_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+                let mut acc = [_mm256_setzero_ps(); R];
+                let mut summs = [0.0f32; R];
+                let (low, sixteen) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(16));
+                for (b, wb) in w.chunks_exact(Q5K::W_BLOCK).enumerate() {
+                    let (d, dmin) = (f16(wb, 0), f16(wb, 2));
+                    // SAFETY: a Q5_K block is 176 bytes: qh at 16..48, qs at 48..176.
+                    let qh = unsafe { _mm256_loadu_si256(wb.as_ptr().add(16) as *const __m256i) };
+                    for pair in 0..4 {
+                        // SAFETY: as above.
+                        let raw = unsafe {
+                            _mm256_loadu_si256(wb.as_ptr().add(48 + 32 * pair) as *const __m256i)
+                        };
+                        let halves = [
+                            _mm256_and_si256(raw, low),
+                            _mm256_and_si256(_mm256_srli_epi16(raw, 4), low),
+                        ];
+                        for (h, nibbles) in halves.into_iter().enumerate() {
+                            let sub = 2 * pair + h;
+                            let bit = _mm256_set1_epi8(1 << sub);
+                            let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+                            let qw = _mm256_or_si256(nibbles, _mm256_and_si256(set, sixteen));
+                            let (sc, m) = scale_min_k4(sub, &wb[4..16]);
+                            let (dsc, dm) = (_mm256_set1_ps(d * sc), dmin * m);
+                            for i in 0..R {
+                                let xb = &x[i][Q5K::X_BLOCKS * b + sub];
                                 summs[i] += dm * xb.s;
                                 // SAFETY: qs is 32 bytes.
                                 let qx =
@@ -1172,6 +1270,11 @@ mod tests {
     #[test]
     fn q4_k_matches_candle_closely_and_is_row_invariant() {
         check_kernel::<Q4K>(QFormat::Q4K, GgmlDType::Q4K, (33, 512, 7));
+    }
+
+    #[test]
+    fn q5_k_matches_candle_closely_and_is_row_invariant() {
+        check_kernel::<Q5K>(QFormat::Q5K, GgmlDType::Q5K, (31, 768, 6));
     }
 
     #[test]
