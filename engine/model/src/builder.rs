@@ -7,7 +7,8 @@
 //! embedding tying they read from their own metadata.
 //!
 //! Invariants: every linear weight is held as a `QTensor` (quantized blocks
-//! stay quantized, everything else `f32`; see `llama.rs` for why never a dense
+//! stay quantized, `f16`/`bf16` stay 16-bit, everything else `f32`; see
+//! `llama.rs` for why never a dense
 //! tensor); norms and biases are read once into `f32` vectors. Costs: each
 //! tensor is read once into host memory; `weight_bytes` counts what is held.
 

@@ -8,11 +8,11 @@
 //!
 //! Exactness: every op is row-wise (RMSNorm, rope, SiLU, residual adds) or
 //! computes each output row from its own input row with a fixed summation
-//! order (the quantized/`f32` vec-dot matmuls of `candle`'s `QTensor`, the
-//! paged attention kernel), so a token's logits do not depend on which other
-//! tokens share the batch. Linear weights are therefore always held as a
-//! `QTensor` (`f32` for unquantized checkpoints) rather than a dense tensor
-//! whose BLAS path would pick kernels by batch size.
+//! order (Candela's kernels in `qmatmul.rs`, candle's `QTensor` vec-dot for
+//! other formats, the paged attention kernel), so a token's logits do not
+//! depend on which other tokens share the batch. Linear weights are therefore
+//! always held as quantized blocks or 16-bit/`f32` `QTensor`s rather than a
+//! dense tensor whose BLAS path would pick kernels by batch size.
 //!
 //! Loading lives in `builder.rs` (one builder over `load_gguf.rs`'s and
 //! `load_hf.rs`'s weight sources). The model is always in host memory;
@@ -68,11 +68,14 @@ impl ModelConfig {
     }
 }
 
-/// A linear layer's weight: candle's quantized matmul, or our AVX2 Q4_1 kernel.
+/// A linear layer's weight: Candela's SIMD kernels where they cover the format,
+/// else candle's quantized matmul.
 #[derive(Debug, Clone)]
 pub(crate) enum Weight {
+    /// Other GGUF formats (Q2_K, Q3_K, Q5_1, ...) and `f32`.
     Candle(QMatMul),
-    /// Q4_0 / Q4_1 / Q8_0 / Q4_K through Candela's SIMD kernels ([`crate::qmatmul`]).
+    /// Every [`QFormat`]: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16
+    /// ([`crate::qmatmul`]).
     Quant(QMatrix),
 }
 
@@ -86,8 +89,8 @@ pub(crate) struct Linear {
 
 impl Linear {
     pub fn new(w: Arc<QTensor>, b: Option<Vec<f32>>) -> Result<Self> {
-        if let Some(format) = QFormat::from_ggml(w.dtype()) {
-            let (n, k) = w.shape().dims2()?;
+        let (n, k) = w.shape().dims2()?;
+        if let Some(format) = QFormat::from_ggml(w.dtype()).filter(|f| f.fits(k)) {
             return Ok(Self {
                 w: Weight::Quant(QMatrix::new(format, &w.data()?, n, k)?),
                 b,

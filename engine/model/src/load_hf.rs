@@ -1,16 +1,19 @@
 //! Loading a llama-family decoder from a Hugging Face directory
 //! (`config.json` + `*.safetensors`).
 //!
-//! The safetensors files are memory-mapped; each tensor is widened to `f32`
-//! (whatever its stored dtype: compute is `f32`) and held as an `f32`
-//! `QTensor`, so matmuls run the batch-invariant vec-dot path (see `llama.rs`).
+//! The safetensors files are memory-mapped; `f16` and `bf16` tensors stay 16-bit
+//! (held as `QTensor`s of that dtype, so linear layers run Candela's 16-bit ×
+//! `f32` kernels, see `qmatmul.rs`), any other dtype is widened to an `f32`
+//! `QTensor`; either way matmuls run a batch-invariant path (see `llama.rs`).
 //! Tensor names are [`HF_NAMES`]; the model is assembled by
 //! [`crate::builder::build_llama`]. Rope is the non-interleaved "half" pairing
 //! of the Hugging Face layout.
 
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use std::borrow::Cow;
+
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 use serde::Deserialize;
@@ -144,7 +147,8 @@ pub(crate) const HF_NAMES: TensorNames = TensorNames {
     },
 };
 
-/// Memory-mapped safetensors files; every tensor comes out as an `f32` `QTensor`.
+/// Memory-mapped safetensors files; tensors come out as `f16`/`bf16` `QTensor`s
+/// when stored so, else as `f32` ones.
 struct SafetensorsWeights(MmapedSafetensors);
 
 impl WeightSource for SafetensorsWeights {
@@ -156,8 +160,31 @@ impl WeightSource for SafetensorsWeights {
     }
 
     fn tensor(&mut self, name: &str) -> Result<QTensor> {
-        let t = self.0.load(name, &Device::Cpu)?.to_dtype(DType::F32)?;
-        Ok(QTensor::quantize(&t, GgmlDType::F32)?)
+        let t = self.0.load(name, &Device::Cpu)?;
+        let t = t.flatten_all()?;
+        let (ggml, bytes): (_, Vec<u8>) = match t.dtype() {
+            DType::F16 => (
+                GgmlDType::F16,
+                t.to_vec1::<half::f16>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            ),
+            DType::BF16 => (
+                GgmlDType::BF16,
+                t.to_vec1::<half::bf16>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            ),
+            _ => {
+                let t = self.0.load(name, &Device::Cpu)?.to_dtype(DType::F32)?;
+                return Ok(QTensor::quantize(&t, GgmlDType::F32)?);
+            }
+        };
+        let shape = self.0.get(name)?.shape().to_vec();
+        let storage = QStorage::from_data(Cow::Owned(bytes), &Device::Cpu, ggml)?;
+        Ok(QTensor::new(storage, shape)?)
     }
 }
 

@@ -58,6 +58,10 @@ pub enum QFormat {
     Q4K,
     Q5K,
     Q6K,
+    /// IEEE half weights, multiplied with `f32` activations (no quantization).
+    F16,
+    /// bfloat16 weights, multiplied with `f32` activations.
+    BF16,
 }
 
 impl QFormat {
@@ -71,6 +75,8 @@ impl QFormat {
             GgmlDType::Q4K => Some(QFormat::Q4K),
             GgmlDType::Q5K => Some(QFormat::Q5K),
             GgmlDType::Q6K => Some(QFormat::Q6K),
+            GgmlDType::F16 => Some(QFormat::F16),
+            GgmlDType::BF16 => Some(QFormat::BF16),
             _ => None,
         }
     }
@@ -85,19 +91,32 @@ impl QFormat {
             QFormat::Q4K => GgmlDType::Q4K,
             QFormat::Q5K => GgmlDType::Q5K,
             QFormat::Q6K => GgmlDType::Q6K,
+            QFormat::F16 => GgmlDType::F16,
+            QFormat::BF16 => GgmlDType::BF16,
         }
+    }
+
+    /// Whether rows of `k` inputs fit this format's kernels (a whole number of
+    /// blocks: 32 inputs, 256 for the K-quants, 16 for 16-bit weights).
+    pub fn fits(self, k: usize) -> bool {
+        k.is_multiple_of(self.geometry().0)
     }
 
     /// Inputs per weight block and the block's bytes.
     fn geometry(self) -> (usize, usize) {
+        fn of<X: Activation, K: Kernel<X>>() -> (usize, usize) {
+            (X::INPUTS * K::X_BLOCKS, K::W_BLOCK)
+        }
         match self {
-            QFormat::Q4_0 => (QK * Q40::X_BLOCKS, Q40::W_BLOCK),
-            QFormat::Q4_1 => (QK * Q41::X_BLOCKS, Q41::W_BLOCK),
-            QFormat::Q5_0 => (QK * Q50::X_BLOCKS, Q50::W_BLOCK),
-            QFormat::Q8_0 => (QK * Q80::X_BLOCKS, Q80::W_BLOCK),
-            QFormat::Q4K => (QK * Q4K::X_BLOCKS, Q4K::W_BLOCK),
-            QFormat::Q5K => (QK * Q5K::X_BLOCKS, Q5K::W_BLOCK),
-            QFormat::Q6K => (QK * Q6K::X_BLOCKS, Q6K::W_BLOCK),
+            QFormat::Q4_0 => of::<XBlock, Q40>(),
+            QFormat::Q4_1 => of::<XBlock, Q41>(),
+            QFormat::Q5_0 => of::<XBlock, Q50>(),
+            QFormat::Q8_0 => of::<XBlock, Q80>(),
+            QFormat::Q4K => of::<XBlock, Q4K>(),
+            QFormat::Q5K => of::<XBlock, Q5K>(),
+            QFormat::Q6K => of::<XBlock, Q6K>(),
+            QFormat::F16 => of::<f32, F16>(),
+            QFormat::BF16 => of::<f32, BF16>(),
         }
     }
 }
@@ -208,17 +227,23 @@ impl QMatrix {
             )));
         }
         match self.format {
-            QFormat::Q4_0 => self.matmul_with::<Q40>(x, widths),
-            QFormat::Q4_1 => self.matmul_with::<Q41>(x, widths),
-            QFormat::Q5_0 => self.matmul_with::<Q50>(x, widths),
-            QFormat::Q8_0 => self.matmul_with::<Q80>(x, widths),
-            QFormat::Q4K => self.matmul_with::<Q4K>(x, widths),
-            QFormat::Q5K => self.matmul_with::<Q5K>(x, widths),
-            QFormat::Q6K => self.matmul_with::<Q6K>(x, widths),
+            QFormat::Q4_0 => self.matmul_with::<XBlock, Q40>(x, widths),
+            QFormat::Q4_1 => self.matmul_with::<XBlock, Q41>(x, widths),
+            QFormat::Q5_0 => self.matmul_with::<XBlock, Q50>(x, widths),
+            QFormat::Q8_0 => self.matmul_with::<XBlock, Q80>(x, widths),
+            QFormat::Q4K => self.matmul_with::<XBlock, Q4K>(x, widths),
+            QFormat::Q5K => self.matmul_with::<XBlock, Q5K>(x, widths),
+            QFormat::Q6K => self.matmul_with::<XBlock, Q6K>(x, widths),
+            QFormat::F16 => self.matmul_with::<f32, F16>(x, widths),
+            QFormat::BF16 => self.matmul_with::<f32, BF16>(x, widths),
         }
     }
 
-    fn matmul_with<K: Kernel>(&self, x: &[f32], widths: &[usize]) -> Result<Vec<Vec<f32>>> {
+    fn matmul_with<X: Activation, K: Kernel<X>>(
+        &self,
+        x: &[f32],
+        widths: &[usize],
+    ) -> Result<Vec<Vec<f32>>> {
         let k = self.k;
         if !x.len().is_multiple_of(k) {
             return Err(Error::InvalidInput(format!(
@@ -227,17 +252,17 @@ impl QMatrix {
             )));
         }
         let m = x.len() / k;
-        let kb = k / QK;
+        let kb = k / X::INPUTS;
         let pool = pool::global();
-        let mut xq = vec![XBlock::ZERO; m * kb];
+        let mut xq = vec![X::ZERO; m * kb];
         if m >= 64 {
             pool.for_chunks_mut(&mut xq, kb, |r, blocks| {
-                quantize_row(&x[r * k..(r + 1) * k], blocks)
+                X::prepare_row(&x[r * k..(r + 1) * k], blocks)
             });
         } else {
             xq.chunks_exact_mut(kb)
                 .zip(x.chunks_exact(k))
-                .for_each(|(blocks, x)| quantize_row(x, blocks));
+                .for_each(|(blocks, x)| X::prepare_row(x, blocks));
         }
         let level = simd_level();
         let mut outs: Vec<Vec<f32>> = widths.iter().map(|&w| vec![0.0f32; m * w]).collect();
@@ -270,7 +295,7 @@ impl QMatrix {
                 while r + 4 <= r1 {
                     let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
                     unsafe {
-                        dot_cols::<K, 4>(
+                        dot_cols::<X, K, 4>(
                             level,
                             &self.data,
                             g0..g1,
@@ -287,7 +312,7 @@ impl QMatrix {
                 }
                 for i in r..r1 {
                     unsafe {
-                        dot_cols::<K, 1>(
+                        dot_cols::<X, K, 1>(
                             level,
                             &self.data,
                             g0..g1,
@@ -303,7 +328,7 @@ impl QMatrix {
                 }
             }
         };
-        if self.n * m * kb < 4096 {
+        if self.n * m * k < 4096 * QK {
             (0..jobs.len()).for_each(job);
         } else {
             pool.for_each(jobs.len(), job);
@@ -312,9 +337,31 @@ impl QMatrix {
     }
 }
 
-fn quantize_row(x: &[f32], out: &mut [XBlock]) {
-    for (o, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        *o = quantize_block(x);
+/// What a kernel multiplies weights with: one row of activations prepared as
+/// units of `INPUTS` inputs each (8-bit blocks for the quantized formats, the
+/// `f32` values themselves for 16-bit weights).
+trait Activation: Copy + Send + Sync {
+    const INPUTS: usize;
+    const ZERO: Self;
+    /// `x` (one row, `INPUTS * out.len()` values) into `out`.
+    fn prepare_row(x: &[f32], out: &mut [Self]);
+}
+
+impl Activation for XBlock {
+    const INPUTS: usize = QK;
+    const ZERO: Self = XBlock::ZERO;
+    fn prepare_row(x: &[f32], out: &mut [Self]) {
+        for (o, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+            *o = quantize_block(x);
+        }
+    }
+}
+
+impl Activation for f32 {
+    const INPUTS: usize = 1;
+    const ZERO: Self = 0.0;
+    fn prepare_row(x: &[f32], out: &mut [Self]) {
+        out.copy_from_slice(x);
     }
 }
 
@@ -387,28 +434,29 @@ fn detect_simd() -> SimdLevel {
 }
 
 /// One weight format: its block size and its dot products of a weight row
-/// against `R` quantized activation rows, scalar and per SIMD level. For every
+/// against `R` activation rows (quantized to [`XBlock`]s unless `X` says
+/// otherwise), scalar and per SIMD level. For every
 /// `R` and SIMD level a row gets exactly the bits it gets alone (the integer
 /// products are exact; the float ops per row are the same), so results do not
 /// depend on the batch. The column loop around them is [`dot_cols`], shared.
-trait Kernel {
+trait Kernel<X: Activation = XBlock> {
     /// Bytes of one weight block.
     const W_BLOCK: usize;
-    /// Activation blocks (of 32 inputs) one weight block spans.
+    /// Activation units one weight block spans.
     const X_BLOCKS: usize = 1;
-    /// Bytes of one column of `kb` activation blocks.
+    /// Bytes of one column of `kb` activation units.
     fn col_bytes(kb: usize) -> usize {
         kb / Self::X_BLOCKS * Self::W_BLOCK
     }
-    fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32;
+    fn dot_scalar(w: &[u8], x: &[X]) -> f32;
     /// # Safety
     /// AVX2, FMA and F16C must be available.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_avx2<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R];
+    unsafe fn dot_avx2<const R: usize>(w: &[u8], x: [&[X]; R]) -> [f32; R];
     /// # Safety
     /// As [`Kernel::dot_avx2`], plus AVX-512 F, VL and VNNI.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R];
+    unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[X]; R]) -> [f32; R];
 }
 
 struct Q40;
@@ -418,6 +466,55 @@ struct Q80;
 struct Q4K;
 struct Q5K;
 struct Q6K;
+struct F16;
+struct BF16;
+
+impl Kernel<f32> for F16 {
+    /// 16 weights a block: two 8-lane vectors.
+    const W_BLOCK: usize = 32;
+    const X_BLOCKS: usize = 16;
+    fn dot_scalar(w: &[u8], x: &[f32]) -> f32 {
+        w.chunks_exact(2)
+            .zip(x)
+            .map(|(b, &x)| half::f16::from_le_bytes([b[0], b[1]]).to_f32() * x)
+            .sum()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_avx2<const R: usize>(w: &[u8], x: [&[f32]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_avx2::half_dot::<R, false>(w, x) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[f32]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_vnni::half_dot::<R, false>(w, x) }
+    }
+}
+
+impl Kernel<f32> for BF16 {
+    const W_BLOCK: usize = 32;
+    const X_BLOCKS: usize = 16;
+    fn dot_scalar(w: &[u8], x: &[f32]) -> f32 {
+        w.chunks_exact(2)
+            .zip(x)
+            .map(|(b, &x)| half::bf16::from_le_bytes([b[0], b[1]]).to_f32() * x)
+            .sum()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_avx2<const R: usize>(w: &[u8], x: [&[f32]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_avx2::half_dot::<R, true>(w, x) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot_vnni<const R: usize>(w: &[u8], x: [&[f32]; R]) -> [f32; R] {
+        // SAFETY: as the caller vouches.
+        unsafe { simd_vnni::half_dot::<R, true>(w, x) }
+    }
+}
 
 impl Kernel for Q40 {
     const W_BLOCK: usize = 18;
@@ -679,19 +776,21 @@ impl Kernel for Q80 {
 /// # Safety
 /// `level`'s instructions must be available (it comes from [`simd_level`]), and
 /// `out` must be valid for those writes with no other access meanwhile.
-unsafe fn dot_cols<K: Kernel, const R: usize>(
+unsafe fn dot_cols<X: Activation, K: Kernel<X>, const R: usize>(
     level: SimdLevel,
     w: &[u8],
     cols: std::ops::Range<usize>,
     kb: usize,
-    x: [&[XBlock]; R],
+    x: [&[X]; R],
     out: ColsOut,
 ) {
     // SAFETY (all three): as the caller vouches.
     #[cfg(target_arch = "x86_64")]
     match level {
-        SimdLevel::Avx512Vnni => return unsafe { simd_vnni::cols::<K, R>(w, cols, kb, x, out) },
-        SimdLevel::Avx2 => return unsafe { simd_avx2::cols::<K, R>(w, cols, kb, x, out) },
+        SimdLevel::Avx512Vnni => {
+            return unsafe { simd_vnni::cols::<X, K, R>(w, cols, kb, x, out) };
+        }
+        SimdLevel::Avx2 => return unsafe { simd_avx2::cols::<X, K, R>(w, cols, kb, x, out) },
         SimdLevel::Scalar => {}
     }
     let _ = level;
@@ -721,13 +820,13 @@ struct ColsOut {
 /// `out` must be valid for rows `0..R` at columns `cols - first` (stride `n`)
 /// with no other access meanwhile; `dot` must be safe to call here.
 #[inline(always)]
-unsafe fn each_col<const R: usize>(
+unsafe fn each_col<X, const R: usize>(
     w: &[u8],
     cols: std::ops::Range<usize>,
     bytes: usize,
-    x: [&[XBlock]; R],
+    x: [&[X]; R],
     out: ColsOut,
-    mut dot: impl FnMut(&[u8], [&[XBlock]; R]) -> [f32; R],
+    mut dot: impl FnMut(&[u8], [&[X]; R]) -> [f32; R],
 ) {
     for c in cols {
         let v = dot(&w[c * bytes..(c + 1) * bytes], x);
@@ -762,7 +861,10 @@ fn q41_dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
 macro_rules! simd_kernels {
     ($name:ident, $features:literal, $dot:ident, |$a:ident, $b:ident| $idot:expr) => {
         mod $name {
-            use super::{ColsOut, Kernel, Q4K, Q5K, Q6K, Q40, Q41, Q50, Q80, XBlock, scale_min_k4};
+            use super::{
+                Activation, ColsOut, Kernel, Q4K, Q5K, Q6K, Q40, Q41, Q50, Q80, XBlock,
+                scale_min_k4,
+            };
             use std::arch::x86_64::*;
 
             #[inline]
@@ -1067,6 +1169,40 @@ macro_rules! simd_kernels {
                 acc.map(|a| hsum(a))
             }
 
+            /// 16-bit weights (bfloat16 when `BF`, else IEEE half) times `f32`
+            /// activations for `R` rows: each 8 weights widened once (a shift, or
+            /// F16C's `vcvtph2ps`), then one FMA per row into two accumulators a
+            /// row (even and odd vectors, so a lone row is not one latency chain).
+            #[inline]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn half_dot<const R: usize, const BF: bool>(
+                w: &[u8],
+                x: [&[f32]; R],
+            ) -> [f32; R] {
+                let mut acc = [[_mm256_setzero_ps(); 2]; R];
+                let widen = |p: *const u8| {
+                    // SAFETY: `p` points at 8 weights (16 bytes) of `w`.
+                    let h = unsafe { _mm_loadu_si128(p as *const __m128i) };
+                    if BF {
+                        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                    } else {
+                        _mm256_cvtph_ps(h)
+                    }
+                };
+                for (b, wb) in w.chunks_exact(32).enumerate() {
+                    let ws = [widen(wb.as_ptr()), widen(wb[16..].as_ptr())];
+                    for i in 0..R {
+                        let xs = &x[i][16 * b..16 * b + 16];
+                        for (h, &wv) in ws.iter().enumerate() {
+                            // SAFETY: `xs` has 16 values.
+                            let xv = unsafe { _mm256_loadu_ps(xs.as_ptr().add(8 * h)) };
+                            acc[i][h] = _mm256_fmadd_ps(wv, xv, acc[i][h]);
+                        }
+                    }
+                }
+                acc.map(|[a, b]| hsum(_mm256_add_ps(a, b)))
+            }
+
             /// ggml's `ggml_vec_dot_q8_0_q8_0` (the sign trick turns signed ×
             /// signed into unsigned × signed) for `R` rows.
             #[inline]
@@ -1099,14 +1235,14 @@ macro_rules! simd_kernels {
             /// # Safety
             /// This level's instructions must be available; `out` as for `each_col`.
             #[target_feature(enable = $features)]
-            pub(super) unsafe fn cols<K: Kernel, const R: usize>(
+            pub(super) unsafe fn cols<X: Activation, K: Kernel<X>, const R: usize>(
                 w: &[u8],
                 cols: std::ops::Range<usize>,
                 kb: usize,
-                x: [&[XBlock]; R],
+                x: [&[X]; R],
                 out: ColsOut,
             ) {
-                let dot = |wc: &[u8], x: [&[XBlock]; R]| {
+                let dot = |wc: &[u8], x: [&[X]; R]| {
                     // SAFETY: this function (so this closure) has the features `$dot` needs.
                     unsafe { K::$dot::<R>(wc, x) }
                 };
@@ -1139,7 +1275,7 @@ mod tests {
     /// close to the exact product (as close as candle's quantized matmul), every row
     /// alone bit-identical to the same row in the batch, the scalar kernel equal to
     /// the SIMD ones to rounding and the SIMD levels equal bit for bit.
-    fn check_kernel<K: Kernel>(
+    fn check_kernel<X: Activation, K: Kernel<X>>(
         format: QFormat,
         dtype: GgmlDType,
         (n, k, m): (usize, usize, usize),
@@ -1194,8 +1330,9 @@ mod tests {
                 "{format:?} row {r}"
             );
         }
-        let xq: Vec<XBlock> = x[..k].chunks_exact(QK).map(quantize_block).collect();
-        let w0 = &ours.data[..K::col_bytes(k / QK)];
+        let mut xq = vec![X::ZERO; k / X::INPUTS];
+        X::prepare_row(&x[..k], &mut xq);
+        let w0 = &ours.data[..K::col_bytes(k / X::INPUTS)];
         let s = K::dot_scalar(w0, &xq);
         assert!(
             (s - got[0]).abs() < 1e-3 * (1.0 + s.abs()),
@@ -1215,7 +1352,7 @@ mod tests {
                     n: 1,
                     first: 0,
                 };
-                unsafe { dot_cols::<K, 1>(l, w0, 0..1, k / QK, [&xq[..]], out) };
+                unsafe { dot_cols::<X, K, 1>(l, w0, 0..1, k / X::INPUTS, [&xq[..]], out) };
                 v.to_bits()
             })
             .collect();
@@ -1248,38 +1385,48 @@ mod tests {
 
     #[test]
     fn q4_1_matches_candle_closely_and_is_row_invariant() {
-        check_kernel::<Q41>(QFormat::Q4_1, GgmlDType::Q4_1, (70, 128, 7));
+        check_kernel::<XBlock, Q41>(QFormat::Q4_1, GgmlDType::Q4_1, (70, 128, 7));
     }
 
     #[test]
     fn q8_0_matches_candle_closely_and_is_row_invariant() {
-        check_kernel::<Q80>(QFormat::Q8_0, GgmlDType::Q8_0, (37, 96, 6));
+        check_kernel::<XBlock, Q80>(QFormat::Q8_0, GgmlDType::Q8_0, (37, 96, 6));
     }
 
     #[test]
     fn q4_0_matches_candle_closely_and_is_row_invariant() {
-        check_kernel::<Q40>(QFormat::Q4_0, GgmlDType::Q4_0, (45, 160, 9));
+        check_kernel::<XBlock, Q40>(QFormat::Q4_0, GgmlDType::Q4_0, (45, 160, 9));
     }
 
     #[test]
     fn q5_0_matches_candle_closely_and_is_row_invariant() {
         // candle's Q5_0 vec-dot wants an even number of blocks.
-        check_kernel::<Q50>(QFormat::Q5_0, GgmlDType::Q5_0, (41, 128, 5));
+        check_kernel::<XBlock, Q50>(QFormat::Q5_0, GgmlDType::Q5_0, (41, 128, 5));
     }
 
     #[test]
     fn q4_k_matches_candle_closely_and_is_row_invariant() {
-        check_kernel::<Q4K>(QFormat::Q4K, GgmlDType::Q4K, (33, 512, 7));
+        check_kernel::<XBlock, Q4K>(QFormat::Q4K, GgmlDType::Q4K, (33, 512, 7));
     }
 
     #[test]
     fn q5_k_matches_candle_closely_and_is_row_invariant() {
-        check_kernel::<Q5K>(QFormat::Q5K, GgmlDType::Q5K, (31, 768, 6));
+        check_kernel::<XBlock, Q5K>(QFormat::Q5K, GgmlDType::Q5K, (31, 768, 6));
     }
 
     #[test]
     fn q6_k_matches_candle_closely_and_is_row_invariant() {
-        check_kernel::<Q6K>(QFormat::Q6K, GgmlDType::Q6K, (29, 512, 6));
+        check_kernel::<XBlock, Q6K>(QFormat::Q6K, GgmlDType::Q6K, (29, 512, 6));
+    }
+
+    #[test]
+    fn f16_matches_candle_closely_and_is_row_invariant() {
+        check_kernel::<f32, F16>(QFormat::F16, GgmlDType::F16, (27, 160, 9));
+    }
+
+    #[test]
+    fn bf16_matches_candle_closely_and_is_row_invariant() {
+        check_kernel::<f32, BF16>(QFormat::BF16, GgmlDType::BF16, (27, 160, 9));
     }
 
     #[test]

@@ -62,7 +62,12 @@ fn hf_directory_loads_and_agrees_with_gguf() {
         .fold(0.0f32, f32::max);
     assert!(diff < 1.5, "HF vs GGUF logits differ by {diff}");
 
-    // Batch invariance holds on the f32 path too.
+    // The exported f16 weights stay 16-bit in memory: 2 bytes for each of
+    // SmolLM2-135M's 134.5 M parameters (f32 would be 538 MB).
+    let bytes = hf.model.weight_bytes();
+    assert!((260_000_000..280_000_000).contains(&bytes), "{bytes} weight bytes");
+
+    // Batch invariance holds on the 16-bit path too.
     let other = hf
         .tokenizer
         .encode("Hello there, how", false)

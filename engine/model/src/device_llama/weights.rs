@@ -200,6 +200,8 @@ mod tests {
             GgmlDType::Q4K,
             GgmlDType::Q5K,
             GgmlDType::Q6K,
+            GgmlDType::F16,
+            GgmlDType::BF16,
             GgmlDType::F32,
         ] {
             let lin = random_linear(fmt, n, k, 7);
