@@ -1,7 +1,8 @@
 //! Quantized matmul throughput (GMAC/s) on the default model's shapes: the Q4_1
 //! projections for decode-sized (m = 1, 8, 32) and prefill-sized (m = 256, 2048)
 //! batches, and the Q8_0 LM head with Candela's kernel beside candle's; then every
-//! format Candela has kernels for (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) on one shape
+//! format Candela has kernels for (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, F16,
+//! BF16) on one shape
 //! of a Q4_K_M model (Qwen2.5-0.5B's ffn_down, [896, 4864]) at m = 1, 4, 32, 2048,
 //! Candela's kernel beside candle's. `-- formats` runs only that part.
 //! `cargo bench -p candela-model --bench qmatmul` (set CANDELA_NUM_THREADS to pin threads).
@@ -116,7 +117,10 @@ fn formats() {
         GgmlDType::Q5_0,
         GgmlDType::Q8_0,
         GgmlDType::Q4K,
+        GgmlDType::Q5K,
         GgmlDType::Q6K,
+        GgmlDType::F16,
+        GgmlDType::BF16,
     ] {
         let q = QMatMul::QTensor(std::sync::Arc::new(QTensor::quantize(&w, dtype).unwrap()));
         let format = QFormat::from_ggml(dtype).expect("a Candela format");
