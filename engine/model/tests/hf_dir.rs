@@ -65,7 +65,10 @@ fn hf_directory_loads_and_agrees_with_gguf() {
     // The exported f16 weights stay 16-bit in memory: 2 bytes for each of
     // SmolLM2-135M's 134.5 M parameters (f32 would be 538 MB).
     let bytes = hf.model.weight_bytes();
-    assert!((260_000_000..280_000_000).contains(&bytes), "{bytes} weight bytes");
+    assert!(
+        (260_000_000..280_000_000).contains(&bytes),
+        "{bytes} weight bytes"
+    );
 
     // Batch invariance holds on the 16-bit path too.
     let other = hf
