@@ -1,5 +1,6 @@
 //! Charts of a run, each written as PNG and SVG with plotters: latency CDFs
-//! (TTFT, TPOT, ITL, E2EL) and the timeline (output tokens/s and requests in
+//! (TTFT, TPOT, ITL, E2EL; a run without streaming has only E2EL, the other
+//! panels say "not measured") and the timeline (output tokens/s and requests in
 //! flight, per second). Text uses a TrueType font found on the system
 //! (`CANDELA_FONT` overrides the search).
 
@@ -43,12 +44,14 @@ fn ensure_font() -> Result<()> {
     .map_err(|message| Error::Output { path: "charts".into(), message })
 }
 
-/// Write `<stem>.latency-cdf.{png,svg}` and `<stem>.timeline.{png,svg}`; returns the paths.
+/// Write `<stem>.latency-cdf.{png,svg}` and `<stem>.timeline.{png,svg}`; returns
+/// the paths. `stream`: whether the run measured TTFT, TPOT and ITL.
 pub fn write_charts(
     stem: &Path,
     title: &str,
     m: &BenchmarkMetrics,
     outputs: &[RequestOutput],
+    stream: bool,
 ) -> Result<Vec<PathBuf>> {
     ensure_font()?;
     let ok: Vec<&RequestOutput> = outputs.iter().filter(|o| o.success).collect();
@@ -60,12 +63,21 @@ pub fn write_charts(
     for v in [&mut ttft, &mut tpot, &mut itl, &mut e2el] {
         ms(v);
     }
-    let cdfs = [
-        ("TTFT (ms)", ttft),
-        ("TPOT (ms)", tpot),
-        ("ITL (ms)", itl),
-        ("E2EL (ms)", e2el),
-    ];
+    let cdfs = if stream {
+        [
+            ("TTFT (ms)", ttft),
+            ("TPOT (ms)", tpot),
+            ("ITL (ms)", itl),
+            ("E2EL (ms)", e2el),
+        ]
+    } else {
+        [
+            ("TTFT: not measured (--no-stream)", vec![]),
+            ("TPOT: not measured (--no-stream)", vec![]),
+            ("ITL: not measured (--no-stream)", vec![]),
+            ("E2EL (ms)", e2el),
+        ]
+    };
     let mut written = Vec::new();
     let with_suffix = |suffix: &str| {
         let mut s = stem.as_os_str().to_owned();
@@ -94,14 +106,25 @@ pub fn write_charts(
         &cdfs,
     )
     .map_err(|e| out_err(&cdf_svg, &e))?;
+    let tokens_caption = if stream {
+        "Output tokens/s"
+    } else {
+        "Output tokens/s, counted when each whole answer arrives (--no-stream)"
+    };
     draw_timeline(
         BitMapBackend::new(&tl_png, size).into_drawing_area(),
         title,
         m,
+        tokens_caption,
     )
     .map_err(|e| out_err(&tl_png, &e))?;
-    draw_timeline(SVGBackend::new(&tl_svg, size).into_drawing_area(), title, m)
-        .map_err(|e| out_err(&tl_svg, &e))?;
+    draw_timeline(
+        SVGBackend::new(&tl_svg, size).into_drawing_area(),
+        title,
+        m,
+        tokens_caption,
+    )
+    .map_err(|e| out_err(&tl_svg, &e))?;
     written.extend([cdf_png, cdf_svg, tl_png, tl_svg]);
     Ok(written)
 }
@@ -156,6 +179,7 @@ fn draw_timeline<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,
     m: &BenchmarkMetrics,
+    tokens_caption: &str,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
@@ -163,7 +187,7 @@ where
     root.fill(&WHITE)?;
     let root = root.titled(&format!("Over time — {title}"), ("sans-serif", 24))?;
     let series = [
-        ("Output tokens/s", &m.timeline.tokens_per_second, RED),
+        (tokens_caption, &m.timeline.tokens_per_second, RED),
         (
             "Requests in flight (mean over each second)",
             &m.timeline.concurrent_requests,

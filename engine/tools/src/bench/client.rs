@@ -7,6 +7,14 @@
 //! trailing usage message (no choices) gives the server's token counts. A
 //! request succeeds when the answer is HTTP 200 and at least one choice arrived;
 //! otherwise its error text is kept.
+//!
+//! Without streaming (`--no-stream`, Candela's extension: vLLM's benchmark
+//! always streams) the request says `"stream": false` and the client reads one
+//! JSON answer: its first choice's text and its `usage`, as the streamed usage
+//! message gives them. Latency is the time to the whole answer and TTFT equals
+//! it (as vLLM's non-streaming request functions set it); there are no
+//! inter-token gaps. The client then parses one body per request instead of
+//! one SSE message per token, so it takes less CPU from the server it measures.
 
 use std::time::Instant;
 
@@ -64,6 +72,8 @@ pub struct Client {
     /// Merged into every request body (sampling parameters, `--extra-body`).
     pub extra_body: serde_json::Map<String, Value>,
     pub api_key: Option<String>,
+    /// Stream the answer (vLLM's way); `false` reads one JSON answer.
+    pub stream: bool,
 }
 
 impl Client {
@@ -75,18 +85,18 @@ impl Client {
                 "prompt": input.prompt,
                 "repetition_penalty": 1.0,
                 "max_tokens": input.output_len,
-                "stream": true,
-                "stream_options": {"include_usage": true},
             }),
             Backend::OpenaiChat => json!({
                 "model": self.model,
                 "messages": [{"role": "user", "content": input.prompt}],
                 "max_completion_tokens": input.output_len,
-                "stream": true,
-                "stream_options": {"include_usage": true},
             }),
         };
         let map = body.as_object_mut().expect("object");
+        map.insert("stream".into(), Value::Bool(self.stream));
+        if self.stream {
+            map.insert("stream_options".into(), json!({"include_usage": true}));
+        }
         if self.ignore_eos {
             map.insert("ignore_eos".into(), Value::Bool(true));
         }
@@ -112,7 +122,12 @@ impl Client {
                 start_time: sent.duration_since(epoch).as_secs_f64(),
                 ..Default::default()
             };
-            match self.stream_into(input, sent, &mut out).await {
+            let done = if self.stream {
+                self.stream_into(input, sent, &mut out).await
+            } else {
+                self.fetch_into(input, sent, &mut out).await
+            };
+            match done {
                 Ok(()) => return out,
                 Err(e) if e.stale_connection && attempt == 0 => attempt += 1,
                 Err(e) => {
@@ -124,12 +139,9 @@ impl Client {
         }
     }
 
-    async fn stream_into(
-        &self,
-        input: &RequestInput,
-        sent: Instant,
-        out: &mut RequestOutput,
-    ) -> Result<(), Failure> {
+    /// POST the request; an HTTP error status becomes a [`Failure`] with the
+    /// server's message.
+    async fn post(&self, input: &RequestInput) -> Result<reqwest::Response, Failure> {
         let mut req = self.http.post(&self.api_url).json(&self.body(input));
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
@@ -146,6 +158,17 @@ impl Client {
             let text = resp.text().await.unwrap_or_default();
             return Err(format!("HTTP {status}: {}", error_message(&text)).into());
         }
+        Ok(resp)
+    }
+
+    /// Streaming: TTFT at the first chunk with a choice, one ITL gap per later one.
+    async fn stream_into(
+        &self,
+        input: &RequestInput,
+        sent: Instant,
+        out: &mut RequestOutput,
+    ) -> Result<(), Failure> {
+        let resp = self.post(input).await?;
         let mut sse = SseBuffer::default();
         let mut stream = resp.bytes_stream();
         let mut last = sent;
@@ -182,17 +205,7 @@ impl Client {
                         out.generated_text
                             .push_str(text.and_then(Value::as_str).unwrap_or(""));
                     }
-                    _ => {
-                        if let Some(usage) = v.get("usage").filter(|u| !u.is_null()) {
-                            out.usage_output_tokens = usage
-                                .get("completion_tokens")
-                                .and_then(Value::as_u64)
-                                .map(|n| n as usize);
-                            if let Some(p) = usage.get("prompt_tokens").and_then(Value::as_u64) {
-                                out.prompt_len = p as usize;
-                            }
-                        }
-                    }
+                    _ => read_usage(&v, out),
                 }
             }
         }
@@ -202,6 +215,67 @@ impl Client {
         }
         out.success = true;
         Ok(())
+    }
+
+    /// Non-streaming: one JSON answer; latency and TTFT are the time to all of it.
+    async fn fetch_into(
+        &self,
+        input: &RequestInput,
+        sent: Instant,
+        out: &mut RequestOutput,
+    ) -> Result<(), Failure> {
+        let resp = self.post(input).await?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the answer: {}", error_chain(&e)))?;
+        out.latency = sent.elapsed().as_secs_f64();
+        out.ttft = out.latency;
+        read_answer(self.backend, &body, out)?;
+        out.success = true;
+        Ok(())
+    }
+}
+
+/// The generated text and usage of a non-streamed answer: `choices[0].text`
+/// (completions) or `choices[0].message.content` (chat).
+fn read_answer(backend: Backend, body: &[u8], out: &mut RequestOutput) -> Result<(), Failure> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "bad JSON answer {}: {e}",
+            error_message(&String::from_utf8_lossy(body))
+        )
+    })?;
+    if let Some(err) = v.get("error") {
+        return Err(format!("error in answer: {}", err.get("message").unwrap_or(err)).into());
+    }
+    let Some(choice) = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+    else {
+        return Err("the answer has no choices. This response will be marked as failed!".into());
+    };
+    let text = match backend {
+        Backend::Openai => choice.get("text"),
+        Backend::OpenaiChat => choice.get("message").and_then(|m| m.get("content")),
+    };
+    out.generated_text
+        .push_str(text.and_then(Value::as_str).unwrap_or(""));
+    read_usage(&v, out);
+    Ok(())
+}
+
+/// The server's token counts from a message's `usage`, when it has one.
+fn read_usage(v: &Value, out: &mut RequestOutput) {
+    if let Some(usage) = v.get("usage").filter(|u| !u.is_null()) {
+        out.usage_output_tokens = usage
+            .get("completion_tokens")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize);
+        if let Some(p) = usage.get("prompt_tokens").and_then(Value::as_u64) {
+            out.prompt_len = p as usize;
+        }
     }
 }
 
@@ -333,6 +407,7 @@ mod tests {
             ignore_eos: true,
             extra_body: serde_json::Map::new(),
             api_key: None,
+            stream: true,
         };
         c.extra_body.insert("temperature".into(), json!(0.0));
         let input = RequestInput {
@@ -351,6 +426,68 @@ mod tests {
         assert_eq!(b["messages"][0]["content"], "hi");
         assert_eq!(b["max_completion_tokens"], 7);
         assert!(b.get("prompt").is_none());
+        assert_eq!(b["stream"], true);
+    }
+
+    #[test]
+    fn non_streaming_bodies_ask_for_one_answer() {
+        let mut c = Client {
+            http: reqwest::Client::new(),
+            backend: Backend::Openai,
+            api_url: "http://x/v1/completions".into(),
+            model: "m".into(),
+            ignore_eos: false,
+            extra_body: serde_json::Map::new(),
+            api_key: None,
+            stream: false,
+        };
+        let input = RequestInput {
+            prompt: "hi".into(),
+            prompt_len: 1,
+            output_len: 7,
+        };
+        for backend in [Backend::Openai, Backend::OpenaiChat] {
+            c.backend = backend;
+            let b = c.body(&input);
+            assert_eq!(b["stream"], false, "{backend:?}");
+            assert!(b.get("stream_options").is_none(), "{backend:?}");
+        }
+    }
+
+    #[test]
+    fn non_streamed_answers_give_text_and_usage() {
+        let completion = br#"{"id":"c","object":"text_completion","choices":[{"index":0,"text":"Hello there","finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+        let mut out = RequestOutput {
+            prompt_len: 4,
+            ..Default::default()
+        };
+        assert!(read_answer(Backend::Openai, completion, &mut out).is_ok());
+        assert_eq!(out.generated_text, "Hello there");
+        assert_eq!((out.usage_output_tokens, out.prompt_len), (Some(2), 5));
+        assert!(out.itl.is_empty());
+
+        let chat = br#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3}}"#;
+        let mut out = RequestOutput::default();
+        assert!(read_answer(Backend::OpenaiChat, chat, &mut out).is_ok());
+        assert_eq!(out.generated_text, "Hi!");
+        assert_eq!((out.usage_output_tokens, out.prompt_len), (Some(3), 9));
+    }
+
+    #[test]
+    fn non_streamed_answers_without_choices_fail() {
+        let mut out = RequestOutput::default();
+        let e = read_answer(Backend::Openai, br#"{"choices":[]}"#, &mut out).unwrap_err();
+        assert!(e.message.contains("no choices"), "{}", e.message);
+        let e = read_answer(
+            Backend::Openai,
+            br#"{"error":{"message":"too long"}}"#,
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("too long"), "{}", e.message);
+        let e = read_answer(Backend::OpenaiChat, b"<html>", &mut out).unwrap_err();
+        assert!(e.message.starts_with("bad JSON answer"), "{}", e.message);
+        assert!(!e.stale_connection);
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! - Peak output tokens/s: the fullest one-second bucket of token arrival times;
 //!   peak concurrency: a sweep over the half-open `[start, end)` intervals.
 //!
+//! Without streaming (`--no-stream`) a request's whole answer arrives at once:
+//! TTFT equals E2EL and TPOT/ITL have no samples, so those three stay zero here
+//! (the report says "n/a"); the answer's tokens all count at its arrival for the
+//! per-second series, whose fullest second then measures bursts of answers, not
+//! generation: peak output tokens/s stays zero (n/a) too.
+//!
 //! Percentiles interpolate linearly between order statistics (numpy's default),
 //! means and standard deviations are over the population, and an empty list
 //! counts as `[0]`, as vLLM's `np.mean(x or 0)` does.
@@ -143,6 +149,8 @@ pub struct BenchmarkMetrics {
     pub request_goodput: f64,
     pub output_throughput: f64,
     pub total_token_throughput: f64,
+    /// TTFT, TPOT, ITL and the peak output tokens/s: zero for a run without
+    /// streaming (not measured).
     pub ttft: Stats,
     pub tpot: Stats,
     pub itl: Stats,
@@ -156,7 +164,8 @@ pub struct BenchmarkMetrics {
     pub all_tpots: Vec<f64>,
 }
 
-/// Compute the metrics of a run that lasted `duration` seconds.
+/// Compute the metrics of a run that lasted `duration` seconds; `stream` says
+/// whether the answers were streamed (TTFT, TPOT and ITL measured).
 /// `count_tokens` tokenizes generated text when the server sent no usage.
 pub fn calculate(
     outputs: &[RequestOutput],
@@ -164,6 +173,7 @@ pub fn calculate(
     count_tokens: impl Fn(&str) -> usize,
     percentiles: &[f64],
     goodput: &Goodput,
+    stream: bool,
 ) -> BenchmarkMetrics {
     let mut m = BenchmarkMetrics::default();
     let (mut ttfts, mut tpots, mut itls, mut e2els) = (vec![], vec![], vec![], vec![]);
@@ -207,26 +217,52 @@ pub fn calculate(
     m.request_goodput = good as f64 / duration;
     m.output_throughput = m.total_output as f64 / duration;
     m.total_token_throughput = (m.total_input + m.total_output) as f64 / duration;
-    m.ttft = Stats::of(&ttfts, percentiles);
-    m.tpot = Stats::of(&tpots, percentiles);
-    m.itl = Stats::of(&itls, percentiles);
+    if stream {
+        m.ttft = Stats::of(&ttfts, percentiles);
+        m.tpot = Stats::of(&tpots, percentiles);
+        m.itl = Stats::of(&itls, percentiles);
+    }
     m.e2el = Stats::of(&e2els, percentiles);
     let ok: Vec<&RequestOutput> = outputs.iter().filter(|o| o.success).collect();
-    m.timeline = timeline(&ok);
-    m.max_output_tokens_per_s = m
-        .timeline
-        .tokens_per_second
-        .iter()
-        .copied()
-        .fold(0.0, f64::max);
+    let tokens: Vec<f64> = if stream {
+        ok.iter().flat_map(|o| streamed_token_times(o)).collect()
+    } else {
+        // Whole answers: every token of one arrives with it.
+        outputs
+            .iter()
+            .zip(&m.output_lens)
+            .filter(|(o, _)| o.success)
+            .flat_map(|(o, &n)| std::iter::repeat_n(o.start_time + o.latency, n))
+            .collect()
+    };
+    m.timeline = timeline(&ok, &tokens);
+    if stream {
+        m.max_output_tokens_per_s = m
+            .timeline
+            .tokens_per_second
+            .iter()
+            .copied()
+            .fold(0.0, f64::max);
+    }
     m.max_concurrent_requests = peak_concurrency(&ok);
     m
 }
 
-/// One-second buckets from the first send: tokens whose arrival falls in each
-/// (first token at start + TTFT, then one per ITL gap) and the mean number of
-/// requests in flight during it.
-fn timeline(ok: &[&RequestOutput]) -> Timeline {
+/// Arrival times of a streamed request's tokens: the first at start + TTFT,
+/// then one per ITL gap (vLLM counts chunks).
+fn streamed_token_times(o: &RequestOutput) -> Vec<f64> {
+    let first = o.start_time + o.ttft;
+    std::iter::once(first)
+        .chain(o.itl.iter().scan(first, |at, gap| {
+            *at += gap;
+            Some(*at)
+        }))
+        .collect()
+}
+
+/// One-second buckets from the first send: the `tokens` (arrival times) that
+/// fall in each and the mean number of requests in flight during it.
+fn timeline(ok: &[&RequestOutput], tokens: &[f64]) -> Timeline {
     let Some(t0) = ok.iter().map(|o| o.start_time).min_by(f64::total_cmp) else {
         return Timeline::default();
     };
@@ -239,19 +275,13 @@ fn timeline(ok: &[&RequestOutput]) -> Timeline {
         tokens_per_second: vec![0.0; n],
         concurrent_requests: vec![0.0; n],
     };
-    for o in ok {
-        let mut at = o.start_time + o.ttft;
-        let mut add = |at: f64| {
-            let b = (at - t0) as usize;
-            if b < n {
-                t.tokens_per_second[b] += 1.0;
-            }
-        };
-        add(at);
-        for gap in &o.itl {
-            at += gap;
-            add(at);
+    for at in tokens {
+        let b = (at - t0) as usize;
+        if b < n {
+            t.tokens_per_second[b] += 1.0;
         }
+    }
+    for o in ok {
         let (start, end) = (o.start_time - t0, o.start_time + o.latency - t0);
         for s in (start as usize)..(end.ceil() as usize).min(n) {
             let overlap = end.min(s as f64 + 1.0) - start.max(s as f64);
@@ -329,6 +359,7 @@ mod tests {
             |t| t.len(),
             &[50.0],
             &Goodput::default(),
+            true,
         );
         assert_eq!((m.completed, m.failed), (2, 1));
         assert_eq!(m.output_lens, vec![5, 3, 0]);
@@ -355,7 +386,7 @@ mod tests {
         let one = out(0.0, 0.2, &[], Some(1));
         let slow = out(0.0, 0.9, &[0.2, 0.2], Some(3));
         let g = Goodput::parse(&["ttft:500".into(), "tpot:100".into()]).unwrap();
-        let m = calculate(&[one, slow], 1.0, |_| 0, &[99.0], &g);
+        let m = calculate(&[one, slow], 1.0, |_| 0, &[99.0], &g, true);
         assert_eq!(m.all_tpots, vec![0.0, 0.2]);
         assert!(
             (m.tpot.mean - 200.0).abs() < 1e-9,
@@ -395,9 +426,37 @@ mod tests {
         let c = out(2.0, 0.5, &[], None);
         let refs: Vec<&RequestOutput> = vec![&a, &b, &c];
         assert_eq!(peak_concurrency(&refs), 2);
-        let t = timeline(&refs);
+        let tokens: Vec<f64> = refs.iter().flat_map(|o| streamed_token_times(o)).collect();
+        let t = timeline(&refs, &tokens);
         // Tokens at 1.0, 2.0 (a); 1.5, 3.0 (b); 2.5 (c).
         assert_eq!(t.tokens_per_second, vec![0.0, 2.0, 2.0, 1.0]);
         assert_eq!(t.concurrent_requests, vec![1.0, 2.0, 1.5, 0.0]);
+    }
+
+    #[test]
+    fn without_streaming_only_throughput_and_e2el_are_measured() {
+        // Whole answers: TTFT = latency, no ITL; usage gives the token counts.
+        let whole = |start: f64, latency: f64, tokens: usize| RequestOutput {
+            success: true,
+            latency,
+            ttft: latency,
+            usage_output_tokens: Some(tokens),
+            prompt_len: 10,
+            start_time: start,
+            ..Default::default()
+        };
+        let outputs = [whole(0.0, 1.5, 8), whole(0.2, 2.5, 8)];
+        let g = Goodput::parse(&["e2el:2000".into()]).unwrap();
+        let m = calculate(&outputs, 4.0, |_| 0, &[99.0], &g, false);
+        assert_eq!(m.output_throughput, 4.0);
+        assert_eq!(m.request_throughput, 0.5);
+        assert!((m.e2el.mean - 2000.0).abs() < 1e-9);
+        assert_eq!(m.ttft, Stats::default(), "not measured");
+        assert_eq!(m.tpot, Stats::default(), "not measured");
+        assert_eq!(m.itl, Stats::default(), "not measured");
+        assert_eq!(m.request_goodput, 0.25, "one answer within 2 s");
+        // Each answer's 8 tokens land in the second it arrived.
+        assert_eq!(m.timeline.tokens_per_second, vec![0.0, 8.0, 8.0, 0.0]);
+        assert_eq!(m.max_output_tokens_per_s, 0.0, "not measured");
     }
 }

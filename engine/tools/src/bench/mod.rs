@@ -16,7 +16,9 @@
 //! hub name, loaded by the caller's [`Tokenize`] implementation (the `candela`
 //! binary passes the model crate's, so this crate never links candle); `errors` of
 //! failed requests stay in the result JSON even without `--save-detailed`; `--plot`
-//! writes PNG/SVG charts next to the result.
+//! writes PNG/SVG charts next to the result; `--no-stream` asks for whole answers
+//! (a lighter client that measures throughput and E2EL only) and the result JSON
+//! records `stream`.
 
 pub mod arrivals;
 pub mod charts;
@@ -147,6 +149,13 @@ pub struct BenchServeArgs {
     /// JSON object merged into every request body.
     #[arg(long)]
     pub extra_body: Option<String>,
+    /// Ask for whole answers (`"stream": false`) instead of streams. vLLM's benchmark
+    /// always streams; this is Candela's extension for a lighter client (one JSON
+    /// body per request instead of one SSE message per token). Latency is the time
+    /// to the whole answer; TTFT, TPOT and ITL are not measured (reported as n/a),
+    /// so --goodput takes only e2el.
+    #[arg(long)]
+    pub no_stream: bool,
     /// Bearer token for the server.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -232,6 +241,7 @@ fn report<T: Tokenize>(s: &Settings, plan: &Plan<T>, run: &Run) -> Result<Outcom
         |t| plan.tokenizer.encode(t).len(),
         &out.percentiles,
         &out.goodput,
+        s.stream,
     );
     let failed: Vec<&RequestOutput> = outputs.iter().filter(|o| !o.success).collect();
     if !failed.is_empty() {
@@ -250,6 +260,7 @@ fn report<T: Tokenize>(s: &Settings, plan: &Plan<T>, run: &Run) -> Result<Outcom
         burstiness: s.traffic.burstiness,
         max_concurrency: s.traffic.max_concurrency,
         duration: run.duration,
+        stream: s.stream,
         goodput: out.goodput.is_set(),
         percentile_metrics: out.percentile_metrics.clone(),
         date: utc_now_stamp(),
@@ -293,7 +304,7 @@ fn report<T: Tokenize>(s: &Settings, plan: &Plan<T>, run: &Run) -> Result<Outcom
                 .max_concurrency
                 .map_or("none".to_string(), |c| c.to_string())
         );
-        charts = charts::write_charts(&stem, &title, &m, outputs)?;
+        charts = charts::write_charts(&stem, &title, &m, outputs, s.stream)?;
         for c in &charts {
             println!("Chart written to {}", c.display());
         }

@@ -1,5 +1,11 @@
 //! The result block (vLLM's labels, order and column widths) and the result JSON
 //! (vLLM's field names), built from [`BenchmarkMetrics`] without I/O.
+//!
+//! A run without streaming (`--no-stream`) measured no TTFT, TPOT or ITL: the
+//! block prints them as "n/a" and the JSON leaves their fields out (rather than
+//! report TTFT = E2EL and a TPOT of zero); its peak output tokens/s (bursts of
+//! whole answers) is "n/a" and null. The JSON's `stream` says which kind of run
+//! it was.
 
 use serde_json::{Map, Value, json};
 
@@ -17,6 +23,8 @@ pub struct RunInfo {
     pub burstiness: f64,
     pub max_concurrency: Option<usize>,
     pub duration: f64,
+    /// Whether answers were streamed (TTFT, TPOT, ITL measured).
+    pub stream: bool,
     pub goodput: bool,
     /// `--percentile-metrics`, in order.
     pub percentile_metrics: Vec<String>,
@@ -33,6 +41,11 @@ const METRICS: [(&str, &str, &str); 4] = [
 ];
 
 pub const PERCENTILE_METRICS: [&str; 4] = ["ttft", "tpot", "itl", "e2el"];
+
+/// Whether `attr` was measured: without streaming only E2EL is.
+fn measured(info: &RunInfo, attr: &str) -> bool {
+    info.stream || attr == "e2el"
+}
 
 fn stats<'a>(m: &'a BenchmarkMetrics, attr: &str) -> &'a Stats {
     match attr {
@@ -94,11 +107,15 @@ pub fn result_block(info: &RunInfo, m: &BenchmarkMetrics) -> String {
         "Output token throughput (tok/s):",
         m.output_throughput,
     );
-    row_f(
-        &mut s,
-        "Peak output token throughput (tok/s):",
-        m.max_output_tokens_per_s,
-    );
+    if info.stream {
+        row_f(
+            &mut s,
+            "Peak output token throughput (tok/s):",
+            m.max_output_tokens_per_s,
+        );
+    } else {
+        row(&mut s, "Peak output token throughput (tok/s):", "n/a");
+    }
     row_f(
         &mut s,
         "Peak concurrent requests:",
@@ -109,8 +126,13 @@ pub fn result_block(info: &RunInfo, m: &BenchmarkMetrics) -> String {
         "Total token throughput (tok/s):",
         m.total_token_throughput,
     );
+    let mut unmeasured = Vec::new();
     for (attr, name, header) in METRICS {
         if !info.percentile_metrics.iter().any(|p| p == attr) {
+            continue;
+        }
+        if !measured(info, attr) {
+            unmeasured.push(name);
             continue;
         }
         let st = stats(m, attr);
@@ -120,6 +142,10 @@ pub fn result_block(info: &RunInfo, m: &BenchmarkMetrics) -> String {
         for (p, v) in &st.percentiles {
             row_f(&mut s, &format!("P{} {name} (ms):", p_word(*p)), *v);
         }
+    }
+    if !unmeasured.is_empty() {
+        s.push_str(&format!("{:-^50}\n", " Not measured (--no-stream) "));
+        row(&mut s, &format!("{} (ms):", unmeasured.join(", ")), "n/a");
     }
     s.push_str(&"=".repeat(50));
     s.push('\n');
@@ -143,6 +169,7 @@ pub fn result_json(
     j.insert("model_id".into(), json!(info.model_id));
     j.insert("tokenizer_id".into(), json!(info.tokenizer_id));
     j.insert("num_prompts".into(), json!(info.num_prompts));
+    j.insert("stream".into(), json!(info.stream));
     for (k, v) in &info.metadata {
         j.insert(k.clone(), json!(v));
     }
@@ -188,14 +215,16 @@ pub fn result_json(
             json!(outputs.iter().map(|o| o.prompt_len).collect::<Vec<_>>()),
         );
         j.insert("output_lens".into(), json!(m.output_lens));
-        j.insert(
-            "ttfts".into(),
-            json!(outputs.iter().map(|o| o.ttft).collect::<Vec<_>>()),
-        );
-        j.insert(
-            "itls".into(),
-            json!(outputs.iter().map(|o| &o.itl).collect::<Vec<_>>()),
-        );
+        if info.stream {
+            j.insert(
+                "ttfts".into(),
+                json!(outputs.iter().map(|o| o.ttft).collect::<Vec<_>>()),
+            );
+            j.insert(
+                "itls".into(),
+                json!(outputs.iter().map(|o| &o.itl).collect::<Vec<_>>()),
+            );
+        }
         j.insert(
             "start_times".into(),
             json!(outputs.iter().map(|o| o.start_time).collect::<Vec<_>>()),
@@ -231,14 +260,18 @@ pub fn result_json(
     );
     j.insert(
         "max_output_tokens_per_s".into(),
-        json!(m.max_output_tokens_per_s),
+        if info.stream {
+            json!(m.max_output_tokens_per_s)
+        } else {
+            Value::Null
+        },
     );
     j.insert(
         "max_concurrent_requests".into(),
         json!(m.max_concurrent_requests),
     );
     for (attr, _, _) in METRICS {
-        if !info.percentile_metrics.iter().any(|p| p == attr) {
+        if !info.percentile_metrics.iter().any(|p| p == attr) || !measured(info, attr) {
             continue;
         }
         let st = stats(m, attr);
@@ -282,6 +315,7 @@ mod tests {
             burstiness: 1.0,
             max_concurrency: Some(4),
             duration: 2.0,
+            stream: true,
             goodput: false,
             percentile_metrics: vec!["ttft".into(), "tpot".into(), "itl".into()],
             date: "20261123-101500".into(),
@@ -405,5 +439,41 @@ mod tests {
             result_file_name(&i),
             "openai-4.0qps-concurrency4-SmolLM2-20261123-101500.json"
         );
+    }
+
+    #[test]
+    fn a_run_without_streaming_reports_no_ttft_tpot_or_itl() {
+        let mut i = info();
+        i.stream = false;
+        i.percentile_metrics = vec!["ttft".into(), "tpot".into(), "itl".into(), "e2el".into()];
+        let block = result_block(&i, &metrics());
+        assert!(!block.contains("Mean TPOT"), "{block}");
+        assert!(!block.contains("P99 TTFT") && !block.contains("Inter-token"));
+        assert!(block.contains("End-to-end Latency") && block.contains("P99 E2EL (ms):"));
+        assert!(block.contains(&format!("{:<40} {:<10}\n", "TTFT, TPOT, ITL (ms):", "n/a")));
+        assert!(block.contains("Output token throughput (tok/s):"));
+        assert!(block.contains(&format!(
+            "{:<40} {:<10}\n",
+            "Peak output token throughput (tok/s):", "n/a"
+        )));
+        assert!(
+            block.lines().all(|l| l.len() == 50 || l.len() == 51),
+            "fixed width"
+        );
+        let j = result_json(&i, &metrics(), &[RequestOutput::default()], true);
+        assert_eq!(j["stream"], false);
+        assert!(j["max_output_tokens_per_s"].is_null());
+        for gone in [
+            "mean_ttft_ms",
+            "mean_tpot_ms",
+            "p99_tpot_ms",
+            "median_itl_ms",
+            "ttfts",
+            "itls",
+        ] {
+            assert!(j.get(gone).is_none(), "{gone} present");
+        }
+        assert!(j.get("mean_e2el_ms").is_some() && j.get("output_throughput").is_some());
+        assert_eq!(result_json(&info(), &metrics(), &[], false)["stream"], true);
     }
 }

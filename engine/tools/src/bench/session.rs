@@ -105,6 +105,7 @@ pub async fn plan<T: Tokenize, E: std::fmt::Display>(
         ignore_eos: s.ignore_eos,
         extra_body: s.extra_body.clone(),
         api_key: s.api_key.clone(),
+        stream: s.stream,
     });
     Ok(Plan {
         client,

@@ -37,6 +37,8 @@ pub struct Settings {
     pub seed: u64,
     pub traffic: Traffic,
     pub ignore_eos: bool,
+    /// Stream answers (vLLM's way); `false` (`--no-stream`) reads whole answers.
+    pub stream: bool,
     /// Sampling flags and `--extra-body`, merged into every request.
     pub extra_body: Map<String, Value>,
     pub num_warmups: usize,
@@ -99,6 +101,11 @@ pub fn validate(args: BenchServeArgs) -> Result<Settings> {
     let dataset = dataset(&args)?;
     let (percentile_metrics, percentiles) = percentiles(&args)?;
     let goodput = Goodput::parse(&args.goodput).map_err(Error::InvalidArgs)?;
+    if args.no_stream && (goodput.ttft_ms.is_some() || goodput.tpot_ms.is_some()) {
+        return bad(
+            "--goodput ttft/tpot need streaming: with --no-stream only e2el is measured".into(),
+        );
+    }
     let extra_body = extra_body(&args)?;
     let metadata = metadata(&args)?;
     let base_url = args
@@ -120,6 +127,7 @@ pub fn validate(args: BenchServeArgs) -> Result<Settings> {
         served_model_name: args.served_model_name,
         tokenizer: args.tokenizer,
         ignore_eos: args.ignore_eos || matches!(dataset, Dataset::Random(_)),
+        stream: !args.no_stream,
         dataset,
         num_prompts: args.num_prompts,
         seed: args.seed,
@@ -302,6 +310,7 @@ mod tests {
         assert_eq!(s.output.percentile_metrics, ["ttft", "tpot", "itl"]);
         assert_eq!(s.output.percentiles, [99.0]);
         assert!(s.extra_body.is_empty());
+        assert!(s.stream, "vLLM always streams");
         assert!(s.progress_bar);
         assert_eq!(s.ready_check_timeout, Duration::from_secs(600));
     }
@@ -358,6 +367,13 @@ mod tests {
     }
 
     #[test]
+    fn no_stream_turns_streaming_off_and_keeps_e2el_goodput() {
+        let s = settings(&["--no-stream", "--goodput", "e2el:1000"]).unwrap();
+        assert!(!s.stream);
+        assert_eq!(s.output.goodput.e2el_ms, Some(1000.0));
+    }
+
+    #[test]
     fn bad_flags_are_one_line_each() {
         for (flags, want) in [
             (
@@ -384,6 +400,7 @@ mod tests {
                 "--extra-body must be a JSON object",
             ),
             (["--metadata", "novalue"], "KEY=VALUE"),
+            (["--no-stream", "--goodput=tpot:50"], "need streaming"),
         ] {
             let e = refused(&flags);
             assert!(e.contains(want), "{flags:?}: {e}");
