@@ -18,7 +18,7 @@
 # per model with the Candela/peer ratios and the targets, and charts go to
 # docs/bench/peer/ (or $OUT).
 #
-#   scripts/bench-peer.sh                        # full sweep (about 40 minutes on 2 cores)
+#   scripts/bench-peer.sh                        # full sweep (about an hour on 2 cores)
 #   QUICK=1 scripts/bench-peer.sh                # fewer prompts per run
 #   SMOKE=1 OUT=/tmp/peer scripts/bench-peer.sh  # pipeline check: 4 prompts, c1 and c32 rows only
 set -euo pipefail

@@ -2,8 +2,9 @@
 //! the printed block and the result JSON agree with each other and with the
 //! server's own counters (prompt/generation token and request-success deltas),
 //! for the random dataset on /v1/completions and the shipped ShareGPT sample on
-//! /v1/chat/completions; failed requests are counted with their errors kept;
-//! bad flags fail with one line. Charts come out as PNG and SVG.
+//! /v1/chat/completions, and without streaming (`--no-stream`) on both APIs;
+//! failed requests are counted with their errors kept; bad flags fail with one
+//! line. Charts come out as PNG and SVG.
 
 mod common;
 
@@ -156,6 +157,7 @@ fn bench_serve_agrees_with_the_servers_counters() {
     let j = result_json(&dir);
     assert_eq!(j["completed"], 24);
     assert_eq!(j["failed"], 0);
+    assert_eq!(j["stream"], true);
     // Random prompts ignore EOS: every request generates exactly its 12 tokens.
     assert_eq!(j["total_output_tokens"], 24 * 12);
     assert_counter_deltas(before, after, &j);
@@ -242,6 +244,54 @@ fn bench_serve_agrees_with_the_servers_counters() {
     assert_eq!(j["completed"], 8);
     assert_counter_deltas(before, after, &j);
     assert_eq!(j["backend"], "openai-chat");
+
+    // 2b. Without streaming, on both APIs: whole answers, the same token counts;
+    // only throughput and E2EL are reported.
+    for backend in ["openai", "openai-chat"] {
+        let before = server.counters();
+        let dir = tmp.join(format!("nostream-{backend}"));
+        let out = bench(&[
+            "--base-url",
+            &server.url(),
+            "--backend",
+            backend,
+            "--no-stream",
+            "--random-input-len",
+            "32",
+            "--random-output-len",
+            "10",
+            "--num-prompts",
+            "6",
+            "--max-concurrency",
+            "3",
+            "--ready-check-timeout-sec",
+            "0",
+            "--percentile-metrics",
+            "ttft,tpot,itl,e2el",
+            "--save-result",
+            "--result-dir",
+            dir.to_str().unwrap(),
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{backend}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let after = server.counters();
+        let j = result_json(&dir);
+        assert_eq!(j["stream"], false, "{backend}");
+        assert_eq!(j["completed"], 6, "{backend}: {stdout}");
+        assert_eq!(j["total_output_tokens"], 6 * 10, "{backend}");
+        assert_counter_deltas(before, after, &j);
+        assert!(j["output_throughput"].as_f64().unwrap() > 0.0);
+        assert!(j["p99_e2el_ms"].as_f64().unwrap() > 0.0);
+        for gone in ["mean_ttft_ms", "mean_tpot_ms", "p99_itl_ms"] {
+            assert!(j.get(gone).is_none(), "{backend}: {gone} reported");
+        }
+        assert!(!stdout.contains("Mean TPOT"), "{stdout}");
+        assert!(stdout.contains("n/a"), "{stdout}");
+    }
 
     // 3. A model the server does not serve: every request fails, errors are kept.
     let before = server.counters();
