@@ -580,27 +580,7 @@ impl Kernel for Q4K {
     const W_BLOCK: usize = 144;
     const X_BLOCKS: usize = 8;
     fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
-        let mut acc = 0.0f32;
-        let mut summs = 0.0f32;
-        for (wb, xs) in w
-            .chunks_exact(Self::W_BLOCK)
-            .zip(x.chunks_exact(Self::X_BLOCKS))
-        {
-            let (d, dmin) = (f16_at(wb, 0), f16_at(wb, 2));
-            for (sub, xb) in xs.iter().enumerate() {
-                let (sc, m) = scale_min_k4(sub, &wb[4..16]);
-                let qs = &wb[16 + 32 * (sub / 2)..16 + 32 * (sub / 2) + 32];
-                let shift = 4 * (sub % 2);
-                let isum: i32 = qs
-                    .iter()
-                    .zip(&xb.qs)
-                    .map(|(&q, &p)| ((q >> shift) & 0x0F) as i32 * p as i32)
-                    .sum();
-                acc += d * sc * xb.d * isum as f32;
-                summs += dmin * m * xb.s;
-            }
-        }
-        acc - summs
+        k_dot_scalar(w, (Self::W_BLOCK, 16), None, x)
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
@@ -620,29 +600,7 @@ impl Kernel for Q5K {
     const W_BLOCK: usize = 176;
     const X_BLOCKS: usize = 8;
     fn dot_scalar(w: &[u8], x: &[XBlock]) -> f32 {
-        let mut acc = 0.0f32;
-        let mut summs = 0.0f32;
-        for (wb, xs) in w
-            .chunks_exact(Self::W_BLOCK)
-            .zip(x.chunks_exact(Self::X_BLOCKS))
-        {
-            let (d, dmin) = (f16_at(wb, 0), f16_at(wb, 2));
-            let qh = &wb[16..48];
-            for (sub, xb) in xs.iter().enumerate() {
-                let (sc, m) = scale_min_k4(sub, &wb[4..16]);
-                let qs = &wb[48 + 32 * (sub / 2)..48 + 32 * (sub / 2) + 32];
-                let shift = 4 * (sub % 2);
-                let isum: i32 = (0..32)
-                    .map(|l| {
-                        let q = ((qs[l] >> shift) & 0x0F) | (((qh[l] >> sub) & 1) << 4);
-                        q as i32 * xb.qs[l] as i32
-                    })
-                    .sum();
-                acc += d * sc * xb.d * isum as f32;
-                summs += dmin * m * xb.s;
-            }
-        }
-        acc - summs
+        k_dot_scalar(w, (Self::W_BLOCK, 48), Some(16), x)
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
@@ -704,6 +662,36 @@ fn q6k_group(wb: &[u8], sub: usize) -> [u8; 32] {
     let ql = &wb[64 * h + 32 * (g % 2)..][..32];
     let qh = &wb[128 + 32 * h..][..32];
     std::array::from_fn(|l| ((ql[l] >> (4 * (g / 2))) & 0x0F) | (((qh[l] >> (2 * g)) & 3) << 4))
+}
+
+/// Q4_K / Q5_K (`block` bytes a block, quants at `qs_at`, Q5_K's fifth bits at
+/// `qh_at`) against 8-bit blocks of 32: per sub-block `d * sc * d_x * Σ q q_x`,
+/// less `dmin * m * s_x`.
+fn k_dot_scalar(
+    w: &[u8],
+    (block, qs_at): (usize, usize),
+    qh_at: Option<usize>,
+    x: &[XBlock],
+) -> f32 {
+    let mut acc = 0.0f32;
+    let mut summs = 0.0f32;
+    for (wb, xs) in w.chunks_exact(block).zip(x.chunks_exact(8)) {
+        let (d, dmin) = (f16_at(wb, 0), f16_at(wb, 2));
+        for (sub, xb) in xs.iter().enumerate() {
+            let (sc, m) = scale_min_k4(sub, &wb[4..16]);
+            let qs = &wb[qs_at + 32 * (sub / 2)..][..32];
+            let shift = 4 * (sub % 2);
+            let isum: i32 = (0..32)
+                .map(|l| {
+                    let fifth = qh_at.map_or(0, |at| ((wb[at + l] >> sub) & 1) << 4);
+                    (((qs[l] >> shift) & 0x0F) | fifth) as i32 * xb.qs[l] as i32
+                })
+                .sum();
+            acc += d * sc * xb.d * isum as f32;
+            summs += dmin * m * xb.s;
+        }
+    }
+    acc - summs
 }
 
 /// Scale and min of Q4_K sub-block `j` (0..8) from the 12 packed bytes, as
@@ -930,20 +918,22 @@ macro_rules! simd_kernels {
                 std::array::from_fn(|i| hsum(acc[i]) + summs[i])
             }
 
-            /// ggml's `ggml_vec_dot_q4_0_q8_0`: the nibbles less 8, then the sign
-            /// trick as for Q8_0, for `R` rows sharing each unpacked weight block.
+            /// The signed-block formats (Q4_0, Q5_0, Q8_0: an f16 scale at byte 0, then
+            /// 32 quants `signed` unpacks to `i8`s) for `R` rows sharing each unpacked
+            /// block, with ggml's sign trick: `|w|` times `x` given `w`'s sign is an
+            /// unsigned × signed product `$idot` takes.
             #[inline]
             #[target_feature(enable = $features)]
-            pub(super) unsafe fn q40_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+            fn signed_dot<const R: usize>(
+                w: &[u8],
+                block: usize,
+                x: [&[XBlock]; R],
+                signed: impl Fn(&[u8]) -> __m256i,
+            ) -> [f32; R] {
                 let mut acc = [_mm256_setzero_ps(); R];
-                let (low, eight) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(8));
-                for (b, wb) in w.chunks_exact(Q40::W_BLOCK).enumerate() {
+                for (b, wb) in w.chunks_exact(block).enumerate() {
                     let d = _mm256_broadcastss_ps(f16x8(wb, 0));
-                    // SAFETY: a Q4_0 block is 18 bytes, qs at 2..18.
-                    let tmp = unsafe { _mm_loadu_si128(wb.as_ptr().add(2) as *const __m128i) };
-                    let nibbles =
-                        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), low);
-                    let qw = _mm256_sub_epi8(nibbles, eight);
+                    let qw = signed(wb);
                     let aw = _mm256_sign_epi8(qw, qw);
                     for i in 0..R {
                         let xb = &x[i][b];
@@ -960,13 +950,26 @@ macro_rules! simd_kernels {
                 acc.map(|a| hsum(a))
             }
 
+            /// ggml's `ggml_vec_dot_q4_0_q8_0`: the nibbles less 8.
+            #[inline]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn q40_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+                let (low, eight) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(8));
+                signed_dot(w, Q40::W_BLOCK, x, |wb| {
+                    // SAFETY: a Q4_0 block is 18 bytes, qs at 2..18.
+                    let tmp = unsafe { _mm_loadu_si128(wb.as_ptr().add(2) as *const __m128i) };
+                    let nibbles =
+                        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), low);
+                    _mm256_sub_epi8(nibbles, eight)
+                })
+            }
+
             /// ggml's `ggml_vec_dot_q5_0_q8_0`: `q - 16` as a signed byte is the
             /// nibble when the fifth bit is set, else the nibble with `0xF0` (its
-            /// two's complement), then the sign trick, for `R` rows.
+            /// two's complement).
             #[inline]
             #[target_feature(enable = $features)]
             pub(super) unsafe fn q50_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
-                let mut acc = [_mm256_setzero_ps(); R];
                 let low = _mm256_set1_epi8(0x0F);
                 // Byte i of the expansion is byte i / 8 of `qh`, then all ones iff bit i % 8.
                 let spread = _mm256_set_epi64x(
@@ -976,8 +979,7 @@ macro_rules! simd_kernels {
                     0,
                 );
                 let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-                for (b, wb) in w.chunks_exact(Q50::W_BLOCK).enumerate() {
-                    let d = _mm256_broadcastss_ps(f16x8(wb, 0));
+                signed_dot(w, Q50::W_BLOCK, x, |wb| {
                     let qh = i32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
                     let bytes =
                         _mm256_or_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread), others);
@@ -986,100 +988,50 @@ macro_rules! simd_kernels {
                     let tmp = unsafe { _mm_loadu_si128(wb.as_ptr().add(6) as *const __m128i) };
                     let nibbles =
                         _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), low);
-                    let qw = _mm256_or_si256(
+                    _mm256_or_si256(
                         nibbles,
                         _mm256_andnot_si256(fifth, _mm256_set1_epi8(0xF0u8 as i8)),
-                    );
-                    let aw = _mm256_sign_epi8(qw, qw);
-                    for i in 0..R {
-                        let xb = &x[i][b];
-                        // SAFETY: qs is 32 bytes.
-                        let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
-                        let dot32 = idot(aw, _mm256_sign_epi8(qx, qw));
-                        acc[i] = _mm256_fmadd_ps(
-                            _mm256_mul_ps(d, _mm256_set1_ps(xb.d)),
-                            _mm256_cvtepi32_ps(dot32),
-                            acc[i],
-                        );
-                    }
-                }
-                acc.map(|a| hsum(a))
+                    )
+                })
             }
 
-            /// Q4_K against 8-bit blocks of 32: per sub-block the nibbles' integer dot
-            /// scaled by `d * sc * d_x`, less `dmin * m * s_x`, for `R` rows sharing
-            /// each unpacked weight block.
+            /// Q4_K and Q5_K against 8-bit blocks of 32 (`block` bytes a block, quants
+            /// at `qs_at`; `qh(wb)` is Q5_K's fifth-bit array, zero for Q4_K): per
+            /// sub-block the quants' integer dot scaled by `d * sc * d_x`, less
+            /// `dmin * m * s_x`, for `R` rows sharing each unpacked weight block.
+            /// Quants are below 32, so `$idot`'s `u8 × i8` pair sums stay within `i16`.
             #[inline]
             #[target_feature(enable = $features)]
-            pub(super) unsafe fn q4k_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
-                let mut acc = [_mm256_setzero_ps(); R];
-                let mut summs = [0.0f32; R];
-                let low = _mm256_set1_epi8(0x0F);
-                for (b, wb) in w.chunks_exact(Q4K::W_BLOCK).enumerate() {
-                    let (d, dmin) = (f16(wb, 0), f16(wb, 2));
-                    for pair in 0..4 {
-                        // SAFETY: a Q4_K block is 144 bytes, qs at 16..144.
-                        let raw = unsafe {
-                            _mm256_loadu_si256(wb.as_ptr().add(16 + 32 * pair) as *const __m256i)
-                        };
-                        let halves = [
-                            _mm256_and_si256(raw, low),
-                            _mm256_and_si256(_mm256_srli_epi16(raw, 4), low),
-                        ];
-                        for (h, qw) in halves.into_iter().enumerate() {
-                            let sub = 2 * pair + h;
-                            let (sc, m) = scale_min_k4(sub, &wb[4..16]);
-                            let (dsc, dm) = (_mm256_set1_ps(d * sc), dmin * m);
-                            for i in 0..R {
-                                let xb = &x[i][Q4K::X_BLOCKS * b + sub];
-                                summs[i] += dm * xb.s;
-                                // SAFETY: qs is 32 bytes.
-                                let qx =
-                                    unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
-                                let dot32 = idot(qw, qx);
-                                acc[i] = _mm256_fmadd_ps(
-                                    _mm256_mul_ps(dsc, _mm256_set1_ps(xb.d)),
-                                    _mm256_cvtepi32_ps(dot32),
-                                    acc[i],
-                                );
-                            }
-                        }
-                    }
-                }
-                std::array::from_fn(|i| hsum(acc[i]) - summs[i])
-            }
-
-            /// Q5_K as Q4_K, with each quant's fifth bit from `qh` (bit `sub` of
-            /// `qh[l]` for element `l` of sub-block `sub`, ggml's `dequantize_row_q5_K`):
-            /// quants 0..32, so the `u8 × i8` pair sums stay within `i16`.
-            #[inline]
-            #[target_feature(enable = $features)]
-            pub(super) unsafe fn q5k_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+            fn k_dot<const R: usize>(
+                w: &[u8],
+                (block, qs_at): (usize, usize),
+                x: [&[XBlock]; R],
+                qh: impl Fn(&[u8]) -> __m256i,
+            ) -> [f32; R] {
                 let mut acc = [_mm256_setzero_ps(); R];
                 let mut summs = [0.0f32; R];
                 let (low, sixteen) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(16));
-                for (b, wb) in w.chunks_exact(Q5K::W_BLOCK).enumerate() {
+                for (b, wb) in w.chunks_exact(block).enumerate() {
                     let (d, dmin) = (f16(wb, 0), f16(wb, 2));
-                    // SAFETY: a Q5_K block is 176 bytes: qh at 16..48, qs at 48..176.
-                    let qh = unsafe { _mm256_loadu_si256(wb.as_ptr().add(16) as *const __m256i) };
+                    let qh = qh(wb);
                     for pair in 0..4 {
-                        // SAFETY: as above.
-                        let raw = unsafe {
-                            _mm256_loadu_si256(wb.as_ptr().add(48 + 32 * pair) as *const __m256i)
-                        };
+                        let qs = &wb[qs_at + 32 * pair..][..32];
+                        // SAFETY: `qs` is 32 bytes.
+                        let raw = unsafe { _mm256_loadu_si256(qs.as_ptr() as *const __m256i) };
                         let halves = [
                             _mm256_and_si256(raw, low),
                             _mm256_and_si256(_mm256_srli_epi16(raw, 4), low),
                         ];
                         for (h, nibbles) in halves.into_iter().enumerate() {
                             let sub = 2 * pair + h;
+                            // Bit `sub` of `qh[l]` is the fifth bit of element `l`.
                             let bit = _mm256_set1_epi8(1 << sub);
                             let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
                             let qw = _mm256_or_si256(nibbles, _mm256_and_si256(set, sixteen));
                             let (sc, m) = scale_min_k4(sub, &wb[4..16]);
                             let (dsc, dm) = (_mm256_set1_ps(d * sc), dmin * m);
                             for i in 0..R {
-                                let xb = &x[i][Q5K::X_BLOCKS * b + sub];
+                                let xb = &x[i][8 * b + sub];
                                 summs[i] += dm * xb.s;
                                 // SAFETY: qs is 32 bytes.
                                 let qx =
@@ -1095,6 +1047,23 @@ macro_rules! simd_kernels {
                     }
                 }
                 std::array::from_fn(|i| hsum(acc[i]) - summs[i])
+            }
+
+            /// Q4_K: `{d, dmin, scales: [u8; 12], qs: [u8; 128]}`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn q4k_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+                k_dot(w, (Q4K::W_BLOCK, 16), x, |_| _mm256_setzero_si256())
+            }
+
+            /// Q5_K: Q4_K with `qh: [u8; 32]` at 16 and `qs` at 48.
+            #[inline]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn q5k_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
+                k_dot(w, (Q5K::W_BLOCK, 48), x, |wb| {
+                    // SAFETY: a Q5_K block is 176 bytes, qh at 16..48.
+                    unsafe { _mm256_loadu_si256(wb[16..48].as_ptr() as *const __m256i) }
+                })
             }
 
             /// Q6_K against 8-bit blocks of 32, for `R` rows sharing each unpacked
@@ -1203,30 +1172,14 @@ macro_rules! simd_kernels {
                 acc.map(|[a, b]| hsum(_mm256_add_ps(a, b)))
             }
 
-            /// ggml's `ggml_vec_dot_q8_0_q8_0` (the sign trick turns signed ×
-            /// signed into unsigned × signed) for `R` rows.
+            /// ggml's `ggml_vec_dot_q8_0_q8_0`: the quants as they are.
             #[inline]
             #[target_feature(enable = $features)]
             pub(super) unsafe fn q80_dot<const R: usize>(w: &[u8], x: [&[XBlock]; R]) -> [f32; R] {
-                let mut acc = [_mm256_setzero_ps(); R];
-                for (b, wb) in w.chunks_exact(Q80::W_BLOCK).enumerate() {
-                    let d = _mm256_broadcastss_ps(f16x8(wb, 0));
+                signed_dot(w, Q80::W_BLOCK, x, |wb| {
                     // SAFETY: a Q8_0 block is 34 bytes, qs at 2..34.
-                    let qw = unsafe { _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i) };
-                    let aw = _mm256_sign_epi8(qw, qw);
-                    for i in 0..R {
-                        let xb = &x[i][b];
-                        // SAFETY: qs is 32 bytes.
-                        let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
-                        let dot32 = idot(aw, _mm256_sign_epi8(qx, qw));
-                        acc[i] = _mm256_fmadd_ps(
-                            _mm256_mul_ps(d, _mm256_set1_ps(xb.d)),
-                            _mm256_cvtepi32_ps(dot32),
-                            acc[i],
-                        );
-                    }
-                }
-                acc.map(|a| hsum(a))
+                    unsafe { _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i) }
+                })
             }
 
             /// [`super::each_col`] with format `K`'s dot product at this level,
