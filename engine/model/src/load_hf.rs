@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use std::borrow::Cow;
 
+use half::slice::HalfFloatSliceExt;
+
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
@@ -161,31 +163,26 @@ impl WeightSource for SafetensorsWeights {
 
     fn tensor(&mut self, name: &str) -> Result<QTensor> {
         let t = self.0.load(name, &Device::Cpu)?;
-        let t = t.flatten_all()?;
+        let flat = t.flatten_all()?;
         let (ggml, bytes): (_, Vec<u8>) = match t.dtype() {
             DType::F16 => (
                 GgmlDType::F16,
-                t.to_vec1::<half::f16>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
+                le_bytes(flat.to_vec1::<half::f16>()?.reinterpret_cast()),
             ),
             DType::BF16 => (
                 GgmlDType::BF16,
-                t.to_vec1::<half::bf16>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
+                le_bytes(flat.to_vec1::<half::bf16>()?.reinterpret_cast()),
             ),
-            _ => {
-                let t = self.0.load(name, &Device::Cpu)?.to_dtype(DType::F32)?;
-                return Ok(QTensor::quantize(&t, GgmlDType::F32)?);
-            }
+            _ => return Ok(QTensor::quantize(&t.to_dtype(DType::F32)?, GgmlDType::F32)?),
         };
-        let shape = self.0.get(name)?.shape().to_vec();
         let storage = QStorage::from_data(Cow::Owned(bytes), &Device::Cpu, ggml)?;
-        Ok(QTensor::new(storage, shape)?)
+        Ok(QTensor::new(storage, t.shape())?)
     }
+}
+
+/// 16-bit values' bits as the little-endian bytes a `QStorage` holds.
+fn le_bytes(bits: &[u16]) -> Vec<u8> {
+    bits.iter().flat_map(|b| b.to_le_bytes()).collect()
 }
 
 fn rope_inv_freq(hf: &HfConfig, cfg: &ModelConfig) -> Result<Vec<f32>> {
