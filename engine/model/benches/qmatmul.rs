@@ -100,7 +100,7 @@ fn time(mut f: impl FnMut()) -> f64 {
 
 /// Every format on Qwen2.5-0.5B's ffn_down shape, Candela beside candle.
 fn formats() {
-    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::quantized::{QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
     let (n, k) = (896usize, 4864usize);
     let w: Vec<f32> = (0..n * k)
@@ -111,19 +111,9 @@ fn formats() {
         "{:<8} {:>6} {:>12} {:>12} {:>7}",
         "format", "m", "candela GMAC/s", "candle GMAC/s", "ratio"
     );
-    for dtype in [
-        GgmlDType::Q4_0,
-        GgmlDType::Q4_1,
-        GgmlDType::Q5_0,
-        GgmlDType::Q8_0,
-        GgmlDType::Q4K,
-        GgmlDType::Q5K,
-        GgmlDType::Q6K,
-        GgmlDType::F16,
-        GgmlDType::BF16,
-    ] {
+    for format in QFormat::ALL {
+        let dtype = format.ggml();
         let q = QMatMul::QTensor(std::sync::Arc::new(QTensor::quantize(&w, dtype).unwrap()));
-        let format = QFormat::from_ggml(dtype).expect("a Candela format");
         let ours = QMatrix::new(format, &q_bytes(&q), n, k).unwrap();
         for m in [1usize, 4, 32, 2048] {
             let xv: Vec<f32> = (0..m * k)

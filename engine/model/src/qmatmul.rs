@@ -65,6 +65,19 @@ pub enum QFormat {
 }
 
 impl QFormat {
+    /// Every format, in declaration order.
+    pub const ALL: [QFormat; 9] = [
+        QFormat::Q4_0,
+        QFormat::Q4_1,
+        QFormat::Q5_0,
+        QFormat::Q8_0,
+        QFormat::Q4K,
+        QFormat::Q5K,
+        QFormat::Q6K,
+        QFormat::F16,
+        QFormat::BF16,
+    ];
+
     /// The format of a GGUF tensor type these kernels multiply, if they do.
     pub fn from_ggml(dtype: GgmlDType) -> Option<Self> {
         match dtype {

@@ -172,6 +172,7 @@ mod tests {
 
     use super::super::{max_abs_diff, values};
     use super::*;
+    use crate::qmatmul::QFormat;
 
     fn random_linear(fmt: GgmlDType, n: usize, k: usize, seed: u64) -> Linear {
         let vals: Vec<f32> = (0..n * k)
@@ -192,18 +193,8 @@ mod tests {
             .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
             .collect();
         let xt = Tensor::from_slice(&x, (m, k), &Device::Cpu).unwrap();
-        for fmt in [
-            GgmlDType::Q4_0,
-            GgmlDType::Q4_1,
-            GgmlDType::Q5_0,
-            GgmlDType::Q8_0,
-            GgmlDType::Q4K,
-            GgmlDType::Q5K,
-            GgmlDType::Q6K,
-            GgmlDType::F16,
-            GgmlDType::BF16,
-            GgmlDType::F32,
-        ] {
+        let formats = QFormat::ALL.map(QFormat::ggml);
+        for fmt in formats.into_iter().chain([GgmlDType::F32]) {
             let lin = random_linear(fmt, n, k, 7);
             let cpu = lin.forward(&x, m).unwrap();
             let dev = values(
