@@ -8,18 +8,10 @@ use std::path::PathBuf;
 
 use candela_model::{ForwardBatch, SeqInput, reference_generate_greedy, reference_logits};
 
+mod common;
+
 fn gguf_path() -> PathBuf {
-    if let Ok(p) = std::env::var("CANDELA_TEST_MODEL") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let p = PathBuf::from(home).join(".cache/candela/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "test model {} is missing: run scripts/setup.sh",
-        p.display()
-    );
-    p
+    common::model_path(common::SMOLLM2)
 }
 
 #[test]

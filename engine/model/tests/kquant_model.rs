@@ -3,42 +3,21 @@
 //! `scripts/setup.sh --test-deps` assembles: a greedy answer, and a batched step that
 //! gives each sequence the logits it gets alone, bit for bit.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candela_model::{
     ForwardBatch, LoadedModel, SeqInput, reference_generate_greedy, reference_logits,
 };
 
-/// The file `scripts/setup.sh --test-deps` writes (`CANDELA_KQUANT_MODEL` overrides it).
-fn model_path() -> PathBuf {
-    if let Ok(p) = std::env::var("CANDELA_KQUANT_MODEL") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    PathBuf::from(home).join(".cache/candela/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
-}
+mod common;
 
 fn model() -> &'static LoadedModel {
     static M: OnceLock<LoadedModel> = OnceLock::new();
-    M.get_or_init(|| {
-        let p = model_path();
-        assert!(
-            p.exists(),
-            "{} is missing: run scripts/setup.sh --test-deps",
-            p.display()
-        );
-        candela_model::load(&p).expect("load the Q4_K_M model")
-    })
+    common::load(&M, common::QWEN_Q4_K_M)
 }
 
 fn encode(text: &str) -> Vec<u32> {
-    model()
-        .tokenizer
-        .encode(text, false)
-        .expect("encode")
-        .get_ids()
-        .to_vec()
+    common::encode(model(), text)
 }
 
 #[test]

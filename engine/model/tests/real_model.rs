@@ -2,7 +2,6 @@
 //! tokenizer, chat template, greedy answers, and exactness of the batched,
 //! paged, chunked engine against the single-sequence reference.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candela_core::SamplingParams;
@@ -12,34 +11,15 @@ use candela_model::{
 };
 use candle_core::Device;
 
-fn model_path() -> PathBuf {
-    if let Ok(p) = std::env::var("CANDELA_TEST_MODEL") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    PathBuf::from(home).join(".cache/candela/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
+mod common;
 
 fn model() -> &'static LoadedModel {
     static M: OnceLock<LoadedModel> = OnceLock::new();
-    M.get_or_init(|| {
-        let p = model_path();
-        assert!(
-            p.exists(),
-            "test model {} is missing: run scripts/setup.sh (or set CANDELA_TEST_MODEL)",
-            p.display()
-        );
-        candela_model::load(&p).expect("load the test model")
-    })
+    common::load(&M, common::SMOLLM2)
 }
 
 fn encode(text: &str) -> Vec<u32> {
-    model()
-        .tokenizer
-        .encode(text, false)
-        .expect("encode")
-        .get_ids()
-        .to_vec()
+    common::encode(model(), text)
 }
 
 fn decode(ids: &[u32]) -> String {
