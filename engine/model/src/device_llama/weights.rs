@@ -45,7 +45,7 @@ impl DeviceLinear {
 /// A quantized (or dense) weight copied to `dev`; quantized blocks stay quantized.
 fn device_weight(w: &Weight, dev: &Device) -> Result<QMatMul> {
     let q = match w {
-        Weight::Quant(m) => qtensor(m.raw(), m.format().ggml(), (m.rows(), m.cols()), dev)?,
+        Weight::Quant(m) => qtensor(&m.raw(), m.format().ggml(), (m.rows(), m.cols()), dev)?,
         Weight::Candle(QMatMul::QTensor(t)) => {
             qtensor(&t.data()?, t.dtype(), t.shape().dims2()?, dev)?
         }
@@ -204,7 +204,7 @@ mod tests {
                     .unwrap(),
             );
             let dense = match &lin.w {
-                Weight::Quant(q) => qtensor(q.raw(), q.format().ggml(), (n, k), &Device::Cpu)
+                Weight::Quant(q) => qtensor(&q.raw(), q.format().ggml(), (n, k), &Device::Cpu)
                     .unwrap()
                     .dequantize(&Device::Cpu)
                     .unwrap(),

@@ -34,9 +34,14 @@
 //! Work is split over column chunks ([`crate::pool`]); each chunk walks the rows
 //! tile by tile while its weights stay in cache.
 
+mod panels;
+
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
+
+use panels::{NC, Panel};
 
 use crate::pool::{self, SendPtr};
 use crate::weight_buf::WeightBuf;
@@ -140,6 +145,9 @@ pub struct QMatrix {
     format: QFormat,
     /// Shared: cloning a model does not copy its weights.
     data: Arc<WeightBuf>,
+    /// Whether `data` is in the column-interleaved layout ([`panels`]) rather than
+    /// GGUF's: formats that have one, when `n` is a multiple of its 8 columns.
+    panelled: bool,
     n: usize,
     k: usize,
 }
@@ -149,6 +157,8 @@ pub struct QMatrix {
 struct XBlock {
     d: f32,
     s: f32,
+    /// `Σ qs` over each half of 16 (the zero points' share in the panel kernels).
+    hs: [i16; 2],
     qs: [i8; QK],
 }
 
@@ -156,8 +166,30 @@ impl XBlock {
     const ZERO: Self = Self {
         d: 0.0,
         s: 0.0,
+        hs: [0; 2],
         qs: [0; QK],
     };
+}
+
+/// GGUF bytes of `format` in the panel layout (`to_panels`) or back, when the format
+/// has one.
+fn convert(format: QFormat, data: &[u8], n: usize, k: usize, to_panels: bool) -> Option<Vec<u8>> {
+    fn conv<P: Panel>(data: &[u8], n: usize, k: usize, to_panels: bool) -> Vec<u8> {
+        if to_panels {
+            panels::from_gguf::<P>(data, n, k)
+        } else {
+            panels::to_gguf::<P>(data, n, k)
+        }
+    }
+    Some(match format {
+        QFormat::Q4_0 => conv::<panels::Q40>(data, n, k, to_panels),
+        QFormat::Q4_1 => conv::<panels::Q41>(data, n, k, to_panels),
+        QFormat::Q5_0 => conv::<panels::Q50>(data, n, k, to_panels),
+        QFormat::Q8_0 => conv::<panels::Q80>(data, n, k, to_panels),
+        QFormat::Q4K => conv::<panels::Q4K>(data, n, k, to_panels),
+        QFormat::Q6K => conv::<panels::Q6K>(data, n, k, to_panels),
+        QFormat::Q5K | QFormat::F16 | QFormat::BF16 => return None,
+    })
 }
 
 impl QMatrix {
@@ -174,9 +206,14 @@ impl QMatrix {
                 data.len()
             )));
         }
+        let panels = n
+            .is_multiple_of(NC)
+            .then(|| convert(format, data, n, k, true))
+            .flatten();
         Ok(Self {
             format,
-            data: Arc::new(WeightBuf::copy_from(data)),
+            data: Arc::new(WeightBuf::copy_from(panels.as_deref().unwrap_or(data))),
+            panelled: panels.is_some(),
             n,
             k,
         })
@@ -196,9 +233,15 @@ impl QMatrix {
         self.format
     }
 
-    /// The raw GGUF blocks, row after row.
-    pub fn raw(&self) -> &[u8] {
-        &self.data
+    /// The raw GGUF blocks, row after row (converted back from the panel layout).
+    pub fn raw(&self) -> Cow<'_, [u8]> {
+        match self.panelled {
+            true => Cow::Owned(
+                convert(self.format, &self.data, self.n, self.k, false)
+                    .expect("panelled formats convert back"),
+            ),
+            false => Cow::Borrowed(&self.data),
+        }
     }
 
     /// The matrices stacked along `n` (one matmul for projections that share an
@@ -211,9 +254,18 @@ impl QMatrix {
         {
             return None;
         }
-        let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
-        parts.iter().for_each(|p| data.extend_from_slice(&p.data));
         let n = parts.iter().map(|p| p.n).sum();
+        let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+        if parts.iter().all(|p| p.panelled) {
+            // Panels are whole columns: the stack's panels are the parts'.
+            parts.iter().for_each(|p| data.extend_from_slice(&p.data));
+            return Some(Self {
+                data: Arc::new(WeightBuf::copy_from(&data)),
+                n,
+                ..(*first).clone()
+            });
+        }
+        parts.iter().for_each(|p| data.extend_from_slice(&p.raw()));
         QMatrix::new(first.format, &data, n, first.k).ok()
     }
 
@@ -239,6 +291,9 @@ impl QMatrix {
                 self.n
             )));
         }
+        if self.panelled {
+            return self.matmul_panels_at(simd_level(), x, widths);
+        }
         match self.format {
             QFormat::Q4_0 => self.matmul_with::<XBlock, Q40>(x, widths),
             QFormat::Q4_1 => self.matmul_with::<XBlock, Q41>(x, widths),
@@ -257,26 +312,10 @@ impl QMatrix {
         x: &[f32],
         widths: &[usize],
     ) -> Result<Vec<Vec<f32>>> {
-        let k = self.k;
-        if !x.len().is_multiple_of(k) {
-            return Err(Error::InvalidInput(format!(
-                "quantized matmul: {} inputs for k = {k}",
-                x.len()
-            )));
-        }
-        let m = x.len() / k;
-        let kb = k / X::INPUTS;
+        let (k, kb) = (self.k, self.k / X::INPUTS);
+        let xq = self.prepare::<X>(x)?;
+        let m = xq.len() / kb;
         let pool = pool::global();
-        let mut xq = vec![X::ZERO; m * kb];
-        if m >= 64 {
-            pool.for_chunks_mut(&mut xq, kb, |r, blocks| {
-                X::prepare_row(&x[r * k..(r + 1) * k], blocks)
-            });
-        } else {
-            xq.chunks_exact_mut(kb)
-                .zip(x.chunks_exact(k))
-                .for_each(|(blocks, x)| X::prepare_row(x, blocks));
-        }
         let level = simd_level();
         let mut outs: Vec<Vec<f32>> = widths.iter().map(|&w| vec![0.0f32; m * w]).collect();
         // Jobs: `COLS_PER_JOB` columns of one part, as (part, first local column).
@@ -350,6 +389,167 @@ impl QMatrix {
     }
 }
 
+impl QMatrix {
+    /// `x` (rows of `k`) prepared as activation units `X`.
+    fn prepare<X: Activation>(&self, x: &[f32]) -> Result<Vec<X>> {
+        let k = self.k;
+        if !x.len().is_multiple_of(k) {
+            return Err(Error::InvalidInput(format!(
+                "quantized matmul: {} inputs for k = {k}",
+                x.len()
+            )));
+        }
+        let (m, kb) = (x.len() / k, k / X::INPUTS);
+        let mut xq = vec![X::ZERO; m * kb];
+        if m >= 64 {
+            pool::global().for_chunks_mut(&mut xq, kb, |r, blocks| {
+                X::prepare_row(&x[r * k..(r + 1) * k], blocks)
+            });
+        } else {
+            xq.chunks_exact_mut(kb)
+                .zip(x.chunks_exact(k))
+                .for_each(|(blocks, x)| X::prepare_row(x, blocks));
+        }
+        Ok(xq)
+    }
+
+    /// [`QMatrix::matmul_split`] of a panelled matrix with `level`'s kernels.
+    fn matmul_panels_at(
+        &self,
+        level: SimdLevel,
+        x: &[f32],
+        widths: &[usize],
+    ) -> Result<Vec<Vec<f32>>> {
+        match self.format {
+            QFormat::Q4_0 => self.panels_with::<panels::Q40>(level, x, widths),
+            QFormat::Q4_1 => self.panels_with::<panels::Q41>(level, x, widths),
+            QFormat::Q5_0 => self.panels_with::<panels::Q50>(level, x, widths),
+            QFormat::Q8_0 => self.panels_with::<panels::Q80>(level, x, widths),
+            QFormat::Q4K => self.panels_with::<panels::Q4K>(level, x, widths),
+            QFormat::Q6K => self.panels_with::<panels::Q6K>(level, x, widths),
+            QFormat::Q5K | QFormat::F16 | QFormat::BF16 => {
+                unreachable!("{:?} has no panel layout", self.format)
+            }
+        }
+    }
+
+    fn panels_with<P: Panel>(
+        &self,
+        level: SimdLevel,
+        x: &[f32],
+        widths: &[usize],
+    ) -> Result<Vec<Vec<f32>>> {
+        if widths.iter().any(|w| !w.is_multiple_of(NC)) {
+            // Parts that cut a panel: the whole product, then cut.
+            let all = self.panels_with::<P>(level, x, &[self.n])?.remove(0);
+            let mut outs: Vec<Vec<f32>> = widths.iter().map(|_| Vec::new()).collect();
+            for row in all.chunks_exact(self.n) {
+                let mut at = 0;
+                for (o, &w) in outs.iter_mut().zip(widths) {
+                    o.extend_from_slice(&row[at..at + w]);
+                    at += w;
+                }
+            }
+            return Ok(outs);
+        }
+        let xq = self.prepare::<XBlock>(x)?;
+        let kb = self.k / QK;
+        let m = xq.len() / kb;
+        let bytes = kb / P::SUBS * P::BLOCK;
+        let mut outs: Vec<Vec<f32>> = widths.iter().map(|&w| vec![0.0f32; m * w]).collect();
+        // Jobs: `COLS_PER_JOB` columns (whole panels) of one part, as (part, first
+        // local column).
+        let mut jobs = Vec::new();
+        let mut first_col = Vec::with_capacity(widths.len());
+        let mut start = 0;
+        for (p, &w) in widths.iter().enumerate() {
+            jobs.extend((0..w).step_by(COLS_PER_JOB).map(|c| (p, c)));
+            first_col.push(start);
+            start += w;
+        }
+        let ptrs: Vec<SendPtr<f32>> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
+        let job = |ji: usize| {
+            let (p, c0) = jobs[ji];
+            let (n, out, first) = (widths[p], ptrs[p], first_col[p]);
+            let c1 = (c0 + COLS_PER_JOB).min(n);
+            let panels = (first + c0) / NC..(first + c1) / NC;
+            let row = |r: usize| &xq[r * kb..(r + 1) * kb];
+            let at = |r: usize| ColsOut {
+                // SAFETY: row `r` of part `p`'s output.
+                out: unsafe { out.get().add(r * n) },
+                n,
+                first,
+            };
+            for r0 in (0..m).step_by(ROW_TILE) {
+                let r1 = (r0 + ROW_TILE).min(m);
+                let mut r = r0;
+                // SAFETY (both calls): `level` is what this CPU supports; jobs own
+                // disjoint panels, so every (r, c) element of a part is written by
+                // exactly one job, and the parts outlive the jobs.
+                while r + 4 <= r1 {
+                    let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+                    unsafe {
+                        panel_cols::<P, 4>(level, &self.data, panels.clone(), bytes, rows, at(r))
+                    };
+                    r += 4;
+                }
+                for i in r..r1 {
+                    unsafe {
+                        panel_cols::<P, 1>(
+                            level,
+                            &self.data,
+                            panels.clone(),
+                            bytes,
+                            [row(i)],
+                            at(i),
+                        )
+                    };
+                }
+            }
+        };
+        if self.n * m * self.k < 4096 * QK {
+            (0..jobs.len()).for_each(job);
+        } else {
+            pool::global().for_each(jobs.len(), job);
+        }
+        Ok(outs)
+    }
+}
+
+/// Panels `panels` (`bytes` each in `w`) against `R` activation rows with `level`'s
+/// kernels, written through `out`.
+///
+/// # Safety
+/// As [`dot_cols`].
+unsafe fn panel_cols<P: Panel, const R: usize>(
+    level: SimdLevel,
+    w: &[u8],
+    panels: std::ops::Range<usize>,
+    bytes: usize,
+    x: [&[XBlock]; R],
+    out: ColsOut,
+) {
+    // SAFETY (all three): as the caller vouches.
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        SimdLevel::Avx512Vnni => {
+            return unsafe { panels::vnni::cols::<P, R>(w, panels, bytes, x, out) };
+        }
+        SimdLevel::Avx2 => return unsafe { panels::avx2::cols::<P, R>(w, panels, bytes, x, out) },
+        SimdLevel::Scalar => {}
+    }
+    let _ = level;
+    for p in panels {
+        let v = panels::dot_scalar::<P, R>(&w[p * bytes..(p + 1) * bytes], x);
+        for (r, v) in v.iter().enumerate() {
+            for (c, &v) in v.iter().enumerate() {
+                // SAFETY: as the caller vouches.
+                unsafe { *out.out.add(r * out.n + p * NC + c - out.first) = v };
+            }
+        }
+    }
+}
+
 /// What a kernel multiplies weights with: one row of activations prepared as
 /// units of `INPUTS` inputs each (8-bit blocks for the quantized formats, the
 /// `f32` values themselves for 16-bit weights).
@@ -383,16 +583,18 @@ fn quantize_block(x: &[f32]) -> XBlock {
     let d = amax / 127.0;
     let id = if d > 0.0 { 1.0 / d } else { 0.0 };
     let mut qs = [0i8; QK];
-    let mut sum = 0i32;
-    for (q, &v) in qs.iter_mut().zip(x) {
+    let mut hs = [0i16; 2];
+    for (j, (q, &v)) in qs.iter_mut().zip(x).enumerate() {
         *q = (v * id).round() as i8;
-        sum += *q as i32;
+        hs[j / 16] += *q as i16;
     }
+    let sum = hs[0] as i32 + hs[1] as i32;
     // Rounded through f16 like ggml's `block_q8_1`, so results track llama.cpp's.
     let r = |v: f32| half::f16::from_f32(v).to_f32();
     XBlock {
         d: r(d),
         s: r(d * sum as f32),
+        hs,
         qs,
     }
 }
@@ -1255,7 +1457,8 @@ mod tests {
             .collect();
         let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
         let q = QTensor::quantize(&wt, dtype).unwrap();
-        let ours = QMatrix::new(format, &q.data().unwrap(), n, k).unwrap();
+        let q_bytes = q.data().unwrap().to_vec();
+        let ours = QMatrix::new(format, &q_bytes, n, k).unwrap();
         let got = ours.matmul(&x).unwrap();
         let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
         let want = candle_core::quantized::QMatMul::QTensor(std::sync::Arc::new(q))
@@ -1298,7 +1501,8 @@ mod tests {
         }
         let mut xq = vec![X::ZERO; k / X::INPUTS];
         X::prepare_row(&x[..k], &mut xq);
-        let w0 = &ours.data[..K::col_bytes(k / X::INPUTS)];
+        let raw = ours.raw();
+        let w0 = &raw[..K::col_bytes(k / X::INPUTS)];
         let s = K::dot_scalar(w0, &xq);
         assert!(
             (s - got[0]).abs() < 1e-3 * (1.0 + s.abs()),
@@ -1326,6 +1530,24 @@ mod tests {
             bits.windows(2).all(|b| b[0] == b[1]),
             "{format:?}: {bits:?}"
         );
+        if ours.panelled {
+            // The panel layout gives the GGUF bytes back, and every level (the
+            // scalar kernel too) the same bits for the whole batch.
+            assert!(
+                ours.raw() == q_bytes.as_slice(),
+                "{format:?}: raw round trip"
+            );
+            let levels = [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512Vnni];
+            for l in levels.into_iter().filter(|&l| l <= detect_simd()) {
+                let v = ours.matmul_panels_at(l, &x, &[n]).unwrap().remove(0);
+                assert!(
+                    v.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{format:?} panels at {l:?}"
+                );
+            }
+        } else {
+            assert!(!n.is_multiple_of(NC) || format == QFormat::Q5K || X::INPUTS == 1);
+        }
         let (block, bytes) = format.geometry();
         assert!(QMatrix::new(format, &vec![0; bytes + 1], 1, block).is_err());
         assert!(QMatrix::new(format, &vec![0; bytes], 1, block).is_ok());
@@ -1333,12 +1555,8 @@ mod tests {
 
     /// The f32 weights `[n, k]` that `m`'s blocks encode (candle's dequantization).
     fn q_dequant(dtype: &GgmlDType, m: &QMatrix, n: usize, k: usize) -> Vec<f32> {
-        let storage = candle_core::quantized::QStorage::from_data(
-            std::borrow::Cow::Borrowed(m.raw()),
-            &Device::Cpu,
-            *dtype,
-        )
-        .unwrap();
+        let storage =
+            candle_core::quantized::QStorage::from_data(m.raw(), &Device::Cpu, *dtype).unwrap();
         QTensor::new(storage, (n, k))
             .unwrap()
             .dequantize(&Device::Cpu)
@@ -1352,27 +1570,32 @@ mod tests {
     #[test]
     fn q4_1_matches_candle_closely_and_is_row_invariant() {
         check_kernel::<XBlock, Q41>(QFormat::Q4_1, GgmlDType::Q4_1, (70, 128, 7));
+        check_kernel::<XBlock, Q41>(QFormat::Q4_1, GgmlDType::Q4_1, (72, 128, 7));
     }
 
     #[test]
     fn q8_0_matches_candle_closely_and_is_row_invariant() {
         check_kernel::<XBlock, Q80>(QFormat::Q8_0, GgmlDType::Q8_0, (37, 96, 6));
+        check_kernel::<XBlock, Q80>(QFormat::Q8_0, GgmlDType::Q8_0, (40, 96, 6));
     }
 
     #[test]
     fn q4_0_matches_candle_closely_and_is_row_invariant() {
         check_kernel::<XBlock, Q40>(QFormat::Q4_0, GgmlDType::Q4_0, (45, 160, 9));
+        check_kernel::<XBlock, Q40>(QFormat::Q4_0, GgmlDType::Q4_0, (48, 160, 9));
     }
 
     #[test]
     fn q5_0_matches_candle_closely_and_is_row_invariant() {
         // candle's Q5_0 vec-dot wants an even number of blocks.
         check_kernel::<XBlock, Q50>(QFormat::Q5_0, GgmlDType::Q5_0, (41, 128, 5));
+        check_kernel::<XBlock, Q50>(QFormat::Q5_0, GgmlDType::Q5_0, (40, 128, 5));
     }
 
     #[test]
     fn q4_k_matches_candle_closely_and_is_row_invariant() {
         check_kernel::<XBlock, Q4K>(QFormat::Q4K, GgmlDType::Q4K, (33, 512, 7));
+        check_kernel::<XBlock, Q4K>(QFormat::Q4K, GgmlDType::Q4K, (32, 512, 7));
     }
 
     #[test]
@@ -1383,6 +1606,7 @@ mod tests {
     #[test]
     fn q6_k_matches_candle_closely_and_is_row_invariant() {
         check_kernel::<XBlock, Q6K>(QFormat::Q6K, GgmlDType::Q6K, (29, 512, 6));
+        check_kernel::<XBlock, Q6K>(QFormat::Q6K, GgmlDType::Q6K, (24, 512, 6));
     }
 
     #[test]
@@ -1441,6 +1665,24 @@ mod tests {
         assert_eq!(bits(&outs[0]), bits(&a.matmul(&x).unwrap()));
         assert_eq!(bits(&outs[1]), bits(&b.matmul(&x).unwrap()));
         assert!(stacked.matmul_split(&x, &[40, 71]).is_err());
+        // A part that is not whole panels: the stack goes through GGUF bytes and
+        // comes out column-major (33 + 40 columns), and splits that cut a panel
+        // still give each part's bits.
+        let c = part(33, 3);
+        let mixed = QMatrix::stack(&[&a, &c]).unwrap();
+        assert!(a.panelled && !c.panelled && !mixed.panelled);
+        let outs = mixed.matmul_split(&x, &[40, 33]).unwrap();
+        assert_eq!(bits(&outs[1]), bits(&c.matmul(&x).unwrap()));
+        let outs = stacked.matmul_split(&x, &[36, 76]).unwrap();
+        let whole = stacked.matmul(&x).unwrap();
+        let (left, right): (Vec<f32>, Vec<f32>) = (
+            whole.chunks(112).flat_map(|r| r[..36].to_vec()).collect(),
+            whole.chunks(112).flat_map(|r| r[36..].to_vec()).collect(),
+        );
+        assert_eq!(
+            (bits(&outs[0]), bits(&outs[1])),
+            (bits(&left), bits(&right))
+        );
         let q8 = QMatrix::new(QFormat::Q8_0, &[0; 34], 1, 32).unwrap();
         assert!(QMatrix::stack(&[&a, &q8]).is_none(), "formats differ");
     }
