@@ -111,8 +111,16 @@ fn formats() {
         "{:<8} {:>6} {:>12} {:>12} {:>7}",
         "format", "m", "candela GMAC/s", "candle GMAC/s", "ratio"
     );
+    // `formats Q5_0 Q8_0` measures just those.
+    let only: Vec<String> = std::env::args()
+        .skip_while(|a| a != "formats")
+        .skip(1)
+        .collect();
     for format in QFormat::ALL {
         let dtype = format.ggml();
+        if !only.is_empty() && !only.contains(&format!("{dtype:?}")) {
+            continue;
+        }
         let q = QMatMul::QTensor(std::sync::Arc::new(QTensor::quantize(&w, dtype).unwrap()));
         let ours = QMatrix::new(format, &q_bytes(&q), n, k).unwrap();
         for m in [1usize, 4, 32, 2048] {

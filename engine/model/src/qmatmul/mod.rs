@@ -486,6 +486,13 @@ impl QMatrix {
                 // SAFETY (both calls): `level` is what this CPU supports; jobs own
                 // disjoint panels, so every (r, c) element of a part is written by
                 // exactly one job, and the parts outlive the jobs.
+                while P::WIDE_ROWS && r + 8 <= r1 {
+                    let rows = std::array::from_fn(|i| row(r + i));
+                    unsafe {
+                        panel_cols::<P, 8>(level, &self.data, panels.clone(), bytes, rows, at(r))
+                    };
+                    r += 8;
+                }
                 while r + 4 <= r1 {
                     let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
                     unsafe {

@@ -82,6 +82,10 @@ pub(super) trait Panel {
     const KIND: Kind;
     /// Bytes of one GGUF block.
     const GGUF_BLOCK: usize;
+    /// Whether the kernel takes 8 activation rows at a time (else 4): faster for
+    /// the formats whose per-row state fits the registers (not Q6_K's two halves
+    /// or Q8_0's wider products).
+    const WIDE_ROWS: bool = Self::BITS < 6;
     fn decode(b: &[u8], out: &mut Decoded);
     fn encode(v: &Decoded, b: &mut [u8]);
 
