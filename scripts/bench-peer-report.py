@@ -171,7 +171,8 @@ def main():
         "# Candela vs llama-server on CPU (same GGUF, same threads, one session)",
         "",
         f"Machine: {platform.machine()}, {args.threads} threads per server. "
-        f"Candela: `{args.candela_version}` (`candela serve --max-num-seqs 32 --max-model-len 4096`); "
+        f"Candela: `{args.candela_version}` (`candela serve --max-num-seqs 32 --max-model-len 4096 "
+        "--kv-cache-memory` of as many tokens as llama-server's `-c`, in Candela's f16 K/V); "
         f"peer: llama.cpp `{args.peer_version}` "
         "(`llama-server -t THREADS -c 16384 -np 32 --cont-batching`, `-c 65536` for the ShareGPT run so its "
         "longest prompts fit a slot). Produced by `scripts/bench-peer.sh`; every run is `candela bench serve` "

@@ -13,8 +13,9 @@
 #     sample at max-concurrency 32 (llama-server restarted with -c 65536 so its prompts fit a slot).
 # The client shares the machine with the servers: it runs under `nice -n 19` and
 # `/usr/bin/time`, so each run records the client's wall, user and system seconds and the report
-# states its CPU share. After each model's concurrency-32 runs, both servers' peak RSS (VmHWM)
-# is read from /proc. Results (vLLM-format JSON per run, in raw/<model-key>/), a Markdown table
+# states its CPU share. Both servers hold KV for the same number of tokens (llama-server's
+# `-c`; Candela's `--kv-cache-memory` is that many tokens of its f16 K/V, per `candela plan`).
+# After each model's concurrency-32 runs, both servers' peak RSS (VmHWM) is read from /proc. Results (vLLM-format JSON per run, in raw/<model-key>/), a Markdown table
 # per model with the Candela/peer ratios and the issue's targets, and charts go to
 # docs/bench/peer/ (or $OUT).
 #
@@ -67,12 +68,18 @@ wait_ready() {  # url
   echo "server at $1 did not come up" >&2; return 1
 }
 
-start_candela() {
+# KV bytes per token of $MODEL in Candela's CPU pool (f16 K and V), from `candela plan`.
+kv_bytes_per_token() {
+  "$CANDELA" plan --gguf "$MODEL" --gpu-memory-gib 64 --kv-cache-dtype fp16 --json \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["kv_bytes_per_token"])'
+}
+start_candela() {  # KV tokens: the same as llama-server's -c, so both pools hold as much
   stop "$CANDELA_PID"
   CPORT=$(free_port)
   "$CANDELA" serve --threads "$THREADS" --model "$MODEL" --host 127.0.0.1 --port "$CPORT" \
     --grpc-port "$(free_port)" --served-model-name "$SERVED" --max-num-seqs 32 --max-model-len 4096 \
-    >"$OUT/$KEY-candela-serve.log" 2>&1 &
+    --kv-cache-memory "$(( $(kv_bytes_per_token) * $1 ))" \
+    >>"$OUT/$KEY-candela-serve.log" 2>&1 &
   CANDELA_PID=$!
 }
 start_llama() {  # ctx-size: llama-server splits it evenly over its 32 slots
@@ -114,9 +121,10 @@ for spec in "${MODELS[@]}"; do
     "$KEY" "$SERVED" "$(basename "$MODEL")" >"$RAW/model.json"
   echo "== $KEY" >&2
   : >"$OUT/$KEY-llama-server.log"
-  start_candela
+  : >"$OUT/$KEY-candela-serve.log"
   # -c 16384 (512 tokens per slot) as in ../shared/TEST-ASSETS.md: room for 128 + 128, and the
-  # smallest per-slot KV llama-server attends over.
+  # smallest per-slot KV llama-server attends over; Candela's pool holds as many tokens.
+  start_candela 16384
   start_llama 16384
   wait_ready "http://127.0.0.1:$CPORT"
 
@@ -134,7 +142,9 @@ for spec in "${MODELS[@]}"; do
       both "rate$rate" "${RANDOM_128[@]}" --num-prompts "$N8" --max-concurrency 32 --request-rate "$rate"
     done
     # ShareGPT pairs reach 1024 prompt tokens: 2048 tokens per slot so every prompt fits.
+    start_candela 65536
     start_llama 65536
+    wait_ready "http://127.0.0.1:$CPORT"
     both sharegpt-c32 --dataset-name sharegpt --dataset-path engine/tools/data/sharegpt-sample.json \
       --sharegpt-output-len 128 --num-prompts "$N32" --max-concurrency 32
   fi

@@ -55,7 +55,8 @@ pub enum Dtype {
 /// `--kv-cache-dtype`: element type of the KV cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KvCacheDtype {
-    /// The model's activation dtype.
+    /// Per device: `f16` on CPU (half of `f32`'s memory, as vLLM's `auto` on a
+    /// half-precision model and llama.cpp's default), `f32` on a GPU.
     Auto,
     /// 8-bit floats (not supported yet: refused by validation).
     Fp8,

@@ -311,7 +311,7 @@ impl ServeArgs {
         }
         if c.kv_cache_dtype == KvCacheDtype::Fp8 {
             return Err(format!(
-                "--{} fp8 is not supported yet (the KV cache is f32); use auto",
+                "--{} fp8 is not supported yet (the KV cache is f16 on CPU, f32 on a GPU); use auto",
                 flag::KV_CACHE_DTYPE
             ));
         }

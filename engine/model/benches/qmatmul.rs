@@ -4,7 +4,10 @@
 //! format Candela has kernels for (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, F16,
 //! BF16) on one shape
 //! of a Q4_K_M model (Qwen2.5-0.5B's ffn_down, [896, 4864]) at m = 1, 4, 32, 2048,
-//! Candela's kernel beside candle's. `-- formats` runs only that part.
+//! Candela's kernel beside candle's. `-- formats` runs only that part; after it,
+//! format names (`Q4K Q6K`) pick formats, `shape=4096x14336` another `[n, k]` and
+//! `m=1,4,512` other batch sizes (llama.cpp's `test-backend-ops perf` MUL_MAT cases
+//! are `[4096, 14336]` at 1..5, 8 and 512 rows).
 //! `cargo bench -p candela-model --bench qmatmul` (set CANDELA_NUM_THREADS to pin threads).
 
 use std::time::{Duration, Instant};
@@ -98,11 +101,27 @@ fn time(mut f: impl FnMut()) -> f64 {
     start.elapsed().as_secs_f64() / calls as f64
 }
 
-/// Every format on Qwen2.5-0.5B's ffn_down shape, Candela beside candle.
+/// Every format on Qwen2.5-0.5B's ffn_down shape (or `shape=NxK`), Candela beside
+/// candle.
 fn formats() {
     use candle_core::quantized::{QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
-    let (n, k) = (896usize, 4864usize);
+    let args: Vec<String> = std::env::args()
+        .skip_while(|a| a != "formats")
+        .skip(1)
+        .collect();
+    let value = |key: &str| args.iter().find_map(|a| a.strip_prefix(key));
+    let (n, k) = value("shape=").map_or((896usize, 4864usize), |s| {
+        let (n, k) = s.split_once('x').expect("shape=NxK");
+        (n.parse().expect("n"), k.parse().expect("k"))
+    });
+    let ms: Vec<usize> = value("m=").map_or(vec![1, 4, 32, 2048], |s| {
+        s.split(',')
+            .map(|m| m.parse().expect("m=1,4,..."))
+            .collect()
+    });
+    // Format names measure just those.
+    let only: Vec<&String> = args.iter().filter(|a| !a.contains('=')).collect();
     let w: Vec<f32> = (0..n * k)
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();
@@ -111,19 +130,15 @@ fn formats() {
         "{:<8} {:>6} {:>12} {:>12} {:>7}",
         "format", "m", "candela GMAC/s", "candle GMAC/s", "ratio"
     );
-    // `formats Q5_0 Q8_0` measures just those.
-    let only: Vec<String> = std::env::args()
-        .skip_while(|a| a != "formats")
-        .skip(1)
-        .collect();
+    println!("shape [{n}, {k}]");
     for format in QFormat::ALL {
         let dtype = format.ggml();
-        if !only.is_empty() && !only.contains(&format!("{dtype:?}")) {
+        if !only.is_empty() && !only.iter().any(|a| **a == format!("{dtype:?}")) {
             continue;
         }
         let q = QMatMul::QTensor(std::sync::Arc::new(QTensor::quantize(&w, dtype).unwrap()));
         let ours = QMatrix::new(format, &q_bytes(&q), n, k).unwrap();
-        for m in [1usize, 4, 32, 2048] {
+        for &m in &ms {
             let xv: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 31) % 100) as f32 / 50.0 - 1.0)
                 .collect();

@@ -11,7 +11,8 @@
 //! the cache contents — never on how the batch was chunked, which other
 //! sequences share it, or how the pool split the work. Two passes per query:
 //! scores and their max, then `exp`, sum and the weighted V sum in ascending
-//! position order, divided by the sum at the end; all in `f32`.
+//! position order, divided by the sum at the end; all in `f32` (K and V are
+//! widened from the cache's element type as they are read).
 //!
 //! Cost: `O(sum over queries of (p + 1) * num_heads * head_dim)`; work items
 //! are (token, KV head) pairs, so the query heads of one group share each K/V
@@ -19,7 +20,7 @@
 //! is allocated per token.
 
 use crate::batch::ForwardBatch;
-use crate::kv_cache::LayerKv;
+use crate::kv_cache::{KvElem, LayerKv};
 use crate::{Error, Result};
 
 /// Below this much work (attended positions × query heads) the kernel runs on the
@@ -30,7 +31,12 @@ const PARALLEL_MIN_WORK: usize = 1024;
 ///
 /// # Errors
 /// [`Error::InvalidInput`] when the lengths disagree or a slot is outside the layer.
-pub fn write_kv(layer: &mut LayerKv, k: &[f32], v: &[f32], slot_mapping: &[usize]) -> Result<()> {
+pub fn write_kv<T: KvElem>(
+    layer: &mut LayerKv<T>,
+    k: &[f32],
+    v: &[f32],
+    slot_mapping: &[usize],
+) -> Result<()> {
     let stride = layer.slot_stride();
     if k.len() != slot_mapping.len() * stride || v.len() != k.len() {
         return Err(Error::InvalidInput(format!(
@@ -48,8 +54,8 @@ pub fn write_kv(layer: &mut LayerKv, k: &[f32], v: &[f32], slot_mapping: &[usize
     }
     for (t, &slot) in slot_mapping.iter().enumerate() {
         let dst = slot * stride..(slot + 1) * stride;
-        layer.k[dst.clone()].copy_from_slice(&k[t * stride..(t + 1) * stride]);
-        layer.v[dst].copy_from_slice(&v[t * stride..(t + 1) * stride]);
+        T::store(&k[t * stride..(t + 1) * stride], &mut layer.k[dst.clone()]);
+        T::store(&v[t * stride..(t + 1) * stride], &mut layer.v[dst]);
     }
     Ok(())
 }
@@ -63,9 +69,9 @@ pub fn write_kv(layer: &mut LayerKv, k: &[f32], v: &[f32], slot_mapping: &[usize
 /// # Errors
 /// [`Error::InvalidInput`] when shapes disagree with the batch and cache geometry, a query's
 /// position is not inside its sequence's context, or a block id is outside the cache.
-pub fn paged_attention(
+pub fn paged_attention<T: KvElem>(
     q: &[f32],
-    layer: &LayerKv,
+    layer: &LayerKv<T>,
     batch: &ForwardBatch,
     scale: f32,
     out: &mut [f32],
@@ -161,9 +167,9 @@ thread_local! {
 
 /// Query heads `q` (one or more of KV head `kvh`'s group), over cache positions `0..n`.
 #[allow(clippy::too_many_arguments)]
-fn attend_group(
+fn attend_group<T: KvElem>(
     q: &[f32],
-    layer: &LayerKv,
+    layer: &LayerKv<T>,
     block_table: &[u32],
     kvh: usize,
     n: usize,
@@ -203,65 +209,92 @@ fn attend_group(
     for j in 0..n {
         let v = &layer.v[row(j)..][..hd];
         for g in 0..group {
-            let w = scores[g * n + j];
-            for (o, &x) in out[g * hd..(g + 1) * hd].iter_mut().zip(v) {
-                *o += w * x;
-            }
+            axpy(scores[g * n + j], v, &mut out[g * hd..(g + 1) * hd]);
         }
     }
 }
 
-/// Dot product in a fixed order (two 8-lane FMA accumulators, then the tail).
-/// Written with AVX2 intrinsics where the build targets them: left to the
-/// auto-vectorizer, the lane reduction came out as 2-lane shuffles.
+/// Dot product in a fixed order (two 8-lane FMA accumulators, then the tail), `b`
+/// widened from its element type. Written with AVX2 intrinsics where the build
+/// targets them: left to the auto-vectorizer, the lane reduction came out as
+/// 2-lane shuffles.
 #[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot<T: KvElem>(a: &[f32], b: &[T]) -> f32 {
     let n = a.len().min(b.len());
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
-        target_feature = "fma"
+        target_feature = "fma",
+        target_feature = "f16c"
     ))]
     {
         use std::arch::x86_64::*;
-        // SAFETY: every load reads 8 floats at `i + 8 <= n` or `i + 16 <= n`.
+        // SAFETY: every load reads 8 elements at `i + 8 <= n` or `i + 16 <= n`.
         unsafe {
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             let mut i = 0;
             while i + 16 <= n {
-                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
-                s1 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(pa.add(i + 8)),
-                    _mm256_loadu_ps(pb.add(i + 8)),
-                    s1,
-                );
+                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), T::load8(pb.add(i)), s0);
+                s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), T::load8(pb.add(i + 8)), s1);
                 i += 16;
             }
             if i + 8 <= n {
-                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), T::load8(pb.add(i)), s0);
                 i += 8;
             }
             let s = _mm256_add_ps(s0, s1);
             let s4 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
             let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
             let s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-            let tail: f32 = (i..n).map(|j| a[j] * b[j]).sum();
+            let tail: f32 = (i..n).map(|j| a[j] * b[j].to_f32()).sum();
             _mm_cvtss_f32(s1) + tail
         }
     }
     #[cfg(not(all(
         target_arch = "x86_64",
         target_feature = "avx2",
-        target_feature = "fma"
+        target_feature = "fma",
+        target_feature = "f16c"
     )))]
     {
         let mut acc = [0.0f32; 8];
         for j in 0..n - n % 8 {
-            acc[j % 8] += a[j] * b[j];
+            acc[j % 8] += a[j] * b[j].to_f32();
         }
-        let tail: f32 = (n - n % 8..n).map(|j| a[j] * b[j]).sum();
+        let tail: f32 = (n - n % 8..n).map(|j| a[j] * b[j].to_f32()).sum();
         ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    }
+}
+
+/// `out[i] += w * x[i]`, `x` widened from its element type (the weighted V sum).
+#[inline]
+fn axpy<T: KvElem>(w: f32, x: &[T], out: &mut [f32]) {
+    let n = x.len().min(out.len());
+    let mut i = 0;
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: every access covers 8 elements at `i + 8 <= n`.
+        unsafe {
+            let wv = _mm256_set1_ps(w);
+            while i + 8 <= n {
+                let o = out.as_mut_ptr().add(i);
+                _mm256_storeu_ps(
+                    o,
+                    _mm256_fmadd_ps(wv, T::load8(x.as_ptr().add(i)), _mm256_loadu_ps(o)),
+                );
+                i += 8;
+            }
+        }
+    }
+    for j in i..n {
+        out[j] = w.mul_add(x[j].to_f32(), out[j]);
     }
 }
 

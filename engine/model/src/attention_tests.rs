@@ -32,7 +32,8 @@ fn random_seq(rng: &mut StdRng, len: usize) -> Seq {
     }
 }
 
-/// Straightforward causal attention over contiguous K/V, same arithmetic order.
+/// Straightforward causal attention over contiguous K/V, same arithmetic order
+/// (the weighted V sum fused-multiply-adds, as the kernel's).
 fn naive(s: &Seq, scale: f32) -> Vec<f32> {
     let len = s.q.len() / (NH * HD);
     let mut out = vec![0.0f32; s.q.len()];
@@ -54,7 +55,7 @@ fn naive(s: &Seq, scale: f32) -> Vec<f32> {
             for (j, w) in sc.iter().enumerate() {
                 let w = w * inv;
                 for (d, ov) in o.iter_mut().enumerate() {
-                    *ov += w * s.v[(j * NKV + kvh) * HD + d];
+                    *ov = w.mul_add(s.v[(j * NKV + kvh) * HD + d], *ov);
                 }
             }
         }
@@ -65,7 +66,7 @@ fn naive(s: &Seq, scale: f32) -> Vec<f32> {
 /// Runs all sequences through the paged kernel in steps: at each step sequence `i`
 /// contributes the next `chunks[i][step]` tokens (0 = not scheduled this step).
 fn paged(seqs: &[Seq], tables: &[Vec<u32>], chunks: &[Vec<usize>], scale: f32) -> Vec<Vec<f32>> {
-    let mut cache = PagedKvCache::new(1, 64, BS, NKV, HD);
+    let mut cache = PagedKvCache::<f32>::new(1, 64, BS, NKV, HD);
     let mut outs: Vec<Vec<f32>> = seqs.iter().map(|s| vec![f32::NAN; s.q.len()]).collect();
     let mut done = vec![0usize; seqs.len()];
     let steps = chunks.iter().map(Vec::len).max().unwrap_or(0);
@@ -174,7 +175,7 @@ fn large_batches_take_the_parallel_path_and_stay_exact() {
 
 #[test]
 fn bad_shapes_are_errors() {
-    let mut cache = PagedKvCache::new(1, 2, BS, NKV, HD);
+    let mut cache = PagedKvCache::<f32>::new(1, 2, BS, NKV, HD);
     assert!(write_kv(cache.layer_mut(0), &[0.0; 3], &[0.0; 3], &[0]).is_err());
     let k = vec![0.0; NKV * HD];
     assert!(write_kv(cache.layer_mut(0), &k, &k, &[8]).is_err());

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use candle_core::Device;
 use candle_core::quantized::QTensor;
 
-use crate::llama::{Fused, Layer, Linear, Llama, ModelConfig, flat};
+use crate::llama::{Embedding, Fused, Layer, Linear, Llama, ModelConfig, Weight, flat};
 use crate::rope::RopeTable;
 use crate::{Error, Result};
 
@@ -108,10 +108,15 @@ pub(crate) fn build_llama<S: WeightSource>(
         });
     }
     let norm = w.vector(names.output_norm)?;
-    let lm_head = if !tie_embeddings && w.src.has(&format!("{}.weight", names.lm_head)) {
-        w.linear(names.lm_head)?
+    let (embed, lm_head) = if !tie_embeddings && w.src.has(&format!("{}.weight", names.lm_head)) {
+        (Embedding::Table(embed), w.linear(names.lm_head)?)
     } else {
-        Linear::new(embed.clone(), None)?
+        let head = Linear::new(embed.clone(), None)?;
+        match head.w {
+            // The head copied the table into its matrix: look rows up there.
+            Weight::Quant(_) => (Embedding::TiedToHead, head),
+            Weight::Candle(_) => (Embedding::Table(embed), head),
+        }
     };
     Ok(Llama {
         cfg,

@@ -116,7 +116,7 @@ impl DeviceKvCache {
         Ok(b)
     }
 
-    fn check_host(&self, host: &PagedKvCache) -> Result<()> {
+    fn check_host(&self, host: &PagedKvCache<f32>) -> Result<()> {
         let l = host.layer(0);
         if host.num_layers() != self.num_layers()
             || host.block_size() != self.block_size
@@ -152,7 +152,7 @@ impl DeviceKvCache {
     /// # Errors
     /// [`Error::InvalidInput`] when the geometries differ or a block id is out of
     /// range (nothing is copied then); [`Error::Candle`] from the device read.
-    pub fn copy_to_host(&self, host: &mut PagedKvCache, pairs: &[(u32, u32)]) -> Result<()> {
+    pub fn copy_to_host(&self, host: &mut PagedKvCache<f32>, pairs: &[(u32, u32)]) -> Result<()> {
         if pairs.is_empty() {
             return Ok(());
         }
@@ -183,7 +183,7 @@ impl DeviceKvCache {
     ///
     /// # Errors
     /// As [`DeviceKvCache::copy_to_host`].
-    pub fn copy_from_host(&self, host: &PagedKvCache, pairs: &[(u32, u32)]) -> Result<()> {
+    pub fn copy_from_host(&self, host: &PagedKvCache<f32>, pairs: &[(u32, u32)]) -> Result<()> {
         if pairs.is_empty() {
             return Ok(());
         }
@@ -244,7 +244,7 @@ mod tests {
         bs: usize,
         nkv: usize,
         hd: usize,
-    ) -> PagedKvCache {
+    ) -> PagedKvCache<f32> {
         let mut host = PagedKvCache::new(layers, blocks, bs, nkv, hd);
         for l in 0..layers {
             let lk = host.layer_mut(l);

@@ -70,11 +70,7 @@ impl DeviceLlama {
         Ok(Self {
             cfg: model.cfg.clone(),
             device: device.clone(),
-            embed: model
-                .embed
-                .dequantize(&Device::Cpu)?
-                .to_dtype(DType::F32)?
-                .to_device(device)?,
+            embed: model.embed_table()?.to_device(device)?,
             layers,
             norm: Tensor::from_slice(&model.norm, model.norm.len(), device)?,
             lm_head: DeviceLinear::new(&model.lm_head, device)?,

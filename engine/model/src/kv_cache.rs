@@ -1,29 +1,102 @@
-//! The paged KV cache: per layer, K and V as flat `f32` storage laid out
-//! `[num_blocks, block_size, num_kv_heads, head_dim]`.
+//! The paged KV cache: per layer, K and V as flat storage laid out
+//! `[num_blocks, block_size, num_kv_heads, head_dim]`, of a [`KvElem`]: `f16` for
+//! the CPU runner's pools (half the memory and half the bytes attention reads per
+//! token, like vLLM's `auto` KV dtype on a half-precision model and llama.cpp's
+//! default), `f32` for the GPU runner's host swap pool (its device pool is `f32`).
 //!
 //! A *slot* is `block_id * block_size + offset`; a token's K (or V) row for
 //! one KV head lives at `(slot * num_kv_heads + kv_head) * head_dim`. The
 //! cache is plain memory owned by the runner, never by the model; the block
 //! pool in `candela-core` decides which blocks a sequence owns. The same type
 //! serves as the device pool and the host (swap) pool; swapping is
-//! [`PagedKvCache::copy_blocks_to`]. Allocation is `vec![0.0; n]`, which the
-//! allocator maps lazily, so an idle pool costs address space, not RSS.
+//! [`PagedKvCache::copy_blocks_to`]. Allocation is zeroed memory the allocator
+//! maps lazily ([`KvElem::zeroed`]), so an idle pool costs address space, not RSS.
 
 use crate::{Error, Result};
 
+/// An element of KV storage: stored from and read as `f32`.
+pub trait KvElem: Copy + Send + Sync + std::fmt::Debug + 'static {
+    /// `n` zeros, lazily mapped (a zeroed allocation, never written here).
+    fn zeroed(n: usize) -> Vec<Self>;
+    /// `dst[i] = src[i]`, rounded to nearest.
+    fn store(src: &[f32], dst: &mut [Self]);
+    fn to_f32(self) -> f32;
+    /// Eight elements at `p` as `f32` lanes.
+    ///
+    /// # Safety
+    /// `p` must point at 8 readable elements.
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl KvElem for f32 {
+    fn zeroed(n: usize) -> Vec<Self> {
+        vec![0.0; n]
+    }
+    fn store(src: &[f32], dst: &mut [Self]) {
+        dst.copy_from_slice(src);
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: as the caller vouches.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl KvElem for half::f16 {
+    fn zeroed(n: usize) -> Vec<Self> {
+        // `vec![0u16; n]` is a zeroed allocation; `f16` is a transparent `u16`.
+        use half::vec::HalfBitsVecExt;
+        vec![0u16; n].reinterpret_into()
+    }
+    fn store(src: &[f32], dst: &mut [Self]) {
+        use half::slice::HalfFloatSliceExt;
+        dst.convert_from_f32_slice(src);
+    }
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: as the caller vouches (8 halves are 16 bytes).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+}
+
 /// One layer's K and V storage plus the geometry needed to index it.
 #[derive(Debug, Clone)]
-pub struct LayerKv {
+pub struct LayerKv<T: KvElem> {
     /// `[num_blocks * block_size * num_kv_heads * head_dim]`.
-    pub k: Vec<f32>,
+    pub k: Vec<T>,
     /// Same layout as `k`.
-    pub v: Vec<f32>,
+    pub v: Vec<T>,
     pub block_size: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
 }
 
-impl LayerKv {
+impl<T: KvElem> LayerKv<T> {
     /// Floats per slot (one token, all KV heads).
     pub fn slot_stride(&self) -> usize {
         self.num_kv_heads * self.head_dim
@@ -35,15 +108,15 @@ impl LayerKv {
     }
 }
 
-/// A pool of KV blocks for every layer of one model.
+/// A pool of KV blocks for every layer of one model, elements `T`.
 #[derive(Debug, Clone)]
-pub struct PagedKvCache {
-    layers: Vec<LayerKv>,
+pub struct PagedKvCache<T: KvElem> {
+    layers: Vec<LayerKv<T>>,
     num_blocks: usize,
     block_size: usize,
 }
 
-impl PagedKvCache {
+impl<T: KvElem> PagedKvCache<T> {
     /// Allocates `num_blocks` zeroed blocks per layer.
     ///
     /// # Panics
@@ -60,8 +133,8 @@ impl PagedKvCache {
             .expect("invariant: KV cache size fits in usize");
         let layers = (0..num_layers)
             .map(|_| LayerKv {
-                k: vec![0.0; n],
-                v: vec![0.0; n],
+                k: T::zeroed(n),
+                v: T::zeroed(n),
                 block_size,
                 num_kv_heads,
                 head_dim,
@@ -74,7 +147,7 @@ impl PagedKvCache {
         }
     }
 
-    /// Bytes one block takes across all layers (K and V, `f32`): size pools from memory with it.
+    /// Bytes one block takes across all layers (K and V of `T`): size pools from memory with it.
     pub fn bytes_per_block(
         num_layers: usize,
         block_size: usize,
@@ -85,7 +158,7 @@ impl PagedKvCache {
             * block_size as u64
             * num_kv_heads as u64
             * head_dim as u64
-            * std::mem::size_of::<f32>() as u64
+            * std::mem::size_of::<T>() as u64
     }
 
     pub fn num_blocks(&self) -> usize {
@@ -104,7 +177,7 @@ impl PagedKvCache {
     ///
     /// # Panics
     /// When `layer >= num_layers()`.
-    pub fn layer(&self, layer: usize) -> &LayerKv {
+    pub fn layer(&self, layer: usize) -> &LayerKv<T> {
         &self.layers[layer]
     }
 
@@ -112,7 +185,7 @@ impl PagedKvCache {
     ///
     /// # Panics
     /// When `layer >= num_layers()`.
-    pub fn layer_mut(&mut self, layer: usize) -> &mut LayerKv {
+    pub fn layer_mut(&mut self, layer: usize) -> &mut LayerKv<T> {
         &mut self.layers[layer]
     }
 
@@ -122,7 +195,7 @@ impl PagedKvCache {
             .map_or(0, |l| self.block_size * l.slot_stride())
     }
 
-    fn same_geometry(&self, other: &PagedKvCache) -> bool {
+    fn same_geometry(&self, other: &PagedKvCache<T>) -> bool {
         self.layers.len() == other.layers.len()
             && self.block_size == other.block_size
             && self.block_floats() == other.block_floats()
@@ -145,7 +218,7 @@ impl PagedKvCache {
     /// # Errors
     /// [`Error::InvalidInput`] when the geometries differ or a block id is out of range;
     /// nothing is copied then.
-    pub fn copy_blocks_to(&self, other: &mut PagedKvCache, pairs: &[(u32, u32)]) -> Result<()> {
+    pub fn copy_blocks_to(&self, other: &mut PagedKvCache<T>, pairs: &[(u32, u32)]) -> Result<()> {
         if !self.same_geometry(other) {
             return Err(Error::InvalidInput(
                 "KV pools have different geometries".into(),
@@ -200,14 +273,18 @@ mod tests {
     #[test]
     fn bytes_per_block_counts_k_and_v_of_every_layer() {
         assert_eq!(
-            PagedKvCache::bytes_per_block(30, 16, 3, 64),
+            PagedKvCache::<f32>::bytes_per_block(30, 16, 3, 64),
             2 * 30 * 16 * 3 * 64 * 4
+        );
+        assert_eq!(
+            PagedKvCache::<half::f16>::bytes_per_block(30, 16, 3, 64),
+            2 * 30 * 16 * 3 * 64 * 2
         );
     }
 
     #[test]
     fn swap_out_and_in_round_trip_blocks() {
-        let mut dev = PagedKvCache::new(2, 4, 2, 1, 3);
+        let mut dev = PagedKvCache::<f32>::new(2, 4, 2, 1, 3);
         let mut host = PagedKvCache::new(2, 3, 2, 1, 3);
         for (i, x) in dev.layer_mut(1).k.iter_mut().enumerate() {
             *x = i as f32;
@@ -227,5 +304,17 @@ mod tests {
         assert!(dev.copy_blocks_to(&mut other, &[(0, 0)]).is_err());
         dev.copy_blocks(&[(2, 0)]).unwrap();
         assert_eq!(&dev.layer(1).k[0..6], &[12.0, 13.0, 14.0, 15.0, 16.0, 17.0]);
+    }
+
+    #[test]
+    fn f16_elements_store_rounded_and_read_back() {
+        let mut cache = PagedKvCache::<half::f16>::new(1, 2, 2, 1, 4);
+        assert!(cache.layer(0).k.iter().all(|x| x.to_f32() == 0.0));
+        let src = [1.0, -0.5, 1.0 / 3.0, 70000.0];
+        half::f16::store(&src, &mut cache.layer_mut(0).v[4..8]);
+        let back: Vec<f32> = cache.layer(0).v[4..8].iter().map(|x| x.to_f32()).collect();
+        assert_eq!(back[..2], [1.0, -0.5]);
+        assert!((back[2] - 1.0 / 3.0).abs() < 1e-3 && back[2] != 1.0 / 3.0);
+        assert!(back[3].is_infinite(), "beyond f16's range");
     }
 }

@@ -48,9 +48,14 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// KV cache bytes of one token across all layers (`f32` K and V).
-    pub fn kv_bytes_per_token(&self) -> u64 {
-        PagedKvCache::bytes_per_block(self.num_layers, 1, self.num_kv_heads, self.head_dim)
+    /// KV cache bytes of one token across all layers, K and V: `f16` in the CPU
+    /// runner's pool, `f32` in a device pool (`on_device`).
+    pub fn kv_bytes_per_token(&self, on_device: bool) -> u64 {
+        let (l, h, d) = (self.num_layers, self.num_kv_heads, self.head_dim);
+        match on_device {
+            false => PagedKvCache::<half::f16>::bytes_per_block(l, 1, h, d),
+            true => PagedKvCache::<f32>::bytes_per_block(l, 1, h, d),
+        }
     }
 
     pub(crate) fn check(&self) -> Result<()> {
@@ -191,11 +196,19 @@ pub(crate) struct Layer {
     pub down: Linear,
 }
 
+/// The token embedding table: its own tensor, or — tied to the LM head, which
+/// Candela's kernels multiply — the LM head's matrix, so the table is held once.
+#[derive(Debug, Clone)]
+pub(crate) enum Embedding {
+    Table(Arc<QTensor>),
+    TiedToHead,
+}
+
 /// A llama-family decoder in host memory; holds weights only, never a KV cache.
 #[derive(Debug, Clone)]
 pub struct Llama {
     pub(crate) cfg: ModelConfig,
-    pub(crate) embed: Arc<QTensor>,
+    pub(crate) embed: Embedding,
     pub(crate) layers: Vec<Layer>,
     pub(crate) norm: Vec<f32>,
     pub(crate) lm_head: Linear,
@@ -213,8 +226,38 @@ impl Llama {
         self.weight_bytes
     }
 
+    /// Rows `ids` of the token embedding, `f32`, row-major.
+    pub(crate) fn embed_rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        match (&self.embed, &self.lm_head.w) {
+            (Embedding::Table(t), _) => {
+                let ids = Tensor::from_slice(ids, ids.len(), &Device::Cpu)?;
+                flat(&t.embedding(&ids)?.to_dtype(DType::F32)?)
+            }
+            (Embedding::TiedToHead, Weight::Quant(head)) => head.dequantize_columns(ids),
+            (Embedding::TiedToHead, Weight::Candle(_)) => {
+                unreachable!("only an LM head on Candela's kernels holds the embedding")
+            }
+        }
+    }
+
+    /// The whole token embedding as an `f32` `[vocab, hidden]` tensor.
+    pub(crate) fn embed_table(&self) -> Result<Tensor> {
+        match &self.embed {
+            Embedding::Table(t) => Ok(t.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?),
+            Embedding::TiedToHead => {
+                let ids: Vec<u32> = (0..self.cfg.vocab_size as u32).collect();
+                let rows = self.embed_rows(&ids)?;
+                Ok(Tensor::from_vec(
+                    rows,
+                    (ids.len(), self.cfg.hidden_size),
+                    &Device::Cpu,
+                )?)
+            }
+        }
+    }
+
     /// A KV pool shaped for this model.
-    pub fn new_cache(&self, num_blocks: usize, block_size: usize) -> PagedKvCache {
+    pub fn new_cache(&self, num_blocks: usize, block_size: usize) -> PagedKvCache<half::f16> {
         PagedKvCache::new(
             self.cfg.num_layers,
             num_blocks,
@@ -230,7 +273,11 @@ impl Llama {
     /// # Errors
     /// [`Error::InvalidInput`] when the batch does not fit the cache or the model
     /// (checked before anything is written); [`Error::Candle`] from tensor ops.
-    pub fn forward(&self, batch: &ForwardBatch, cache: &mut PagedKvCache) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        batch: &ForwardBatch,
+        cache: &mut PagedKvCache<half::f16>,
+    ) -> Result<Tensor> {
         let c = &self.cfg;
         let t = batch.num_tokens();
         if cache.num_layers() != c.num_layers
@@ -251,10 +298,9 @@ impl Llama {
         if t == 0 {
             return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &Device::Cpu)?);
         }
-        let ids = Tensor::from_slice(&batch.token_ids, t, &Device::Cpu)?;
         // The layer loop works on plain row-major buffers: one allocation per
         // projection, no tensor-op dispatch per norm, activation or residual add.
-        let mut x = flat(&self.embed.embedding(&ids)?.to_dtype(DType::F32)?)?;
+        let mut x = self.embed_rows(&batch.token_ids)?;
         let eps = c.rms_norm_eps as f32;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let mut h = vec![0.0f32; x.len()];

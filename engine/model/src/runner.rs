@@ -79,16 +79,19 @@ pub enum ExecPath {
     CandleOps(Device),
 }
 
-/// The model and the pool its forward pass reads and writes.
+/// The model, the pool its forward pass reads and writes, and the host pool
+/// preempted sequences swap to (of the device pool's element type).
 #[derive(Debug)]
 enum Backend {
     Cpu {
         model: Llama,
-        cache: PagedKvCache,
+        cache: PagedKvCache<half::f16>,
+        host: PagedKvCache<half::f16>,
     },
     CandleOps {
         model: DeviceLlama,
         cache: DeviceKvCache,
+        host: PagedKvCache<f32>,
     },
 }
 
@@ -96,7 +99,6 @@ enum Backend {
 #[derive(Debug)]
 pub struct ModelRunner {
     backend: Backend,
-    host_cache: PagedKvCache,
     block_size: usize,
     rngs: HashMap<RequestId, StdRng>,
     seeder: StdRng,
@@ -107,8 +109,8 @@ impl ModelRunner {
     /// A runner on Candela's CPU kernels; allocates both pools (lazily backed memory).
     pub fn new(model: Llama, cfg: RunnerConfig) -> Self {
         let cache = model.new_cache(cfg.num_device_blocks, cfg.block_size);
-        let host_cache = model.new_cache(cfg.num_host_blocks, cfg.block_size);
-        Self::with_backend(Backend::Cpu { model, cache }, host_cache, cfg)
+        let host = model.new_cache(cfg.num_host_blocks, cfg.block_size);
+        Self::with_backend(Backend::Cpu { model, cache, host }, cfg)
     }
 
     /// A runner on `path`: for [`ExecPath::CandleOps`] the weights are copied to the
@@ -121,21 +123,30 @@ impl ModelRunner {
             ExecPath::Cpu => return Ok(Self::new(model, cfg)),
             ExecPath::CandleOps(device) => device,
         };
-        let host_cache = model.new_cache(cfg.num_host_blocks, cfg.block_size);
+        let c = model.config();
+        let host = PagedKvCache::new(
+            c.num_layers,
+            cfg.num_host_blocks,
+            cfg.block_size,
+            c.num_kv_heads,
+            c.head_dim,
+        );
         let dm = DeviceLlama::new(&model, &device)?;
         drop(model);
         let cache = dm.new_cache(cfg.num_device_blocks, cfg.block_size)?;
         Ok(Self::with_backend(
-            Backend::CandleOps { model: dm, cache },
-            host_cache,
+            Backend::CandleOps {
+                model: dm,
+                cache,
+                host,
+            },
             cfg,
         ))
     }
 
-    fn with_backend(backend: Backend, host_cache: PagedKvCache, cfg: RunnerConfig) -> Self {
+    fn with_backend(backend: Backend, cfg: RunnerConfig) -> Self {
         Self {
             backend,
-            host_cache,
             block_size: cfg.block_size,
             rngs: HashMap::new(),
             seeder: StdRng::from_os_rng(),
@@ -162,31 +173,27 @@ impl ModelRunner {
         }
     }
 
-    pub fn host_cache(&self) -> &PagedKvCache {
-        &self.host_cache
-    }
-
     pub fn block_size(&self) -> usize {
         self.block_size
     }
 
     fn swap(&mut self, swap_out: &[(u32, u32)], swap_in: &[(u32, u32)]) -> Result<()> {
         match &mut self.backend {
-            Backend::Cpu { cache, .. } => {
-                cache.copy_blocks_to(&mut self.host_cache, swap_out)?;
-                self.host_cache.copy_blocks_to(cache, swap_in)
+            Backend::Cpu { cache, host, .. } => {
+                cache.copy_blocks_to(host, swap_out)?;
+                host.copy_blocks_to(cache, swap_in)
             }
-            Backend::CandleOps { cache, .. } => {
-                cache.copy_to_host(&mut self.host_cache, swap_out)?;
-                cache.copy_from_host(&self.host_cache, swap_in)
+            Backend::CandleOps { cache, host, .. } => {
+                cache.copy_to_host(host, swap_out)?;
+                cache.copy_from_host(host, swap_in)
             }
         }
     }
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Tensor> {
         match &mut self.backend {
-            Backend::Cpu { model, cache } => model.forward(batch, cache),
-            Backend::CandleOps { model, cache } => model.forward(batch, cache),
+            Backend::Cpu { model, cache, .. } => model.forward(batch, cache),
+            Backend::CandleOps { model, cache, .. } => model.forward(batch, cache),
         }
     }
 

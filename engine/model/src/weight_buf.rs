@@ -26,7 +26,12 @@ unsafe impl Sync for WeightBuf {}
 impl WeightBuf {
     /// Copies `bytes` into a new buffer.
     pub fn copy_from(bytes: &[u8]) -> Self {
-        let len = bytes.len();
+        Self::filled(bytes.len(), |buf| buf.copy_from_slice(bytes))
+    }
+
+    /// A new buffer of `len` bytes written by `fill` (which must write every byte:
+    /// a converted layout goes straight into the final buffer, no copy between).
+    pub fn filled(len: usize, fill: impl FnOnce(&mut [u8])) -> Self {
         // Small matrices stay on ordinary pages rather than round up to 2 MiB.
         let align = if len >= HUGE_PAGE { HUGE_PAGE } else { 64 };
         let layout = Layout::from_size_align(len.max(1).next_multiple_of(align), align)
@@ -42,8 +47,13 @@ impl WeightBuf {
             // SAFETY: the range is our own allocation. Advice only; failure is harmless.
             unsafe { libc::madvise(raw.cast(), layout.size(), libc::MADV_HUGEPAGE) };
         }
-        // SAFETY: `raw` has room for `len` bytes and does not overlap `bytes`.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), raw, len) };
+        // SAFETY: `raw` has room for `len` bytes; zeroing them first gives `fill` an
+        // initialized slice (the pages are written either way).
+        let buf = unsafe {
+            std::ptr::write_bytes(raw, 0, len);
+            std::slice::from_raw_parts_mut(raw, len)
+        };
+        fill(buf);
         Self { ptr, len, layout }
     }
 }

@@ -306,7 +306,8 @@ pub fn engine_configs(
             model.max_position_embeddings
         )));
     }
-    let block_bytes = model.kv_bytes_per_token() * c.block_size as u64;
+    let on_device = !matches!(args.model.device, cli::Device::Cpu);
+    let block_bytes = model.kv_bytes_per_token(on_device) * c.block_size as u64;
     let kv_bytes = c.kv_cache_memory.map_or(default_kv_bytes, |b| b.0);
     let num_device_blocks = (kv_bytes / block_bytes) as usize;
     let num_host_blocks = ((c.swap_space * (1u64 << 30) as f64) as u64 / block_bytes) as usize;
@@ -495,7 +496,7 @@ mod tests {
             rms_norm_eps: 1e-5,
             architecture: "llama".into(),
         };
-        let per_token = cfg.kv_bytes_per_token();
+        let per_token = cfg.kv_bytes_per_token(false);
         let block = per_token * 16;
         let (s, c) = engine_configs(&serve_args(&[]), &cfg, &[2], 100 * block).unwrap();
         assert_eq!(c.num_device_blocks, 100);

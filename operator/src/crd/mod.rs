@@ -244,11 +244,11 @@ pub struct EngineSpec {
     pub swap_space_gib: Option<f64>,
 
     /// `--kv-cache-dtype`: storage type of the KV cache. Only `auto` is supported yet (the
-    /// KV cache is f32); `fp8` is refused until it is.
+    /// KV cache is f16 on CPU, f32 on a GPU); `fp8` is refused until it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self == 'auto'",
-        "message": "engine.kvCacheDtype fp8 is not supported yet (the KV cache is f32); use auto"
+        "message": "engine.kvCacheDtype fp8 is not supported yet (the KV cache is f16 on CPU, f32 on a GPU); use auto"
     }]))]
     pub kv_cache_dtype: Option<KvCacheDtype>,
 
@@ -288,7 +288,7 @@ pub struct EngineSpec {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KvCacheDtype {
-    /// Same type as the model's activations.
+    /// Per device: f16 on CPU, f32 on a GPU.
     Auto,
     /// 8-bit floating point, where the device supports it.
     Fp8,

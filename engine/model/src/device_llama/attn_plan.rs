@@ -308,7 +308,7 @@ mod tests {
 
         let (nh, nkv, hd, bs, nblocks) = (6, 2, 16, 4, 32);
         let mut rng = StdRng::seed_from_u64(3);
-        let mut cache = PagedKvCache::new(1, nblocks, bs, nkv, hd);
+        let mut cache = PagedKvCache::<f32>::new(1, nblocks, bs, nkv, hd);
         let lk = cache.layer_mut(0);
         for x in lk.k.iter_mut().chain(lk.v.iter_mut()) {
             *x = rng.random_range(-2.0f32..2.0);

@@ -28,6 +28,11 @@
 //! `vec_dot_q4_1_q8_1`, `vec_dot_q8_0_q8_0`, and `vec_dot_q4_K_q8_K` /
 //! `vec_dot_q6_K_q8_K` with the activations in blocks of 32 instead of 256.
 //!
+//! Layout: a matrix whose output width is a multiple of 8 is held in the
+//! column-interleaved [`panels`] layout (every format but F16/BF16), where one SIMD
+//! instruction feeds 8 columns; otherwise (and for 16-bit weights) in GGUF's own
+//! column-after-column layout, one column's blocks at a time ([`Kernel`]).
+//!
 //! Exactness: each output element is one dot product in a fixed block order,
 //! computed by the same code whatever the number of rows or how columns are
 //! split across threads, so results do not depend on batch composition.
@@ -171,25 +176,42 @@ impl XBlock {
     };
 }
 
-/// GGUF bytes of `format` in the panel layout (`to_panels`) or back, when the format
-/// has one.
-fn convert(format: QFormat, data: &[u8], n: usize, k: usize, to_panels: bool) -> Option<Vec<u8>> {
-    fn conv<P: Panel>(data: &[u8], n: usize, k: usize, to_panels: bool) -> Vec<u8> {
-        if to_panels {
-            panels::from_gguf::<P>(data, n, k)
-        } else {
-            panels::to_gguf::<P>(data, n, k)
+/// `$body` with `$P` the [`Panel`] type of `$format`, or `$none` for the formats
+/// without a panel layout.
+macro_rules! with_panel {
+    ($format:expr, $P:ident => $body:expr, _ => $none:expr) => {
+        match $format {
+            QFormat::Q4_0 => {
+                type $P = panels::Q40;
+                $body
+            }
+            QFormat::Q4_1 => {
+                type $P = panels::Q41;
+                $body
+            }
+            QFormat::Q5_0 => {
+                type $P = panels::Q50;
+                $body
+            }
+            QFormat::Q8_0 => {
+                type $P = panels::Q80;
+                $body
+            }
+            QFormat::Q4K => {
+                type $P = panels::Q4K;
+                $body
+            }
+            QFormat::Q5K => {
+                type $P = panels::Q5K;
+                $body
+            }
+            QFormat::Q6K => {
+                type $P = panels::Q6K;
+                $body
+            }
+            QFormat::F16 | QFormat::BF16 => $none,
         }
-    }
-    Some(match format {
-        QFormat::Q4_0 => conv::<panels::Q40>(data, n, k, to_panels),
-        QFormat::Q4_1 => conv::<panels::Q41>(data, n, k, to_panels),
-        QFormat::Q5_0 => conv::<panels::Q50>(data, n, k, to_panels),
-        QFormat::Q8_0 => conv::<panels::Q80>(data, n, k, to_panels),
-        QFormat::Q4K => conv::<panels::Q4K>(data, n, k, to_panels),
-        QFormat::Q6K => conv::<panels::Q6K>(data, n, k, to_panels),
-        QFormat::Q5K | QFormat::F16 | QFormat::BF16 => return None,
-    })
+    };
 }
 
 impl QMatrix {
@@ -206,14 +228,18 @@ impl QMatrix {
                 data.len()
             )));
         }
-        let panels = n
-            .is_multiple_of(NC)
-            .then(|| convert(format, data, n, k, true))
-            .flatten();
+        // Formats with a panel layout are converted straight into their buffer.
+        let panels = n.is_multiple_of(NC).then(|| {
+            with_panel!(format, P => Some(WeightBuf::filled(panels::len::<P>(n, k), |out| {
+                panels::from_gguf::<P>(data, n, k, out)
+            })), _ => None)
+        });
+        let panels = panels.flatten();
+        let panelled = panels.is_some();
         Ok(Self {
             format,
-            data: Arc::new(WeightBuf::copy_from(panels.as_deref().unwrap_or(data))),
-            panelled: panels.is_some(),
+            data: Arc::new(panels.unwrap_or_else(|| WeightBuf::copy_from(data))),
+            panelled,
             n,
             k,
         })
@@ -236,12 +262,46 @@ impl QMatrix {
     /// The raw GGUF blocks, row after row (converted back from the panel layout).
     pub fn raw(&self) -> Cow<'_, [u8]> {
         match self.panelled {
-            true => Cow::Owned(
-                convert(self.format, &self.data, self.n, self.k, false)
-                    .expect("panelled formats convert back"),
-            ),
+            true => Cow::Owned(with_panel!(self.format,
+                P => panels::to_gguf::<P>(&self.data, self.n, self.k),
+                _ => unreachable!("panelled formats have a panel layout"))),
             false => Cow::Borrowed(&self.data),
         }
+    }
+
+    /// Output columns `ids` as `f32` rows (`[ids.len(), k]`, row-major): the lookup
+    /// of an embedding table that is also this (LM head) matrix.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when an id is not below `n`.
+    pub fn dequantize_columns(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        use candle_core::quantized::{QStorage, QTensor};
+        let cpu = candle_core::Device::Cpu;
+        let (block, bytes) = self.format.geometry();
+        let col_bytes = self.k / block * bytes;
+        let mut out = Vec::with_capacity(ids.len() * self.k);
+        for &id in ids {
+            let c = id as usize;
+            if c >= self.n {
+                return Err(Error::InvalidInput(format!(
+                    "token id {id} is outside the vocabulary of {}",
+                    self.n
+                )));
+            }
+            let gguf: Cow<'_, [u8]> = if self.panelled {
+                with_panel!(self.format, P => {
+                    let panel = panels::len::<P>(NC, self.k);
+                    let at = c / NC * panel;
+                    Cow::Owned(panels::column_gguf::<P>(&self.data[at..at + panel], c % NC, self.k))
+                }, _ => unreachable!("panelled formats have a panel layout"))
+            } else {
+                Cow::Borrowed(&self.data[c * col_bytes..(c + 1) * col_bytes])
+            };
+            let storage = QStorage::from_data(gguf, &cpu, self.format.ggml())?;
+            let row = QTensor::new(storage, (1, self.k))?.dequantize(&cpu)?;
+            out.extend(row.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
     }
 
     /// The matrices stacked along `n` (one matmul for projections that share an
@@ -420,17 +480,9 @@ impl QMatrix {
         x: &[f32],
         widths: &[usize],
     ) -> Result<Vec<Vec<f32>>> {
-        match self.format {
-            QFormat::Q4_0 => self.panels_with::<panels::Q40>(level, x, widths),
-            QFormat::Q4_1 => self.panels_with::<panels::Q41>(level, x, widths),
-            QFormat::Q5_0 => self.panels_with::<panels::Q50>(level, x, widths),
-            QFormat::Q8_0 => self.panels_with::<panels::Q80>(level, x, widths),
-            QFormat::Q4K => self.panels_with::<panels::Q4K>(level, x, widths),
-            QFormat::Q6K => self.panels_with::<panels::Q6K>(level, x, widths),
-            QFormat::Q5K | QFormat::F16 | QFormat::BF16 => {
-                unreachable!("{:?} has no panel layout", self.format)
-            }
-        }
+        with_panel!(self.format,
+            P => self.panels_with::<P>(level, x, widths),
+            _ => unreachable!("panelled formats have a panel layout"))
     }
 
     fn panels_with<P: Panel>(
@@ -1553,8 +1605,15 @@ mod tests {
                 );
             }
         } else {
-            assert!(!n.is_multiple_of(NC) || format == QFormat::Q5K || X::INPUTS == 1);
+            assert!(!n.is_multiple_of(NC) || X::INPUTS == 1);
         }
+        // Columns read back as rows (a tied embedding's lookup) are the dequantized weights.
+        let ids = [0u32, (n - 1) as u32, (n / 2) as u32];
+        let rows = ours.dequantize_columns(&ids).unwrap();
+        for (r, &c) in rows.chunks_exact(k).zip(&ids) {
+            assert_eq!(r, &wd[c as usize * k..(c as usize + 1) * k], "{format:?} column {c}");
+        }
+        assert!(ours.dequantize_columns(&[n as u32]).is_err());
         let (block, bytes) = format.geometry();
         assert!(QMatrix::new(format, &vec![0; bytes + 1], 1, block).is_err());
         assert!(QMatrix::new(format, &vec![0; bytes], 1, block).is_ok());
@@ -1608,6 +1667,7 @@ mod tests {
     #[test]
     fn q5_k_matches_candle_closely_and_is_row_invariant() {
         check_kernel::<XBlock, Q5K>(QFormat::Q5K, GgmlDType::Q5K, (31, 768, 6));
+        check_kernel::<XBlock, Q5K>(QFormat::Q5K, GgmlDType::Q5K, (32, 768, 6));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!
 //! A panel block of format `P`, 8 columns, `P::SUBS` sub-blocks of 32 inputs:
 //! - `d: [f16; 8]` — the columns' block scales;
-//! - [`Kind::Offset`] (Q4_1): `m: [f16; 8]`; [`Kind::KMin`] (Q4_K): `dmin: [f16; 8]`,
+//! - [`Kind::Offset`] (Q4_1): `m: [f16; 8]`; [`Kind::KMin`] (Q4_K, Q5_K): `dmin: [f16; 8]`,
 //!   then 6-bit scales `sc: [[u8; 8]; 8]` and mins `[[u8; 8]; 8]` per sub-block;
 //!   [`Kind::KSigned`] (Q6_K): scales `[[i8; 8]; 16]`, one per 16 inputs;
 //! - per sub-block, the quants as planes: vector `g` (0..8) holds inputs `4g..4g + 4`,
@@ -24,8 +24,8 @@
 //!   - 6 bits: the nibbles, then two 32-byte planes whose bits `2i..2i + 2` are bits
 //!     4 and 5 of vector `4h + i` (`h` the plane).
 //!
-//! Every format's panel block holds exactly its 8 GGUF blocks' information (Q4_K's is
-//! 32 bytes larger, its scales unpacked to bytes), so [`to_gguf`] gives the GGUF bytes
+//! Every format's panel block holds exactly its 8 GGUF blocks' information (Q4_K's and
+//! Q5_K's are 32 bytes larger, their scales unpacked to bytes), so [`to_gguf`] gives the GGUF bytes
 //! back (for the GPU path and for stacking matrices).
 
 use super::{QK, XBlock, f16_at, scale_min_k4};
@@ -40,7 +40,7 @@ pub(super) enum Kind {
     Plain,
     /// `d * q + m` (Q4_1).
     Offset,
-    /// `d * sc * q - dmin * m` per sub-block of 32 (Q4_K).
+    /// `d * sc * q - dmin * m` per sub-block of 32 (Q4_K, Q5_K).
     KMin,
     /// `d * sc * (q - 32)` with `sc` per 16 inputs (Q6_K).
     KSigned,
@@ -112,6 +112,7 @@ pub(super) struct Q41;
 pub(super) struct Q50;
 pub(super) struct Q80;
 pub(super) struct Q4K;
+pub(super) struct Q5K;
 pub(super) struct Q6K;
 
 fn u16_at(b: &[u8], i: usize) -> u16 {
@@ -210,32 +211,63 @@ impl Panel for Q4K {
     const KIND: Kind = Kind::KMin;
     const GGUF_BLOCK: usize = 144;
     fn decode(b: &[u8], v: &mut Decoded) {
-        (v.d, v.m) = (u16_at(b, 0), u16_at(b, 2));
-        for sub in 0..8 {
-            let (sc, m) = scale_min_k4(sub, &b[4..16]);
-            (v.sc[sub], v.mins[sub]) = (sc as u8, m as u8);
-            let (qs, shift) = (&b[16 + 32 * (sub / 2)..][..32], 4 * (sub % 2));
-            for (q, &b) in v.q[32 * sub..32 * sub + 32].iter_mut().zip(qs) {
-                *q = (b >> shift) & 0x0F;
-            }
-        }
+        k_decode(b, 16, None, v);
     }
     fn encode(v: &Decoded, b: &mut [u8]) {
-        b[..2].copy_from_slice(&v.d.to_le_bytes());
-        b[2..4].copy_from_slice(&v.m.to_le_bytes());
-        // The inverse of `scale_min_k4`.
-        let (sc, mn) = (&v.sc, &v.mins);
-        for j in 0..4 {
-            b[4 + j] = sc[j] | ((sc[j + 4] >> 4) << 6);
-            b[8 + j] = mn[j] | ((mn[j + 4] >> 4) << 6);
-            b[12 + j] = (sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4);
+        k_encode(v, 16, None, b);
+    }
+}
+
+/// Q4_K's scales and quants (`qs` at `qs_at`), plus Q5_K's fifth bits (`qh[l]` bit
+/// `sub` for element `l` of sub-block `sub`) when `qh_at` is given.
+fn k_decode(b: &[u8], qs_at: usize, qh_at: Option<usize>, v: &mut Decoded) {
+    (v.d, v.m) = (u16_at(b, 0), u16_at(b, 2));
+    for sub in 0..8 {
+        let (sc, m) = scale_min_k4(sub, &b[4..16]);
+        (v.sc[sub], v.mins[sub]) = (sc as u8, m as u8);
+        let (qs, shift) = (&b[qs_at + 32 * (sub / 2)..][..32], 4 * (sub % 2));
+        for (l, q) in v.q[32 * sub..32 * sub + 32].iter_mut().enumerate() {
+            let fifth = qh_at.map_or(0, |at| ((b[at + l] >> sub) & 1) << 4);
+            *q = ((qs[l] >> shift) & 0x0F) | fifth;
         }
-        for pair in 0..4 {
-            for l in 0..32 {
-                let (lo, hi) = (v.q[64 * pair + l], v.q[64 * pair + 32 + l]);
-                b[16 + 32 * pair + l] = lo | (hi << 4);
-            }
+    }
+}
+
+/// The inverse of [`k_decode`].
+fn k_encode(v: &Decoded, qs_at: usize, qh_at: Option<usize>, b: &mut [u8]) {
+    b[..2].copy_from_slice(&v.d.to_le_bytes());
+    b[2..4].copy_from_slice(&v.m.to_le_bytes());
+    // The inverse of `scale_min_k4`.
+    let (sc, mn) = (&v.sc, &v.mins);
+    for j in 0..4 {
+        b[4 + j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+        b[8 + j] = mn[j] | ((mn[j + 4] >> 4) << 6);
+        b[12 + j] = (sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4);
+    }
+    for pair in 0..4 {
+        for l in 0..32 {
+            let (lo, hi) = (v.q[64 * pair + l], v.q[64 * pair + 32 + l]);
+            b[qs_at + 32 * pair + l] = (lo & 0x0F) | ((hi & 0x0F) << 4);
         }
+    }
+    if let Some(at) = qh_at {
+        for l in 0..32 {
+            b[at + l] = (0..8).fold(0u8, |h, sub| h | ((v.q[32 * sub + l] >> 4) & 1) << sub);
+        }
+    }
+}
+
+impl Panel for Q5K {
+    const SUBS: usize = 8;
+    const BITS: u32 = 5;
+    const ZP: i32 = 0;
+    const KIND: Kind = Kind::KMin;
+    const GGUF_BLOCK: usize = 176;
+    fn decode(b: &[u8], v: &mut Decoded) {
+        k_decode(b, 48, Some(16), v);
+    }
+    fn encode(v: &Decoded, b: &mut [u8]) {
+        k_encode(v, 48, Some(16), b);
     }
 }
 
@@ -267,12 +299,18 @@ impl Panel for Q6K {
     }
 }
 
+/// Bytes of the panel layout of an `[n, k]` matrix.
+pub(super) fn len<P: Panel>(n: usize, k: usize) -> usize {
+    n / NC * k / (QK * P::SUBS) * P::BLOCK
+}
+
 /// The panel layout of GGUF bytes `raw` (`n` columns, `n` a multiple of [`NC`],
-/// `k` inputs a column): panels one after another, each its blocks along `k`.
-pub(super) fn from_gguf<P: Panel>(raw: &[u8], n: usize, k: usize) -> Vec<u8> {
+/// `k` inputs a column) into `out` ([`len`] bytes): panels one after another, each
+/// its blocks along `k`.
+pub(super) fn from_gguf<P: Panel>(raw: &[u8], n: usize, k: usize, out: &mut [u8]) {
     let blocks = k / (QK * P::SUBS);
     let col_bytes = blocks * P::GGUF_BLOCK;
-    let mut out = vec![0u8; n / NC * blocks * P::BLOCK];
+    debug_assert_eq!(out.len(), len::<P>(n, k));
     let mut cols: [Decoded; NC] = std::array::from_fn(|_| Decoded::ZERO);
     for (p, panel) in out.chunks_exact_mut(blocks * P::BLOCK).enumerate() {
         for (b, pb) in panel.chunks_exact_mut(P::BLOCK).enumerate() {
@@ -283,7 +321,6 @@ pub(super) fn from_gguf<P: Panel>(raw: &[u8], n: usize, k: usize) -> Vec<u8> {
             pack::<P>(&cols, pb);
         }
     }
-    out
 }
 
 /// The GGUF bytes of a panel layout made by [`from_gguf`].
@@ -300,6 +337,20 @@ pub(super) fn to_gguf<P: Panel>(panels: &[u8], n: usize, k: usize) -> Vec<u8> {
                 P::encode(v, &mut out[at..at + P::GGUF_BLOCK]);
             }
         }
+    }
+    out
+}
+
+/// The GGUF bytes of column `c` (0..8) of one panel (`k` inputs).
+pub(super) fn column_gguf<P: Panel>(panel: &[u8], c: usize, k: usize) -> Vec<u8> {
+    let mut out = vec![0u8; k / (QK * P::SUBS) * P::GGUF_BLOCK];
+    let mut cols: [Decoded; NC] = std::array::from_fn(|_| Decoded::ZERO);
+    for (pb, gguf) in panel
+        .chunks_exact(P::BLOCK)
+        .zip(out.chunks_exact_mut(P::GGUF_BLOCK))
+    {
+        unpack::<P>(pb, &mut cols);
+        P::encode(&cols[c], gguf);
     }
     out
 }
