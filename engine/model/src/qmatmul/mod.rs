@@ -1611,7 +1611,11 @@ mod tests {
         let ids = [0u32, (n - 1) as u32, (n / 2) as u32];
         let rows = ours.dequantize_columns(&ids).unwrap();
         for (r, &c) in rows.chunks_exact(k).zip(&ids) {
-            assert_eq!(r, &wd[c as usize * k..(c as usize + 1) * k], "{format:?} column {c}");
+            assert_eq!(
+                r,
+                &wd[c as usize * k..(c as usize + 1) * k],
+                "{format:?} column {c}"
+            );
         }
         assert!(ours.dequantize_columns(&[n as u32]).is_err());
         let (block, bytes) = format.geometry();
