@@ -186,8 +186,9 @@ def main():
         "",
         "The client runs on the same cores as the servers, at `nice -n 19` under `/usr/bin/time`; its CPU "
         f"share is (user + system seconds) / (wall seconds × {args.threads} cores) of its whole run "
-        "(ready check and warm-up included). Peak RSS is each server process's VmHWM from /proc, read after the "
-        "concurrency-32 runs.",
+        "(ready check and warm-up included). Peak RSS is each server process's VmHWM from /proc, reset "
+        "(`clear_refs` 5) once both servers are up and read after the concurrency-32 runs: the peak while "
+        "serving, without loading transients.",
         "",
     ]
     for key in args.models:

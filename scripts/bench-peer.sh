@@ -15,7 +15,8 @@
 # `/usr/bin/time`, so each run records the client's wall, user and system seconds and the report
 # states its CPU share. Both servers hold KV for the same number of tokens (llama-server's
 # `-c`; Candela's `--kv-cache-memory` is that many tokens of its f16 K/V, per `candela plan`).
-# After each model's concurrency-32 runs, both servers' peak RSS (VmHWM) is read from /proc. Results (vLLM-format JSON per run, in raw/<model-key>/), a Markdown table
+# Once both servers are up their peak RSS is reset (/proc/PID/clear_refs), and after the
+# concurrency-32 runs it is read (VmHWM): each server's peak while serving. Results (vLLM-format JSON per run, in raw/<model-key>/), a Markdown table
 # per model with the Candela/peer ratios and the issue's targets, and charts go to
 # docs/bench/peer/ (or $OUT).
 #
@@ -73,6 +74,11 @@ kv_bytes_per_token() {
   "$CANDELA" plan --gguf "$MODEL" --gpu-memory-gib 64 --kv-cache-dtype fp16 --json \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["kv_bytes_per_token"])'
 }
+# Resets each process's VmHWM to its current RSS (Linux `clear_refs` 5), so the peak read after
+# the concurrency-32 runs is the peak while serving, not a loading transient.
+reset_peak_rss() {
+  for pid in "$@"; do echo 5 >"/proc/$pid/clear_refs"; done
+}
 start_candela() {  # KV tokens: the same as llama-server's -c, so both pools hold as much
   stop "$CANDELA_PID"
   CPORT=$(free_port)
@@ -127,6 +133,7 @@ for spec in "${MODELS[@]}"; do
   start_candela 16384
   start_llama 16384
   wait_ready "http://127.0.0.1:$CPORT"
+  reset_peak_rss "$CANDELA_PID" "$LLAMA_PID"
 
   both c1 "${RANDOM_128[@]}" --num-prompts "$N1" --max-concurrency 1
   both c1-nostream "${RANDOM_128[@]}" --num-prompts "$N1" --max-concurrency 1 --no-stream
