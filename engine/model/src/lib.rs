@@ -83,6 +83,18 @@ fn release_freed_memory() {
     }
 }
 
+/// Has the allocator map buffers of 1 MiB and more on their own and unmap them when
+/// freed, for the life of the process (a server calls it before loading). glibc's default
+/// raises that threshold to the largest buffer freed so far (up to 32 MiB), after which a
+/// step's multi-MB activation buffers come from the heap and stay resident once freed.
+pub fn return_large_buffers_to_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets glibc's allocation policy.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// Loads a GGUF file (with its embedded tokenizer) or a Hugging Face directory
 /// (`config.json`, `*.safetensors`, `tokenizer.json`, `tokenizer_config.json`)
 /// into host memory; [`ModelRunner::with_path`] then runs it on Candela's CPU

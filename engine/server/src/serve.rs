@@ -136,6 +136,7 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
         cli::Device::Cuda(n) => ExecPath::CandleOps(cuda_device(n)?),
     };
     let model_path = &model.path;
+    candela_model::return_large_buffers_to_os();
     if let Some(n) = args.model.threads {
         candela_model::pool::set_threads(n.into()).map_err(|e| Error::model("--threads", e))?;
     }
