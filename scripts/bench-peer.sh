@@ -84,7 +84,7 @@ start_candela() {  # KV tokens: the same as llama-server's -c, so both pools hol
   CPORT=$(free_port)
   "$CANDELA" serve --threads "$THREADS" --model "$MODEL" --host 127.0.0.1 --port "$CPORT" \
     --grpc-port "$(free_port)" --served-model-name "$SERVED" --max-num-seqs 32 --max-model-len 4096 \
-    --kv-cache-memory "$(( $(kv_bytes_per_token) * $1 ))" \
+    --kv-cache-memory "$((KV_BYTES_PER_TOKEN * $1))" \
     >>"$OUT/$KEY-candela-serve.log" 2>&1 &
   CANDELA_PID=$!
 }
@@ -128,6 +128,7 @@ for spec in "${MODELS[@]}"; do
   echo "== $KEY" >&2
   : >"$OUT/$KEY-llama-server.log"
   : >"$OUT/$KEY-candela-serve.log"
+  KV_BYTES_PER_TOKEN=$(kv_bytes_per_token)
   # -c 16384 (512 tokens per slot) as in ../shared/TEST-ASSETS.md: room for 128 + 128, and the
   # smallest per-slot KV llama-server attends over; Candela's pool holds as many tokens.
   start_candela 16384

@@ -121,7 +121,11 @@ fn formats() {
             .collect()
     });
     // Format names measure just those.
-    let only: Vec<&String> = args.iter().filter(|a| !a.contains('=')).collect();
+    // (`cargo bench` appends `--bench` to the arguments.)
+    let only: Vec<&String> = args
+        .iter()
+        .filter(|a| !a.contains('=') && !a.starts_with('-'))
+        .collect();
     let w: Vec<f32> = (0..n * k)
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::batch::{ForwardBatch, SeqInput};
-use crate::kv_cache::PagedKvCache;
+use crate::kv_cache::{KvElem, PagedKvCache};
 
 const NH: usize = 6;
 const NKV: usize = 2;
@@ -65,8 +65,13 @@ fn naive(s: &Seq, scale: f32) -> Vec<f32> {
 
 /// Runs all sequences through the paged kernel in steps: at each step sequence `i`
 /// contributes the next `chunks[i][step]` tokens (0 = not scheduled this step).
-fn paged(seqs: &[Seq], tables: &[Vec<u32>], chunks: &[Vec<usize>], scale: f32) -> Vec<Vec<f32>> {
-    let mut cache = PagedKvCache::<f32>::new(1, 64, BS, NKV, HD);
+fn paged<T: KvElem>(
+    seqs: &[Seq],
+    tables: &[Vec<u32>],
+    chunks: &[Vec<usize>],
+    scale: f32,
+) -> Vec<Vec<f32>> {
+    let mut cache = PagedKvCache::<T>::new(1, 64, BS, NKV, HD);
     let mut outs: Vec<Vec<f32>> = seqs.iter().map(|s| vec![f32::NAN; s.q.len()]).collect();
     let mut done = vec![0usize; seqs.len()];
     let steps = chunks.iter().map(Vec::len).max().unwrap_or(0);
@@ -135,7 +140,7 @@ fn paged_equals_naive_bit_for_bit_under_any_chunking() {
         vec![vec![13, 0, 0], vec![0, 5, 0], vec![0, 0, 22]],
     ];
     for (li, chunks) in layouts.iter().enumerate() {
-        let got = paged(&seqs, &tables, chunks, scale);
+        let got = paged::<f32>(&seqs, &tables, chunks, scale);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             let same = g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(
@@ -154,8 +159,8 @@ fn large_batches_take_the_parallel_path_and_stay_exact() {
     let tables: Vec<Vec<u32>> = (0..4u32)
         .map(|i| (0..10).map(|b| b * 4 + i).collect())
         .collect();
-    let got = paged(&seqs, &tables, &vec![vec![40]; 4], scale);
-    let got2 = paged(&seqs, &tables, &vec![vec![17, 23]; 4], scale);
+    let got = paged::<f32>(&seqs, &tables, &vec![vec![40]; 4], scale);
+    let got2 = paged::<f32>(&seqs, &tables, &vec![vec![17, 23]; 4], scale);
     for i in 0..4 {
         let w = naive(&seqs[i], scale);
         assert!(
@@ -192,4 +197,32 @@ fn bad_shapes_are_errors() {
     let q = vec![0.0; NH * HD];
     let mut out = q.clone();
     assert!(paged_attention(&q, cache.layer(0), &batch, 1.0, &mut out).is_err());
+}
+
+#[test]
+fn an_f16_cache_gives_the_bits_of_an_f32_cache_holding_the_rounded_values() {
+    // Widening f16 to f32 is exact, so the f16 kernels (F16C loads, scalar tail: HD is
+    // not a multiple of 8) must give what the f32 ones give on K/V rounded through f16.
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut seqs: Vec<Seq> = [9usize, 17]
+        .iter()
+        .map(|&l| random_seq(&mut rng, l))
+        .collect();
+    let round = |v: &mut Vec<f32>| {
+        v.iter_mut()
+            .for_each(|x| *x = half::f16::from_f32(*x).to_f32())
+    };
+    for s in &mut seqs {
+        round(&mut s.k);
+        round(&mut s.v);
+    }
+    let scale = 1.0 / (HD as f32).sqrt();
+    let tables = vec![vec![6, 1, 12], vec![3, 20, 7, 9, 2]];
+    let chunks = vec![vec![5, 1, 1, 1, 1], vec![8, 9]];
+    let bits = |o: &[Vec<f32>]| -> Vec<u32> { o.iter().flatten().map(|x| x.to_bits()).collect() };
+    let f32_out = paged::<f32>(&seqs, &tables, &chunks, scale);
+    let f16_out = paged::<half::f16>(&seqs, &tables, &chunks, scale);
+    assert_eq!(bits(&f16_out), bits(&f32_out));
+    let naive_out: Vec<Vec<f32>> = seqs.iter().map(|s| naive(s, scale)).collect();
+    assert_eq!(bits(&f16_out), bits(&naive_out));
 }

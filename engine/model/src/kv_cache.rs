@@ -97,7 +97,7 @@ pub struct LayerKv<T: KvElem> {
 }
 
 impl<T: KvElem> LayerKv<T> {
-    /// Floats per slot (one token, all KV heads).
+    /// Elements per slot (one token, all KV heads).
     pub fn slot_stride(&self) -> usize {
         self.num_kv_heads * self.head_dim
     }

@@ -83,15 +83,18 @@ fn release_freed_memory() {
     }
 }
 
-/// Has the allocator map buffers of 1 MiB and more on their own and unmap them when
+/// Has the allocator map buffers of 4 MiB and more on their own and unmap them when
 /// freed, for the life of the process (a server calls it before loading). glibc's default
-/// raises that threshold to the largest buffer freed so far (up to 32 MiB), after which a
-/// step's multi-MB activation buffers come from the heap and stay resident once freed.
+/// raises that threshold to the largest buffer freed so far (up to 32 MiB), after which
+/// the multi-MB buffers each weight is read into at load stay resident once freed. On
+/// Qwen2.5-0.5B Q4_K_M, alternated runs at concurrency 32: idle RSS 785 → 563 MB, serving
+/// peak 960 → 865 MB, for about 4 % of output tokens/s (1 MiB cost 7 %: a decode step's
+/// gate/up outputs are above it; 8 and 16 MiB kept the load buffers).
 pub fn return_large_buffers_to_os() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` only sets glibc's allocation policy.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }
 

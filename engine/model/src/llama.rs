@@ -133,7 +133,9 @@ impl Linear {
 /// Projections of the same input (q/k/v; gate/up). When their weights share a
 /// quantized format they are stacked into one matrix and run as one matmul: the
 /// input is quantized once and the step has one parallel region instead of three
-/// (or two). Each output element is still the same dot product.
+/// (or two). Each output element is still the same dot product (its bits can differ
+/// from the unstacked run where stacking changes the layout: two 36-column parts are
+/// column-major, their 72-column stack is in panels; batch invariance holds either way).
 #[derive(Debug, Clone)]
 pub(crate) enum Fused {
     Stacked {
@@ -244,15 +246,21 @@ impl Llama {
     pub(crate) fn embed_table(&self) -> Result<Tensor> {
         match &self.embed {
             Embedding::Table(t) => Ok(t.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?),
-            Embedding::TiedToHead => {
-                let ids: Vec<u32> = (0..self.cfg.vocab_size as u32).collect();
-                let rows = self.embed_rows(&ids)?;
-                Ok(Tensor::from_vec(
-                    rows,
-                    (ids.len(), self.cfg.hidden_size),
-                    &Device::Cpu,
-                )?)
-            }
+            Embedding::TiedToHead => match &self.lm_head.w {
+                // The head's GGUF bytes, dequantized once.
+                Weight::Quant(head) => {
+                    let storage = candle_core::quantized::QStorage::from_data(
+                        head.raw(),
+                        &Device::Cpu,
+                        head.format().ggml(),
+                    )?;
+                    let table = QTensor::new(storage, (head.rows(), head.cols()))?;
+                    Ok(table.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?)
+                }
+                Weight::Candle(_) => {
+                    unreachable!("only an LM head on Candela's kernels holds the embedding")
+                }
+            },
         }
     }
 

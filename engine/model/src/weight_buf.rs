@@ -29,8 +29,8 @@ impl WeightBuf {
         Self::filled(bytes.len(), |buf| buf.copy_from_slice(bytes))
     }
 
-    /// A new buffer of `len` bytes written by `fill` (which must write every byte:
-    /// a converted layout goes straight into the final buffer, no copy between).
+    /// A new buffer of `len` bytes, zeroed, then written by `fill`: a converted layout
+    /// goes straight into the final buffer, no copy between.
     pub fn filled(len: usize, fill: impl FnOnce(&mut [u8])) -> Self {
         // Small matrices stay on ordinary pages rather than round up to 2 MiB.
         let align = if len >= HUGE_PAGE { HUGE_PAGE } else { 64 };

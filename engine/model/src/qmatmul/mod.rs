@@ -229,7 +229,7 @@ impl QMatrix {
             )));
         }
         // Formats with a panel layout are converted straight into their buffer.
-        let panels = n.is_multiple_of(NC).then(|| {
+        let panels = (n.is_multiple_of(NC) && k > 0).then(|| {
             with_panel!(format, P => Some(WeightBuf::filled(panels::len::<P>(n, k), |out| {
                 panels::from_gguf::<P>(data, n, k, out)
             })), _ => None)
@@ -315,16 +315,23 @@ impl QMatrix {
             return None;
         }
         let n = parts.iter().map(|p| p.n).sum();
-        let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+        let len = parts.iter().map(|p| p.data.len()).sum();
         if parts.iter().all(|p| p.panelled) {
             // Panels are whole columns: the stack's panels are the parts'.
-            parts.iter().for_each(|p| data.extend_from_slice(&p.data));
+            let data = WeightBuf::filled(len, |out| {
+                let mut at = 0;
+                for p in parts {
+                    out[at..at + p.data.len()].copy_from_slice(&p.data);
+                    at += p.data.len();
+                }
+            });
             return Some(Self {
-                data: Arc::new(WeightBuf::copy_from(&data)),
+                data: Arc::new(data),
                 n,
                 ..(*first).clone()
             });
         }
+        let mut data = Vec::with_capacity(len);
         parts.iter().for_each(|p| data.extend_from_slice(&p.raw()));
         QMatrix::new(first.format, &data, n, first.k).ok()
     }

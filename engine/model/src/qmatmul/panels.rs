@@ -311,8 +311,9 @@ pub(super) fn from_gguf<P: Panel>(raw: &[u8], n: usize, k: usize, out: &mut [u8]
     let blocks = k / (QK * P::SUBS);
     let col_bytes = blocks * P::GGUF_BLOCK;
     debug_assert_eq!(out.len(), len::<P>(n, k));
-    let mut cols: [Decoded; NC] = std::array::from_fn(|_| Decoded::ZERO);
-    for (p, panel) in out.chunks_exact_mut(blocks * P::BLOCK).enumerate() {
+    // Panels in parallel: loading converts every weight once.
+    crate::pool::global().for_chunks_mut(out, blocks * P::BLOCK, |p, panel| {
+        let mut cols: [Decoded; NC] = std::array::from_fn(|_| Decoded::ZERO);
         for (b, pb) in panel.chunks_exact_mut(P::BLOCK).enumerate() {
             for (c, v) in cols.iter_mut().enumerate() {
                 let at = (p * NC + c) * col_bytes + b * P::GGUF_BLOCK;
@@ -320,7 +321,7 @@ pub(super) fn from_gguf<P: Panel>(raw: &[u8], n: usize, k: usize, out: &mut [u8]
             }
             pack::<P>(&cols, pb);
         }
-    }
+    });
 }
 
 /// The GGUF bytes of a panel layout made by [`from_gguf`].
@@ -451,7 +452,8 @@ fn scales<P: Panel>(pb: &[u8], s: usize) -> ([f32; NC], [f32; NC]) {
         Kind::Offset => (d, std::array::from_fn(|c| f16_at(pb, 16 + 2 * c))),
         Kind::KMin => (
             std::array::from_fn(|c| d[c] * pb[32 + 8 * s + c] as f32),
-            std::array::from_fn(|c| -(f16_at(pb, 16 + 2 * c) * pb[96 + 8 * s + c] as f32)),
+            // `0 - x`, as the SIMD kernels compute it.
+            std::array::from_fn(|c| 0.0 - f16_at(pb, 16 + 2 * c) * pb[96 + 8 * s + c] as f32),
         ),
     }
 }
@@ -506,7 +508,8 @@ pub(super) fn dot_scalar<P: Panel, const R: usize>(w: &[u8], x: [&[XBlock]; R]) 
 /// The SIMD panel kernels, compiled per level: `$udot(acc, w, x)` adds the `u8 × i8`
 /// products of each 4-byte group to `acc`'s `i32` lanes (exact for quants below 64),
 /// `$sdot(acc, w, x)` the `i8 × i8` ones for Q8_0 less `$szp * Σx`, which the kernel
-/// adds back (VNNI's `vpdpbusd` takes `w + 128`; AVX2 uses ggml's sign trick).
+/// adds back (VNNI's `vpdpbusd` takes `w + 128`; AVX2 uses ggml's sign trick, exact as
+/// long as no activation quant is −128: [`super::quantize_block`] keeps them in ±127).
 #[cfg(target_arch = "x86_64")]
 macro_rules! panel_kernels {
     ($name:ident, $features:literal, $szp:expr,
