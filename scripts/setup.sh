@@ -29,9 +29,9 @@ if [ "${1:-}" = "--test-deps" ]; then
   if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
   fi
-  if ! "$VENV/bin/python" -c "import openai, pytest" 2>/dev/null; then
-    echo "setup: installing the openai client and pytest into $VENV" >&2
-    "$VENV/bin/pip" install --quiet "openai>=1.50" "pytest>=8" >&2
+  if ! "$VENV/bin/python" -c "import openai, pytest, jsonschema" 2>/dev/null; then
+    echo "setup: installing the openai client, pytest and jsonschema into $VENV" >&2
+    "$VENV/bin/pip" install --quiet "openai>=1.50" "pytest>=8" "jsonschema>=4" >&2
   fi
   # llama.cpp's tokenizer test vectors (ggml-vocab-*.gguf + .inp/.out) from the
   # llama-cpp-python sdist, for engine/model/tests/vocab_vectors.rs.

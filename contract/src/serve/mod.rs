@@ -49,7 +49,13 @@ pub mod flag {
     pub const LOG_STATS_INTERVAL: &str = "log-stats-interval";
     pub const ENFORCE_EAGER: &str = "enforce-eager";
     pub const PROFILER_DIR: &str = "profiler-dir";
+    pub const ENABLE_AUTO_TOOL_CHOICE: &str = "enable-auto-tool-choice";
+    pub const TOOL_CALL_PARSER: &str = "tool-call-parser";
 }
+
+/// `--tool-call-parser` values: the model families whose tool-call syntax the engine
+/// reads (vLLM's names).
+pub const TOOL_CALL_PARSERS: [&str; 3] = ["hermes", "llama3_json", "mistral"];
 
 /// `candela serve`.
 #[derive(Debug, Clone, Args)]
@@ -91,6 +97,15 @@ pub struct ServerArgs {
     /// GGUF, the directory name, or `org/name` of a hub model — then `--model` as typed].
     #[arg(long = flag::SERVED_MODEL_NAME, env = "CANDELA_SERVED_MODEL_NAME", num_args = 1.., value_delimiter = ',')]
     pub served_model_name: Vec<String>,
+    /// Let the model decide when to call tools (`tool_choice: "auto"`, the default when
+    /// a request has `tools`); needs --tool-call-parser.
+    #[arg(long = flag::ENABLE_AUTO_TOOL_CHOICE, env = "CANDELA_ENABLE_AUTO_TOOL_CHOICE")]
+    pub enable_auto_tool_choice: bool,
+    /// How the model writes tool calls: `hermes` (Qwen2.5, Hermes, ChatML models),
+    /// `llama3_json` or `mistral`.
+    #[arg(long = flag::TOOL_CALL_PARSER, env = "CANDELA_TOOL_CALL_PARSER",
+          value_parser = clap::builder::PossibleValuesParser::new(TOOL_CALL_PARSERS))]
+    pub tool_call_parser: Option<String>,
 }
 
 /// Which model, where it runs and in what precision.
@@ -265,6 +280,27 @@ impl ServeArgs {
     /// # Errors
     /// One line naming the flag.
     pub fn validate(&self) -> Result<(), String> {
+        match (
+            self.server.enable_auto_tool_choice,
+            &self.server.tool_call_parser,
+        ) {
+            (true, None) => {
+                return Err(format!(
+                    "--{} needs --{} (one of {})",
+                    flag::ENABLE_AUTO_TOOL_CHOICE,
+                    flag::TOOL_CALL_PARSER,
+                    TOOL_CALL_PARSERS.join(", ")
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(format!(
+                    "--{} is only read with --{}",
+                    flag::TOOL_CALL_PARSER,
+                    flag::ENABLE_AUTO_TOOL_CHOICE
+                ));
+            }
+            _ => {}
+        }
         if self.model.tensor_parallel_size != 1 {
             return Err(format!(
                 "--{} {} is not supported yet; only 1 is",

@@ -24,10 +24,10 @@ pub mod scheduler;
 pub use config::{CacheConfig, SchedulerConfig, SchedulingPolicy};
 pub use error::Error;
 pub use request::{FinishReason, NewRequest, Request, RequestId, RequestStatus, StopReason};
-pub use sampling::SamplingParams;
+pub use sampling::{SamplingParams, TokenConstraint};
 pub use scheduler::{
-    RequestOutput, SampledToken, ScheduledRequest, Scheduler, SchedulerOutput, SchedulerStats,
-    TokenLogprobs,
+    PromptLogprob, RequestOutput, SampledToken, ScheduledRequest, Scheduler, SchedulerOutput,
+    SchedulerStats, TokenLogprobs,
 };
 
 /// Index of a block in a KV pool (device or host).

@@ -137,6 +137,12 @@ impl Request {
         &self.token_ids[self.num_prompt_tokens..]
     }
 
+    /// True while the prompt's own logits are still wanted (`prompt_logprobs`, before
+    /// the first output token; a recomputation after preemption wants none).
+    pub fn needs_prompt_logits(&self) -> bool {
+        self.params.prompt_logprobs.is_some() && self.output_token_ids().is_empty()
+    }
+
     pub fn num_tokens(&self) -> usize {
         self.token_ids.len()
     }

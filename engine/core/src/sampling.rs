@@ -41,6 +41,31 @@ pub struct SamplingParams {
     pub ignore_eos: bool,
     /// Return this many top alternatives with each sampled token's log-probability.
     pub logprobs: Option<usize>,
+    /// Added to a token's logit before anything else (OpenAI's `logit_bias`, in [-100, 100]).
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Log-probabilities of the prompt's tokens with this many alternatives (vLLM's
+    /// `prompt_logprobs`); the prompt is then computed whole, never read from the
+    /// prefix cache.
+    pub prompt_logprobs: Option<usize>,
+}
+
+/// A per-sequence rule on which token may come next (structured outputs): the
+/// runner asks it to mask a row of logits before sampling and tells it the token
+/// that was sampled. It lives as long as its request, preemption included (it is
+/// keyed to the output tokens, which preemption keeps).
+pub trait TokenConstraint: Send + std::fmt::Debug {
+    /// Sets the logits of every token the constraint forbids now to `-inf`.
+    ///
+    /// # Errors
+    /// A message when the constraint cannot compute its mask (the sequence is then
+    /// ended with an EOS token).
+    fn mask(&mut self, logits: &mut [f32]) -> Result<(), String>;
+
+    /// Advances past `token`, the token sampled under the last mask.
+    ///
+    /// # Errors
+    /// A message when `token` is not allowed (only possible if the mask was bypassed).
+    fn accept(&mut self, token: u32) -> Result<(), String>;
 }
 
 /// Most alternatives a request may ask for with `logprobs` (vLLM's default cap).
@@ -63,6 +88,8 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             ignore_eos: false,
             logprobs: None,
+            logit_bias: Vec::new(),
+            prompt_logprobs: None,
         }
     }
 }
@@ -159,6 +186,22 @@ impl SamplingParams {
             && k > MAX_LOGPROBS
         {
             return bad(format!("logprobs must be at most {MAX_LOGPROBS}, got {k}"));
+        }
+        if let Some(k) = self.prompt_logprobs
+            && k > MAX_LOGPROBS
+        {
+            return bad(format!(
+                "prompt_logprobs must be at most {MAX_LOGPROBS}, got {k}"
+            ));
+        }
+        if let Some((id, b)) = self
+            .logit_bias
+            .iter()
+            .find(|(_, b)| !(-100.0..=100.0).contains(b))
+        {
+            return bad(format!(
+                "logit_bias for token {id} must be in [-100, 100], got {b}"
+            ));
         }
         if self.stop.iter().any(String::is_empty) {
             return bad("stop strings must not be empty".into());

@@ -41,6 +41,18 @@ pub struct TokenLogprobs {
     pub top: Vec<(u32, f32)>,
 }
 
+/// Log-probability of one prompt token given the tokens before it (vLLM's
+/// `prompt_logprobs` entry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    /// 1-based rank of `token` among the vocabulary (1 = most likely).
+    pub rank: usize,
+    /// `(token, logprob)`, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
 /// What the runner sampled for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampledToken {
@@ -357,7 +369,12 @@ impl Scheduler {
                     break;
                 }
                 let req = &self.requests[&id];
-                let hit = self.device.find_cache_hit(req);
+                // Prompt logprobs need logits at every prompt position: no cached prefix.
+                let hit = if req.needs_prompt_logits() {
+                    CacheHit::default()
+                } else {
+                    self.device.find_cache_hit(req)
+                };
                 let remaining = req.num_tokens() - hit.num_tokens;
                 if !self.config.enable_chunked_prefill && remaining > budget {
                     break;

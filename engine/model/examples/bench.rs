@@ -46,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tokens: &prompt,
             start: 0,
             block_table: &table,
+            prompt_logprobs: None,
             sample: None,
         }],
     )?;

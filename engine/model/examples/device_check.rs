@@ -96,6 +96,7 @@ fn greedy(m: &candela_model::LoadedModel, path: ExecPath, prompt: &[u32], n: usi
             tokens: &all[start..],
             start,
             block_table: &table,
+            prompt_logprobs: None,
             sample: Some(SampleArgs {
                 params: &params,
                 prompt,

@@ -94,19 +94,25 @@ impl ChatTemplate {
         messages: &M,
         add_generation_prompt: bool,
     ) -> Result<String> {
-        self.render_with(messages, add_generation_prompt, Value::UNDEFINED)
+        self.render_with(
+            messages,
+            add_generation_prompt,
+            &std::collections::BTreeMap::<String, ()>::new(),
+        )
     }
 
-    /// Like [`render`](Self::render) with extra variables (e.g. `{"tools": [...]}`) merged in.
+    /// Like [`render`](Self::render) with the entries of `extra` (a map, e.g.
+    /// `{"tools": [...]}`) as more variables; the template's own variables win.
     ///
     /// # Errors
     /// [`Error::ChatTemplate`] when rendering fails.
-    pub fn render_with<M: Serialize>(
+    pub fn render_with<M: Serialize, E: Serialize>(
         &self,
         messages: &M,
         add_generation_prompt: bool,
-        extra: Value,
+        extra: &E,
     ) -> Result<String> {
+        let extra = Value::from_serialize(extra);
         let tmpl = self.env.get_template(NAME).map_err(template_error)?;
         let base = minijinja::context! {
             messages => Value::from_serialize(messages),
@@ -114,7 +120,7 @@ impl ChatTemplate {
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
         };
-        tmpl.render(minijinja::context! { ..extra, ..base })
+        tmpl.render(minijinja::context! { ..base, ..extra })
             .map_err(template_error)
     }
 }

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 
-use candela_core::{RequestId, SampledToken, SamplingParams};
+use candela_core::{PromptLogprob, RequestId, SampledToken, SamplingParams, TokenConstraint};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -59,6 +59,18 @@ pub struct StepSeq<'a> {
     pub block_table: &'a [u32],
     /// `Some` when this step reaches the end of the known tokens.
     pub sample: Option<SampleArgs<'a>>,
+    /// `Some` while the request wants its prompt's log-probabilities: logits are
+    /// computed at every position of this step's tokens.
+    pub prompt_logprobs: Option<PromptLogprobsArgs<'a>>,
+}
+
+/// What a sequence needs for `prompt_logprobs`.
+#[derive(Debug, Clone, Copy)]
+pub struct PromptLogprobsArgs<'a> {
+    /// Alternatives per prompt token.
+    pub top: usize,
+    /// The whole prompt (a step's last position predicts the next step's first token).
+    pub prompt: &'a [u32],
 }
 
 /// Sizes of the two KV pools.
@@ -101,6 +113,10 @@ pub struct ModelRunner {
     backend: Backend,
     block_size: usize,
     rngs: HashMap<RequestId, StdRng>,
+    /// Structured-output constraints of the requests that have one.
+    constraints: HashMap<RequestId, Box<dyn TokenConstraint>>,
+    /// Prompt log-probabilities computed since the last [`ModelRunner::take_prompt_logprobs`].
+    prompt_logprobs: Vec<(RequestId, Vec<PromptLogprob>)>,
     seeder: StdRng,
     sampler: Sampler,
 }
@@ -149,6 +165,8 @@ impl ModelRunner {
             backend,
             block_size: cfg.block_size,
             rngs: HashMap::new(),
+            constraints: HashMap::new(),
+            prompt_logprobs: Vec::new(),
             seeder: StdRng::from_os_rng(),
             sampler: Sampler,
         }
@@ -228,14 +246,37 @@ impl ModelRunner {
                 sample: s.sample.is_some(),
             })
             .collect();
-        let batch = ForwardBatch::build(&inputs, self.block_size())?;
+        let mut batch = ForwardBatch::build(&inputs, self.block_size())?;
+        let wants_prompt = seqs.iter().any(|s| s.prompt_logprobs.is_some());
+        if wants_prompt {
+            // Rows for every position of prompt-logprobs sequences, the last one per
+            // other sampling sequence; in `seqs` order either way.
+            batch.logits_indices = seqs
+                .iter()
+                .zip(&batch.seqs)
+                .flat_map(|(s, slice)| {
+                    let end = slice.query_start + slice.query_len;
+                    let first = match (s.prompt_logprobs, s.sample) {
+                        (Some(_), _) => slice.query_start,
+                        (None, Some(_)) => end - 1,
+                        (None, None) => end,
+                    };
+                    first..end
+                })
+                .collect();
+        }
         let forward =
             tracing::trace_span!("forward", tokens = batch.num_tokens(), seqs = seqs.len())
                 .entered();
         let logits = self.forward(&batch)?;
         drop(forward);
         let _sample = tracing::trace_span!("sample", seqs = batch.logits_indices.len()).entered();
-        let rows: Vec<Vec<f32>> = logits.to_vec2::<f32>()?;
+        let all_rows: Vec<Vec<f32>> = logits.to_vec2::<f32>()?;
+        let rows = if wants_prompt {
+            self.split_prompt_rows(seqs, all_rows)?
+        } else {
+            all_rows
+        };
         let mut jobs = Vec::with_capacity(rows.len());
         for (s, row) in seqs
             .iter()
@@ -252,27 +293,43 @@ impl ModelRunner {
                 });
                 Some(rng)
             };
-            jobs.push((seq.id, args, row, rng, None));
+            let constraint = self.constraints.remove(&seq.id);
+            jobs.push((seq.id, args, row, rng, constraint, None));
         }
-        if jobs.len() != batch.logits_indices.len() {
+        if jobs.len() != seqs.iter().filter(|s| s.sample.is_some()).count() {
             return Err(Error::InvalidInput(
                 "logits rows do not match sampling sequences".into(),
             ));
         }
         let sampler = self.sampler;
         crate::pool::global().for_chunks_mut(&mut jobs, 1, |_, job| {
-            let (_, a, row, rng, result) = &mut job[0];
+            let (_, a, row, rng, constraint, result) = &mut job[0];
             // Greedy never draws; the placeholder RNG is never read.
             let mut fallback = StdRng::seed_from_u64(0);
             let r = rng.as_mut().unwrap_or(&mut fallback);
-            *result = Some(sampler.sample(row, a.params, a.prompt, a.output, a.eos, r));
+            *result = Some(
+                sampler.sample_constrained(
+                    row,
+                    a.params,
+                    a.prompt,
+                    a.output,
+                    a.eos,
+                    r,
+                    constraint
+                        .as_mut()
+                        .map(|c| c.as_mut() as &mut dyn TokenConstraint),
+                ),
+            );
         });
         Ok(jobs
             .into_iter()
-            .map(|(id, _, _, rng, result)| {
+            .map(|(id, _, _, rng, constraint, result)| {
                 let (token, logprobs) = result.expect("every sampling job runs");
                 if let Some(rng) = rng {
                     self.rngs.insert(id, rng);
+                }
+                if let Some(constraint) = constraint {
+                    self.constraints.insert(id, constraint);
                 }
                 SampledToken {
                     id,
@@ -283,10 +340,61 @@ impl ModelRunner {
             .collect())
     }
 
+    /// Takes the prompt-logprobs rows of each sequence out of `rows` (recording their
+    /// log-probabilities) and returns the sampling rows, one per sampling sequence.
+    fn split_prompt_rows(
+        &mut self,
+        seqs: &[StepSeq<'_>],
+        rows: Vec<Vec<f32>>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut rows = rows.into_iter();
+        let mut sampling = Vec::new();
+        for s in seqs {
+            let Some(args) = s.prompt_logprobs else {
+                if s.sample.is_some() {
+                    sampling.extend(rows.next());
+                }
+                continue;
+            };
+            let mine: Vec<Vec<f32>> = rows.by_ref().take(s.tokens.len()).collect();
+            if mine.len() != s.tokens.len() {
+                return Err(Error::InvalidInput(
+                    "too few logits rows for prompt logprobs".into(),
+                ));
+            }
+            // Row `p` holds the logits after position `start + p`: the next prompt token's.
+            let computed: Vec<PromptLogprob> = mine
+                .iter()
+                .enumerate()
+                .filter_map(|(p, row)| {
+                    let next = *args.prompt.get(s.start + p + 1)?;
+                    Some(crate::sampler::prompt_logprob(row, next, args.top))
+                })
+                .collect();
+            self.prompt_logprobs.push((s.id, computed));
+            if s.sample.is_some() {
+                sampling.extend(mine.into_iter().last());
+            }
+        }
+        Ok(sampling)
+    }
+
+    /// Prompt log-probabilities computed since the last call, per request and in
+    /// prompt order (a request's prompt may span several steps).
+    pub fn take_prompt_logprobs(&mut self) -> Vec<(RequestId, Vec<PromptLogprob>)> {
+        std::mem::take(&mut self.prompt_logprobs)
+    }
+
+    /// Constrains request `id`'s tokens (structured outputs) until it finishes.
+    pub fn constrain(&mut self, id: RequestId, constraint: Box<dyn TokenConstraint>) {
+        self.constraints.insert(id, constraint);
+    }
+
     /// Drops the per-request state of finished (or aborted) requests.
     pub fn finish(&mut self, ids: &[RequestId]) {
         for id in ids {
             self.rngs.remove(id);
+            self.constraints.remove(id);
         }
     }
 }

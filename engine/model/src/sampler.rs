@@ -1,6 +1,6 @@
 //! Next-token selection from one row of logits, in vLLM's order:
 //! log-probabilities of the *raw* logits (vLLM's default `raw_logprobs`),
-//! then min_tokens masking of stop ids, repetition penalty (prompt + output),
+//! then `logit_bias`, the structured-output mask, min_tokens masking of stop ids, repetition penalty (prompt + output),
 //! frequency and presence penalties (output), then either greedy argmax
 //! (ties → lowest id) or temperature → top-k → top-p → min-p and one draw
 //! from the request's own RNG.
@@ -12,7 +12,7 @@
 //! (its k survivors) and top-p (the top 256, the whole row only when those do
 //! not reach the nucleus mass).
 
-use candela_core::{SamplingParams, TokenLogprobs};
+use candela_core::{PromptLogprob, SamplingParams, TokenConstraint, TokenLogprobs};
 use rand::Rng;
 
 /// Temperatures below this are greedy (vLLM's `_SAMPLING_EPS`).
@@ -45,18 +45,60 @@ impl Sampler {
         eos: &[u32],
         rng: &mut R,
     ) -> (u32, Option<TokenLogprobs>) {
+        self.sample_constrained(logits, params, prompt, output, eos, rng, None)
+    }
+
+    /// [`sample`](Self::sample) under a structured-output `constraint`: its mask is
+    /// applied first and wins over `min_tokens` (a complete grammar may only end), and
+    /// it is told the chosen token. A constraint that fails ends the sequence with
+    /// `eos[0]`. Logprobs stay those of the raw logits (vLLM's `raw_logprobs`).
+    ///
+    /// # Panics
+    /// When `logits` is empty.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample_constrained<R: Rng + ?Sized>(
+        &self,
+        logits: &[f32],
+        params: &SamplingParams,
+        prompt: &[u32],
+        output: &[u32],
+        eos: &[u32],
+        rng: &mut R,
+        mut constraint: Option<&mut dyn TokenConstraint>,
+    ) -> (u32, Option<TokenLogprobs>) {
         assert!(!logits.is_empty(), "sampler: empty logits row");
         let mut l = logits.to_vec();
         let vocab = l.len();
-        let mut mask = |id: u32| {
+        let lp = |token| params.logprobs.map(|k| logprobs(logits, token, k));
+        for &(id, bias) in &params.logit_bias {
             if let Some(x) = l.get_mut(id as usize) {
-                *x = f32::NEG_INFINITY;
+                *x += bias;
             }
-        };
+        }
+        if let Some(c) = constraint.as_deref_mut()
+            && let Err(e) = c.mask(&mut l)
+        {
+            tracing::error!(error = %e, "structured output mask failed; ending the sequence");
+            let token = eos.first().copied().unwrap_or_else(|| argmax(logits));
+            return (token, lp(token));
+        }
         if output.len() < params.min_tokens {
-            params.stop_token_ids.iter().copied().for_each(&mut mask);
+            let mut stops: Vec<u32> = params.stop_token_ids.clone();
             if !params.ignore_eos {
-                eos.iter().copied().for_each(&mut mask);
+                stops.extend_from_slice(eos);
+            }
+            let masked = |id: usize| stops.contains(&(id as u32));
+            // A constraint that allows only stop tokens keeps them: it must be able to end.
+            let others_left = l
+                .iter()
+                .enumerate()
+                .any(|(i, &x)| x > f32::NEG_INFINITY && !masked(i));
+            if constraint.is_none() || others_left {
+                for &id in &stops {
+                    if let Some(x) = l.get_mut(id as usize) {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
             }
         }
         apply_penalties(&mut l, params, prompt, output, vocab);
@@ -65,8 +107,12 @@ impl Sampler {
         } else {
             draw(&mut l, params, rng)
         };
-        let lp = params.logprobs.map(|k| logprobs(logits, token, k));
-        (token, lp)
+        if let Some(c) = constraint
+            && let Err(e) = c.accept(token)
+        {
+            tracing::error!(error = %e, token, "structured output rejected its own token");
+        }
+        (token, lp(token))
     }
 }
 
@@ -183,6 +229,23 @@ fn draw<R: Rng + ?Sized>(l: &mut [f32], p: &SamplingParams, rng: &mut R) -> u32 
         }
     }
     cand[cand.len() - 1].0
+}
+
+/// A prompt token's log-probability under the raw row (the logits of the position
+/// before it), its rank and the `k` most likely alternatives.
+pub fn prompt_logprob(raw: &[f32], token: u32, k: usize) -> PromptLogprob {
+    let TokenLogprobs { logprob, top } = logprobs(raw, token, k);
+    let x = raw
+        .get(token as usize)
+        .copied()
+        .unwrap_or(f32::NEG_INFINITY);
+    let rank = 1 + raw.iter().filter(|&&y| y > x).count();
+    PromptLogprob {
+        token,
+        logprob,
+        rank,
+        top,
+    }
 }
 
 /// Log-softmax of the raw row: the token's value and the `k` most likely `(id, logprob)`.

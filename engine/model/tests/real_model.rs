@@ -363,6 +363,7 @@ fn generate_alone(path: ExecPath, prompt: &[u32], max_new: usize, chunk: usize) 
             tokens: &all[start..end],
             start,
             block_table: &table,
+            prompt_logprobs: None,
             sample: (end == all.len()).then_some(SampleArgs {
                 params: &params,
                 prompt,
@@ -493,6 +494,7 @@ fn runner_matches_reference(path: ExecPath) {
                 tokens: &all[i][computed[i]..end],
                 start: computed[i],
                 block_table: &tables[i],
+                prompt_logprobs: None,
                 sample: sample.then_some(SampleArgs {
                     params: &params,
                     prompt: &prompts[i],
@@ -586,6 +588,7 @@ fn seeded_sampling_is_the_same_alone_and_batched() {
                         tokens: &all[i][start..],
                         start,
                         block_table: &tables[i],
+                        prompt_logprobs: None,
                         sample: Some(SampleArgs {
                             params: &params[i],
                             prompt: &prompts[i],

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use candela_contract::ModelRef;
 use candela_core::{CacheConfig, Scheduler, SchedulerConfig};
 use candela_model::{ChatTemplate, ExecPath, LoadedModel, ModelRunner, RunnerConfig};
-use tracing::info;
+use candela_structured::Grammars;
+use tracing::{info, warn};
 
-use crate::api::{self, AppState, ChatMessage};
+use crate::api::{self, AppState, ChatMessage, TemplateOptions};
 use crate::cli::{self, ServeArgs};
 use crate::engine::{self, EngineClient};
 use crate::error::{Error, Result};
+use crate::frontend::tool_calls::ToolParser;
 use crate::grpc;
 use crate::metrics::{self, CacheInfo, EngineMetrics};
 use crate::profiler::Profiler;
@@ -209,14 +211,26 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
         ),
         None => None,
     };
-    let render = move |messages: &[ChatMessage], add_generation_prompt: bool| match &template {
+    let render = move |messages: &[ChatMessage], options: &TemplateOptions| match &template {
         Some(t) => t
-            .render(&messages, add_generation_prompt)
+            .render_with(&messages, options.add_generation_prompt, options)
             .map_err(|e| e.to_string()),
         None => Err("this model has no chat template; use /v1/completions".to_owned()),
     };
+    let auto_tool_parser = match &args.server.tool_call_parser {
+        Some(name) if args.server.enable_auto_tool_choice => {
+            Some(name.parse::<ToolParser>().map_err(Error::Config)?)
+        }
+        _ => None,
+    };
+    let grammars = Grammars::new(&tokenizer, &eos_token_ids, config.vocab_size);
+    if let Err(e) = &grammars {
+        warn!(error = %e, "structured outputs are unavailable; requests asking for them get a 400");
+    }
     let state = AppState {
         engine: engine.clone(),
+        grammars: Arc::new(grammars),
+        auto_tool_parser,
         tokenizer: Arc::new(tokenizer),
         chat_template: Arc::new(render),
         served_model_names,
@@ -369,6 +383,7 @@ pub async fn run(args: ServeArgs, profiler: Profiler) -> Result<()> {
     let service = grpc::EngineService::new(
         started.engine.clone(),
         started.state.tokenizer.clone(),
+        started.state.grammars.clone(),
         started.state.max_model_len,
         started
             .state

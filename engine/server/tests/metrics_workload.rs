@@ -29,6 +29,7 @@ async fn run(engine: &EngineClient, prompt: &[u32], params: SamplingParams) -> V
         params,
         priority: 0,
         arrival: Instant::now(),
+        constraint: None,
     };
     let mut stream = engine.submit(req).await.expect("admitted");
     let mut out = Vec::new();
@@ -271,6 +272,7 @@ async fn metrics_match_a_scripted_workload() {
         params: long.clone(),
         priority: 0,
         arrival: Instant::now(),
+        constraint: None,
     };
     let mut stream = engine.submit(req).await.unwrap();
     stream.next().await.expect("first token");

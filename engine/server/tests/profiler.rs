@@ -67,6 +67,7 @@ async fn profile_records_steps_layers_and_sampling() {
         params: SamplingParams::greedy(4),
         priority: 0,
         arrival: Instant::now(),
+        constraint: None,
     };
     let mut stream = engine.submit(req).await.unwrap();
     let mut n = 0;

@@ -24,6 +24,7 @@ pub fn decode_steps(runner: &mut ModelRunner, n: usize, ctx: usize, steps: usize
             tokens: &toks[i],
             start: 0,
             block_table: &tables[i],
+            prompt_logprobs: None,
             sample: Some(SampleArgs {
                 params: &params,
                 prompt: &prompt,
@@ -43,6 +44,7 @@ pub fn decode_steps(runner: &mut ModelRunner, n: usize, ctx: usize, steps: usize
                 tokens: &toks[i][toks[i].len() - 1..],
                 start: toks[i].len() - 1,
                 block_table: &tables[i],
+                prompt_logprobs: None,
                 sample: Some(SampleArgs {
                     params: &params,
                     prompt: &prompt,

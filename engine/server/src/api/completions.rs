@@ -11,16 +11,17 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use tokenizers::Tokenizer;
 
-use super::generate;
+use super::generate::{self, UsageReport};
 use super::protocol::{
     CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, PromptInput,
-    TopLogprobMap, Usage,
+    PromptLogprobs, TopLogprobMap, Usage,
 };
 use super::{ApiError, ApiJson, AppState};
 use crate::detokenizer::token_text;
 use crate::frontend::{
     self, Choice, ChoiceEvent, CollectedChoice, GenerationRequest, Prompt, TokenInfo,
 };
+use candela_core::PromptLogprob;
 
 const OBJECT: &str = "text_completion";
 
@@ -34,6 +35,10 @@ struct Meta {
     /// Choices per prompt.
     n: usize,
     logprobs: bool,
+    /// The client asked for vLLM's `prompt_logprobs` field (not only `echo` + `logprobs`).
+    prompt_logprobs: bool,
+    /// Each prompt's token ids (with `echo`, their logprobs lead the choice's).
+    prompt_ids: Vec<Vec<u32>>,
     tokenizer: Arc<Tokenizer>,
 }
 
@@ -44,16 +49,44 @@ impl Meta {
             .map_or("", String::as_str)
     }
 
-    fn logprobs(&self, choice: usize, tokens: &[TokenInfo]) -> Option<CompletionLogprobs> {
+    /// The choice's `logprobs`; with `echo`, the echoed prompt's tokens come first
+    /// (its first token with `null`s, as OpenAI and vLLM return it) once `prompt` —
+    /// the choice's prompt logprobs, which arrive with its first token — is there.
+    fn logprobs(
+        &self,
+        choice: usize,
+        tokens: &[TokenInfo],
+        prompt: Option<&[PromptLogprob]>,
+    ) -> Option<CompletionLogprobs> {
         if !self.logprobs {
             return None;
         }
-        let base = self.echo_for(choice).chars().count();
-        Some(completion_logprobs(&self.tokenizer, tokens, base))
+        let echo = self.echo_for(choice);
+        let mut out = CompletionLogprobs::default();
+        if let (false, Some(lps)) = (echo.is_empty(), prompt) {
+            let ids = self
+                .prompt_ids
+                .get(choice / self.n.max(1))
+                .map_or(&[][..], Vec::as_slice);
+            out = echoed_prompt_logprobs(&self.tokenizer, ids, lps);
+        }
+        out.extend(completion_logprobs(
+            &self.tokenizer,
+            tokens,
+            echo.chars().count(),
+        ));
+        Some(out)
+    }
+
+    /// vLLM's per-choice `prompt_logprobs` when the client asked for them.
+    fn prompt_logprobs(&self, prompt: Option<&[PromptLogprob]>) -> Option<PromptLogprobs> {
+        let lps = prompt.filter(|_| self.prompt_logprobs)?;
+        Some(generate::prompt_logprobs(&self.tokenizer, lps))
     }
 
     fn response(&self, choices: Vec<CompletionChoice>, usage: Option<Usage>) -> CompletionResponse {
         CompletionResponse {
+            prompt_logprobs: None,
             id: self.id.clone(),
             object: OBJECT,
             created: self.created,
@@ -72,8 +105,19 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
     let model = state.resolve_model(req.model.as_deref())?;
-    let options = req.options(req.max_tokens, req.logprobs);
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid_param(
+            "suffix",
+            "suffix (insertion) is not supported by this model.",
+        ));
+    }
+    let mut options = req.options(req.max_tokens, req.logprobs);
     let echo = req.echo.unwrap_or(false);
+    let report_prompt_logprobs = options.prompt_logprobs.is_some();
+    if echo && options.prompt_logprobs.is_none() {
+        // `echo` + `logprobs` returns the prompt's tokens with their logprobs too.
+        options.prompt_logprobs = req.logprobs;
+    }
     let add_special_tokens = req.add_special_tokens.unwrap_or(true);
     let inputs = req.prompt.into_inputs();
     let echo_texts: Vec<String> = inputs
@@ -94,8 +138,18 @@ pub async fn completions(
             PromptInput::Tokens(ids) => Prompt::Tokens(ids),
         })
         .collect();
-    let request = GenerationRequest { prompts, options };
-    let valid = frontend::validate(request, &state.tokenizer, state.max_model_len).await?;
+    let request = GenerationRequest {
+        prompts,
+        options,
+        constraint: None,
+    };
+    let valid = frontend::validate(
+        request,
+        &state.tokenizer,
+        state.max_model_len,
+        &state.grammars,
+    )
+    .await?;
     let prompt_tokens = valid.prompt_tokens();
     let choices = frontend::submit(&state.engine, &state.tokenizer, &valid, arrival).await?;
     let id = super::request_id("cmpl", &headers);
@@ -111,17 +165,16 @@ pub async fn completions(
         echo: echo_texts,
         n: valid.n,
         logprobs: valid.logprobs(),
+        prompt_logprobs: report_prompt_logprobs,
+        prompt_ids: valid.prompts.iter().map(|p| p.token_ids.clone()).collect(),
         tokenizer: state.tokenizer.clone(),
     };
 
     if stream {
-        let include_usage = req
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
+        let usage = UsageReport::from_options(req.stream_options.as_ref());
         let id = meta.id.clone();
-        let response = stream_response(meta, choices, prompt_tokens, include_usage);
-        return Ok(super::with_request_id(response, &id));
+        let response = stream_response(meta, choices, prompt_tokens, usage);
+        return Ok(super::with_request_id(response, &headers, &id));
     }
     let collected = frontend::collect_all(choices).await?;
     let completion_tokens = collected.iter().map(|c| c.tokens.len()).sum();
@@ -131,16 +184,22 @@ pub async fn completions(
         .collect();
     let body = meta.response(choices, Some(Usage::new(prompt_tokens, completion_tokens)));
     let id = body.id.clone();
-    Ok(super::with_request_id(Json(body).into_response(), &id))
+    Ok(super::with_request_id(
+        Json(body).into_response(),
+        &headers,
+        &id,
+    ))
 }
 
 fn full_choice(meta: &Meta, c: CollectedChoice) -> CompletionChoice {
+    let prompt = c.prompt_logprobs.as_deref();
     CompletionChoice {
         index: c.index,
         text: format!("{}{}", meta.echo_for(c.index), c.text),
-        logprobs: meta.logprobs(c.index, &c.tokens),
+        logprobs: meta.logprobs(c.index, &c.tokens, prompt),
         finish_reason: generate::finish_reason(c.finish),
         stop_reason: generate::stop_reason(c.stop_reason),
+        prompt_logprobs: meta.prompt_logprobs(prompt),
     }
 }
 
@@ -148,42 +207,37 @@ fn stream_response(
     meta: Meta,
     choices: Vec<Choice>,
     prompt_tokens: usize,
-    include_usage: bool,
+    usage: UsageReport,
 ) -> Response {
     let meta = Arc::new(meta);
-    // With `echo`, each choice starts with its prompt text, as vLLM streams it.
-    let echo_chunks: Vec<Event> = (0..choices.len())
-        .filter(|&i| !meta.echo_for(i).is_empty())
-        .map(|i| {
-            let choice = CompletionChoice {
-                index: i,
-                text: meta.echo_for(i).to_owned(),
-                logprobs: None,
-                finish_reason: None,
-                stop_reason: None,
-            };
-            sse_json(&meta.response(vec![choice], None))
-        })
-        .collect();
     let m = meta.clone();
-    let chunk = move |event: ChoiceEvent, tokens: Vec<TokenInfo>| {
+    // With `echo`, a choice's first chunk starts with its prompt text (and, with
+    // `logprobs`, the prompt's logprobs, which come with the first token), as vLLM streams it.
+    let mut echo_pending = vec![true; choices.len()];
+    let chunk = move |event: ChoiceEvent, tokens: Vec<TokenInfo>, completion_tokens: usize| {
+        let first = std::mem::replace(&mut echo_pending[event.index], false);
+        let echo = if first { m.echo_for(event.index) } else { "" };
+        let prompt = event.prompt_logprobs.as_deref();
+        let logprobs = m.logprobs(event.index, &tokens, prompt);
         let choice = CompletionChoice {
             index: event.index,
-            logprobs: m.logprobs(event.index, &tokens),
-            text: event.text,
+            logprobs,
+            text: format!("{echo}{}", event.text),
             finish_reason: generate::finish_reason(event.finish),
             stop_reason: generate::stop_reason(event.stop_reason),
+            prompt_logprobs: m.prompt_logprobs(prompt),
         };
-        sse_json(&m.response(vec![choice], None))
+        let running = usage.running(prompt_tokens, completion_tokens);
+        Some(sse_json(&m.response(vec![choice], running)))
     };
     let with_logprobs = meta.logprobs;
-    let usage = include_usage.then_some(move |completion_tokens| {
+    let last = usage.last.then_some(move |completion_tokens| {
         sse_json(&meta.response(
             Vec::new(),
             Some(Usage::new(prompt_tokens, completion_tokens)),
         ))
     });
-    generate::sse_response(echo_chunks, choices, with_logprobs, chunk, usage)
+    generate::sse_response(Vec::new(), choices, with_logprobs, chunk, last)
 }
 
 /// One SSE `data:` event holding `value` as JSON.
@@ -194,6 +248,38 @@ pub(super) fn sse_json<T: serde::Serialize>(value: &T) -> Event {
             .to_string()
     });
     Event::default().data(json)
+}
+
+/// Legacy completions logprobs of an echoed prompt: its first token has none (nothing
+/// precedes it), the others their prompt logprob, listed among their alternatives.
+fn echoed_prompt_logprobs(
+    tokenizer: &Tokenizer,
+    ids: &[u32],
+    lps: &[PromptLogprob],
+) -> CompletionLogprobs {
+    let mut out = CompletionLogprobs::default();
+    let mut offset = 0;
+    for (i, &id) in ids.iter().enumerate() {
+        let text = token_text(tokenizer, id);
+        let lp = i.checked_sub(1).and_then(|j| lps.get(j));
+        let top = lp.map(|lp| {
+            let mut top: Vec<(String, f32)> = lp
+                .top
+                .iter()
+                .map(|&(t, l)| (token_text(tokenizer, t), l))
+                .collect();
+            if !lp.top.iter().any(|&(t, _)| t == id) {
+                top.push((text.clone(), lp.logprob));
+            }
+            TopLogprobMap(top)
+        });
+        out.token_logprobs.push(lp.map(|lp| lp.logprob));
+        out.top_logprobs.push(top);
+        out.text_offset.push(offset);
+        offset += text.chars().count();
+        out.tokens.push(text);
+    }
+    out
 }
 
 /// Legacy completions logprobs for `tokens`; offsets start at `base` characters.

@@ -13,8 +13,13 @@ use candela_core::FinishReason;
 use futures::stream::{self, StreamExt};
 
 use super::error::ApiError;
-use super::protocol::StopReason;
+use super::protocol::{
+    PromptLogprobMap, PromptLogprobValue, PromptLogprobs, StopReason, StreamOptions, Usage,
+};
+use crate::detokenizer::token_text;
 use crate::frontend::{Choice, ChoiceEvent, Stopped, TokenInfo, merge};
+use candela_core::PromptLogprob;
+use tokenizers::Tokenizer;
 
 /// Seconds since the Unix epoch (OpenAI's `created`).
 pub fn unix_now() -> u64 {
@@ -29,6 +34,37 @@ pub fn finish_reason(finish: Option<FinishReason>) -> Option<&'static str> {
     finish.map(FinishReason::as_str)
 }
 
+/// vLLM's `prompt_logprobs`: `null` for the first prompt token, then each token's
+/// map of itself and its top alternatives.
+pub fn prompt_logprobs(tokenizer: &Tokenizer, lps: &[PromptLogprob]) -> PromptLogprobs {
+    let value = |id: u32, logprob: f32, rank: usize| PromptLogprobValue {
+        logprob: clamp(logprob),
+        rank,
+        decoded_token: token_text(tokenizer, id),
+    };
+    std::iter::once(None)
+        .chain(lps.iter().map(|lp| {
+            let mut entries = vec![(lp.token, value(lp.token, lp.logprob, lp.rank))];
+            entries.extend(
+                lp.top
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(id, l))| (id, value(id, l, i + 1))),
+            );
+            Some(PromptLogprobMap(entries))
+        }))
+        .collect()
+}
+
+/// JSON has no infinity: a `-inf` log-probability is reported as vLLM's -9999.
+fn clamp(logprob: f32) -> f32 {
+    if logprob.is_finite() {
+        logprob
+    } else {
+        -9999.0
+    }
+}
+
 /// vLLM's `stop_reason`: the stop token id or stop string; `null` for EOS.
 pub fn stop_reason(stopped: Option<Stopped>) -> Option<StopReason> {
     match stopped? {
@@ -38,21 +74,51 @@ pub fn stop_reason(stopped: Option<Stopped>) -> Option<StopReason> {
     }
 }
 
+/// Where a streamed answer reports `usage` (`stream_options`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageReport {
+    /// `include_usage`: a last chunk with `usage` and no choices.
+    pub last: bool,
+    /// vLLM's `continuous_usage_stats` (with `include_usage`): every chunk carries
+    /// the usage so far.
+    pub every_chunk: bool,
+}
+
+impl UsageReport {
+    pub fn from_options(options: Option<&StreamOptions>) -> Self {
+        let last = options.and_then(|o| o.include_usage).unwrap_or(false);
+        let continuous = options
+            .and_then(|o| o.continuous_usage_stats)
+            .unwrap_or(false);
+        Self {
+            last,
+            every_chunk: last && continuous,
+        }
+    }
+
+    /// The `usage` of a chunk sent after `completion_tokens` tokens.
+    pub fn running(&self, prompt_tokens: usize, completion_tokens: usize) -> Option<Usage> {
+        self.every_chunk
+            .then(|| Usage::new(prompt_tokens, completion_tokens))
+    }
+}
+
 /// The SSE body both endpoints stream: `head` events first (sent together with
 /// the first chunk, not before the prompt is processed), then one event per
-/// choice event built by `chunk` (events with no text, no finish and no
-/// logprobs to report are skipped), then — when `usage` is given — the usage
-/// chunk built from the number of completion tokens, then `[DONE]`. An engine
-/// failure goes out as OpenAI error JSON in place of its chunk.
+/// choice event built by `chunk` from the event, its tokens and the completion
+/// tokens so far (events with no text, no finish and no logprobs to report are
+/// skipped, and so are those `chunk` answers `None` for), then — when `usage` is
+/// given — the usage chunk built from the number of completion tokens, then
+/// `[DONE]`. An engine failure goes out as OpenAI error JSON in place of its chunk.
 pub fn sse_response<C, U>(
     head: Vec<Event>,
     choices: Vec<Choice>,
     with_logprobs: bool,
-    chunk: C,
+    mut chunk: C,
     usage: Option<U>,
 ) -> Response
 where
-    C: Fn(ChoiceEvent, Vec<TokenInfo>) -> Event + Send + Sync + 'static,
+    C: FnMut(ChoiceEvent, Vec<TokenInfo>, usize) -> Option<Event> + Send + 'static,
     U: FnOnce(usize) -> Event + Send + 'static,
 {
     let completion_tokens = Arc::new(AtomicUsize::new(0));
@@ -64,9 +130,17 @@ where
             if event.token.is_some() {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
+            let so_far = counter.load(Ordering::Relaxed);
             let tokens: Vec<TokenInfo> = event.token.take().into_iter().collect();
-            let silent = event.text.is_empty() && event.finish.is_none() && !with_logprobs;
-            (!silent).then(|| chunk(event, tokens))
+            let silent = event.text.is_empty()
+                && event.finish.is_none()
+                && !with_logprobs
+                && event.prompt_logprobs.is_none();
+            if silent {
+                None
+            } else {
+                chunk(event, tokens, so_far)
+            }
         };
         futures::future::ready(out)
     });

@@ -18,6 +18,7 @@ pub mod error;
 pub mod generate;
 pub mod protocol;
 mod tokenize;
+mod tools;
 
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ pub use error::ApiError;
 pub use generate::unix_now;
 
 use crate::engine::EngineClient;
+use crate::frontend::structured::Compiler;
+use crate::frontend::tool_calls::ToolParser;
 use protocol::{ModelCard, ModelList};
 
 /// Largest request body accepted (413 above). Big enough for a prompt far past any
@@ -44,21 +47,45 @@ pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Header a client may set to choose the request id (vLLM's spelling).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// One chat message as the chat template sees it (content parts already joined).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One chat message as the chat template sees it (content parts already joined;
+/// tool-call arguments parsed into objects, as Hugging Face templates expect).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
-/// Renders messages into a prompt: `(messages, add_generation_prompt) -> prompt`.
-/// An `Err` carries a message for the client (a 400).
-pub type ChatTemplate = dyn Fn(&[ChatMessage], bool) -> Result<String, String> + Send + Sync;
+/// What a render needs besides the messages.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct TemplateOptions {
+    #[serde(skip)]
+    pub add_generation_prompt: bool,
+    /// `tools` as the template sees them (OpenAI's tool objects).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<serde_json::Value>>,
+    /// `chat_template_kwargs`: more template variables.
+    #[serde(flatten)]
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Renders messages into a prompt. An `Err` carries a message for the client (a 400).
+pub type ChatTemplate =
+    dyn Fn(&[ChatMessage], &TemplateOptions) -> Result<String, String> + Send + Sync;
 
 /// What every handler can reach. Cheap to share: the router wraps it in an `Arc`.
 pub struct AppState {
     pub engine: EngineClient,
     pub tokenizer: Arc<Tokenizer>,
+    /// Compiles structured-output constraints for this tokenizer.
+    pub grammars: Arc<Compiler>,
+    /// `--tool-call-parser` when `--enable-auto-tool-choice` is on.
+    pub auto_tool_parser: Option<ToolParser>,
     pub chat_template: Arc<ChatTemplate>,
     /// `--served-model-name` values; the first is the default and the one `/v1/models` lists first.
     pub served_model_names: Vec<String>,
@@ -148,6 +175,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
+        let message = inner.to_string();
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            // The path already ends in the unknown field (or is `.` at the top).
+            let param = if path == "." { field.to_owned() } else { path };
+            return ApiError::invalid_param(
+                &param,
+                format!(
+                    "Unknown field `{param}`: this server does not support it, and a field \
+                     that could change the output is refused rather than ignored."
+                ),
+            );
+        }
         if inner.is_syntax() || inner.is_eof() || path == "." {
             ApiError::invalid(format!("Invalid JSON body: {inner}"))
         } else {
@@ -227,9 +269,14 @@ pub fn request_id(prefix: &str, headers: &HeaderMap) -> String {
     }
 }
 
-/// Echoes the request id in the `X-Request-Id` response header.
-pub fn with_request_id(mut response: Response, id: &str) -> Response {
-    if let Ok(value) = axum::http::HeaderValue::from_str(id) {
+/// Sets the `X-Request-Id` response header: the client's own header unchanged when
+/// it sent one (as vLLM's request-id middleware does), else the response's `id`.
+pub fn with_request_id(mut response: Response, headers: &HeaderMap, id: &str) -> Response {
+    let value = match headers.get(REQUEST_ID_HEADER) {
+        Some(sent) => Some(sent.clone()),
+        None => axum::http::HeaderValue::from_str(id).ok(),
+    };
+    if let Some(value) = value {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response

@@ -1,14 +1,18 @@
 //! Wire types of the OpenAI (and vLLM-extended) HTTP API, as serde structs.
 //!
-//! Requests are parsed leniently in shape and strictly in type: unknown fields are
-//! ignored (OpenAI SDKs send extras), `null` means "absent", but a present field of
-//! the wrong type is a 400. Integer fields that clients get wrong in hostile ways
+//! Requests are parsed strictly: a field this server does not know is a 400 naming
+//! it (a field that changes the output must never be silently ignored); the few
+//! OpenAI documents as having no effect on the output (`user`, `metadata`, `store`)
+//! are declared and accepted. `null` means "absent", and a present field of the
+//! wrong type is a 400. Integer fields that clients get wrong in hostile ways
 //! (`max_tokens`, `n`, `logprobs`, ...) are read as `i64` so that `-1` reaches the
 //! range checks in [`crate::frontend::validate`] and gets a message naming the field instead of a
 //! serde type error. Responses mirror OpenAI's shapes field for field.
 
+use serde::de::IgnoredAny;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
 
 use crate::frontend::SamplingOptions;
 use crate::frontend::request::with_sampling_fields;
@@ -44,10 +48,14 @@ impl Prompt {
 
 /// `stream_options`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     /// Send a last chunk with `usage` and empty `choices` before `[DONE]`.
     #[serde(default)]
     pub include_usage: Option<bool>,
+    /// vLLM: every chunk carries the usage so far.
+    #[serde(default)]
+    pub continuous_usage_stats: Option<bool>,
 }
 
 /// Declares a request struct with its own fields plus every sampling field inline
@@ -63,9 +71,15 @@ macro_rules! generation_request {
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields)]
         pub struct $name {
             $($(#[$fmeta])* pub $field: $ty,)*
             $($(#[$smeta])* pub $sfield: $sty,)*
+            /// Accepted without effect: OpenAI's end-user id for abuse monitoring.
+            pub user: Option<IgnoredAny>,
+            /// Accepted without effect: tags and the switch for OpenAI's stored completions.
+            pub metadata: Option<IgnoredAny>,
+            pub store: Option<IgnoredAny>,
         }
 
         impl $name {
@@ -95,6 +109,8 @@ with_sampling_fields!(generation_request! {
         pub logprobs: Option<i64>,
         /// Prepend the prompt to the returned text.
         pub echo: Option<bool>,
+        /// Text after the completion (insertion); not supported, a 400 when non-empty.
+        pub suffix: Option<String>,
         /// vLLM extra: add BOS etc. when tokenizing a text prompt (default true).
         pub add_special_tokens: Option<bool>,
     }
@@ -110,6 +126,7 @@ pub enum MessageContent {
 
 /// One content part; only `{"type": "text", "text": ...}` is supported.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
@@ -118,11 +135,101 @@ pub struct ContentPart {
 
 /// One message of a chat request.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChatMessageIn {
     pub role: String,
     /// `null` for assistant messages that only carried tool calls.
     pub content: Option<MessageContent>,
     pub name: Option<String>,
+    /// An assistant turn's calls, rendered back into the prompt by the template.
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+    /// A `tool` message answers this call.
+    pub tool_call_id: Option<String>,
+    /// Accepted without effect: OpenAI's refusal text of an earlier assistant turn.
+    pub refusal: Option<IgnoredAny>,
+}
+
+/// A tool call of an earlier assistant turn.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCallIn {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub function: FunctionCallIn,
+}
+
+/// `tool_calls[].function` of a request message: `arguments` is JSON text.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionCallIn {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// One entry of `tools`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    /// Only `"function"`.
+    #[serde(rename = "type")]
+    pub kind: ToolKind,
+    pub function: FunctionDef,
+}
+
+/// The one kind of tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolKind {
+    Function,
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionDef {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON schema of the arguments object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// Arguments always follow `parameters` exactly when a call is forced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// `tool_choice`: a mode or one named function.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    Mode(ToolChoiceMode),
+    Named(NamedToolChoice),
+}
+
+/// `tool_choice` as a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolChoiceMode {
+    None,
+    Auto,
+    Required,
+}
+
+/// `tool_choice: {"type": "function", "function": {"name": ...}}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToolChoice {
+    #[serde(rename = "type")]
+    pub kind: ToolKind,
+    pub function: NamedFunction,
+}
+
+/// The function a named `tool_choice` forces.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedFunction {
+    pub name: String,
 }
 
 with_sampling_fields!(generation_request! {
@@ -141,17 +248,28 @@ with_sampling_fields!(generation_request! {
         pub top_logprobs: Option<i64>,
         /// vLLM extra: end the rendered prompt with the assistant header (default true).
         pub add_generation_prompt: Option<bool>,
+        /// vLLM extra: leave the last (assistant) message open so the model continues it.
+        pub continue_final_message: Option<bool>,
+        /// vLLM extra: more variables for the chat template.
+        pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
+        pub tools: Option<Vec<Tool>>,
+        pub tool_choice: Option<ToolChoice>,
+        /// With `false`, at most one tool call per answer.
+        pub parallel_tool_calls: Option<bool>,
     }
 });
 
 /// `POST /tokenize`: either `prompt` or `messages`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenizeRequest {
     pub model: Option<String>,
     pub prompt: Option<String>,
     pub messages: Option<Vec<ChatMessageIn>>,
     pub add_special_tokens: Option<bool>,
     pub add_generation_prompt: Option<bool>,
+    /// Tools the chat template shows, so the count matches a chat request with them.
+    pub tools: Option<Vec<Tool>>,
 }
 
 /// Answer of `POST /tokenize`.
@@ -164,6 +282,7 @@ pub struct TokenizeResponse {
 
 /// `POST /detokenize`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DetokenizeRequest {
     pub model: Option<String>,
     pub tokens: Vec<u32>,
@@ -211,6 +330,35 @@ impl Serialize for TopLogprobMap {
     }
 }
 
+/// One token's value in a `prompt_logprobs` entry (vLLM's `Logprob`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PromptLogprobValue {
+    pub logprob: f32,
+    pub rank: usize,
+    pub decoded_token: String,
+}
+
+/// One prompt position of vLLM's `prompt_logprobs`: `{token_id: value}` for the
+/// prompt's own token and the top alternatives (JSON object keys are the ids).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromptLogprobMap(pub Vec<(u32, PromptLogprobValue)>);
+
+impl Serialize for PromptLogprobMap {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        let mut seen = std::collections::HashSet::new();
+        for (id, value) in &self.0 {
+            if seen.insert(*id) {
+                map.serialize_entry(&id.to_string(), value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// `prompt_logprobs` of a prompt: `null` for its first token, then one map per token.
+pub type PromptLogprobs = Vec<Option<PromptLogprobMap>>;
+
 /// Completions `logprobs`: parallel arrays, one entry per returned token.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CompletionLogprobs {
@@ -248,6 +396,9 @@ pub struct CompletionChoice {
     pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: Option<&'static str>,
     pub stop_reason: Option<StopReason>,
+    /// vLLM's `prompt_logprobs`, when asked for (with the choice's first chunk when streamed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_logprobs: Option<PromptLogprobs>,
 }
 
 /// The envelope every completions and chat answer and stream chunk shares: `id`,
@@ -262,6 +413,9 @@ pub struct Envelope<C, U> {
     pub choices: Vec<C>,
     #[serde(skip_serializing_if = "MaybeUsage::is_absent")]
     pub usage: U,
+    /// vLLM's chat `prompt_logprobs` (the prompt is shared by every choice).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_logprobs: Option<PromptLogprobs>,
 }
 
 /// `usage` of an [`Envelope`]: always there ([`Usage`]) or optional.
@@ -311,7 +465,46 @@ pub struct ChatLogprobs {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatResponseMessage {
     pub role: &'static str,
-    pub content: String,
+    /// `null` when the answer is only tool calls.
+    pub content: Option<String>,
+    pub tool_calls: Vec<ToolCallOut>,
+}
+
+/// A tool call of an answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCallOut {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCallOut,
+}
+
+/// `tool_calls[].function` of an answer: `arguments` is JSON text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionCallOut {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// One tool call's part of a stream chunk's `delta.tool_calls`: the first for a call
+/// carries `id`, `type` and the name; later ones more `arguments` text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCallDelta {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionCallDelta,
+}
+
+/// `delta.tool_calls[].function`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FunctionCallDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
 }
 
 /// One choice of a non-streamed chat answer.
@@ -334,6 +527,8 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallDelta>,
 }
 
 /// One choice of a chat stream chunk.
@@ -476,6 +671,7 @@ mod tests {
     #[test]
     fn responses_have_openai_shape() {
         let chunk = ChatCompletionChunk {
+            prompt_logprobs: None,
             id: "chatcmpl-1".into(),
             object: "chat.completion.chunk",
             created: 1,
@@ -485,6 +681,7 @@ mod tests {
                 delta: ChatDelta {
                     role: Some("assistant"),
                     content: Some(String::new()),
+                    tool_calls: Vec::new(),
                 },
                 logprobs: None,
                 finish_reason: None,

@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 use tower::ServiceExt;
 
-use super::{AppState, ChatMessage, ChatTemplate, router};
+use super::{AppState, ChatMessage, ChatTemplate, TemplateOptions, router};
 use crate::engine::{self, EngineClient};
+use crate::frontend::structured::Compiler;
 use crate::metrics::{CacheInfo, EngineMetrics};
 
 mod chat;
@@ -41,6 +42,7 @@ struct Model {
     tokenizer: Arc<Tokenizer>,
     template: Arc<ChatTemplate>,
     eos_token_ids: Vec<u32>,
+    grammars: Arc<Compiler>,
     path: String,
 }
 
@@ -59,7 +61,13 @@ static MODEL: LazyLock<Model> = LazyLock::new(|| {
         loaded.eos_token.as_deref(),
     )
     .expect("the chat template compiles");
+    let grammars = candela_structured::Grammars::new(
+        &loaded.tokenizer,
+        &loaded.eos_token_ids,
+        loaded.config.vocab_size,
+    );
     Model {
+        grammars: Arc::new(grammars),
         model: loaded.model,
         tokenizer: Arc::new(loaded.tokenizer),
         template: render(template),
@@ -70,13 +78,11 @@ static MODEL: LazyLock<Model> = LazyLock::new(|| {
 
 /// The API's template callback over a compiled template, as `serve::start` builds it.
 fn render(template: candela_model::ChatTemplate) -> Arc<ChatTemplate> {
-    Arc::new(
-        move |messages: &[ChatMessage], add_generation_prompt: bool| {
-            template
-                .render(&messages, add_generation_prompt)
-                .map_err(|e| e.to_string())
-        },
-    )
+    Arc::new(move |messages: &[ChatMessage], options: &TemplateOptions| {
+        template
+            .render_with(&messages, options.add_generation_prompt, options)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Scheduler limits a test may change.
@@ -145,6 +151,8 @@ fn state_with(limits: Limits, api_key: Option<&str>) -> AppState {
     AppState {
         engine: engine(limits),
         tokenizer: m.tokenizer.clone(),
+        grammars: m.grammars.clone(),
+        auto_tool_parser: Some(crate::frontend::tool_calls::ToolParser::Hermes),
         chat_template: m.template.clone(),
         served_model_names: vec!["smol".into(), "org/alias".into()],
         max_model_len: MAX_MODEL_LEN,

@@ -8,7 +8,7 @@ use axum::extract::State;
 
 use super::chat::to_template_messages;
 use super::protocol::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};
-use super::{ApiError, ApiJson, AppState};
+use super::{ApiError, ApiJson, AppState, TemplateOptions};
 use crate::frontend::validate;
 
 /// `{prompt}` or `{messages}` → `{tokens, count, max_model_len}`.
@@ -21,11 +21,19 @@ pub async fn tokenize(
         (Some(prompt), None) => (prompt, true),
         (None, Some(messages)) => {
             let messages = to_template_messages(&messages)?;
-            let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
-            let rendered =
-                (state.chat_template)(&messages, add_generation_prompt).map_err(|e| {
-                    ApiError::invalid_param("messages", format!("Chat template error: {e}"))
-                })?;
+            let options = TemplateOptions {
+                add_generation_prompt: req.add_generation_prompt.unwrap_or(true),
+                tools: req.tools.map(|tools| {
+                    tools
+                        .iter()
+                        .map(|t| serde_json::to_value(t).unwrap_or_default())
+                        .collect()
+                }),
+                kwargs: serde_json::Map::new(),
+            };
+            let rendered = (state.chat_template)(&messages, &options).map_err(|e| {
+                ApiError::invalid_param("messages", format!("Chat template error: {e}"))
+            })?;
             (rendered, false)
         }
         _ => {

@@ -14,9 +14,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use candela_core::{
-    FinishReason, NewRequest, RequestId, RequestOutput, Scheduler, SchedulerOutput,
+    FinishReason, NewRequest, PromptLogprob, RequestId, RequestOutput, Scheduler, SchedulerOutput,
 };
-use candela_model::{ModelRunner, SampleArgs, StepSeq};
+use candela_model::{ModelRunner, PromptLogprobsArgs, SampleArgs, StepSeq};
 use tokio::sync::mpsc;
 use tracing::{debug, error};
 
@@ -62,7 +62,12 @@ impl EngineCore {
         step.record("decode_tokens", decode);
         step.record("prefill_tokens", plan.num_batched_tokens - decode);
         let outputs = self.execute(&plan, clock)?;
-        Ok(Some(Step { plan, outputs }))
+        let prompt_logprobs = self.runner.take_prompt_logprobs();
+        Ok(Some(Step {
+            plan,
+            outputs,
+            prompt_logprobs,
+        }))
     }
 
     /// Runs a planned step: swaps, forward, sampling, then the scheduler's update.
@@ -94,6 +99,10 @@ impl EngineCore {
                         output: req.output_token_ids(),
                         eos: &scheduler.config().eos_token_ids,
                     }),
+                    prompt_logprobs: req.needs_prompt_logits().then(|| PromptLogprobsArgs {
+                        top: req.params.prompt_logprobs.unwrap_or(0),
+                        prompt: req.prompt_token_ids(),
+                    }),
                 }
             })
             .collect();
@@ -115,12 +124,16 @@ impl EngineCore {
 pub struct Step {
     pub plan: SchedulerOutput,
     pub outputs: Vec<RequestOutput>,
+    /// Prompt log-probabilities computed this step (a part of a prompt per request).
+    pub prompt_logprobs: Vec<(RequestId, Vec<PromptLogprob>)>,
 }
 
 struct Driver {
     core: EngineCore,
     epoch: Instant,
     streams: HashMap<RequestId, mpsc::UnboundedSender<TokenEvent>>,
+    /// Prompt log-probabilities gathered until the request's first token carries them.
+    prompt_logprobs: HashMap<RequestId, Vec<PromptLogprob>>,
     metrics: SharedMetrics,
 }
 
@@ -139,6 +152,7 @@ pub fn spawn(
         core: EngineCore { scheduler, runner },
         epoch: Instant::now(),
         streams: HashMap::new(),
+        prompt_logprobs: HashMap::new(),
         metrics: Arc::new(Mutex::new(metrics)),
     };
     let alive = Arc::new(AtomicBool::new(true));
@@ -181,6 +195,9 @@ impl Driver {
             match self.core.step(&|| epoch.elapsed().as_secs_f64()) {
                 Ok(Some(step)) => {
                     self.publish_stats(Some(&step));
+                    for (id, part) in step.prompt_logprobs {
+                        self.prompt_logprobs.entry(id).or_default().extend(part);
+                    }
                     self.dispatch(step.outputs);
                 }
                 Ok(None) => {
@@ -193,6 +210,8 @@ impl Driver {
                     error!(error = %e, "model step failed; its requests were aborted");
                     let scheduler = &self.core.scheduler;
                     self.streams
+                        .retain(|id, _| scheduler.request(*id).is_some());
+                    self.prompt_logprobs
                         .retain(|id, _| scheduler.request(*id).is_some());
                 }
             }
@@ -240,6 +259,9 @@ impl Driver {
                 let result = self.core.scheduler.add_request(new);
                 if result.is_ok() {
                     self.streams.insert(id, events);
+                    if let Some(constraint) = request.constraint {
+                        self.core.runner.constrain(id, constraint);
+                    }
                 }
                 if reply.send(result).is_err() {
                     // The submitter gave up before hearing back.
@@ -259,6 +281,7 @@ impl Driver {
             );
         }
         self.streams.remove(&id);
+        self.prompt_logprobs.remove(&id);
     }
 
     /// Sends each output to its request's stream; a finished stream is closed.
@@ -267,6 +290,7 @@ impl Driver {
             let event = TokenEvent {
                 token: o.token,
                 logprobs: o.logprobs,
+                prompt_logprobs: self.prompt_logprobs.remove(&o.id),
                 finish: o.finish,
                 stop_reason: o.stop_reason,
             };

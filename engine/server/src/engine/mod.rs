@@ -8,10 +8,12 @@
 
 use std::time::Instant;
 
-use candela_core::{FinishReason, SamplingParams, StopReason, TokenLogprobs};
+use candela_core::{
+    FinishReason, PromptLogprob, SamplingParams, StopReason, TokenConstraint, TokenLogprobs,
+};
 
 /// What a caller submits for one sequence (the API layer fans `n > 1` out into `n` of these).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct GenerateRequest {
     pub prompt_token_ids: Vec<u32>,
     pub params: SamplingParams,
@@ -19,6 +21,8 @@ pub struct GenerateRequest {
     pub priority: i32,
     /// When the HTTP request arrived (TTFT and queue time count from here).
     pub arrival: Instant,
+    /// Structured outputs: this sequence's own matcher (never shared between choices).
+    pub constraint: Option<Box<dyn TokenConstraint>>,
 }
 
 /// One event on a request's stream.
@@ -26,6 +30,9 @@ pub struct GenerateRequest {
 pub struct TokenEvent {
     pub token: u32,
     pub logprobs: Option<TokenLogprobs>,
+    /// On the first event of a request with `prompt_logprobs`: one entry per prompt
+    /// token after the first.
+    pub prompt_logprobs: Option<Vec<PromptLogprob>>,
     /// Set on the last event of the stream.
     pub finish: Option<FinishReason>,
     /// With a `Stop` finish: the EOS or stop token that ended the sequence.

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use candela_core::{FinishReason, StopReason, TokenLogprobs};
+use candela_core::{FinishReason, PromptLogprob, StopReason, TokenConstraint, TokenLogprobs};
 use futures::stream::{self, BoxStream, StreamExt};
 use tokenizers::Tokenizer;
 
@@ -49,6 +49,9 @@ pub struct ChoiceEvent {
     pub text: String,
     /// The token of this event (with logprobs when asked for).
     pub token: Option<TokenInfo>,
+    /// With the first token of a `prompt_logprobs` request: the prompt's, from its
+    /// second token on.
+    pub prompt_logprobs: Option<Vec<PromptLogprob>>,
     /// Set on the choice's last event: `stop`, `length` or `abort`.
     pub finish: Option<FinishReason>,
     /// With a `stop` finish: which condition matched.
@@ -95,6 +98,7 @@ impl Choice {
                 index: self.index,
                 text: self.text.finish(),
                 token: None,
+                prompt_logprobs: None,
                 finish: Some(FinishReason::Abort),
                 stop_reason: None,
                 error: Some(Error::EngineDead),
@@ -131,6 +135,7 @@ impl Choice {
                 logprobs: event.logprobs.map(clamp_logprobs),
                 text_offset: delta.token_offset,
             }),
+            prompt_logprobs: event.prompt_logprobs,
             finish,
             stop_reason,
             error: None,
@@ -152,6 +157,9 @@ impl Choice {
             }
             out.text.push_str(&event.text);
             out.tokens.extend(event.token);
+            if event.prompt_logprobs.is_some() {
+                out.prompt_logprobs = event.prompt_logprobs;
+            }
             out.finish = event.finish;
             out.stop_reason = event.stop_reason;
         }
@@ -165,6 +173,7 @@ pub struct CollectedChoice {
     pub index: usize,
     pub text: String,
     pub tokens: Vec<TokenInfo>,
+    pub prompt_logprobs: Option<Vec<PromptLogprob>>,
     pub finish: Option<FinishReason>,
     pub stop_reason: Option<Stopped>,
 }
@@ -217,6 +226,10 @@ async fn submit_one(
             params,
             priority: request.priority,
             arrival,
+            constraint: request
+                .grammar
+                .as_ref()
+                .map(|g| Box::new(g.matcher()) as Box<dyn TokenConstraint>),
         })
         .await?;
     let decoder = IncrementalDecoder::new(

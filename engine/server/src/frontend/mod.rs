@@ -14,6 +14,8 @@
 
 pub mod generate;
 pub mod request;
+pub mod structured;
+pub mod tool_calls;
 pub mod validate;
 
 pub use generate::{

@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Deserializer};
 
+use super::structured::Requested;
+
 /// Calls `$callback! { $($args)* ; <field list> }` with the sampling fields shared by
 /// every generation endpoint (OpenAI's plus vLLM's extras), each with its serde attributes.
 macro_rules! with_sampling_fields {
@@ -32,6 +34,16 @@ macro_rules! with_sampling_fields {
             priority: Option<i32>,
             include_stop_str_in_output: Option<bool>,
             skip_special_tokens: Option<bool>,
+            logit_bias: Option<std::collections::HashMap<String, f32>>,
+            prompt_logprobs: Option<i64>,
+            response_format: Option<crate::frontend::structured::ResponseFormat>,
+            structured_outputs: Option<crate::frontend::structured::StructuredOutputs>,
+            guided_json: Option<serde_json::Value>,
+            guided_regex: Option<String>,
+            guided_choice: Option<Vec<String>>,
+            guided_grammar: Option<String>,
+            guided_whitespace_pattern: Option<String>,
+            guided_decoding_backend: Option<String>,
         }
     };
 }
@@ -71,6 +83,9 @@ pub struct GenerationRequest {
     /// One or more prompts (a completions batch); each gets `n` choices.
     pub prompts: Vec<Prompt>,
     pub options: SamplingOptions,
+    /// A constraint the endpoint adds itself (chat's `tool_choice`), on top of the
+    /// structured-output fields of `options`.
+    pub constraint: Option<Requested>,
 }
 
 /// `stop`: one string or a list of strings, read as a list (`null` = absent).

@@ -9,18 +9,22 @@
 use std::sync::Arc;
 
 use candela_core::SamplingParams;
+use candela_structured::Grammar;
 use tokenizers::Tokenizer;
 
 use super::request::{GenerationRequest, Prompt, SamplingOptions};
+use super::structured::{self, Compiler};
 use crate::error::{Error, Result};
 
 /// Most choices (`n` × batched prompts) one request may ask for.
 pub const MAX_CHOICES: usize = 256;
 
 /// A request the engine can run: token ids and resolved parameters per prompt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ValidRequest {
     pub prompts: Vec<ValidPrompt>,
+    /// The compiled structured-output constraint; each choice gets its own matcher.
+    pub grammar: Option<Grammar>,
     /// Choices per prompt.
     pub n: usize,
     pub priority: i32,
@@ -59,17 +63,50 @@ impl ValidRequest {
     }
 }
 
-/// Tokenizes `request`'s prompts and [`check`]s it.
+/// Tokenizes `request`'s prompts, [`check`]s it and compiles its structured-output
+/// constraint with `compiler`.
 ///
 /// # Errors
-/// [`Error::InvalidRequest`] naming the field, [`Error::Rejected`] for a prompt that does
-/// not fit, [`Error::Internal`] when the tokenizer fails.
+/// [`Error::InvalidRequest`] naming the field (a schema or grammar that does not
+/// compile included), [`Error::Rejected`] for a prompt that does not fit,
+/// [`Error::Internal`] when the tokenizer fails.
 pub async fn validate(
     request: GenerationRequest,
     tokenizer: &Arc<Tokenizer>,
     max_model_len: usize,
+    compiler: &Arc<Compiler>,
 ) -> Result<ValidRequest> {
-    let GenerationRequest { prompts, options } = request;
+    let GenerationRequest {
+        prompts,
+        options,
+        constraint,
+    } = request;
+    let requested = match (constraint, structured::constraint(&options)?) {
+        (Some(tools), Some(other)) => {
+            return Err(Error::invalid(
+                other.field,
+                format!(
+                    "{} cannot be combined with tool_choice {:?}.",
+                    other.field, tools.field
+                ),
+            ));
+        }
+        (tools, other) => tools.or(other),
+    };
+    let vocab = tokenizer.get_vocab_size(true);
+    if let Some(options_bias) = &options.logit_bias {
+        for key in options_bias.keys() {
+            match key.parse::<usize>() {
+                Ok(id) if id < vocab => {}
+                _ => {
+                    return Err(Error::invalid(
+                        "logit_bias",
+                        format!("logit_bias keys must be token ids below {vocab}, got {key:?}."),
+                    ));
+                }
+            }
+        }
+    }
     let mut token_ids = Vec::with_capacity(prompts.len());
     for prompt in prompts {
         token_ids.push(match prompt {
@@ -83,7 +120,11 @@ pub async fn validate(
             }
         });
     }
-    check(&options, token_ids, max_model_len)
+    let mut valid = check(&options, token_ids, max_model_len)?;
+    if let Some(requested) = requested {
+        valid.grammar = Some(structured::compile(compiler, requested).await?);
+    }
+    Ok(valid)
 }
 
 /// vLLM's checks on tokenized prompts; the pure half of [`validate`].
@@ -140,6 +181,22 @@ pub fn check(
     };
     let min_tokens = non_negative("min_tokens", o.min_tokens)?.unwrap_or(0);
     let logprobs = non_negative("logprobs", o.logprobs)?;
+    let prompt_logprobs = non_negative("prompt_logprobs", o.prompt_logprobs)?;
+    // Keys are checked against the vocabulary in `validate`; here only that they are ids.
+    let mut logit_bias: Vec<(u32, f32)> = o
+        .logit_bias
+        .iter()
+        .flatten()
+        .map(|(k, &b)| {
+            k.parse::<u32>().map(|id| (id, b)).map_err(|_| {
+                Error::invalid(
+                    "logit_bias",
+                    format!("logit_bias keys must be token ids, got {k:?}."),
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    logit_bias.sort_by_key(|&(id, _)| id);
     let defaults = SamplingParams::default();
     let params = |max_tokens| SamplingParams {
         temperature: o.temperature.unwrap_or(defaults.temperature),
@@ -157,6 +214,8 @@ pub fn check(
         stop: o.stop.clone().unwrap_or_default(),
         ignore_eos: o.ignore_eos.unwrap_or(false),
         logprobs,
+        logit_bias: logit_bias.clone(),
+        prompt_logprobs,
     };
     let prompts = prompts
         .into_iter()
@@ -170,6 +229,7 @@ pub fn check(
         .collect::<Result<Vec<_>>>()?;
     Ok(ValidRequest {
         prompts,
+        grammar: None,
         n,
         priority: o.priority.unwrap_or(0),
         include_stop_str_in_output: o.include_stop_str_in_output.unwrap_or(false),

@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use super::pb;
 use crate::engine::EngineClient;
 use crate::error::Error;
+use crate::frontend::structured::Compiler;
 use crate::frontend::{self, Choice, ChoiceEvent, GenerationRequest, Prompt, SamplingOptions};
 use crate::profiler::Profiler;
 
@@ -34,6 +35,7 @@ const MIN_STATS_INTERVAL: Duration = Duration::from_millis(10);
 pub struct EngineService {
     engine: EngineClient,
     tokenizer: Arc<Tokenizer>,
+    grammars: Arc<Compiler>,
     max_model_len: usize,
     model_name: String,
     profiler: Profiler,
@@ -45,6 +47,7 @@ impl EngineService {
     pub fn new(
         engine: EngineClient,
         tokenizer: Arc<Tokenizer>,
+        grammars: Arc<Compiler>,
         max_model_len: usize,
         model_name: String,
         profiler: Profiler,
@@ -52,6 +55,7 @@ impl EngineService {
         EngineService {
             engine,
             tokenizer,
+            grammars,
             max_model_len,
             model_name,
             profiler,
@@ -70,7 +74,9 @@ impl pb::engine_server::Engine for EngineService {
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let arrival = Instant::now();
         let request = generation_request(request.into_inner())?;
-        let valid = frontend::validate(request, &self.tokenizer, self.max_model_len).await?;
+        let valid =
+            frontend::validate(request, &self.tokenizer, self.max_model_len, &self.grammars)
+                .await?;
         let choice = frontend::submit(&self.engine, &self.tokenizer, &valid, arrival)
             .await?
             .pop()
@@ -172,10 +178,12 @@ fn generation_request(r: pb::GenerateRequest) -> Result<GenerationRequest, Statu
         skip_special_tokens: s.skip_special_tokens,
         max_tokens: s.max_tokens,
         logprobs: None,
+        ..SamplingOptions::default()
     };
     Ok(GenerationRequest {
         prompts: vec![prompt],
         options,
+        constraint: None,
     })
 }
 
