@@ -3,10 +3,12 @@
 //! Set up like `transformers`' `apply_chat_template`: `trim_blocks` and
 //! `lstrip_blocks` on, Python string methods (`.strip()`, `.startswith()`, ...)
 //! via minijinja-contrib's pycompat, `raise_exception(msg)` and
-//! `strftime_now(fmt)` as globals, and the variables `messages`,
+//! `strftime_now(fmt)` as globals, transformers' `tojson` (Python's `json.dumps`:
+//! `", "` and `": "` separators, keys in order, no HTML escaping), and the variables `messages`,
 //! `add_generation_prompt`, `bos_token`, `eos_token` (plus any extra context
 //! such as `tools`). Compilation happens once in [`ChatTemplate::new`].
 
+use minijinja::value::Kwargs;
 use minijinja::{Environment, ErrorKind, Value};
 use serde::Serialize;
 
@@ -34,6 +36,68 @@ fn template_error(e: minijinja::Error) -> Error {
 
 fn raise_exception(msg: String) -> std::result::Result<String, minijinja::Error> {
     Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+/// `tojson` as transformers gives it to chat templates: Python's `json.dumps(x,
+/// ensure_ascii=False, indent=indent)`. minijinja's own filter writes compact,
+/// HTML-escaped JSON, which would show models tool schemas unlike those they were
+/// trained on.
+fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let mut out = Vec::new();
+    let written = match indent {
+        Some(n) => {
+            let spaces = vec![b' '; n];
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(&spaces);
+            value.serialize(&mut serde_json::Serializer::with_formatter(
+                &mut out, formatter,
+            ))
+        }
+        None => value.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out, PythonJson,
+        )),
+    };
+    written.map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let text = String::from_utf8(out)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    Ok(Value::from_safe_string(text))
+}
+
+/// `json.dumps`' default layout: `", "` between items, `": "` after keys.
+struct PythonJson;
+
+impl serde_json::ser::Formatter for PythonJson {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
 }
 
 /// `strftime_now(fmt)` of Llama 3 templates; only the date formats they use.
@@ -76,6 +140,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
         env.add_template_owned(NAME, source.to_string())
             .map_err(template_error)?;
         Ok(Self {
@@ -173,6 +238,21 @@ mod tests {
     fn syntax_errors_are_reported_at_compile_time() {
         let e = ChatTemplate::new("{% for m in messages %}", None, None).unwrap_err();
         assert!(matches!(e, Error::ChatTemplate(_)), "{e}");
+    }
+
+    #[test]
+    fn tojson_writes_what_pythons_json_dumps_writes() {
+        let t = ChatTemplate::new(
+            "{{ messages[0] | tojson }}|{{ messages[0] | tojson(indent=2) }}",
+            None,
+            None,
+        )
+        .unwrap();
+        let msg = json!([{"type": "function", "function": {"name": "f", "d": "<b> & é", "p": [1, 2], "e": {}}}]);
+        assert_eq!(
+            t.render(&msg, false).unwrap(),
+            "{\"type\": \"function\", \"function\": {\"name\": \"f\", \"d\": \"<b> & é\", \"p\": [1, 2], \"e\": {}}}|{\n  \"type\": \"function\",\n  \"function\": {\n    \"name\": \"f\",\n    \"d\": \"<b> & é\",\n    \"p\": [\n      1,\n      2\n    ],\n    \"e\": {}\n  }\n}"
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@ import os
 import re
 from typing import Annotated
 
-import httpx
+import urllib.request
+
 import jsonschema
 import openai
 import pydantic
@@ -41,11 +42,12 @@ def qwen() -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{QWEN_URL}/v1", api_key=API_KEY, max_retries=0, timeout=600)
 
 
-def server_post(path, body):
+def server_post(path, body, base=BASE_URL):
     """vLLM's non-/v1 routes (`/tokenize`, `/detokenize`)."""
-    r = httpx.post(f"{BASE_URL}{path}", json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
-    r.raise_for_status()
-    return r.json()
+    req = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.load(r)
 
 
 def ask(text):
@@ -307,7 +309,13 @@ def test_auto_tool_call_with_qwen_and_a_full_round_trip(qwen):
              "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
         {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature_c": 21, "sky": "sunny"})},
     ]
-    r = qwen.chat.completions.create(model=model, messages=messages, tools=[WEATHER, TIME], temperature=0,
+    # The model's own template shows the call and the tool's answer in the next prompt.
+    ids = server_post("/tokenize", {"model": model, "messages": messages, "tools": [WEATHER]}, QWEN_URL)["tokens"]
+    prompt = server_post("/detokenize", {"model": model, "tokens": ids}, QWEN_URL)["prompt"]
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"' in prompt, prompt
+    assert '<tool_response>\n{"temperature_c": 21, "sky": "sunny"}\n</tool_response>' in prompt, prompt
+    # The 0.5B coder model repeats the call before it answers; the answer carries the result.
+    r = qwen.chat.completions.create(model=model, messages=messages, tools=[WEATHER], temperature=0,
                                      max_tokens=60)
     final = r.choices[0]
     assert final.finish_reason in ("stop", "length")
