@@ -6,23 +6,66 @@
 //! Where float non-associativity could flip a token, the test demands proof: the
 //! reference's top-2 logit gap at that step must be below 1e-4, and such cases
 //! must stay rare. With the batch-invariant kernels they are expected to be zero.
+//!
+//! Some requests of the batch are constrained (structured outputs) and some ask for
+//! `prompt_logprobs`: each of those must give inside the batch exactly what it gives
+//! run alone, and constrained outputs must match their constraint.
 
 mod common;
 
 use candela::engine::EngineCore;
+use std::collections::HashMap;
+
 use candela_core::{
-    CacheConfig, FinishReason, NewRequest, SamplingParams, Scheduler, SchedulerConfig,
+    CacheConfig, FinishReason, NewRequest, PromptLogprob, SamplingParams, Scheduler,
+    SchedulerConfig,
 };
 use candela_model::{LoadedModel, ModelRunner, RunnerConfig, reference_generate_greedy};
+use candela_structured::{Constraint, Grammar, Grammars};
 
 const GAP_TOLERANCE: f32 = 1e-4;
 
 struct Case {
     prompt: Vec<u32>,
     max_tokens: usize,
+    /// Structured output: the compiled grammar and what its text must satisfy.
+    constraint: Option<(Grammar, fn(&str) -> bool)>,
+    prompt_logprobs: bool,
+}
+
+/// Yes, no or maybe.
+fn is_choice(text: &str) -> bool {
+    ["yes", "no", "maybe"].contains(&text)
+}
+
+/// `[0-9]{2}-[a-z]{3}`, or a prefix of it when `max_tokens` cut it short.
+fn is_code(text: &str) -> bool {
+    let shape = |i: usize, b: u8| match i {
+        0 | 1 => b.is_ascii_digit(),
+        2 => b == b'-',
+        3..=5 => b.is_ascii_lowercase(),
+        _ => false,
+    };
+    text.bytes().enumerate().all(|(i, b)| shape(i, b))
 }
 
 fn cases(model: &LoadedModel) -> Vec<Case> {
+    let grammars = Grammars::new(
+        &model.tokenizer,
+        &model.eos_token_ids,
+        model.config.vocab_size,
+    )
+    .expect("the default model's tokenizer runs structured outputs");
+    let choice = grammars
+        .compile(&Constraint::Choice(vec![
+            "yes".into(),
+            "no".into(),
+            "maybe".into(),
+        ]))
+        .unwrap();
+    let code = grammars
+        .compile(&Constraint::Regex("[0-9]{2}-[a-z]{3}".into()))
+        .unwrap();
     let shared = "You are a careful assistant. Answer in one short paragraph, using plain words, \
                   and never repeat the question. Here is the question from the user: ";
     let topics = [
@@ -53,9 +96,16 @@ fn cases(model: &LoadedModel) -> Vec<Case> {
                 .tokenizer
                 .encode(text.as_str(), false)
                 .expect("tokenize");
+            let constraint = match i % 8 {
+                3 => Some((choice.clone(), is_choice as fn(&str) -> bool)),
+                7 => Some((code.clone(), is_code as fn(&str) -> bool)),
+                _ => None,
+            };
             Case {
                 prompt: enc.get_ids().to_vec(),
                 max_tokens: 8 + (i * 7) % 33,
+                constraint,
+                prompt_logprobs: i % 8 == 1 || i % 8 == 2,
             }
         })
         .collect()
@@ -63,16 +113,24 @@ fn cases(model: &LoadedModel) -> Vec<Case> {
 
 struct Outcome {
     outputs: Vec<Vec<u32>>,
+    prompt_logprobs: HashMap<u64, Vec<PromptLogprob>>,
     preemptions: u64,
     max_swapped: usize,
     prefix_hits: u64,
     chunked_steps: usize,
 }
 
-fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outcome {
+/// Runs `cases` in one engine; `device_blocks` of 32 (512 tokens for 32 requests of up
+/// to ~190) forces preemption.
+fn run_batched(
+    model: &LoadedModel,
+    cases: &[Case],
+    device_blocks: usize,
+    host_blocks: usize,
+) -> Outcome {
     let cache = CacheConfig {
         block_size: 16,
-        num_device_blocks: 40, // 640 tokens for 32 requests of up to ~190: forces preemption
+        num_device_blocks: device_blocks,
         num_host_blocks: host_blocks,
         enable_prefix_caching: true,
     };
@@ -89,7 +147,7 @@ fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outco
     let runner = ModelRunner::new(
         model.model.clone(),
         RunnerConfig {
-            num_device_blocks: 40,
+            num_device_blocks: device_blocks,
             num_host_blocks: host_blocks,
             block_size: 16,
         },
@@ -103,12 +161,19 @@ fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outco
             .add_request(NewRequest {
                 id: i as u64,
                 prompt_token_ids: c.prompt.clone(),
-                params: SamplingParams::greedy(c.max_tokens),
+                params: SamplingParams {
+                    prompt_logprobs: c.prompt_logprobs.then_some(3),
+                    ..SamplingParams::greedy(c.max_tokens)
+                },
                 priority: 0,
                 arrival_time: 0.0,
             })
             .unwrap();
+        if let Some((grammar, _)) = &c.constraint {
+            core.runner.constrain(i as u64, Box::new(grammar.matcher()));
+        }
     }
+    let mut prompt_logprobs: HashMap<u64, Vec<PromptLogprob>> = HashMap::new();
     let mut outputs = vec![Vec::new(); cases.len()];
     let (mut max_swapped, mut chunked_steps) = (0, 0);
     for t in 0..20_000 {
@@ -121,6 +186,9 @@ fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outco
             .iter()
             .filter(|s| !s.sample && s.num_tokens > 1)
             .count();
+        for (id, part) in step.prompt_logprobs {
+            prompt_logprobs.entry(id).or_default().extend(part);
+        }
         for o in step.outputs {
             outputs[o.id as usize].push(o.token);
             assert_ne!(o.finish, Some(FinishReason::Abort));
@@ -134,6 +202,7 @@ fn run_batched(model: &LoadedModel, cases: &[Case], host_blocks: usize) -> Outco
     let stats = core.scheduler.stats();
     Outcome {
         outputs,
+        prompt_logprobs,
         preemptions: stats.num_preemptions,
         max_swapped,
         prefix_hits: stats.prefix_cache_hits,
@@ -154,8 +223,45 @@ fn batched_paged_preempted_output_equals_single_sequence_reference() {
         })
         .collect();
 
+    // Constrained and prompt-logprobs requests, each run alone in a roomy pool.
+    let alone: Vec<Option<Outcome>> = cases
+        .iter()
+        .map(|c| {
+            (c.constraint.is_some() || c.prompt_logprobs).then(|| {
+                let one = [Case {
+                    prompt: c.prompt.clone(),
+                    max_tokens: c.max_tokens,
+                    constraint: c.constraint.clone(),
+                    prompt_logprobs: c.prompt_logprobs,
+                }];
+                run_batched(&model, &one, 64, 0)
+            })
+        })
+        .collect();
+
+    // Prompt logprobs are those of the reference's logits, token by token.
+    for (c, single) in cases.iter().zip(&alone) {
+        let (true, Some(single)) = (c.prompt_logprobs, single) else {
+            continue;
+        };
+        let rows = candela_model::reference_logits(&model.model, &c.prompt[..1], &c.prompt[1..])
+            .unwrap();
+        for (j, lp) in single.prompt_logprobs[&0].iter().enumerate() {
+            let row = &rows[j];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+            let want = row[c.prompt[j + 1] as usize] - lse;
+            assert!(
+                (lp.logprob - want).abs() < 1e-3,
+                "prompt token {} logprob {} vs reference {want}",
+                j + 1,
+                lp.logprob
+            );
+        }
+    }
+
     for (label, host_blocks) in [("recompute", 0), ("swap", 64)] {
-        let out = run_batched(&model, &cases, host_blocks);
+        let out = run_batched(&model, &cases, 32, host_blocks);
         assert!(
             out.preemptions > 0,
             "{label}: the tiny pool must force preemption"
@@ -176,6 +282,39 @@ fn batched_paged_preempted_output_equals_single_sequence_reference() {
         }
         let mut near_ties = 0;
         for (i, (got, want)) in out.outputs.iter().zip(&references).enumerate() {
+            if let Some(single) = &alone[i] {
+                assert_eq!(
+                    got, &single.outputs[0],
+                    "{label}: request {i} differs from its run alone"
+                );
+                let lps = &out.prompt_logprobs.get(&(i as u64));
+                assert_eq!(
+                    lps,
+                    &single.prompt_logprobs.get(&0),
+                    "{label}: request {i}'s prompt logprobs"
+                );
+                if cases[i].prompt_logprobs {
+                    let lps = lps.expect("prompt logprobs were asked for");
+                    assert_eq!(
+                        lps.len(),
+                        cases[i].prompt.len() - 1,
+                        "{label}: one per prompt token after the first"
+                    );
+                    assert!(
+                        lps.iter()
+                            .zip(&cases[i].prompt[1..])
+                            .all(|(lp, &t)| lp.token == t && lp.top.len() == 3)
+                    );
+                }
+            }
+            if let Some((_, check)) = &cases[i].constraint {
+                let text = model.tokenizer.decode(got, true).unwrap();
+                assert!(
+                    check(&text),
+                    "{label}: request {i} broke its constraint: {text:?}"
+                );
+                continue;
+            }
             match got.iter().zip(&want.tokens).position(|(a, b)| a != b) {
                 None => assert_eq!(got.len(), want.tokens.len(), "{label}: request {i} length"),
                 Some(k) => {
