@@ -21,7 +21,7 @@ if ! command -v prometheus >/dev/null; then
 fi
 
 echo "== cargo test (contract, engine, hub client against the local hub)"
-cargo test --locked -p candela-contract -p candela-core -p candela-gguf -p candela-model -p candela-hub -p candela-tools -p candela 2>&1
+cargo test --locked -p candela-contract -p candela-core -p candela-gguf -p candela-model -p candela-hub -p candela-structured -p candela-tools -p candela 2>&1
 
 echo "== CUDA kernels compile (nvcc from NVIDIA's PyPI wheels; no GPU needed)"
 ./scripts/check-cuda-kernels.sh

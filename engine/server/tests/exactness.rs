@@ -29,9 +29,12 @@ struct Case {
     prompt: Vec<u32>,
     max_tokens: usize,
     /// Structured output: the compiled grammar and what its text must satisfy.
-    constraint: Option<(Grammar, fn(&str) -> bool)>,
+    constraint: Option<(Grammar, TextCheck)>,
     prompt_logprobs: bool,
 }
+
+/// What a constrained output's text must satisfy.
+type TextCheck = fn(&str) -> bool;
 
 /// Yes, no or maybe.
 fn is_choice(text: &str) -> bool {
@@ -97,8 +100,8 @@ fn cases(model: &LoadedModel) -> Vec<Case> {
                 .encode(text.as_str(), false)
                 .expect("tokenize");
             let constraint = match i % 8 {
-                3 => Some((choice.clone(), is_choice as fn(&str) -> bool)),
-                7 => Some((code.clone(), is_code as fn(&str) -> bool)),
+                3 => Some((choice.clone(), is_choice as TextCheck)),
+                7 => Some((code.clone(), is_code as TextCheck)),
                 _ => None,
             };
             Case {
@@ -244,8 +247,8 @@ fn batched_paged_preempted_output_equals_single_sequence_reference() {
         let (true, Some(single)) = (c.prompt_logprobs, single) else {
             continue;
         };
-        let rows = candela_model::reference_logits(&model.model, &c.prompt[..1], &c.prompt[1..])
-            .unwrap();
+        let rows =
+            candela_model::reference_logits(&model.model, &c.prompt[..1], &c.prompt[1..]).unwrap();
         for (j, lp) in single.prompt_logprobs[&0].iter().enumerate() {
             let row = &rows[j];
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -316,7 +316,7 @@ pub enum ToolStream {
     /// The family parser splits content from calls as text arrives; an answer that
     /// starts like a bare JSON call is held whole until the end.
     Auto {
-        parser: StreamingToolParser,
+        parser: Box<StreamingToolParser>,
         parallel: bool,
         names: Vec<String>,
         /// Text not yet given to `parser`: `Some` while it may be a bare call.
@@ -339,7 +339,7 @@ impl ToolStream {
                 parallel,
                 names,
             } => ToolStream::Auto {
-                parser: parser.streaming(),
+                parser: Box::new(parser.streaming()),
                 parallel: *parallel,
                 names: names.clone(),
                 held: Some(String::new()),

@@ -57,7 +57,7 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) enum Command {
     Add {
         id: RequestId,
-        request: GenerateRequest,
+        request: Box<GenerateRequest>,
         events: mpsc::UnboundedSender<TokenEvent>,
         reply: oneshot::Sender<Result<(), candela_core::Error>>,
     },
@@ -141,7 +141,7 @@ impl EngineClient {
         self.commands
             .send(Command::Add {
                 id,
-                request,
+                request: Box::new(request),
                 events,
                 reply,
             })
