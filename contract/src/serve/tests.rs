@@ -331,3 +331,28 @@ proptest! {
         prop_assert_eq!(a.scheduler.enable_chunked_prefill(), f.enable_chunked_prefill.unwrap_or(true));
     }
 }
+
+#[test]
+fn tool_choice_flags_come_together() {
+    let both = serve(&["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]).unwrap();
+    assert!(both.validate().is_ok());
+    assert_eq!(both.server.tool_call_parser.as_deref(), Some("hermes"));
+    let alone = serve(&["--enable-auto-tool-choice"])
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(alone.contains("--tool-call-parser"), "{alone}");
+    let parser = serve(&["--tool-call-parser", "mistral"])
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(parser.contains("--enable-auto-tool-choice"), "{parser}");
+    assert!(
+        serve(&[
+            "--enable-auto-tool-choice",
+            "--tool-call-parser",
+            "pythonic"
+        ])
+        .is_err()
+    );
+}

@@ -531,6 +531,15 @@ mod tests {
     }
 
     #[test]
+    fn the_flags_values_are_the_parsers() {
+        let names: Vec<&str> = ToolParser::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(names, candela_contract::serve::TOOL_CALL_PARSERS);
+        for name in names {
+            assert_eq!(name.parse::<ToolParser>().unwrap().name(), name);
+        }
+    }
+
+    #[test]
     fn modes_follow_tool_choice_and_server_flags() {
         let tools = [tool("weather"), tool("time")];
         let hermes = Some(ToolParser::Hermes);

@@ -6,6 +6,10 @@
 //! - [`validate`]: tokenize, check, resolve `max_tokens` → [`ValidRequest`] (one validation).
 //! - [`generate`]: submit the sequences and turn their tokens into text events
 //!   ([`Choice`]), with stop strings and the core's stop reasons.
+//! - [`structured`]: the structured-output fields (`response_format`, `structured_outputs`,
+//!   `guided_*`) read into one constraint and compiled (a 400 when it does not compile).
+//! - [`tool_calls`]: the tool-call syntaxes of model families (`--tool-call-parser`),
+//!   whole and streamed.
 //!
 //! `max_tokens` from handler to stop check: wire field → [`SamplingOptions::max_tokens`]
 //! (the one conversion) → [`validate::check`] resolves it against the prompt and the

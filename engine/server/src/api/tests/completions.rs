@@ -145,8 +145,10 @@ async fn completion_logprobs_shape() {
         .iter()
         .map(|t| t.as_str().unwrap())
         .collect();
-    assert_eq!(tokens.len(), 3);
-    assert_eq!(format!("{FRANCE}{}", tokens.concat()), text);
+    // With `echo`, the 5 prompt tokens come first, then the 3 generated ones.
+    assert_eq!(tokens.len(), 5 + 3);
+    assert_eq!(tokens.concat(), text);
+    assert!(text.starts_with(FRANCE));
     // Offsets count from the start of the echoed text.
     let offsets: Vec<u64> = lp["text_offset"]
         .as_array()
@@ -154,12 +156,23 @@ async fn completion_logprobs_shape() {
         .iter()
         .map(|o| o.as_u64().unwrap())
         .collect();
-    let mut at = FRANCE.len() as u64;
+    let mut at = 0;
     for (token, offset) in tokens.iter().zip(&offsets) {
         assert_eq!(*offset, at, "{offsets:?}");
         at += token.len() as u64;
     }
-    for i in 0..3 {
+    // Nothing precedes the first prompt token: no logprob, no alternatives.
+    assert!(lp["token_logprobs"][0].is_null() && lp["top_logprobs"][0].is_null());
+    for i in 1..5 {
+        let top = lp["top_logprobs"][i].as_object().unwrap();
+        assert!(
+            top.contains_key(tokens[i]),
+            "prompt token {:?} not in {top:?}",
+            tokens[i]
+        );
+        assert!(lp["token_logprobs"][i].as_f64().unwrap() <= 0.0);
+    }
+    for i in 5..8 {
         let top = lp["top_logprobs"][i].as_object().unwrap();
         assert_eq!(top.len(), 2, "{top:?}");
         assert!(
@@ -170,6 +183,8 @@ async fn completion_logprobs_shape() {
         let alternatives: Vec<f64> = top.values().map(|x| x.as_f64().unwrap()).collect();
         assert_greedy_logprob(lp["token_logprobs"][i].as_f64().unwrap(), &alternatives);
     }
+    // Without `prompt_logprobs` asked for, the vLLM field is left out.
+    assert!(v["choices"][0].get("prompt_logprobs").is_none());
 }
 
 #[tokio::test]
