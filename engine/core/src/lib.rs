@@ -26,8 +26,8 @@ pub use error::Error;
 pub use request::{FinishReason, NewRequest, Request, RequestId, RequestStatus, StopReason};
 pub use sampling::{SamplingParams, TokenConstraint};
 pub use scheduler::{
-    PromptLogprob, RequestOutput, SampledToken, ScheduledRequest, Scheduler, SchedulerOutput,
-    SchedulerStats, TokenLogprobs,
+    MAX_PROMPT_LOGITS_PER_STEP, PromptLogprob, RequestOutput, SampledToken, ScheduledRequest,
+    Scheduler, SchedulerOutput, SchedulerStats, TokenLogprobs,
 };
 
 /// Index of a block in a KV pool (device or host).

@@ -61,6 +61,11 @@ pub trait TokenConstraint: Send + std::fmt::Debug {
     /// ended with an EOS token).
     fn mask(&mut self, logits: &mut [f32]) -> Result<(), String>;
 
+    /// True when the last mask allowed nothing but end-of-sequence tokens: the
+    /// constrained text is complete, and the request ends with this token even under
+    /// `ignore_eos` or an unmet `min_tokens`.
+    fn only_end_allowed(&self) -> bool;
+
     /// Advances past `token`, the token sampled under the last mask.
     ///
     /// # Errors

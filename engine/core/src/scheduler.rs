@@ -59,6 +59,9 @@ pub struct SampledToken {
     pub id: RequestId,
     pub token: u32,
     pub logprobs: Option<TokenLogprobs>,
+    /// The request's structured-output constraint allowed only this end: it finishes
+    /// here (`stop`), whatever `ignore_eos` and `min_tokens` say.
+    pub forced_end: bool,
 }
 
 /// One new token (and possibly the end) of one request, for the server.
@@ -304,7 +307,7 @@ impl Scheduler {
                 i += 1;
                 continue;
             }
-            let num_new = remaining.min(budget);
+            let num_new = chunk_len(&self.config, req, remaining, budget);
             let scheduled = loop {
                 if self
                     .device
@@ -345,7 +348,12 @@ impl Scheduler {
                 }
                 let req = &self.requests[&id];
                 let host_blocks = self.host.block_table(id).len();
-                let num_new = (req.num_tokens() - req.num_computed_tokens).min(budget);
+                let num_new = chunk_len(
+                    &self.config,
+                    req,
+                    req.num_tokens() - req.num_computed_tokens,
+                    budget,
+                );
                 let total_blocks = (req.num_computed_tokens + num_new).div_ceil(self.block_size);
                 if total_blocks.max(host_blocks) > self.device.pool().num_free() {
                     break;
@@ -379,7 +387,7 @@ impl Scheduler {
                 if !self.config.enable_chunked_prefill && remaining > budget {
                     break;
                 }
-                let num_new = remaining.min(budget);
+                let num_new = chunk_len(&self.config, req, remaining, budget);
                 if !self.device.allocate_slots(req, num_new, &hit) {
                     break;
                 }
@@ -428,12 +436,18 @@ impl Scheduler {
             req.append_token(s.token, self.block_size);
             req.first_token_time.get_or_insert(now);
             let prev_token_time = req.last_token_time.replace(now);
-            let (finish, stop_reason) = match check_stop(
-                req,
-                s.token,
-                &self.config.eos_token_ids,
-                self.config.max_model_len,
-            ) {
+            let stop = if s.forced_end {
+                let eos = self.config.eos_token_ids.contains(&s.token);
+                Some((FinishReason::Stop, eos.then_some(StopReason::Eos(s.token))))
+            } else {
+                check_stop(
+                    req,
+                    s.token,
+                    &self.config.eos_token_ids,
+                    self.config.max_model_len,
+                )
+            };
+            let (finish, stop_reason) = match stop {
                 Some((finish, stop_reason)) => (Some(finish), stop_reason),
                 None => (None, None),
             };
@@ -588,6 +602,22 @@ impl Scheduler {
 
 /// vLLM's stop check after appending `token`: EOS / stop ids (after `min_tokens`), then
 /// length. A stop says which token matched.
+/// Most prompt positions a `prompt_logprobs` request computes per step when prefill is
+/// chunked: each needs a whole vocabulary row of logits (a 152k vocabulary makes 512 rows
+/// about 310 MB), so its prompt goes in slices however large the step budget.
+pub const MAX_PROMPT_LOGITS_PER_STEP: usize = 512;
+
+/// Tokens `req` computes this step: what remains of it within `budget`, and no more than
+/// [`MAX_PROMPT_LOGITS_PER_STEP`] while its prompt's logits are wanted.
+fn chunk_len(config: &SchedulerConfig, req: &Request, remaining: usize, budget: usize) -> usize {
+    let n = remaining.min(budget);
+    if config.enable_chunked_prefill && req.needs_prompt_logits() {
+        n.min(MAX_PROMPT_LOGITS_PER_STEP)
+    } else {
+        n
+    }
+}
+
 fn check_stop(
     req: &Request,
     token: u32,

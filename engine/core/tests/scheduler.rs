@@ -3,8 +3,9 @@
 //! property test that any workload leaves both pools entirely free.
 
 use candela_core::{
-    CacheConfig, Error, FinishReason, NewRequest, RequestId, SampledToken, SamplingParams,
-    Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy, StopReason,
+    CacheConfig, Error, FinishReason, MAX_PROMPT_LOGITS_PER_STEP, NewRequest, RequestId,
+    SampledToken, SamplingParams, Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy,
+    StopReason,
 };
 use proptest::prelude::*;
 
@@ -49,6 +50,7 @@ fn sample_all(out: &SchedulerOutput) -> Vec<SampledToken> {
             id: s.id,
             token: 1000 + s.id as u32,
             logprobs: None,
+            forced_end: false,
         })
         .collect()
 }
@@ -230,6 +232,7 @@ fn stop_conditions_follow_min_tokens_eos_and_stop_ids() {
                 id: out.scheduled[0].id,
                 token: tok,
                 logprobs: None,
+                forced_end: false,
             }],
             0.0,
         )
@@ -262,6 +265,31 @@ fn stop_conditions_follow_min_tokens_eos_and_stop_ids() {
     let eos = &feed(&mut s, 0)[0];
     assert_eq!(eos.finish, Some(FinishReason::Stop));
     assert_eq!(eos.stop_reason, Some(StopReason::Eos(0)));
+}
+
+#[test]
+fn a_complete_constraint_ends_the_request_despite_ignore_eos_and_min_tokens() {
+    let mut s = Scheduler::new(config(4, 100), cache(32, 0)).unwrap();
+    let params = SamplingParams {
+        ignore_eos: true,
+        min_tokens: 5,
+        ..SamplingParams::greedy(10)
+    };
+    s.add_request(request(1, vec![1, 2], params)).unwrap();
+    let mut feed = |tok: u32, forced_end: bool| {
+        let out = s.schedule(0.0);
+        let sampled = SampledToken {
+            id: out.scheduled[0].id,
+            token: tok,
+            logprobs: None,
+            forced_end,
+        };
+        s.update_from_output(&[sampled], 0.0).remove(0)
+    };
+    assert_eq!(feed(0, false).finish, None, "EOS the grammar only allows");
+    let end = feed(0, true);
+    assert_eq!(end.finish, Some(FinishReason::Stop));
+    assert_eq!(end.stop_reason, Some(StopReason::Eos(0)));
 }
 
 #[test]
@@ -395,4 +423,42 @@ proptest! {
             prop_assert!(aborted || r.num_output_tokens() == r.params.max_tokens);
         }
     }
+}
+
+#[test]
+fn prompt_logprobs_requests_prefill_in_bounded_slices_without_the_prefix_cache() {
+    let config = SchedulerConfig {
+        max_model_len: 2048,
+        ..config(4, 2048)
+    };
+    let mut s = Scheduler::new(config, cache(1024, 0)).unwrap();
+    let prompt: Vec<u32> = (1..=1500).collect();
+    s.add_request(request(1, prompt.clone(), SamplingParams::greedy(4)))
+        .unwrap();
+    let first = step(&mut s, 0.0);
+    assert_eq!(
+        first.scheduled[0].num_tokens, 1500,
+        "plain prompts take the budget"
+    );
+    while !s.is_idle() {
+        let out = s.schedule(1.0);
+        let sampled = sample_all(&out);
+        s.update_from_output(&sampled, 1.0);
+    }
+    let params = SamplingParams {
+        prompt_logprobs: Some(0),
+        ..SamplingParams::greedy(4)
+    };
+    s.add_request(request(2, prompt, params)).unwrap();
+    let chunks: Vec<(usize, usize)> = (0..3)
+        .map(|t| {
+            let out = step(&mut s, 2.0 + t as f64);
+            (out.scheduled[0].start, out.scheduled[0].num_tokens)
+        })
+        .collect();
+    assert_eq!(
+        chunks,
+        vec![(0, MAX_PROMPT_LOGITS_PER_STEP), (512, 512), (1024, 476)],
+        "the cached prefix is not read, and each slice is bounded"
+    );
 }

@@ -39,64 +39,147 @@ fn raise_exception(msg: String) -> std::result::Result<String, minijinja::Error>
 }
 
 /// `tojson` as transformers gives it to chat templates: Python's `json.dumps(x,
-/// ensure_ascii=False, indent=indent)`. minijinja's own filter writes compact,
-/// HTML-escaped JSON, which would show models tool schemas unlike those they were
-/// trained on.
+/// ensure_ascii=False, indent=None, separators=None, sort_keys=False)`, each of those
+/// keyword arguments honoured. minijinja's own filter writes compact, HTML-escaped JSON,
+/// which would show models tool schemas unlike those they were trained on.
 fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja::Error> {
-    let indent: Option<usize> = kwargs.get("indent")?;
-    kwargs.assert_all_used()?;
-    let mut out = Vec::new();
-    let written = match indent {
-        Some(n) => {
-            let spaces = vec![b' '; n];
-            let formatter = serde_json::ser::PrettyFormatter::with_indent(&spaces);
-            value.serialize(&mut serde_json::Serializer::with_formatter(
-                &mut out, formatter,
-            ))
-        }
-        None => value.serialize(&mut serde_json::Serializer::with_formatter(
-            &mut out, PythonJson,
-        )),
+    let err = |e: &dyn std::fmt::Display| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string())
     };
-    written.map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-    let text = String::from_utf8(out)
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    let separators: Option<Vec<String>> = kwargs.get("separators")?;
+    kwargs.assert_all_used()?;
+    let mut json = serde_json::to_value(&value).map_err(|e| err(&e))?;
+    if sort_keys == Some(true) {
+        sort_json_keys(&mut json);
+    }
+    // Python's defaults: `", "` and `": "`, or `","` before a newline when indenting.
+    let (item, key) = match separators.as_deref() {
+        Some([item, key]) => (item.clone(), key.clone()),
+        Some(_) => return Err(err(&"tojson: separators must be (item, key)")),
+        None if indent.is_some() => (",".to_owned(), ": ".to_owned()),
+        None => (", ".to_owned(), ": ".to_owned()),
+    };
+    let formatter = PythonJson {
+        item,
+        key,
+        indent: indent.map(|n| " ".repeat(n)),
+        open: Vec::new(),
+    };
+    let mut out = Vec::new();
+    json.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut out, formatter,
+    ))
+    .map_err(|e| err(&e))?;
+    let mut text = String::from_utf8(out).map_err(|e| err(&e))?;
+    if ensure_ascii == Some(true) {
+        text = text
+            .chars()
+            .map(|c| match c as u32 {
+                0..0x80 => c.to_string(),
+                _ => c
+                    .encode_utf16(&mut [0; 2])
+                    .iter()
+                    .map(|u| format!("\\u{u:04x}"))
+                    .collect(),
+            })
+            .collect();
+    }
     Ok(Value::from_safe_string(text))
 }
 
-/// `json.dumps`' default layout: `", "` between items, `": "` after keys.
-struct PythonJson;
+fn sort_json_keys(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.sort_keys();
+            map.values_mut().for_each(sort_json_keys);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_json_keys),
+        _ => {}
+    }
+}
+
+/// `json.dumps`' layout: `item` between items, `key` after keys and, with `indent`, one
+/// item per line (empty containers stay `[]` / `{}`).
+struct PythonJson {
+    item: String,
+    key: String,
+    indent: Option<String>,
+    /// Per open container: whether it has an item yet.
+    open: Vec<bool>,
+}
+
+impl PythonJson {
+    fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        if let Some(unit) = &self.indent {
+            w.write_all(b"\n")?;
+            for _ in 0..self.open.len() {
+                w.write_all(unit.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn open<W: ?Sized + std::io::Write>(&mut self, w: &mut W, b: &[u8]) -> std::io::Result<()> {
+        self.open.push(false);
+        w.write_all(b)
+    }
+
+    fn close<W: ?Sized + std::io::Write>(&mut self, w: &mut W, b: &[u8]) -> std::io::Result<()> {
+        if self.open.pop() == Some(true) {
+            self.newline(w)?;
+        }
+        w.write_all(b)
+    }
+
+    fn value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if let Some(has) = self.open.last_mut() {
+            *has = true;
+        }
+        if !first {
+            w.write_all(self.item.as_bytes())?;
+        }
+        self.newline(w)
+    }
+}
 
 impl serde_json::ser::Formatter for PythonJson {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"]")
+    }
+
     fn begin_array_value<W: ?Sized + std::io::Write>(
         &mut self,
-        writer: &mut W,
+        w: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+        self.value(w, first)
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"}")
     }
 
     fn begin_object_key<W: ?Sized + std::io::Write>(
         &mut self,
-        writer: &mut W,
+        w: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+        self.value(w, first)
     }
 
-    fn begin_object_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-    ) -> std::io::Result<()> {
-        writer.write_all(b": ")
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(self.key.as_bytes())
     }
 }
 
@@ -252,6 +335,18 @@ mod tests {
         assert_eq!(
             t.render(&msg, false).unwrap(),
             "{\"type\": \"function\", \"function\": {\"name\": \"f\", \"d\": \"<b> & é\", \"p\": [1, 2], \"e\": {}}}|{\n  \"type\": \"function\",\n  \"function\": {\n    \"name\": \"f\",\n    \"d\": \"<b> & é\",\n    \"p\": [\n      1,\n      2\n    ],\n    \"e\": {}\n  }\n}"
+        );
+    }
+
+    #[test]
+    fn tojson_honours_pythons_keyword_arguments() {
+        let src =
+            "{{ messages[0] | tojson(ensure_ascii=True, sort_keys=True, separators=[',', ':']) }}";
+        let t = ChatTemplate::new(src, None, None).unwrap();
+        let msg = json!([{"b": "é😀", "a": {"d": [], "c": 1}}]);
+        assert_eq!(
+            t.render(&msg, false).unwrap(),
+            r#"{"a":{"c":1,"d":[]},"b":"\u00e9\ud83d\ude00"}"#
         );
     }
 

@@ -52,7 +52,10 @@ pub use error::{Error, Result};
 pub use kv_cache::{LayerKv, PagedKvCache};
 pub use llama::{Llama, ModelConfig};
 pub use reference::{ReferenceRun, reference_generate_greedy, reference_logits};
-pub use runner::{ExecPath, ModelRunner, PromptLogprobsArgs, RunnerConfig, SampleArgs, StepSeq};
+pub use runner::{
+    ExecPath, ModelRunner, PromptLogprobsArgs, PromptLogprobsChunk, RunnerConfig, SampleArgs,
+    StepSeq,
+};
 pub use sampler::Sampler;
 pub use tokenizer::TokenizerBundle;
 

@@ -64,6 +64,17 @@ pub struct StepSeq<'a> {
     pub prompt_logprobs: Option<PromptLogprobsArgs<'a>>,
 }
 
+/// The prompt log-probabilities one step computed for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptLogprobsChunk {
+    pub id: RequestId,
+    /// Index of `logprobs[0]` in the request's whole list (entry `k` is prompt token
+    /// `k + 1`'s): the step's first position. A prompt recomputed after preemption
+    /// starts again from 0, replacing what came before.
+    pub start: usize,
+    pub logprobs: Vec<PromptLogprob>,
+}
+
 /// What a sequence needs for `prompt_logprobs`.
 #[derive(Debug, Clone, Copy)]
 pub struct PromptLogprobsArgs<'a> {
@@ -116,7 +127,7 @@ pub struct ModelRunner {
     /// Structured-output constraints of the requests that have one.
     constraints: HashMap<RequestId, Box<dyn TokenConstraint>>,
     /// Prompt log-probabilities computed since the last [`ModelRunner::take_prompt_logprobs`].
-    prompt_logprobs: Vec<(RequestId, Vec<PromptLogprob>)>,
+    prompt_logprobs: Vec<PromptLogprobsChunk>,
     seeder: StdRng,
     sampler: Sampler,
 }
@@ -324,7 +335,7 @@ impl ModelRunner {
         Ok(jobs
             .into_iter()
             .map(|(id, _, _, rng, constraint, result)| {
-                let (token, logprobs) = result.expect("every sampling job runs");
+                let (token, logprobs, forced_end) = result.expect("every sampling job runs");
                 if let Some(rng) = rng {
                     self.rngs.insert(id, rng);
                 }
@@ -335,6 +346,7 @@ impl ModelRunner {
                     id,
                     token,
                     logprobs,
+                    forced_end,
                 }
             })
             .collect())
@@ -371,7 +383,11 @@ impl ModelRunner {
                     Some(crate::sampler::prompt_logprob(row, next, args.top))
                 })
                 .collect();
-            self.prompt_logprobs.push((s.id, computed));
+            self.prompt_logprobs.push(PromptLogprobsChunk {
+                id: s.id,
+                start: s.start,
+                logprobs: computed,
+            });
             if s.sample.is_some() {
                 sampling.extend(mine.into_iter().last());
             }
@@ -381,7 +397,7 @@ impl ModelRunner {
 
     /// Prompt log-probabilities computed since the last call, per request and in
     /// prompt order (a request's prompt may span several steps).
-    pub fn take_prompt_logprobs(&mut self) -> Vec<(RequestId, Vec<PromptLogprob>)> {
+    pub fn take_prompt_logprobs(&mut self) -> Vec<PromptLogprobsChunk> {
         std::mem::take(&mut self.prompt_logprobs)
     }
 

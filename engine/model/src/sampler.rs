@@ -45,13 +45,17 @@ impl Sampler {
         eos: &[u32],
         rng: &mut R,
     ) -> (u32, Option<TokenLogprobs>) {
-        self.sample_constrained(logits, params, prompt, output, eos, rng, None)
+        let (token, logprobs, _) =
+            self.sample_constrained(logits, params, prompt, output, eos, rng, None);
+        (token, logprobs)
     }
 
     /// [`sample`](Self::sample) under a structured-output `constraint`: its mask is
     /// applied first and wins over `min_tokens` (a complete grammar may only end), and
-    /// it is told the chosen token. A constraint that fails ends the sequence with
-    /// `eos[0]`. Logprobs stay those of the raw logits (vLLM's `raw_logprobs`).
+    /// it is told the chosen token. The third value is true when the constraint allowed
+    /// only the end (the request must finish here); a constraint that fails ends the
+    /// sequence the same way with `eos[0]`. Logprobs stay those of the raw logits
+    /// (vLLM's `raw_logprobs`).
     ///
     /// # Panics
     /// When `logits` is empty.
@@ -65,7 +69,7 @@ impl Sampler {
         eos: &[u32],
         rng: &mut R,
         mut constraint: Option<&mut dyn TokenConstraint>,
-    ) -> (u32, Option<TokenLogprobs>) {
+    ) -> (u32, Option<TokenLogprobs>, bool) {
         assert!(!logits.is_empty(), "sampler: empty logits row");
         let mut l = logits.to_vec();
         let vocab = l.len();
@@ -80,8 +84,9 @@ impl Sampler {
         {
             tracing::error!(error = %e, "structured output mask failed; ending the sequence");
             let token = eos.first().copied().unwrap_or_else(|| argmax(logits));
-            return (token, lp(token));
+            return (token, lp(token), true);
         }
+        let forced_end = constraint.as_deref().is_some_and(|c| c.only_end_allowed());
         if output.len() < params.min_tokens {
             let mut stops: Vec<u32> = params.stop_token_ids.clone();
             if !params.ignore_eos {
@@ -112,7 +117,7 @@ impl Sampler {
         {
             tracing::error!(error = %e, token, "structured output rejected its own token");
         }
-        (token, lp(token))
+        (token, lp(token), forced_end)
     }
 }
 

@@ -189,8 +189,10 @@ fn run_batched(
             .iter()
             .filter(|s| !s.sample && s.num_tokens > 1)
             .count();
-        for (id, part) in step.prompt_logprobs {
-            prompt_logprobs.entry(id).or_default().extend(part);
+        for chunk in step.prompt_logprobs {
+            let list = prompt_logprobs.entry(chunk.id).or_default();
+            list.truncate(chunk.start);
+            list.extend(chunk.logprobs);
         }
         for o in step.outputs {
             outputs[o.id as usize].push(o.token);

@@ -60,6 +60,8 @@ pub enum JsonWhitespace {
 #[derive(Clone)]
 pub struct Grammars {
     factory: Arc<ParserFactory>,
+    /// The model's end-of-sequence ids.
+    eos: Arc<[u32]>,
 }
 
 impl std::fmt::Debug for Grammars {
@@ -137,6 +139,7 @@ impl Grammars {
         factory.quiet();
         Ok(Self {
             factory: Arc::new(factory),
+            eos: eos_token_ids.into(),
         })
     }
 
@@ -156,7 +159,10 @@ impl Grammars {
         probe
             .compute_mask()
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        Ok(Grammar { parser })
+        Ok(Grammar {
+            parser,
+            eos: self.eos.clone(),
+        })
     }
 }
 
@@ -219,6 +225,7 @@ fn with_json_options(mut schema: Value, whitespace: &JsonWhitespace) -> Result<V
 #[derive(Clone)]
 pub struct Grammar {
     parser: TokenParser,
+    eos: Arc<[u32]>,
 }
 
 impl std::fmt::Debug for Grammar {
@@ -232,6 +239,8 @@ impl Grammar {
     pub fn matcher(&self) -> TokenMatcher {
         TokenMatcher {
             matcher: Matcher::new(Ok(self.parser.deep_clone())),
+            eos: self.eos.clone(),
+            only_end: false,
         }
     }
 }
@@ -239,6 +248,9 @@ impl Grammar {
 /// One sequence's position in its grammar.
 pub struct TokenMatcher {
     matcher: Matcher,
+    eos: Arc<[u32]>,
+    /// The last mask allowed only end-of-sequence tokens.
+    only_end: bool,
 }
 
 impl std::fmt::Debug for TokenMatcher {
@@ -249,19 +261,17 @@ impl std::fmt::Debug for TokenMatcher {
     }
 }
 
-impl TokenMatcher {
-    /// True once the grammar is complete and only EOS may follow.
-    pub fn is_complete(&mut self) -> bool {
-        self.matcher.is_stopped() || self.matcher.is_accepting().unwrap_or(false)
-    }
-}
-
 impl TokenConstraint for TokenMatcher {
     fn mask(&mut self, logits: &mut [f32]) -> std::result::Result<(), String> {
         let allowed = self
             .matcher
             .compute_mask_or_eos()
             .map_err(|e| e.to_string())?;
+        self.only_end = allowed.num_set() <= self.eos.len() && {
+            let mut only_eos = true;
+            allowed.iter_set_entries(|i| only_eos &= self.eos.contains(&(i as u32)));
+            only_eos
+        };
         let words = allowed.as_slice();
         for (i, chunk) in logits.chunks_mut(32).enumerate() {
             let word = words.get(i).copied().unwrap_or(0);
@@ -275,6 +285,10 @@ impl TokenConstraint for TokenMatcher {
             }
         }
         Ok(())
+    }
+
+    fn only_end_allowed(&self) -> bool {
+        self.only_end
     }
 
     fn accept(&mut self, token: u32) -> std::result::Result<(), String> {

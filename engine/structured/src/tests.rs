@@ -141,6 +141,7 @@ fn ids_past_the_tokenizer_and_eos_mid_json_are_masked() {
     let mut m = grammar.matcher();
     let mut logits = vec![0.0f32; VOCAB];
     m.mask(&mut logits).unwrap();
+    assert!(!m.only_end_allowed());
     assert!(logits[EOS as usize].is_infinite(), "EOS before any JSON");
     assert!(logits[b'{' as usize].is_finite());
     assert!(logits[b'x' as usize].is_infinite());
@@ -157,7 +158,10 @@ fn ids_past_the_tokenizer_and_eos_mid_json_are_masked() {
         logits[EOS as usize].is_finite(),
         "a complete object may end"
     );
-    assert!(m.is_complete());
+    assert!(
+        m.only_end_allowed(),
+        "compact JSON: nothing may follow `{{}}`"
+    );
 }
 
 #[test]

@@ -41,6 +41,13 @@ pub async fn chat_completions(
     let messages = to_template_messages(&req.messages)?;
     let logprobs = chat_logprobs_request(req.logprobs, req.top_logprobs)?;
     let options = req.options(req.max_completion_tokens.or(req.max_tokens), logprobs);
+    let stream = req.stream.unwrap_or(false);
+    if stream && options.prompt_logprobs.is_some() {
+        return Err(ApiError::invalid_param(
+            "prompt_logprobs",
+            "prompt_logprobs is not available on streamed chat completions; use stream: false.",
+        ));
+    }
     let tools = req.tools.as_deref().unwrap_or_default();
     let mode = ToolMode::resolve(
         req.tools.as_deref(),
@@ -69,7 +76,6 @@ pub async fn chat_completions(
     let prompt_tokens = valid.prompt_tokens();
     let choices = frontend::submit(&state.engine, &state.tokenizer, &valid, arrival).await?;
     let id = super::request_id("chatcmpl", &headers);
-    let stream = req.stream.unwrap_or(false);
     tracing::info!(request_id = %id, prompt_tokens, n = valid.n, stream, "chat request admitted");
     let meta = Meta {
         id,
@@ -81,12 +87,6 @@ pub async fn chat_completions(
     };
 
     if stream {
-        if req.options(None, None).prompt_logprobs.is_some() {
-            return Err(ApiError::invalid_param(
-                "prompt_logprobs",
-                "prompt_logprobs is not available on streamed chat completions; use stream: false.",
-            ));
-        }
         let usage = UsageReport::from_options(req.stream_options.as_ref());
         let id = meta.id.clone();
         let response = stream_response(meta, choices, prompt_tokens, usage);

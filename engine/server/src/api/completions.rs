@@ -39,6 +39,9 @@ struct Meta {
     prompt_logprobs: bool,
     /// Each prompt's token ids (with `echo`, their logprobs lead the choice's).
     prompt_ids: Vec<Vec<u32>>,
+    /// Per prompt: the `text_offset` of the first generated token — the echoed text's
+    /// length, counted over its token strings as vLLM does when their logprobs are listed.
+    offset_base: Vec<usize>,
     tokenizer: Arc<Tokenizer>,
 }
 
@@ -70,11 +73,12 @@ impl Meta {
                 .map_or(&[][..], Vec::as_slice);
             out = echoed_prompt_logprobs(&self.tokenizer, ids, lps);
         }
-        out.extend(completion_logprobs(
-            &self.tokenizer,
-            tokens,
-            echo.chars().count(),
-        ));
+        let base = self
+            .offset_base
+            .get(choice / self.n.max(1))
+            .copied()
+            .unwrap_or(0);
+        out.extend(completion_logprobs(&self.tokenizer, tokens, base));
         Some(out)
     }
 
@@ -158,6 +162,20 @@ pub async fn completions(
         request_id = %id, prompt_tokens, prompts = valid.prompts.len(), n = valid.n, stream,
         "completion request admitted"
     );
+    let offset_base: Vec<usize> = valid
+        .prompts
+        .iter()
+        .zip(&echo_texts)
+        .map(|(p, echoed)| match (echo, valid.logprobs()) {
+            (false, _) => 0,
+            (true, false) => echoed.chars().count(),
+            (true, true) => p
+                .token_ids
+                .iter()
+                .map(|&id| token_text(&state.tokenizer, id).chars().count())
+                .sum(),
+        })
+        .collect();
     let meta = Meta {
         id,
         created: generate::unix_now(),
@@ -166,6 +184,7 @@ pub async fn completions(
         n: valid.n,
         logprobs: valid.logprobs(),
         prompt_logprobs: report_prompt_logprobs,
+        offset_base,
         prompt_ids: valid.prompts.iter().map(|p| p.token_ids.clone()).collect(),
         tokenizer: state.tokenizer.clone(),
     };

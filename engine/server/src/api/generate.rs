@@ -105,8 +105,8 @@ impl UsageReport {
 
 /// The SSE body both endpoints stream: `head` events first (sent together with
 /// the first chunk, not before the prompt is processed), then one event per
-/// choice event built by `chunk` from the event, its tokens and the completion
-/// tokens so far (events with no text, no finish and no logprobs to report are
+/// choice event built by `chunk` from the event, its tokens and its choice's
+/// completion tokens so far (events with no text, no finish and no logprobs to report are
 /// skipped, and so are those `chunk` answers `None` for), then — when `usage` is
 /// given — the usage chunk built from the number of completion tokens, then
 /// `[DONE]`. An engine failure goes out as OpenAI error JSON in place of its chunk.
@@ -123,14 +123,19 @@ where
 {
     let completion_tokens = Arc::new(AtomicUsize::new(0));
     let counter = completion_tokens.clone();
+    // Tokens per choice: a chunk's running usage is its own choice's (as vLLM counts).
+    let mut per_choice = vec![0usize; choices.len()];
     let body = merge(choices).filter_map(move |mut event| {
         let out = if let Some(err) = event.error.take() {
             Some(Event::default().data(ApiError::from(err).to_json().to_string()))
         } else {
             if event.token.is_some() {
                 counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = per_choice.get_mut(event.index) {
+                    *n += 1;
+                }
             }
-            let so_far = counter.load(Ordering::Relaxed);
+            let so_far = per_choice.get(event.index).copied().unwrap_or(0);
             let tokens: Vec<TokenInfo> = event.token.take().into_iter().collect();
             let silent = event.text.is_empty()
                 && event.finish.is_none()

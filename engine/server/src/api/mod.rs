@@ -180,8 +180,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
         {
-            // The path already ends in the unknown field (or is `.` at the top).
-            let param = if path == "." { field.to_owned() } else { path };
+            // The path usually ends in the unknown field already; inside an internally
+            // tagged enum (`response_format`) it stops at the enum's own field.
+            let param = if path == "." {
+                field.to_owned()
+            } else if path == field || path.ends_with(&format!(".{field}")) {
+                path
+            } else {
+                format!("{path}.{field}")
+            };
             return ApiError::invalid_param(
                 &param,
                 format!(

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use candela_core::{
     FinishReason, NewRequest, PromptLogprob, RequestId, RequestOutput, Scheduler, SchedulerOutput,
 };
-use candela_model::{ModelRunner, PromptLogprobsArgs, SampleArgs, StepSeq};
+use candela_model::{ModelRunner, PromptLogprobsArgs, PromptLogprobsChunk, SampleArgs, StepSeq};
 use tokio::sync::mpsc;
 use tracing::{debug, error};
 
@@ -125,7 +125,7 @@ pub struct Step {
     pub plan: SchedulerOutput,
     pub outputs: Vec<RequestOutput>,
     /// Prompt log-probabilities computed this step (a part of a prompt per request).
-    pub prompt_logprobs: Vec<(RequestId, Vec<PromptLogprob>)>,
+    pub prompt_logprobs: Vec<PromptLogprobsChunk>,
 }
 
 struct Driver {
@@ -195,8 +195,11 @@ impl Driver {
             match self.core.step(&|| epoch.elapsed().as_secs_f64()) {
                 Ok(Some(step)) => {
                     self.publish_stats(Some(&step));
-                    for (id, part) in step.prompt_logprobs {
-                        self.prompt_logprobs.entry(id).or_default().extend(part);
+                    for chunk in step.prompt_logprobs {
+                        let list = self.prompt_logprobs.entry(chunk.id).or_default();
+                        // A recomputed prompt (preempted mid-prefill) replaces its tail.
+                        list.truncate(chunk.start);
+                        list.extend(chunk.logprobs);
                     }
                     self.dispatch(step.outputs);
                 }
