@@ -8,6 +8,7 @@
 //! - [`kv_manager`]: per-request block tables on top of the pool (device and host).
 //! - [`scheduler`]: continuous batching — token budget, chunked prefill,
 //!   preemption by recompute or swap, fcfs / priority policies.
+//! - [`spec_decode`]: speculative decoding's model-free drafts (prompt lookup).
 //!
 //! The engine loop (in the server crate) calls [`Scheduler::schedule`], hands the
 //! [`SchedulerOutput`] to the model runner, then feeds the sampled tokens back
@@ -20,6 +21,7 @@ pub mod kv_manager;
 pub mod request;
 pub mod sampling;
 pub mod scheduler;
+pub mod spec_decode;
 
 pub use config::{CacheConfig, SchedulerConfig, SchedulingPolicy};
 pub use error::Error;

@@ -11,7 +11,8 @@
 //! - [`device_llama`], [`device_kv`]: the same decoder as candle tensor ops on a
 //!   device (CUDA with the `cuda` feature; tested on the CPU device), with its KV
 //!   pool as device tensors.
-//! - [`sampler`]: vLLM-order sampling with per-request RNGs and raw logprobs.
+//! - [`sampler`]: vLLM-order sampling with per-request RNGs and raw logprobs;
+//!   [`spec_verify`]: speculative sampling's acceptance rule over its distributions.
 //! - [`runner`]: [`ModelRunner::execute`] — swap copies, forward, sampling for
 //!   one scheduler step; [`reference`]: the single-sequence exactness reference.
 //! - [`tokenizer`], [`chat_template`]: text in and out.
@@ -39,6 +40,7 @@ pub mod reference;
 pub mod rope;
 pub mod runner;
 pub mod sampler;
+pub mod spec_verify;
 pub mod tokenizer;
 mod weight_buf;
 

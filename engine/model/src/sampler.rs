@@ -180,6 +180,27 @@ fn by_rank(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
 const NUCLEUS_HEAD: usize = 256;
 
 fn draw<R: Rng + ?Sized>(l: &mut [f32], p: &SamplingParams, rng: &mut R) -> u32 {
+    let cand = candidates(l, p);
+    if cand.is_empty() {
+        return argmax(l);
+    }
+    let total: f64 = cand.iter().map(|c| c.1).sum();
+    let u = rng.random::<f64>() * total;
+    let mut cum = 0.0;
+    for c in &cand {
+        cum += c.1;
+        if u < cum {
+            return c.0;
+        }
+    }
+    cand[cand.len() - 1].0
+}
+
+/// The tokens a sampled (non-greedy) draw chooses from, with unnormalized weights (the
+/// most likely weighs 1), after temperature, top-k, top-p and min-p, in the order the
+/// draw walks them: id order, or rank order once top-k / top-p sorted them. Empty when
+/// every logit is masked. Speculative decoding verifies drafts against exactly this.
+pub fn candidates(l: &[f32], p: &SamplingParams) -> Vec<(u32, f64)> {
     let t = p.temperature;
     // Id order; NaN and -inf (masked) tokens are never candidates.
     let mut cand: Vec<(u32, f32)> = l
@@ -189,7 +210,7 @@ fn draw<R: Rng + ?Sized>(l: &mut [f32], p: &SamplingParams, rng: &mut R) -> u32 
         .map(|(i, &x)| (i as u32, x / t))
         .collect();
     if cand.is_empty() {
-        return argmax(l);
+        return Vec::new();
     }
     if p.top_k > 0 && p.top_k < cand.len() {
         cand.select_nth_unstable_by(p.top_k - 1, by_rank);
@@ -224,16 +245,7 @@ fn draw<R: Rng + ?Sized>(l: &mut [f32], p: &SamplingParams, rng: &mut R) -> u32 
         // p_i >= min_p * p_max  <=>  w_i >= min_p (the top token keeps w = 1).
         cand.retain(|c| w(c.1) >= f64::from(p.min_p));
     }
-    let total: f64 = cand.iter().map(|c| w(c.1)).sum();
-    let u = rng.random::<f64>() * total;
-    let mut cum = 0.0;
-    for c in &cand {
-        cum += w(c.1);
-        if u < cum {
-            return c.0;
-        }
-    }
-    cand[cand.len() - 1].0
+    cand.into_iter().map(|(id, x)| (id, w(x))).collect()
 }
 
 /// A prompt token's log-probability under the raw row (the logits of the position

@@ -1,0 +1,153 @@
+//! Speculative decoding's draft side that needs no model: prompt lookup (vLLM's
+//! `{"method": "ngram"}`).
+//!
+//! [`propose_ngram`] looks for the request's last `n` tokens earlier in its own
+//! context (prompt and output), longest `n` first from `prompt_lookup_max` down to
+//! `prompt_lookup_min`, and proposes the tokens that followed the most recent earlier
+//! occurrence. Inputs that repeat their context (summaries, edits, code rewrites) get
+//! long accepted drafts; free text gets none, and a step then costs what it did.
+
+use serde::{Deserialize, Serialize};
+
+/// Prompt-lookup parameters (vLLM's `speculative_config` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NgramConfig {
+    /// Most tokens drafted per step (`num_speculative_tokens`).
+    pub num_speculative_tokens: usize,
+    /// Shortest suffix looked up (`prompt_lookup_min`).
+    pub prompt_lookup_min: usize,
+    /// Longest suffix looked up (`prompt_lookup_max`).
+    pub prompt_lookup_max: usize,
+}
+
+impl NgramConfig {
+    /// Checks the ranges vLLM checks.
+    ///
+    /// # Errors
+    /// A message naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.num_speculative_tokens == 0 {
+            return Err("num_speculative_tokens must be at least 1".into());
+        }
+        if self.prompt_lookup_min == 0 {
+            return Err("prompt_lookup_min must be at least 1".into());
+        }
+        if self.prompt_lookup_max < self.prompt_lookup_min {
+            return Err(format!(
+                "prompt_lookup_max ({}) must be at least prompt_lookup_min ({})",
+                self.prompt_lookup_max, self.prompt_lookup_min
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Up to `num_speculative_tokens` draft tokens for the request whose tokens so far are
+/// `tokens`: what followed the most recent earlier occurrence of its longest suffix of
+/// `prompt_lookup_max..=prompt_lookup_min` tokens. Empty when no suffix recurs.
+pub fn propose_ngram(tokens: &[u32], cfg: &NgramConfig) -> Vec<u32> {
+    let len = tokens.len();
+    for n in (cfg.prompt_lookup_min..=cfg.prompt_lookup_max).rev() {
+        if n >= len {
+            continue;
+        }
+        let suffix = &tokens[len - n..];
+        // Latest start first; the suffix itself (start `len - n`) does not count.
+        if let Some(start) = (0..len - n).rev().find(|&i| &tokens[i..i + n] == suffix) {
+            let from = start + n;
+            let to = (from + cfg.num_speculative_tokens).min(len);
+            return tokens[from..to].to_vec();
+        }
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cfg(k: usize, min: usize, max: usize) -> NgramConfig {
+        NgramConfig {
+            num_speculative_tokens: k,
+            prompt_lookup_min: min,
+            prompt_lookup_max: max,
+        }
+    }
+
+    #[test]
+    fn the_longest_recurring_suffix_proposes_what_followed_it_last() {
+        // "a b c d a b" → suffix "a b" occurred at 0, followed by "c d a".
+        assert_eq!(
+            propose_ngram(&[1, 2, 3, 4, 1, 2], &cfg(3, 1, 3)),
+            vec![3, 4, 1]
+        );
+        // The most recent occurrence wins: "x 7 … x 8 … x" proposes 8.
+        assert_eq!(
+            propose_ngram(&[9, 7, 5, 9, 8, 5, 9], &cfg(1, 1, 1)),
+            vec![8]
+        );
+        // Longer suffixes are tried first: "1 2 3" recurs at 0 though "3" recurs later.
+        assert_eq!(
+            propose_ngram(&[1, 2, 3, 4, 3, 5, 1, 2, 3], &cfg(2, 1, 3)),
+            vec![4, 3]
+        );
+        // Drafts stop at the end of the context.
+        assert_eq!(propose_ngram(&[1, 2, 1], &cfg(5, 1, 2)), vec![2, 1]);
+        assert!(propose_ngram(&[1, 2, 3, 4], &cfg(3, 1, 3)).is_empty());
+        assert!(propose_ngram(&[], &cfg(3, 1, 3)).is_empty());
+        // Below prompt_lookup_min nothing is proposed.
+        assert!(propose_ngram(&[5, 6, 5], &cfg(2, 2, 3)).is_empty());
+    }
+
+    #[test]
+    fn configs_are_checked_as_vllm_does() {
+        assert!(cfg(3, 1, 4).validate().is_ok());
+        assert!(
+            cfg(0, 1, 4)
+                .validate()
+                .unwrap_err()
+                .contains("num_speculative_tokens")
+        );
+        assert!(
+            cfg(3, 0, 4)
+                .validate()
+                .unwrap_err()
+                .contains("prompt_lookup_min")
+        );
+        assert!(
+            cfg(3, 4, 2)
+                .validate()
+                .unwrap_err()
+                .contains("prompt_lookup_max")
+        );
+    }
+
+    proptest! {
+        /// A draft is never longer than asked, and it is exactly what followed an
+        /// earlier occurrence of the context's suffix of some allowed length.
+        #[test]
+        fn drafts_are_continuations_of_an_earlier_occurrence(
+            tokens in proptest::collection::vec(0u32..4, 0..60),
+            k in 1usize..6,
+            min in 1usize..4,
+            extra in 0usize..3,
+        ) {
+            let c = cfg(k, min, min + extra);
+            let draft = propose_ngram(&tokens, &c);
+            prop_assert!(draft.len() <= k);
+            if !draft.is_empty() {
+                let len = tokens.len();
+                let found = (min..=min + extra).filter(|&n| n < len).any(|n| {
+                    (0..len - n).any(|i| {
+                        tokens[i..i + n] == tokens[len - n..]
+                            && tokens[i + n..].starts_with(&draft)
+                            && (draft.len() == k || i + n + draft.len() == len)
+                    })
+                });
+                prop_assert!(found, "{:?} → {:?}", tokens, draft);
+            }
+        }
+    }
+}
