@@ -184,10 +184,19 @@ fn draw<R: Rng + ?Sized>(l: &mut [f32], p: &SamplingParams, rng: &mut R) -> u32 
     if cand.is_empty() {
         return argmax(l);
     }
+    pick(&cand, rng)
+}
+
+/// One draw from `(token, weight)` candidates (weights need not sum to 1): one
+/// uniform, walked in the given order, so a seeded RNG reproduces it exactly.
+///
+/// # Panics
+/// When `cand` is empty.
+pub(crate) fn pick<R: Rng + ?Sized>(cand: &[(u32, f64)], rng: &mut R) -> u32 {
     let total: f64 = cand.iter().map(|c| c.1).sum();
     let u = rng.random::<f64>() * total;
     let mut cum = 0.0;
-    for c in &cand {
+    for c in cand {
         cum += c.1;
         if u < cum {
             return c.0;

@@ -12,6 +12,8 @@
 
 use rand::Rng;
 
+use crate::sampler::pick;
+
 /// What verification made of one drafted token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -66,25 +68,16 @@ pub fn verify<R: Rng + ?Sized>(
         })
         .filter(|&(_, r)| r > 0.0)
         .collect();
-    let (dist, total) = if residual.is_empty() {
-        // Only float rounding can empty it (p == q everywhere): fall back to p itself.
-        (target.to_vec(), p_total)
+    // Only float rounding can empty the residual (p == q everywhere): then p itself.
+    let dist = if residual.is_empty() {
+        target
     } else {
-        let total = residual.iter().map(|c| c.1).sum();
-        (residual, total)
+        &residual
     };
-    if dist.len() == 1 {
-        return Verdict::Rejected(dist[0].0);
+    if let [(only, _)] = dist {
+        return Verdict::Rejected(*only);
     }
-    let u = rng.random::<f64>() * total;
-    let mut cum = 0.0;
-    for &(t, w) in &dist {
-        cum += w;
-        if u < cum {
-            return Verdict::Rejected(t);
-        }
-    }
-    Verdict::Rejected(dist[dist.len() - 1].0)
+    Verdict::Rejected(pick(dist, rng))
 }
 
 #[cfg(test)]

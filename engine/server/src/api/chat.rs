@@ -173,15 +173,9 @@ fn render_prompt(
             format!("chat_template_kwargs may not set `{key}`; use the request field."),
         ));
     }
-    let tools = req.tools.as_ref().map(|tools| {
-        tools
-            .iter()
-            .map(|t| serde_json::to_value(t).unwrap_or_default())
-            .collect()
-    });
     let options = TemplateOptions {
         add_generation_prompt: !continue_final && req.add_generation_prompt.unwrap_or(true),
-        tools,
+        tools: req.tools.clone(),
         kwargs,
     };
     let text = (state.chat_template)(messages, &options)

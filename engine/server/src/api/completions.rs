@@ -281,17 +281,7 @@ fn echoed_prompt_logprobs(
     for (i, &id) in ids.iter().enumerate() {
         let text = token_text(tokenizer, id);
         let lp = i.checked_sub(1).and_then(|j| lps.get(j));
-        let top = lp.map(|lp| {
-            let mut top: Vec<(String, f32)> = lp
-                .top
-                .iter()
-                .map(|&(t, l)| (token_text(tokenizer, t), l))
-                .collect();
-            if !lp.top.iter().any(|&(t, _)| t == id) {
-                top.push((text.clone(), lp.logprob));
-            }
-            TopLogprobMap(top)
-        });
+        let top = lp.map(|lp| top_map(tokenizer, id, &text, lp.logprob, &lp.top));
         out.token_logprobs.push(lp.map(|lp| lp.logprob));
         out.top_logprobs.push(top);
         out.text_offset.push(offset);
@@ -299,6 +289,25 @@ fn echoed_prompt_logprobs(
         out.tokens.push(text);
     }
     out
+}
+
+/// A legacy `top_logprobs` entry: the alternatives, then `token` (whose text is `text`)
+/// when it is not among them — vLLM always lists the chosen token.
+fn top_map(
+    tokenizer: &Tokenizer,
+    token: u32,
+    text: &str,
+    logprob: f32,
+    top: &[(u32, f32)],
+) -> TopLogprobMap {
+    let mut entries: Vec<(String, f32)> = top
+        .iter()
+        .map(|&(id, l)| (token_text(tokenizer, id), l))
+        .collect();
+    if !top.iter().any(|&(id, _)| id == token) {
+        entries.push((text.to_owned(), logprob));
+    }
+    TopLogprobMap(entries)
 }
 
 /// Legacy completions logprobs for `tokens`; offsets start at `base` characters.
@@ -311,18 +320,10 @@ fn completion_logprobs(
     for t in tokens {
         let text = token_text(tokenizer, t.id);
         let (logprob, top) = match &t.logprobs {
-            Some(lp) => {
-                let mut top: Vec<(String, f32)> = lp
-                    .top
-                    .iter()
-                    .map(|&(id, l)| (token_text(tokenizer, id), l))
-                    .collect();
-                // vLLM always lists the sampled token among the alternatives.
-                if !lp.top.iter().any(|&(id, _)| id == t.id) {
-                    top.push((text.clone(), lp.logprob));
-                }
-                (Some(lp.logprob), Some(TopLogprobMap(top)))
-            }
+            Some(lp) => (
+                Some(lp.logprob),
+                Some(top_map(tokenizer, t.id, &text, lp.logprob, &lp.top)),
+            ),
             None => (None, None),
         };
         out.tokens.push(text);

@@ -38,7 +38,7 @@ pub fn finish_reason(finish: Option<FinishReason>) -> Option<&'static str> {
 /// map of itself and its top alternatives.
 pub fn prompt_logprobs(tokenizer: &Tokenizer, lps: &[PromptLogprob]) -> PromptLogprobs {
     let value = |id: u32, logprob: f32, rank: usize| PromptLogprobValue {
-        logprob: clamp(logprob),
+        logprob,
         rank,
         decoded_token: token_text(tokenizer, id),
     };
@@ -54,15 +54,6 @@ pub fn prompt_logprobs(tokenizer: &Tokenizer, lps: &[PromptLogprob]) -> PromptLo
             Some(PromptLogprobMap(entries))
         }))
         .collect()
-}
-
-/// JSON has no infinity: a `-inf` log-probability is reported as vLLM's -9999.
-fn clamp(logprob: f32) -> f32 {
-    if logprob.is_finite() {
-        logprob
-    } else {
-        -9999.0
-    }
 }
 
 /// vLLM's `stop_reason`: the stop token id or stop string; `null` for EOS.

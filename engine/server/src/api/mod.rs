@@ -68,7 +68,7 @@ pub struct TemplateOptions {
     pub add_generation_prompt: bool,
     /// `tools` as the template sees them (OpenAI's tool objects).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<serde_json::Value>>,
+    pub tools: Option<Vec<protocol::Tool>>,
     /// `chat_template_kwargs`: more template variables.
     #[serde(flatten)]
     pub kwargs: serde_json::Map<String, serde_json::Value>,

@@ -23,12 +23,7 @@ pub async fn tokenize(
             let messages = to_template_messages(&messages)?;
             let options = TemplateOptions {
                 add_generation_prompt: req.add_generation_prompt.unwrap_or(true),
-                tools: req.tools.map(|tools| {
-                    tools
-                        .iter()
-                        .map(|t| serde_json::to_value(t).unwrap_or_default())
-                        .collect()
-                }),
+                tools: req.tools,
                 kwargs: serde_json::Map::new(),
             };
             let rendered = (state.chat_template)(&messages, &options).map_err(|e| {

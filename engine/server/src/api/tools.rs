@@ -393,15 +393,7 @@ impl ToolStream {
                         *bare = true;
                         return StreamDelta {
                             content: None,
-                            tool_calls: vec![ToolCallDelta {
-                                index: 0,
-                                id: Some(c.id),
-                                kind: Some(FUNCTION),
-                                function: FunctionCallDelta {
-                                    name: Some(c.function.name),
-                                    arguments: Some(c.function.arguments),
-                                },
-                            }],
+                            tool_calls: vec![whole_call_delta(0, c)],
                         };
                     }
                 }
@@ -424,15 +416,7 @@ impl ToolStream {
                             tool_calls: calls
                                 .into_iter()
                                 .enumerate()
-                                .map(|(index, c)| ToolCallDelta {
-                                    index,
-                                    id: Some(c.id),
-                                    kind: Some(FUNCTION),
-                                    function: FunctionCallDelta {
-                                        name: Some(c.function.name),
-                                        arguments: Some(c.function.arguments),
-                                    },
-                                })
+                                .map(|(index, c)| whole_call_delta(index, c))
                                 .collect(),
                         }
                     }
@@ -462,6 +446,19 @@ impl ToolStream {
                 }
             }
         }
+    }
+}
+
+/// A call known whole (a bare call, a `required` array) as one stream delta.
+fn whole_call_delta(index: usize, call: ToolCallOut) -> ToolCallDelta {
+    ToolCallDelta {
+        index,
+        id: Some(call.id),
+        kind: Some(FUNCTION),
+        function: FunctionCallDelta {
+            name: Some(call.function.name),
+            arguments: Some(call.function.arguments),
+        },
     }
 }
 

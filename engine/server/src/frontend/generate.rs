@@ -135,7 +135,9 @@ impl Choice {
                 logprobs: event.logprobs.map(clamp_logprobs),
                 text_offset: delta.token_offset,
             }),
-            prompt_logprobs: event.prompt_logprobs,
+            prompt_logprobs: event
+                .prompt_logprobs
+                .map(|lps| lps.into_iter().map(clamp_prompt_logprob).collect()),
             finish,
             stop_reason,
             error: None,
@@ -270,8 +272,19 @@ pub async fn collect_all(choices: Vec<Choice>) -> Result<Vec<CollectedChoice>> {
     results.into_iter().collect()
 }
 
+fn clamp(x: f32) -> f32 {
+    if x.is_finite() { x } else { MIN_LOGPROB }
+}
+
 fn clamp_logprobs(mut lp: TokenLogprobs) -> TokenLogprobs {
-    let clamp = |x: f32| if x.is_finite() { x } else { MIN_LOGPROB };
+    lp.logprob = clamp(lp.logprob);
+    for (_, l) in &mut lp.top {
+        *l = clamp(*l);
+    }
+    lp
+}
+
+fn clamp_prompt_logprob(mut lp: PromptLogprob) -> PromptLogprob {
     lp.logprob = clamp(lp.logprob);
     for (_, l) in &mut lp.top {
         *l = clamp(*l);

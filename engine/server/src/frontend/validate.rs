@@ -93,20 +93,6 @@ pub async fn validate(
         }
         (tools, other) => tools.or(other),
     };
-    let vocab = tokenizer.get_vocab_size(true);
-    if let Some(options_bias) = &options.logit_bias {
-        for key in options_bias.keys() {
-            match key.parse::<usize>() {
-                Ok(id) if id < vocab => {}
-                _ => {
-                    return Err(Error::invalid(
-                        "logit_bias",
-                        format!("logit_bias keys must be token ids below {vocab}, got {key:?}."),
-                    ));
-                }
-            }
-        }
-    }
     let mut token_ids = Vec::with_capacity(prompts.len());
     for prompt in prompts {
         token_ids.push(match prompt {
@@ -121,6 +107,18 @@ pub async fn validate(
         });
     }
     let mut valid = check(&options, token_ids, max_model_len)?;
+    // `check` read the keys as ids; only the vocabulary size is left to check.
+    let vocab = tokenizer.get_vocab_size(true);
+    let biased = valid
+        .prompts
+        .first()
+        .map_or(&[][..], |p| &p.params.logit_bias[..]);
+    if let Some((id, _)) = biased.iter().find(|&&(id, _)| id as usize >= vocab) {
+        return Err(Error::invalid(
+            "logit_bias",
+            format!("logit_bias keys must be token ids below {vocab}, got {id}."),
+        ));
+    }
     if let Some(requested) = requested {
         valid.grammar = Some(structured::compile(compiler, requested).await?);
     }
