@@ -194,7 +194,8 @@ pub struct FunctionDef {
     /// A JSON schema of the arguments object.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
-    /// Arguments always follow `parameters` exactly when a call is forced.
+    /// Arguments follow `parameters` exactly when a call is forced (`required`, named);
+    /// `true` with `auto`, where nothing can force them, is refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
 }

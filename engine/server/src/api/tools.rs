@@ -96,6 +96,17 @@ impl ToolMode {
         };
         match choice {
             ToolChoice::Mode(ToolChoiceMode::None) => Ok(ToolMode::None),
+            ToolChoice::Mode(ToolChoiceMode::Auto)
+                if auto_parser.is_some()
+                    && tools.iter().any(|t| t.function.strict == Some(true)) =>
+            {
+                // The parser reads what the model wrote; nothing forces it to the schema.
+                Err(ApiError::invalid_param(
+                    "tools",
+                    "`strict: true` tools are only enforced when a call is forced \
+                     (tool_choice \"required\" or a named function), not with \"auto\".",
+                ))
+            }
             ToolChoice::Mode(ToolChoiceMode::Auto) => match auto_parser {
                 Some(parser) if !tools.is_empty() => Ok(ToolMode::Auto {
                     parser,
@@ -577,6 +588,15 @@ mod tests {
         assert_eq!(
             ToolMode::resolve(None, None, None, None).unwrap(),
             ToolMode::None
+        );
+        let mut strict = tool("weather");
+        strict.function.strict = Some(true);
+        let strict = [strict];
+        assert!(refused(ToolMode::resolve(Some(&strict), None, None, hermes)).contains("strict"));
+        let required = ToolChoice::Mode(ToolChoiceMode::Required);
+        assert_eq!(
+            ToolMode::resolve(Some(&strict), Some(&required), None, hermes).unwrap(),
+            ToolMode::Required { parallel: true }
         );
         let twice = [tool("a"), tool("a")];
         assert!(refused(ToolMode::resolve(Some(&twice), None, None, hermes)).contains("two tools"));

@@ -28,6 +28,7 @@ pub enum ResponseFormat {
 #[serde(deny_unknown_fields)]
 pub struct JsonSchemaFormat {
     pub name: String,
+    /// Refused when non-empty: nothing shows it to the model.
     pub description: Option<String>,
     /// vLLM also reads it as `json_schema`.
     #[serde(alias = "json_schema")]
@@ -129,6 +130,18 @@ pub fn constraint(o: &SamplingOptions) -> Result<Option<Requested>> {
             },
         }),
         Some(ResponseFormat::JsonSchema { json_schema }) => {
+            if json_schema
+                .description
+                .as_deref()
+                .is_some_and(|d| !d.is_empty())
+            {
+                // OpenAI shows it to the model; nothing here would, so it is refused.
+                return Err(Error::invalid(
+                    "response_format",
+                    "response_format.json_schema.description is not supported; the schema itself \
+                     is enforced, so leave the description out.",
+                ));
+            }
             let schema = json_schema.schema.as_ref().ok_or_else(|| {
                 Error::invalid(
                     "response_format",
@@ -361,6 +374,9 @@ mod tests {
         let (param, _) = refused(
             json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
         );
+        assert_eq!(param, Some("response_format"));
+        let (param, _) = refused(json!({"response_format": {"type": "json_schema",
+            "json_schema": {"name": "x", "description": "a city", "schema": {}}}}));
         assert_eq!(param, Some("response_format"));
         let (param, _) = refused(json!({"structured_outputs": {"structural_tag": {}}}));
         assert_eq!(param, Some("structured_outputs"));
