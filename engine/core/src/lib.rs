@@ -29,7 +29,7 @@ pub use request::{FinishReason, NewRequest, Request, RequestId, RequestStatus, S
 pub use sampling::{SamplingParams, TokenConstraint};
 pub use scheduler::{
     MAX_PROMPT_LOGITS_PER_STEP, PromptLogprob, RequestOutput, SampledToken, ScheduledRequest,
-    Scheduler, SchedulerOutput, SchedulerStats, TokenLogprobs,
+    Scheduler, SchedulerOutput, SchedulerStats, SpecDecodingStats, TokenLogprobs,
 };
 
 /// Index of a block in a KV pool (device or host).

@@ -100,6 +100,10 @@ pub struct Request {
     pub first_scheduled_time: Option<f64>,
     pub first_token_time: Option<f64>,
     pub last_token_time: Option<f64>,
+    /// Speculative draft tokens proposed for the next step (not part of `token_ids`).
+    pub(crate) draft_token_ids: Vec<u32>,
+    /// How many of `draft_token_ids` the current step computes (set by `schedule`).
+    pub(crate) num_scheduled_drafts: usize,
 }
 
 impl Request {
@@ -119,6 +123,8 @@ impl Request {
             first_scheduled_time: None,
             first_token_time: None,
             last_token_time: None,
+            draft_token_ids: Vec::new(),
+            num_scheduled_drafts: 0,
         };
         req.update_block_hashes(block_size);
         req
@@ -153,6 +159,11 @@ impl Request {
 
     pub fn num_output_tokens(&self) -> usize {
         self.token_ids.len() - self.num_prompt_tokens
+    }
+
+    /// Draft tokens waiting to be verified at the next step (speculative decoding).
+    pub fn draft_token_ids(&self) -> &[u32] {
+        &self.draft_token_ids
     }
 
     pub fn block_hashes(&self) -> &[BlockHash] {

@@ -8,16 +8,27 @@ use crate::{
     SchedulerConfig, SchedulingPolicy, StopReason,
 };
 
-/// One request's share of a step: compute KV for `token_ids()[start..start + num_tokens]`.
+/// One request's share of a step: compute KV for `token_ids()[start..]` followed by
+/// `draft_tokens`, `num_tokens` in all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduledRequest {
     pub id: RequestId,
     /// Tokens already in the cache (the position of the first new token).
     pub start: usize,
-    /// New tokens computed this step (a prefill chunk, or 1 when decoding).
+    /// New tokens computed this step (a prefill chunk, or 1 when decoding), drafts included.
     pub num_tokens: usize,
     /// The step reaches the end of the known tokens, so the runner samples the next one.
     pub sample: bool,
+    /// Speculative drafts computed after the request's last token (the last
+    /// `draft_tokens.len()` of `num_tokens`); the runner verifies them in order.
+    pub draft_tokens: Vec<u32>,
+}
+
+impl ScheduledRequest {
+    /// Tokens of the request's own `token_ids` computed this step (drafts excluded).
+    pub fn num_known_tokens(&self) -> usize {
+        self.num_tokens - self.draft_tokens.len()
+    }
 }
 
 /// The plan of one engine step; plain data for the model runner.
@@ -53,7 +64,9 @@ pub struct PromptLogprob {
     pub top: Vec<(u32, f32)>,
 }
 
-/// What the runner sampled for one request.
+/// What the runner sampled for one request: one token, or with speculative drafts one
+/// per accepted draft plus the token after them, in order (consecutive entries of
+/// the same request).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampledToken {
     pub id: RequestId,
@@ -93,6 +106,34 @@ pub struct SchedulerStats {
     pub prefix_cache_queries: u64,
     pub prefix_cache_hits: u64,
     pub num_preemptions: u64,
+    /// Speculative decoding's cumulative counts.
+    pub spec_decoding: SpecDecodingStats,
+}
+
+/// Cumulative speculative-decoding counts (vLLM v1's `SpecDecodingStats`): a draft is
+/// one request's drafted tokens verified in one step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecDecodingStats {
+    pub num_drafts: u64,
+    pub num_draft_tokens: u64,
+    pub num_accepted_tokens: u64,
+    /// Accepted drafts by position in the draft (index 0 = first drafted token).
+    pub num_accepted_tokens_per_pos: Vec<u64>,
+}
+
+impl SpecDecodingStats {
+    /// One verified draft of `drafted` tokens whose first `accepted` stood.
+    pub fn observe(&mut self, drafted: usize, accepted: usize) {
+        self.num_drafts += 1;
+        self.num_draft_tokens += drafted as u64;
+        self.num_accepted_tokens += accepted as u64;
+        if self.num_accepted_tokens_per_pos.len() < drafted {
+            self.num_accepted_tokens_per_pos.resize(drafted, 0);
+        }
+        for n in &mut self.num_accepted_tokens_per_pos[..accepted] {
+            *n += 1;
+        }
+    }
 }
 
 /// The continuous-batching scheduler: owns every live request and both KV pools.
@@ -114,6 +155,7 @@ pub struct Scheduler {
     num_preemptions: u64,
     prefix_queries: u64,
     prefix_hits: u64,
+    spec_decoding: SpecDecodingStats,
     // Scheduler delay factor (vLLM v0's `_passed_delay`).
     prev_step_had_prompt: bool,
     prev_step_time: f64,
@@ -143,6 +185,7 @@ impl Scheduler {
             num_preemptions: 0,
             prefix_queries: 0,
             prefix_hits: 0,
+            spec_decoding: SpecDecodingStats::default(),
             prev_step_had_prompt: false,
             prev_step_time: 0.0,
             last_prompt_latency: 0.0,
@@ -228,6 +271,7 @@ impl Scheduler {
             prefix_cache_queries: self.prefix_queries,
             prefix_cache_hits: self.prefix_hits,
             num_preemptions: self.num_preemptions,
+            spec_decoding: self.spec_decoding.clone(),
         }
     }
 
@@ -307,7 +351,14 @@ impl Scheduler {
                 i += 1;
                 continue;
             }
-            let num_new = chunk_len(&self.config, req, remaining, budget);
+            // A decoding request verifies its drafts in the same step, as far as the
+            // budget goes.
+            let drafts = if remaining == 1 {
+                self.draft_room(req)
+            } else {
+                0
+            };
+            let num_new = chunk_len(&self.config, req, remaining + drafts, budget);
             let scheduled = loop {
                 if self
                     .device
@@ -412,70 +463,118 @@ impl Scheduler {
         }
 
         // The planned tokens count as computed from here on (vLLM v1's `_update_after_schedule`).
+        // Drafts too: `update_from_output` rolls back the rejected ones.
         for s in &out.scheduled {
             let req = self
                 .requests
                 .get_mut(&s.id)
                 .expect("invariant: scheduled requests exist");
             req.num_computed_tokens = s.start + s.num_tokens;
+            req.num_scheduled_drafts = s.draft_tokens.len();
         }
         out.num_batched_tokens = self.config.max_num_batched_tokens - budget;
         out
     }
 
-    /// Appends the sampled tokens, applies stop conditions and finishes requests.
+    /// Appends the sampled tokens, applies stop conditions and finishes requests. A
+    /// request that verified drafts gets its accepted drafts and the token after them
+    /// (consecutive entries); the KV of its rejected drafts is rolled back, and a stop
+    /// condition met mid-way drops the tokens after it.
     pub fn update_from_output(&mut self, sampled: &[SampledToken], now: f64) -> Vec<RequestOutput> {
         let mut outputs = Vec::with_capacity(sampled.len());
-        for s in sampled {
-            let Some(req) = self.requests.get_mut(&s.id) else {
+        for group in sampled.chunk_by(|a, b| a.id == b.id) {
+            let id = group[0].id;
+            let Some(req) = self.requests.get_mut(&id) else {
                 continue;
             };
             if req.status != RequestStatus::Running {
                 continue;
             }
-            req.append_token(s.token, self.block_size);
-            req.first_token_time.get_or_insert(now);
-            let prev_token_time = req.last_token_time.replace(now);
-            let stop = if s.forced_end {
-                let eos = self.config.eos_token_ids.contains(&s.token);
-                Some((FinishReason::Stop, eos.then_some(StopReason::Eos(s.token))))
-            } else {
-                check_stop(
-                    req,
-                    s.token,
-                    &self.config.eos_token_ids,
-                    self.config.max_model_len,
-                )
-            };
-            let (finish, stop_reason) = match stop {
-                Some((finish, stop_reason)) => (Some(finish), stop_reason),
-                None => (None, None),
-            };
-            outputs.push(RequestOutput {
-                id: s.id,
-                token: s.token,
-                logprobs: s.logprobs.clone(),
-                finish,
-                stop_reason,
-                arrival_time: req.arrival_time,
-                prev_token_time,
-                num_prompt_tokens: req.num_prompt_tokens(),
-            });
-            if let Some(reason) = finish {
-                self.finish(s.id, reason);
+            let drafted = std::mem::take(&mut req.num_scheduled_drafts);
+            req.draft_token_ids.clear();
+            if drafted > 0 {
+                let accepted = (group.len() - 1).min(drafted);
+                req.num_computed_tokens -= drafted - accepted;
+                self.spec_decoding.observe(drafted, accepted);
+            }
+            for s in group {
+                let req = self
+                    .requests
+                    .get_mut(&id)
+                    .expect("invariant: the request is live until it finishes");
+                req.append_token(s.token, self.block_size);
+                req.first_token_time.get_or_insert(now);
+                let prev_token_time = req.last_token_time.replace(now);
+                let stop = if s.forced_end {
+                    let eos = self.config.eos_token_ids.contains(&s.token);
+                    Some((FinishReason::Stop, eos.then_some(StopReason::Eos(s.token))))
+                } else {
+                    check_stop(
+                        req,
+                        s.token,
+                        &self.config.eos_token_ids,
+                        self.config.max_model_len,
+                    )
+                };
+                let (finish, stop_reason) = match stop {
+                    Some((finish, stop_reason)) => (Some(finish), stop_reason),
+                    None => (None, None),
+                };
+                outputs.push(RequestOutput {
+                    id,
+                    token: s.token,
+                    logprobs: s.logprobs.clone(),
+                    finish,
+                    stop_reason,
+                    arrival_time: req.arrival_time,
+                    prev_token_time,
+                    num_prompt_tokens: req.num_prompt_tokens(),
+                });
+                if let Some(reason) = finish {
+                    self.finish(id, reason);
+                    break;
+                }
             }
         }
         outputs
     }
 
+    /// Sets the drafts request `id` verifies at its next step (speculative decoding;
+    /// the runner proposes them). Ignored for requests that are not running.
+    pub fn set_draft_tokens(&mut self, id: RequestId, drafts: Vec<u32>) {
+        if let Some(req) = self.requests.get_mut(&id)
+            && req.status == RequestStatus::Running
+        {
+            req.draft_token_ids = drafts;
+        }
+    }
+
+    /// How many of a decoding request's drafts are worth computing: every token after
+    /// its last would pass `max_tokens` or the context length.
+    fn draft_room(&self, req: &Request) -> usize {
+        let by_tokens = req
+            .params
+            .max_tokens
+            .saturating_sub(req.num_output_tokens() + 1);
+        let by_len = self
+            .config
+            .max_model_len
+            .saturating_sub(req.num_tokens() + 1);
+        req.draft_token_ids.len().min(by_tokens).min(by_len)
+    }
+
+    /// The plan entry of `num_tokens` new tokens; those past the request's own
+    /// tokens are its drafts.
     fn scheduled(&self, id: RequestId, num_tokens: usize) -> ScheduledRequest {
         let req = &self.requests[&id];
         let start = req.num_computed_tokens;
+        let known = num_tokens.min(req.num_tokens() - start);
         ScheduledRequest {
             id,
             start,
             num_tokens,
-            sample: start + num_tokens == req.num_tokens(),
+            sample: start + known == req.num_tokens(),
+            draft_tokens: req.draft_token_ids[..num_tokens - known].to_vec(),
         }
     }
 
@@ -504,6 +603,12 @@ impl Scheduler {
     fn preempt(&mut self, id: RequestId, out: &mut SchedulerOutput) {
         self.running.retain(|&r| r != id);
         self.num_preemptions += 1;
+        let req = self
+            .requests
+            .get_mut(&id)
+            .expect("invariant: running requests exist");
+        req.draft_token_ids.clear();
+        req.num_scheduled_drafts = 0;
         let n = self.device.block_table(id).len();
         if let Some(host_table) = self.host.allocate_table(id, n) {
             out.swap_out.extend(
