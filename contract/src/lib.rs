@@ -16,7 +16,10 @@
 //! - [`metrics`]: every metric name the engine and sidecar export and dashboards, alerts,
 //!   autoscalers and `candela doctor` read.
 //!
-//! No I/O (the default model path reads `$HOME`, nothing else) and no dependency but clap.
+//! - [`speculative`]: the JSON of `--speculative-config`.
+//!
+//! No I/O (the default model path reads `$HOME`, nothing else); clap parses, serde_json
+//! reads the one JSON-valued flag.
 
 pub mod env;
 pub mod images;
@@ -25,11 +28,13 @@ pub mod model_ref;
 pub mod ports;
 pub mod serve;
 pub mod sidecar;
+pub mod speculative;
 mod values;
 
 pub use model_ref::{HubRef, ModelRef};
 pub use serve::{ServeArgs, ServeFlags};
 pub use sidecar::{SidecarArgs, SidecarFlags};
+pub use speculative::SpeculativeConfig;
 pub use values::{ByteSize, Device, Dtype, KvCacheDtype, SchedulingPolicy};
 
 /// The subcommands that run inside a Candela pod (`candela serve`, `candela sidecar`).

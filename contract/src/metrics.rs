@@ -25,7 +25,10 @@ pub const GPU_PREFIX_CACHE_HIT_RATE: &str = "vllm:gpu_prefix_cache_hit_rate";
 pub const CACHE_CONFIG_INFO: &str = "vllm:cache_config_info";
 pub const LORA_REQUESTS_INFO: &str = "vllm:lora_requests_info";
 pub const SPEC_DECODE_DRAFT_ACCEPTANCE_RATE: &str = "vllm:spec_decode_draft_acceptance_rate";
+/// The seed article's name for speculative decoding's system efficiency; vLLM v0 itself
+/// exports [`SPEC_DECODE_EFFICIENCY`] (same value, both are exported).
 pub const SPEC_DECODE_SYSTEM_EFFICIENCY: &str = "vllm:spec_decode_system_efficiency";
+pub const SPEC_DECODE_EFFICIENCY: &str = "vllm:spec_decode_efficiency";
 
 // Counters: the family name (what the engine registers) and the `_total` sample name
 // (what PromQL reads).
@@ -61,6 +64,10 @@ counter!(
 counter!(
     SPEC_DECODE_NUM_ACCEPTED_TOKENS,
     SPEC_DECODE_NUM_ACCEPTED_TOKENS_TOTAL = "vllm:spec_decode_num_accepted_tokens"
+);
+counter!(
+    SPEC_DECODE_NUM_ACCEPTED_TOKENS_PER_POS,
+    SPEC_DECODE_NUM_ACCEPTED_TOKENS_PER_POS_TOTAL = "vllm:spec_decode_num_accepted_tokens_per_pos"
 );
 counter!(LORA_REQUESTS, LORA_REQUESTS_TOTAL = "vllm:lora_requests");
 

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args};
 
+use crate::speculative::SpeculativeConfig;
 use crate::values::{ByteSize, Device, Dtype, KvCacheDtype, SchedulingPolicy};
 use crate::{env, ports};
 
@@ -51,6 +52,7 @@ pub mod flag {
     pub const PROFILER_DIR: &str = "profiler-dir";
     pub const ENABLE_AUTO_TOOL_CHOICE: &str = "enable-auto-tool-choice";
     pub const TOOL_CALL_PARSER: &str = "tool-call-parser";
+    pub const SPECULATIVE_CONFIG: &str = "speculative-config";
 }
 
 /// `--tool-call-parser` values: the model families whose tool-call syntax the engine
@@ -231,6 +233,13 @@ pub struct SchedulerArgs {
     /// Most requests allowed to wait; more are refused with 503 and Retry-After.
     #[arg(long = flag::MAX_WAITING, env = "CANDELA_MAX_WAITING", default_value_t = 1024)]
     pub max_waiting: usize,
+    /// Speculative decoding, as vLLM's JSON: `{"method": "ngram", "num_speculative_tokens":
+    /// 4, "prompt_lookup_min": 2, "prompt_lookup_max": 4}` (drafts from the request's own
+    /// context) or `{"method": "draft_model", "model": M, "num_speculative_tokens": 4}` (a
+    /// smaller model with the same tokenizer).
+    #[arg(long = flag::SPECULATIVE_CONFIG, env = "CANDELA_SPECULATIVE_CONFIG", value_name = "JSON",
+          value_parser = crate::speculative::parse)]
+    pub speculative_config: Option<SpeculativeConfig>,
 }
 
 impl SchedulerArgs {

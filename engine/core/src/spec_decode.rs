@@ -6,6 +6,7 @@
 //! `prompt_lookup_min`, and proposes the tokens that followed the most recent earlier
 //! occurrence. Inputs that repeat their context (summaries, edits, code rewrites) get
 //! long accepted drafts; free text gets none, and a step then costs what it did.
+//! [`DraftBackoff`] pauses drafting for requests whose drafts keep failing.
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +61,44 @@ pub fn propose_ngram(tokens: &[u32], cfg: &NgramConfig) -> Vec<u32> {
         }
     }
     Vec::new()
+}
+
+/// Longest pause, in steps, after drafts keep being rejected.
+const MAX_BACKOFF_STEPS: u32 = 15;
+
+/// When a request's drafts keep failing, stop paying for them: after `n` drafts in a
+/// row with nothing accepted the request skips `2^n - 1` steps (at most
+/// [`MAX_BACKOFF_STEPS`]) before drafting again; one accepted token resets it. Text
+/// that does not repeat its context then costs a verification every 16 steps at most,
+/// while text that does keeps drafting every step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DraftBackoff {
+    misses: u32,
+    wait: u32,
+}
+
+impl DraftBackoff {
+    /// Whether to draft this step (counts a skipped step down).
+    pub fn ready(&mut self) -> bool {
+        if self.wait > 0 {
+            self.wait -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// A verified draft of `drafted` tokens whose first `accepted` stood.
+    pub fn observe(&mut self, drafted: usize, accepted: usize) {
+        if drafted == 0 {
+            return;
+        }
+        if accepted > 0 {
+            *self = DraftBackoff::default();
+        } else {
+            self.misses = (self.misses + 1).min(8);
+            self.wait = ((1u32 << self.misses) - 1).min(MAX_BACKOFF_STEPS);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +161,28 @@ mod tests {
                 .unwrap_err()
                 .contains("prompt_lookup_max")
         );
+    }
+
+    #[test]
+    fn rejected_drafts_back_off_exponentially_and_an_accepted_one_resets() {
+        let mut b = DraftBackoff::default();
+        let mut pattern = String::new();
+        for _ in 0..40 {
+            if b.ready() {
+                pattern.push('d');
+                b.observe(3, 0);
+            } else {
+                pattern.push('.');
+            }
+        }
+        assert_eq!(
+            pattern,
+            "d.d...d.......d...............d........."
+        );
+        b.observe(3, 1);
+        assert!(b.ready(), "an accepted draft resets the back-off");
+        b.observe(0, 0);
+        assert!(b.ready(), "no draft, no evidence");
     }
 
     proptest! {

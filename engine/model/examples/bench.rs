@@ -44,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[StepSeq {
             id: 99,
             tokens: &prompt,
+            draft: &[],
             start: 0,
             block_table: &table,
             prompt_logprobs: None,

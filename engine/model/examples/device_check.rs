@@ -94,6 +94,7 @@ fn greedy(m: &candela_model::LoadedModel, path: ExecPath, prompt: &[u32], n: usi
         let seq = StepSeq {
             id: 0,
             tokens: &all[start..],
+            draft: &[],
             start,
             block_table: &table,
             prompt_logprobs: None,

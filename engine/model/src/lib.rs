@@ -12,7 +12,7 @@
 //!   device (CUDA with the `cuda` feature; tested on the CPU device), with its KV
 //!   pool as device tensors.
 //! - [`sampler`]: vLLM-order sampling with per-request RNGs and raw logprobs;
-//!   [`spec_verify`]: speculative sampling's acceptance rule over its distributions.
+//!   [`sampler::spec_verify`]: speculative sampling's acceptance rule over its distributions.
 //! - [`runner`]: [`ModelRunner::execute`] — swap copies, forward, sampling for
 //!   one scheduler step; [`reference`]: the single-sequence exactness reference.
 //! - [`tokenizer`], [`chat_template`]: text in and out.
@@ -40,7 +40,6 @@ pub mod reference;
 pub mod rope;
 pub mod runner;
 pub mod sampler;
-pub mod spec_verify;
 pub mod tokenizer;
 mod weight_buf;
 
@@ -55,7 +54,7 @@ pub use kv_cache::{LayerKv, PagedKvCache};
 pub use llama::{Llama, ModelConfig};
 pub use reference::{ReferenceRun, reference_generate_greedy, reference_logits};
 pub use runner::{
-    ExecPath, ModelRunner, PromptLogprobsArgs, PromptLogprobsChunk, RunnerConfig, SampleArgs,
+    Drafter, ExecPath, ModelRunner, PromptLogprobsArgs, PromptLogprobsChunk, RunnerConfig, SampleArgs,
     StepSeq,
 };
 pub use sampler::Sampler;

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 
+use candela_core::spec_decode::{DraftBackoff, NgramConfig, propose_ngram};
 use candela_core::{PromptLogprob, RequestId, SampledToken, SamplingParams, TokenConstraint};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -53,6 +54,9 @@ pub struct StepSeq<'a> {
     pub id: RequestId,
     /// Tokens whose K/V is computed this step.
     pub tokens: &'a [u32],
+    /// Speculative drafts computed after `tokens` (only with `sample`): verified in
+    /// order, the accepted ones come out with the token after them.
+    pub draft: &'a [u32],
     /// Tokens already in the cache (position of `tokens[0]`).
     pub start: usize,
     /// Device blocks covering `start + tokens.len()` tokens.
@@ -82,6 +86,13 @@ pub struct PromptLogprobsArgs<'a> {
     pub top: usize,
     /// The whole prompt (a step's last position predicts the next step's first token).
     pub prompt: &'a [u32],
+}
+
+/// How the runner proposes speculative drafts after sampling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drafter {
+    /// Prompt lookup in the request's own context.
+    Ngram(NgramConfig),
 }
 
 /// Sizes of the two KV pools.
@@ -128,6 +139,12 @@ pub struct ModelRunner {
     constraints: HashMap<RequestId, Box<dyn TokenConstraint>>,
     /// Prompt log-probabilities computed since the last [`ModelRunner::take_prompt_logprobs`].
     prompt_logprobs: Vec<PromptLogprobsChunk>,
+    /// Speculative decoding's proposer, when it is on.
+    drafter: Option<Drafter>,
+    /// Per request: pauses drafting while drafts keep failing.
+    backoff: HashMap<RequestId, DraftBackoff>,
+    /// Drafts proposed since the last [`ModelRunner::take_draft_tokens`].
+    drafts: Vec<(RequestId, Vec<u32>)>,
     seeder: StdRng,
     sampler: Sampler,
 }
@@ -178,6 +195,9 @@ impl ModelRunner {
             rngs: HashMap::new(),
             constraints: HashMap::new(),
             prompt_logprobs: Vec::new(),
+            drafter: None,
+            backoff: HashMap::new(),
+            drafts: Vec::new(),
             seeder: StdRng::from_os_rng(),
             sampler: Sampler,
         }
@@ -248,20 +268,28 @@ impl ModelRunner {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
+        // Drafts follow the sequence's own tokens in the batch.
+        let with_drafts: Vec<Option<Vec<u32>>> = seqs
+            .iter()
+            .map(|s| (!s.draft.is_empty()).then(|| [s.tokens, s.draft].concat()))
+            .collect();
         let inputs: Vec<SeqInput<'_>> = seqs
             .iter()
-            .map(|s| SeqInput {
-                tokens: s.tokens,
+            .zip(&with_drafts)
+            .map(|(s, joined)| SeqInput {
+                tokens: joined.as_deref().unwrap_or(s.tokens),
                 start: s.start,
                 block_table: s.block_table,
                 sample: s.sample.is_some(),
             })
             .collect();
         let mut batch = ForwardBatch::build(&inputs, self.block_size())?;
-        let wants_prompt = seqs.iter().any(|s| s.prompt_logprobs.is_some());
-        if wants_prompt {
-            // Rows for every position of prompt-logprobs sequences, the last one per
-            // other sampling sequence; in `seqs` order either way.
+        let many_rows = seqs
+            .iter()
+            .any(|s| s.prompt_logprobs.is_some() || !s.draft.is_empty());
+        if many_rows {
+            // Rows for every position of prompt-logprobs sequences, the last one and one
+            // per draft of other sampling sequences; in `seqs` order either way.
             batch.logits_indices = seqs
                 .iter()
                 .zip(&batch.seqs)
@@ -269,7 +297,7 @@ impl ModelRunner {
                     let end = slice.query_start + slice.query_len;
                     let first = match (s.prompt_logprobs, s.sample) {
                         (Some(_), _) => slice.query_start,
-                        (None, Some(_)) => end - 1,
+                        (None, Some(_)) => end - 1 - s.draft.len(),
                         (None, None) => end,
                     };
                     first..end
@@ -283,13 +311,13 @@ impl ModelRunner {
         drop(forward);
         let _sample = tracing::trace_span!("sample", seqs = batch.logits_indices.len()).entered();
         let all_rows: Vec<Vec<f32>> = logits.to_vec2::<f32>()?;
-        let rows = if wants_prompt {
-            self.split_prompt_rows(seqs, all_rows)?
+        let rows = if many_rows {
+            self.split_rows(seqs, all_rows)?
         } else {
-            all_rows
+            all_rows.into_iter().map(|r| vec![r]).collect()
         };
         let mut jobs = Vec::with_capacity(rows.len());
-        for (s, row) in seqs
+        for (s, rows) in seqs
             .iter()
             .filter_map(|s| s.sample.map(|a| (s, a)))
             .zip(rows)
@@ -305,7 +333,7 @@ impl ModelRunner {
                 Some(rng)
             };
             let constraint = self.constraints.remove(&seq.id);
-            jobs.push((seq.id, args, row, rng, constraint, None));
+            jobs.push((seq, args, rows, rng, constraint, Vec::new()));
         }
         if jobs.len() != seqs.iter().filter(|s| s.sample.is_some()).count() {
             return Err(Error::InvalidInput(
@@ -314,57 +342,90 @@ impl ModelRunner {
         }
         let sampler = self.sampler;
         crate::pool::global().for_chunks_mut(&mut jobs, 1, |_, job| {
-            let (_, a, row, rng, constraint, result) = &mut job[0];
+            let (seq, a, rows, rng, constraint, result) = &mut job[0];
             // Greedy never draws; the placeholder RNG is never read.
             let mut fallback = StdRng::seed_from_u64(0);
             let r = rng.as_mut().unwrap_or(&mut fallback);
-            *result = Some(
-                sampler.sample_constrained(
-                    row,
-                    a.params,
-                    a.prompt,
-                    a.output,
-                    a.eos,
-                    r,
-                    constraint
-                        .as_mut()
-                        .map(|c| c.as_mut() as &mut dyn TokenConstraint),
-                ),
+            let rows: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+            *result = sampler.verify_drafts(
+                &rows,
+                seq.draft,
+                a.params,
+                a.prompt,
+                a.output,
+                a.eos,
+                r,
+                constraint
+                    .as_mut()
+                    .map(|c| c.as_mut() as &mut dyn TokenConstraint),
             );
         });
-        Ok(jobs
-            .into_iter()
-            .map(|(id, _, _, rng, constraint, result)| {
-                let (token, logprobs, forced_end) = result.expect("every sampling job runs");
-                if let Some(rng) = rng {
-                    self.rngs.insert(id, rng);
-                }
-                if let Some(constraint) = constraint {
-                    self.constraints.insert(id, constraint);
-                }
-                SampledToken {
-                    id,
-                    token,
-                    logprobs,
-                    forced_end,
-                }
-            })
-            .collect())
+        let mut sampled = Vec::with_capacity(jobs.len());
+        for (seq, args, _, rng, constraint, result) in jobs {
+            if let Some(rng) = rng {
+                self.rngs.insert(seq.id, rng);
+            }
+            if let Some(constraint) = constraint {
+                self.constraints.insert(seq.id, constraint);
+            }
+            let emitted: Vec<u32> = result.iter().map(|r| r.0).collect();
+            self.propose(seq, &args, &emitted);
+            sampled.extend(
+                result
+                    .into_iter()
+                    .map(|(token, logprobs, forced_end)| SampledToken {
+                        id: seq.id,
+                        token,
+                        logprobs,
+                        forced_end,
+                    }),
+            );
+        }
+        Ok(sampled)
     }
 
-    /// Takes the prompt-logprobs rows of each sequence out of `rows` (recording their
-    /// log-probabilities) and returns the sampling rows, one per sampling sequence.
-    fn split_prompt_rows(
+    /// Drafts for the request's next step, after it verified `seq.draft` and emitted
+    /// `emitted` (the accepted drafts and one more token).
+    fn propose(&mut self, seq: &StepSeq<'_>, args: &SampleArgs<'_>, emitted: &[u32]) {
+        let Some(drafter) = self.drafter else {
+            return;
+        };
+        let backoff = self.backoff.entry(seq.id).or_default();
+        backoff.observe(seq.draft.len(), emitted.len().saturating_sub(1));
+        if !backoff.ready() {
+            return;
+        }
+        let draft = match drafter {
+            Drafter::Ngram(cfg) => {
+                let context = [args.prompt, args.output, emitted].concat();
+                propose_ngram(&context, &cfg)
+            }
+        };
+        if !draft.is_empty() {
+            self.drafts.push((seq.id, draft));
+        }
+    }
+
+    /// Groups the logits rows by sequence: records the prompt log-probabilities of
+    /// prompt-logprobs sequences and returns, per sampling sequence, its rows to sample
+    /// from (the last position, then one per draft).
+    fn split_rows(
         &mut self,
         seqs: &[StepSeq<'_>],
         rows: Vec<Vec<f32>>,
-    ) -> Result<Vec<Vec<f32>>> {
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         let mut rows = rows.into_iter();
         let mut sampling = Vec::new();
         for s in seqs {
             let Some(args) = s.prompt_logprobs else {
                 if s.sample.is_some() {
-                    sampling.extend(rows.next());
+                    let mine: Vec<Vec<f32>> = rows.by_ref().take(1 + s.draft.len()).collect();
+                    if mine.len() != 1 + s.draft.len() {
+                        return Err(Error::InvalidInput(
+                            "too few logits rows for drafts".into(),
+                        ));
+                    }
+                    sampling.push(mine);
                 }
                 continue;
             };
@@ -389,7 +450,7 @@ impl ModelRunner {
                 logprobs: computed,
             });
             if s.sample.is_some() {
-                sampling.extend(mine.into_iter().last());
+                sampling.extend(mine.into_iter().last().map(|r| vec![r]));
             }
         }
         Ok(sampling)
@@ -399,6 +460,18 @@ impl ModelRunner {
     /// prompt order (a request's prompt may span several steps).
     pub fn take_prompt_logprobs(&mut self) -> Vec<PromptLogprobsChunk> {
         std::mem::take(&mut self.prompt_logprobs)
+    }
+
+    /// Turns speculative decoding on: after sampling, `drafter` proposes each request's
+    /// drafts for its next step ([`ModelRunner::take_draft_tokens`]).
+    pub fn set_drafter(&mut self, drafter: Drafter) {
+        self.drafter = Some(drafter);
+    }
+
+    /// Drafts proposed since the last call, per request; the scheduler schedules them
+    /// with the request's next token.
+    pub fn take_draft_tokens(&mut self) -> Vec<(RequestId, Vec<u32>)> {
+        std::mem::take(&mut self.drafts)
     }
 
     /// Constrains request `id`'s tokens (structured outputs) until it finishes.
@@ -411,6 +484,7 @@ impl ModelRunner {
         for id in ids {
             self.rngs.remove(id);
             self.constraints.remove(id);
+            self.backoff.remove(id);
         }
     }
 }

@@ -15,6 +15,12 @@
 use candela_core::{PromptLogprob, SamplingParams, TokenConstraint, TokenLogprobs};
 use rand::Rng;
 
+use spec_verify::{Verdict, verify};
+
+/// Speculative sampling's acceptance rule, over this module's candidate distributions.
+#[path = "spec_verify.rs"]
+pub mod spec_verify;
+
 /// Temperatures below this are greedy (vLLM's `_SAMPLING_EPS`).
 const SAMPLING_EPS: f32 = 1e-5;
 
@@ -68,25 +74,152 @@ impl Sampler {
         output: &[u32],
         eos: &[u32],
         rng: &mut R,
-        mut constraint: Option<&mut dyn TokenConstraint>,
+        constraint: Option<&mut dyn TokenConstraint>,
     ) -> (u32, Option<TokenLogprobs>, bool) {
-        assert!(!logits.is_empty(), "sampler: empty logits row");
+        let seq = SeqState {
+            params,
+            prompt,
+            eos,
+        };
+        let mut out = seq.verify_and_sample(&[logits], &[], output, rng, constraint);
+        out.pop().expect("one row gives one token")
+    }
+
+    /// Speculative decoding's verification: `rows[j]` are the logits after the
+    /// request's tokens and the first `j` drafts. Each draft is checked in order
+    /// against the distribution [`sample_constrained`](Self::sample_constrained) would
+    /// draw from at its position (bias, mask, `min_tokens`, penalties over the output
+    /// so far, then temperature, top-k, top-p, min-p): greedy requests keep a draft
+    /// that is the argmax, sampled ones apply the speculative-sampling rule
+    /// ([`spec_verify::verify`]), so what comes out is distributed exactly as
+    /// without drafts. Returns the accepted drafts and then one more token (the
+    /// replacement of the first rejected draft, or a draw from the row after the
+    /// last), each with its raw logprobs and whether the constraint forced the end
+    /// there; it stops early at a forced end.
+    ///
+    /// # Panics
+    /// When `rows` is not one longer than `draft`, or a row is empty.
+    #[allow(clippy::too_many_arguments)]
+    pub fn verify_drafts<R: Rng + ?Sized>(
+        &self,
+        rows: &[&[f32]],
+        draft: &[u32],
+        params: &SamplingParams,
+        prompt: &[u32],
+        output: &[u32],
+        eos: &[u32],
+        rng: &mut R,
+        constraint: Option<&mut dyn TokenConstraint>,
+    ) -> Vec<(u32, Option<TokenLogprobs>, bool)> {
+        assert_eq!(rows.len(), draft.len() + 1, "one logits row per draft, plus one");
+        let seq = SeqState {
+            params,
+            prompt,
+            eos,
+        };
+        seq.verify_and_sample(rows, draft, output, rng, constraint)
+    }
+}
+
+/// What stays fixed for one sequence while its positions are sampled.
+struct SeqState<'a> {
+    params: &'a SamplingParams,
+    prompt: &'a [u32],
+    eos: &'a [u32],
+}
+
+impl SeqState<'_> {
+    fn verify_and_sample<R: Rng + ?Sized>(
+        &self,
+        rows: &[&[f32]],
+        draft: &[u32],
+        output: &[u32],
+        rng: &mut R,
+        mut constraint: Option<&mut dyn TokenConstraint>,
+    ) -> Vec<(u32, Option<TokenLogprobs>, bool)> {
+        let params = self.params;
+        let mut output = std::borrow::Cow::Borrowed(output);
+        let mut result = Vec::with_capacity(rows.len());
+        for (j, &logits) in rows.iter().enumerate() {
+            assert!(!logits.is_empty(), "sampler: empty logits row");
+            let lp = |token| params.logprobs.map(|k| logprobs(logits, token, k));
+            let (l, forced_end) = match self.process(
+                logits,
+                &output,
+                constraint.as_mut().map(|c| &mut **c as &mut dyn TokenConstraint),
+            ) {
+                Ok(processed) => processed,
+                Err(end) => {
+                    result.push((end, lp(end), true));
+                    break;
+                }
+            };
+            let greedy = params.temperature < SAMPLING_EPS || params.top_k == 1;
+            let (token, accepted) = match draft.get(j) {
+                Some(&d) => {
+                    let verdict = if greedy {
+                        let best = argmax(&l);
+                        if best == d {
+                            Verdict::Accepted
+                        } else {
+                            Verdict::Rejected(best)
+                        }
+                    } else {
+                        let cand = candidates(&l, params);
+                        if cand.is_empty() {
+                            Verdict::Rejected(argmax(&l))
+                        } else {
+                            verify(&cand, &[(d, 1.0)], d, rng)
+                        }
+                    };
+                    match verdict {
+                        Verdict::Accepted => (d, true),
+                        Verdict::Rejected(t) => (t, false),
+                    }
+                }
+                None if greedy => (argmax(&l), false),
+                None => (draw(&l, params, rng), false),
+            };
+            if let Some(c) = constraint.as_mut()
+                && let Err(e) = c.accept(token)
+            {
+                tracing::error!(error = %e, token, "structured output rejected its own token");
+            }
+            result.push((token, lp(token), forced_end));
+            if !accepted || forced_end {
+                break;
+            }
+            output.to_mut().push(token);
+        }
+        result
+    }
+
+    /// The logits a draw at this position sees: `logit_bias`, the constraint's mask,
+    /// `min_tokens`, penalties; and whether the constraint allows only the end. A
+    /// failing mask gives `Err` with the token that ends the sequence.
+    fn process(
+        &self,
+        logits: &[f32],
+        output: &[u32],
+        constraint: Option<&mut dyn TokenConstraint>,
+    ) -> Result<(Vec<f32>, bool), u32> {
+        let (params, eos) = (self.params, self.eos);
         let mut l = logits.to_vec();
         let vocab = l.len();
-        let lp = |token| params.logprobs.map(|k| logprobs(logits, token, k));
         for &(id, bias) in &params.logit_bias {
             if let Some(x) = l.get_mut(id as usize) {
                 *x += bias;
             }
         }
-        if let Some(c) = constraint.as_deref_mut()
-            && let Err(e) = c.mask(&mut l)
-        {
-            tracing::error!(error = %e, "structured output mask failed; ending the sequence");
-            let token = eos.first().copied().unwrap_or_else(|| argmax(logits));
-            return (token, lp(token), true);
+        let constrained = constraint.is_some();
+        let mut forced_end = false;
+        if let Some(c) = constraint {
+            if let Err(e) = c.mask(&mut l) {
+                tracing::error!(error = %e, "structured output mask failed; ending the sequence");
+                return Err(eos.first().copied().unwrap_or_else(|| argmax(logits)));
+            }
+            forced_end = c.only_end_allowed();
         }
-        let forced_end = constraint.as_deref().is_some_and(|c| c.only_end_allowed());
         if output.len() < params.min_tokens {
             let mut stops: Vec<u32> = params.stop_token_ids.clone();
             if !params.ignore_eos {
@@ -98,7 +231,7 @@ impl Sampler {
                 .iter()
                 .enumerate()
                 .any(|(i, &x)| x > f32::NEG_INFINITY && !masked(i));
-            if constraint.is_none() || others_left {
+            if !constrained || others_left {
                 for &id in &stops {
                     if let Some(x) = l.get_mut(id as usize) {
                         *x = f32::NEG_INFINITY;
@@ -106,18 +239,8 @@ impl Sampler {
                 }
             }
         }
-        apply_penalties(&mut l, params, prompt, output, vocab);
-        let token = if params.temperature < SAMPLING_EPS || params.top_k == 1 {
-            argmax(&l)
-        } else {
-            draw(&mut l, params, rng)
-        };
-        if let Some(c) = constraint
-            && let Err(e) = c.accept(token)
-        {
-            tracing::error!(error = %e, token, "structured output rejected its own token");
-        }
-        (token, lp(token), forced_end)
+        apply_penalties(&mut l, params, self.prompt, output, vocab);
+        Ok((l, forced_end))
     }
 }
 
@@ -179,7 +302,7 @@ fn by_rank(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
 /// sorted when these few do not already reach the nucleus mass.
 const NUCLEUS_HEAD: usize = 256;
 
-fn draw<R: Rng + ?Sized>(l: &mut [f32], p: &SamplingParams, rng: &mut R) -> u32 {
+fn draw<R: Rng + ?Sized>(l: &[f32], p: &SamplingParams, rng: &mut R) -> u32 {
     let cand = candidates(l, p);
     if cand.is_empty() {
         return argmax(l);

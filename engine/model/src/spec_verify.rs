@@ -5,14 +5,14 @@
 //! renormalized. Whatever `q` is, the token that comes out is distributed exactly as
 //! `p`, so speculation never changes what a request samples.
 //!
-//! Distributions are `(token, weight)` lists as [`crate::sampler::candidates`] returns
+//! Distributions are `(token, weight)` lists as [`super::candidates`] returns
 //! them (weights need not sum to 1). A prompt-lookup draft is a point mass
 //! (`[(x, 1.0)]`); a greedy target is a point mass on its argmax, which makes the rule
 //! "keep the draft if it is the argmax, else take the argmax" and draws nothing.
 
 use rand::Rng;
 
-use crate::sampler::pick;
+use super::pick;
 
 /// What verification made of one drafted token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -361,6 +361,7 @@ fn generate_alone(path: ExecPath, prompt: &[u32], max_new: usize, chunk: usize) 
         let seq = StepSeq {
             id: 0,
             tokens: &all[start..end],
+            draft: &[],
             start,
             block_table: &table,
             prompt_logprobs: None,
@@ -492,6 +493,7 @@ fn runner_matches_reference(path: ExecPath) {
             seqs.push(StepSeq {
                 id: i as u64,
                 tokens: &all[i][computed[i]..end],
+                draft: &[],
                 start: computed[i],
                 block_table: &tables[i],
                 prompt_logprobs: None,
@@ -586,6 +588,7 @@ fn seeded_sampling_is_the_same_alone_and_batched() {
                     StepSeq {
                         id: i as u64,
                         tokens: &all[i][start..],
+                        draft: &[],
                         start,
                         block_table: &tables[i],
                         prompt_logprobs: None,

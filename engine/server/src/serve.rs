@@ -5,9 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candela_contract::ModelRef;
+use candela_contract::{ModelRef, SpeculativeConfig};
+use candela_core::spec_decode::NgramConfig;
 use candela_core::{CacheConfig, Scheduler, SchedulerConfig};
-use candela_model::{ChatTemplate, ExecPath, LoadedModel, ModelRunner, RunnerConfig};
+use candela_model::{
+    ChatTemplate, Drafter, ExecPath, LoadedModel, ModelRunner, RunnerConfig,
+};
 use candela_structured::Grammars;
 use tracing::{info, warn};
 
@@ -176,7 +179,7 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
         "model loaded"
     );
     let scheduler = Scheduler::new(scheduler_config, cache_config.clone())?;
-    let runner = ModelRunner::with_path(
+    let mut runner = ModelRunner::with_path(
         weights,
         path,
         RunnerConfig {
@@ -186,6 +189,10 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
         },
     )
     .map_err(|e| Error::model("placing the model and its KV pool on the device", e))?;
+    let spec = &args.scheduler.speculative_config;
+    if let Some(spec) = spec {
+        runner.set_drafter(drafter(spec)?);
+    }
     let served_model_names = model.served_model_names.clone();
     let cache_info = CacheInfo {
         block_size: cache_config.block_size,
@@ -196,11 +203,14 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
         gpu_memory_utilization: args.cache.gpu_memory_utilization,
         swap_space_gib: args.cache.swap_space,
     };
-    let metrics = EngineMetrics::new(
+    let mut metrics = EngineMetrics::new(
         served_model_names.first().map_or("", String::as_str),
         max_model_len,
         cache_info,
     );
+    metrics.num_speculative_tokens = spec
+        .as_ref()
+        .map_or(0, SpeculativeConfig::num_speculative_tokens);
     let (engine, engine_thread) = engine::spawn(scheduler, runner, metrics)
         .map_err(|e| Error::io("starting the engine thread", e))?;
 
@@ -244,6 +254,27 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
         engine_thread,
         state,
     })
+}
+
+/// The runner's proposer for `--speculative-config`.
+///
+/// # Errors
+/// A draft model that does not load or does not share the model's tokenizer.
+fn drafter(spec: &SpeculativeConfig) -> Result<Drafter> {
+    match spec {
+        SpeculativeConfig::Ngram {
+            num_speculative_tokens,
+            prompt_lookup_min,
+            prompt_lookup_max,
+        } => Ok(Drafter::Ngram(NgramConfig {
+            num_speculative_tokens: *num_speculative_tokens,
+            prompt_lookup_min: *prompt_lookup_min,
+            prompt_lookup_max: *prompt_lookup_max,
+        })),
+        SpeculativeConfig::DraftModel { .. } => Err(Error::Config(
+            "--speculative-config: the draft_model method is not wired in yet".into(),
+        )),
+    }
 }
 
 /// The CUDA device `--device cuda:N` names.

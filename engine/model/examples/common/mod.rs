@@ -22,6 +22,7 @@ pub fn decode_steps(runner: &mut ModelRunner, n: usize, ctx: usize, steps: usize
         let seq = StepSeq {
             id: i as u64,
             tokens: &toks[i],
+            draft: &[],
             start: 0,
             block_table: &tables[i],
             prompt_logprobs: None,
@@ -42,6 +43,7 @@ pub fn decode_steps(runner: &mut ModelRunner, n: usize, ctx: usize, steps: usize
             .map(|i| StepSeq {
                 id: i as u64,
                 tokens: &toks[i][toks[i].len() - 1..],
+                draft: &[],
                 start: toks[i].len() - 1,
                 block_table: &tables[i],
                 prompt_logprobs: None,

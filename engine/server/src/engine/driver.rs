@@ -90,7 +90,8 @@ impl EngineCore {
                     .expect("invariant: scheduled requests are live");
                 StepSeq {
                     id: s.id,
-                    tokens: &req.token_ids()[s.start..s.start + s.num_tokens],
+                    tokens: &req.token_ids()[s.start..s.start + s.num_known_tokens()],
+                    draft: &s.draft_tokens,
                     start: s.start,
                     block_table: scheduler.block_table(s.id),
                     sample: s.sample.then(|| SampleArgs {
@@ -107,7 +108,13 @@ impl EngineCore {
             })
             .collect();
         match self.runner.execute(&out.swap_out, &out.swap_in, &seqs) {
-            Ok(sampled) => Ok(self.scheduler.update_from_output(&sampled, clock())),
+            Ok(sampled) => {
+                let outputs = self.scheduler.update_from_output(&sampled, clock());
+                for (id, draft) in self.runner.take_draft_tokens() {
+                    self.scheduler.set_draft_tokens(id, draft);
+                }
+                Ok(outputs)
+            }
             Err(e) => {
                 // A step that cannot run would fail again: end its requests.
                 for s in &out.scheduled {

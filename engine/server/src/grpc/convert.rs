@@ -8,7 +8,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use candela_core::SchedulerStats;
+use candela_core::{SchedulerStats, SpecDecodingStats};
 
 use super::pb;
 use crate::error::Error;
@@ -26,6 +26,7 @@ impl From<&EngineMetrics> for pb::StatsSnapshot {
             success_length,
             success_abort,
             histograms,
+            num_speculative_tokens,
         } = m;
         pb::StatsSnapshot {
             model_name: model_name.clone(),
@@ -42,6 +43,7 @@ impl From<&EngineMetrics> for pb::StatsSnapshot {
             taken_at_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            num_speculative_tokens: *num_speculative_tokens as u64,
         }
     }
 }
@@ -59,6 +61,7 @@ impl TryFrom<pb::StatsSnapshot> for EngineMetrics {
             request_success,
             histograms,
             taken_at_unix_ms: _,
+            num_speculative_tokens,
         } = s;
         let success = request_success.ok_or(Error::SnapshotMissing("request_success"))?;
         Ok(EngineMetrics {
@@ -73,6 +76,7 @@ impl TryFrom<pb::StatsSnapshot> for EngineMetrics {
             histograms: histograms
                 .ok_or(Error::SnapshotMissing("histograms"))?
                 .try_into()?,
+            num_speculative_tokens: to_usize(num_speculative_tokens),
         })
     }
 }
@@ -125,7 +129,14 @@ impl From<&SchedulerStats> for pb::SchedulerStats {
             prefix_cache_queries,
             prefix_cache_hits,
             num_preemptions,
+            spec_decoding,
         } = s;
+        let SpecDecodingStats {
+            num_drafts,
+            num_draft_tokens,
+            num_accepted_tokens,
+            num_accepted_tokens_per_pos,
+        } = spec_decoding;
         pb::SchedulerStats {
             num_running: *num_running as u64,
             num_waiting: *num_waiting as u64,
@@ -135,6 +146,12 @@ impl From<&SchedulerStats> for pb::SchedulerStats {
             prefix_cache_queries: *prefix_cache_queries,
             prefix_cache_hits: *prefix_cache_hits,
             num_preemptions: *num_preemptions,
+            spec_decoding: Some(pb::SpecDecodingStats {
+                num_drafts: *num_drafts,
+                num_draft_tokens: *num_draft_tokens,
+                num_accepted_tokens: *num_accepted_tokens,
+                num_accepted_tokens_per_pos: num_accepted_tokens_per_pos.clone(),
+            }),
         }
     }
 }
@@ -150,6 +167,15 @@ impl From<pb::SchedulerStats> for SchedulerStats {
             prefix_cache_queries: s.prefix_cache_queries,
             prefix_cache_hits: s.prefix_cache_hits,
             num_preemptions: s.num_preemptions,
+            spec_decoding: s
+                .spec_decoding
+                .map(|d| SpecDecodingStats {
+                    num_drafts: d.num_drafts,
+                    num_draft_tokens: d.num_draft_tokens,
+                    num_accepted_tokens: d.num_accepted_tokens,
+                    num_accepted_tokens_per_pos: d.num_accepted_tokens_per_pos,
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -281,7 +307,14 @@ mod tests {
             prefix_cache_queries: 1000,
             prefix_cache_hits: 450,
             num_preemptions: 7,
+            spec_decoding: SpecDecodingStats {
+                num_drafts: 20,
+                num_draft_tokens: 60,
+                num_accepted_tokens: 33,
+                num_accepted_tokens_per_pos: vec![15, 11, 7],
+            },
         };
+        m.num_speculative_tokens = 3;
         m.prompt_tokens = 4321;
         m.generation_tokens = 8765;
         m.success_stop = 11;

@@ -13,9 +13,10 @@
 //! scheduled; decode = last token − first token; inference = last token − first
 //! scheduled; TPOT = decode / (generated − 1); e2e = finish − arrival.
 //!
-//! Features Candela does not have yet are exported honestly: speculative-decoding
-//! counters stay 0 and their rates are NaN (undefined, not "0 % accepted");
-//! `vllm:lora_requests_total` has no series (no adapters).
+//! Speculative decoding (vLLM v1's counters plus v0's two gauges) reads the
+//! scheduler's cumulative counts; with it off the counters stay 0 and the gauges are
+//! NaN (undefined, not "0 % accepted"). `vllm:lora_requests_total` has no series
+//! (no adapters yet).
 
 pub mod histogram;
 /// Names and buckets, defined in the contract crate (shared with the operator and `doctor`).
@@ -76,6 +77,9 @@ pub struct EngineMetrics {
     pub success_length: u64,
     pub success_abort: u64,
     pub histograms: Histograms,
+    /// Most drafted tokens per request and step; 0 when speculative decoding is off
+    /// (the per-position counter then has no series).
+    pub num_speculative_tokens: usize,
 }
 
 /// The engine's live metrics, shared between the engine thread and readers.
@@ -185,6 +189,31 @@ impl EngineMetrics {
             0.0
         } else {
             s.prefix_cache_hits as f64 / s.prefix_cache_queries as f64
+        }
+    }
+
+    /// Accepted over drafted tokens since start (vLLM v0's
+    /// `spec_decode_draft_acceptance_rate`); NaN before the first draft.
+    pub fn spec_decode_acceptance_rate(&self) -> f64 {
+        let s = &self.scheduler.spec_decoding;
+        if s.num_draft_tokens == 0 {
+            f64::NAN
+        } else {
+            s.num_accepted_tokens as f64 / s.num_draft_tokens as f64
+        }
+    }
+
+    /// Tokens the verification steps emitted (accepted drafts plus one per draft) over
+    /// the most they could have emitted (every draft accepted, plus one): vLLM v0's
+    /// `system_efficiency`, which with drafts of `k` tokens divides by
+    /// `draft_tokens / k * (k + 1)`; NaN before the first draft.
+    pub fn spec_decode_efficiency(&self) -> f64 {
+        let s = &self.scheduler.spec_decoding;
+        let max = s.num_draft_tokens + s.num_drafts;
+        if max == 0 {
+            f64::NAN
+        } else {
+            (s.num_accepted_tokens + s.num_drafts) as f64 / max as f64
         }
     }
 

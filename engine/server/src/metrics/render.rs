@@ -47,16 +47,22 @@ pub(super) fn render(m: &EngineMetrics) -> String {
         "Prefix cache hit rate: cached tokens over queried tokens since start.",
         m.prefix_cache_hit_rate(),
     );
+    let spec = &s.spec_decoding;
     w.gauge(
         names::SPEC_DECODE_DRAFT_ACCEPTANCE_RATE,
-        "Speculative token acceptance rate (NaN: speculative decoding is not enabled).",
-        f64::NAN,
+        "Speculative token acceptance rate: accepted over drafted tokens since start (NaN: nothing drafted yet).",
+        m.spec_decode_acceptance_rate(),
     );
-    w.gauge(
+    for name in [
+        names::SPEC_DECODE_EFFICIENCY,
         names::SPEC_DECODE_SYSTEM_EFFICIENCY,
-        "Speculative decoding system efficiency (NaN: speculative decoding is not enabled).",
-        f64::NAN,
-    );
+    ] {
+        w.gauge(
+            name,
+            "Speculative decoding system efficiency: tokens emitted by verification steps over the most they could emit (NaN: nothing drafted yet).",
+            m.spec_decode_efficiency(),
+        );
+    }
     let c = &m.cache;
     let info = [
         ("block_size", c.block_size.to_string()),
@@ -143,19 +149,29 @@ pub(super) fn render(m: &EngineMetrics) -> String {
     }
     w.counter(
         names::SPEC_DECODE_NUM_DRAFTS,
-        "Number of spec decoding drafts (always 0: not enabled).",
-        0,
+        "Number of spec decoding drafts.",
+        spec.num_drafts,
     );
     w.counter(
         names::SPEC_DECODE_NUM_DRAFT_TOKENS,
-        "Number of draft tokens (always 0: not enabled).",
-        0,
+        "Number of draft tokens.",
+        spec.num_draft_tokens,
     );
     w.counter(
         names::SPEC_DECODE_NUM_ACCEPTED_TOKENS,
-        "Number of accepted tokens (always 0: not enabled).",
-        0,
+        "Number of accepted tokens.",
+        spec.num_accepted_tokens,
     );
+    let per_pos = format!("{}_total", names::SPEC_DECODE_NUM_ACCEPTED_TOKENS_PER_POS);
+    w.header(
+        &per_pos,
+        "Accepted tokens per draft position.",
+        "counter",
+    );
+    for pos in 0..m.num_speculative_tokens {
+        let v = spec.num_accepted_tokens_per_pos.get(pos).copied().unwrap_or(0);
+        w.sample(&per_pos, &[("position", &pos.to_string())], v as f64);
+    }
     w.header(
         &format!("{}_total", names::LORA_REQUESTS),
         "Requests by LoRA adapter (no series: no adapters are loaded).",
