@@ -7,6 +7,10 @@
 //! reference's top-2 logit gap at that step must be below 1e-4, and such cases
 //! must stay rare. With the batch-invariant kernels they are expected to be zero.
 //!
+//! The batched runs are repeated with speculative decoding (prompt lookup): greedy
+//! output must stay token-identical, drafts must be proposed and accepted, and the
+//! pools must end free after all the rolled-back drafts.
+//!
 //! Some requests of the batch are constrained (structured outputs) and some ask for
 //! `prompt_logprobs`: each of those must give inside the batch exactly what it gives
 //! run alone, and constrained outputs must match their constraint.
@@ -20,7 +24,9 @@ use candela_core::{
     CacheConfig, FinishReason, NewRequest, PromptLogprob, SamplingParams, Scheduler,
     SchedulerConfig,
 };
-use candela_model::{LoadedModel, ModelRunner, RunnerConfig, reference_generate_greedy};
+use candela_core::spec_decode::NgramConfig;
+use candela_core::SpecDecodingStats;
+use candela_model::{Drafter, LoadedModel, ModelRunner, RunnerConfig, reference_generate_greedy};
 use candela_structured::{Constraint, Grammar, Grammars};
 
 const GAP_TOLERANCE: f32 = 1e-4;
@@ -121,6 +127,7 @@ struct Outcome {
     max_swapped: usize,
     prefix_hits: u64,
     chunked_steps: usize,
+    spec: SpecDecodingStats,
 }
 
 /// Runs `cases` in one engine; `device_blocks` of 32 (512 tokens for 32 requests of up
@@ -130,6 +137,7 @@ fn run_batched(
     cases: &[Case],
     device_blocks: usize,
     host_blocks: usize,
+    drafter: Option<Drafter>,
 ) -> Outcome {
     let cache = CacheConfig {
         block_size: 16,
@@ -147,7 +155,7 @@ fn run_batched(
         max_waiting: 64,
         eos_token_ids: model.eos_token_ids.clone(),
     };
-    let runner = ModelRunner::new(
+    let mut runner = ModelRunner::new(
         model.model.clone(),
         RunnerConfig {
             num_device_blocks: device_blocks,
@@ -155,6 +163,9 @@ fn run_batched(
             block_size: 16,
         },
     );
+    if let Some(d) = drafter {
+        runner.set_drafter(d);
+    }
     let mut core = EngineCore {
         scheduler: Scheduler::new(config, cache).unwrap(),
         runner,
@@ -212,6 +223,7 @@ fn run_batched(
         max_swapped,
         prefix_hits: stats.prefix_cache_hits,
         chunked_steps,
+        spec: stats.spec_decoding,
     }
 }
 
@@ -239,7 +251,7 @@ fn batched_paged_preempted_output_equals_single_sequence_reference() {
                     constraint: c.constraint.clone(),
                     prompt_logprobs: c.prompt_logprobs,
                 }];
-                run_batched(&model, &one, 64, 0)
+                run_batched(&model, &one, 64, 0, None)
             })
         })
         .collect();
@@ -265,8 +277,25 @@ fn batched_paged_preempted_output_equals_single_sequence_reference() {
         }
     }
 
-    for (label, host_blocks) in [("recompute", 0), ("swap", 64)] {
-        let out = run_batched(&model, &cases, 32, host_blocks);
+    let ngram = Drafter::Ngram(NgramConfig {
+        num_speculative_tokens: 4,
+        prompt_lookup_min: 1,
+        prompt_lookup_max: 3,
+    });
+    for (label, host_blocks, drafter) in [
+        ("recompute", 0, None),
+        ("swap", 64, None),
+        ("recompute+ngram", 0, Some(ngram)),
+        ("swap+ngram", 64, Some(ngram)),
+    ] {
+        let out = run_batched(&model, &cases, 32, host_blocks, drafter);
+        if drafter.is_some() {
+            assert!(
+                out.spec.num_accepted_tokens > 0 && out.spec.num_accepted_tokens < out.spec.num_draft_tokens,
+                "{label}: drafts must be both accepted and rejected: {:?}",
+                out.spec
+            );
+        }
         assert!(
             out.preemptions > 0,
             "{label}: the tiny pool must force preemption"
@@ -336,8 +365,8 @@ fn batched_paged_preempted_output_equals_single_sequence_reference() {
         }
         assert!(near_ties <= 1, "{label}: {near_ties} near-tie divergences");
         eprintln!(
-            "{label}: 32 requests, {} preemptions, max {} swapped, {} prefix-hit tokens, {} chunked prefill steps, {near_ties} near-tie divergences",
-            out.preemptions, out.max_swapped, out.prefix_hits, out.chunked_steps
+            "{label}: 32 requests, {} preemptions, max {} swapped, {} prefix-hit tokens, {} chunked prefill steps, {near_ties} near-tie divergences, drafts {:?}",
+            out.preemptions, out.max_swapped, out.prefix_hits, out.chunked_steps, out.spec
         );
     }
 }
