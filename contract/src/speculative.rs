@@ -106,7 +106,9 @@ pub fn parse(json: &str) -> Result<SpeculativeConfig, String> {
         }
     }
     if raw.prompt_lookup_min.is_some() || raw.prompt_lookup_max.is_some() {
-        return Err("prompt_lookup_min and prompt_lookup_max are only read by the ngram method".into());
+        return Err(
+            "prompt_lookup_min and prompt_lookup_max are only read by the ngram method".into(),
+        );
     }
     match raw.model {
         Some(model) if !model.is_empty() => Ok(SpeculativeConfig::DraftModel {
@@ -154,14 +156,26 @@ mod tests {
     fn bad_configs_name_what_is_wrong() {
         for (json, needle) in [
             ("{", "invalid speculative config JSON"),
-            (r#"{"method":"ngram"}"#, "num_speculative_tokens is required"),
-            (r#"{"method":"ngram","num_speculative_tokens":0}"#, "at least 1"),
+            (
+                r#"{"method":"ngram"}"#,
+                "num_speculative_tokens is required",
+            ),
+            (
+                r#"{"method":"ngram","num_speculative_tokens":0}"#,
+                "at least 1",
+            ),
             (
                 r#"{"method":"ngram","num_speculative_tokens":2,"prompt_lookup_min":4,"prompt_lookup_max":2}"#,
                 "prompt_lookup_max (2)",
             ),
-            (r#"{"method":"eagle","model":"x","num_speculative_tokens":2}"#, "\"eagle\" is not supported"),
-            (r#"{"method":"draft_model","num_speculative_tokens":2}"#, "needs \"model\""),
+            (
+                r#"{"method":"eagle","model":"x","num_speculative_tokens":2}"#,
+                "\"eagle\" is not supported",
+            ),
+            (
+                r#"{"method":"draft_model","num_speculative_tokens":2}"#,
+                "needs \"model\"",
+            ),
             (
                 r#"{"method":"ngram","num_speculative_tokens":2,"disable_by_batch_size":4}"#,
                 "unknown field `disable_by_batch_size`",

@@ -175,10 +175,7 @@ mod tests {
                 pattern.push('.');
             }
         }
-        assert_eq!(
-            pattern,
-            "d.d...d.......d...............d........."
-        );
+        assert_eq!(pattern, "d.d...d.......d...............d.........");
         b.observe(3, 1);
         assert!(b.ready(), "an accepted draft resets the back-off");
         b.observe(0, 0);

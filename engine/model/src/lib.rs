@@ -54,8 +54,8 @@ pub use kv_cache::{LayerKv, PagedKvCache};
 pub use llama::{Llama, ModelConfig};
 pub use reference::{ReferenceRun, reference_generate_greedy, reference_logits};
 pub use runner::{
-    Drafter, ExecPath, ModelRunner, PromptLogprobsArgs, PromptLogprobsChunk, RunnerConfig, SampleArgs,
-    StepSeq,
+    Drafter, ExecPath, ModelRunner, PromptLogprobsArgs, PromptLogprobsChunk, RunnerConfig,
+    SampleArgs, StepSeq,
 };
 pub use sampler::Sampler;
 pub use tokenizer::TokenizerBundle;

@@ -421,9 +421,7 @@ impl ModelRunner {
                 if s.sample.is_some() {
                     let mine: Vec<Vec<f32>> = rows.by_ref().take(1 + s.draft.len()).collect();
                     if mine.len() != 1 + s.draft.len() {
-                        return Err(Error::InvalidInput(
-                            "too few logits rows for drafts".into(),
-                        ));
+                        return Err(Error::InvalidInput("too few logits rows for drafts".into()));
                     }
                     sampling.push(mine);
                 }

@@ -111,7 +111,11 @@ impl Sampler {
         rng: &mut R,
         constraint: Option<&mut dyn TokenConstraint>,
     ) -> Vec<(u32, Option<TokenLogprobs>, bool)> {
-        assert_eq!(rows.len(), draft.len() + 1, "one logits row per draft, plus one");
+        assert_eq!(
+            rows.len(),
+            draft.len() + 1,
+            "one logits row per draft, plus one"
+        );
         let seq = SeqState {
             params,
             prompt,
@@ -146,7 +150,9 @@ impl SeqState<'_> {
             let (l, forced_end) = match self.process(
                 logits,
                 &output,
-                constraint.as_mut().map(|c| &mut **c as &mut dyn TokenConstraint),
+                constraint
+                    .as_mut()
+                    .map(|c| &mut **c as &mut dyn TokenConstraint),
             ) {
                 Ok(processed) => processed,
                 Err(end) => {

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use candela_contract::{ModelRef, SpeculativeConfig};
 use candela_core::spec_decode::NgramConfig;
 use candela_core::{CacheConfig, Scheduler, SchedulerConfig};
-use candela_model::{
-    ChatTemplate, Drafter, ExecPath, LoadedModel, ModelRunner, RunnerConfig,
-};
+use candela_model::{ChatTemplate, Drafter, ExecPath, LoadedModel, ModelRunner, RunnerConfig};
 use candela_structured::Grammars;
 use tracing::{info, warn};
 

@@ -20,12 +20,12 @@ mod common;
 use candela::engine::EngineCore;
 use std::collections::HashMap;
 
+use candela_core::SpecDecodingStats;
+use candela_core::spec_decode::NgramConfig;
 use candela_core::{
     CacheConfig, FinishReason, NewRequest, PromptLogprob, SamplingParams, Scheduler,
     SchedulerConfig,
 };
-use candela_core::spec_decode::NgramConfig;
-use candela_core::SpecDecodingStats;
 use candela_model::{Drafter, LoadedModel, ModelRunner, RunnerConfig, reference_generate_greedy};
 use candela_structured::{Constraint, Grammar, Grammars};
 
@@ -291,7 +291,8 @@ fn batched_paged_preempted_output_equals_single_sequence_reference() {
         let out = run_batched(&model, &cases, 32, host_blocks, drafter);
         if drafter.is_some() {
             assert!(
-                out.spec.num_accepted_tokens > 0 && out.spec.num_accepted_tokens < out.spec.num_draft_tokens,
+                out.spec.num_accepted_tokens > 0
+                    && out.spec.num_accepted_tokens < out.spec.num_draft_tokens,
                 "{label}: drafts must be both accepted and rejected: {:?}",
                 out.spec
             );

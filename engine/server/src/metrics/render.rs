@@ -163,13 +163,13 @@ pub(super) fn render(m: &EngineMetrics) -> String {
         spec.num_accepted_tokens,
     );
     let per_pos = format!("{}_total", names::SPEC_DECODE_NUM_ACCEPTED_TOKENS_PER_POS);
-    w.header(
-        &per_pos,
-        "Accepted tokens per draft position.",
-        "counter",
-    );
+    w.header(&per_pos, "Accepted tokens per draft position.", "counter");
     for pos in 0..m.num_speculative_tokens {
-        let v = spec.num_accepted_tokens_per_pos.get(pos).copied().unwrap_or(0);
+        let v = spec
+            .num_accepted_tokens_per_pos
+            .get(pos)
+            .copied()
+            .unwrap_or(0);
         w.sample(&per_pos, &[("position", &pos.to_string())], v as f64);
     }
     w.header(

@@ -65,11 +65,13 @@ pub fn spec_decode_line(prev: &EngineMetrics, cur: &EngineMetrics, elapsed: f64)
     let elapsed = elapsed.max(1e-9);
     let drafted = b.num_draft_tokens.saturating_sub(a.num_draft_tokens);
     let accepted = b.num_accepted_tokens.saturating_sub(a.num_accepted_tokens);
-    let per_pos: Vec<String> = (0..cur.num_speculative_tokens.max(b.num_accepted_tokens_per_pos.len()))
+    let per_pos: Vec<String> = (0..cur
+        .num_speculative_tokens
+        .max(b.num_accepted_tokens_per_pos.len()))
         .map(|p| {
             let n = |v: &Vec<u64>| v.get(p).copied().unwrap_or(0);
-            let pos = n(&b.num_accepted_tokens_per_pos)
-                .saturating_sub(n(&a.num_accepted_tokens_per_pos));
+            let pos =
+                n(&b.num_accepted_tokens_per_pos).saturating_sub(n(&a.num_accepted_tokens_per_pos));
             format!("{:.3}", pos as f64 / drafts as f64)
         })
         .collect();
@@ -165,7 +167,11 @@ mod tests {
     fn spec_decode_line_is_vllms_over_the_interval() {
         let mut prev = EngineMetrics::new("m", 100, CacheInfo::default());
         prev.num_speculative_tokens = 3;
-        assert_eq!(spec_decode_line(&prev, &prev, 10.0), None, "no drafts, no line");
+        assert_eq!(
+            spec_decode_line(&prev, &prev, 10.0),
+            None,
+            "no drafts, no line"
+        );
         prev.scheduler.spec_decoding.observe(3, 3);
         let mut cur = prev.clone();
         // 4 drafts of 3: 3, 2, 0 and 1 accepted.
