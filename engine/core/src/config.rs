@@ -45,6 +45,10 @@ pub struct SchedulerConfig {
     /// The model's end-of-sequence ids: they end every request that does not set
     /// `ignore_eos` (the one place the engine keeps them).
     pub eos_token_ids: Vec<u32>,
+    /// KV slots reserved past a step's last token for requests that sample: a draft
+    /// model writes the K/V of the drafts it proposes there (`num_speculative_tokens`
+    /// with `{"method": "draft_model"}`, else 0).
+    pub num_lookahead_tokens: usize,
 }
 
 impl SchedulerConfig {

@@ -359,10 +359,11 @@ impl Scheduler {
                 0
             };
             let num_new = chunk_len(&self.config, req, remaining + drafts, budget);
+            let slots = num_new + self.lookahead(req, num_new);
             let scheduled = loop {
                 if self
                     .device
-                    .allocate_slots(&self.requests[&id], num_new, &CacheHit::default())
+                    .allocate_slots(&self.requests[&id], slots, &CacheHit::default())
                 {
                     break true;
                 }
@@ -405,7 +406,8 @@ impl Scheduler {
                     req.num_tokens() - req.num_computed_tokens,
                     budget,
                 );
-                let total_blocks = (req.num_computed_tokens + num_new).div_ceil(self.block_size);
+                let slots = num_new + self.lookahead(req, num_new);
+                let total_blocks = (req.num_computed_tokens + slots).div_ceil(self.block_size);
                 if total_blocks.max(host_blocks) > self.device.pool().num_free() {
                     break;
                 }
@@ -413,7 +415,7 @@ impl Scheduler {
                 self.swap_in(id, &mut out);
                 let ok =
                     self.device
-                        .allocate_slots(&self.requests[&id], num_new, &CacheHit::default());
+                        .allocate_slots(&self.requests[&id], slots, &CacheHit::default());
                 debug_assert!(ok, "invariant: room was checked before swap-in");
                 self.running.push(id);
                 out.scheduled.push(self.scheduled(id, num_new));
@@ -439,7 +441,12 @@ impl Scheduler {
                     break;
                 }
                 let num_new = chunk_len(&self.config, req, remaining, budget);
-                if !self.device.allocate_slots(req, num_new, &hit) {
+                let lookahead = if num_new == remaining {
+                    self.config.num_lookahead_tokens
+                } else {
+                    0
+                };
+                if !self.device.allocate_slots(req, num_new + lookahead, &hit) {
                     break;
                 }
                 self.waiting.pop_front();
@@ -546,6 +553,16 @@ impl Scheduler {
             && req.status == RequestStatus::Running
         {
             req.draft_token_ids = drafts;
+        }
+    }
+
+    /// Extra KV slots for a request computing `num_new` tokens this step: the lookahead
+    /// when the step reaches its last token (it samples, then a draft model drafts).
+    fn lookahead(&self, req: &Request, num_new: usize) -> usize {
+        if req.num_computed_tokens + num_new >= req.num_tokens() {
+            self.config.num_lookahead_tokens
+        } else {
+            0
         }
     }
 

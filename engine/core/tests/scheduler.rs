@@ -19,6 +19,7 @@ fn config(max_seqs: usize, budget: usize) -> SchedulerConfig {
         delay_factor: 0.0,
         max_waiting: 100,
         eos_token_ids: vec![0],
+        num_lookahead_tokens: 0,
     }
 }
 

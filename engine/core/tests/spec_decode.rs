@@ -3,7 +3,8 @@
 //! back, and whatever mix of right and wrong drafts, preemption (recompute and swap),
 //! prefix caching and aborts a workload has, every request's output equals its
 //! no-speculation output, the cache holds only real tokens below each step's start,
-//! and both pools end entirely free.
+//! and both pools end entirely free; with a lookahead (draft model), sampling steps
+//! always have room for the drafts' KV.
 
 use std::collections::HashMap;
 
@@ -25,6 +26,7 @@ fn config(max_seqs: usize, budget: usize, max_model_len: usize) -> SchedulerConf
         delay_factor: 0.0,
         max_waiting: 100,
         eos_token_ids: vec![0],
+        num_lookahead_tokens: 0,
     }
 }
 
@@ -127,6 +129,12 @@ fn spec_step(
             );
             continue;
         }
+        let lookahead = s.config().num_lookahead_tokens;
+        assert!(
+            table.len() * BLOCK >= sr.start + sr.num_tokens + lookahead,
+            "request {}: no room for a draft model's {lookahead} lookahead slots",
+            sr.id
+        );
         // Greedy verification: drafts stand while they are the model's own next token;
         // the first one that is not is replaced, and after all of them comes one more.
         let mut ctx = req.token_ids().to_vec();
@@ -299,10 +307,12 @@ proptest! {
         host_blocks in prop::sample::select(vec![0usize, 4, 16]),
         budget in 4usize..40,
         k in 1usize..6,
+        lookahead in 0usize..4,
         seed in any::<u64>(),
         p_right in 0u64..5,
     ) {
-        let mut s = Scheduler::new(config(6, budget, 40), cache(device_blocks, host_blocks)).unwrap();
+        let cfg = SchedulerConfig { num_lookahead_tokens: lookahead, ..config(6, budget, 40) };
+        let mut s = Scheduler::new(cfg, cache(device_blocks, host_blocks)).unwrap();
         let mut kv = SimCache::default();
         let mut rng = seed | 1;
         let mut right = move || {

@@ -13,6 +13,7 @@
 //!   pool as device tensors.
 //! - [`sampler`]: vLLM-order sampling with per-request RNGs and raw logprobs;
 //!   [`sampler::spec_verify`]: speculative sampling's acceptance rule over its distributions.
+//! - [`draft`]: speculative decoding's draft model, on the target's block tables.
 //! - [`runner`]: [`ModelRunner::execute`] — swap copies, forward, sampling for
 //!   one scheduler step; [`reference`]: the single-sequence exactness reference.
 //! - [`tokenizer`], [`chat_template`]: text in and out.
@@ -27,6 +28,7 @@ mod builder;
 pub mod chat_template;
 pub mod device_kv;
 pub mod device_llama;
+pub mod draft;
 pub mod error;
 pub mod hf_export;
 pub mod kv_cache;
@@ -49,6 +51,7 @@ pub use batch::{ForwardBatch, SeqInput, SeqSlice};
 pub use chat_template::ChatTemplate;
 pub use device_kv::DeviceKvCache;
 pub use device_llama::DeviceLlama;
+pub use draft::DraftModel;
 pub use error::{Error, Result};
 pub use kv_cache::{LayerKv, PagedKvCache};
 pub use llama::{Llama, ModelConfig};

@@ -30,6 +30,7 @@ use candle_core::{Device, Tensor};
 use crate::batch::{ForwardBatch, SeqInput};
 use crate::device_kv::DeviceKvCache;
 use crate::device_llama::DeviceLlama;
+use crate::draft::{DraftModel, DraftRequest};
 use crate::kv_cache::PagedKvCache;
 use crate::llama::Llama;
 use crate::sampler::Sampler;
@@ -89,10 +90,12 @@ pub struct PromptLogprobsArgs<'a> {
 }
 
 /// How the runner proposes speculative drafts after sampling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Drafter {
     /// Prompt lookup in the request's own context.
     Ngram(NgramConfig),
+    /// A smaller model with the same tokenizer.
+    Model(Box<DraftModel>),
 }
 
 /// Sizes of the two KV pools.
@@ -361,6 +364,7 @@ impl ModelRunner {
             );
         });
         let mut sampled = Vec::with_capacity(jobs.len());
+        let mut to_draft = Vec::new();
         for (seq, args, _, rng, constraint, result) in jobs {
             if let Some(rng) = rng {
                 self.rngs.insert(seq.id, rng);
@@ -368,8 +372,19 @@ impl ModelRunner {
             if let Some(constraint) = constraint {
                 self.constraints.insert(seq.id, constraint);
             }
-            let emitted: Vec<u32> = result.iter().map(|r| r.0).collect();
-            self.propose(seq, &args, &emitted);
+            if self.drafter.is_some() {
+                let backoff = self.backoff.entry(seq.id).or_default();
+                backoff.observe(seq.draft.len(), result.len().saturating_sub(1));
+                if backoff.ready() {
+                    let emitted = result.iter().map(|r| r.0);
+                    let context: Vec<u32> = [args.prompt, args.output]
+                        .concat()
+                        .into_iter()
+                        .chain(emitted)
+                        .collect();
+                    to_draft.push((seq.id, context, seq.block_table));
+                }
+            }
             sampled.extend(
                 result
                     .into_iter()
@@ -381,28 +396,44 @@ impl ModelRunner {
                     }),
             );
         }
+        drop(_sample);
+        self.propose(&to_draft);
         Ok(sampled)
     }
 
-    /// Drafts for the request's next step, after it verified `seq.draft` and emitted
-    /// `emitted` (the accepted drafts and one more token).
-    fn propose(&mut self, seq: &StepSeq<'_>, args: &SampleArgs<'_>, emitted: &[u32]) {
-        let Some(drafter) = self.drafter else {
-            return;
-        };
-        let backoff = self.backoff.entry(seq.id).or_default();
-        backoff.observe(seq.draft.len(), emitted.len().saturating_sub(1));
-        if !backoff.ready() {
-            return;
-        }
-        let draft = match drafter {
-            Drafter::Ngram(cfg) => {
-                let context = [args.prompt, args.output, emitted].concat();
-                propose_ngram(&context, &cfg)
+    /// Drafts for the requests' next steps, from their tokens so far (the accepted
+    /// drafts and the token after them included) and their block tables.
+    fn propose(&mut self, reqs: &[(RequestId, Vec<u32>, &[u32])]) {
+        let _span = tracing::trace_span!("propose", seqs = reqs.len()).entered();
+        let drafts: Vec<Vec<u32>> = match self.drafter.as_mut() {
+            None => return,
+            Some(Drafter::Ngram(cfg)) => reqs
+                .iter()
+                .map(|(_, context, _)| propose_ngram(context, cfg))
+                .collect(),
+            Some(Drafter::Model(model)) => {
+                let asks: Vec<DraftRequest<'_>> = reqs
+                    .iter()
+                    .map(|(id, context, table)| DraftRequest {
+                        id: *id,
+                        context,
+                        block_table: table,
+                    })
+                    .collect();
+                match model.propose(&asks) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        // Speculation is an optimization: the requests go on without drafts.
+                        tracing::error!(error = %e, "draft model failed; no drafts this step");
+                        return;
+                    }
+                }
             }
         };
-        if !draft.is_empty() {
-            self.drafts.push((seq.id, draft));
+        for ((id, ..), draft) in reqs.iter().zip(drafts) {
+            if !draft.is_empty() {
+                self.drafts.push((*id, draft));
+            }
         }
     }
 
@@ -483,6 +514,9 @@ impl ModelRunner {
             self.rngs.remove(id);
             self.constraints.remove(id);
             self.backoff.remove(id);
+        }
+        if let Some(Drafter::Model(model)) = &mut self.drafter {
+            model.finish(ids);
         }
     }
 }

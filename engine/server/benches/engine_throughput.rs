@@ -57,6 +57,7 @@ fn main() {
             delay_factor: 0.0,
             max_waiting: 1024,
             eos_token_ids: model.eos_token_ids.clone(),
+            num_lookahead_tokens: 0,
         };
         let runner = ModelRunner::new(
             model.model.clone(),

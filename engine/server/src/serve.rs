@@ -370,6 +370,7 @@ pub fn engine_configs(
         delay_factor: s.scheduler_delay_factor,
         max_waiting: s.max_waiting,
         eos_token_ids: eos_token_ids.to_vec(),
+        num_lookahead_tokens: 0,
     };
     let cache = CacheConfig {
         block_size: c.block_size,

@@ -74,9 +74,11 @@ def stack():
                CANDELA_SIDECAR_PORT=str(free_port()), CANDELA_PROMETHEUS_PORT=str(free_port()),
                CANDELA_ALERTMANAGER_PORT=str(free_port()), CANDELA_SCRAPE_INTERVAL="1s",
                # A small KV pool with a host swap pool: 10 clients on 6 sequences queue,
-               # and long generations preempt (by swapping) each other.
+               # and long generations preempt (by swapping) each other. Prompt-lookup
+               # speculation runs under all of it (its panel and the seed's gauges).
                CANDELA_SERVE_ARGS="--max-model-len 256 --kv-cache-memory 12MiB --max-num-seqs 6 "
-                                  "--swap-space 0.05 --log-stats-interval 5")
+                                  "--swap-space 0.05 --log-stats-interval 5 --speculative-config "
+                                  '{"method":"ngram","num_speculative_tokens":3,"prompt_lookup_min":1,"prompt_lookup_max":3}')
     script = str(ROOT / "deploy/local/stack.sh")
     up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
@@ -253,6 +255,8 @@ def test_seed_queries(stack, loaded):
         "vllm:gpu_cache_usage_perc",
         "rate(vllm:num_preemptions_total[5m])",
         "vllm:num_requests_swapped", "vllm:cpu_cache_usage_perc",
+        # Its fourth group, speculative decoding (the stack runs prompt lookup).
+        "vllm:spec_decode_draft_acceptance_rate", "vllm:spec_decode_system_efficiency",
     ]
     seed001 = [  # the article's series, from the recording rules
         'rate(vllm_request_count{status="SUCCESS"}[1m])',

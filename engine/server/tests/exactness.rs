@@ -154,6 +154,7 @@ fn run_batched(
         delay_factor: 0.0,
         max_waiting: 64,
         eos_token_ids: model.eos_token_ids.clone(),
+        num_lookahead_tokens: 0,
     };
     let mut runner = ModelRunner::new(
         model.model.clone(),

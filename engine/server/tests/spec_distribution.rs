@@ -38,6 +38,7 @@ fn sample_pairs(
         delay_factor: 0.0,
         max_waiting: SAMPLES,
         eos_token_ids: model.eos_token_ids.clone(),
+        num_lookahead_tokens: 0,
     };
     let cache = CacheConfig {
         block_size,

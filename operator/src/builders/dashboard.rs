@@ -1,7 +1,8 @@
 //! Grafana dashboards: the seed's 4-panel overview (TTFT/TPOT p95, token throughput,
 //! stacked queue depth, KV usage + preemption-rate bars) and a full one (request rate by
 //! finish reason, success rate, KV gauge, latency heatmaps, mean/p50/p99 latency,
-//! queue/prefill/decode time, prompt/generation length, prefix cache, swap, GPU or CPU).
+//! queue/prefill/decode time, prompt/generation length, prefix cache, swap, GPU or CPU,
+//! speculative decoding's acceptance).
 //!
 //! One panel set, two scopes: [`dashboard_json`] pins one InferenceDeployment's series
 //! (the operator's ConfigMap or GrafanaDashboard), [`template_dashboard`] selects them with
@@ -504,6 +505,38 @@ fn full_panels(s: &Scope, y: u32) -> Vec<Value> {
         false,
     );
     let swap = right_axis(swap, "host KV usage", "percentunit", false);
+    let spec = timeseries(
+        18,
+        "Speculative decoding: acceptance",
+        "Drafted tokens the model accepted (vLLM's acceptance rate, left) and tokens each \
+         verification step emits (mean acceptance length: 1 + accepted / drafts, right; at \
+         most num_speculative_tokens + 1). Empty without --speculative-config. A falling \
+         rate means the traffic no longer repeats its context: prompt lookup then costs \
+         verification work for little gain.",
+        "percentunit",
+        at(0, y + 40, 24),
+        vec![
+            (
+                ratio(
+                    s.sum_rate(promql::SPEC_ACCEPTED, RATE),
+                    s.sum_rate(promql::SPEC_DRAFT_TOKENS, RATE),
+                ),
+                "acceptance rate",
+            ),
+            (
+                format!(
+                    "1 + {}",
+                    ratio(
+                        s.sum_rate(promql::SPEC_ACCEPTED, RATE),
+                        s.sum_rate(promql::SPEC_DRAFTS, RATE),
+                    )
+                ),
+                "mean acceptance length",
+            ),
+        ],
+        false,
+    );
+    let spec = right_axis(spec, "mean acceptance length", "short", false);
     vec![
         timeseries(
             5,
@@ -645,6 +678,7 @@ fn full_panels(s: &Scope, y: u32) -> Vec<Value> {
             ],
             false,
         ),
+        spec,
     ]
 }
 

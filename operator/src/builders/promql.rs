@@ -47,6 +47,12 @@ pub const GENERATION_LEN: &str = m::REQUEST_GENERATION_TOKENS;
 pub const PREFIX_QUERIES: &str = m::PREFIX_CACHE_QUERIES_TOTAL;
 /// `vllm:prefix_cache_hits_total`.
 pub const PREFIX_HITS: &str = m::PREFIX_CACHE_HITS_TOTAL;
+/// `vllm:spec_decode_num_drafts_total`.
+pub const SPEC_DRAFTS: &str = m::SPEC_DECODE_NUM_DRAFTS_TOTAL;
+/// `vllm:spec_decode_num_draft_tokens_total`.
+pub const SPEC_DRAFT_TOKENS: &str = m::SPEC_DECODE_NUM_DRAFT_TOKENS_TOTAL;
+/// `vllm:spec_decode_num_accepted_tokens_total`.
+pub const SPEC_ACCEPTED: &str = m::SPEC_DECODE_NUM_ACCEPTED_TOKENS_TOTAL;
 /// DCGM-compatible GPU utilization (percent) from the sidecar.
 pub const GPU_UTIL: &str = m::DCGM_GPU_UTIL;
 /// DCGM-compatible framebuffer memory used (MiB) from the sidecar.

@@ -202,6 +202,7 @@ pub fn spawn_engine(
         delay_factor: 0.0,
         max_waiting,
         eos_token_ids: m.eos_token_ids.clone(),
+        num_lookahead_tokens: 0,
     };
     let runner = candela_model::ModelRunner::new(
         m.model.clone(),
