@@ -310,6 +310,16 @@ impl ServeArgs {
             }
             _ => {}
         }
+        if matches!(
+            self.scheduler.speculative_config,
+            Some(SpeculativeConfig::DraftModel { .. })
+        ) && self.model.device != Device::Cpu
+        {
+            return Err(format!(
+                "--{}: the draft_model method runs on --device cpu only yet; use the ngram method on GPUs",
+                flag::SPECULATIVE_CONFIG
+            ));
+        }
         if self.model.tensor_parallel_size != 1 {
             return Err(format!(
                 "--{} {} is not supported yet; only 1 is",

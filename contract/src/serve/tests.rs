@@ -356,3 +356,42 @@ fn tool_choice_flags_come_together() {
         .is_err()
     );
 }
+
+#[test]
+fn speculative_config_is_parsed_and_checked_at_the_command_line() {
+    let a = serve(&[
+        "--speculative-config",
+        r#"{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 3}"#,
+    ])
+    .unwrap();
+    assert_eq!(
+        a.scheduler.speculative_config,
+        Some(SpeculativeConfig::Ngram {
+            num_speculative_tokens: 4,
+            prompt_lookup_min: 3,
+            prompt_lookup_max: 3
+        })
+    );
+    // A bad value is one clap error naming the key, before anything starts (and, through
+    // the operator's extraArgs check, before any pod exists).
+    let e = serve(&[
+        "--speculative-config",
+        r#"{"method": "eagle", "num_speculative_tokens": 2}"#,
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("--speculative-config") && e.contains("\"eagle\" is not supported"),
+        "{e}"
+    );
+    let gpu = serve(&[
+        "--device",
+        "cuda",
+        "--speculative-config",
+        r#"{"model": "/m/draft.gguf", "num_speculative_tokens": 2}"#,
+    ])
+    .unwrap()
+    .validate()
+    .unwrap_err();
+    assert!(gpu.contains("--device cpu only"), "{gpu}");
+}

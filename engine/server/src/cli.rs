@@ -28,6 +28,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once at start-up: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// `serve` and `sidecar`.

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use candela_contract::{ModelRef, SpeculativeConfig};
 use candela_core::spec_decode::NgramConfig;
 use candela_core::{CacheConfig, Scheduler, SchedulerConfig};
-use candela_model::{ChatTemplate, Drafter, ExecPath, LoadedModel, ModelRunner, RunnerConfig};
+use candela_model::{
+    ChatTemplate, DraftModel, Drafter, ExecPath, LoadedModel, ModelRunner, RunnerConfig,
+};
 use candela_structured::Grammars;
 use tracing::{info, warn};
 
@@ -39,6 +41,9 @@ pub struct ModelSource {
     /// `--served-model-name`, else the model's name then `--model` as typed (vLLM's
     /// default, so clients that send the path or repository keep working).
     pub served_model_names: Vec<String>,
+    /// The draft model of `--speculative-config '{"method": "draft_model", ...}'`, resolved
+    /// like `--model`.
+    pub draft_model: Option<PathBuf>,
 }
 
 /// Resolves `--model`: a local path as it is, a hub reference through the Hugging Face
@@ -67,6 +72,7 @@ pub async fn resolve_model(args: &ServeArgs) -> Result<ModelSource> {
         return Ok(ModelSource {
             path,
             served_model_names: names,
+            draft_model: resolve_draft_model(args).await?,
         });
     };
     let model = ModelRef::parse(typed, Path::exists).map_err(Error::Config)?;
@@ -92,7 +98,30 @@ pub async fn resolve_model(args: &ServeArgs) -> Result<ModelSource> {
     Ok(ModelSource {
         served_model_names: served_model_names(args, &resolved.path, repo),
         path: resolved.path,
+        draft_model: resolve_draft_model(args).await?,
     })
+}
+
+/// The draft model's path: its `model` as `--model` takes it (a path, or a hub
+/// reference resolved through the same cache; `:QUANT` picks its GGUF file).
+///
+/// # Errors
+/// One line naming the draft model.
+async fn resolve_draft_model(args: &ServeArgs) -> Result<Option<PathBuf>> {
+    let Some(SpeculativeConfig::DraftModel { model, .. }) = &args.scheduler.speculative_config
+    else {
+        return Ok(None);
+    };
+    let what = |e: String| Error::Config(format!("--speculative-config draft model {model}: {e}"));
+    let parsed = ModelRef::parse(model, Path::exists).map_err(what)?;
+    let opts = candela_hub::HubOptions::from_env(
+        args.hub.download_dir.as_deref(),
+        args.hub.hf_token.as_deref(),
+    );
+    let resolved = candela_hub::resolve(&parsed, &candela_hub::Request::default(), &opts)
+        .await
+        .map_err(|e| what(e.to_string()))?;
+    Ok(Some(resolved.path))
 }
 
 /// `--served-model-name` values, else the model's name (`org/name` of a hub model, the
@@ -189,7 +218,7 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
     .map_err(|e| Error::model("placing the model and its KV pool on the device", e))?;
     let spec = &args.scheduler.speculative_config;
     if let Some(spec) = spec {
-        runner.set_drafter(drafter(spec)?);
+        runner.set_drafter(drafter(spec, model, &tokenizer, &cache_config)?);
     }
     let served_model_names = model.served_model_names.clone();
     let cache_info = CacheInfo {
@@ -257,8 +286,14 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
 /// The runner's proposer for `--speculative-config`.
 ///
 /// # Errors
-/// A draft model that does not load or does not share the model's tokenizer.
-fn drafter(spec: &SpeculativeConfig) -> Result<Drafter> {
+/// A draft model that does not load or does not share the model's tokenizer (the
+/// device was checked by `ServeArgs::validate`).
+fn drafter(
+    spec: &SpeculativeConfig,
+    source: &ModelSource,
+    tokenizer: &tokenizers::Tokenizer,
+    cache: &CacheConfig,
+) -> Result<Drafter> {
     match spec {
         SpeculativeConfig::Ngram {
             num_speculative_tokens,
@@ -269,9 +304,30 @@ fn drafter(spec: &SpeculativeConfig) -> Result<Drafter> {
             prompt_lookup_min: *prompt_lookup_min,
             prompt_lookup_max: *prompt_lookup_max,
         })),
-        SpeculativeConfig::DraftModel { .. } => Err(Error::Config(
-            "--speculative-config: the draft_model method is not wired in yet".into(),
-        )),
+        SpeculativeConfig::DraftModel {
+            model,
+            num_speculative_tokens,
+        } => {
+            let path = source
+                .draft_model
+                .as_ref()
+                .ok_or_else(|| Error::Config(format!("draft model {model} was not resolved")))?;
+            let draft = candela_model::load(path).map_err(|e| {
+                Error::model(format!("loading the draft model {}", path.display()), e)
+            })?;
+            if draft.tokenizer.get_vocab(true) != tokenizer.get_vocab(true) {
+                return Err(Error::Config(format!(
+                    "--speculative-config: the draft model {model} does not share the model's tokenizer (its vocabulary differs)"
+                )));
+            }
+            info!(draft = %path.display(), num_speculative_tokens, "draft model loaded");
+            Ok(Drafter::Model(Box::new(DraftModel::new(
+                draft.model,
+                cache.num_device_blocks,
+                cache.block_size,
+                *num_speculative_tokens,
+            ))))
+        }
     }
 }
 
@@ -370,7 +426,14 @@ pub fn engine_configs(
         delay_factor: s.scheduler_delay_factor,
         max_waiting: s.max_waiting,
         eos_token_ids: eos_token_ids.to_vec(),
-        num_lookahead_tokens: 0,
+        // A draft model writes its drafts' K/V past each sampled token.
+        num_lookahead_tokens: match &s.speculative_config {
+            Some(SpeculativeConfig::DraftModel {
+                num_speculative_tokens,
+                ..
+            }) => *num_speculative_tokens,
+            _ => 0,
+        },
     };
     let cache = CacheConfig {
         block_size: c.block_size,
@@ -514,6 +577,7 @@ mod tests {
         let model = ModelSource {
             path: "/nonexistent.gguf".into(),
             served_model_names: vec!["m".into()],
+            draft_model: None,
         };
         let err = start(&serve_args(&["--device", "cuda:1"]), &model)
             .err()

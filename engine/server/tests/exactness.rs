@@ -7,9 +7,10 @@
 //! reference's top-2 logit gap at that step must be below 1e-4, and such cases
 //! must stay rare. With the batch-invariant kernels they are expected to be zero.
 //!
-//! The batched runs are repeated with speculative decoding (prompt lookup): greedy
-//! output must stay token-identical, drafts must be proposed and accepted, and the
-//! pools must end free after all the rolled-back drafts.
+//! The batched runs are repeated with speculative decoding, by prompt lookup and by a
+//! draft model (the same model's Hugging Face export, run by the f32 path): greedy output
+//! must stay token-identical, drafts must be proposed and accepted, and the pools must
+//! end free after all the rolled-back drafts.
 //!
 //! Some requests of the batch are constrained (structured outputs) and some ask for
 //! `prompt_logprobs`: each of those must give inside the batch exactly what it gives
@@ -26,7 +27,9 @@ use candela_core::{
     CacheConfig, FinishReason, NewRequest, PromptLogprob, SamplingParams, Scheduler,
     SchedulerConfig,
 };
-use candela_model::{Drafter, LoadedModel, ModelRunner, RunnerConfig, reference_generate_greedy};
+use candela_model::{
+    DraftModel, Drafter, LoadedModel, ModelRunner, RunnerConfig, reference_generate_greedy,
+};
 use candela_structured::{Constraint, Grammar, Grammars};
 
 const GAP_TOLERANCE: f32 = 1e-4;
@@ -120,6 +123,16 @@ fn cases(model: &LoadedModel) -> Vec<Case> {
         .collect()
 }
 
+/// Speculative decoding in a batched run.
+#[derive(Clone, Copy)]
+enum Spec<'a> {
+    Off,
+    /// Prompt lookup, 4 tokens, suffixes of 1 to 3.
+    Ngram,
+    /// 4 tokens from this draft model.
+    DraftModel(&'a LoadedModel),
+}
+
 struct Outcome {
     outputs: Vec<Vec<u32>>,
     prompt_logprobs: HashMap<u64, Vec<PromptLogprob>>,
@@ -137,7 +150,7 @@ fn run_batched(
     cases: &[Case],
     device_blocks: usize,
     host_blocks: usize,
-    drafter: Option<Drafter>,
+    spec: Spec,
 ) -> Outcome {
     let cache = CacheConfig {
         block_size: 16,
@@ -154,7 +167,11 @@ fn run_batched(
         delay_factor: 0.0,
         max_waiting: 64,
         eos_token_ids: model.eos_token_ids.clone(),
-        num_lookahead_tokens: 0,
+        num_lookahead_tokens: if matches!(spec, Spec::DraftModel(_)) {
+            4
+        } else {
+            0
+        },
     };
     let mut runner = ModelRunner::new(
         model.model.clone(),
@@ -164,8 +181,19 @@ fn run_batched(
             block_size: 16,
         },
     );
-    if let Some(d) = drafter {
-        runner.set_drafter(d);
+    match spec {
+        Spec::Off => {}
+        Spec::Ngram => runner.set_drafter(Drafter::Ngram(NgramConfig {
+            num_speculative_tokens: 4,
+            prompt_lookup_min: 1,
+            prompt_lookup_max: 3,
+        })),
+        Spec::DraftModel(draft) => runner.set_drafter(Drafter::Model(Box::new(DraftModel::new(
+            draft.model.clone(),
+            device_blocks,
+            16,
+            4,
+        )))),
     }
     let mut core = EngineCore {
         scheduler: Scheduler::new(config, cache).unwrap(),
@@ -252,7 +280,7 @@ fn batched_paged_preempted_output_equals_single_sequence_reference() {
                     constraint: c.constraint.clone(),
                     prompt_logprobs: c.prompt_logprobs,
                 }];
-                run_batched(&model, &one, 64, 0, None)
+                run_batched(&model, &one, 64, 0, Spec::Off)
             })
         })
         .collect();
@@ -278,25 +306,29 @@ fn batched_paged_preempted_output_equals_single_sequence_reference() {
         }
     }
 
-    let ngram = Drafter::Ngram(NgramConfig {
-        num_speculative_tokens: 4,
-        prompt_lookup_min: 1,
-        prompt_lookup_max: 3,
-    });
-    for (label, host_blocks, drafter) in [
-        ("recompute", 0, None),
-        ("swap", 64, None),
-        ("recompute+ngram", 0, Some(ngram)),
-        ("swap+ngram", 64, Some(ngram)),
+    let draft = candela_model::load(&common::default_hf_dir()).expect("load the draft model");
+    for (label, host_blocks, spec) in [
+        ("recompute", 0, Spec::Off),
+        ("swap", 64, Spec::Off),
+        ("recompute+ngram", 0, Spec::Ngram),
+        ("swap+ngram", 64, Spec::Ngram),
+        ("recompute+draft-model", 0, Spec::DraftModel(&draft)),
+        ("swap+draft-model", 64, Spec::DraftModel(&draft)),
     ] {
-        let out = run_batched(&model, &cases, 32, host_blocks, drafter);
-        if drafter.is_some() {
-            assert!(
+        let out = run_batched(&model, &cases, 32, host_blocks, spec);
+        match spec {
+            Spec::Off => assert_eq!(out.spec.num_drafts, 0),
+            Spec::Ngram => assert!(
                 out.spec.num_accepted_tokens > 0
                     && out.spec.num_accepted_tokens < out.spec.num_draft_tokens,
                 "{label}: drafts must be both accepted and rejected: {:?}",
                 out.spec
-            );
+            ),
+            Spec::DraftModel(_) => assert!(
+                out.spec.num_drafts > 50 && out.spec.num_accepted_tokens > 0,
+                "{label}: the draft model must draft and be accepted: {:?}",
+                out.spec
+            ),
         }
         assert!(
             out.preemptions > 0,

@@ -54,6 +54,9 @@ fn sample_pairs(
             block_size,
         },
     );
+    // With drafts a third token lets the second be verified against a one-token
+    // draft; max_tokens changes no probability, and requests end at two tokens anyway.
+    let max_tokens = if drafter.is_some() { 3 } else { 2 };
     if let Some(d) = drafter {
         runner.set_drafter(d);
     }
@@ -61,9 +64,6 @@ fn sample_pairs(
         scheduler: Scheduler::new(config, cache).unwrap(),
         runner,
     };
-    // With drafts a third token lets the second be verified against a one-token
-    // draft; max_tokens changes no probability, and requests end at two tokens anyway.
-    let max_tokens = if drafter.is_some() { 3 } else { 2 };
     let params = SamplingParams {
         temperature: 1.0,
         top_k: 3,
