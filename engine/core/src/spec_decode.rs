@@ -6,7 +6,7 @@
 //! `prompt_lookup_min`, and proposes the tokens that followed the most recent earlier
 //! occurrence. Inputs that repeat their context (summaries, edits, code rewrites) get
 //! long accepted drafts; free text gets none, and a step then costs what it did.
-//! [`DraftBackoff`] pauses drafting for requests whose drafts keep failing.
+//! [`DraftPacer`] shortens and pauses drafting for requests whose drafts keep failing.
 
 use serde::{Deserialize, Serialize};
 
@@ -66,25 +66,43 @@ pub fn propose_ngram(tokens: &[u32], cfg: &NgramConfig) -> Vec<u32> {
 /// Longest pause, in steps, after drafts keep being rejected.
 const MAX_BACKOFF_STEPS: u32 = 15;
 
-/// When a request's drafts keep failing, stop paying for them: after `n` drafts in a
-/// row with nothing accepted the request skips `2^n - 1` steps (at most
-/// [`MAX_BACKOFF_STEPS`]) before drafting again; one accepted token resets it. Text
-/// that does not repeat its context then costs a verification every 16 steps at most,
-/// while text that does keeps drafting every step.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DraftBackoff {
+/// Paces one request's drafting, so that text that does not repeat its context costs
+/// little more than decoding without drafts:
+///
+/// - **Length.** A draft accepted whole doubles the next one's length (up to the
+///   configured `num_speculative_tokens`, where it starts); a draft rejected after `a`
+///   accepted tokens makes the next one `a + 1` long. Each step then verifies about one
+///   token more than it is likely to keep.
+/// - **Back-off.** After `n` drafts in a row with nothing accepted, the request skips
+///   `2^n - 1` steps (at most [`MAX_BACKOFF_STEPS`]) before drafting again; one accepted
+///   token resets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DraftPacer {
+    max_len: usize,
+    len: usize,
     misses: u32,
     wait: u32,
 }
 
-impl DraftBackoff {
-    /// Whether to draft this step (counts a skipped step down).
-    pub fn ready(&mut self) -> bool {
+impl DraftPacer {
+    /// A request's pacer for drafts of at most `max_len` tokens.
+    pub fn new(max_len: usize) -> Self {
+        Self {
+            max_len,
+            len: max_len,
+            misses: 0,
+            wait: 0,
+        }
+    }
+
+    /// How many tokens to draft this step; `None` while backing off (a skipped step is
+    /// counted down).
+    pub fn next_len(&mut self) -> Option<usize> {
         if self.wait > 0 {
             self.wait -= 1;
-            return false;
+            return None;
         }
-        true
+        Some(self.len)
     }
 
     /// A verified draft of `drafted` tokens whose first `accepted` stood.
@@ -92,8 +110,13 @@ impl DraftBackoff {
         if drafted == 0 {
             return;
         }
+        if accepted == drafted {
+            self.len = (self.len * 2).min(self.max_len);
+        } else {
+            self.len = (accepted + 1).min(self.max_len);
+        }
         if accepted > 0 {
-            *self = DraftBackoff::default();
+            self.misses = 0;
         } else {
             self.misses = (self.misses + 1).min(8);
             self.wait = ((1u32 << self.misses) - 1).min(MAX_BACKOFF_STEPS);
@@ -165,21 +188,42 @@ mod tests {
 
     #[test]
     fn rejected_drafts_back_off_exponentially_and_an_accepted_one_resets() {
-        let mut b = DraftBackoff::default();
+        let mut p = DraftPacer::new(4);
         let mut pattern = String::new();
         for _ in 0..40 {
-            if b.ready() {
-                pattern.push('d');
-                b.observe(3, 0);
-            } else {
-                pattern.push('.');
+            match p.next_len() {
+                Some(len) => {
+                    pattern.push('d');
+                    p.observe(len, 0);
+                }
+                None => pattern.push('.'),
             }
         }
         assert_eq!(pattern, "d.d...d.......d...............d.........");
-        b.observe(3, 1);
-        assert!(b.ready(), "an accepted draft resets the back-off");
-        b.observe(0, 0);
-        assert!(b.ready(), "no draft, no evidence");
+        while p.next_len().is_none() {}
+        p.observe(1, 1);
+        p.observe(2, 0);
+        assert_eq!(
+            p.wait, 1,
+            "an accepted draft reset the back-off: one step after a miss"
+        );
+        p.wait = 0;
+        p.observe(0, 0);
+        assert_eq!(p.next_len(), Some(1), "no draft, no evidence");
+    }
+
+    #[test]
+    fn draft_length_follows_what_was_accepted() {
+        let mut p = DraftPacer::new(8);
+        assert_eq!(p.next_len(), Some(8), "start at the configured length");
+        p.observe(8, 2);
+        assert_eq!(p.next_len(), Some(3), "rejected after 2: draft 3 next");
+        p.observe(3, 3);
+        assert_eq!(p.next_len(), Some(6), "accepted whole: double");
+        p.observe(6, 6);
+        assert_eq!(p.next_len(), Some(8), "capped at the configured length");
+        p.observe(5, 5);
+        assert_eq!(p.next_len(), Some(8));
     }
 
     proptest! {

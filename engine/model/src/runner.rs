@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 
-use candela_core::spec_decode::{DraftBackoff, NgramConfig, propose_ngram};
+use candela_core::spec_decode::{DraftPacer, NgramConfig, propose_ngram};
 use candela_core::{PromptLogprob, RequestId, SampledToken, SamplingParams, TokenConstraint};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -98,6 +98,16 @@ pub enum Drafter {
     Model(Box<DraftModel>),
 }
 
+impl Drafter {
+    /// Most tokens drafted per request and step.
+    pub fn num_speculative_tokens(&self) -> usize {
+        match self {
+            Drafter::Ngram(cfg) => cfg.num_speculative_tokens,
+            Drafter::Model(m) => m.num_speculative_tokens(),
+        }
+    }
+}
+
 /// Sizes of the two KV pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunnerConfig {
@@ -144,8 +154,8 @@ pub struct ModelRunner {
     prompt_logprobs: Vec<PromptLogprobsChunk>,
     /// Speculative decoding's proposer, when it is on.
     drafter: Option<Drafter>,
-    /// Per request: pauses drafting while drafts keep failing.
-    backoff: HashMap<RequestId, DraftBackoff>,
+    /// Per request: how long its drafts are, and pauses while they keep failing.
+    pacers: HashMap<RequestId, DraftPacer>,
     /// Drafts proposed since the last [`ModelRunner::take_draft_tokens`].
     drafts: Vec<(RequestId, Vec<u32>)>,
     seeder: StdRng,
@@ -199,7 +209,7 @@ impl ModelRunner {
             constraints: HashMap::new(),
             prompt_logprobs: Vec::new(),
             drafter: None,
-            backoff: HashMap::new(),
+            pacers: HashMap::new(),
             drafts: Vec::new(),
             seeder: StdRng::from_os_rng(),
             sampler: Sampler,
@@ -372,17 +382,20 @@ impl ModelRunner {
             if let Some(constraint) = constraint {
                 self.constraints.insert(seq.id, constraint);
             }
-            if self.drafter.is_some() {
-                let backoff = self.backoff.entry(seq.id).or_default();
-                backoff.observe(seq.draft.len(), result.len().saturating_sub(1));
-                if backoff.ready() {
+            if let Some(drafter) = &self.drafter {
+                let pacer = self
+                    .pacers
+                    .entry(seq.id)
+                    .or_insert_with(|| DraftPacer::new(drafter.num_speculative_tokens()));
+                pacer.observe(seq.draft.len(), result.len().saturating_sub(1));
+                if let Some(len) = pacer.next_len() {
                     let emitted = result.iter().map(|r| r.0);
                     let context: Vec<u32> = [args.prompt, args.output]
                         .concat()
                         .into_iter()
                         .chain(emitted)
                         .collect();
-                    to_draft.push((seq.id, context, seq.block_table));
+                    to_draft.push((seq.id, context, seq.block_table, len));
                 }
             }
             sampled.extend(
@@ -403,18 +416,18 @@ impl ModelRunner {
 
     /// Drafts for the requests' next steps, from their tokens so far (the accepted
     /// drafts and the token after them included) and their block tables.
-    fn propose(&mut self, reqs: &[(RequestId, Vec<u32>, &[u32])]) {
+    fn propose(&mut self, reqs: &[(RequestId, Vec<u32>, &[u32], usize)]) {
         let _span = tracing::trace_span!("propose", seqs = reqs.len()).entered();
         let drafts: Vec<Vec<u32>> = match self.drafter.as_mut() {
             None => return,
             Some(Drafter::Ngram(cfg)) => reqs
                 .iter()
-                .map(|(_, context, _)| propose_ngram(context, cfg))
+                .map(|(_, context, ..)| propose_ngram(context, cfg))
                 .collect(),
             Some(Drafter::Model(model)) => {
                 let asks: Vec<DraftRequest<'_>> = reqs
                     .iter()
-                    .map(|(id, context, table)| DraftRequest {
+                    .map(|(id, context, table, _)| DraftRequest {
                         id: *id,
                         context,
                         block_table: table,
@@ -430,7 +443,8 @@ impl ModelRunner {
                 }
             }
         };
-        for ((id, ..), draft) in reqs.iter().zip(drafts) {
+        for ((id, _, _, len), mut draft) in reqs.iter().zip(drafts) {
+            draft.truncate(*len);
             if !draft.is_empty() {
                 self.drafts.push((*id, draft));
             }
@@ -513,7 +527,7 @@ impl ModelRunner {
         for id in ids {
             self.rngs.remove(id);
             self.constraints.remove(id);
-            self.backoff.remove(id);
+            self.pacers.remove(id);
         }
         if let Some(Drafter::Model(model)) = &mut self.drafter {
             model.finish(ids);
