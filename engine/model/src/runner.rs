@@ -14,6 +14,14 @@
 //! ([`DeviceLlama`] + [`DeviceKvCache`]; CUDA in production, the CPU device in
 //! tests). Swapping, sampling and RNG handling are the same for both.
 //!
+//! Speculative decoding: a [`StepSeq`] may carry drafts after its last token. The
+//! forward pass then returns a logits row at each of those positions, and
+//! [`Sampler::verify_drafts`] keeps the drafts the target would have produced (greedy) or
+//! accepts them by the speculative-sampling rule (sampled), emitting the accepted drafts
+//! plus one token. With a [`Drafter`] set, the runner proposes each sampled request's next
+//! drafts right after (prompt lookup, or a [`DraftModel`]), paced per request by
+//! [`DraftPacer`]; the scheduler picks them up through [`ModelRunner::take_draft_tokens`].
+//!
 //! RNG: a request with `seed` gets `StdRng::seed_from_u64(seed)` at its first
 //! sampled token and keeps it (also across preemption) until it finishes;
 //! others get a seed drawn from the runner's own OS-seeded stream.

@@ -276,6 +276,38 @@ def test_seed_queries(stack, loaded):
           f"{preempted['value'][1]} preemptions during the load")
 
 
+def test_stats_log_spec_decode_lines_add_up_to_the_counters(stack, loaded):
+    """The engine's log carries vLLM's `SpecDecoding metrics:` line beside the seed's stats
+    line, and its per-interval Drafted/Accepted counts add up to the live counters."""
+    log = pathlib.Path(stack["state"]) / "engine.log"
+
+    def counter(name):
+        with urllib.request.urlopen(f"{stack['CANDELA_HTTP_URL']}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        (value,) = [float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name + "{")]
+        return value
+
+    pattern = re.compile(r"SpecDecoding metrics: Mean acceptance length: ([0-9.]+), Accepted throughput: "
+                         r"[0-9.]+ tokens/s, Drafted throughput: [0-9.]+ tokens/s, Accepted: (\d+) tokens, "
+                         r"Drafted: (\d+) tokens, Per-position acceptance rate: ([0-9., ]+), "
+                         r"Avg Draft acceptance rate: [0-9.]+%")
+    drafted = counter("vllm:spec_decode_num_draft_tokens_total")
+    accepted = counter("vllm:spec_decode_num_accepted_tokens_total")
+    assert drafted > 0 and 0 < accepted <= drafted, (drafted, accepted)
+    deadline = time.time() + 15  # the last interval (5 s) is logged after the load ends
+    while True:
+        lines = [m for m in pattern.finditer(log.read_text())]
+        if sum(int(m[3]) for m in lines) == drafted or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert lines, "no SpecDecoding metrics line in the engine log"
+    assert "Avg prompt throughput:" in log.read_text()
+    assert sum(int(m[3]) for m in lines) == drafted
+    assert sum(int(m[2]) for m in lines) == accepted
+    assert all(len(m[4].split(", ")) == 3 and 1.0 <= float(m[1]) <= 4.0 for m in lines), lines[0][0]
+    print(f"\nspec decode: {len(lines)} log lines, {accepted:.0f} of {drafted:.0f} drafted tokens accepted")
+
+
 def test_prometheus_adapter_rules(stack, loaded):
     at = loaded["end"]
     path = ROOT / "charts/candela/files/prometheus-adapter-rules.yaml"

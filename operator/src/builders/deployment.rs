@@ -473,14 +473,27 @@ mod tests {
         );
         let m = refusal("spec: {model: {source: hf://org/m}, engine: {kvCacheMemory: lots}}");
         assert!(m.starts_with("engine.kvCacheMemory \"lots\""), "{m}");
-        // Flags the engine knows pass, in either spelling.
-        let ok = build(
-            &infd(
-                "spec: {model: {source: hf://org/m}, engine: {kvCacheMemory: 512Mi, extraArgs: [--max-waiting, '64', --threads=2]}}",
-            ),
-            &BuildConfig::default(),
+        // Speculative decoding's JSON is checked by the engine's own parser too.
+        let m = refusal(
+            r#"spec: {model: {source: hf://org/m}, engine: {extraArgs: ['--speculative-config={"method": "ngram"}']}}"#,
         );
-        assert!(ok.is_ok(), "{ok:?}");
+        assert!(
+            m.contains("--speculative-config") && m.contains("num_speculative_tokens is required"),
+            "{m}"
+        );
+        // Flags the engine knows pass, in either spelling.
+        for extra in [
+            "[--max-waiting, '64', --threads=2]",
+            r#"['--speculative-config={"method": "ngram", "num_speculative_tokens": 4}']"#,
+        ] {
+            let ok = build(
+                &infd(&format!(
+                    "spec: {{model: {{source: hf://org/m}}, engine: {{kvCacheMemory: 512Mi, extraArgs: {extra}}}}}"
+                )),
+                &BuildConfig::default(),
+            );
+            assert!(ok.is_ok(), "{extra}: {ok:?}");
+        }
     }
 
     #[test]

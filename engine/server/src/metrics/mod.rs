@@ -119,6 +119,7 @@ impl EngineMetrics {
                 .iteration_tokens
                 .observe(plan.num_batched_tokens as f64);
         }
+        let mut prev_id = None;
         for o in outputs {
             self.generation_tokens += 1;
             match o.prev_token_time {
@@ -129,8 +130,13 @@ impl EngineMetrics {
                         .time_to_first_token
                         .observe(now - o.arrival_time);
                 }
+                // Accepted speculative drafts come out in the same step as the token
+                // after them (consecutive outputs): vLLM observes one inter-token
+                // latency per request and step.
+                Some(_) if Some(o.id) == prev_id => {}
                 Some(prev) => self.histograms.inter_token_latency.observe(now - prev),
             }
+            prev_id = Some(o.id);
         }
     }
 
@@ -242,4 +248,46 @@ pub fn router(metrics: SharedMetrics) -> axum::Router {
             }
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(id: u64, prev_token_time: Option<f64>) -> RequestOutput {
+        RequestOutput {
+            id,
+            token: 7,
+            logprobs: None,
+            finish: None,
+            stop_reason: None,
+            arrival_time: 0.0,
+            prev_token_time,
+            num_prompt_tokens: 5,
+        }
+    }
+
+    #[test]
+    fn accepted_drafts_count_as_tokens_but_one_inter_token_latency_per_step() {
+        let mut m = EngineMetrics::new("m", 64, CacheInfo::default());
+        // Request 1 emits three tokens in one step (two accepted drafts and one more),
+        // request 2 one token, request 3 its first.
+        let outs = [
+            output(1, Some(1.0)),
+            output(1, Some(1.5)),
+            output(1, Some(1.5)),
+            output(2, Some(1.25)),
+            output(3, None),
+        ];
+        m.on_step(&SchedulerOutput::default(), &outs, 1.5);
+        assert_eq!(m.generation_tokens, 5);
+        assert_eq!(m.prompt_tokens, 5);
+        let itl = &m.histograms.inter_token_latency;
+        assert_eq!(
+            itl.counts.iter().sum::<u64>(),
+            2,
+            "one per request and step"
+        );
+        assert!((itl.sum - 0.75).abs() < 1e-9, "0.5 + 0.25, got {}", itl.sum);
+    }
 }
