@@ -6,9 +6,7 @@
 //! `prompt_lookup_min`, and proposes the tokens that followed the most recent earlier
 //! occurrence. Inputs that repeat their context (summaries, edits, code rewrites) get
 //! long accepted drafts; free text gets none, and a step then costs what it did.
-//! [`DraftPacer`] shortens and pauses drafting for requests whose drafts keep failing,
-//! and stops it (but for probes) where the acceptance does not pay for verification at
-//! the current batch size ([`min_acceptance`], from the [`StepCost`] fit of step times).
+//! [`DraftPacer`] shortens and pauses drafting for requests whose drafts keep failing.
 
 use serde::{Deserialize, Serialize};
 
@@ -78,20 +76,13 @@ const MAX_BACKOFF_STEPS: u32 = 15;
 /// - **Back-off.** After `n` drafts in a row with nothing accepted, the request skips
 ///   `2^n - 1` steps (at most [`MAX_BACKOFF_STEPS`]) before drafting again; one accepted
 ///   token resets it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DraftPacer {
     max_len: usize,
     len: usize,
     misses: u32,
     wait: u32,
-    /// Running estimate of the fraction of drafted tokens accepted (starts hopeful).
-    acceptance: f64,
-    /// Steps since the last draft while the estimate was too low to pay.
-    idle: u32,
 }
-
-/// Steps between one-token probes while a request's drafts are not worth their cost.
-const PROBE_EVERY: u32 = 8;
 
 impl DraftPacer {
     /// A request's pacer for drafts of at most `max_len` tokens.
@@ -101,29 +92,16 @@ impl DraftPacer {
             len: max_len,
             misses: 0,
             wait: 0,
-            acceptance: 1.0,
-            idle: 0,
         }
     }
 
     /// How many tokens to draft this step; `None` while backing off (a skipped step is
-    /// counted down) or while fewer than `min_acceptance` of the drafted tokens are
-    /// accepted (see [`min_acceptance`]; a one-token probe every few steps keeps the
-    /// estimate fresh).
-    pub fn next_len(&mut self, min_acceptance: f64) -> Option<usize> {
+    /// counted down).
+    pub fn next_len(&mut self) -> Option<usize> {
         if self.wait > 0 {
             self.wait -= 1;
             return None;
         }
-        if self.acceptance < min_acceptance {
-            self.idle += 1;
-            if self.idle < PROBE_EVERY {
-                return None;
-            }
-            self.idle = 0;
-            return Some(1);
-        }
-        self.idle = 0;
         Some(self.len)
     }
 
@@ -132,7 +110,6 @@ impl DraftPacer {
         if drafted == 0 {
             return;
         }
-        self.acceptance = 0.7 * self.acceptance + 0.3 * accepted as f64 / drafted as f64;
         if accepted == drafted {
             self.len = (self.len * 2).min(self.max_len);
         } else {
@@ -144,62 +121,6 @@ impl DraftPacer {
             self.misses = (self.misses + 1).min(8);
             self.wait = ((1u32 << self.misses) - 1).min(MAX_BACKOFF_STEPS);
         }
-    }
-}
-
-/// The acceptance rate a request's drafts need to pay for their verification, in a
-/// step of `batch` sampling sequences whose cost is `overhead + per_token × tokens`
-/// (`ratio` = overhead / per_token, from [`StepCost`]): an accepted token saves the
-/// request's share of a step, `overhead / batch + per_token`, and every drafted token
-/// costs `per_token`. A memory-bound step (large ratio: one decode token costs about what
-/// five do) makes drafts nearly free; a compute-bound batch makes them pay only when
-/// most are accepted. Without a fit yet, any acceptance pays.
-pub fn min_acceptance(batch: usize, ratio: Option<f64>) -> f64 {
-    match ratio {
-        Some(r) => 1.0 / (1.0 + r / batch.max(1) as f64),
-        None => 0.0,
-    }
-}
-
-/// An online least-squares fit of the forward pass's time as `overhead + per_token ×
-/// tokens` over recent steps (exponentially forgotten), for [`min_acceptance`].
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct StepCost {
-    w: f64,
-    t: f64,
-    y: f64,
-    tt: f64,
-    ty: f64,
-}
-
-/// Weight each new step keeps against the past (about the last 200 steps count).
-const STEP_COST_DECAY: f64 = 0.995;
-
-impl StepCost {
-    /// One forward pass of `tokens` tokens that took `secs`.
-    pub fn observe(&mut self, tokens: usize, secs: f64) {
-        let (t, d) = (tokens as f64, STEP_COST_DECAY);
-        self.w = self.w * d + 1.0;
-        self.t = self.t * d + t;
-        self.y = self.y * d + secs;
-        self.tt = self.tt * d + t * t;
-        self.ty = self.ty * d + t * secs;
-    }
-
-    /// `overhead / per_token`, once steps of different sizes have been seen and the fit
-    /// is sane (both terms positive); clamped to 0.1–1000.
-    pub fn overhead_ratio(&self) -> Option<f64> {
-        if self.w < 8.0 {
-            return None;
-        }
-        let (mt, my) = (self.t / self.w, self.y / self.w);
-        let var = self.tt / self.w - mt * mt;
-        if var < 0.25 {
-            return None;
-        }
-        let per_token = (self.ty / self.w - mt * my) / var;
-        let overhead = my - per_token * mt;
-        (per_token > 0.0 && overhead > 0.0).then(|| (overhead / per_token).clamp(0.1, 1000.0))
     }
 }
 
@@ -270,7 +191,7 @@ mod tests {
         let mut p = DraftPacer::new(4);
         let mut pattern = String::new();
         for _ in 0..40 {
-            match p.next_len(0.0) {
+            match p.next_len() {
                 Some(len) => {
                     pattern.push('d');
                     p.observe(len, 0);
@@ -279,7 +200,7 @@ mod tests {
             }
         }
         assert_eq!(pattern, "d.d...d.......d...............d.........");
-        while p.next_len(0.0).is_none() {}
+        while p.next_len().is_none() {}
         p.observe(1, 1);
         p.observe(2, 0);
         assert_eq!(
@@ -288,62 +209,21 @@ mod tests {
         );
         p.wait = 0;
         p.observe(0, 0);
-        assert_eq!(p.next_len(0.0), Some(1), "no draft, no evidence");
+        assert_eq!(p.next_len(), Some(1), "no draft, no evidence");
     }
 
     #[test]
     fn draft_length_follows_what_was_accepted() {
         let mut p = DraftPacer::new(8);
-        assert_eq!(p.next_len(0.0), Some(8), "start at the configured length");
+        assert_eq!(p.next_len(), Some(8), "start at the configured length");
         p.observe(8, 2);
-        assert_eq!(p.next_len(0.0), Some(3), "rejected after 2: draft 3 next");
+        assert_eq!(p.next_len(), Some(3), "rejected after 2: draft 3 next");
         p.observe(3, 3);
-        assert_eq!(p.next_len(0.0), Some(6), "accepted whole: double");
+        assert_eq!(p.next_len(), Some(6), "accepted whole: double");
         p.observe(6, 6);
-        assert_eq!(p.next_len(0.0), Some(8), "capped at the configured length");
+        assert_eq!(p.next_len(), Some(8), "capped at the configured length");
         p.observe(5, 5);
-        assert_eq!(p.next_len(0.0), Some(8));
-    }
-
-    #[test]
-    fn drafts_that_do_not_pay_at_this_batch_size_pause_with_probes() {
-        let mut p = DraftPacer::new(4);
-        for _ in 0..10 {
-            p.observe(4, 1);
-        }
-        assert!(p.acceptance < 0.3, "{}", p.acceptance);
-        // At batch 1 (a memory-bound step) a quarter accepted still pays.
-        assert_eq!(p.next_len(min_acceptance(1, Some(4.6))), Some(2));
-        // At batch 16 it does not: one-token probes every 8 steps only.
-        let need = min_acceptance(16, Some(4.6));
-        let drafted: Vec<_> = (0..16).map(|_| p.next_len(need)).collect();
-        assert_eq!(drafted.iter().flatten().collect::<Vec<_>>(), [&1, &1]);
-        // Probes that are accepted bring drafting back.
-        for _ in 0..8 {
-            p.observe(1, 1);
-        }
-        assert!(p.next_len(need).is_some());
-    }
-
-    #[test]
-    fn step_cost_fit_recovers_overhead_and_per_token_cost() {
-        let mut c = StepCost::default();
-        assert_eq!(c.overhead_ratio(), None, "no steps yet");
-        for _ in 0..20 {
-            c.observe(8, 0.006 + 0.0015 * 8.0);
-        }
-        assert_eq!(
-            c.overhead_ratio(),
-            None,
-            "one step size cannot separate the terms"
-        );
-        for t in [1usize, 5, 9, 20, 3] {
-            c.observe(t, 0.006 + 0.0015 * t as f64);
-        }
-        let r = c.overhead_ratio().unwrap();
-        assert!((r - 4.0).abs() < 1e-6, "{r}");
-        assert_eq!(min_acceptance(4, None), 0.0);
-        assert!((min_acceptance(4, Some(4.0)) - 0.5).abs() < 1e-12);
+        assert_eq!(p.next_len(), Some(8));
     }
 
     proptest! {

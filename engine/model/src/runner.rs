@@ -20,9 +20,7 @@
 //! accepts them by the speculative-sampling rule (sampled), emitting the accepted drafts
 //! plus one token. With a [`Drafter`] set, the runner proposes each sampled request's next
 //! drafts right after (prompt lookup, or a [`DraftModel`]), paced per request by
-//! [`DraftPacer`] against what a drafted token costs at this batch size (a [`StepCost`]
-//! fit of this machine's forward-pass times); the scheduler picks them up through
-//! [`ModelRunner::take_draft_tokens`].
+//! [`DraftPacer`]; the scheduler picks them up through [`ModelRunner::take_draft_tokens`].
 //!
 //! RNG: a request with `seed` gets `StdRng::seed_from_u64(seed)` at its first
 //! sampled token and keeps it (also across preemption) until it finishes;
@@ -30,7 +28,7 @@
 
 use std::collections::HashMap;
 
-use candela_core::spec_decode::{DraftPacer, NgramConfig, StepCost, min_acceptance, propose_ngram};
+use candela_core::spec_decode::{DraftPacer, NgramConfig, propose_ngram};
 use candela_core::{PromptLogprob, RequestId, SampledToken, SamplingParams, TokenConstraint};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -166,8 +164,6 @@ pub struct ModelRunner {
     drafter: Option<Drafter>,
     /// Per request: how long its drafts are, and pauses while they keep failing.
     pacers: HashMap<RequestId, DraftPacer>,
-    /// Forward-pass times by size: what a verified draft token costs here.
-    step_cost: StepCost,
     /// Drafts proposed since the last [`ModelRunner::take_draft_tokens`].
     drafts: Vec<(RequestId, Vec<u32>)>,
     seeder: StdRng,
@@ -222,7 +218,6 @@ impl ModelRunner {
             prompt_logprobs: Vec::new(),
             drafter: None,
             pacers: HashMap::new(),
-            step_cost: StepCost::default(),
             drafts: Vec::new(),
             seeder: StdRng::from_os_rng(),
             sampler: Sampler,
@@ -333,16 +328,10 @@ impl ModelRunner {
         let forward =
             tracing::trace_span!("forward", tokens = batch.num_tokens(), seqs = seqs.len())
                 .entered();
-        let started = std::time::Instant::now();
         let logits = self.forward(&batch)?;
         drop(forward);
         let _sample = tracing::trace_span!("sample", seqs = batch.logits_indices.len()).entered();
         let all_rows: Vec<Vec<f32>> = logits.to_vec2::<f32>()?;
-        if self.drafter.is_some() {
-            // Up to the logits on the host (a GPU pass is asynchronous until then).
-            self.step_cost
-                .observe(batch.num_tokens(), started.elapsed().as_secs_f64());
-        }
         let rows = if many_rows {
             self.split_rows(seqs, all_rows)?
         } else {
@@ -394,7 +383,6 @@ impl ModelRunner {
         });
         let mut sampled = Vec::with_capacity(jobs.len());
         let mut to_draft = Vec::new();
-        let need = min_acceptance(jobs.len(), self.step_cost.overhead_ratio());
         for (seq, args, _, rng, constraint, result) in jobs {
             if let Some(rng) = rng {
                 self.rngs.insert(seq.id, rng);
@@ -408,7 +396,7 @@ impl ModelRunner {
                     .entry(seq.id)
                     .or_insert_with(|| DraftPacer::new(drafter.num_speculative_tokens()));
                 pacer.observe(seq.draft.len(), result.len().saturating_sub(1));
-                if let Some(len) = pacer.next_len(need) {
+                if let Some(len) = pacer.next_len() {
                     let emitted = result.iter().map(|r| r.0);
                     let context: Vec<u32> = [args.prompt, args.output]
                         .concat()
