@@ -40,14 +40,6 @@ impl SpeculativeConfig {
             } => *num_speculative_tokens,
         }
     }
-
-    /// vLLM's method name.
-    pub fn method(&self) -> &'static str {
-        match self {
-            SpeculativeConfig::Ngram { .. } => "ngram",
-            SpeculativeConfig::DraftModel { .. } => "draft_model",
-        }
-    }
 }
 
 /// The JSON as written; [`parse`] turns it into a [`SpeculativeConfig`].
@@ -136,7 +128,7 @@ mod tests {
             }
         );
         let c = parse(r#"{"model":"[ngram]","num_speculative_tokens":2}"#).unwrap();
-        assert_eq!(c.method(), "ngram");
+        assert!(matches!(c, SpeculativeConfig::Ngram { .. }));
         assert_eq!(c.num_speculative_tokens(), 2);
     }
 

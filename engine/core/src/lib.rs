@@ -8,7 +8,8 @@
 //! - [`kv_manager`]: per-request block tables on top of the pool (device and host).
 //! - [`scheduler`]: continuous batching — token budget, chunked prefill,
 //!   preemption by recompute or swap, fcfs / priority policies.
-//! - [`spec_decode`]: speculative decoding's model-free drafts (prompt lookup).
+//! - [`spec_decode`]: speculative decoding's model-free drafts (prompt lookup) and the
+//!   per-request pacing of drafts ([`spec_decode::DraftPacer`]).
 //!
 //! The engine loop (in the server crate) calls [`Scheduler::schedule`], hands the
 //! [`SchedulerOutput`] to the model runner, then feeds the sampled tokens back

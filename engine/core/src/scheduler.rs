@@ -359,7 +359,7 @@ impl Scheduler {
                 0
             };
             let num_new = chunk_len(&self.config, req, remaining + drafts, budget);
-            let slots = num_new + self.lookahead(req, num_new);
+            let slots = num_new + self.lookahead(req, req.num_computed_tokens + num_new);
             let scheduled = loop {
                 if self
                     .device
@@ -406,7 +406,7 @@ impl Scheduler {
                     req.num_tokens() - req.num_computed_tokens,
                     budget,
                 );
-                let slots = num_new + self.lookahead(req, num_new);
+                let slots = num_new + self.lookahead(req, req.num_computed_tokens + num_new);
                 let total_blocks = (req.num_computed_tokens + slots).div_ceil(self.block_size);
                 if total_blocks.max(host_blocks) > self.device.pool().num_free() {
                     break;
@@ -441,11 +441,7 @@ impl Scheduler {
                     break;
                 }
                 let num_new = chunk_len(&self.config, req, remaining, budget);
-                let lookahead = if num_new == remaining {
-                    self.config.num_lookahead_tokens
-                } else {
-                    0
-                };
+                let lookahead = self.lookahead(req, hit.num_tokens + num_new);
                 if !self.device.allocate_slots(req, num_new + lookahead, &hit) {
                     break;
                 }
@@ -499,6 +495,10 @@ impl Scheduler {
             }
             let drafted = std::mem::take(&mut req.num_scheduled_drafts);
             req.draft_token_ids.clear();
+            debug_assert!(
+                group.len() <= drafted + 1,
+                "at most the drafts and one more"
+            );
             if drafted > 0 {
                 let accepted = (group.len() - 1).min(drafted);
                 req.num_computed_tokens -= drafted - accepted;
@@ -556,11 +556,15 @@ impl Scheduler {
         }
     }
 
-    /// Extra KV slots for a request computing `num_new` tokens this step: the lookahead
-    /// when the step reaches its last token (it samples, then a draft model drafts).
-    fn lookahead(&self, req: &Request, num_new: usize) -> usize {
-        if req.num_computed_tokens + num_new >= req.num_tokens() {
-            self.config.num_lookahead_tokens
+    /// Extra KV slots for a request whose step ends at position `end`: the lookahead
+    /// when the step reaches its last token (it samples, then a draft model drafts),
+    /// never past the context length (no draft is useful there, and a pool that holds
+    /// `max_model_len` tokens must always fit one request).
+    fn lookahead(&self, req: &Request, end: usize) -> usize {
+        if end >= req.num_tokens() {
+            self.config
+                .num_lookahead_tokens
+                .min(self.config.max_model_len.saturating_sub(end))
         } else {
             0
         }

@@ -129,7 +129,12 @@ fn spec_step(
             );
             continue;
         }
-        let lookahead = s.config().num_lookahead_tokens;
+        // Up to the context length: no draft is useful past it.
+        let end = sr.start + sr.num_tokens;
+        let lookahead = s
+            .config()
+            .num_lookahead_tokens
+            .min(s.config().max_model_len.saturating_sub(end));
         assert!(
             table.len() * BLOCK >= sr.start + sr.num_tokens + lookahead,
             "request {}: no room for a draft model's {lookahead} lookahead slots",
@@ -292,6 +297,35 @@ fn preemption_drops_drafts() {
     let victim = s.request(2).unwrap();
     assert_eq!(victim.status, RequestStatus::Waiting);
     assert!(victim.draft_token_ids().is_empty());
+}
+
+#[test]
+fn lookahead_never_asks_for_more_than_the_context_length() {
+    // A pool of exactly max_model_len tokens (4 blocks of 4) and a draft model's
+    // lookahead of 4: a request running to the context length must still finish,
+    // swapped or not.
+    for host in [0, 8] {
+        let cfg = SchedulerConfig {
+            num_lookahead_tokens: 4,
+            ..config(4, 64, 16)
+        };
+        let mut s = Scheduler::new(cfg, cache(4, host)).unwrap();
+        s.add_request(request(1, vec![1; 6], 100)).unwrap();
+        let mut kv = SimCache::default();
+        for t in 0..40 {
+            spec_step(&mut s, &mut kv, t as f64, 0, &mut || true);
+            if s.is_idle() {
+                break;
+            }
+        }
+        assert!(s.is_idle(), "the request must reach the context length");
+        let done = s.take_finished();
+        assert_eq!(done[0].num_tokens(), 16);
+        assert_eq!(
+            done[0].status,
+            RequestStatus::Finished(FinishReason::Length)
+        );
+    }
 }
 
 proptest! {

@@ -6,7 +6,8 @@
 //! lives in the same block ids as its target K/V, so the scheduler's block tables (and
 //! its lookahead slots for the drafts) serve both and no second allocator exists. The
 //! draft model remembers, per request, how many positions it holds and through which
-//! blocks; when the blocks change (preemption, swapping) it recomputes from the start.
+//! blocks; when the blocks change (swapping) or the target recomputed the request
+//! (preemption) it recomputes from the start.
 //! Drafted positions are overwritten by the next catch-up, so only real tokens count.
 //!
 //! Drafts are the draft model's argmax, so the verifier treats each as a point mass:
@@ -41,6 +42,11 @@ pub struct DraftRequest<'a> {
     pub context: &'a [u32],
     /// Its device block table (the target's), covering the drafts' positions.
     pub block_table: &'a [u32],
+    /// Where the target's step started: below the draft model's own count, the request
+    /// was recomputed after preemption and what the draft model holds may be stale.
+    pub target_start: usize,
+    /// Tokens wanted (at most the configured number).
+    pub len: usize,
 }
 
 impl DraftModel {
@@ -65,8 +71,8 @@ impl DraftModel {
         self.num_speculative_tokens
     }
 
-    /// Drafts for each request, in order (empty where its blocks or the draft model's
-    /// context length leave no room).
+    /// Drafts for each request, in order, `len` tokens each (empty where its blocks or
+    /// the draft model's context length leave no room).
     ///
     /// # Errors
     /// A failed forward pass of the draft model.
@@ -78,9 +84,11 @@ impl DraftModel {
         // Requests with room for all k drafts: positions up to len + k - 2 are written.
         let live: Vec<usize> = (0..reqs.len())
             .filter(|&i| {
-                let end = reqs[i].context.len() + k - 1;
-                !reqs[i].context.is_empty()
-                    && end <= reqs[i].block_table.len() * bs
+                let r = &reqs[i];
+                let end = r.context.len() + r.len.min(k) - 1;
+                !r.context.is_empty()
+                    && r.len > 0
+                    && end <= r.block_table.len() * bs
                     && end <= max_pos
             })
             .collect();
@@ -93,7 +101,9 @@ impl DraftModel {
             .map(|&i| {
                 let r = &reqs[i];
                 let held = match self.held.get(&r.id) {
-                    Some((n, table)) => {
+                    // In steady decoding the target starts at the last token the draft
+                    // model saw (`n - 1`); earlier means it recomputed the request.
+                    Some((n, table)) if r.target_start + 1 >= *n => {
                         let blocks = n.div_ceil(bs);
                         if table.len() >= blocks
                             && r.block_table.len() >= blocks
@@ -104,7 +114,7 @@ impl DraftModel {
                             0
                         }
                     }
-                    None => 0,
+                    _ => 0,
                 };
                 // The last token is always recomputed: its logits draft the first token.
                 held.min(r.context.len() - 1)
@@ -120,26 +130,32 @@ impl DraftModel {
                 sample: true,
             })
             .collect();
-        let mut last = self.step(&inputs)?;
+        let last = self.step(&inputs)?;
         for (&i, &t) in live.iter().zip(&last) {
             drafts[i].push(t);
         }
-        // One position per forward pass after that.
+        // One position per forward pass after that, for the requests that want more.
+        let mut live_now: Vec<(usize, u32)> = live.iter().copied().zip(last).collect();
         for j in 1..k {
-            let tokens: Vec<[u32; 1]> = last.iter().map(|&t| [t]).collect();
-            let inputs: Vec<SeqInput<'_>> = live
+            live_now.retain(|&(i, _)| reqs[i].len > j);
+            if live_now.is_empty() {
+                break;
+            }
+            let tokens: Vec<[u32; 1]> = live_now.iter().map(|&(_, t)| [t]).collect();
+            let inputs: Vec<SeqInput<'_>> = live_now
                 .iter()
                 .zip(&tokens)
-                .map(|(&i, t)| SeqInput {
+                .map(|(&(i, _), t)| SeqInput {
                     tokens: t,
                     start: reqs[i].context.len() + j - 1,
                     block_table: reqs[i].block_table,
                     sample: true,
                 })
                 .collect();
-            last = self.step(&inputs)?;
-            for (&i, &t) in live.iter().zip(&last) {
-                drafts[i].push(t);
+            let next = self.step(&inputs)?;
+            for ((i, t), n) in live_now.iter_mut().zip(next) {
+                drafts[*i].push(n);
+                *t = n;
             }
         }
         for &i in &live {

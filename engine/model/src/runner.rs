@@ -403,7 +403,7 @@ impl ModelRunner {
                         .into_iter()
                         .chain(emitted)
                         .collect();
-                    to_draft.push((seq.id, context, seq.block_table, len));
+                    to_draft.push((seq.id, context, seq.block_table, seq.start, len));
                 }
             }
             sampled.extend(
@@ -424,7 +424,7 @@ impl ModelRunner {
 
     /// Drafts for the requests' next steps, from their tokens so far (the accepted
     /// drafts and the token after them included) and their block tables.
-    fn propose(&mut self, reqs: &[(RequestId, Vec<u32>, &[u32], usize)]) {
+    fn propose(&mut self, reqs: &[(RequestId, Vec<u32>, &[u32], usize, usize)]) {
         let _span = tracing::trace_span!("propose", seqs = reqs.len()).entered();
         let drafts: Vec<Vec<u32>> = match self.drafter.as_mut() {
             None => return,
@@ -435,11 +435,15 @@ impl ModelRunner {
             Some(Drafter::Model(model)) => {
                 let asks: Vec<DraftRequest<'_>> = reqs
                     .iter()
-                    .map(|(id, context, table, _)| DraftRequest {
-                        id: *id,
-                        context,
-                        block_table: table,
-                    })
+                    .map(
+                        |&(id, ref context, block_table, target_start, len)| DraftRequest {
+                            id,
+                            context,
+                            block_table,
+                            target_start,
+                            len,
+                        },
+                    )
                     .collect();
                 match model.propose(&asks) {
                     Ok(d) => d,
@@ -451,7 +455,7 @@ impl ModelRunner {
                 }
             }
         };
-        for ((id, _, _, len), mut draft) in reqs.iter().zip(drafts) {
+        for ((id, _, _, _, len), mut draft) in reqs.iter().zip(drafts) {
             draft.truncate(*len);
             if !draft.is_empty() {
                 self.drafts.push((*id, draft));

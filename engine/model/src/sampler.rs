@@ -18,7 +18,6 @@ use rand::Rng;
 use spec_verify::{Verdict, verify};
 
 /// Speculative sampling's acceptance rule, over this module's candidate distributions.
-#[path = "spec_verify.rs"]
 pub mod spec_verify;
 
 /// Temperatures below this are greedy (vLLM's `_SAMPLING_EPS`).

@@ -218,7 +218,13 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
     .map_err(|e| Error::model("placing the model and its KV pool on the device", e))?;
     let spec = &args.scheduler.speculative_config;
     if let Some(spec) = spec {
-        runner.set_drafter(drafter(spec, model, &tokenizer, &cache_config)?);
+        runner.set_drafter(drafter(
+            spec,
+            model,
+            &tokenizer,
+            config.vocab_size,
+            &cache_config,
+        )?);
     }
     let served_model_names = model.served_model_names.clone();
     let cache_info = CacheInfo {
@@ -292,6 +298,7 @@ fn drafter(
     spec: &SpeculativeConfig,
     source: &ModelSource,
     tokenizer: &tokenizers::Tokenizer,
+    vocab_size: usize,
     cache: &CacheConfig,
 ) -> Result<Drafter> {
     match spec {
@@ -315,9 +322,11 @@ fn drafter(
             let draft = candela_model::load(path).map_err(|e| {
                 Error::model(format!("loading the draft model {}", path.display()), e)
             })?;
-            if draft.tokenizer.get_vocab(true) != tokenizer.get_vocab(true) {
+            if draft.tokenizer.get_vocab(true) != tokenizer.get_vocab(true)
+                || draft.config.vocab_size > vocab_size
+            {
                 return Err(Error::Config(format!(
-                    "--speculative-config: the draft model {model} does not share the model's tokenizer (its vocabulary differs)"
+                    "--speculative-config: the draft model {model} does not share the model's tokenizer (its vocabulary differs, or it has more token rows than the model)"
                 )));
             }
             info!(draft = %path.display(), num_speculative_tokens, "draft model loaded");

@@ -152,6 +152,7 @@ async fn metrics_match_a_scripted_workload() {
         (names::LORA_REQUESTS_INFO, "gauge"),
         (names::SPEC_DECODE_DRAFT_ACCEPTANCE_RATE, "gauge"),
         (names::SPEC_DECODE_SYSTEM_EFFICIENCY, "gauge"),
+        (names::SPEC_DECODE_EFFICIENCY, "gauge"),
         ("vllm:prompt_tokens_total", "counter"),
         ("vllm:generation_tokens_total", "counter"),
         ("vllm:num_preemptions_total", "counter"),
@@ -161,6 +162,10 @@ async fn metrics_match_a_scripted_workload() {
         ("vllm:spec_decode_num_drafts_total", "counter"),
         ("vllm:spec_decode_num_draft_tokens_total", "counter"),
         ("vllm:spec_decode_num_accepted_tokens_total", "counter"),
+        (
+            "vllm:spec_decode_num_accepted_tokens_per_pos_total",
+            "counter",
+        ),
         ("vllm:lora_requests_total", "counter"),
         (names::TIME_TO_FIRST_TOKEN, "histogram"),
         (names::INTER_TOKEN_LATENCY, "histogram"),

@@ -52,11 +52,13 @@ impl EngineCore {
             return Ok(None);
         }
         // Batch composition, for the profiler's step events.
-        let decode = plan
+        // Decode tokens: each decoding request's last token and its drafts.
+        let decode: usize = plan
             .scheduled
             .iter()
-            .filter(|s| s.sample && s.num_tokens == 1)
-            .count();
+            .filter(|s| s.sample && s.num_known_tokens() == 1)
+            .map(|s| s.num_tokens)
+            .sum();
         step.record("seqs", plan.scheduled.len());
         step.record("batched_tokens", plan.num_batched_tokens);
         step.record("decode_tokens", decode);
