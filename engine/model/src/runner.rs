@@ -116,6 +116,18 @@ impl Drafter {
     }
 }
 
+/// A request to draft for after this step.
+struct ToDraft<'a> {
+    id: RequestId,
+    /// Its tokens so far, this step's included.
+    context: Vec<u32>,
+    block_table: &'a [u32],
+    /// Where this step started (the draft model detects recomputation by it).
+    target_start: usize,
+    /// How many tokens its pacer wants.
+    len: usize,
+}
+
 /// Sizes of the two KV pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunnerConfig {
@@ -403,7 +415,13 @@ impl ModelRunner {
                         .into_iter()
                         .chain(emitted)
                         .collect();
-                    to_draft.push((seq.id, context, seq.block_table, seq.start, len));
+                    to_draft.push(ToDraft {
+                        id: seq.id,
+                        context,
+                        block_table: seq.block_table,
+                        target_start: seq.start,
+                        len,
+                    });
                 }
             }
             sampled.extend(
@@ -424,26 +442,24 @@ impl ModelRunner {
 
     /// Drafts for the requests' next steps, from their tokens so far (the accepted
     /// drafts and the token after them included) and their block tables.
-    fn propose(&mut self, reqs: &[(RequestId, Vec<u32>, &[u32], usize, usize)]) {
+    fn propose(&mut self, reqs: &[ToDraft<'_>]) {
         let _span = tracing::trace_span!("propose", seqs = reqs.len()).entered();
         let drafts: Vec<Vec<u32>> = match self.drafter.as_mut() {
             None => return,
             Some(Drafter::Ngram(cfg)) => reqs
                 .iter()
-                .map(|(_, context, ..)| propose_ngram(context, cfg))
+                .map(|r| propose_ngram(&r.context, cfg))
                 .collect(),
             Some(Drafter::Model(model)) => {
                 let asks: Vec<DraftRequest<'_>> = reqs
                     .iter()
-                    .map(
-                        |&(id, ref context, block_table, target_start, len)| DraftRequest {
-                            id,
-                            context,
-                            block_table,
-                            target_start,
-                            len,
-                        },
-                    )
+                    .map(|r| DraftRequest {
+                        id: r.id,
+                        context: &r.context,
+                        block_table: r.block_table,
+                        target_start: r.target_start,
+                        len: r.len,
+                    })
                     .collect();
                 match model.propose(&asks) {
                     Ok(d) => d,
@@ -455,10 +471,10 @@ impl ModelRunner {
                 }
             }
         };
-        for ((id, _, _, _, len), mut draft) in reqs.iter().zip(drafts) {
-            draft.truncate(*len);
+        for (r, mut draft) in reqs.iter().zip(drafts) {
+            draft.truncate(r.len);
             if !draft.is_empty() {
-                self.drafts.push((*id, draft));
+                self.drafts.push((r.id, draft));
             }
         }
     }
