@@ -261,3 +261,89 @@ fn top_p_nucleus_is_exact_beyond_the_sorted_head() {
         );
     }
 }
+
+#[test]
+fn greedy_verification_keeps_drafts_that_are_the_argmax_and_replaces_the_first_that_is_not() {
+    let mut rng = StdRng::seed_from_u64(0);
+    // Rows after the last token and after each of two drafts; argmaxes 1, 2, 0.
+    let rows: [&[f32]; 3] = [&[0.0, 5.0, 1.0], &[0.0, 1.0, 5.0], &[5.0, 1.0, 0.0]];
+    let mut tokens = |draft: &[u32]| -> Vec<u32> {
+        Sampler
+            .verify_drafts(
+                &rows[..draft.len() + 1],
+                draft,
+                &greedy(),
+                &[],
+                &[],
+                &[],
+                &mut rng,
+                None,
+            )
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    };
+    assert_eq!(
+        tokens(&[1, 2]),
+        [1, 2, 0],
+        "both accepted, then the bonus token"
+    );
+    assert_eq!(
+        tokens(&[1, 0]),
+        [1, 2],
+        "the second is replaced by the argmax"
+    );
+    assert_eq!(
+        tokens(&[2, 2]),
+        [1],
+        "the first is replaced; the rest is dropped"
+    );
+    assert_eq!(tokens(&[]), [1], "no drafts: a plain greedy pick");
+}
+
+#[test]
+fn verification_penalizes_accepted_drafts_like_output_and_keeps_raw_logprobs() {
+    let mut rng = StdRng::seed_from_u64(0);
+    // A presence penalty of 3 on tokens already in the output, greedy.
+    let params = SamplingParams {
+        presence_penalty: 3.0,
+        logprobs: Some(0),
+        ..greedy()
+    };
+    let rows: [&[f32]; 2] = [&[0.0, 5.0, 3.0], &[0.0, 4.0, 3.0]];
+    // Draft 1 is the first row's argmax and stands; at the second row the accepted draft
+    // is output already, so its 4.0 drops to 1.0 and 2 wins.
+    let out = Sampler.verify_drafts(&rows, &[1], &params, &[], &[], &[], &mut rng, None);
+    let tokens: Vec<u32> = out.iter().map(|t| t.0).collect();
+    assert_eq!(tokens, [1, 2]);
+    // With 1 in the output before the step, the first row already prefers 2 (5 - 3 < 3).
+    let out = Sampler.verify_drafts(&rows, &[1], &params, &[], &[1], &[], &mut rng, None);
+    let tokens: Vec<u32> = out.iter().map(|t| t.0).collect();
+    assert_eq!(tokens, [2], "the draft is replaced and the rest dropped");
+    // Logprobs are the raw row's, as for a plain draw.
+    let raw = logprobs(rows[0], 2, 0).logprob;
+    assert_eq!(out[0].1.as_ref().unwrap().logprob, raw);
+}
+
+#[test]
+fn sampled_verification_keeps_the_target_distribution() {
+    // Target p = softmax(ln [0.5, 0.3, 0.2]) at temperature 1; a draft of token 2 is
+    // accepted with p(2) = 0.2, and otherwise the replacement comes from p without 2.
+    let row: &[f32] = &[0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
+    let rows: [&[f32]; 2] = [row, row];
+    let mut rng = StdRng::seed_from_u64(7);
+    let n = 40_000;
+    let mut first = [0usize; 3];
+    let mut accepted = 0;
+    for _ in 0..n {
+        let out = Sampler.verify_drafts(&rows, &[2], &p(), &[], &[], &[], &mut rng, None);
+        first[out[0].0 as usize] += 1;
+        accepted += usize::from(out.len() == 2);
+    }
+    for (t, want) in [0.5, 0.3, 0.2].into_iter().enumerate() {
+        let got = first[t] as f64 / n as f64;
+        assert!((got - want).abs() < 0.01, "token {t}: {got} vs {want}");
+    }
+    let rate = accepted as f64 / n as f64;
+    assert!((rate - 0.2).abs() < 0.01, "acceptance {rate}");
+}

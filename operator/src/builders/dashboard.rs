@@ -740,7 +740,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(ids.len(), unique.len(), "{ids:?}");
-        assert_eq!(ids.len(), 17);
+        assert_eq!(ids.len(), 18);
         assert_eq!(
             template_dashboard(DashboardKind::Overview)["panels"]
                 .as_array()
