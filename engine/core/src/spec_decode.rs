@@ -10,7 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Prompt-lookup parameters (vLLM's `speculative_config` names).
+/// Prompt-lookup parameters (vLLM's `speculative_config` names; the contract's
+/// `--speculative-config` parser checks their ranges).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NgramConfig {
     /// Most tokens drafted per step (`num_speculative_tokens`).
@@ -19,28 +20,6 @@ pub struct NgramConfig {
     pub prompt_lookup_min: usize,
     /// Longest suffix looked up (`prompt_lookup_max`).
     pub prompt_lookup_max: usize,
-}
-
-impl NgramConfig {
-    /// Checks the ranges vLLM checks.
-    ///
-    /// # Errors
-    /// A message naming the field.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.num_speculative_tokens == 0 {
-            return Err("num_speculative_tokens must be at least 1".into());
-        }
-        if self.prompt_lookup_min == 0 {
-            return Err("prompt_lookup_min must be at least 1".into());
-        }
-        if self.prompt_lookup_max < self.prompt_lookup_min {
-            return Err(format!(
-                "prompt_lookup_max ({}) must be at least prompt_lookup_min ({})",
-                self.prompt_lookup_max, self.prompt_lookup_min
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Up to `num_speculative_tokens` draft tokens for the request whose tokens so far are
@@ -161,29 +140,6 @@ mod tests {
         assert!(propose_ngram(&[], &cfg(3, 1, 3)).is_empty());
         // Below prompt_lookup_min nothing is proposed.
         assert!(propose_ngram(&[5, 6, 5], &cfg(2, 2, 3)).is_empty());
-    }
-
-    #[test]
-    fn configs_are_checked_as_vllm_does() {
-        assert!(cfg(3, 1, 4).validate().is_ok());
-        assert!(
-            cfg(0, 1, 4)
-                .validate()
-                .unwrap_err()
-                .contains("num_speculative_tokens")
-        );
-        assert!(
-            cfg(3, 0, 4)
-                .validate()
-                .unwrap_err()
-                .contains("prompt_lookup_min")
-        );
-        assert!(
-            cfg(3, 4, 2)
-                .validate()
-                .unwrap_err()
-                .contains("prompt_lookup_max")
-        );
     }
 
     #[test]
