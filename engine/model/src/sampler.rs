@@ -75,13 +75,9 @@ impl Sampler {
         rng: &mut R,
         constraint: Option<&mut dyn TokenConstraint>,
     ) -> (u32, Option<TokenLogprobs>, bool) {
-        let seq = SeqState {
-            params,
-            prompt,
-            eos,
-        };
-        let mut out = seq.verify_and_sample(&[logits], &[], output, rng, constraint);
-        out.pop().expect("one row gives one token")
+        self.verify_drafts(&[logits], &[], params, prompt, output, eos, rng, constraint)
+            .pop()
+            .expect("one row gives one token")
     }
 
     /// Speculative decoding's verification: `rows[j]` are the logits after the
