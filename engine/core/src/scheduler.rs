@@ -134,6 +134,76 @@ impl SpecDecodingStats {
             *n += 1;
         }
     }
+
+    /// What was counted since `earlier` (a snapshot of the same counts).
+    pub fn since(&self, earlier: &SpecDecodingStats) -> SpecDecodingStats {
+        let per_pos = |p: usize| {
+            let at = |s: &SpecDecodingStats| s.num_accepted_tokens_per_pos.get(p).copied();
+            at(self)
+                .unwrap_or(0)
+                .saturating_sub(at(earlier).unwrap_or(0))
+        };
+        SpecDecodingStats {
+            num_drafts: self.num_drafts.saturating_sub(earlier.num_drafts),
+            num_draft_tokens: self
+                .num_draft_tokens
+                .saturating_sub(earlier.num_draft_tokens),
+            num_accepted_tokens: self
+                .num_accepted_tokens
+                .saturating_sub(earlier.num_accepted_tokens),
+            num_accepted_tokens_per_pos: (0..self.num_accepted_tokens_per_pos.len())
+                .map(per_pos)
+                .collect(),
+        }
+    }
+
+    /// Accepted over drafted tokens (vLLM's draft acceptance rate, 0–1); NaN before the
+    /// first draft.
+    pub fn acceptance_rate(&self) -> f64 {
+        if self.num_draft_tokens == 0 {
+            f64::NAN
+        } else {
+            self.num_accepted_tokens as f64 / self.num_draft_tokens as f64
+        }
+    }
+
+    /// Tokens the verification steps emitted (accepted drafts plus one per draft) over
+    /// the most they could have emitted (every draft accepted, plus one): vLLM v0's
+    /// `system_efficiency`, which with drafts of `k` tokens divides by
+    /// `draft_tokens / k * (k + 1)`; NaN before the first draft.
+    pub fn efficiency(&self) -> f64 {
+        let max = self.num_draft_tokens + self.num_drafts;
+        if max == 0 {
+            f64::NAN
+        } else {
+            (self.num_accepted_tokens + self.num_drafts) as f64 / max as f64
+        }
+    }
+
+    /// Tokens per verification step, the one after the drafts included (vLLM v1's mean
+    /// acceptance length); NaN before the first draft.
+    pub fn mean_acceptance_length(&self) -> f64 {
+        if self.num_drafts == 0 {
+            f64::NAN
+        } else {
+            1.0 + self.num_accepted_tokens as f64 / self.num_drafts as f64
+        }
+    }
+
+    /// For each of the first `positions` draft positions, the fraction of drafts whose
+    /// token there was accepted (vLLM v1's per-position acceptance rate).
+    pub fn per_position_rates(&self, positions: usize) -> Vec<f64> {
+        (0..positions.max(self.num_accepted_tokens_per_pos.len()))
+            .map(|p| {
+                let n = self
+                    .num_accepted_tokens_per_pos
+                    .get(p)
+                    .copied()
+                    .unwrap_or(0);
+                n as f64 / self.num_drafts as f64
+            })
+            .collect()
+    }
 }
 
 /// The continuous-batching scheduler: owns every live request and both KV pools.

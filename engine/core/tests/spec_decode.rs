@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use candela_core::{
     BlockId, CacheConfig, FinishReason, NewRequest, RequestId, RequestStatus, SampledToken,
     SamplingParams, Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy,
+    SpecDecodingStats,
 };
 use proptest::prelude::*;
 
@@ -297,6 +298,28 @@ fn preemption_drops_drafts() {
     let victim = s.request(2).unwrap();
     assert_eq!(victim.status, RequestStatus::Waiting);
     assert!(victim.draft_token_ids().is_empty());
+}
+
+#[test]
+fn spec_decoding_stats_give_vllms_rates() {
+    let mut before = SpecDecodingStats::default();
+    assert!(before.acceptance_rate().is_nan() && before.efficiency().is_nan());
+    before.observe(3, 3);
+    let mut s = before.clone();
+    for accepted in [3, 2, 0, 1] {
+        s.observe(3, accepted);
+    }
+    // 5 drafts of 3: 9 of 15 accepted; emitted 9 + 5 of at most 15 / 3 * 4 = 20.
+    assert_eq!(s.acceptance_rate(), 9.0 / 15.0);
+    assert_eq!(s.efficiency(), 14.0 / 20.0);
+    assert_eq!(s.mean_acceptance_length(), 1.0 + 9.0 / 5.0);
+    let d = s.since(&before);
+    assert_eq!(
+        (d.num_drafts, d.num_draft_tokens, d.num_accepted_tokens),
+        (4, 12, 6)
+    );
+    assert_eq!(d.num_accepted_tokens_per_pos, [3, 2, 1]);
+    assert_eq!(d.per_position_rates(4), [0.75, 0.5, 0.25, 0.0]);
 }
 
 #[test]

@@ -198,31 +198,6 @@ impl EngineMetrics {
         }
     }
 
-    /// Accepted over drafted tokens since start (vLLM v0's
-    /// `spec_decode_draft_acceptance_rate`); NaN before the first draft.
-    pub fn spec_decode_acceptance_rate(&self) -> f64 {
-        let s = &self.scheduler.spec_decoding;
-        if s.num_draft_tokens == 0 {
-            f64::NAN
-        } else {
-            s.num_accepted_tokens as f64 / s.num_draft_tokens as f64
-        }
-    }
-
-    /// Tokens the verification steps emitted (accepted drafts plus one per draft) over
-    /// the most they could have emitted (every draft accepted, plus one): vLLM v0's
-    /// `system_efficiency`, which with drafts of `k` tokens divides by
-    /// `draft_tokens / k * (k + 1)`; NaN before the first draft.
-    pub fn spec_decode_efficiency(&self) -> f64 {
-        let s = &self.scheduler.spec_decoding;
-        let max = s.num_draft_tokens + s.num_drafts;
-        if max == 0 {
-            f64::NAN
-        } else {
-            (s.num_accepted_tokens + s.num_drafts) as f64 / max as f64
-        }
-    }
-
     /// Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         render::render(self)

@@ -51,7 +51,7 @@ pub(super) fn render(m: &EngineMetrics) -> String {
     w.gauge(
         names::SPEC_DECODE_DRAFT_ACCEPTANCE_RATE,
         "Speculative token acceptance rate: accepted over drafted tokens since start (NaN: nothing drafted yet).",
-        m.spec_decode_acceptance_rate(),
+        spec.acceptance_rate(),
     );
     for name in [
         names::SPEC_DECODE_EFFICIENCY,
@@ -60,7 +60,7 @@ pub(super) fn render(m: &EngineMetrics) -> String {
         w.gauge(
             name,
             "Speculative decoding system efficiency: tokens emitted by verification steps over the most they could emit (NaN: nothing drafted yet).",
-            m.spec_decode_efficiency(),
+            spec.efficiency(),
         );
     }
     let c = &m.cache;

@@ -57,37 +57,30 @@ pub fn stats_line(prev: &EngineMetrics, cur: &EngineMetrics, elapsed: f64) -> St
 /// vLLM v1's `SpecDecoding metrics` line for the interval, `None` when nothing was
 /// drafted in it.
 pub fn spec_decode_line(prev: &EngineMetrics, cur: &EngineMetrics, elapsed: f64) -> Option<String> {
-    let (a, b) = (&prev.scheduler.spec_decoding, &cur.scheduler.spec_decoding);
-    let drafts = b.num_drafts.saturating_sub(a.num_drafts);
-    if drafts == 0 {
+    let d = cur
+        .scheduler
+        .spec_decoding
+        .since(&prev.scheduler.spec_decoding);
+    if d.num_drafts == 0 {
         return None;
     }
     let elapsed = elapsed.max(1e-9);
-    let drafted = b.num_draft_tokens.saturating_sub(a.num_draft_tokens);
-    let accepted = b.num_accepted_tokens.saturating_sub(a.num_accepted_tokens);
-    let per_pos: Vec<String> = (0..cur
-        .num_speculative_tokens
-        .max(b.num_accepted_tokens_per_pos.len()))
-        .map(|p| {
-            let n = |v: &Vec<u64>| v.get(p).copied().unwrap_or(0);
-            let pos =
-                n(&b.num_accepted_tokens_per_pos).saturating_sub(n(&a.num_accepted_tokens_per_pos));
-            format!("{:.3}", pos as f64 / drafts as f64)
-        })
+    let per_pos: Vec<String> = d
+        .per_position_rates(cur.num_speculative_tokens)
+        .iter()
+        .map(|r| format!("{r:.3}"))
         .collect();
-    let rate = if drafted > 0 {
-        accepted as f64 / drafted as f64 * 100.0
-    } else {
-        f64::NAN
-    };
     Some(format!(
         "SpecDecoding metrics: Mean acceptance length: {:.2}, Accepted throughput: {:.2} tokens/s, \
-         Drafted throughput: {:.2} tokens/s, Accepted: {accepted} tokens, Drafted: {drafted} tokens, \
-         Per-position acceptance rate: {}, Avg Draft acceptance rate: {rate:.1}%",
-        1.0 + accepted as f64 / drafts as f64,
-        accepted as f64 / elapsed,
-        drafted as f64 / elapsed,
+         Drafted throughput: {:.2} tokens/s, Accepted: {} tokens, Drafted: {} tokens, \
+         Per-position acceptance rate: {}, Avg Draft acceptance rate: {:.1}%",
+        d.mean_acceptance_length(),
+        d.num_accepted_tokens as f64 / elapsed,
+        d.num_draft_tokens as f64 / elapsed,
+        d.num_accepted_tokens,
+        d.num_draft_tokens,
         per_pos.join(", "),
+        d.acceptance_rate() * 100.0,
     ))
 }
 
