@@ -81,7 +81,8 @@ impl DraftModel {
         let bs = self.cache.block_size();
         let max_pos = self.model.config().max_position_embeddings;
         let mut drafts = vec![Vec::new(); reqs.len()];
-        // Requests with room for all k drafts: positions up to len + k - 2 are written.
+        // Requests with room for their drafts: positions up to `context + len - 2` are
+        // written (the scheduler's lookahead reserved `k` slots past the context).
         let live: Vec<usize> = (0..reqs.len())
             .filter(|&i| {
                 let r = &reqs[i];

@@ -104,7 +104,7 @@ impl Sampler {
         output: &[u32],
         eos: &[u32],
         rng: &mut R,
-        constraint: Option<&mut dyn TokenConstraint>,
+        mut constraint: Option<&mut dyn TokenConstraint>,
     ) -> Vec<(u32, Option<TokenLogprobs>, bool)> {
         assert_eq!(
             rows.len(),
@@ -116,33 +116,12 @@ impl Sampler {
             prompt,
             eos,
         };
-        seq.verify_and_sample(rows, draft, output, rng, constraint)
-    }
-}
-
-/// What stays fixed for one sequence while its positions are sampled.
-struct SeqState<'a> {
-    params: &'a SamplingParams,
-    prompt: &'a [u32],
-    eos: &'a [u32],
-}
-
-impl SeqState<'_> {
-    fn verify_and_sample<R: Rng + ?Sized>(
-        &self,
-        rows: &[&[f32]],
-        draft: &[u32],
-        output: &[u32],
-        rng: &mut R,
-        mut constraint: Option<&mut dyn TokenConstraint>,
-    ) -> Vec<(u32, Option<TokenLogprobs>, bool)> {
-        let params = self.params;
         let mut output = std::borrow::Cow::Borrowed(output);
         let mut result = Vec::with_capacity(rows.len());
         for (j, &logits) in rows.iter().enumerate() {
             assert!(!logits.is_empty(), "sampler: empty logits row");
             let lp = |token| params.logprobs.map(|k| logprobs(logits, token, k));
-            let (l, forced_end) = match self.process(
+            let (l, forced_end) = match seq.process(
                 logits,
                 &output,
                 constraint
@@ -194,7 +173,16 @@ impl SeqState<'_> {
         }
         result
     }
+}
 
+/// What stays fixed for one sequence while its positions are sampled.
+struct SeqState<'a> {
+    params: &'a SamplingParams,
+    prompt: &'a [u32],
+    eos: &'a [u32],
+}
+
+impl SeqState<'_> {
     /// The logits a draw at this position sees: `logit_bias`, the constraint's mask,
     /// `min_tokens`, penalties; and whether the constraint allows only the end. A
     /// failing mask gives `Err` with the token that ends the sequence.

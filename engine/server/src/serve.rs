@@ -53,6 +53,16 @@ pub struct ModelSource {
 /// # Errors
 /// One line: a missing path or default model, a hub flag on a local model, a hub error.
 pub async fn resolve_model(args: &ServeArgs) -> Result<ModelSource> {
+    let (path, served_model_names) = resolve_served_model(args).await?;
+    Ok(ModelSource {
+        path,
+        served_model_names,
+        draft_model: resolve_draft_model(args).await?,
+    })
+}
+
+/// `--model`'s path and its served names.
+async fn resolve_served_model(args: &ServeArgs) -> Result<(PathBuf, Vec<String>)> {
     let Some(typed) = args.model_value() else {
         if args.hub.revision.is_some() || args.hub.gguf_file.is_some() {
             return Err(Error::Config(
@@ -69,22 +79,14 @@ pub async fn resolve_model(args: &ServeArgs) -> Result<ModelSource> {
             )));
         }
         let names = served_model_names(args, &path, None);
-        return Ok(ModelSource {
-            path,
-            served_model_names: names,
-            draft_model: resolve_draft_model(args).await?,
-        });
+        return Ok((path, names));
     };
     let model = ModelRef::parse(typed, Path::exists).map_err(Error::Config)?;
-    let opts = candela_hub::HubOptions::from_env(
-        args.hub.download_dir.as_deref(),
-        args.hub.hf_token.as_deref(),
-    );
     let request = candela_hub::Request {
         revision: args.hub.revision.as_deref(),
         gguf_file: args.hub.gguf_file.as_deref(),
     };
-    let resolved = candela_hub::resolve(&model, &request, &opts).await?;
+    let resolved = candela_hub::resolve(&model, &request, &hub_options(args)).await?;
     if let Some(origin) = &resolved.hub {
         info!(
             repo = %origin.repo,
@@ -95,11 +97,17 @@ pub async fn resolve_model(args: &ServeArgs) -> Result<ModelSource> {
         );
     }
     let repo = resolved.hub.as_ref().map(|o| o.repo.as_str());
-    Ok(ModelSource {
-        served_model_names: served_model_names(args, &resolved.path, repo),
-        path: resolved.path,
-        draft_model: resolve_draft_model(args).await?,
-    })
+    let names = served_model_names(args, &resolved.path, repo);
+    Ok((resolved.path, names))
+}
+
+/// Where hub models are cached and how the hub is reached (`--download-dir`,
+/// `--hf-token`, the hub's own environment variables), for every model the server loads.
+fn hub_options(args: &ServeArgs) -> candela_hub::HubOptions {
+    candela_hub::HubOptions::from_env(
+        args.hub.download_dir.as_deref(),
+        args.hub.hf_token.as_deref(),
+    )
 }
 
 /// The draft model's path: its `model` as `--model` takes it (a path, or a hub
@@ -114,13 +122,13 @@ async fn resolve_draft_model(args: &ServeArgs) -> Result<Option<PathBuf>> {
     };
     let what = |e: String| Error::Config(format!("--speculative-config draft model {model}: {e}"));
     let parsed = ModelRef::parse(model, Path::exists).map_err(what)?;
-    let opts = candela_hub::HubOptions::from_env(
-        args.hub.download_dir.as_deref(),
-        args.hub.hf_token.as_deref(),
-    );
-    let resolved = candela_hub::resolve(&parsed, &candela_hub::Request::default(), &opts)
-        .await
-        .map_err(|e| what(e.to_string()))?;
+    let resolved = candela_hub::resolve(
+        &parsed,
+        &candela_hub::Request::default(),
+        &hub_options(args),
+    )
+    .await
+    .map_err(|e| what(e.to_string()))?;
     Ok(Some(resolved.path))
 }
 
