@@ -21,3 +21,7 @@ pub const HF_HUB_CACHE: &str = "HF_HUB_CACHE";
 pub const HF_ENDPOINT: &str = "HF_ENDPOINT";
 /// `1` (or `true`/`yes`/`on`): never touch the network, serve from the cache.
 pub const HF_HUB_OFFLINE: &str = "HF_HUB_OFFLINE";
+
+/// vLLM's switch for `POST /v1/load_lora_adapter` and `/v1/unload_lora_adapter`: the
+/// endpoints exist only when it is `True` (or `1`).
+pub const ALLOW_RUNTIME_LORA_UPDATING: &str = "VLLM_ALLOW_RUNTIME_LORA_UPDATING";

@@ -17,12 +17,14 @@
 //!   autoscalers and `candela doctor` read.
 //!
 //! - [`speculative`]: the JSON of `--speculative-config`.
+//! - [`lora`]: `--lora-modules` entries and the LoRA limits.
 //!
 //! No I/O (the default model path reads `$HOME`, nothing else); clap parses, serde_json
-//! reads the one JSON-valued flag.
+//! reads the JSON-valued flags.
 
 pub mod env;
 pub mod images;
+pub mod lora;
 pub mod metrics;
 pub mod model_ref;
 pub mod ports;
@@ -34,6 +36,7 @@ mod values;
 pub use model_ref::{HubRef, ModelRef};
 pub use serve::{ServeArgs, ServeFlags};
 pub use sidecar::{SidecarArgs, SidecarFlags};
+pub use lora::LoraModule;
 pub use speculative::SpeculativeConfig;
 pub use values::{ByteSize, Device, Dtype, KvCacheDtype, SchedulingPolicy};
 

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args};
 
+use crate::lora::{DEFAULT_MAX_LORA_RANK, DEFAULT_MAX_LORAS, LoraModule, MAX_LORA_RANKS};
 use crate::speculative::SpeculativeConfig;
 use crate::values::{ByteSize, Device, Dtype, KvCacheDtype, SchedulingPolicy};
 use crate::{env, ports};
@@ -53,6 +54,11 @@ pub mod flag {
     pub const ENABLE_AUTO_TOOL_CHOICE: &str = "enable-auto-tool-choice";
     pub const TOOL_CALL_PARSER: &str = "tool-call-parser";
     pub const SPECULATIVE_CONFIG: &str = "speculative-config";
+    pub const ENABLE_LORA: &str = "enable-lora";
+    pub const LORA_MODULES: &str = "lora-modules";
+    pub const MAX_LORAS: &str = "max-loras";
+    pub const MAX_LORA_RANK: &str = "max-lora-rank";
+    pub const MAX_CPU_LORAS: &str = "max-cpu-loras";
 }
 
 /// `--tool-call-parser` values: the model families whose tool-call syntax the engine
@@ -75,6 +81,8 @@ pub struct ServeArgs {
     pub cache: CacheArgs,
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -249,6 +257,88 @@ impl SchedulerArgs {
     }
 }
 
+/// LoRA adapters (vLLM's flags).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "LoRA adapters")]
+pub struct LoraArgs {
+    /// Serve LoRA adapters: a request's `model` naming an adapter runs the base model
+    /// with it; requests of different adapters share a batch.
+    #[arg(long = flag::ENABLE_LORA, env = "CANDELA_ENABLE_LORA")]
+    pub enable_lora: bool,
+    /// Adapters loaded at start: `name=path` or `{"name": .., "path": ..,
+    /// "base_model_name": ..}`; `path` is a PEFT directory or `hf://org/name`.
+    #[arg(long = flag::LORA_MODULES, env = "CANDELA_LORA_MODULES", num_args = 1..,
+          value_parser = crate::lora::parse_module)]
+    pub lora_modules: Vec<LoraModule>,
+    /// Most distinct adapters in one engine step; requests of other adapters wait.
+    #[arg(long = flag::MAX_LORAS, env = "CANDELA_MAX_LORAS", default_value_t = DEFAULT_MAX_LORAS)]
+    pub max_loras: usize,
+    /// Largest adapter rank accepted (one of 1, 8, 16, 32, 64, 128, 256, 320, 512).
+    #[arg(long = flag::MAX_LORA_RANK, env = "CANDELA_MAX_LORA_RANK", default_value_t = DEFAULT_MAX_LORA_RANK)]
+    pub max_lora_rank: usize,
+    /// Adapters kept loaded in memory; others are read from disk again when a request
+    /// needs them [default: --max-loras].
+    #[arg(long = flag::MAX_CPU_LORAS, env = "CANDELA_MAX_CPU_LORAS")]
+    pub max_cpu_loras: Option<usize>,
+}
+
+impl LoraArgs {
+    /// `--max-cpu-loras`, defaulting to `--max-loras`.
+    pub fn max_cpu_loras(&self) -> usize {
+        self.max_cpu_loras.unwrap_or(self.max_loras)
+    }
+
+    /// # Errors
+    /// One line naming the flag.
+    fn validate(&self, device: &Device) -> Result<(), String> {
+        if !self.enable_lora {
+            if !self.lora_modules.is_empty() {
+                return Err(format!(
+                    "--{} needs --{}",
+                    flag::LORA_MODULES,
+                    flag::ENABLE_LORA
+                ));
+            }
+            return Ok(());
+        }
+        if *device != Device::Cpu {
+            return Err(format!(
+                "--{} runs on --device cpu only yet",
+                flag::ENABLE_LORA
+            ));
+        }
+        if self.max_loras == 0 {
+            return Err(format!("--{} must be at least 1", flag::MAX_LORAS));
+        }
+        if !MAX_LORA_RANKS.contains(&self.max_lora_rank) {
+            return Err(format!(
+                "--{} must be one of {MAX_LORA_RANKS:?}, got {}",
+                flag::MAX_LORA_RANK,
+                self.max_lora_rank
+            ));
+        }
+        if self.max_cpu_loras() < self.max_loras {
+            return Err(format!(
+                "--{} ({}) must be at least --{} ({})",
+                flag::MAX_CPU_LORAS,
+                self.max_cpu_loras(),
+                flag::MAX_LORAS,
+                self.max_loras
+            ));
+        }
+        let mut names: Vec<&str> = self.lora_modules.iter().map(|m| m.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!(
+                "--{}: adapter name {:?} is given twice",
+                flag::LORA_MODULES,
+                w[0]
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Stats logging and profiling.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Logging and profiling")]
@@ -320,6 +410,7 @@ impl ServeArgs {
                 flag::SPECULATIVE_CONFIG
             ));
         }
+        self.lora.validate(&self.model.device)?;
         if self.model.tensor_parallel_size != 1 {
             return Err(format!(
                 "--{} {} is not supported yet; only 1 is",
@@ -436,6 +527,12 @@ pub struct ServeFlags {
     pub scheduling_policy: Option<SchedulingPolicy>,
     pub enable_prefix_caching: Option<bool>,
     pub enable_chunked_prefill: Option<bool>,
+    /// `--enable-lora`, with `--lora-modules` (one flag per adapter) and the limits.
+    pub enable_lora: bool,
+    pub lora_modules: Vec<LoraModule>,
+    pub max_loras: Option<usize>,
+    pub max_lora_rank: Option<usize>,
+    pub max_cpu_loras: Option<usize>,
     /// Appended verbatim after the generated flags (the user's `extraArgs`).
     pub extra: Vec<String>,
 }
@@ -487,6 +584,21 @@ impl ServeFlags {
                 Some(true) => args.push(format!("--{name}")),
                 Some(false) => args.push(format!("--no-{name}")),
                 None => {}
+            }
+        }
+        if self.enable_lora {
+            args.push(format!("--{}", flag::ENABLE_LORA));
+        }
+        for m in &self.lora_modules {
+            args.push(format!("--{}={m}", flag::LORA_MODULES));
+        }
+        for (name, value) in [
+            (flag::MAX_LORAS, self.max_loras),
+            (flag::MAX_LORA_RANK, self.max_lora_rank),
+            (flag::MAX_CPU_LORAS, self.max_cpu_loras),
+        ] {
+            if let Some(v) = value {
+                args.push(format!("--{name}={v}"));
             }
         }
         args.extend(self.extra.iter().cloned());

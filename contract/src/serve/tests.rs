@@ -226,6 +226,12 @@ fn flag_constants_are_serve_flags() {
         flag::LOG_STATS_INTERVAL,
         flag::ENFORCE_EAGER,
         flag::PROFILER_DIR,
+        flag::SPECULATIVE_CONFIG,
+        flag::ENABLE_LORA,
+        flag::LORA_MODULES,
+        flag::MAX_LORAS,
+        flag::MAX_LORA_RANK,
+        flag::MAX_CPU_LORAS,
     ] {
         assert!(longs.contains(&name), "--{name} is not a serve flag");
     }
@@ -272,7 +278,26 @@ fn flags() -> impl Strategy<Value = ServeFlags> {
         opt(any::<bool>()),
         opt(any::<bool>()),
     );
-    (first, second).prop_map(|(a, b)| ServeFlags {
+    let lora = (
+        any::<bool>(),
+        proptest::collection::vec(
+            (
+                prop_oneof![
+                    "/[a-z]{1,8}/[a-z0-9_-]{1,12}",
+                    "[a-z]{1,8}/[A-Za-z0-9]{1,12}".prop_map(|r| format!("hf://{r}")),
+                ],
+                opt("[a-z0-9.-]{1,12}"),
+            ),
+            0..3,
+        ),
+        opt(1usize..8),
+        opt(proptest::sample::select(&crate::lora::MAX_LORA_RANKS[..])),
+        opt(0usize..4),
+    );
+    (first, second, lora).prop_map(|(a, b, l)| {
+        // LoRA runs on the CPU only: the engine refuses it with a GPU device.
+        let on = l.0 && matches!(a.6, None | Some(Device::Cpu));
+        ServeFlags {
         model: a.0,
         revision: a.1,
         served_model_name: a.2,
@@ -293,7 +318,27 @@ fn flags() -> impl Strategy<Value = ServeFlags> {
         scheduling_policy: b.7,
         enable_prefix_caching: b.8,
         enable_chunked_prefill: b.9,
+        enable_lora: on,
+        lora_modules: if on {
+            l.1.into_iter()
+                .enumerate()
+                .map(|(i, (path, base))| LoraModule {
+                    name: format!("adapter-{i}"),
+                    path,
+                    base_model_name: base,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        max_loras: l.2.filter(|_| on),
+        max_lora_rank: l.3.filter(|_| on),
+        max_cpu_loras: l
+            .4
+            .filter(|_| on)
+            .map(|extra| l.2.unwrap_or(crate::lora::DEFAULT_MAX_LORAS) + extra),
         extra: Vec::new(),
+    }
     })
 }
 
@@ -329,6 +374,11 @@ proptest! {
         prop_assert_eq!(a.scheduler.scheduling_policy, f.scheduling_policy.unwrap_or(defaults.scheduler.scheduling_policy));
         prop_assert_eq!(a.cache.enable_prefix_caching(), f.enable_prefix_caching.unwrap_or(true));
         prop_assert_eq!(a.scheduler.enable_chunked_prefill(), f.enable_chunked_prefill.unwrap_or(true));
+        prop_assert_eq!(a.lora.enable_lora, f.enable_lora);
+        prop_assert_eq!(&a.lora.lora_modules, &f.lora_modules);
+        prop_assert_eq!(a.lora.max_loras, f.max_loras.unwrap_or(defaults.lora.max_loras));
+        prop_assert_eq!(a.lora.max_lora_rank, f.max_lora_rank.unwrap_or(defaults.lora.max_lora_rank));
+        prop_assert_eq!(a.lora.max_cpu_loras, f.max_cpu_loras);
     }
 }
 
@@ -394,4 +444,44 @@ fn speculative_config_is_parsed_and_checked_at_the_command_line() {
     .validate()
     .unwrap_err();
     assert!(gpu.contains("--device cpu only"), "{gpu}");
+}
+
+#[test]
+fn lora_flags_take_vllms_spellings_and_limits() {
+    let a = serve(&[
+        "--enable-lora",
+        "--lora-modules",
+        "sql=/a/sql",
+        r#"{"name": "chat", "path": "hf://org/chat", "base_model_name": "smol"}"#,
+        "--max-loras",
+        "2",
+        "--max-lora-rank",
+        "8",
+    ])
+    .unwrap();
+    a.validate().unwrap();
+    assert_eq!(a.lora.lora_modules.len(), 2);
+    assert_eq!(a.lora.lora_modules[1].base_model_name.as_deref(), Some("smol"));
+    assert_eq!(a.lora.max_cpu_loras(), 2, "defaults to --max-loras");
+    let d = serve(&[]).unwrap();
+    assert_eq!((d.lora.max_loras, d.lora.max_lora_rank), (1, 16), "vLLM's defaults");
+    for (argv, wanted) in [
+        (&["--lora-modules", "a=/p"][..], "--lora-modules needs --enable-lora"),
+        (&["--enable-lora", "--max-lora-rank", "12"][..], "--max-lora-rank must be one of"),
+        (&["--enable-lora", "--max-loras", "0"][..], "--max-loras must be at least 1"),
+        (
+            &["--enable-lora", "--max-loras", "3", "--max-cpu-loras", "2"][..],
+            "--max-cpu-loras (2) must be at least --max-loras (3)",
+        ),
+        (
+            &["--enable-lora", "--lora-modules", "a=/p", "a=/q"][..],
+            "adapter name \"a\" is given twice",
+        ),
+        (&["--enable-lora", "--device", "cuda"][..], "--enable-lora runs on --device cpu only"),
+    ] {
+        let e = serve(argv).unwrap().validate().unwrap_err();
+        assert!(e.contains(wanted), "{argv:?}: {e}");
+    }
+    let e = serve(&["--enable-lora", "--lora-modules", "nopath"]).unwrap_err();
+    assert!(e.to_string().contains("expected name=path"), "{e}");
 }

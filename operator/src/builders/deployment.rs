@@ -170,6 +170,7 @@ fn engine_command(owner: &Owner<'_>) -> Result<Vec<String>> {
         enable_prefix_caching: e.enable_prefix_caching,
         enable_chunked_prefill: e.enable_chunked_prefill,
         extra: e.extra_args.clone(),
+        ..ServeFlags::default()
     }
     .to_args())
 }
