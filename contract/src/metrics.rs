@@ -117,6 +117,25 @@ pub const ENGINE_UP: &str = "candela_sidecar_engine_up";
 /// Seconds since the last snapshot arrived (absent before the first one).
 pub const SNAPSHOT_AGE: &str = "candela_sidecar_snapshot_age_seconds";
 
+// The sidecar's LoRA sync (only with `--lora-adapters-file`).
+
+/// Adapters the adapter list file asks for.
+pub const LORA_ADAPTERS_DESIRED: &str = "candela_sidecar_lora_adapters_desired";
+/// Adapters the engine reported loaded at the last sync (`GET /v1/models`).
+pub const LORA_ADAPTERS_LOADED: &str = "candela_sidecar_lora_adapters_loaded";
+/// 1 when the last sync left the engine with exactly the listed adapters, else 0.
+pub const LORA_IN_SYNC: &str = "candela_sidecar_lora_in_sync";
+// Adapters the sidecar loaded or unloaded, by `action` (`load`, `unload`).
+counter!(
+    LORA_ADAPTER_CHANGES,
+    LORA_ADAPTER_CHANGES_TOTAL = "candela_sidecar_lora_adapter_changes"
+);
+// Failed sync steps, by `kind` (`file`, `engine`, `load`, `unload`).
+counter!(
+    LORA_SYNC_ERRORS,
+    LORA_SYNC_ERRORS_TOTAL = "candela_sidecar_lora_sync_errors"
+);
+
 /// CPU time (user + system) of the engine process, from `/proc/<pid>/stat`.
 pub const ENGINE_PROCESS_CPU: &str = "candela_engine_process_cpu_seconds_total";
 /// Resident memory of the engine process, from `/proc/<pid>/status`.

@@ -1,11 +1,14 @@
 //! `candela sidecar`'s command line: the clap definition the binary parses with, its
-//! validation, and [`SidecarFlags`], the typed values the operator turns into argv.
+//! validation, and [`SidecarFlags`], the typed values the operator turns into argv; and
+//! [`LoraAdapterList`], the file the operator writes (a ConfigMap volume) and the sidecar
+//! reads to keep the engine's LoRA adapters in step with `spec.loraAdapters`.
 
 use std::path::PathBuf;
 
 use clap::Args;
+use serde::{Deserialize, Serialize};
 
-use crate::{env, ports};
+use crate::{env, lora, ports};
 
 /// Long names of the sidecar's flags (without `--`).
 pub mod flag {
@@ -15,6 +18,10 @@ pub mod flag {
     pub const PROFILES_DIR: &str = "profiles-dir";
     pub const ENGINE_PID: &str = "engine-pid";
     pub const STATS_INTERVAL_MS: &str = "stats-interval-ms";
+    pub const ENGINE_HTTP: &str = "engine-http";
+    pub const ENGINE_API_KEY: &str = "engine-api-key";
+    pub const LORA_ADAPTERS_FILE: &str = "lora-adapters-file";
+    pub const LORA_SYNC_INTERVAL_MS: &str = "lora-sync-interval-ms";
 }
 
 /// `candela sidecar`.
@@ -47,6 +54,29 @@ pub struct SidecarArgs {
     #[arg(long = flag::STATS_INTERVAL_MS, env = "CANDELA_SIDECAR_STATS_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(10..))]
     pub stats_interval_ms: u32,
+    /// The engine's HTTP API (`candela serve --port`), where LoRA adapters are loaded and
+    /// unloaded.
+    #[arg(
+        long = flag::ENGINE_HTTP,
+        env = "CANDELA_SIDECAR_ENGINE_HTTP",
+        default_value_t = format!("http://127.0.0.1:{}", ports::HTTP)
+    )]
+    pub engine_http: String,
+    /// The engine's `--api-key`, sent as `Authorization: Bearer` to its /v1 endpoints (the
+    /// same variable the engine reads).
+    #[arg(long = flag::ENGINE_API_KEY, env = env::API_KEY, hide_env_values = true)]
+    pub engine_api_key: Option<String>,
+    /// Keep the engine's loaded LoRA adapters equal to the list in this JSON file
+    /// (`{"adapters": [{"name": .., "path": ..}]}`), re-read on every sync, so an updated
+    /// ConfigMap volume loads and unloads adapters without restarting the engine. Needs
+    /// the engine started with `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`.
+    #[arg(long = flag::LORA_ADAPTERS_FILE, env = "CANDELA_SIDECAR_LORA_ADAPTERS_FILE")]
+    pub lora_adapters_file: Option<PathBuf>,
+    /// Milliseconds between LoRA syncs (read the file, list the engine's adapters, load
+    /// and unload the difference).
+    #[arg(long = flag::LORA_SYNC_INTERVAL_MS, env = "CANDELA_SIDECAR_LORA_SYNC_INTERVAL_MS",
+          default_value_t = 5000, value_parser = clap::value_parser!(u32).range(100..))]
+    pub lora_sync_interval_ms: u32,
 }
 
 impl SidecarArgs {
@@ -71,13 +101,22 @@ impl SidecarArgs {
                 env::METRICS_TOKEN
             ));
         }
-        if !self.engine_grpc.contains("://") {
+        if self.engine_api_key.as_deref().is_some_and(str::is_empty) {
             return Err(format!(
-                "--{} {:?} must be a URI like http://127.0.0.1:{}",
-                flag::ENGINE_GRPC,
-                self.engine_grpc,
-                ports::GRPC
+                "--{} is empty (is the secret behind {} missing?)",
+                flag::ENGINE_API_KEY,
+                env::API_KEY
             ));
+        }
+        for (name, value, port) in [
+            (flag::ENGINE_GRPC, &self.engine_grpc, ports::GRPC),
+            (flag::ENGINE_HTTP, &self.engine_http, ports::HTTP),
+        ] {
+            if !value.contains("://") {
+                return Err(format!(
+                    "--{name} {value:?} must be a URI like http://127.0.0.1:{port}"
+                ));
+            }
         }
         Ok(())
     }
@@ -93,6 +132,10 @@ pub struct SidecarFlags {
     pub listen: Option<String>,
     /// `--profiles-dir`.
     pub profiles_dir: Option<PathBuf>,
+    /// `--engine-http`.
+    pub engine_http: Option<String>,
+    /// `--lora-adapters-file`.
+    pub lora_adapters_file: Option<PathBuf>,
 }
 
 impl SidecarFlags {
@@ -106,12 +149,77 @@ impl SidecarFlags {
                 flag::PROFILES_DIR,
                 self.profiles_dir.as_ref().map(|p| p.display().to_string()),
             ),
+            (flag::ENGINE_HTTP, self.engine_http.clone()),
+            (
+                flag::LORA_ADAPTERS_FILE,
+                self.lora_adapters_file
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+            ),
         ] {
             if let Some(value) = value {
                 args.push(format!("--{name}={value}"));
             }
         }
         args
+    }
+}
+
+/// The LoRA adapters the engine should have loaded: what the operator writes from
+/// `spec.loraAdapters` and `--lora-adapters-file` reads. Unknown fields are ignored, so an
+/// older sidecar reads what a newer operator writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoraAdapterList {
+    /// Every adapter, by name.
+    pub adapters: Vec<LoraAdapter>,
+}
+
+/// One adapter: the name requests select it by, and where the engine loads it from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LoraAdapter {
+    /// The `model` requests name to use it (`lora_name` of `POST /v1/load_lora_adapter`).
+    pub name: String,
+    /// A PEFT directory inside the engine container, or `hf://org/name` (`lora_path`).
+    pub path: String,
+}
+
+impl LoraAdapterList {
+    /// Reads the file's JSON and checks every entry as `--lora-modules` entries are
+    /// checked: valid names, given once, non-empty paths.
+    ///
+    /// # Errors
+    /// One line naming what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let list: Self =
+            serde_json::from_str(text).map_err(|e| format!("invalid LoRA adapter list: {e}"))?;
+        list.check()?;
+        Ok(list)
+    }
+
+    /// The checks of [`Self::parse`] on an in-memory list (the operator's, before writing).
+    ///
+    /// # Errors
+    /// One line naming what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        for a in &self.adapters {
+            lora::check_name(&a.name)?;
+            if a.path.trim().is_empty() {
+                return Err(format!("LoRA adapter {:?} has an empty path", a.name));
+            }
+            if !names.insert(a.name.as_str()) {
+                return Err(format!("LoRA adapter name {:?} is given twice", a.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file's text: pretty JSON with a trailing newline (what `kubectl get configmap`
+    /// shows).
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        text
     }
 }
 
@@ -137,6 +245,9 @@ mod tests {
         assert_eq!(a.listen_addr(), "0.0.0.0:9090");
         assert_eq!(a.stats_interval_ms, 1000);
         assert!(a.metrics_token.is_none() && a.profiles_dir.is_none() && a.engine_pid.is_none());
+        assert_eq!(a.engine_http, "http://127.0.0.1:8000");
+        assert_eq!(a.lora_sync_interval_ms, 5000);
+        assert!(a.lora_adapters_file.is_none());
         let a = sidecar(&[
             "--listen",
             ":9191",
@@ -163,6 +274,44 @@ mod tests {
                 .validate()
                 .is_err()
         );
+        let e = sidecar(&["--engine-http", "localhost:1"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.starts_with("--engine-http"), "{e}");
+        let e = sidecar(&["--engine-api-key", ""])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.contains(env::API_KEY), "{e}");
+        assert!(sidecar(&["--lora-sync-interval-ms", "5"]).is_err());
+    }
+
+    #[test]
+    fn lora_adapter_lists_round_trip_and_are_checked() {
+        let list = LoraAdapterList {
+            adapters: vec![
+                LoraAdapter {
+                    name: "sql".into(),
+                    path: "/adapters/sql".into(),
+                },
+                LoraAdapter {
+                    name: "chat".into(),
+                    path: "hf://org/chat-lora".into(),
+                },
+            ],
+        };
+        assert_eq!(LoraAdapterList::parse(&list.to_json()).unwrap(), list);
+        // Fields a newer operator may add are ignored.
+        let newer = r#"{"adapters": [{"name": "a", "path": "/a", "scale": 2}], "v": 2}"#;
+        assert_eq!(LoraAdapterList::parse(newer).unwrap().adapters.len(), 1);
+        let twice = r#"{"adapters": [{"name": "a", "path": "/a"}, {"name": "a", "path": "/b"}]}"#;
+        assert!(LoraAdapterList::parse(twice).unwrap_err().contains("twice"));
+        let space = r#"{"adapters": [{"name": "a b", "path": "/a"}]}"#;
+        assert!(LoraAdapterList::parse(space).unwrap_err().contains("whitespace"));
+        let empty = r#"{"adapters": [{"name": "a", "path": " "}]}"#;
+        assert!(LoraAdapterList::parse(empty).unwrap_err().contains("empty path"));
+        assert!(LoraAdapterList::parse("[]").is_err());
     }
 
     #[test]
@@ -171,6 +320,8 @@ mod tests {
             engine_grpc: Some("http://127.0.0.1:1234".into()),
             listen: Some("0.0.0.0:9999".into()),
             profiles_dir: Some("/p".into()),
+            engine_http: Some("http://127.0.0.1:8001".into()),
+            lora_adapters_file: Some("/etc/lora/adapters.json".into()),
         };
         let a = match crate::parse_process_args(f.to_args()) {
             Ok(ProcessCommand::Sidecar(a)) => a,
@@ -179,5 +330,10 @@ mod tests {
         assert_eq!(a.engine_grpc, "http://127.0.0.1:1234");
         assert_eq!(a.listen, "0.0.0.0:9999");
         assert_eq!(a.profiles_dir, Some(PathBuf::from("/p")));
+        assert_eq!(a.engine_http, "http://127.0.0.1:8001");
+        assert_eq!(
+            a.lora_adapters_file,
+            Some(PathBuf::from("/etc/lora/adapters.json"))
+        );
     }
 }
