@@ -99,8 +99,9 @@ mod tests {
             }
         );
         assert_eq!(parse_module(&m.to_string()).unwrap(), m);
-        let j = parse_module(r#"{"name":"chat","path":"hf://org/chat-lora","base_model_name":"smol"}"#)
-            .unwrap();
+        let j =
+            parse_module(r#"{"name":"chat","path":"hf://org/chat-lora","base_model_name":"smol"}"#)
+                .unwrap();
         assert_eq!(j.base_model_name.as_deref(), Some("smol"));
         assert_eq!(j.path, "hf://org/chat-lora");
         assert_eq!(parse_module(&j.to_string()).unwrap(), j);

@@ -49,6 +49,9 @@ pub struct SchedulerConfig {
     /// model writes the K/V of the drafts it proposes there (`num_speculative_tokens`
     /// with `{"method": "draft_model"}`, else 0).
     pub num_lookahead_tokens: usize,
+    /// Most distinct LoRA adapters among running requests (`--max-loras`); requests of
+    /// another adapter wait until one leaves. 0 when LoRA is off.
+    pub max_loras: usize,
 }
 
 impl SchedulerConfig {

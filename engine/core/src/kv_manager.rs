@@ -204,6 +204,7 @@ mod tests {
                 params: SamplingParams::greedy(8),
                 priority: 0,
                 arrival_time: 0.0,
+                lora: None,
             },
             4,
         )

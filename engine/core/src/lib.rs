@@ -26,7 +26,9 @@ pub mod spec_decode;
 
 pub use config::{CacheConfig, SchedulerConfig, SchedulingPolicy};
 pub use error::Error;
-pub use request::{FinishReason, NewRequest, Request, RequestId, RequestStatus, StopReason};
+pub use request::{
+    FinishReason, LoraId, NewRequest, Request, RequestId, RequestStatus, StopReason,
+};
 pub use sampling::{SamplingParams, TokenConstraint};
 pub use scheduler::{
     MAX_PROMPT_LOGITS_PER_STEP, PromptLogprob, RequestOutput, SampledToken, ScheduledRequest,

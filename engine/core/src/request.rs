@@ -12,6 +12,10 @@ pub type RequestId = u64;
 /// Chained hash of a full block: hash(parent block's hash, this block's token ids).
 pub type BlockHash = u64;
 
+/// A LoRA adapter's engine-wide id (the server maps adapter names onto these; vLLM's
+/// `lora_int_id`).
+pub type LoraId = u32;
+
 /// Why a request ended; the label values of `vllm:request_success_total{finished_reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FinishReason {
@@ -76,6 +80,8 @@ pub struct NewRequest {
     pub priority: i32,
     /// Arrival time in seconds on the engine's monotonic clock.
     pub arrival_time: f64,
+    /// The LoRA adapter it runs with (`None`: the base model).
+    pub lora: Option<LoraId>,
 }
 
 /// A request inside the scheduler.
@@ -87,6 +93,9 @@ pub struct Request {
     num_prompt_tokens: usize,
     pub params: SamplingParams,
     pub priority: i32,
+    /// The LoRA adapter it runs with; part of its block hashes, so two adapters never
+    /// share cached KV.
+    pub lora: Option<LoraId>,
     pub status: RequestStatus,
     /// Tokens whose KV is in the cache; the runner computes `token_ids[num_computed_tokens..]`.
     pub num_computed_tokens: usize,
@@ -114,6 +123,7 @@ impl Request {
             token_ids: new.prompt_token_ids,
             params: new.params,
             priority: new.priority,
+            lora: new.lora,
             status: RequestStatus::Waiting,
             num_computed_tokens: 0,
             num_cached_tokens: 0,
@@ -180,11 +190,23 @@ impl Request {
         let full = self.token_ids.len() / block_size;
         while self.block_hashes.len() < full {
             let i = self.block_hashes.len();
-            let parent = i.checked_sub(1).map(|p| self.block_hashes[p]);
+            // The first block chains from the adapter: equal tokens under different
+            // adapters have different K/V.
+            let parent = match i.checked_sub(1) {
+                Some(p) => Some(self.block_hashes[p]),
+                None => self.lora.map(lora_root),
+            };
             let tokens = &self.token_ids[i * block_size..(i + 1) * block_size];
             self.block_hashes.push(hash_block(parent, tokens));
         }
     }
+}
+
+/// The parent hash of a LoRA request's first block.
+fn lora_root(lora: LoraId) -> BlockHash {
+    let mut h = DefaultHasher::new();
+    ("lora", lora).hash(&mut h);
+    h.finish()
 }
 
 /// Chained block hash: equal hashes mean equal token prefixes (up to 64-bit collisions).
@@ -207,6 +229,7 @@ mod tests {
                 params: SamplingParams::greedy(4),
                 priority: 0,
                 arrival_time: 0.0,
+                lora: None,
             },
             4,
         )
@@ -225,5 +248,39 @@ mod tests {
         assert_ne!(other.block_hashes()[1], r.block_hashes()[1]);
         let same = req((0..8).collect());
         assert_eq!(same.block_hashes(), &r.block_hashes()[..2]);
+    }
+
+    #[test]
+    fn adapters_never_share_block_hashes() {
+        let with = |lora| {
+            Request::new(
+                NewRequest {
+                    lora,
+                    ..req((0..8).collect()).into_new()
+                },
+                4,
+            )
+        };
+        let (base, a, b) = (with(None), with(Some(1)), with(Some(2)));
+        assert_eq!(base.block_hashes(), req((0..8).collect()).block_hashes());
+        for (x, y) in [(&base, &a), (&a, &b), (&base, &b)] {
+            for (hx, hy) in x.block_hashes().iter().zip(y.block_hashes()) {
+                assert_ne!(hx, hy, "every block differs, not only the first");
+            }
+        }
+        assert_eq!(a.block_hashes(), with(Some(1)).block_hashes());
+    }
+
+    impl Request {
+        fn into_new(self) -> NewRequest {
+            NewRequest {
+                id: self.id,
+                prompt_token_ids: self.token_ids,
+                params: self.params,
+                priority: self.priority,
+                arrival_time: self.arrival_time,
+                lora: self.lora,
+            }
+        }
     }
 }

@@ -1,11 +1,11 @@
 //! Continuous-batching scheduler (vLLM v1 shape, with v0's swap queue).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::kv_manager::{CacheHit, KvCacheManager};
 use crate::{
-    BlockId, CacheConfig, Error, FinishReason, NewRequest, Request, RequestId, RequestStatus,
-    SchedulerConfig, SchedulingPolicy, StopReason,
+    BlockId, CacheConfig, Error, FinishReason, LoraId, NewRequest, Request, RequestId,
+    RequestStatus, SchedulerConfig, SchedulingPolicy, StopReason,
 };
 
 /// One request's share of a step: compute KV for `token_ids()[start..]` followed by
@@ -108,6 +108,10 @@ pub struct SchedulerStats {
     pub num_preemptions: u64,
     /// Speculative decoding's cumulative counts.
     pub spec_decoding: SpecDecodingStats,
+    /// The LoRA adapters of running requests, and of waiting or swapped ones (distinct,
+    /// ascending; `vllm:lora_requests_info`'s labels).
+    pub running_loras: Vec<LoraId>,
+    pub waiting_loras: Vec<LoraId>,
 }
 
 /// Cumulative speculative-decoding counts (vLLM v1's `SpecDecodingStats`): a draft is
@@ -287,6 +291,11 @@ impl Scheduler {
         if new.prompt_token_ids.is_empty() {
             return Err(Error::EmptyPrompt);
         }
+        if new.lora.is_some() && self.config.max_loras == 0 {
+            return Err(Error::InvalidParams(
+                "LoRA adapters are not enabled (--enable-lora)".into(),
+            ));
+        }
         if self.waiting.len() >= self.config.max_waiting {
             return Err(Error::QueueFull {
                 waiting: self.waiting.len(),
@@ -342,7 +351,21 @@ impl Scheduler {
             prefix_cache_hits: self.prefix_hits,
             num_preemptions: self.num_preemptions,
             spec_decoding: self.spec_decoding.clone(),
+            running_loras: self.loras_of(self.running.iter()),
+            waiting_loras: self.loras_of(self.waiting.iter().chain(&self.swapped)),
         }
+    }
+
+    /// The distinct adapters of `ids`, ascending.
+    fn loras_of<'a>(&self, ids: impl Iterator<Item = &'a RequestId>) -> Vec<LoraId> {
+        let set: BTreeSet<LoraId> = ids.filter_map(|id| self.requests[id].lora).collect();
+        set.into_iter().collect()
+    }
+
+    /// Whether a request of adapter `lora` may join the running ones: its adapter is
+    /// already among `running`, or `running` has fewer than `--max-loras` adapters.
+    fn lora_fits(&self, running: &BTreeSet<LoraId>, lora: Option<LoraId>) -> bool {
+        lora.is_none_or(|l| running.contains(&l) || running.len() < self.config.max_loras)
     }
 
     /// Free and total blocks of the device and host pools (for leak checks).
@@ -381,6 +404,13 @@ impl Scheduler {
                     r.status
                 ));
             }
+        }
+        let running_loras = self.loras_of(self.running.iter()).len();
+        if self.config.max_loras > 0 && running_loras > self.config.max_loras {
+            return Err(format!(
+                "{running_loras} adapters run at once, more than --max-loras {}",
+                self.config.max_loras
+            ));
         }
         let queued = self.running.len() + self.waiting.len() + self.swapped.len();
         if queued != self.requests.len() {
@@ -462,6 +492,11 @@ impl Scheduler {
             }
         }
 
+        // Adapters of the running requests: requests of others join while fewer than
+        // `--max-loras` are in use.
+        let mut running_loras: BTreeSet<LoraId> =
+            self.loras_of(self.running.iter()).into_iter().collect();
+
         // 2. Swapped requests come back before new ones are admitted.
         if !preempted {
             while let Some(&id) = self.swapped.front() {
@@ -469,6 +504,10 @@ impl Scheduler {
                     break;
                 }
                 let req = &self.requests[&id];
+                if !self.lora_fits(&running_loras, req.lora) {
+                    break;
+                }
+                running_loras.extend(req.lora);
                 let host_blocks = self.host.block_table(id).len();
                 let num_new = chunk_len(
                     &self.config,
@@ -495,11 +534,18 @@ impl Scheduler {
 
         // 3. Waiting requests, when nothing was preempted or is still swapped out.
         if !preempted && self.swapped.is_empty() && self.passed_delay(now) {
-            while let Some(&id) = self.waiting.front() {
+            // Requests whose adapter has no slot keep their place and are passed over
+            // (vLLM's skipped waiting requests); the others go in order.
+            let mut next = 0;
+            while let Some(&id) = self.waiting.get(next) {
                 if self.running.len() >= self.config.max_num_seqs || budget == 0 {
                     break;
                 }
                 let req = &self.requests[&id];
+                if !self.lora_fits(&running_loras, req.lora) {
+                    next += 1;
+                    continue;
+                }
                 // Prompt logprobs need logits at every prompt position: no cached prefix.
                 let hit = if req.needs_prompt_logits() {
                     CacheHit::default()
@@ -515,7 +561,8 @@ impl Scheduler {
                 if !self.device.allocate_slots(req, num_new + lookahead, &hit) {
                     break;
                 }
-                self.waiting.pop_front();
+                self.waiting.remove(next);
+                running_loras.extend(req.lora);
                 self.prefix_queries += req.num_tokens() as u64;
                 self.prefix_hits += hit.num_tokens as u64;
                 let req = self

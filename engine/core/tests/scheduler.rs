@@ -20,6 +20,7 @@ fn config(max_seqs: usize, budget: usize) -> SchedulerConfig {
         max_waiting: 100,
         eos_token_ids: vec![0],
         num_lookahead_tokens: 0,
+        max_loras: 0,
     }
 }
 
@@ -39,6 +40,7 @@ fn request(id: RequestId, prompt: Vec<u32>, params: SamplingParams) -> NewReques
         params,
         priority: 0,
         arrival_time: id as f64,
+        lora: None,
     }
 }
 
@@ -462,4 +464,90 @@ fn prompt_logprobs_requests_prefill_in_bounded_slices_without_the_prefix_cache()
         vec![(0, MAX_PROMPT_LOGITS_PER_STEP), (512, 512), (1024, 476)],
         "the cached prefix is not read, and each slice is bounded"
     );
+}
+
+/// A request of adapter `lora` (0: the base model).
+fn lora_request(id: RequestId, prompt: Vec<u32>, out: usize, lora: u32) -> NewRequest {
+    NewRequest {
+        lora: (lora > 0).then_some(lora),
+        ..request(id, prompt, SamplingParams::greedy(out))
+    }
+}
+
+#[test]
+fn requests_of_an_adapter_past_max_loras_wait_and_others_pass_them() {
+    let mut s = Scheduler::new(
+        SchedulerConfig {
+            max_loras: 1,
+            ..config(8, 64)
+        },
+        cache(64, 0),
+    )
+    .unwrap();
+    for (id, lora) in [(1, 1), (2, 2), (3, 1), (4, 0)] {
+        s.add_request(lora_request(id, vec![1, 2, 3], 3, lora))
+            .unwrap();
+    }
+    let first = step(&mut s, 0.0);
+    let ids: Vec<RequestId> = first.scheduled.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![1, 3, 4], "adapter 2 waits; the base and adapter 1 pass it");
+    let stats = s.stats();
+    assert_eq!((stats.running_loras, stats.waiting_loras), (vec![1], vec![2]));
+    let mut t = 1.0;
+    while !s.is_idle() {
+        let out = step(&mut s, t);
+        if out.scheduled.iter().any(|r| r.id == 2) {
+            assert!(
+                s.request(1).is_none() && s.request(3).is_none(),
+                "adapter 2 starts once adapter 1 has left"
+            );
+        }
+        t += 1.0;
+    }
+    assert_eq!(s.take_finished().len(), 4, "queued, not failed");
+    let off = Scheduler::new(config(8, 64), cache(64, 0)).unwrap();
+    let mut off = off;
+    let e = off.add_request(lora_request(9, vec![1], 1, 1)).unwrap_err();
+    assert!(e.to_string().contains("--enable-lora"), "{e}");
+}
+
+proptest! {
+    /// With adapters mixed in: never more than `--max-loras` adapters run at once (the
+    /// invariant check after each step), every request finishes, the pools come back
+    /// free, and a prefix is only ever reused under the same adapter.
+    #[test]
+    fn lora_workloads_respect_max_loras_and_share_no_kv_across_adapters(
+        reqs in prop::collection::vec((1usize..20, 1usize..8, 0u32..3, 0u32..4), 1..24),
+        max_loras in 1usize..3,
+        device_blocks in 9usize..24,
+        host_blocks in prop::sample::select(vec![0usize, 16]),
+        budget in 4usize..40,
+    ) {
+        let cfg = SchedulerConfig { max_model_len: 32, max_loras, ..config(6, budget) };
+        let mut s = Scheduler::new(cfg, cache(device_blocks, host_blocks)).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let mut repeat = std::collections::HashMap::new();
+        let mut added = 0;
+        for t in 0..600usize {
+            for _ in 0..2 {
+                if let Some(&(len, out, family, lora)) = reqs.get(added) {
+                    let prompt: Vec<u32> = (0..len as u32).map(|i| family * 100 + i).collect();
+                    repeat.insert(added as u64, !seen.insert((family, lora)));
+                    s.add_request(lora_request(added as u64, prompt, out, lora)).unwrap();
+                    added += 1;
+                }
+            }
+            step(&mut s, t as f64);
+            if added == reqs.len() && s.is_idle() { break; }
+        }
+        prop_assert!(s.is_idle(), "workload did not drain");
+        prop_assert_eq!(s.pool_free_blocks(), ((device_blocks, device_blocks), (host_blocks, host_blocks)));
+        let finished = s.take_finished();
+        prop_assert_eq!(finished.len(), reqs.len());
+        for r in finished {
+            prop_assert_eq!(r.num_output_tokens(), r.params.max_tokens);
+            prop_assert!(r.num_cached_tokens == 0 || repeat[&r.id],
+                "request {} reused KV of another adapter", r.id);
+        }
+    }
 }

@@ -28,6 +28,7 @@ fn config(max_seqs: usize, budget: usize, max_model_len: usize) -> SchedulerConf
         max_waiting: 100,
         eos_token_ids: vec![0],
         num_lookahead_tokens: 0,
+        max_loras: 0,
     }
 }
 
@@ -47,6 +48,7 @@ fn request(id: RequestId, prompt: Vec<u32>, max_tokens: usize) -> NewRequest {
         params: SamplingParams::greedy(max_tokens),
         priority: 0,
         arrival_time: id as f64,
+        lora: None,
     }
 }
 

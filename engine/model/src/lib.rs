@@ -14,6 +14,7 @@
 //! - [`sampler`]: vLLM-order sampling with per-request RNGs and raw logprobs;
 //!   [`sampler::spec_verify`]: speculative sampling's acceptance rule over its distributions.
 //! - [`draft`]: speculative decoding's draft model, on the target's block tables.
+//! - [`lora`]: PEFT LoRA adapters and their per-row updates in a mixed batch.
 //! - [`runner`]: [`ModelRunner::execute`] — swap copies, forward, sampling for
 //!   one scheduler step; [`reference`]: the single-sequence exactness reference.
 //! - [`tokenizer`], [`chat_template`]: text in and out.
@@ -35,6 +36,7 @@ pub mod kv_cache;
 pub mod llama;
 pub mod load_gguf;
 pub mod load_hf;
+pub mod lora;
 mod paged_decode;
 pub mod pool;
 pub mod qmatmul;
@@ -55,6 +57,7 @@ pub use draft::DraftModel;
 pub use error::{Error, Result};
 pub use kv_cache::{LayerKv, PagedKvCache};
 pub use llama::{Llama, ModelConfig};
+pub use lora::LoraAdapter;
 pub use reference::{ReferenceRun, reference_generate_greedy, reference_logits};
 pub use runner::{
     Drafter, ExecPath, ModelRunner, PromptLogprobsArgs, PromptLogprobsChunk, RunnerConfig,

@@ -26,6 +26,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use crate::attention::{paged_attention, write_kv};
 use crate::batch::ForwardBatch;
 use crate::kv_cache::PagedKvCache;
+use crate::lora::{LoraRows, Target};
 use crate::qmatmul::{QFormat, QMatrix};
 use crate::rope::RopeTable;
 use crate::{Error, Result};
@@ -286,6 +287,20 @@ impl Llama {
         batch: &ForwardBatch,
         cache: &mut PagedKvCache<half::f16>,
     ) -> Result<Tensor> {
+        self.forward_with_lora(batch, cache, &LoraRows::default())
+    }
+
+    /// [`Llama::forward`] with LoRA adapters: after each targeted projection, each row's
+    /// adapter (if any) adds its low-rank update.
+    ///
+    /// # Errors
+    /// As [`Llama::forward`].
+    pub fn forward_with_lora(
+        &self,
+        batch: &ForwardBatch,
+        cache: &mut PagedKvCache<half::f16>,
+        lora: &LoraRows<'_>,
+    ) -> Result<Tensor> {
         let c = &self.cfg;
         let t = batch.num_tokens();
         if cache.num_layers() != c.num_layers
@@ -318,27 +333,36 @@ impl Llama {
             let _layer = tracing::trace_span!("layer", index = li).entered();
             let attn_span = tracing::trace_span!("attention").entered();
             rms_norm(&x, &layer.attn_norm, eps, &mut h);
-            let [mut q, mut k, v]: [Vec<f32>; 3] = layer
+            let [mut q, mut k, mut v]: [Vec<f32>; 3] = layer
                 .qkv
                 .forward(&h, t)?
                 .try_into()
                 .map_err(|_| Error::InvalidModel("q/k/v projections".into()))?;
+            lora.apply(li, Target::Q, &h, &mut q);
+            lora.apply(li, Target::K, &h, &mut k);
+            lora.apply(li, Target::V, &h, &mut v);
             self.rope.apply(&mut q, &batch.positions)?;
             self.rope.apply(&mut k, &batch.positions)?;
             let lc = cache.layer_mut(li);
             write_kv(lc, &k, &v, &batch.slot_mapping)?;
             paged_attention(&q, lc, batch, scale, &mut attn)?;
-            add_assign(&mut x, &layer.o.forward(&attn, t)?);
+            let mut o = layer.o.forward(&attn, t)?;
+            lora.apply(li, Target::O, &attn, &mut o);
+            add_assign(&mut x, &o);
             drop(attn_span);
             let _mlp = tracing::trace_span!("mlp").entered();
             rms_norm(&x, &layer.ffn_norm, eps, &mut h);
-            let [mut g, u]: [Vec<f32>; 2] = layer
+            let [mut g, mut u]: [Vec<f32>; 2] = layer
                 .gate_up
                 .forward(&h, t)?
                 .try_into()
                 .map_err(|_| Error::InvalidModel("gate/up projections".into()))?;
+            lora.apply(li, Target::Gate, &h, &mut g);
+            lora.apply(li, Target::Up, &h, &mut u);
             silu_mul(&mut g, &u);
-            add_assign(&mut x, &layer.down.forward(&g, t)?);
+            let mut down = layer.down.forward(&g, t)?;
+            lora.apply(li, Target::Down, &g, &mut down);
+            add_assign(&mut x, &down);
         }
         if batch.logits_indices.is_empty() {
             return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &Device::Cpu)?);

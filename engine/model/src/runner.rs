@@ -27,6 +27,7 @@
 //! others get a seed drawn from the runner's own OS-seeded stream.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use candela_core::spec_decode::{DraftPacer, NgramConfig, propose_ngram};
 use candela_core::{PromptLogprob, RequestId, SampledToken, SamplingParams, TokenConstraint};
@@ -41,6 +42,7 @@ use crate::device_llama::DeviceLlama;
 use crate::draft::{DraftModel, DraftRequest};
 use crate::kv_cache::PagedKvCache;
 use crate::llama::Llama;
+use crate::lora::{LoraAdapter, LoraRows};
 use crate::sampler::Sampler;
 use crate::{Error, Result};
 
@@ -170,6 +172,8 @@ pub struct ModelRunner {
     rngs: HashMap<RequestId, StdRng>,
     /// Structured-output constraints of the requests that have one.
     constraints: HashMap<RequestId, Box<dyn TokenConstraint>>,
+    /// The LoRA adapter of each request that runs with one.
+    loras: HashMap<RequestId, Arc<LoraAdapter>>,
     /// Prompt log-probabilities computed since the last [`ModelRunner::take_prompt_logprobs`].
     prompt_logprobs: Vec<PromptLogprobsChunk>,
     /// Speculative decoding's proposer, when it is on.
@@ -227,6 +231,7 @@ impl ModelRunner {
             block_size: cfg.block_size,
             rngs: HashMap::new(),
             constraints: HashMap::new(),
+            loras: HashMap::new(),
             prompt_logprobs: Vec::new(),
             drafter: None,
             pacers: HashMap::new(),
@@ -272,9 +277,22 @@ impl ModelRunner {
         }
     }
 
-    fn forward(&mut self, batch: &ForwardBatch) -> Result<Tensor> {
+    /// One forward pass; `seqs` (in `batch.seqs` order) pick each sequence's adapter.
+    fn forward(&mut self, batch: &ForwardBatch, seqs: &[StepSeq<'_>]) -> Result<Tensor> {
+        let adapters = seqs.iter().map(|s| self.loras.get(&s.id).map(Arc::as_ref));
+        let lora = LoraRows::new(
+            batch.num_tokens(),
+            batch
+                .seqs
+                .iter()
+                .map(|s| s.query_start..s.query_start + s.query_len)
+                .zip(adapters),
+        );
         match &mut self.backend {
-            Backend::Cpu { model, cache, .. } => model.forward(batch, cache),
+            Backend::Cpu { model, cache, .. } => model.forward_with_lora(batch, cache, &lora),
+            Backend::CandleOps { .. } if !lora.is_empty() => Err(Error::Unsupported(
+                "LoRA adapters on the device path (--enable-lora runs on --device cpu)".into(),
+            )),
             Backend::CandleOps { model, cache, .. } => model.forward(batch, cache),
         }
     }
@@ -340,7 +358,7 @@ impl ModelRunner {
         let forward =
             tracing::trace_span!("forward", tokens = batch.num_tokens(), seqs = seqs.len())
                 .entered();
-        let logits = self.forward(&batch)?;
+        let logits = self.forward(&batch, seqs)?;
         drop(forward);
         let _sample = tracing::trace_span!("sample", seqs = batch.logits_indices.len()).entered();
         let all_rows: Vec<Vec<f32>> = logits.to_vec2::<f32>()?;
@@ -550,11 +568,17 @@ impl ModelRunner {
         self.constraints.insert(id, constraint);
     }
 
+    /// Runs request `id` with a LoRA adapter until it finishes.
+    pub fn set_lora(&mut self, id: RequestId, adapter: Arc<LoraAdapter>) {
+        self.loras.insert(id, adapter);
+    }
+
     /// Drops the per-request state of finished (or aborted) requests.
     pub fn finish(&mut self, ids: &[RequestId]) {
         for id in ids {
             self.rngs.remove(id);
             self.constraints.remove(id);
+            self.loras.remove(id);
             self.pacers.remove(id);
         }
         if let Some(Drafter::Model(model)) = &mut self.drafter {

@@ -58,6 +58,7 @@ fn main() {
             max_waiting: 1024,
             eos_token_ids: model.eos_token_ids.clone(),
             num_lookahead_tokens: 0,
+            max_loras: 0,
         };
         let runner = ModelRunner::new(
             model.model.clone(),
@@ -87,6 +88,7 @@ fn main() {
                     params,
                     priority: 0,
                     arrival_time: 0.0,
+                    lora: None,
                 })
                 .expect("admitted");
         }

@@ -172,6 +172,7 @@ fn run_batched(
         } else {
             0
         },
+        max_loras: 0,
     };
     let mut runner = ModelRunner::new(
         model.model.clone(),
@@ -210,6 +211,7 @@ fn run_batched(
                 },
                 priority: 0,
                 arrival_time: 0.0,
+                lora: None,
             })
             .unwrap();
         if let Some((grammar, _)) = &c.constraint {

@@ -39,6 +39,7 @@ fn sample_pairs(
         max_waiting: SAMPLES,
         eos_token_ids: model.eos_token_ids.clone(),
         num_lookahead_tokens: 0,
+        max_loras: 0,
     };
     let cache = CacheConfig {
         block_size,
@@ -78,6 +79,7 @@ fn sample_pairs(
                 params: params.clone(),
                 priority: 0,
                 arrival_time: 0.0,
+                lora: None,
             })
             .unwrap();
     }

@@ -115,6 +115,7 @@ fn engine(limits: Limits) -> EngineClient {
         max_waiting: limits.max_waiting,
         eos_token_ids: m.eos_token_ids.clone(),
         num_lookahead_tokens: 0,
+        max_loras: 0,
     };
     let cache = CacheConfig {
         block_size: BLOCK_SIZE,

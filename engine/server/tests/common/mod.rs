@@ -203,6 +203,7 @@ pub fn spawn_engine(
         max_waiting,
         eos_token_ids: m.eos_token_ids.clone(),
         num_lookahead_tokens: 0,
+        max_loras: 0,
     };
     let runner = candela_model::ModelRunner::new(
         m.model.clone(),
