@@ -69,3 +69,8 @@ fn monitoring_and_autoscaling_off() {
 fn cpu_model_with_the_alerts_backend() {
     check("alerts-cpu");
 }
+
+#[test]
+fn cpu_model_with_lora_adapters() {
+    check("lora-cpu");
+}

@@ -156,6 +156,17 @@ fn check_meaning(infd: &InferenceDeployment, a: &ServeArgs) {
     if let Some(q) = &e.kv_cache_memory {
         assert_eq!(a.cache.kv_cache_memory, Some(q.0.parse().unwrap()));
     }
+    // LoRA: on exactly when the spec lists adapters (even none), which the sidecar loads;
+    // the list itself never reaches argv.
+    assert_eq!(a.lora.enable_lora, spec.lora_adapters.is_some());
+    assert!(a.lora.lora_modules.is_empty());
+    if let Some(v) = n(e.max_loras) {
+        assert_eq!(a.lora.max_loras, v);
+    }
+    if let Some(v) = n(e.max_lora_rank) {
+        assert_eq!(a.lora.max_lora_rank, v);
+    }
+    assert_eq!(a.lora.max_cpu_loras, n(e.max_cpu_loras));
     // Secrets travel in env, never in argv.
     assert!(a.server.api_key.is_none() && a.hub.hf_token.is_none());
 }
@@ -164,7 +175,7 @@ fn check_meaning(infd: &InferenceDeployment, a: &ServeArgs) {
 fn every_example_and_snapshot_spec_builds_argv_the_engine_accepts() {
     let mut files = yaml_files(&repo().join("deploy/examples"));
     files.extend(yaml_files(&repo().join("operator/tests/data/specs")));
-    assert!(files.len() >= 11, "{files:?}");
+    assert!(files.len() >= 13, "{files:?}");
     for path in files {
         let infd = load(&path);
         let (engine, side) = containers(&infd);
@@ -173,6 +184,13 @@ fn every_example_and_snapshot_spec_builds_argv_the_engine_accepts() {
         assert_eq!(s.engine_grpc, "http://127.0.0.1:50051");
         assert_eq!(s.listen_addr(), "0.0.0.0:9090");
         assert!(s.metrics_token.is_none(), "{}", path.display());
+        assert_eq!(s.engine_http, "http://127.0.0.1:8000");
+        assert_eq!(
+            s.lora_adapters_file.is_some(),
+            infd.spec.lora_adapters.is_some(),
+            "{}",
+            path.display()
+        );
     }
 }
 
@@ -221,14 +239,33 @@ fn spec_strategy() -> impl Strategy<Value = serde_json::Value> {
         proptest::option::of(prop_oneof![Just("fcfs"), Just("priority")]),
         proptest::option::of("[1-9][0-9]{0,3}(Mi|Gi|M|G)"),
     );
+    // LoRA (CPU engines only): limits within the CRD's rules, adapters with distinct names.
+    let lora = proptest::option::of((
+        proptest::option::of(1i32..=8),
+        proptest::option::of(proptest::sample::select(
+            candela_contract::lora::MAX_LORA_RANKS.to_vec(),
+        )),
+        proptest::option::of(0i32..=8),
+        proptest::collection::btree_map(
+            "[a-z][a-z0-9_.-]{0,12}",
+            prop_oneof![
+                // Within the CRD's source rule (no leading or trailing `-`).
+                "[a-z0-9]{1,8}/[a-z0-9]{1,6}(-[a-z0-9]{1,6})?".prop_map(|r| format!("hf://{r}")),
+                "[a-z0-9]{1,8}/[a-z0-9/_-]{1,12}".prop_map(|p| format!("pvc://{p}")),
+                "/[a-z0-9/_-]{1,12}".prop_map(|p| format!("file://{p}")),
+            ],
+            0..4,
+        ),
+    ));
     (
         source,
         proptest::option::of("[a-z0-9][a-z0-9._/-]{0,30}"),
         proptest::option::of("[A-Za-z0-9][A-Za-z0-9._/:-]{0,40}"),
         0i32..=1,
         engine,
+        lora,
     )
-        .prop_map(|(source, revision, served, gpus, e)| {
+        .prop_map(|(source, revision, served, gpus, e, lora)| {
             let mut engine = serde_json::Map::new();
             let mut put = |k: &str, v: Option<serde_json::Value>| {
                 if let Some(v) = v {
@@ -251,6 +288,23 @@ fn spec_strategy() -> impl Strategy<Value = serde_json::Value> {
             put("schedulerDelayFactor", e.9.map(Into::into));
             put("schedulingPolicy", e.10.map(Into::into));
             put("kvCacheMemory", e.11.map(Into::into));
+            let (gpus, adapters) = match lora {
+                None => (gpus, None),
+                Some((max_loras, rank, extra_cpu, adapters)) => {
+                    put("maxLoras", max_loras.map(Into::into));
+                    put("maxLoraRank", rank.map(|r| (r as i32).into()));
+                    // The CRD's CEL rule: maxCpuLoras >= maxLoras (default 1).
+                    put(
+                        "maxCpuLoras",
+                        extra_cpu.map(|x| (max_loras.unwrap_or(1) + x).into()),
+                    );
+                    let list: Vec<serde_json::Value> = adapters
+                        .into_iter()
+                        .map(|(name, source)| serde_json::json!({"name": format!("lora-{name}"), "source": source}))
+                        .collect();
+                    (0, Some(list))
+                }
+            };
             serde_json::json!({
                 "apiVersion": "candela.dev/v1alpha1",
                 "kind": "InferenceDeployment",
@@ -259,6 +313,7 @@ fn spec_strategy() -> impl Strategy<Value = serde_json::Value> {
                     "model": {"source": source, "revision": revision, "servedName": served},
                     "engine": engine,
                     "resources": {"gpus": gpus},
+                    "loraAdapters": adapters,
                 }
             })
         })

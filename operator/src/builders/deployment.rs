@@ -4,7 +4,7 @@
 //! Pods run non-root with a read-only root filesystem, no privilege escalation and no
 //! capabilities; everything that must be writable is an emptyDir (model cache, /tmp,
 //! profiles, /dev/shm). Changing any engine setting changes the pod template and so rolls
-//! the Deployment. A replaced pod loses no request: a `preStop` sleep lets the endpoint
+//! the Deployment; the LoRA adapter list is the exception (see [`super::lora`]). A replaced pod loses no request: a `preStop` sleep lets the endpoint
 //! removal reach kube-proxy before SIGTERM, then the engine drains (see the constants).
 
 use std::collections::BTreeMap;
@@ -28,13 +28,15 @@ use candela_contract::ports::{
 };
 use candela_contract::{Device, ServeFlags, SidecarFlags, env};
 
+use super::lora::Lora;
 use super::{BuildConfig, GRPC_PORT, HTTP_PORT, METRICS_PORT, Owner, labels, selector_labels};
 use crate::crd::{EngineSpec, ModelSource};
 use crate::{Error, Result};
 
 const CACHE_DIR: &str = "/var/cache/candela";
 const PROFILE_DIR: &str = "/var/cache/candela/profiles";
-const PVC_MOUNT: &str = "/models";
+/// Where the model's claim is mounted in the engine container.
+pub(super) const PVC_MOUNT: &str = "/models";
 /// UID/GID of the engine image's non-root user.
 const RUN_AS: i64 = 65532;
 /// Seconds the kubelet waits before SIGTERM: the pod is already off the Service's
@@ -44,10 +46,14 @@ const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 /// preStop + drain window + the longest generation a rolling update waits for.
 const TERMINATION_GRACE_SECONDS: i64 = 120;
 
-pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Result<Deployment> {
+pub(super) fn build(
+    owner: &Owner<'_>,
+    config: &BuildConfig,
+    lora: Option<&Lora>,
+) -> Result<Deployment> {
     let spec = &owner.infd.spec;
-    let engine_args = engine_command(owner)?;
-    let sidecar_args = sidecar_command();
+    let engine_args = engine_command(owner, lora.is_some())?;
+    let sidecar_args = sidecar_command(lora.is_some());
     // The engine's and the sidecar's own parser and validation, on exactly this argv.
     for (container, argv) in [
         (ENGINE_CONTAINER, &engine_args),
@@ -69,10 +75,10 @@ pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Result<Deploymen
 
     let pod = PodSpec {
         containers: vec![
-            engine_container(owner, &image, engine_args),
-            sidecar_container(owner, &image, sidecar_args),
+            engine_container(owner, &image, engine_args, lora),
+            sidecar_container(owner, &image, sidecar_args, lora),
         ],
-        volumes: Some(volumes(owner)),
+        volumes: Some(volumes(owner, lora)),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS),
@@ -130,8 +136,9 @@ pub(super) fn build(owner: &Owner<'_>, config: &BuildConfig) -> Result<Deploymen
 }
 
 /// `candela serve` arguments derived from the spec (typed values written by the
-/// contract crate, so every flag is one the engine defines).
-fn engine_command(owner: &Owner<'_>) -> Result<Vec<String>> {
+/// contract crate, so every flag is one the engine defines). With LoRA the engine gets
+/// `--enable-lora` and the limits but no `--lora-modules`: the sidecar loads the adapters.
+fn engine_command(owner: &Owner<'_>, lora: bool) -> Result<Vec<String>> {
     let spec = &owner.infd.spec;
     let e: &EngineSpec = &spec.engine;
     let kv_cache_memory = e
@@ -169,18 +176,25 @@ fn engine_command(owner: &Owner<'_>) -> Result<Vec<String>> {
         scheduling_policy: e.scheduling_policy.map(Into::into),
         enable_prefix_caching: e.enable_prefix_caching,
         enable_chunked_prefill: e.enable_chunked_prefill,
+        enable_lora: lora,
+        lora_modules: Vec::new(),
+        max_loras: to_usize(e.max_loras),
+        max_lora_rank: to_usize(e.max_lora_rank),
+        max_cpu_loras: to_usize(e.max_cpu_loras),
         extra: e.extra_args.clone(),
-        ..ServeFlags::default()
     }
     .to_args())
 }
 
-/// `candela sidecar` arguments: the engine's gRPC on loopback, metrics on all interfaces.
-fn sidecar_command() -> Vec<String> {
+/// `candela sidecar` arguments: the engine's gRPC on loopback, metrics on all interfaces;
+/// with LoRA, the adapter list file and the engine's HTTP API on loopback.
+fn sidecar_command(lora: bool) -> Vec<String> {
     SidecarFlags {
         engine_grpc: Some(format!("http://127.0.0.1:{}", ports::GRPC)),
         listen: Some(format!("0.0.0.0:{}", ports::METRICS)),
         profiles_dir: Some(PROFILE_DIR.into()),
+        engine_http: lora.then(|| format!("http://127.0.0.1:{}", ports::HTTP)),
+        lora_adapters_file: lora.then(Lora::file_path),
     }
     .to_args()
 }
@@ -193,12 +207,21 @@ fn model_arg(source: &ModelSource) -> String {
     }
 }
 
-fn engine_container(owner: &Owner<'_>, image: &str, args: Vec<String>) -> Container {
+fn engine_container(
+    owner: &Owner<'_>,
+    image: &str,
+    args: Vec<String>,
+    lora: Option<&Lora>,
+) -> Container {
     let spec = &owner.infd.spec;
     let mut env = vec![
         env_value(env::HF_HOME, format!("{CACHE_DIR}/hf")),
         env_value(env::PROFILER_DIR, PROFILE_DIR.into()),
     ];
+    if lora.is_some() {
+        // The runtime load/unload endpoints the sidecar drives.
+        env.push(env_value(env::ALLOW_RUNTIME_LORA_UPDATING, "True".into()));
+    }
     // Secrets reach the processes as the env vars their flags read; never in argv.
     if let Some(sel) = &spec.model.hf_token_secret_ref {
         env.push(env_secret(env::HF_TOKEN, sel));
@@ -233,6 +256,9 @@ fn engine_container(owner: &Owner<'_>, image: &str, args: Vec<String>) -> Contai
     ];
     if matches!(owner.source, ModelSource::Pvc { .. }) {
         mounts.push(mount("models", PVC_MOUNT, true));
+    }
+    if let Some(lora) = lora {
+        mounts.extend(lora.engine_mounts());
     }
 
     let health = |period: i32, failures: i32| Probe {
@@ -282,11 +308,29 @@ fn engine_container(owner: &Owner<'_>, image: &str, args: Vec<String>) -> Contai
     }
 }
 
-fn sidecar_container(owner: &Owner<'_>, image: &str, args: Vec<String>) -> Container {
+fn sidecar_container(
+    owner: &Owner<'_>,
+    image: &str,
+    args: Vec<String>,
+    lora: Option<&Lora>,
+) -> Container {
     let spec = &owner.infd.spec;
     let mut env = Vec::new();
     if let Some(sel) = &spec.monitoring.metrics_auth_secret_ref {
         env.push(env_secret(env::METRICS_TOKEN, sel));
+    }
+    // The LoRA sync calls the engine's /v1 endpoints, which want the API key.
+    if lora.is_some()
+        && let Some(sel) = &spec.api_key_secret_ref
+    {
+        env.push(env_secret(env::API_KEY, sel));
+    }
+    let mut mounts = vec![
+        mount("model-cache", CACHE_DIR, true),
+        mount("tmp", "/tmp", false),
+    ];
+    if lora.is_some() {
+        mounts.push(Lora::sidecar_mount());
     }
     let tcp = |period: i32| Probe {
         tcp_socket: Some(TCPSocketAction {
@@ -318,15 +362,12 @@ fn sidecar_container(owner: &Owner<'_>, image: &str, args: Vec<String>) -> Conta
         readiness_probe: Some(tcp(10)),
         liveness_probe: Some(tcp(20)),
         security_context: Some(restricted()),
-        volume_mounts: Some(vec![
-            mount("model-cache", CACHE_DIR, true),
-            mount("tmp", "/tmp", false),
-        ]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     }
 }
 
-fn volumes(owner: &Owner<'_>) -> Vec<Volume> {
+fn volumes(owner: &Owner<'_>, lora: Option<&Lora>) -> Vec<Volume> {
     let spec = &owner.infd.spec;
     let empty_dir = |name: &str, medium: Option<&str>, size: Option<Quantity>| Volume {
         name: name.into(),
@@ -355,6 +396,9 @@ fn volumes(owner: &Owner<'_>) -> Vec<Volume> {
             }),
             ..Volume::default()
         });
+    }
+    if let Some(lora) = lora {
+        volumes.extend(lora.volumes(owner));
     }
     volumes
 }

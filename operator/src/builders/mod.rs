@@ -12,6 +12,7 @@
 mod autoscaling;
 mod dashboard;
 mod deployment;
+pub mod lora;
 pub mod monitoring;
 pub mod promql;
 pub mod thirdparty;
@@ -86,6 +87,8 @@ pub struct Children {
     pub dashboard_config_map: Option<ConfigMap>,
     /// Dashboards as grafana-operator GrafanaDashboard.
     pub grafana_dashboard: Option<DynamicObject>,
+    /// The LoRA adapter list the sidecars follow (`spec.loraAdapters` set).
+    pub lora_config_map: Option<ConfigMap>,
 }
 
 /// Identity of the InferenceDeployment that every builder needs.
@@ -199,8 +202,9 @@ pub fn build(infd: &InferenceDeployment, config: &BuildConfig) -> Result<Childre
         Some(dashboard::Built::GrafanaDashboard(gd)) => (None, Some(*gd)),
         None => (None, None),
     };
+    let lora = lora::resolve(&owner)?;
     Ok(Children {
-        deployment: deployment::build(&owner, config)?,
+        deployment: deployment::build(&owner, config, lora.as_ref())?,
         service: service(&owner),
         service_monitor: monitoring
             .service_monitor
@@ -214,6 +218,7 @@ pub fn build(infd: &InferenceDeployment, config: &BuildConfig) -> Result<Childre
         scaled_object: autoscaling::scaled_object(&owner, config),
         dashboard_config_map,
         grafana_dashboard,
+        lora_config_map: lora.map(|l| l.config_map(&owner)),
     })
 }
 

@@ -17,7 +17,7 @@ use tracing::debug;
 use super::capabilities::Capabilities;
 use super::status::ApplyOutcome;
 use crate::Result;
-use crate::builders::{Children, dashboard_name, thirdparty::ThirdParty};
+use crate::builders::{Children, dashboard_name, lora, thirdparty::ThirdParty};
 
 /// The field manager of every server-side apply.
 pub const MANAGER: &str = "candela-operator";
@@ -44,7 +44,19 @@ pub async fn apply_children(
     caps: &Capabilities,
 ) -> Result<Applied> {
     let pp = PatchParams::apply(MANAGER).force();
+    // The LoRA adapter list first: new pods mount it and wait until it exists.
+    if let Some(cm) = &children.lora_config_map {
+        apply_typed(client, namespace, cm, &pp).await?;
+    }
     let deployment = apply_typed(client, namespace, &children.deployment, &pp).await?;
+    if children.lora_config_map.is_none() {
+        delete::<ConfigMap>(
+            &Api::namespaced(client.clone(), namespace),
+            &lora::config_map_name(name),
+            owner_uid,
+        )
+        .await?;
+    }
     apply_typed(client, namespace, &children.service, &pp).await?;
 
     let mut outcome = ApplyOutcome::default();

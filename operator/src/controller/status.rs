@@ -194,6 +194,10 @@ pub fn compute(
         endpoint: Some(builders::endpoint(&name, &namespace)),
         served_model_name: served,
         autoscaling: Some(autoscaling_summary(infd)),
+        lora_adapters: spec
+            .lora_adapters
+            .as_ref()
+            .map(|list| list.iter().map(|a| a.name.clone()).collect()),
         capacity: Some(CapacityStatus {
             max_num_seqs_per_replica: spec.engine.max_num_seqs,
             max_num_seqs_total: spec

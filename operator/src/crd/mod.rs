@@ -30,6 +30,22 @@ pub use status::{
     InferenceDeploymentStatus,
 };
 
+/// The CEL rule a source URI (`model.source`, `loraAdapters[].source`) must match;
+/// `$quant` is what may follow a hub reference (`:<QUANT>` for models, nothing for adapters).
+macro_rules! source_rule {
+    ($quant:literal) => {
+        concat!(
+            "self.matches('^(hf://[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?",
+            $quant,
+            "|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+|file:///.+)$')"
+        )
+    };
+}
+
+/// The CEL rule of hub repository ids beyond the pattern (the hub's own rule).
+const HUB_ID_RULE: &str =
+    "!self.startsWith('hf://') || !(self.contains('--') || self.contains('..'))";
+
 /// API group of the CRD.
 pub const GROUP: &str = "candela.dev";
 /// API version of the CRD.
@@ -122,6 +138,46 @@ pub struct InferenceDeploymentSpec {
     /// Absent: the OpenAI API is open to anyone who can reach the Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeySelector>,
+
+    /// LoRA adapters served on top of the model: a request whose `model` names an adapter
+    /// runs the model with it, and requests of different adapters share batches. Setting
+    /// this field (even to `[]`) starts the engine with `--enable-lora` (CPU engines only
+    /// yet), which restarts the pods once. After that, adding, removing or changing
+    /// adapters does not restart pods: the list is written to the ConfigMap
+    /// `<name>-lora-adapters`, and each pod's sidecar loads and unloads adapters in its
+    /// running engine once the kubelet has refreshed the mounted file (about a minute).
+    /// Only an adapter on a PersistentVolumeClaim that nothing else mounts yet adds a
+    /// volume to the pods, and so restarts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub lora_adapters: Option<Vec<LoraAdapterSpec>>,
+}
+
+/// One LoRA adapter: the name requests select it by and where it is loaded from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoraAdapterSpec {
+    /// Name clients pass as `model` to use the adapter. Unique in the list, without
+    /// whitespace, and not the served model name.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(extend("pattern" = "^\\S+$"))]
+    pub name: String,
+
+    /// Adapter location, a PEFT directory (`adapter_config.json`,
+    /// `adapter_model.safetensors`), written as `model.source` is: `hf://<org>/<name>`
+    /// (downloaded by the engine into the model cache volume; no `:<QUANT>`),
+    /// `pvc://<claim>/<path>` (the claim is mounted read-only: at /models when it is the
+    /// model's claim, else at /adapters/<claim>) or `file:///<path>` (a path inside the
+    /// engine image or an extra mount).
+    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": source_rule!(""),
+        "message": "loraAdapters[].source must be hf://<org>/<name>, pvc://<claim>/<path> or file:///<path>"
+    }, {
+        "rule": HUB_ID_RULE,
+        "message": "loraAdapters[].source: hub repository ids contain no `--` or `..`"
+    }]))]
+    pub source: String,
 }
 
 fn default_replicas() -> i32 {
@@ -138,10 +194,10 @@ pub struct ModelSpec {
     /// PersistentVolumeClaim, mounted read-only) or `file:///<path>` (a path inside the
     /// engine image or an extra mount).
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.matches('^(hf://[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?(:[-A-Za-z0-9_.]+)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+|file:///.+)$')",
+        "rule": source_rule!("(:[-A-Za-z0-9_.]+)?"),
         "message": "model.source must be hf://<org>/<name>[:<QUANT>], pvc://<claim>/<path> or file:///<path>"
     }, {
-        "rule": "!self.startsWith('hf://') || !(self.contains('--') || self.contains('..'))",
+        "rule": HUB_ID_RULE,
         "message": "model.source: hub repository ids contain no `--` or `..`"
     }]))]
     #[schemars(length(min = 1, max = 1024))]
@@ -179,6 +235,9 @@ pub struct ModelSpec {
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "!has(self.maxNumBatchedTokens) || !has(self.maxNumSeqs) || self.maxNumBatchedTokens >= self.maxNumSeqs",
     "message": "engine.maxNumBatchedTokens must be >= engine.maxNumSeqs (every running sequence needs a token per step)"
+}, {
+    "rule": "!has(self.maxCpuLoras) || self.maxCpuLoras >= (has(self.maxLoras) ? self.maxLoras : 1)",
+    "message": "engine.maxCpuLoras must be >= engine.maxLoras (default 1): the adapters of one step must all be in memory"
 }]))]
 pub struct EngineSpec {
     /// Engine container image. Default: the operator's `--engine-image`.
@@ -271,6 +330,25 @@ pub struct EngineSpec {
     /// `--scheduling-policy`: `fcfs` or `priority` (requests' `priority` field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling_policy: Option<SchedulingPolicy>,
+
+    /// `--max-loras`: most distinct LoRA adapters in one engine step; requests of other
+    /// adapters wait for a later step. Engine default: 1. Needs `loraAdapters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_loras: Option<i32>,
+
+    /// `--max-lora-rank`: largest adapter rank the engine accepts. Engine default: 16.
+    /// Needs `loraAdapters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = candela_contract::lora::MAX_LORA_RANKS))]
+    pub max_lora_rank: Option<i32>,
+
+    /// `--max-cpu-loras`: adapters kept in memory; others are read from disk again when a
+    /// request needs them. At least `maxLoras`. Engine default: `maxLoras`. Needs
+    /// `loraAdapters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_cpu_loras: Option<i32>,
 
     /// Extra `candela serve` arguments, appended after the generated ones. The operator
     /// checks the whole argv with the engine's own parser: a flag the engine does not know,
@@ -418,15 +496,23 @@ impl ModelSource {
     /// # Errors
     /// [`crate::Error::InvalidSpec`] when the scheme is unknown or a part is empty.
     pub fn parse(source: &str) -> crate::Result<Self> {
+        Self::parse_field(source, "model.source")
+    }
+
+    /// Parses a source URI of the spec field `field` (named in the error).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidSpec`] when the scheme is unknown or a part is empty.
+    pub fn parse_field(source: &str, field: &str) -> crate::Result<Self> {
         let invalid = || {
             crate::Error::InvalidSpec(format!(
-                "model.source {source:?} must be hf://<org>/<name>[:<QUANT>], pvc://<claim>/<path> or file:///<path>"
+                "{field} {source:?} must be hf://<org>/<name>[:<QUANT>], pvc://<claim>/<path> or file:///<path>"
             ))
         };
         if let Some(repo) = source.strip_prefix(candela_contract::model_ref::HUB_SCHEME) {
             HubRef::parse(repo)
                 .map(Self::HuggingFace)
-                .map_err(|e| crate::Error::InvalidSpec(format!("model.source: {e}")))
+                .map_err(|e| crate::Error::InvalidSpec(format!("{field}: {e}")))
         } else if let Some(rest) = source.strip_prefix("pvc://") {
             let (claim, path) = rest.split_once('/').ok_or_else(invalid)?;
             if claim.is_empty() || path.is_empty() {

@@ -38,6 +38,12 @@ pub struct InferenceDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<String>,
 
+    /// Names of the LoRA adapters the spec asks for (`spec.loraAdapters`, as listed in the
+    /// `<name>-lora-adapters` ConfigMap). Each pod's sidecar loads them into its engine;
+    /// its `candela_sidecar_lora_in_sync` gauge says when it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_adapters: Option<Vec<String>>,
+
     /// Concurrency the ready replicas admit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityStatus>,

@@ -279,3 +279,18 @@ fn alerts_backend_needs_its_prometheus_rule() {
         no_crd.conditions
     );
 }
+
+#[test]
+fn lora_adapters_are_listed_by_name() {
+    let obj = infd(
+        "spec: {model: {source: hf://org/m}, loraAdapters: [{name: sql, source: file:///a}, {name: chat, source: hf://org/c}]}",
+    );
+    let status = compute(&obj, None, &ApplyOutcome::default(), NOW);
+    assert_eq!(
+        status.lora_adapters,
+        Some(vec!["sql".to_owned(), "chat".to_owned()])
+    );
+    let obj = infd("spec: {model: {source: hf://org/m}}");
+    let status = compute(&obj, None, &ApplyOutcome::default(), NOW);
+    assert_eq!(status.lora_adapters, None);
+}
