@@ -308,9 +308,17 @@ mod tests {
         let twice = r#"{"adapters": [{"name": "a", "path": "/a"}, {"name": "a", "path": "/b"}]}"#;
         assert!(LoraAdapterList::parse(twice).unwrap_err().contains("twice"));
         let space = r#"{"adapters": [{"name": "a b", "path": "/a"}]}"#;
-        assert!(LoraAdapterList::parse(space).unwrap_err().contains("whitespace"));
+        assert!(
+            LoraAdapterList::parse(space)
+                .unwrap_err()
+                .contains("whitespace")
+        );
         let empty = r#"{"adapters": [{"name": "a", "path": " "}]}"#;
-        assert!(LoraAdapterList::parse(empty).unwrap_err().contains("empty path"));
+        assert!(
+            LoraAdapterList::parse(empty)
+                .unwrap_err()
+                .contains("empty path")
+        );
         assert!(LoraAdapterList::parse("[]").is_err());
     }
 

@@ -21,8 +21,8 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::device::{self, DeviceSampler};
-use super::names;
 use super::watch::Feed;
+use super::{lora, names};
 
 /// File endings of finished profiles the sidecar serves.
 const PROFILE_SUFFIXES: [&str; 2] = [".json", ".json.gz"];
@@ -33,6 +33,8 @@ pub struct HttpState {
     pub device: Arc<DeviceSampler>,
     pub token: Option<String>,
     pub profiles_dir: Option<PathBuf>,
+    /// The LoRA sync's state (`--lora-adapters-file`), when it runs.
+    pub lora: Option<lora::Shared>,
 }
 
 /// Builds the sidecar's router.
@@ -123,6 +125,13 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
             "gauge",
         );
         device::sample(&mut body, names::SNAPSHOT_AGE, &[], age);
+    }
+    if let Some(status) = state
+        .lora
+        .as_ref()
+        .and_then(|s| s.lock().ok().map(|s| s.clone()))
+    {
+        lora::render(&status, &mut body);
     }
     body.push_str(&device_text);
     (
@@ -298,6 +307,7 @@ mod tests {
             device: Arc::new(DeviceSampler::new(Some(std::process::id()))),
             token: Some("t0k".into()),
             profiles_dir: None,
+            lora: None,
         };
 
         let (status, body) = scrape(router(state(&feed)), Some("t0k")).await;

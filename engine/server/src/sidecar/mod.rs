@@ -7,6 +7,8 @@
 //! ([`device`]: the engine process's CPU/RSS, the host's CPU/memory, NVIDIA GPUs
 //! under DCGM-exporter names), guards `/metrics` and `/profiles` with a bearer
 //! token when configured, and serves finished profiles for download ([`http`]).
+//! With `--lora-adapters-file` it also keeps the engine's LoRA adapters equal to that
+//! file's list, over the engine's HTTP API ([`lora`]).
 //!
 //! While the engine is away (restart, crash, not started yet) the sidecar keeps
 //! answering: `candela_sidecar_engine_up` is 0 and the `vllm:` series are omitted
@@ -17,6 +19,7 @@
 
 mod device;
 mod http;
+pub mod lora;
 pub use candela_contract::metrics as names;
 mod watch;
 
@@ -59,12 +62,27 @@ pub async fn run(args: SidecarArgs) -> Result<()> {
         .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
     let feed = watch::Feed::default();
     tokio::spawn(watch::run(endpoint, args.stats_interval_ms, feed.clone()));
+    let lora = args.lora_adapters_file.clone().map(|file| {
+        let status = lora::Shared::default();
+        let syncer = lora::Syncer::new(
+            lora::SyncConfig {
+                file,
+                engine: args.engine_http.clone(),
+                api_key: args.engine_api_key.clone(),
+                interval: Duration::from_millis(u64::from(args.lora_sync_interval_ms)),
+            },
+            status.clone(),
+        );
+        tokio::spawn(syncer.run());
+        status
+    });
     info!(%addr, engine = %args.engine_grpc, auth = args.metrics_token.is_some(), "sidecar serving /metrics");
     let app = http::router(http::HttpState {
         feed,
         device: Arc::new(device),
         token: args.metrics_token,
         profiles_dir: args.profiles_dir,
+        lora,
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(crate::drain::shutdown_signal())
