@@ -592,3 +592,199 @@ async fn alertmanager_webhook_serializes_concurrent_deliveries_under_rbac() {
         "{text}"
     );
 }
+
+/// LoRA adapters on the real apiserver, under the operator's RBAC: the list lands in the
+/// `<name>-lora-adapters` ConfigMap and the engine starts with `--enable-lora`; editing the
+/// list rewrites the ConfigMap and leaves the Deployment's template (and generation)
+/// untouched, so no pod restarts; a bad list is an InvalidSpec condition that keeps the last
+/// good ConfigMap; removing the field turns LoRA off and deletes the ConfigMap.
+#[tokio::test]
+async fn lora_adapter_edits_update_the_config_map_without_rolling_pods() {
+    use candela_contract::sidecar::LoraAdapterList;
+
+    let env = testenv::shared();
+    let admin = env.admin().await;
+    common::install_candela_crd(&admin).await;
+    common::grant_operator_rbac(&admin, "candela-system").await;
+    let ns = "lora";
+    common::create_namespace(&admin, ns).await;
+    let operator = env.operator().await;
+    let ctx = Arc::new(
+        Context::new(
+            operator,
+            BuildConfig::default(),
+            Arc::new(Metrics::default()),
+        )
+        .with_capability_ttl(Duration::from_secs(1)),
+    );
+    let run = tokio::spawn(controller::run(
+        ctx,
+        RunConfig {
+            namespace: Some(ns.into()),
+            concurrency: 2,
+        },
+    ));
+
+    let infds: Api<InferenceDeployment> = Api::namespaced(admin.clone(), ns);
+    let name = "chat";
+    let obj: InferenceDeployment = serde_json::from_value(json!({
+        "apiVersion": "candela.dev/v1alpha1", "kind": "InferenceDeployment",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": {
+            "model": { "source": "hf://org/base" },
+            "resources": { "gpus": 0 },
+            "engine": { "maxLoras": 2 },
+            "apiKeySecretRef": { "name": "chat-api", "key": "key" },
+            "loraAdapters": [
+                { "name": "sql", "source": "hf://org/sql-lora" },
+                { "name": "support", "source": "file:///adapters/support" },
+            ],
+        },
+    }))
+    .expect("object");
+    infds
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
+    let uid = infds.get(name).await.expect("get").uid().expect("uid");
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), ns);
+    let cm_name = format!("{name}-lora-adapters");
+    let listed = |cm: &ConfigMap| -> Vec<(String, String)> {
+        let text = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get("adapters.json"))
+            .expect("adapters.json");
+        LoraAdapterList::parse(text)
+            .expect("the sidecar can read it")
+            .adapters
+            .into_iter()
+            .map(|a| (a.name, a.path))
+            .collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    };
+    let cm = wait_for("LoRA ConfigMap", WAIT, || async {
+        config_maps.get_opt(&cm_name).await.ok().flatten()
+    })
+    .await;
+    assert!(common::owned_by(&cm, &uid));
+    assert_eq!(
+        listed(&cm),
+        pairs(&[
+            ("sql", "hf://org/sql-lora"),
+            ("support", "/adapters/support")
+        ])
+    );
+
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), ns);
+    let deployment = wait_for("Deployment", WAIT, || async {
+        deployments.get_opt(name).await.ok().flatten()
+    })
+    .await;
+    let template = deployment.spec.clone().expect("spec").template;
+    let pod = template.spec.clone().expect("pod");
+    let engine_args = pod.containers[0].args.clone().unwrap_or_default();
+    assert!(
+        engine_args.contains(&"--enable-lora".to_owned())
+            && engine_args.contains(&"--max-loras=2".to_owned()),
+        "{engine_args:?}"
+    );
+    assert!(
+        !engine_args.iter().any(|a| a.contains("sql")),
+        "{engine_args:?}"
+    );
+    let sidecar_args = pod.containers[1].args.clone().unwrap_or_default();
+    assert!(
+        sidecar_args.contains(&"--lora-adapters-file=/etc/candela/lora/adapters.json".to_owned()),
+        "{sidecar_args:?}"
+    );
+    let sidecar_env = pod.containers[1].env.clone().unwrap_or_default();
+    assert!(
+        sidecar_env.iter().any(|e| e.name == "CANDELA_API_KEY"),
+        "{sidecar_env:?}"
+    );
+    let status_lists = |want: &'static [&'static str]| {
+        let infds = infds.clone();
+        async move {
+            wait_for(&format!("status.loraAdapters {want:?}"), WAIT, || async {
+                let infd = infds.get(name).await.ok()?;
+                let generation = infd.metadata.generation;
+                let status = infd.status?;
+                (status.observed_generation == generation
+                    && status.lora_adapters.as_deref().is_some_and(|l| l == want))
+                .then_some(())
+            })
+            .await
+        }
+    };
+    status_lists(&["sql", "support"]).await;
+    let generation = deployment.metadata.generation;
+
+    // Edit the list: one moved, one removed, one added.
+    let edit = json!({ "spec": { "loraAdapters": [
+        { "name": "sql", "source": "hf://org/sql-lora-v2" },
+        { "name": "french", "source": "file:///adapters/fr" },
+    ] } });
+    infds
+        .patch(name, &PatchParams::default(), &Patch::Merge(edit))
+        .await
+        .expect("edit the list");
+    wait_for("ConfigMap lists the edit", WAIT, || async {
+        let cm = config_maps.get(&cm_name).await.ok()?;
+        (listed(&cm) == pairs(&[("sql", "hf://org/sql-lora-v2"), ("french", "/adapters/fr")]))
+            .then_some(())
+    })
+    .await;
+    // The status has seen the new generation, so this reconcile applied the Deployment too.
+    status_lists(&["sql", "french"]).await;
+    let after = deployments.get(name).await.expect("Deployment");
+    assert_eq!(
+        after.metadata.generation, generation,
+        "editing the list must not change the pod template"
+    );
+    assert_eq!(after.spec.expect("spec").template, template);
+
+    // A bad list: InvalidSpec, the last good ConfigMap stays.
+    let bad =
+        json!({ "spec": { "loraAdapters": [{ "name": "org/base", "source": "file:///x" }] } });
+    infds
+        .patch(name, &PatchParams::default(), &Patch::Merge(bad))
+        .await
+        .expect("bad list");
+    let infd = wait_condition(&infds, name, "Degraded", "True", "InvalidSpec").await;
+    let (_, _, message) = condition(&infd, "Degraded").expect("condition");
+    assert!(message.contains("is the served model name"), "{message}");
+    assert_eq!(
+        listed(&config_maps.get(&cm_name).await.expect("ConfigMap")),
+        pairs(&[("sql", "hf://org/sql-lora-v2"), ("french", "/adapters/fr")])
+    );
+
+    // No field, no LoRA: the flag goes (a new template) and the ConfigMap is deleted.
+    let off = json!({ "spec": { "loraAdapters": null, "engine": { "maxLoras": null } } });
+    infds
+        .patch(name, &PatchParams::default(), &Patch::Merge(off))
+        .await
+        .expect("LoRA off");
+    wait_for("ConfigMap deleted", WAIT, || async {
+        config_maps
+            .get_opt(&cm_name)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let d = deployments.get(name).await.expect("Deployment");
+    let args = d.spec.expect("spec").template.spec.expect("pod").containers[0]
+        .args
+        .clone()
+        .unwrap_or_default();
+    assert!(!args.contains(&"--enable-lora".to_owned()), "{args:?}");
+    assert!(d.metadata.generation > generation);
+    run.abort();
+}

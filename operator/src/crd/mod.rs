@@ -147,9 +147,10 @@ pub struct InferenceDeploymentSpec {
     /// `<name>-lora-adapters`, and each pod's sidecar loads and unloads adapters in its
     /// running engine once the kubelet has refreshed the mounted file (about a minute).
     /// Only an adapter on a PersistentVolumeClaim that nothing else mounts yet adds a
-    /// volume to the pods, and so restarts them.
+    /// volume to the pods, and so restarts them. At most 128 adapters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    // maxItems bounds the cost of the items' CEL rules, which the apiserver estimates.
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"], "maxItems" = 128))]
     pub lora_adapters: Option<Vec<LoraAdapterSpec>>,
 }
 
