@@ -306,7 +306,9 @@ impl EngineApi {
             return Ok(());
         }
         let text = response.text().await.unwrap_or_default();
-        let hint = if status == StatusCode::NOT_FOUND && text.contains("Not Found") {
+        // The engine answers 404 "No route" when the endpoints are not enabled.
+        let unrouted = text.trim().is_empty() || text.contains("No route");
+        let hint = if status == StatusCode::NOT_FOUND && unrouted {
             format!(
                 " (does the engine run with --enable-lora and {}=True?)",
                 candela_contract::env::ALLOW_RUNTIME_LORA_UPDATING
