@@ -5,7 +5,8 @@
 //! or — without either — the only GGUF, else `Q4_K_M` (llama.cpp's default). A
 //! safetensors repository is fetched as a Hugging Face directory: config, tokenizer and
 //! generation files plus the weights, the shards named by `model.safetensors.index.json`
-//! when there is one.
+//! when there is one. A PEFT adapter repository (`adapter_config.json` +
+//! `adapter_model.safetensors`) is fetched as those two files.
 
 /// Files of a Hugging Face directory besides the weights (those present are fetched).
 pub const HF_DIR_FILES: &[&str] = &[
@@ -16,6 +17,9 @@ pub const HF_DIR_FILES: &[&str] = &[
     "special_tokens_map.json",
     "chat_template.jinja",
 ];
+
+/// A PEFT adapter repository's two files (a LoRA adapter for `--lora-modules`).
+pub const ADAPTER_FILES: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
 
 /// The weight index of sharded safetensors checkpoints.
 pub const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
@@ -59,6 +63,12 @@ pub fn plan(
     }
     if let Some(q) = quant {
         return pick_quant(&ggufs, q);
+    }
+    if ADAPTER_FILES.iter().all(|a| files.iter().any(|f| f == a)) {
+        return Ok(Plan::HfDir {
+            files: ADAPTER_FILES.map(str::to_owned).to_vec(),
+            index: None,
+        });
     }
     let root = |f: &&String| !f.contains('/');
     let has_config = files.iter().any(|f| f == "config.json");
@@ -281,6 +291,24 @@ mod tests {
         let e = plan(&repo, Some("Q4_K_M"), None).unwrap_err();
         assert!(e.contains("split GGUF"), "{e}");
         assert!(is_split("m-00001-of-00002.gguf") && !is_split("m-Q4_K_M.gguf"));
+    }
+
+    #[test]
+    fn adapter_repos_fetch_the_two_peft_files() {
+        let repo = files(&[
+            ".gitattributes",
+            "README.md",
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "training_args.bin",
+        ]);
+        assert_eq!(
+            plan(&repo, None, None),
+            Ok(Plan::HfDir {
+                files: files(&["adapter_config.json", "adapter_model.safetensors"]),
+                index: None
+            })
+        );
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub enum Error {
     /// The core refused the request: a prompt that does not fit, a full queue, …
     #[error(transparent)]
     Rejected(#[from] candela_core::Error),
+    /// No LoRA adapter has this name (HTTP 404, as vLLM's unload answers).
+    #[error("The lora adapter '{0}' cannot be found.")]
+    LoraNotFound(String),
     /// The engine loop has stopped (HTTP 503, gRPC `UNAVAILABLE`).
     #[error("The inference engine is not running; try again later.")]
     EngineDead,

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod frontend;
 pub mod grpc;
+pub mod lora;
 pub mod metrics;
 pub mod profiler;
 pub mod serve;

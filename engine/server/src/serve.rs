@@ -20,6 +20,7 @@ use crate::engine::{self, EngineClient};
 use crate::error::{Error, Result};
 use crate::frontend::tool_calls::ToolParser;
 use crate::grpc;
+use crate::lora::LoraRegistry;
 use crate::metrics::{self, CacheInfo, EngineMetrics};
 use crate::profiler::Profiler;
 
@@ -252,6 +253,14 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
     metrics.num_speculative_tokens = spec
         .as_ref()
         .map_or(0, SpeculativeConfig::num_speculative_tokens);
+    let loras = args.lora.enable_lora.then(|| {
+        metrics.lora.max_loras = args.lora.max_loras;
+        Arc::new(LoraRegistry::new(
+            config.clone(),
+            &args.lora,
+            hub_options(args),
+        ))
+    });
     let (engine, engine_thread) = engine::spawn(scheduler, runner, metrics)
         .map_err(|e| Error::io("starting the engine thread", e))?;
 
@@ -289,12 +298,46 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
         api_key: args.server.api_key.clone(),
         model_root: model_path.display().to_string(),
         created: api::unix_now(),
+        loras,
+        runtime_lora_updating: runtime_lora_updating(),
     };
     Ok(Started {
         engine,
         engine_thread,
         state,
     })
+}
+
+/// Loads the `--lora-modules` adapters into a started server's registry.
+///
+/// # Errors
+/// One line naming the adapter that does not load.
+pub async fn load_lora_modules(args: &ServeArgs, state: &AppState) -> Result<()> {
+    let Some(loras) = &state.loras else {
+        return Ok(());
+    };
+    let base = state
+        .served_model_names
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    for m in &args.lora.lora_modules {
+        let parent = m.base_model_name.as_deref().unwrap_or(&base);
+        loras.load(&m.name, &m.path, parent).await.map_err(|e| {
+            Error::Config(format!(
+                "--{}: {e}",
+                candela_contract::serve::flag::LORA_MODULES
+            ))
+        })?;
+        info!(adapter = %m.name, path = %m.path, "LoRA adapter loaded");
+    }
+    Ok(())
+}
+
+/// `VLLM_ALLOW_RUNTIME_LORA_UPDATING` is set to `True` or `1` (vLLM reads it so).
+fn runtime_lora_updating() -> bool {
+    std::env::var(candela_contract::env::ALLOW_RUNTIME_LORA_UPDATING)
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1"))
 }
 
 /// The runner's proposer for `--speculative-config`.
@@ -451,6 +494,11 @@ pub fn engine_configs(
             }) => *num_speculative_tokens,
             _ => 0,
         },
+        max_loras: if args.lora.enable_lora {
+            args.lora.max_loras
+        } else {
+            0
+        },
     };
     let cache = CacheConfig {
         block_size: c.block_size,
@@ -478,6 +526,7 @@ pub async fn run(args: ServeArgs, profiler: Profiler) -> Result<()> {
     }
     let model = resolve_model(&args).await?;
     let started = tokio::task::block_in_place(|| start(&args, &model))?;
+    load_lora_modules(&args, &started.state).await?;
     let addr = format!("{}:{}", args.server.host, args.server.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

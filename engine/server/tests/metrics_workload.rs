@@ -30,6 +30,7 @@ async fn run(engine: &EngineClient, prompt: &[u32], params: SamplingParams) -> V
         priority: 0,
         arrival: Instant::now(),
         constraint: None,
+        lora: None,
     };
     let mut stream = engine.submit(req).await.expect("admitted");
     let mut out = Vec::new();
@@ -278,6 +279,7 @@ async fn metrics_match_a_scripted_workload() {
         priority: 0,
         arrival: Instant::now(),
         constraint: None,
+        lora: None,
     };
     let mut stream = engine.submit(req).await.unwrap();
     stream.next().await.expect("first token");

@@ -68,6 +68,7 @@ async fn profile_records_steps_layers_and_sampling() {
         priority: 0,
         arrival: Instant::now(),
         constraint: None,
+        lora: None,
     };
     let mut stream = engine.submit(req).await.unwrap();
     let mut n = 0;

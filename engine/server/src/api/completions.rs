@@ -147,13 +147,14 @@ pub async fn completions(
         options,
         constraint: None,
     };
-    let valid = frontend::validate(
+    let mut valid = frontend::validate(
         request,
         &state.tokenizer,
         state.max_model_len,
         &state.grammars,
     )
     .await?;
+    valid.lora = state.adapter(&model).await?;
     let prompt_tokens = valid.prompt_tokens();
     let choices = frontend::submit(&state.engine, &state.tokenizer, &valid, arrival).await?;
     let id = super::request_id("cmpl", &headers);

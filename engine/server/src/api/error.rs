@@ -226,6 +226,10 @@ impl From<Error> for ApiError {
             } => Self::invalid(message),
             Error::Rejected(core) => core.into(),
             Error::EngineDead => Self::engine_dead(),
+            Error::LoraNotFound(name) => Self {
+                code: Some("NotFoundError"),
+                ..Self::not_found(Error::LoraNotFound(name).to_string())
+            },
             other => Self::internal(other.to_string()),
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! Routes (vLLM's set): `POST /v1/completions`, `POST /v1/chat/completions`,
 //! `GET /v1/models`, `GET /health`, `GET /version`, `POST /tokenize`,
-//! `POST /detokenize`. When `--api-key` is set, every `/v1/*` route requires
+//! `POST /detokenize`; with `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`
+//! also `POST /v1/load_lora_adapter` and `POST /v1/unload_lora_adapter` ([`lora`]).
+//! A request's `model` names a served model name or a LoRA adapter. When `--api-key` is set, every `/v1/*` route requires
 //! `Authorization: Bearer <key>`; the others stay open, as in vLLM, so probes and
 //! scrapers need no secret. Bodies are limited to [`MAX_BODY_BYTES`] (413 above);
 //! a prompt that fits the body but not `--max-model-len` is tokenized and then
@@ -16,6 +18,7 @@ mod chat;
 mod completions;
 pub mod error;
 pub mod generate;
+mod lora;
 pub mod protocol;
 mod tokenize;
 mod tools;
@@ -97,18 +100,43 @@ pub struct AppState {
     pub model_root: String,
     /// Unix time the server started (`/v1/models` `created`).
     pub created: u64,
+    /// The LoRA adapters, with `--enable-lora`.
+    pub loras: Option<Arc<crate::lora::LoraRegistry>>,
+    /// `VLLM_ALLOW_RUNTIME_LORA_UPDATING`: the load/unload endpoints exist.
+    pub runtime_lora_updating: bool,
 }
 
 impl AppState {
-    /// The served name a request addressed; absent means the default.
+    /// The served name or LoRA adapter a request addressed; absent means the default.
     ///
     /// # Errors
-    /// 404 when the name is not served here.
+    /// 404 when the name is neither served here nor a loaded adapter.
     pub fn resolve_model(&self, requested: Option<&str>) -> Result<String, ApiError> {
         match requested {
             None | Some("") => Ok(self.served_model_names.first().cloned().unwrap_or_default()),
             Some(name) if self.served_model_names.iter().any(|n| n == name) => Ok(name.to_owned()),
+            Some(name) if self.loras.as_ref().is_some_and(|l| l.contains(name)) => {
+                Ok(name.to_owned())
+            }
             Some(name) => Err(ApiError::model_not_found(name)),
+        }
+    }
+
+    /// The adapter a resolved `model` names (`None`: a base model name).
+    ///
+    /// # Errors
+    /// 404 when the adapter was unloaded since the name was resolved; 500 when an
+    /// evicted adapter's files can no longer be read.
+    pub async fn adapter(&self, model: &str) -> Result<Option<crate::lora::LoraHandle>, ApiError> {
+        if self.served_model_names.iter().any(|n| n == model) {
+            return Ok(None);
+        }
+        let Some(loras) = &self.loras else {
+            return Ok(None);
+        };
+        match loras.handle(model).await? {
+            Some(handle) => Ok(Some(handle)),
+            None => Err(ApiError::model_not_found(model)),
         }
     }
 }
@@ -116,15 +144,20 @@ impl AppState {
 /// Builds the HTTP router over `state`.
 pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
-    let v1 = Router::new()
+    let mut v1 = Router::new()
         .route("/v1/completions", post(completions::completions))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(list_models))
-        .route("/v1/models/{*model}", get(get_model))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_api_key,
-        ));
+        .route("/v1/models/{*model}", get(get_model));
+    if state.loras.is_some() && state.runtime_lora_updating {
+        v1 = v1
+            .route("/v1/load_lora_adapter", post(lora::load))
+            .route("/v1/unload_lora_adapter", post(lora::unload));
+    }
+    let v1 = v1.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_api_key,
+    ));
     Router::new()
         .merge(v1)
         .route("/health", get(health))
@@ -230,11 +263,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn list_models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
-    let data = state
+    let mut data: Vec<ModelCard> = state
         .served_model_names
         .iter()
         .map(|name| model_card(&state, name))
         .collect();
+    let adapters = state.loras.as_ref().map(|l| l.cards()).unwrap_or_default();
+    data.extend(adapters.into_iter().map(|a| adapter_card(&state, a)));
     Json(ModelList {
         object: "list",
         data,
@@ -247,7 +282,23 @@ async fn get_model(
     Path(model): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
     let name = state.resolve_model(Some(&model))?;
-    Ok(Json(model_card(&state, &name)))
+    let adapter = state
+        .loras
+        .as_ref()
+        .and_then(|l| l.cards().into_iter().find(|a| a.name == name));
+    Ok(Json(match adapter {
+        Some(a) => adapter_card(&state, a),
+        None => model_card(&state, &name),
+    }))
+}
+
+/// An adapter's card: vLLM's `root` (its files) and `parent` (the base model).
+fn adapter_card(state: &AppState, a: crate::lora::AdapterCard) -> ModelCard {
+    ModelCard {
+        root: a.root,
+        parent: Some(a.parent),
+        ..model_card(state, &a.name)
+    }
 }
 
 fn model_card(state: &AppState, name: &str) -> ModelCard {

@@ -161,6 +161,8 @@ fn state_with(limits: Limits, api_key: Option<&str>) -> AppState {
         api_key: api_key.map(str::to_owned),
         model_root: m.path.clone(),
         created: 1,
+        loras: None,
+        runtime_lora_updating: false,
     }
 }
 

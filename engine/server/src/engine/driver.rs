@@ -241,7 +241,7 @@ impl Driver {
             for req in &finished {
                 m.on_finished(req, now);
             }
-            m.scheduler = self.core.scheduler.stats();
+            m.set_scheduler(self.core.scheduler.stats(), crate::metrics::unix_seconds());
         }
     }
 
@@ -267,12 +267,19 @@ impl Driver {
                     params: request.params,
                     priority: request.priority,
                     arrival_time: arrival.as_secs_f64(),
+                    lora: request.lora.as_ref().map(|l| l.id),
                 };
                 let result = self.core.scheduler.add_request(new);
                 if result.is_ok() {
                     self.streams.insert(id, events);
                     if let Some(constraint) = request.constraint {
                         self.core.runner.constrain(id, constraint);
+                    }
+                    if let Some(lora) = request.lora {
+                        if let Ok(mut m) = self.metrics.lock() {
+                            m.on_lora_request(lora.id, &lora.name);
+                        }
+                        self.core.runner.set_lora(id, lora.adapter);
                     }
                 }
                 if reply.send(result).is_err() {

@@ -23,6 +23,8 @@ pub struct GenerateRequest {
     pub arrival: Instant,
     /// Structured outputs: this sequence's own matcher (never shared between choices).
     pub constraint: Option<Box<dyn TokenConstraint>>,
+    /// The LoRA adapter it runs with (`None`: the base model).
+    pub lora: Option<crate::lora::LoraHandle>,
 }
 
 /// One event on a request's stream.

@@ -232,6 +232,7 @@ async fn submit_one(
                 .grammar
                 .as_ref()
                 .map(|g| Box::new(g.matcher()) as Box<dyn TokenConstraint>),
+            lora: request.lora.clone(),
         })
         .await?;
     let decoder = IncrementalDecoder::new(

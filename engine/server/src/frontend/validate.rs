@@ -30,6 +30,8 @@ pub struct ValidRequest {
     pub priority: i32,
     pub include_stop_str_in_output: bool,
     pub skip_special_tokens: bool,
+    /// The LoRA adapter the request's `model` named (set by the endpoint after validation).
+    pub lora: Option<crate::lora::LoraHandle>,
 }
 
 /// One prompt, tokenized, with the parameters of its first choice.
@@ -232,6 +234,7 @@ pub fn check(
         priority: o.priority.unwrap_or(0),
         include_stop_str_in_output: o.include_stop_str_in_output.unwrap_or(false),
         skip_special_tokens: o.skip_special_tokens.unwrap_or(true),
+        lora: None,
     })
 }
 

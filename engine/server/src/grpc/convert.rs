@@ -12,7 +12,7 @@ use candela_core::{SchedulerStats, SpecDecodingStats};
 
 use super::pb;
 use crate::error::Error;
-use crate::metrics::{CacheInfo, EngineMetrics, Histogram, Histograms};
+use crate::metrics::{CacheInfo, EngineMetrics, Histogram, Histograms, LoraMetrics};
 
 impl From<&EngineMetrics> for pb::StatsSnapshot {
     fn from(m: &EngineMetrics) -> Self {
@@ -27,7 +27,14 @@ impl From<&EngineMetrics> for pb::StatsSnapshot {
             success_abort,
             histograms,
             num_speculative_tokens,
+            lora,
         } = m;
+        let LoraMetrics {
+            max_loras,
+            names,
+            requests,
+            updated_unix,
+        } = lora;
         pb::StatsSnapshot {
             model_name: model_name.clone(),
             cache: Some(cache.into()),
@@ -44,6 +51,12 @@ impl From<&EngineMetrics> for pb::StatsSnapshot {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             num_speculative_tokens: *num_speculative_tokens as u64,
+            lora: Some(pb::LoraStats {
+                max_loras: *max_loras as u64,
+                names: names.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                requests: requests.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                updated_unix: *updated_unix,
+            }),
         }
     }
 }
@@ -62,7 +75,9 @@ impl TryFrom<pb::StatsSnapshot> for EngineMetrics {
             histograms,
             taken_at_unix_ms: _,
             num_speculative_tokens,
+            lora,
         } = s;
+        let lora = lora.unwrap_or_default();
         let success = request_success.ok_or(Error::SnapshotMissing("request_success"))?;
         Ok(EngineMetrics {
             model_name,
@@ -77,6 +92,12 @@ impl TryFrom<pb::StatsSnapshot> for EngineMetrics {
                 .ok_or(Error::SnapshotMissing("histograms"))?
                 .try_into()?,
             num_speculative_tokens: to_usize(num_speculative_tokens),
+            lora: LoraMetrics {
+                max_loras: to_usize(lora.max_loras),
+                names: lora.names.into_iter().collect(),
+                requests: lora.requests.into_iter().collect(),
+                updated_unix: lora.updated_unix,
+            },
         })
     }
 }
@@ -130,6 +151,8 @@ impl From<&SchedulerStats> for pb::SchedulerStats {
             prefix_cache_hits,
             num_preemptions,
             spec_decoding,
+            running_loras,
+            waiting_loras,
         } = s;
         let SpecDecodingStats {
             num_drafts,
@@ -152,6 +175,8 @@ impl From<&SchedulerStats> for pb::SchedulerStats {
                 num_accepted_tokens: *num_accepted_tokens,
                 num_accepted_tokens_per_pos: num_accepted_tokens_per_pos.clone(),
             }),
+            running_loras: running_loras.clone(),
+            waiting_loras: waiting_loras.clone(),
         }
     }
 }
@@ -176,6 +201,8 @@ impl From<pb::SchedulerStats> for SchedulerStats {
                     num_accepted_tokens_per_pos: d.num_accepted_tokens_per_pos,
                 })
                 .unwrap_or_default(),
+            running_loras: s.running_loras,
+            waiting_loras: s.waiting_loras,
         }
     }
 }
@@ -313,6 +340,14 @@ mod tests {
                 num_accepted_tokens: 33,
                 num_accepted_tokens_per_pos: vec![15, 11, 7],
             },
+            running_loras: vec![1, 3],
+            waiting_loras: vec![2],
+        };
+        m.lora = LoraMetrics {
+            max_loras: 2,
+            names: [(1, "sql".into()), (2, "chat".into()), (3, "a\"b".into())].into(),
+            requests: [("sql".into(), 5), ("chat".into(), 1), ("a\"b".into(), 2)].into(),
+            updated_unix: 1_765_000_000.5,
         };
         m.num_speculative_tokens = 3;
         m.prompt_tokens = 4321;

@@ -15,8 +15,10 @@
 //!
 //! Speculative decoding (vLLM v1's counters plus v0's two gauges) reads the
 //! scheduler's cumulative counts; with it off the counters stay 0 and the gauges are
-//! NaN (undefined, not "0 % accepted"). `vllm:lora_requests_total` has no series
-//! (no adapters yet).
+//! NaN (undefined, not "0 % accepted"). LoRA: `vllm:lora_requests_info` (vLLM's
+//! gauge: `--max-loras` and the running and waiting adapters as labels) and
+//! `vllm:lora_requests_total{lora_name}` (the seed's counter, one series per adapter
+//! that served a request).
 
 pub mod histogram;
 /// Names and buckets, defined in the contract crate (shared with the operator and `doctor`).
@@ -24,10 +26,11 @@ pub use candela_contract::metrics as names;
 mod render;
 pub mod stats_log;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use candela_core::{
-    FinishReason, Request, RequestOutput, RequestStatus, SchedulerOutput, SchedulerStats,
+    FinishReason, LoraId, Request, RequestOutput, RequestStatus, SchedulerOutput, SchedulerStats,
 };
 
 pub use histogram::{Histogram, buckets_1_2_5};
@@ -80,6 +83,39 @@ pub struct EngineMetrics {
     /// Most drafted tokens per request and step; 0 when speculative decoding is off
     /// (the per-position counter then has no series).
     pub num_speculative_tokens: usize,
+    pub lora: LoraMetrics,
+}
+
+/// LoRA adapters: what `vllm:lora_requests_info` and `vllm:lora_requests_total` show.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoraMetrics {
+    /// `--max-loras`; 0 when LoRA is off.
+    pub max_loras: usize,
+    /// Adapter names by engine id (the scheduler's stats carry ids).
+    pub names: BTreeMap<LoraId, String>,
+    /// Requests admitted per adapter name; only names of loaded adapters ever appear,
+    /// so the label's cardinality is bounded by what operators load.
+    pub requests: BTreeMap<String, u64>,
+    /// Unix seconds when the running or waiting adapters last changed (vLLM sets the
+    /// info gauge to the time of its last update).
+    pub updated_unix: f64,
+}
+
+impl LoraMetrics {
+    /// Comma-joined names of `ids` (the info gauge's label values).
+    pub fn joined(&self, ids: &[LoraId]) -> String {
+        ids.iter()
+            .map(|id| self.names.get(id).map_or("", String::as_str))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The wall clock as Unix seconds (info gauges carry a time as their value).
+pub fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The engine's live metrics, shared between the engine thread and readers.
@@ -181,6 +217,24 @@ impl EngineMetrics {
                     .observe((last - first) / (generated - 1) as f64);
             }
         }
+    }
+
+    /// A request of adapter `name` (engine id `id`) was admitted.
+    pub fn on_lora_request(&mut self, id: LoraId, name: &str) {
+        self.lora.names.entry(id).or_insert_with(|| name.to_owned());
+        *self.lora.requests.entry(name.to_owned()).or_default() += 1;
+    }
+
+    /// New scheduler gauges at Unix time `now_unix`; the LoRA info gauge's time moves
+    /// when its adapter sets change.
+    pub fn set_scheduler(&mut self, stats: SchedulerStats, now_unix: f64) {
+        if stats.running_loras != self.scheduler.running_loras
+            || stats.waiting_loras != self.scheduler.waiting_loras
+            || self.lora.updated_unix == 0.0
+        {
+            self.lora.updated_unix = now_unix;
+        }
+        self.scheduler = stats;
     }
 
     /// The API layer's view of one client request: its `n`.

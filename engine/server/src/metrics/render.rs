@@ -94,19 +94,27 @@ pub(super) fn render(m: &EngineMetrics) -> String {
             .collect::<Vec<_>>(),
         1.0,
     );
+    // vLLM's info gauge: the adapters as labels, the time of their last change as value.
     w.header(
         names::LORA_REQUESTS_INFO,
-        "Running stats on lora requests (no LoRA adapters are loaded).",
+        "Running stats on lora requests.",
         "gauge",
     );
+    let lora = &m.lora;
     w.sample(
         names::LORA_REQUESTS_INFO,
         &[
-            ("max_lora", "0"),
-            ("running_lora_adapters", ""),
-            ("waiting_lora_adapters", ""),
+            ("max_lora", &lora.max_loras.to_string()),
+            (
+                "running_lora_adapters",
+                &lora.joined(&m.scheduler.running_loras),
+            ),
+            (
+                "waiting_lora_adapters",
+                &lora.joined(&m.scheduler.waiting_loras),
+            ),
         ],
-        0.0,
+        lora.updated_unix,
     );
 
     w.counter(
@@ -173,10 +181,17 @@ pub(super) fn render(m: &EngineMetrics) -> String {
         w.sample(&per_pos, &[("position", &pos.to_string())], v as f64);
     }
     w.header(
-        &format!("{}_total", names::LORA_REQUESTS),
-        "Requests by LoRA adapter (no series: no adapters are loaded).",
+        names::LORA_REQUESTS_TOTAL,
+        "Requests admitted per LoRA adapter.",
         "counter",
     );
+    for (name, count) in &lora.requests {
+        w.sample(
+            names::LORA_REQUESTS_TOTAL,
+            &[("lora_name", name)],
+            *count as f64,
+        );
+    }
 
     let h = &m.histograms;
     let hists: [(&str, &str, &Histogram); 15] = [
