@@ -33,10 +33,10 @@ pub mod sidecar;
 pub mod speculative;
 mod values;
 
+pub use lora::LoraModule;
 pub use model_ref::{HubRef, ModelRef};
 pub use serve::{ServeArgs, ServeFlags};
 pub use sidecar::{SidecarArgs, SidecarFlags};
-pub use lora::LoraModule;
 pub use speculative::SpeculativeConfig;
 pub use values::{ByteSize, Device, Dtype, KvCacheDtype, SchedulingPolicy};
 

@@ -298,47 +298,47 @@ fn flags() -> impl Strategy<Value = ServeFlags> {
         // LoRA runs on the CPU only: the engine refuses it with a GPU device.
         let on = l.0 && matches!(a.6, None | Some(Device::Cpu));
         ServeFlags {
-        model: a.0,
-        revision: a.1,
-        served_model_name: a.2,
-        host: a.3,
-        port: a.4,
-        grpc_port: a.5,
-        device: a.6,
-        dtype: a.7,
-        max_model_len: a.8,
-        max_num_seqs: a.9,
-        max_num_batched_tokens: b.0,
-        block_size: b.1,
-        gpu_memory_utilization: b.2,
-        kv_cache_memory: b.3,
-        swap_space: b.4,
-        kv_cache_dtype: b.5,
-        scheduler_delay_factor: b.6,
-        scheduling_policy: b.7,
-        enable_prefix_caching: b.8,
-        enable_chunked_prefill: b.9,
-        enable_lora: on,
-        lora_modules: if on {
-            l.1.into_iter()
-                .enumerate()
-                .map(|(i, (path, base))| LoraModule {
-                    name: format!("adapter-{i}"),
-                    path,
-                    base_model_name: base,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        },
-        max_loras: l.2.filter(|_| on),
-        max_lora_rank: l.3.filter(|_| on),
-        max_cpu_loras: l
-            .4
-            .filter(|_| on)
-            .map(|extra| l.2.unwrap_or(crate::lora::DEFAULT_MAX_LORAS) + extra),
-        extra: Vec::new(),
-    }
+            model: a.0,
+            revision: a.1,
+            served_model_name: a.2,
+            host: a.3,
+            port: a.4,
+            grpc_port: a.5,
+            device: a.6,
+            dtype: a.7,
+            max_model_len: a.8,
+            max_num_seqs: a.9,
+            max_num_batched_tokens: b.0,
+            block_size: b.1,
+            gpu_memory_utilization: b.2,
+            kv_cache_memory: b.3,
+            swap_space: b.4,
+            kv_cache_dtype: b.5,
+            scheduler_delay_factor: b.6,
+            scheduling_policy: b.7,
+            enable_prefix_caching: b.8,
+            enable_chunked_prefill: b.9,
+            enable_lora: on,
+            lora_modules: if on {
+                l.1.into_iter()
+                    .enumerate()
+                    .map(|(i, (path, base))| LoraModule {
+                        name: format!("adapter-{i}"),
+                        path,
+                        base_model_name: base,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            max_loras: l.2.filter(|_| on),
+            max_lora_rank: l.3.filter(|_| on),
+            max_cpu_loras: l
+                .4
+                .filter(|_| on)
+                .map(|extra| l.2.unwrap_or(crate::lora::DEFAULT_MAX_LORAS) + extra),
+            extra: Vec::new(),
+        }
     })
 }
 
@@ -461,14 +461,30 @@ fn lora_flags_take_vllms_spellings_and_limits() {
     .unwrap();
     a.validate().unwrap();
     assert_eq!(a.lora.lora_modules.len(), 2);
-    assert_eq!(a.lora.lora_modules[1].base_model_name.as_deref(), Some("smol"));
+    assert_eq!(
+        a.lora.lora_modules[1].base_model_name.as_deref(),
+        Some("smol")
+    );
     assert_eq!(a.lora.max_cpu_loras(), 2, "defaults to --max-loras");
     let d = serve(&[]).unwrap();
-    assert_eq!((d.lora.max_loras, d.lora.max_lora_rank), (1, 16), "vLLM's defaults");
+    assert_eq!(
+        (d.lora.max_loras, d.lora.max_lora_rank),
+        (1, 16),
+        "vLLM's defaults"
+    );
     for (argv, wanted) in [
-        (&["--lora-modules", "a=/p"][..], "--lora-modules needs --enable-lora"),
-        (&["--enable-lora", "--max-lora-rank", "12"][..], "--max-lora-rank must be one of"),
-        (&["--enable-lora", "--max-loras", "0"][..], "--max-loras must be at least 1"),
+        (
+            &["--lora-modules", "a=/p"][..],
+            "--lora-modules needs --enable-lora",
+        ),
+        (
+            &["--enable-lora", "--max-lora-rank", "12"][..],
+            "--max-lora-rank must be one of",
+        ),
+        (
+            &["--enable-lora", "--max-loras", "0"][..],
+            "--max-loras must be at least 1",
+        ),
         (
             &["--enable-lora", "--max-loras", "3", "--max-cpu-loras", "2"][..],
             "--max-cpu-loras (2) must be at least --max-loras (3)",
@@ -477,7 +493,10 @@ fn lora_flags_take_vllms_spellings_and_limits() {
             &["--enable-lora", "--lora-modules", "a=/p", "a=/q"][..],
             "adapter name \"a\" is given twice",
         ),
-        (&["--enable-lora", "--device", "cuda"][..], "--enable-lora runs on --device cpu only"),
+        (
+            &["--enable-lora", "--device", "cuda"][..],
+            "--enable-lora runs on --device cpu only",
+        ),
     ] {
         let e = serve(argv).unwrap().validate().unwrap_err();
         assert!(e.contains(wanted), "{argv:?}: {e}");

@@ -490,9 +490,16 @@ fn requests_of_an_adapter_past_max_loras_wait_and_others_pass_them() {
     }
     let first = step(&mut s, 0.0);
     let ids: Vec<RequestId> = first.scheduled.iter().map(|r| r.id).collect();
-    assert_eq!(ids, vec![1, 3, 4], "adapter 2 waits; the base and adapter 1 pass it");
+    assert_eq!(
+        ids,
+        vec![1, 3, 4],
+        "adapter 2 waits; the base and adapter 1 pass it"
+    );
     let stats = s.stats();
-    assert_eq!((stats.running_loras, stats.waiting_loras), (vec![1], vec![2]));
+    assert_eq!(
+        (stats.running_loras, stats.waiting_loras),
+        (vec![1], vec![2])
+    );
     let mut t = 1.0;
     while !s.is_idle() {
         let out = step(&mut s, t);
