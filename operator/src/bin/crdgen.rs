@@ -113,7 +113,10 @@ fn children_values(children: &builders::Children) -> anyhow::Result<Vec<serde_js
             "HorizontalPodAutoscaler",
         ));
     }
-    if let Some(cm) = &children.dashboard_config_map {
+    for cm in [&children.dashboard_config_map, &children.lora_config_map]
+        .into_iter()
+        .flatten()
+    {
         out.push(typed(to_value(cm)?, "v1", "ConfigMap"));
     }
     for obj in [
