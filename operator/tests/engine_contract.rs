@@ -2,9 +2,10 @@
 //! container the operator builds — for every example in `deploy/examples/`, every snapshot
 //! spec and a generated range of specs within the CRD's schema — goes through the
 //! `candela` binary's own parser (`candela::cli::Cli`) and validation, and the parsed
-//! values must be the spec's. Then the two example kinds (a hub model and a PVC model) are
-//! started for real with the operator's exact argv and env, substituting only what a pod
-//! provides itself: its network namespace (ports) and its volumes (paths).
+//! values must be the spec's. Then the two example kinds (a hub model and a PVC model) and
+//! the LoRA example (its sidecar loading the adapters its ConfigMap lists) are started for
+//! real with the operator's exact argv and env, substituting only what a pod provides
+//! itself: its network namespace (ports) and its volumes (paths).
 
 mod common;
 
@@ -366,6 +367,11 @@ impl PodStandIn {
         a.replace("--port=8000", &format!("--port={}", self.http))
             .replace("--grpc-port=50051", &format!("--grpc-port={}", self.grpc))
             .replace("127.0.0.1:50051", &format!("127.0.0.1:{}", self.grpc))
+            .replace("127.0.0.1:8000", &format!("127.0.0.1:{}", self.http))
+            .replace(
+                "=/etc/candela/lora/",
+                &format!("={}/lora/", self.scratch.display()),
+            )
             .replace("0.0.0.0:9090", &format!("0.0.0.0:{}", self.metrics))
             .replace("=/models/", &format!("={}/", self.models_dir.display()))
             .replace("/var/cache/candela", &self.scratch.display().to_string())
@@ -491,5 +497,105 @@ async fn the_examples_serve_with_the_operators_exact_arguments() {
         cached.exists(),
         "the download went to the pod's cache volume (HF_HOME)"
     );
+    std::fs::remove_dir_all(&scratch).ok();
+}
+
+/// The LoRA example as the operator would start it: the engine with its exact argv and env
+/// (`--enable-lora`, the limits, `VLLM_ALLOW_RUNTIME_LORA_UPDATING`), the sidecar with its
+/// exact argv reading the ConfigMap's exact text where the volume would put it (adapter
+/// paths under the claim's mount); the sidecar loads both adapters and they serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lora_example_loads_its_adapters_with_the_operators_exact_arguments() {
+    let scratch =
+        std::env::temp_dir().join(format!("candela-contract-lora-{}", std::process::id()));
+    let models = scratch.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let gguf = common::stack::model_path();
+    std::os::unix::fs::symlink(&gguf, models.join(gguf.file_name().unwrap())).unwrap();
+    common::peft::write_adapter(&models.join("loras/sql"), 1);
+    common::peft::write_adapter(&models.join("loras/support"), 2);
+
+    let infd = load(&repo().join("deploy/examples/smollm2-lora.yaml"));
+    let children = builders::build(&infd, &BuildConfig::default()).unwrap();
+    let (engine, side) = containers(&infd);
+    let pod = PodStandIn {
+        http: free_port(),
+        grpc: free_port(),
+        metrics: free_port(),
+        models_dir: models.clone(),
+        scratch: scratch.clone(),
+    };
+    // The ConfigMap volume: the exact text, adapter paths where the claim would be mounted.
+    let cm = children
+        .lora_config_map
+        .expect("the example lists adapters");
+    let text = &cm.data.expect("data")[builders::lora::CONFIG_MAP_KEY];
+    std::fs::create_dir_all(scratch.join("lora")).unwrap();
+    std::fs::write(
+        scratch.join("lora").join(builders::lora::CONFIG_MAP_KEY),
+        text.replace("\"/models/", &format!("\"{}/", models.display())),
+    )
+    .unwrap();
+
+    let mut serve = Proc(pod.command(&engine, &[]).spawn().unwrap());
+    wait_healthy(pod.http, "/health", &mut serve).await;
+    let mut side_proc = Proc(pod.command(&side, &[]).spawn().unwrap());
+    wait_healthy(pod.metrics, "/health", &mut side_proc).await;
+    let served = infd.spec.served_name().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: serde_json::Value =
+            reqwest::get(format!("http://127.0.0.1:{}/v1/models", pod.http))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        let mut adapters: Vec<(String, String)> = body["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some((
+                    c["id"].as_str()?.to_owned(),
+                    c["parent"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        adapters.sort();
+        if adapters
+            == [
+                ("smollm2-sql".to_owned(), served.clone()),
+                ("smollm2-support".to_owned(), served.clone()),
+            ]
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "adapters never loaded: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/chat/completions", pod.http))
+        .json(&serde_json::json!({
+            "model": "smollm2-sql",
+            "messages": [{"role": "user", "content": "List the tables."}],
+            "max_tokens": 8,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", pod.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("\ncandela_sidecar_lora_in_sync 1\n"),
+        "{text}"
+    );
+    drop(side_proc);
+    drop(serve);
     std::fs::remove_dir_all(&scratch).ok();
 }
