@@ -273,25 +273,6 @@ impl LoraAdapter {
         (floats * 4) as u64
     }
 
-    /// `W + scale · B A` for one layer's target: the merged weight a checkpoint would
-    /// hold (`w` is `[out, in]`, row-major). For references and tests: serving never
-    /// merges.
-    pub fn merge_into(&self, layer: usize, target: Target, w: &mut [f32]) {
-        let Some(p) = &self.layers[layer][target.index()] else {
-            return;
-        };
-        let (fan_in, fan_out) = (p.a.len() / self.rank, p.scaled_bt.len() / self.rank);
-        debug_assert_eq!(w.len(), fan_in * fan_out);
-        for (o, row) in w.chunks_exact_mut(fan_in).enumerate() {
-            for j in 0..self.rank {
-                let b = p.scaled_bt[j * fan_out + o];
-                for (w, a) in row.iter_mut().zip(&p.a[j * fan_in..(j + 1) * fan_in]) {
-                    *w += b * a;
-                }
-            }
-        }
-    }
-
     /// Adds this adapter's update of `target` at `layer` for one row: `y += (x Aᵀ)(s Bᵀ)`.
     fn apply_row(&self, layer: usize, target: Target, x: &[f32], y: &mut [f32]) {
         let Some(p) = &self.layers[layer][target.index()] else {
@@ -422,6 +403,7 @@ mod tests {
                 scaled_bt[j * fan_out + o] = b[o * rank + j] * scale;
             }
         }
+        let a_copy = a.clone();
         let mut layer: [Option<Pair>; 7] = Default::default();
         layer[Target::V.index()] = Some(Pair { a, scaled_bt });
         let adapter = LoraAdapter {
@@ -441,8 +423,16 @@ mod tests {
         let mut y: Vec<f32> = x.chunks_exact(fan_in).flat_map(|r| base(r, &w)).collect();
         let rows = LoraRows::new(2, [(0..1, Some(&adapter)), (1..2, None)]);
         rows.apply(0, Target::V, &x, &mut y);
+        // W + scale · B A, written out.
         let mut merged = w.clone();
-        adapter.merge_into(0, Target::V, &mut merged);
+        for o in 0..fan_out {
+            for i in 0..fan_in {
+                let ba: f32 = (0..rank)
+                    .map(|j| b[o * rank + j] * a_copy[j * fan_in + i])
+                    .sum();
+                merged[o * fan_in + i] += scale * ba;
+            }
+        }
         let want = base(&x[..fan_in], &merged);
         for (got, want) in y[..fan_out].iter().zip(&want) {
             assert!((got - want).abs() < 1e-4, "{got} vs {want}");
