@@ -58,6 +58,8 @@ pub struct RequestInput {
     pub prompt: String,
     pub prompt_len: usize,
     pub output_len: usize,
+    /// `model` for this request (a LoRA adapter), else the client's.
+    pub model: Option<String>,
 }
 
 /// The HTTP side: one connection pool shared by every request of a run.
@@ -81,13 +83,13 @@ impl Client {
     pub fn body(&self, input: &RequestInput) -> Value {
         let mut body = match self.backend {
             Backend::Openai => json!({
-                "model": self.model,
+                "model": input.model.as_deref().unwrap_or(&self.model),
                 "prompt": input.prompt,
                 "repetition_penalty": 1.0,
                 "max_tokens": input.output_len,
             }),
             Backend::OpenaiChat => json!({
-                "model": self.model,
+                "model": input.model.as_deref().unwrap_or(&self.model),
                 "messages": [{"role": "user", "content": input.prompt}],
                 "max_completion_tokens": input.output_len,
             }),
@@ -414,9 +416,16 @@ mod tests {
             prompt: "hi".into(),
             prompt_len: 1,
             output_len: 7,
+            model: None,
         };
         let b = c.body(&input);
         assert_eq!(b["max_tokens"], 7);
+        let to_adapter = RequestInput {
+            model: Some("sql".into()),
+            ..input.clone()
+        };
+        assert_eq!(c.body(&to_adapter)["model"], "sql", "--lora-modules' pick wins");
+        assert_ne!(b["model"], "sql");
         assert_eq!(b["prompt"], "hi");
         assert_eq!(b["stream_options"]["include_usage"], true);
         assert_eq!(b["ignore_eos"], true);
@@ -445,6 +454,7 @@ mod tests {
             prompt: "hi".into(),
             prompt_len: 1,
             output_len: 7,
+            model: None,
         };
         for backend in [Backend::Openai, Backend::OpenaiChat] {
             c.backend = backend;

@@ -29,6 +29,9 @@ pub struct SampleRequest {
     pub prompt: String,
     pub prompt_len: usize,
     pub expected_output_len: usize,
+    /// Sent as `model` instead of the run's model: the LoRA adapter `--lora-modules`
+    /// drew for this request.
+    pub model: Option<String>,
 }
 
 /// What datasets need from a tokenizer.
@@ -102,6 +105,7 @@ pub fn sample_sharegpt(
             prompt,
             prompt_len,
             expected_output_len: output_len,
+            model: None,
         });
     }
     oversample(samples, num_requests, rng)
@@ -184,6 +188,7 @@ pub fn sample_random(
             prompt,
             prompt_len,
             expected_output_len: output_len,
+            model: None,
         });
     }
     Ok(samples)

@@ -80,6 +80,10 @@ pub struct BenchServeArgs {
     /// Name sent as `model` when it differs from --model.
     #[arg(long)]
     pub served_model_name: Option<String>,
+    /// LoRA adapters the server serves: each request is sent to one drawn at random
+    /// (its `model`), as vLLM's benchmark does.
+    #[arg(long, num_args = 1..)]
+    pub lora_modules: Vec<String>,
     /// Tokenizer: a .gguf file or an HF model directory [default: the embedded default model].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,

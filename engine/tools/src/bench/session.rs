@@ -85,7 +85,7 @@ pub async fn plan<T: Tokenize, E: std::fmt::Display>(
         message: e.to_string(),
     })?;
     let mut rng = StdRng::seed_from_u64(s.seed);
-    let requests = match &s.dataset {
+    let mut requests = match &s.dataset {
         Dataset::Sharegpt { path, output_len } => {
             let pairs = dataset::read_sharegpt(path)?;
             dataset::sample_sharegpt(pairs, s.num_prompts, *output_len, &tokenizer, &mut rng)?
@@ -94,6 +94,14 @@ pub async fn plan<T: Tokenize, E: std::fmt::Display>(
             dataset::sample_random(*spec, s.num_prompts, &tokenizer, &mut rng)?
         }
     };
+    // vLLM's `--lora-modules`: each request goes to an adapter drawn at random.
+    if !s.lora_modules.is_empty() {
+        for r in &mut requests {
+            r.model = Some(
+                s.lora_modules[rand::Rng::random_range(&mut rng, 0..s.lora_modules.len())].clone(),
+            );
+        }
+    }
     let client = Arc::new(Client {
         http,
         backend: s.backend,
@@ -176,6 +184,7 @@ fn to_input(r: &SampleRequest) -> RequestInput {
         prompt: r.prompt.clone(),
         prompt_len: r.prompt_len,
         output_len: r.expected_output_len,
+        model: r.model.clone(),
     }
 }
 

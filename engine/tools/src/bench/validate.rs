@@ -30,6 +30,8 @@ pub struct Settings {
     /// `--model`; `None` asks the server.
     pub model: Option<String>,
     pub served_model_name: Option<String>,
+    /// `--lora-modules`: adapter names drawn at random per request.
+    pub lora_modules: Vec<String>,
     /// `--tokenizer`; `None` means the default model.
     pub tokenizer: Option<PathBuf>,
     pub dataset: Dataset,
@@ -125,6 +127,7 @@ pub fn validate(args: BenchServeArgs) -> Result<Settings> {
         api_key: args.api_key,
         model: args.model,
         served_model_name: args.served_model_name,
+        lora_modules: args.lora_modules,
         tokenizer: args.tokenizer,
         ignore_eos: args.ignore_eos || matches!(dataset, Dataset::Random(_)),
         stream: !args.no_stream,
