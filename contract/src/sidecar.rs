@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{env, lora, ports};
 
+/// The sidecar's readiness path (open, like `/health`): 200 once the LoRA adapter list has
+/// been applied to the engine once (always 200 without `--lora-adapters-file`), so a new
+/// pod joins its Service only when it can serve its adapters.
+pub const READY_PATH: &str = "/ready";
+
 /// Long names of the sidecar's flags (without `--`).
 pub mod flag {
     pub const ENGINE_GRPC: &str = "engine-grpc";

@@ -595,6 +595,17 @@ async fn the_lora_example_loads_its_adapters_with_the_operators_exact_arguments(
         text.contains("\ncandela_sidecar_lora_in_sync 1\n"),
         "{text}"
     );
+    // The sidecar's readiness probe (the operator points it at READY_PATH) passes.
+    let probe = side
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .and_then(|h| h.path.clone())
+        .expect("an HTTP readiness probe");
+    let ready = reqwest::get(format!("http://127.0.0.1:{}{probe}", pod.metrics))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
     drop(side_proc);
     drop(serve);
     std::fs::remove_dir_all(&scratch).ok();

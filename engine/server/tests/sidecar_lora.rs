@@ -185,6 +185,10 @@ async fn sidecar_loads_and_unloads_adapters_in_the_running_engine() {
 
     // 1. The listed adapters are loaded, under the base model, and serve requests.
     wait_synced(&client, http, metrics, &["sql", "support"]).await;
+    let ready = reqwest::get(format!("http://127.0.0.1:{metrics}/ready"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "ready once the list is applied");
     let cards = models(&client, http).await;
     for card in cards.iter().filter(|c| c["parent"].is_string()) {
         assert_eq!(card["parent"], "smol", "{card}");

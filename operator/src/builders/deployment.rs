@@ -340,6 +340,21 @@ fn sidecar_container(
         period_seconds: Some(period),
         ..Probe::default()
     };
+    // With LoRA the pod joins its Service once the sidecar has applied the adapter list
+    // (else a new pod would answer "unknown model" for adapters for a few seconds).
+    let readiness = if lora.is_some() {
+        Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(candela_contract::sidecar::READY_PATH.into()),
+                port: IntOrString::String(METRICS_PORT_NAME.into()),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(2),
+            ..Probe::default()
+        }
+    } else {
+        tcp(10)
+    };
     Container {
         name: SIDECAR_CONTAINER.into(),
         image: Some(image.to_owned()),
@@ -359,7 +374,7 @@ fn sidecar_container(
             )])),
             ..ResourceRequirements::default()
         }),
-        readiness_probe: Some(tcp(10)),
+        readiness_probe: Some(readiness),
         liveness_probe: Some(tcp(20)),
         security_context: Some(restricted()),
         volume_mounts: Some(mounts),

@@ -292,6 +292,12 @@ mod tests {
             .find(|m| m.name == "lora-adapters")
             .expect("sidecar mount");
         assert!(mount.sub_path.is_none() && mount.read_only == Some(true));
+        let ready = pod.containers[1]
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.as_deref());
+        assert_eq!(ready, Some("/ready"), "the pod waits for its adapters");
     }
 
     /// Editing the list changes the ConfigMap only: the pod template (and so the pods) stay.

@@ -1,6 +1,6 @@
 //! The sidecar's HTTP side: `GET /metrics`, `GET /profiles`,
 //! `GET /profiles/{name}` (all behind the bearer token when one is configured)
-//! and an open `GET /health` for the kubelet.
+//! and an open `GET /health` and `GET /ready` for the kubelet.
 //!
 //! `/metrics` is the engine's last snapshot rendered by
 //! [`crate::metrics::EngineMetrics::render`] — byte for byte what the engine's own
@@ -48,7 +48,25 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .merge(guarded)
         .route("/health", get(|| async { "ok\n" }))
+        .route(candela_contract::sidecar::READY_PATH, get(ready))
         .with_state(state)
+}
+
+/// 200 without LoRA sync or once it has applied the list once; 503 before.
+async fn ready(State(state): State<Arc<HttpState>>) -> Response {
+    let primed = state
+        .lora
+        .as_ref()
+        .is_none_or(|s| s.lock().is_ok_and(|s| s.primed));
+    if primed {
+        "ok\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the LoRA adapter list has not been applied to the engine yet\n",
+        )
+            .into_response()
+    }
 }
 
 async fn require_token(
@@ -342,6 +360,31 @@ mod tests {
             scrape(router(state(&feed)), Some("nope")).await.0,
             StatusCode::UNAUTHORIZED
         );
+    }
+
+    #[tokio::test]
+    async fn ready_waits_for_the_first_lora_sync() {
+        let get_ready = |lora: Option<lora::Shared>| async move {
+            let app = router(HttpState {
+                feed: Feed::default(),
+                device: Arc::new(DeviceSampler::new(Some(std::process::id()))),
+                token: Some("t0k".into()),
+                profiles_dir: None,
+                lora,
+            });
+            let req = axum::http::Request::get("/ready")
+                .body(Body::empty())
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        };
+        assert_eq!(get_ready(None).await, StatusCode::OK, "no sync, no wait");
+        let shared = lora::Shared::default();
+        assert_eq!(
+            get_ready(Some(shared.clone())).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        shared.lock().unwrap().primed = true;
+        assert_eq!(get_ready(Some(shared)).await, StatusCode::OK);
     }
 
     #[test]

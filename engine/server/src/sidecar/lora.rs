@@ -151,6 +151,10 @@ pub struct SyncStatus {
     pub loaded: Option<usize>,
     /// The last sync left the engine with exactly the listed adapters.
     pub in_sync: bool,
+    /// A sync has run to its end once (list read, engine listed, every change tried):
+    /// the pod may take traffic ([`candela_contract::sidecar::READY_PATH`]). Failed loads
+    /// do not hold it back, so one bad adapter cannot keep a pod out of its Service.
+    pub primed: bool,
     /// Adapters loaded and unloaded since start.
     pub loads: u64,
     pub unloads: u64,
@@ -471,6 +475,10 @@ impl Syncer {
             s.desired = Some(desired.len());
             s.loaded = loaded_now.or(s.loaded);
             s.in_sync = complete && loaded_now == Some(desired.len());
+            if !s.primed {
+                info!(in_sync = s.in_sync, "first LoRA sync done: ready");
+                s.primed = true;
+            }
         }
     }
 

@@ -201,7 +201,7 @@ async fn sync_follows_the_file_and_reports_on_metrics() {
     syncer.sync_once().await;
     assert_eq!(engine().len(), 1, "a missing list is not an empty list");
     assert_eq!(status(&shared).errors.get("file"), Some(&1));
-    assert!(!status(&shared).in_sync);
+    assert!(!status(&shared).in_sync && !status(&shared).primed);
 
     // Two adapters: loaded; the stray one unloaded.
     write_list(&file, &[("sql", "/a/sql"), ("chat", "hf://org/chat")]);
@@ -214,7 +214,7 @@ async fn sync_follows_the_file_and_reports_on_metrics() {
         ])
     );
     let s = status(&shared);
-    assert!(s.in_sync, "{s:?}");
+    assert!(s.in_sync && s.primed, "{s:?}");
     assert_eq!(
         (s.desired, s.loaded, s.loads, s.unloads),
         (Some(2), Some(2), 2, 1)
@@ -233,7 +233,10 @@ async fn sync_follows_the_file_and_reports_on_metrics() {
         BTreeMap::from([("sql".to_owned(), "/a/sql-v2".to_owned())])
     );
     let s = status(&shared);
-    assert!(!s.in_sync);
+    assert!(
+        !s.in_sync && s.primed,
+        "a bad adapter does not make the pod unready"
+    );
     assert_eq!(s.errors.get("load"), Some(&1));
     let broken_calls = || {
         fake.load_calls
