@@ -1,6 +1,9 @@
 """A real Prometheus scrapes `candela sidecar` (bearer token) while `candela serve`
 serves load; the seed's four Grafana panel queries and the HPA signals return
-non-empty, plausible values.
+non-empty, plausible values. The server also serves two LoRA adapters (made by
+scripts/make-lora-adapters.py) that take part of the load: their
+`vllm:lora_requests_total{lora_name}` and `vllm:lora_requests_info` series are live in
+Prometheus.
 
 Run by scripts/test.sh (env CANDELA_BIN = the candela binary; `prometheus` from
 Debian's package on PATH). Everything listens on 127.0.0.1 and is stopped at the end.
@@ -21,6 +24,9 @@ import pytest
 
 BIN = os.environ.get("CANDELA_BIN", "target/debug/candela")
 TOKEN = "prom-scrape-token"
+ADAPTERS = ("sql", "chat")
+# What the load's clients address, in turn: the base model and each adapter.
+MODELS = ("smol",) + ADAPTERS
 
 
 def free_port() -> int:
@@ -52,10 +58,14 @@ def stack():
     http, grpc, side, prom = free_port(), free_port(), free_port(), free_port()
     procs = []
     log = open(os.path.join(tmp, "log.txt"), "w")
+    hf_config = os.path.expanduser("~/.cache/candela/models/SmolLM2-135M-Instruct-hf/config.json")
+    subprocess.run(["python3", "scripts/make-lora-adapters.py", "--config", hf_config, "--out", tmp,
+                    "--names", ",".join(ADAPTERS)], check=True, stdout=subprocess.DEVNULL)
     procs.append(subprocess.Popen(
         [BIN, "serve", "--host", "127.0.0.1", "--port", str(http), "--grpc-port", str(grpc),
          "--max-model-len", "1024", "--kv-cache-memory", "64MiB", "--max-num-seqs", "4",
-         "--served-model-name", "smol"], stdout=log, stderr=subprocess.STDOUT))
+         "--served-model-name", "smol", "--enable-lora", "--max-loras", "2", "--max-lora-rank", "8",
+         "--lora-modules", *(f"{a}={tmp}/{a}" for a in ADAPTERS)], stdout=log, stderr=subprocess.STDOUT))
     wait_http(f"http://127.0.0.1:{http}/health")
     procs.append(subprocess.Popen(
         [BIN, "sidecar", "--engine-grpc", f"http://127.0.0.1:{grpc}", "--listen", f"127.0.0.1:{side}",
@@ -99,32 +109,38 @@ def query(stack, expr: str):
     return [float(s["value"][1]) for s in body["data"]["result"]]
 
 
-def load(stack, seconds: float, concurrency: int = 8) -> tuple[int, int]:
-    """Keeps `concurrency` completions in flight (more than --max-num-seqs, so some wait);
-    returns (requests, completion tokens) as the clients saw them."""
+def load(stack, seconds: float, concurrency: int = 8) -> tuple[int, int, dict]:
+    """Keeps `concurrency` completions in flight (more than --max-num-seqs, so some wait),
+    client `i` on model `MODELS[i % 3]`; returns (requests, completion tokens, requests per
+    adapter) as the clients saw them."""
     done = []
     tokens = []
+    per_model = {m: 0 for m in MODELS}
+    lock = threading.Lock()
     stop = time.time() + seconds
 
     def worker(i):
         n = 0
+        model = MODELS[i % len(MODELS)]
         while time.time() < stop:
-            body = json.dumps({"prompt": f"Tell me a story about the number {i}.", "max_tokens": 24,
-                               "temperature": 0.8, "seed": n}).encode()
+            body = json.dumps({"model": model, "prompt": f"Tell me a story about the number {i}.",
+                               "max_tokens": 24, "temperature": 0.8, "seed": n}).encode()
             req = urllib.request.Request(f"http://127.0.0.1:{stack['http']}/v1/completions", data=body,
                                          headers={"content-type": "application/json"})
             with urllib.request.urlopen(req, timeout=120) as r:
                 assert r.status == 200
                 tokens.append(json.load(r)["usage"]["completion_tokens"])
             n += 1
-        done.append(n)
+        with lock:
+            done.append(n)
+            per_model[model] += n
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return sum(done), sum(tokens)
+    return sum(done), sum(tokens), per_model
 
 
 def test_seed_panels_and_hpa_signals_have_plausible_values(stack):
@@ -133,7 +149,7 @@ def test_seed_panels_and_hpa_signals_have_plausible_values(stack):
     while time.time() < deadline and query(stack, 'up{job="vllm"}') != [1.0]:
         time.sleep(0.5)
     assert query(stack, 'up{job="vllm"}') == [1.0]
-    requests, generated = load(stack, seconds=25)
+    requests, generated, per_model = load(stack, seconds=25)
     assert requests >= 8
     time.sleep(3)  # two more scrapes after the last request
 
@@ -168,6 +184,18 @@ def test_seed_panels_and_hpa_signals_have_plausible_values(stack):
     (success,) = query(stack, 'sum(vllm:request_success_total{finished_reason=~"stop|length"})')
     assert success == requests
 
+    # LoRA: requests per adapter, and vLLM's info gauge with the adapters that ran.
+    for adapter in ADAPTERS:
+        (count,) = query(stack, f'vllm:lora_requests_total{{lora_name="{adapter}"}}')
+        assert count == per_model[adapter] > 0, (adapter, count, per_model)
+    assert len(query(stack, "vllm:lora_requests_total")) == len(ADAPTERS), "one series per adapter"
+    # Idle after the load: one live series, no adapter running or waiting.
+    (when,) = query(stack, 'vllm:lora_requests_info{max_lora="2", running_lora_adapters="", '
+                           'waiting_lora_adapters=""}')
+    assert when > 1.7e9, "the value is the Unix time of the last change"
+    (busy,) = query(stack, 'count(count_over_time(vllm:lora_requests_info{running_lora_adapters=~".+"}[1m]))')
+    assert busy >= 1, "adapters showed up as running during the load"
+
 
 def doctor(*flags: str) -> subprocess.CompletedProcess:
     return subprocess.run([BIN, "doctor", *flags], capture_output=True, text=True, timeout=120)
@@ -176,7 +204,7 @@ def doctor(*flags: str) -> subprocess.CompletedProcess:
 def test_doctor_reads_the_window_from_prometheus_and_the_sidecar(stack):
     """`candela doctor` against the same live stack: the Prometheus query path sees the
     traffic of a fresh load, and the sidecar path needs its bearer token."""
-    requests, generated = load(stack, seconds=10)
+    requests, generated, _ = load(stack, seconds=10)
     time.sleep(3)  # the last scrapes after the load
     out = doctor("--prometheus", f"http://127.0.0.1:{stack['prom']}", "--selector", '{job="vllm"}',
                  "--window", "20s", "--interval", "1s", "--max-num-seqs", "4", "--json")
