@@ -272,23 +272,6 @@ impl LoraAdapter {
             .sum();
         (floats * 4) as u64
     }
-
-    /// Adds this adapter's update of `target` at `layer` for one row: `y += (x Aᵀ)(s Bᵀ)`.
-    fn apply_row(&self, layer: usize, target: Target, x: &[f32], y: &mut [f32]) {
-        let Some(p) = &self.layers[layer][target.index()] else {
-            return;
-        };
-        let (fan_in, fan_out) = (x.len(), y.len());
-        for j in 0..self.rank {
-            let t = dot(x, &p.a[j * fan_in..(j + 1) * fan_in]);
-            for (y, b) in y
-                .iter_mut()
-                .zip(&p.scaled_bt[j * fan_out..(j + 1) * fan_out])
-            {
-                *y += t * b;
-            }
-        }
-    }
 }
 
 /// `base_model.model.model.layers.{i}.{self_attn|mlp}.{target}.lora_{A|B}[.default].weight`
@@ -312,10 +295,16 @@ fn parse_name(name: &str) -> Option<(usize, Target, usize)> {
     Some((layer, target, half))
 }
 
-/// Which adapter each row of a step's `[T]` batch runs with (`None`: the base model).
+/// Rows of one adapter that one task updates: the adapter's weights are read once for
+/// all of them (a step with 32 rows over 4 adapters reads each adapter once, not 8 times).
+const ROWS_PER_TASK: usize = 16;
+
+/// Which adapter each row of a step's `[T]` batch runs with, grouped: tasks of up to
+/// [`ROWS_PER_TASK`] rows of one adapter (rows without an adapter run the base only).
 #[derive(Debug, Clone, Default)]
 pub struct LoraRows<'a> {
-    rows: Vec<Option<&'a LoraAdapter>>,
+    num_rows: usize,
+    tasks: Vec<(&'a LoraAdapter, Vec<usize>)>,
 }
 
 impl<'a> LoraRows<'a> {
@@ -324,40 +313,86 @@ impl<'a> LoraRows<'a> {
         num_rows: usize,
         seqs: impl IntoIterator<Item = (std::ops::Range<usize>, Option<&'a LoraAdapter>)>,
     ) -> Self {
-        let mut rows = vec![None; num_rows];
-        let mut any = false;
+        let mut groups: Vec<(&'a LoraAdapter, Vec<usize>)> = Vec::new();
         for (range, adapter) in seqs {
-            if adapter.is_some() {
-                any = true;
-                rows[range].fill(adapter);
+            let Some(adapter) = adapter else { continue };
+            match groups.iter_mut().find(|(a, _)| std::ptr::eq(*a, adapter)) {
+                Some((_, rows)) => rows.extend(range),
+                None => groups.push((adapter, range.collect())),
             }
         }
-        if !any {
-            rows.clear();
-        }
-        LoraRows { rows }
+        let tasks = groups
+            .into_iter()
+            .flat_map(|(adapter, rows)| {
+                rows.chunks(ROWS_PER_TASK)
+                    .map(|c| (adapter, c.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        LoraRows { num_rows, tasks }
     }
 
     /// True when no row has an adapter (the forward pass skips every update).
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.tasks.is_empty()
     }
 
     /// Adds each row's adapter update of `target` at `layer`: `x` is the projection's
-    /// input `[T, in]`, `y` its output `[T, out]`.
+    /// input `[T, in]`, `y` its output `[T, out]`. Each row gets `Σ_j (x·A_j) · sBᵀ_j`
+    /// summed in `j` order, whatever rows share its task: batch-invariant.
     pub(crate) fn apply(&self, layer: usize, target: Target, x: &[f32], y: &mut [f32]) {
-        if self.rows.is_empty() {
+        if self.tasks.is_empty() {
             return;
         }
-        let t = self.rows.len();
-        let (fan_in, fan_out) = (x.len() / t, y.len() / t);
-        crate::pool::global().for_chunks_mut(y, fan_out, |i, y| {
-            if let Some(adapter) = self.rows[i] {
-                adapter.apply_row(layer, target, &x[i * fan_in..(i + 1) * fan_in], y);
+        let (fan_in, fan_out) = (x.len() / self.num_rows, y.len() / self.num_rows);
+        let out = RowsPtr(y.as_mut_ptr());
+        crate::pool::global().for_each(self.tasks.len(), |i| {
+            let (adapter, rows) = &self.tasks[i];
+            let Some(p) = &adapter.layers[layer][target.index()] else {
+                return;
+            };
+            let r = adapter.rank;
+            let mut xa = vec![0.0f32; rows.len() * r];
+            for j in 0..r {
+                let a = &p.a[j * fan_in..(j + 1) * fan_in];
+                for (k, &row) in rows.iter().enumerate() {
+                    xa[k * r + j] = dot(&x[row * fan_in..(row + 1) * fan_in], a);
+                }
+            }
+            for (k, &row) in rows.iter().enumerate() {
+                // SAFETY: `row < num_rows`, so the slice is inside `y`; every row is in
+                // exactly one task (sequences cover disjoint rows), so no two tasks
+                // touch the same row, and `y` outlives `for_each`.
+                let y = unsafe {
+                    std::slice::from_raw_parts_mut(out.get().add(row * fan_out), fan_out)
+                };
+                for j in 0..r {
+                    let t = xa[k * r + j];
+                    for (y, b) in y
+                        .iter_mut()
+                        .zip(&p.scaled_bt[j * fan_out..(j + 1) * fan_out])
+                    {
+                        *y += t * b;
+                    }
+                }
             }
         });
     }
 }
+
+/// `y`'s base pointer, shared by the tasks of [`LoraRows::apply`] (each writes its own rows).
+struct RowsPtr(*mut f32);
+
+impl RowsPtr {
+    /// Through a method, so closures capture the `Sync` wrapper, not the raw pointer.
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: the tasks write disjoint rows (see `LoraRows::apply`).
+unsafe impl Sync for RowsPtr {}
+unsafe impl Send for RowsPtr {}
 
 #[cfg(test)]
 mod tests {
@@ -383,6 +418,74 @@ mod tests {
             parse_name("base_model.model.model.layers.0.self_attn.q_proj.lora_embedding_A"),
             None
         );
+    }
+
+    /// A row's update is bit-identical alone and inside a batch of several adapters
+    /// (groups larger than one task, rows without an adapter between them).
+    #[test]
+    fn grouped_updates_do_not_depend_on_the_batch() {
+        let (fan_in, fan_out, rank) = (24, 12, 4);
+        let pair = |seed: usize| Pair {
+            a: (0..rank * fan_in)
+                .map(|i| ((i * 7 + seed) % 11) as f32 / 10.0 - 0.5)
+                .collect(),
+            scaled_bt: (0..rank * fan_out)
+                .map(|i| ((i * 5 + seed) % 7) as f32 / 10.0 - 0.3)
+                .collect(),
+        };
+        let adapter = |seed| {
+            let mut layer: [Option<Pair>; 7] = Default::default();
+            layer[Target::Up.index()] = Some(pair(seed));
+            LoraAdapter {
+                rank,
+                scale: 1.0,
+                layers: vec![layer],
+            }
+        };
+        let (a, b) = (adapter(1), adapter(2));
+        let rows = 40;
+        let x: Vec<f32> = (0..rows * fan_in)
+            .map(|i| ((i * 13) % 17) as f32 / 8.0 - 1.0)
+            .collect();
+        let y0: Vec<f32> = (0..rows * fan_out).map(|i| (i % 9) as f32 / 9.0).collect();
+        let mut batched = y0.clone();
+        // Rows 0..25 and 33..40 on `a` (two tasks and a bit), 25..30 on `b`, 30..33 base.
+        LoraRows::new(
+            rows,
+            [
+                (0..25, Some(&a)),
+                (25..30, Some(&b)),
+                (30..33, None),
+                (33..40, Some(&a)),
+            ],
+        )
+        .apply(0, Target::Up, &x, &mut batched);
+        for row in 0..rows {
+            let which = match row {
+                25..30 => Some(&b),
+                30..33 => None,
+                _ => Some(&a),
+            };
+            let mut alone = y0[row * fan_out..(row + 1) * fan_out].to_vec();
+            LoraRows::new(1, [(0..1, which)]).apply(
+                0,
+                Target::Up,
+                &x[row * fan_in..(row + 1) * fan_in],
+                &mut alone,
+            );
+            assert_eq!(
+                &batched[row * fan_out..(row + 1) * fan_out],
+                &alone[..],
+                "row {row}"
+            );
+            if which.is_some() {
+                assert_ne!(
+                    alone,
+                    y0[row * fan_out..(row + 1) * fan_out],
+                    "row {row} is updated"
+                );
+            }
+        }
     }
 
     /// The batched update of a row equals the merged weight's product (to rounding), and
