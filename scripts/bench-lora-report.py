@@ -38,7 +38,7 @@ for path in sorted(glob.glob(os.path.join(out, "raw", "*.json"))):
     r = json.load(open(path))
     before, after = scrape(stem + ".before"), scrape(stem + ".after")
     delta = {k: after[k] - before.get(k, 0.0) for k in after}
-    got = delta.get("vllm:generation_tokens_total", 0.0)
+    got = sum(v for k, v in delta.items() if k.startswith("vllm:generation_tokens_total"))
     if got != r["total_output_tokens"]:
         failures.append(f"{name}-{mode}: server counted {got:.0f} generation tokens, benchmark {r['total_output_tokens']}")
     lora = sum(v for k, v in delta.items() if k.startswith("vllm:lora_requests_total"))

@@ -74,10 +74,12 @@ run() {  # name mode extra-args...
   grep -E "Output token throughput" "$OUT/raw/$name-$mode.txt" | sed "s/^/  $mode $name: /" >&2
 }
 
-# One unrecorded run per mode first (waiting until the server is up).
+# One unrecorded run per mode first, full size (waiting until the server is up): a fresh
+# server's first long run measured 10-20% faster than its later ones (the CPU's boost
+# fading under sustained load), which would favour whichever mode came first.
 READY=300
 for mode in base lora4; do
-  run warmup "$mode" --num-prompts 8 --seed 0 2>/dev/null
+  run warmup "$mode" --num-prompts "$N" --seed 0 2>/dev/null
 done
 rm -f "$OUT"/raw/warmup-*
 READY=0
