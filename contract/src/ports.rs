@@ -23,3 +23,12 @@ pub const METRICS_PORT_NAME: &str = "metrics";
 pub const HEALTH_PATH: &str = "/health";
 /// Prometheus exposition path of the engine and the sidecar.
 pub const METRICS_PATH: &str = "/metrics";
+
+/// The engine's model list (OpenAI's; LoRA adapters carry a `parent`), which the sidecar's
+/// LoRA sync reads.
+pub const MODELS_PATH: &str = "/v1/models";
+/// vLLM's runtime LoRA endpoints (with `VLLM_ALLOW_RUNTIME_LORA_UPDATING`), which the
+/// sidecar's LoRA sync calls.
+pub const LOAD_LORA_ADAPTER_PATH: &str = "/v1/load_lora_adapter";
+/// See [`LOAD_LORA_ADAPTER_PATH`].
+pub const UNLOAD_LORA_ADAPTER_PATH: &str = "/v1/unload_lora_adapter";

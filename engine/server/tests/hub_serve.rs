@@ -246,6 +246,86 @@ fn a_bare_org_name_serves_a_sharded_hf_directory() {
     std::fs::remove_dir_all(&root).ok();
 }
 
+/// LoRA adapters from hub repositories: `--lora-modules name=hf://org/repo` at start and
+/// `POST /v1/load_lora_adapter` with an `hf://` path at runtime fetch the two PEFT files
+/// (not the rest of the repository) into the hub cache, and the adapters serve.
+#[test]
+fn lora_adapters_come_from_hub_repositories() {
+    let root = tmp("lora");
+    let hf_home = root.join("hf");
+    let adapters = common::make_lora_adapters(&root.join("repos"), "sql,chat", &[]);
+    for dir in &adapters {
+        std::fs::write(dir.join("README.md"), "a test adapter\n").unwrap();
+    }
+    let mut config = hub_config(&root);
+    config["repos"]["candela-test/sql-lora"] =
+        serde_json::json!({"revisions": {"main": adapters[0]}});
+    config["repos"]["candela-test/chat-lora"] =
+        serde_json::json!({"revisions": {"main": adapters[1]}});
+    let hub = FakeHub::start(&config, &root);
+    let port = free_port();
+    let log = root.join("lora.log");
+    let model = common::default_model();
+    let mut cmd = serve(
+        port,
+        &hub.url(),
+        &hf_home,
+        &log,
+        &[
+            model.to_str().unwrap(),
+            "--enable-lora",
+            "--max-lora-rank",
+            "8",
+            "--lora-modules",
+            "sql=hf://candela-test/sql-lora",
+        ],
+    );
+    cmd.env("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True");
+    let server: Proc = spawn_healthy(cmd, port);
+    let (status, body) = http_post(
+        port,
+        "/v1/load_lora_adapter",
+        r#"{"lora_name": "chat", "lora_path": "hf://candela-test/chat-lora"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Success: LoRA adapter 'chat' added successfully.")
+    );
+    let m = models(port);
+    let cards = m["data"].as_array().unwrap();
+    for name in ["sql", "chat"] {
+        let card = cards.iter().find(|c| c["id"] == name).expect(name);
+        let repo_dir = hf_home.join(format!("hub/models--candela-test--{name}-lora"));
+        assert!(
+            card["root"]
+                .as_str()
+                .unwrap()
+                .starts_with(repo_dir.to_str().unwrap()),
+            "{card}"
+        );
+        let (status, body) = http_post(
+            port,
+            "/v1/completions",
+            &format!(r#"{{"model": "{name}", "prompt": "Hello", "max_tokens": 4}}"#),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    for repo in ["sql-lora", "chat-lora"] {
+        for file in ["adapter_config.json", "adapter_model.safetensors"] {
+            assert!(
+                text.contains(&format!("downloaded hf://candela-test/{repo}/{file}")),
+                "{repo}/{file}:\n{text}"
+            );
+        }
+    }
+    assert!(hub.downloads("README.md").is_empty(), "only the PEFT files");
+    std::fs::remove_dir_all(&root).ok();
+}
+
 #[test]
 fn hub_failures_stop_the_server_with_one_line() {
     let root = tmp("fail");

@@ -29,21 +29,10 @@ const GAP_TOLERANCE: f32 = 1e-3;
 const RANK: usize = 8;
 const ALPHA: f64 = 16.0;
 
-/// Adapters `names` for the default model, written by the committed script.
+/// Adapters `names` for the default model, written by the committed script (rank 8,
+/// alpha 16: [`RANK`], [`ALPHA`]).
 fn make_adapters(out: &Path, names: &str) -> Vec<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-lora-adapters.py");
-    let config = common::default_hf_dir().join("config.json");
-    let status = std::process::Command::new("python3")
-        .arg(script)
-        .args(["--config".as_ref(), config.as_os_str()])
-        .args(["--out".as_ref(), out.as_os_str()])
-        .args(["--names", names, "--rank", &RANK.to_string()])
-        .args(["--alpha", &ALPHA.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("python3 runs the adapter script");
-    assert!(status.success());
-    names.split(',').map(|n| out.join(n)).collect()
+    common::make_lora_adapters(out, names, &[])
 }
 
 /// The base model's Hugging Face directory with `adapter` merged into its weights:

@@ -1,8 +1,8 @@
 //! The sidecar's LoRA sync against the real engine, with real processes and no mocks:
 //! `candela serve --enable-lora --api-key` (with `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`)
 //! on the default model, and `candela sidecar --lora-adapters-file` following a file the
-//! way it follows the operator's ConfigMap volume. Adapters are tiny PEFT directories
-//! (rank 8 on `q_proj` and `v_proj`) written here for SmolLM2-135M's shapes.
+//! way it follows the operator's ConfigMap volume. Adapters are PEFT directories (rank 8 on
+//! `q_proj` and `v_proj`) written by `scripts/make-lora-adapters.py`.
 //!
 //! Checks: the listed adapters get loaded (`/v1/models` lists them with the base model as
 //! `parent`) and serve requests; editing the file unloads and loads the difference in the
@@ -11,52 +11,15 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor};
 use common::{Proc, free_port, spawn_healthy};
 use serde_json::{Value, json};
 
 const KEY: &str = "sidecar-lora-key";
-/// SmolLM2-135M: 30 layers, hidden 576, 9 query heads and 3 KV heads of 64.
-const LAYERS: usize = 30;
-const HIDDEN: usize = 576;
-const KV: usize = 192;
-const RANK: usize = 8;
-
-/// A PEFT adapter directory with deterministic weights (`seed` makes adapters differ).
-fn write_adapter(dir: &Path, seed: u32) {
-    std::fs::create_dir_all(dir).unwrap();
-    let config = json!({
-        "peft_type": "LORA", "r": RANK, "lora_alpha": 16, "bias": "none",
-        "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM",
-    });
-    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
-    let values = |n: usize, salt: u32| -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let x = (i as u32).wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(40_503) ^ salt;
-                ((x % 1000) as f32 / 1000.0 - 0.5) * 0.02
-            })
-            .collect()
-    };
-    let mut tensors = HashMap::new();
-    for layer in 0..LAYERS {
-        for (module, out) in [("q_proj", HIDDEN), ("v_proj", KV)] {
-            let prefix = format!("base_model.model.model.layers.{layer}.self_attn.{module}");
-            let salt = (layer * 2 + usize::from(module == "v_proj")) as u32;
-            let a = Tensor::from_vec(values(RANK * HIDDEN, salt), (RANK, HIDDEN), &Device::Cpu);
-            let b = Tensor::from_vec(values(out * RANK, salt + 1000), (out, RANK), &Device::Cpu);
-            tensors.insert(format!("{prefix}.lora_A.weight"), a.unwrap());
-            tensors.insert(format!("{prefix}.lora_B.weight"), b.unwrap());
-        }
-    }
-    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors")).unwrap();
-}
-
 /// Writes the adapter list as the operator's ConfigMap holds it: a new file moved into
 /// place (the kubelet swaps a symlink; readers never see half a file either way).
 fn write_list(file: &Path, adapters: &[(&str, &Path)]) {
@@ -130,14 +93,13 @@ async fn sidecar_loads_and_unloads_adapters_in_the_running_engine() {
     let scratch: PathBuf =
         std::env::temp_dir().join(format!("candela-sidecar-lora-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
-    let (sql, support, french) = (
-        scratch.join("sql"),
-        scratch.join("support"),
-        scratch.join("french"),
-    );
-    for (i, dir) in [&sql, &support, &french].into_iter().enumerate() {
-        write_adapter(dir, i as u32 + 1);
-    }
+    let [sql, support, french]: [PathBuf; 3] = common::make_lora_adapters(
+        &scratch,
+        "sql,support,french",
+        &["--targets", "q_proj,v_proj"],
+    )
+    .try_into()
+    .unwrap();
     let list = scratch.join("adapters.json");
     write_list(&list, &[("sql", &sql), ("support", &support)]);
 

@@ -38,6 +38,8 @@ use tokenizers::Tokenizer;
 pub use error::ApiError;
 pub use generate::unix_now;
 
+use candela_contract::ports;
+
 use crate::engine::EngineClient;
 use crate::frontend::structured::Compiler;
 use crate::frontend::tool_calls::ToolParser;
@@ -147,12 +149,12 @@ pub fn router(state: AppState) -> Router {
     let mut v1 = Router::new()
         .route("/v1/completions", post(completions::completions))
         .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/v1/models", get(list_models))
+        .route(ports::MODELS_PATH, get(list_models))
         .route("/v1/models/{*model}", get(get_model));
     if state.loras.is_some() && state.runtime_lora_updating {
         v1 = v1
-            .route("/v1/load_lora_adapter", post(lora::load))
-            .route("/v1/unload_lora_adapter", post(lora::unload));
+            .route(ports::LOAD_LORA_ADAPTER_PATH, post(lora::load))
+            .route(ports::UNLOAD_LORA_ADAPTER_PATH, post(lora::unload));
     }
     let v1 = v1.route_layer(middleware::from_fn_with_state(
         state.clone(),

@@ -19,6 +19,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use candela_contract::ports::{
+    LOAD_LORA_ADAPTER_PATH as LOAD_PATH, MODELS_PATH, UNLOAD_LORA_ADAPTER_PATH as UNLOAD_PATH,
+};
 use candela_contract::sidecar::{LoraAdapter, LoraAdapterList};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -28,10 +31,6 @@ use tracing::{debug, info, warn};
 use super::device::{header, sample};
 use super::names;
 
-/// The engine's (vLLM's) endpoints the sync calls.
-const MODELS_PATH: &str = "/v1/models";
-const LOAD_PATH: &str = "/v1/load_lora_adapter";
-const UNLOAD_PATH: &str = "/v1/unload_lora_adapter";
 /// Longest wait before retrying an adapter that failed to load.
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
 /// Listing and unloading are quick; a load may download from the hub.

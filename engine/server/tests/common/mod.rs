@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -116,6 +116,26 @@ pub fn default_hf_dir() -> PathBuf {
         }
     }
     dir
+}
+
+/// PEFT LoRA adapters `names` (comma-separated) for the default model, written into
+/// `out/<name>` by the committed `scripts/make-lora-adapters.py` (rank 8, alpha 16;
+/// `extra` passes more flags, e.g. `--targets q_proj,v_proj`).
+#[allow(dead_code)] // not every test binary makes adapters
+pub fn make_lora_adapters(out: &Path, names: &str, extra: &[&str]) -> Vec<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-lora-adapters.py");
+    let config = default_hf_dir().join("config.json");
+    let status = Command::new("python3")
+        .arg(script)
+        .args(["--config".as_ref(), config.as_os_str()])
+        .args(["--out".as_ref(), out.as_os_str()])
+        .args(["--names", names, "--rank", "8", "--alpha", "16"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("python3 runs scripts/make-lora-adapters.py");
+    assert!(status.success(), "scripts/make-lora-adapters.py failed");
+    names.split(',').map(|n| out.join(n)).collect()
 }
 
 /// The default model `scripts/setup.sh` downloads; panics with the fix when it is missing.
