@@ -80,16 +80,7 @@ fn cases(model: &LoadedModel) -> Vec<Case> {
         .unwrap();
     let shared = "You are a careful assistant. Answer in one short paragraph, using plain words, \
                   and never repeat the question. Here is the question from the user: ";
-    let topics = [
-        "Why is the sky blue?",
-        "How do bees make honey?",
-        "What is a prime number?",
-        "Explain photosynthesis.",
-        "What causes tides?",
-        "Who wrote Hamlet?",
-        "What is gravity?",
-        "How does a rainbow form?",
-    ];
+    let topics = common::TOPICS;
     let long = "The history of the printing press begins in the fifteenth century, when movable \
                 type changed how books were made across Europe. Scribes had copied texts by hand \
                 for centuries, and a single book could take months. ";

@@ -234,16 +234,7 @@ fn a_mixed_batch_over_three_adapters_and_the_base_equals_each_request_alone() {
         .collect();
     let shared = "You are a helpful assistant. Answer briefly and plainly, without repeating \
                   the question. The question is: ";
-    let topics = [
-        "Why is the sky blue?",
-        "How do bees make honey?",
-        "What is a prime number?",
-        "Explain photosynthesis.",
-        "What causes tides?",
-        "Who wrote Hamlet?",
-        "What is gravity?",
-        "How does a rainbow form?",
-    ];
+    let topics = common::TOPICS;
     let cases: Vec<Case> = (0..32)
         .map(|i| {
             let topic = topics[i / 4];

@@ -118,6 +118,19 @@ pub fn default_hf_dir() -> PathBuf {
     dir
 }
 
+/// Eight short questions the batch tests build their prompts from.
+#[allow(dead_code)] // not every test binary builds batches
+pub const TOPICS: [&str; 8] = [
+    "Why is the sky blue?",
+    "How do bees make honey?",
+    "What is a prime number?",
+    "Explain photosynthesis.",
+    "What causes tides?",
+    "Who wrote Hamlet?",
+    "What is gravity?",
+    "How does a rainbow form?",
+];
+
 /// PEFT LoRA adapters `names` (comma-separated) for the default model, written into
 /// `out/<name>` by the committed `scripts/make-lora-adapters.py` (rank 8, alpha 16;
 /// `extra` passes more flags, e.g. `--targets q_proj,v_proj`).

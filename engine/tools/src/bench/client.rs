@@ -424,7 +424,11 @@ mod tests {
             model: Some("sql".into()),
             ..input.clone()
         };
-        assert_eq!(c.body(&to_adapter)["model"], "sql", "--lora-modules' pick wins");
+        assert_eq!(
+            c.body(&to_adapter)["model"],
+            "sql",
+            "--lora-modules' pick wins"
+        );
         assert_ne!(b["model"], "sql");
         assert_eq!(b["prompt"], "hi");
         assert_eq!(b["stream_options"]["include_usage"], true);
