@@ -46,6 +46,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 BIN = os.environ.get("CANDELA_BIN", str(ROOT / "target/debug/candela"))
 CRDGEN = os.environ.get("CANDELA_CRDGEN", str(ROOT / "target/debug/crdgen"))
 SERVED = "smollm2"
+# What the two hang-up clients address: a LoRA adapter the stack serves, and the base.
+LORA_MODELS = ("sql", SERVED)
 NAMESPACE = "local"
 RATE_INTERVAL = "30s"
 LOAD_SECONDS = float(os.environ.get("CANDELA_E2E_LOAD_SECONDS", "75"))
@@ -68,6 +70,11 @@ def stack():
             f"{tool} is required (apt-get install prometheus prometheus-alertmanager)"
     assert os.access(BIN, os.X_OK), f"CANDELA_BIN={BIN} is not executable"
     state = tempfile.mkdtemp(prefix="candela-stack-")
+    # Two LoRA adapters (the hang-up clients use one: the LoRA panel and the seed's
+    # per-adapter count have data).
+    hf_config = os.path.expanduser("~/.cache/candela/models/SmolLM2-135M-Instruct-hf/config.json")
+    subprocess.run(["python3", str(ROOT / "scripts/make-lora-adapters.py"), "--config", hf_config,
+                    "--out", state, "--names", "sql,chat"], check=True, stdout=subprocess.DEVNULL)
     env = dict(os.environ,
                CANDELA_BIN=BIN, CANDELA_STACK_DIR=state, CANDELA_SERVED_NAME=SERVED,
                CANDELA_HTTP_PORT=str(free_port()), CANDELA_GRPC_PORT=str(free_port()),
@@ -78,7 +85,9 @@ def stack():
                # speculation runs under all of it (its panel and the seed's gauges).
                CANDELA_SERVE_ARGS="--max-model-len 256 --kv-cache-memory 12MiB --max-num-seqs 6 "
                                   "--swap-space 0.05 --log-stats-interval 5 --speculative-config "
-                                  '{"method":"ngram","num_speculative_tokens":3,"prompt_lookup_min":1,"prompt_lookup_max":3}')
+                                  '{"method":"ngram","num_speculative_tokens":3,"prompt_lookup_min":1,"prompt_lookup_max":3}'
+                                  f" --enable-lora --max-loras 2 --max-lora-rank 8"
+                                  f" --lora-modules sql={state}/sql chat={state}/chat")
     script = str(ROOT / "deploy/local/stack.sh")
     up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
@@ -129,7 +138,7 @@ def run_load(stack, seconds):
     def hang_up(i):
         rnd = random.Random(i)
         while bench.poll() is None:
-            body = {"model": SERVED, "prompt": SYSTEM + f"Customer {rnd.randint(0, 9999)} asks about cakes.",
+            body = {"model": LORA_MODELS[i], "prompt": SYSTEM + f"Customer {rnd.randint(0, 9999)} asks about cakes.",
                     "max_tokens": 64, "stream": True}
             req = urllib.request.Request(url + "/v1/completions", data=json.dumps(body).encode(),
                                          headers={"content-type": "application/json"})
@@ -255,8 +264,9 @@ def test_seed_queries(stack, loaded):
         "vllm:gpu_cache_usage_perc",
         "rate(vllm:num_preemptions_total[5m])",
         "vllm:num_requests_swapped", "vllm:cpu_cache_usage_perc",
-        # Its fourth group, speculative decoding (the stack runs prompt lookup).
+        # Its fourth group, speculative decoding (the stack runs prompt lookup) and LoRA.
         "vllm:spec_decode_draft_acceptance_rate", "vllm:spec_decode_system_efficiency",
+        "sum by (lora_name) (rate(vllm:lora_requests_total[1m]))",
     ]
     seed001 = [  # the article's series, from the recording rules
         'rate(vllm_request_count{status="SUCCESS"}[1m])',

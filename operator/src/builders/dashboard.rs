@@ -537,6 +537,23 @@ fn full_panels(s: &Scope, y: u32) -> Vec<Value> {
         false,
     );
     let spec = right_axis(spec, "mean acceptance length", "short", false);
+    let lora = timeseries(
+        19,
+        "LoRA adapters: requests/s",
+        "Requests admitted per second by LoRA adapter (vllm:lora_requests_total, the seed's \
+         per-adapter count), stacked. Empty without spec.loraAdapters (--enable-lora). Base-model \
+         requests are the rest of the finish-reason panel's total.",
+        "reqps",
+        at(0, y + 48, 24),
+        vec![(
+            format!(
+                "sum by (lora_name) (rate({}[{RATE}]))",
+                s.sel(promql::LORA_REQUESTS)
+            ),
+            "{{lora_name}}",
+        )],
+        true,
+    );
     vec![
         timeseries(
             5,
@@ -679,6 +696,7 @@ fn full_panels(s: &Scope, y: u32) -> Vec<Value> {
             false,
         ),
         spec,
+        lora,
     ]
 }
 
@@ -740,7 +758,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(ids.len(), unique.len(), "{ids:?}");
-        assert_eq!(ids.len(), 18);
+        assert_eq!(ids.len(), 19);
         assert_eq!(
             template_dashboard(DashboardKind::Overview)["panels"]
                 .as_array()

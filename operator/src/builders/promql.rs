@@ -53,6 +53,8 @@ pub const SPEC_DRAFTS: &str = m::SPEC_DECODE_NUM_DRAFTS_TOTAL;
 pub const SPEC_DRAFT_TOKENS: &str = m::SPEC_DECODE_NUM_DRAFT_TOKENS_TOTAL;
 /// `vllm:spec_decode_num_accepted_tokens_total`.
 pub const SPEC_ACCEPTED: &str = m::SPEC_DECODE_NUM_ACCEPTED_TOKENS_TOTAL;
+/// Requests admitted per LoRA adapter (label `lora_name`).
+pub const LORA_REQUESTS: &str = m::LORA_REQUESTS_TOTAL;
 /// DCGM-compatible GPU utilization (percent) from the sidecar.
 pub const GPU_UTIL: &str = m::DCGM_GPU_UTIL;
 /// DCGM-compatible framebuffer memory used (MiB) from the sidecar.
