@@ -352,8 +352,10 @@ def dashboards_in(path):
     for d in load_all(path):
         if d.get("kind") == "ConfigMap":
             for key, value in (d.get("data") or {}).items():
-                if key.endswith(".json"):
-                    found.append((f"{d['metadata']['name']}/{key}", json.loads(value)))
+                parsed = json.loads(value) if key.endswith(".json") else None
+                # The other JSON ConfigMap children are LoRA adapter lists ({"adapters": [...]}).
+                if parsed is not None and set(parsed) != {"adapters"}:
+                    found.append((f"{d['metadata']['name']}/{key}", parsed))
         elif d.get("kind") == "GrafanaDashboard":
             found.append((d["metadata"]["name"], json.loads(d["spec"]["json"])))
     return found
