@@ -316,7 +316,9 @@ maxPods: 32
 EOF
   start kubelet "$BIN/kubelet" --config="$STATE/kubelet.yaml" --kubeconfig="$STATE/kubelet.kubeconfig" \
     --root-dir="$k" --cert-dir="$k/pki" --hostname-override="$NODE" --node-ip="$NODE_IP" --v=1
-  cat > "$STATE/kube-proxy.yaml" <<EOF
+  # kube-proxy exits when its config file changes: rewrite it (and restart kube-proxy) only
+  # when its content does, or an `up` on a running cluster leaves no kube-proxy running.
+  cat > "$STATE/kube-proxy.yaml.new" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $KUBECONFIG_FILE}
@@ -328,6 +330,12 @@ healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 conntrack: {maxPerCore: 0}
 EOF
+  if cmp -s "$STATE/kube-proxy.yaml.new" "$STATE/kube-proxy.yaml"; then
+    rm -f "$STATE/kube-proxy.yaml.new"
+  else
+    stop kube-proxy
+    mv "$STATE/kube-proxy.yaml.new" "$STATE/kube-proxy.yaml"
+  fi
   start kube-proxy "$BIN/kube-proxy" --config="$STATE/kube-proxy.yaml" --v=1
   wait_for "node $NODE Ready" 180 sh -c \
     "'$KUBECTL' --kubeconfig '$KUBECONFIG_FILE' get node $NODE -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
@@ -362,9 +370,14 @@ local_image() {
 }
 
 base_image() {
-  buildah images --format '{{.Name}}:{{.Tag}}' | grep -m1 '^localhost/candela-base:' \
-    || { "$REPO/scripts/build-images.sh" --profile "${IMAGE_PROFILE:-release}" >&2 \
-         && buildah images --format '{{.Name}}:{{.Tag}}' | grep -m1 '^localhost/candela-base:'; }
+  # The list is read whole before it is searched: `buildah images | grep -m1` fails under
+  # pipefail when grep exits first and buildah gets SIGPIPE (more images, more likely).
+  local images
+  images="$(buildah images --format '{{.Name}}:{{.Tag}}')"
+  grep -m1 '^localhost/candela-base:' <<<"$images" && return 0
+  "$REPO/scripts/build-images.sh" --profile "${IMAGE_PROFILE:-release}" >&2
+  images="$(buildah images --format '{{.Name}}:{{.Tag}}')"
+  grep -m1 '^localhost/candela-base:' <<<"$images"
 }
 
 # CoreDNS at $DNS_IP (deploy/local/coredns.yaml).

@@ -2,7 +2,8 @@
 installed with helm, InferenceDeployments applied with kubectl, engine + sidecar pods that
 really start, load their model (a PVC and an hf:// repository on the local hub), become
 Ready through their probes and answer the official `openai` client through their
-Service's ClusterIP (kube-proxy); Prometheus scraping them through the generated
+Service's ClusterIP (kube-proxy); LoRA adapters served next to the base model and swapped
+in the running pod by editing the CR; Prometheus scraping them through the generated
 ServiceMonitor, alerts, dashboards; both autoscaling backends adding a pod that really
 starts and takes traffic; and the faults: an engine killed mid-load, the leader operator
 pod deleted, a helm upgrade and an engine flag change rolling the pods under load, a CR deleted.
@@ -273,6 +274,128 @@ def delete_and_check_nothing_left(instance):
 
 def test_deleting_an_example_leaves_nothing():
     delete_and_check_nothing_left("smollm2-hf")
+
+
+LORA = "smollm2-lora"
+
+
+def test_lora_adapters_serve_and_change_without_restarting_the_pod():
+    """deploy/examples/smollm2-lora.yaml: PEFT adapters on the `models` claim (made by
+    scripts/make-lora-adapters.py) reach the running engine through the operator's ConfigMap
+    and the sidecar; each adapter answers under its own name through the Service, next to the
+    base model. Editing spec.loraAdapters (one adapter out, one in) changes the engine's
+    adapters in place — same pod, no container restart, no Deployment change — once the
+    kubelet has refreshed the mounted ConfigMap. Prometheus sees the adapters' request
+    counters, vLLM's info gauge and the sidecar's in-sync gauge through the ServiceMonitor."""
+    loras = CACHE / "models/loras"
+    run("python3", REPO / "scripts/make-lora-adapters.py",
+        "--config", CACHE / "models/SmolLM2-135M-Instruct-hf/config.json",
+        "--out", loras, "--names", "sql,support,poem", "--rank", "8")
+    try:
+        lora_scenario()
+    finally:
+        k("-n", NS, "delete", "infd", LORA, "--ignore-not-found", "--wait=false", check=False)
+        run("rm", "-rf", loras)
+
+
+def lora_scenario():
+    infd = example("smollm2-lora.yaml")
+    engine = infd["spec"]["engine"]
+    assert (engine["maxLoras"], engine["maxCpuLoras"], engine["maxLoraRank"]) == (2, 4, 16), engine
+    base = infd["spec"]["model"]["servedName"]
+    assert [a["name"] for a in infd["spec"]["loraAdapters"]] == ["smollm2-sql", "smollm2-support"]
+    applied = time.time()
+    apply(infd)
+    pod = wait(f"{LORA} Ready", 300, lambda: ready_pods(LORA))[0]
+    timeline = Timeline()
+    timeline.record(pod, applied)
+    timeline.print("LoRA example: kubectl apply → Ready (the sidecar's /ready waits for the adapters)")
+    status = wait("status.loraAdapters", 60, lambda: kj("-n", NS, "get", "infd", LORA)["status"].get("loraAdapters"))
+    assert sorted(status) == ["smollm2-sql", "smollm2-support"], status
+    cm = kj("-n", NS, "get", "configmap", f"{LORA}-lora-adapters")
+    assert sorted(a["name"] for a in json.loads(cm["data"]["adapters.json"])["adapters"]) == sorted(status)
+
+    client = openai.OpenAI(base_url=f"http://{cluster_ip(LORA)}:8000/v1", api_key="none", max_retries=0)
+
+    def models():
+        return {m.id: m.to_dict().get("parent") for m in client.models.list().data}
+
+    listed = models()
+    assert listed == {base: None, "smollm2-sql": base, "smollm2-support": base}, listed
+    prompt = "Write one sentence about databases:"
+    sent = {}
+
+    def complete(model):
+        text = client.completions.create(model=model, prompt=prompt, max_tokens=12, temperature=0).choices[0].text
+        sent[model] = sent.get(model, 0) + 1
+        return text
+
+    texts = {m: complete(m) for m in [base, "smollm2-sql", "smollm2-support"]}
+    for m, text in texts.items():
+        print(f"{m:>16} (greedy): {text!r}")
+    assert any(texts[a] != texts[base] for a in ["smollm2-sql", "smollm2-support"]), texts
+    # The same adapter twice gives the same greedy text (the adapter, not noise, changed it).
+    assert complete("smollm2-sql") == texts["smollm2-sql"]
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="smollm2-nope", prompt=prompt, max_tokens=4)
+
+    # Edit the list: support out, poem in. Only the ConfigMap changes; the sidecar follows.
+    def identity():
+        p = pods(LORA)
+        assert len(p) == 1, [x["metadata"]["name"] for x in p]
+        restarts = {c["name"]: c["restartCount"] for c in p[0]["status"]["containerStatuses"]}
+        return p[0]["metadata"]["name"], p[0]["metadata"]["uid"], restarts
+
+    before = identity()
+    generation = kj("-n", NS, "get", "deploy", LORA)["metadata"]["generation"]
+    patched = time.time()
+    k("-n", NS, "patch", "infd", LORA, "--type", "merge", "-p", json.dumps({"spec": {"loraAdapters": [
+        {"name": "smollm2-sql", "source": "pvc://models/loras/sql"},
+        {"name": "smollm2-poem", "source": "pvc://models/loras/poem"}]}}))
+    wait("the ConfigMap rewritten", 30, lambda: "smollm2-poem" in
+         kj("-n", NS, "get", "configmap", f"{LORA}-lora-adapters")["data"]["adapters.json"])
+    cm_at = time.time()
+    wanted = {base: None, "smollm2-sql": base, "smollm2-poem": base}
+    wait("the engine serving sql + poem", 180, lambda: models() == wanted)
+    in_sync = time.time()
+    print(f"loraAdapters patched (support → poem): ConfigMap rewritten after {cm_at - patched:.1f} s, "
+          f"engine in sync after {in_sync - patched:.1f} s (kubelet volume refresh + the sidecar's 5 s sync)")
+    assert identity() == before, (before, identity())
+    assert kj("-n", NS, "get", "deploy", LORA)["metadata"]["generation"] == generation
+    assert sorted(kj("-n", NS, "get", "infd", LORA)["status"]["loraAdapters"]) == ["smollm2-poem", "smollm2-sql"]
+    poem = complete("smollm2-poem")
+    print(f"{'smollm2-poem':>16} (greedy): {poem!r}; pod {before[0]} unchanged, restarts {before[2]}")
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="smollm2-support", prompt=prompt, max_tokens=4)
+    complete("smollm2-sql")
+
+    # Prometheus, through the generated ServiceMonitor (the sidecar's /metrics carries the
+    # engine's series and its own).
+    sel = f'namespace="{NS}",service="{LORA}"'
+    t0 = time.time()
+    counts = wait("the adapters' request counters in Prometheus", 180, lambda: (
+        (c := {r["metric"]["lora_name"]: float(r["value"][1]) for r in prom(f"vllm:lora_requests_total{{{sel}}}")})
+        and c.get("smollm2-sql", 0) >= sent["smollm2-sql"] and c.get("smollm2-poem", 0) >= sent["smollm2-poem"]
+        and c), interval=3)
+    # Exact: nothing else sends requests to this instance.
+    assert counts["smollm2-sql"] == sent["smollm2-sql"], (counts, sent)
+    assert counts["smollm2-poem"] == sent["smollm2-poem"], (counts, sent)
+    assert base not in counts, counts
+    assert counts.get("smollm2-support", sent["smollm2-support"]) == sent["smollm2-support"], (counts, sent)
+    info = wait("vllm:lora_requests_info", 60, lambda: prom(f'vllm:lora_requests_info{{{sel},max_lora="2"}}'))
+    synced = wait("candela_sidecar_lora_in_sync 1", 60, lambda: [
+        r for r in prom(f"candela_sidecar_lora_in_sync{{{sel}}}") if r["value"][1] == "1"])
+    loaded = prom(f"candela_sidecar_lora_adapters_loaded{{{sel}}}")
+    changes = {r["metric"].get("action"): r["value"][1]
+               for r in prom(f"candela_sidecar_lora_adapter_changes_total{{{sel}}}")}
+    print(f"Prometheus ({time.time() - t0:.0f} s after the last request): vllm:lora_requests_total "
+          f"{counts} (sent {sent}); vllm:lora_requests_info max_lora={info[0]['metric'].get('max_lora')} "
+          f"running={info[0]['metric'].get('running_lora_adapters', '')!r}; candela_sidecar_lora_in_sync "
+          f"{synced[0]['value'][1]}, adapters loaded {loaded[0]['value'][1] if loaded else '-'}, changes {changes}")
+    assert loaded and loaded[0]["value"][1] == "2", loaded
+
+    delete_and_check_nothing_left(LORA)
+    assert not k("-n", NS, "get", "configmap", f"{LORA}-lora-adapters", "--ignore-not-found", "-o", "name").strip()
 
 
 def test_prometheus_scrapes_with_the_token_rules_load_dashboards_have_data_and_hpa_scales():
