@@ -22,6 +22,11 @@
 //! drafts right after (prompt lookup, or a [`DraftModel`]), paced per request by
 //! [`DraftPacer`]; the scheduler picks them up through [`ModelRunner::take_draft_tokens`].
 //!
+//! LoRA: a request given an adapter ([`ModelRunner::set_lora`]) runs every step with it;
+//! the forward pass adds each adapter's low-rank update to its own rows only
+//! ([`crate::lora::LoraRows`]), so requests of several adapters and the base share a batch.
+//! The device path refuses adapters.
+//!
 //! RNG: a request with `seed` gets `StdRng::seed_from_u64(seed)` at its first
 //! sampled token and keeps it (also across preemption) until it finishes;
 //! others get a seed drawn from the runner's own OS-seeded stream.
