@@ -63,11 +63,29 @@ pub fn parse_module(value: &str) -> Result<LoraModule, String> {
             base_model_name: None,
         }
     };
-    check_name(&module.name)?;
-    if module.path.trim().is_empty() {
-        return Err(format!("LoRA module {:?} has an empty path", module.name));
-    }
+    check_adapters([(module.name.as_str(), module.path.as_str())])?;
     Ok(module)
+}
+
+/// Checks adapters `(name, path)` as the engine takes them, from `--lora-modules` or the
+/// sidecar's list: valid names, each given once, non-empty paths.
+///
+/// # Errors
+/// One line naming the first adapter at fault.
+pub fn check_adapters<'a>(
+    adapters: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), String> {
+    let mut names = std::collections::BTreeSet::new();
+    for (name, path) in adapters {
+        check_name(name)?;
+        if path.trim().is_empty() {
+            return Err(format!("LoRA adapter {name:?} has an empty path"));
+        }
+        if !names.insert(name) {
+            return Err(format!("LoRA adapter name {name:?} is given twice"));
+        }
+    }
+    Ok(())
 }
 
 /// An adapter name as requests will write it in `model`: not empty, no whitespace.

@@ -206,17 +206,11 @@ impl LoraAdapterList {
     /// # Errors
     /// One line naming what is wrong.
     pub fn check(&self) -> Result<(), String> {
-        let mut names = std::collections::BTreeSet::new();
-        for a in &self.adapters {
-            lora::check_name(&a.name)?;
-            if a.path.trim().is_empty() {
-                return Err(format!("LoRA adapter {:?} has an empty path", a.name));
-            }
-            if !names.insert(a.name.as_str()) {
-                return Err(format!("LoRA adapter name {:?} is given twice", a.name));
-            }
-        }
-        Ok(())
+        lora::check_adapters(
+            self.adapters
+                .iter()
+                .map(|a| (a.name.as_str(), a.path.as_str())),
+        )
     }
 
     /// The file's text: pretty JSON with a trailing newline (what `kubectl get configmap`

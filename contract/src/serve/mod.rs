@@ -326,16 +326,12 @@ impl LoraArgs {
                 self.max_loras
             ));
         }
-        let mut names: Vec<&str> = self.lora_modules.iter().map(|m| m.name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!(
-                "--{}: adapter name {:?} is given twice",
-                flag::LORA_MODULES,
-                w[0]
-            ));
-        }
-        Ok(())
+        crate::lora::check_adapters(
+            self.lora_modules
+                .iter()
+                .map(|m| (m.name.as_str(), m.path.as_str())),
+        )
+        .map_err(|e| format!("--{}: {e}", flag::LORA_MODULES))
     }
 }
 
