@@ -105,12 +105,16 @@ impl LoraRegistry {
             param: Some(param),
             message,
         };
-        candela_contract::lora::check_name(name).map_err(|m| invalid("lora_name", m))?;
-        if self.contains(name) {
-            return Err(invalid(
+        let taken = || {
+            invalid(
                 "lora_name",
                 format!("The lora adapter '{name}' has already been loaded."),
-            ));
+            )
+        };
+        candela_contract::lora::check_name(name).map_err(|m| invalid("lora_name", m))?;
+        // Checked before the files are fetched, and again once they are read.
+        if self.contains(name) {
+            return Err(taken());
         }
         let path = self
             .resolve(source)
@@ -120,13 +124,11 @@ impl LoraRegistry {
             .read(&path)
             .await
             .map_err(|e| invalid("lora_path", format!("LoRA adapter {name}: {e}")))?;
+        let bytes = weights.weight_bytes();
         let mut inner = self.lock();
         // Another load of the same name may have finished while this one read its files.
         if inner.entries.iter().any(|e| e.name == name) {
-            return Err(invalid(
-                "lora_name",
-                format!("The lora adapter '{name}' has already been loaded."),
-            ));
+            return Err(taken());
         }
         let id = inner.next_id;
         inner.next_id += 1;
@@ -141,6 +143,7 @@ impl LoraRegistry {
             last_used,
         });
         self.evict(&mut inner);
+        tracing::info!(adapter = %name, source = %source, bytes, "LoRA adapter loaded");
         Ok(())
     }
 
@@ -173,15 +176,6 @@ impl LoraRegistry {
                 root: e.path.display().to_string(),
             })
             .collect()
-    }
-
-    /// How many adapters hold their weights in memory now.
-    pub fn num_resident(&self) -> usize {
-        self.lock()
-            .entries
-            .iter()
-            .filter(|e| e.weights.is_some())
-            .count()
     }
 
     /// The adapter `name` for a request, reading it from disk again if it was evicted;

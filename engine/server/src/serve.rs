@@ -316,20 +316,17 @@ pub async fn load_lora_modules(args: &ServeArgs, state: &AppState) -> Result<()>
     let Some(loras) = &state.loras else {
         return Ok(());
     };
-    let base = state
-        .served_model_names
-        .first()
-        .cloned()
-        .unwrap_or_default();
     for m in &args.lora.lora_modules {
-        let parent = m.base_model_name.as_deref().unwrap_or(&base);
+        let parent = m
+            .base_model_name
+            .as_deref()
+            .unwrap_or(state.base_model_name());
         loras.load(&m.name, &m.path, parent).await.map_err(|e| {
             Error::Config(format!(
                 "--{}: {e}",
                 candela_contract::serve::flag::LORA_MODULES
             ))
         })?;
-        info!(adapter = %m.name, path = %m.path, "LoRA adapter loaded");
     }
     Ok(())
 }
@@ -544,12 +541,7 @@ pub async fn run(args: ServeArgs, profiler: Profiler) -> Result<()> {
         started.state.tokenizer.clone(),
         started.state.grammars.clone(),
         started.state.max_model_len,
-        started
-            .state
-            .served_model_names
-            .first()
-            .cloned()
-            .unwrap_or_default(),
+        started.state.base_model_name().to_owned(),
         profiler.clone(),
     );
     let grpc_task = grpc::spawn(&grpc_addr, service).await?;

@@ -18,18 +18,12 @@
 
 mod common;
 
-use candela::engine::EngineCore;
 use std::collections::HashMap;
 
 use candela_core::SpecDecodingStats;
 use candela_core::spec_decode::NgramConfig;
-use candela_core::{
-    CacheConfig, FinishReason, NewRequest, PromptLogprob, SamplingParams, Scheduler,
-    SchedulerConfig,
-};
-use candela_model::{
-    DraftModel, Drafter, LoadedModel, ModelRunner, RunnerConfig, reference_generate_greedy,
-};
+use candela_core::{FinishReason, NewRequest, PromptLogprob, SamplingParams};
+use candela_model::{DraftModel, Drafter, LoadedModel, reference_generate_greedy};
 use candela_structured::{Constraint, Grammar, Grammars};
 
 const GAP_TOLERANCE: f32 = 1e-4;
@@ -143,54 +137,29 @@ fn run_batched(
     host_blocks: usize,
     spec: Spec,
 ) -> Outcome {
-    let cache = CacheConfig {
-        block_size: 16,
-        num_device_blocks: device_blocks,
-        num_host_blocks: host_blocks,
-        enable_prefix_caching: true,
+    let lookahead = if matches!(spec, Spec::DraftModel(_)) {
+        4
+    } else {
+        0
     };
-    let config = SchedulerConfig {
-        max_num_seqs: 32,
-        max_num_batched_tokens: 96, // long prompts are prefilled in chunks
-        max_model_len: 512,
-        enable_chunked_prefill: true,
-        policy: candela_core::SchedulingPolicy::Fcfs,
-        delay_factor: 0.0,
-        max_waiting: 64,
-        eos_token_ids: model.eos_token_ids.clone(),
-        num_lookahead_tokens: if matches!(spec, Spec::DraftModel(_)) {
-            4
-        } else {
-            0
-        },
-        max_loras: 0,
-    };
-    let mut runner = ModelRunner::new(
-        model.model.clone(),
-        RunnerConfig {
-            num_device_blocks: device_blocks,
-            num_host_blocks: host_blocks,
-            block_size: 16,
-        },
-    );
+    let mut core = common::batch_engine(model, device_blocks, host_blocks, lookahead, 0);
     match spec {
         Spec::Off => {}
-        Spec::Ngram => runner.set_drafter(Drafter::Ngram(NgramConfig {
+        Spec::Ngram => core.runner.set_drafter(Drafter::Ngram(NgramConfig {
             num_speculative_tokens: 4,
             prompt_lookup_min: 1,
             prompt_lookup_max: 3,
         })),
-        Spec::DraftModel(draft) => runner.set_drafter(Drafter::Model(Box::new(DraftModel::new(
-            draft.model.clone(),
-            device_blocks,
-            16,
-            4,
-        )))),
+        Spec::DraftModel(draft) => {
+            core.runner
+                .set_drafter(Drafter::Model(Box::new(DraftModel::new(
+                    draft.model.clone(),
+                    device_blocks,
+                    16,
+                    4,
+                ))))
+        }
     }
-    let mut core = EngineCore {
-        scheduler: Scheduler::new(config, cache).unwrap(),
-        runner,
-    };
     for (i, c) in cases.iter().enumerate() {
         core.scheduler
             .add_request(NewRequest {

@@ -17,12 +17,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candela::engine::EngineCore;
-use candela_core::{
-    CacheConfig, FinishReason, NewRequest, SamplingParams, Scheduler, SchedulerConfig,
-};
+use candela_core::{FinishReason, NewRequest, SamplingParams};
 use candela_model::lora::LoraAdapter;
-use candela_model::{LoadedModel, ModelRunner, RunnerConfig, reference_generate_greedy};
+use candela_model::{LoadedModel, reference_generate_greedy};
 use candle_core::{DType, Device, Tensor};
 
 const GAP_TOLERANCE: f32 = 1e-3;
@@ -85,36 +82,7 @@ fn run(
     cases: &[&Case],
     max_loras: usize,
 ) -> Vec<Vec<u32>> {
-    let config = SchedulerConfig {
-        max_num_seqs: 32,
-        max_num_batched_tokens: 96,
-        max_model_len: 512,
-        enable_chunked_prefill: true,
-        policy: candela_core::SchedulingPolicy::Fcfs,
-        delay_factor: 0.0,
-        max_waiting: 64,
-        eos_token_ids: model.eos_token_ids.clone(),
-        num_lookahead_tokens: 0,
-        max_loras,
-    };
-    let cache = CacheConfig {
-        block_size: 16,
-        num_device_blocks: 512,
-        num_host_blocks: 0,
-        enable_prefix_caching: true,
-    };
-    let runner = ModelRunner::new(
-        model.model.clone(),
-        RunnerConfig {
-            num_device_blocks: 512,
-            num_host_blocks: 0,
-            block_size: 16,
-        },
-    );
-    let mut core = EngineCore {
-        scheduler: Scheduler::new(config, cache).unwrap(),
-        runner,
-    };
+    let mut core = common::batch_engine(model, 512, 0, 0, max_loras);
     for (i, c) in cases.iter().enumerate() {
         let id = i as u64;
         core.scheduler

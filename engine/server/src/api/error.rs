@@ -226,9 +226,9 @@ impl From<Error> for ApiError {
             } => Self::invalid(message),
             Error::Rejected(core) => core.into(),
             Error::EngineDead => Self::engine_dead(),
-            Error::LoraNotFound(name) => Self {
+            err @ Error::LoraNotFound(_) => Self {
                 code: Some("NotFoundError"),
-                ..Self::not_found(Error::LoraNotFound(name).to_string())
+                ..Self::not_found(err.to_string())
             },
             other => Self::internal(other.to_string()),
         }

@@ -45,13 +45,7 @@ pub async fn load(
             format!("'{name}' is the base model's name."),
         ));
     }
-    let parent = state
-        .served_model_names
-        .first()
-        .cloned()
-        .unwrap_or_default();
-    loras.load(&name, &path, &parent).await?;
-    tracing::info!(adapter = %name, path = %path, "LoRA adapter loaded");
+    loras.load(&name, &path, state.base_model_name()).await?;
     Ok(format!(
         "Success: LoRA adapter '{name}' added successfully."
     ))

@@ -4,8 +4,8 @@
 //! `GET /v1/models`, `GET /health`, `GET /version`, `POST /tokenize`,
 //! `POST /detokenize`; with `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`
 //! also `POST /v1/load_lora_adapter` and `POST /v1/unload_lora_adapter` ([`lora`]).
-//! A request's `model` names a served model name or a LoRA adapter. When `--api-key` is set, every `/v1/*` route requires
-//! `Authorization: Bearer <key>`; the others stay open, as in vLLM, so probes and
+//! A request's `model` names a served model name or a LoRA adapter. When `--api-key` is
+//! set, every `/v1/*` route requires `Authorization: Bearer <key>`; the others stay open, as in vLLM, so probes and
 //! scrapers need no secret. Bodies are limited to [`MAX_BODY_BYTES`] (413 above);
 //! a prompt that fits the body but not `--max-model-len` is tokenized and then
 //! refused with a 400.
@@ -109,13 +109,18 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The first `--served-model-name`: the default `model`, and LoRA adapters' parent.
+    pub fn base_model_name(&self) -> &str {
+        self.served_model_names.first().map_or("", String::as_str)
+    }
+
     /// The served name or LoRA adapter a request addressed; absent means the default.
     ///
     /// # Errors
     /// 404 when the name is neither served here nor a loaded adapter.
     pub fn resolve_model(&self, requested: Option<&str>) -> Result<String, ApiError> {
         match requested {
-            None | Some("") => Ok(self.served_model_names.first().cloned().unwrap_or_default()),
+            None | Some("") => Ok(self.base_model_name().to_owned()),
             Some(name) if self.served_model_names.iter().any(|n| n == name) => Ok(name.to_owned()),
             Some(name) if self.loras.as_ref().is_some_and(|l| l.contains(name)) => {
                 Ok(name.to_owned())

@@ -118,6 +118,51 @@ pub fn default_hf_dir() -> PathBuf {
     dir
 }
 
+/// The synchronous engine the batch-exactness tests drive step by step: 16-token blocks
+/// (prefix caching on), up to 32 sequences, a 96-token step budget (long prompts are
+/// prefilled in chunks), 512-token context; `lookahead` and `max_loras` as the scheduler
+/// takes them.
+#[allow(dead_code)] // not every test binary drives the engine directly
+pub fn batch_engine(
+    model: &candela_model::LoadedModel,
+    device_blocks: usize,
+    host_blocks: usize,
+    lookahead: usize,
+    max_loras: usize,
+) -> candela::engine::EngineCore {
+    use candela_core::{CacheConfig, Scheduler, SchedulerConfig, SchedulingPolicy};
+    let config = SchedulerConfig {
+        max_num_seqs: 32,
+        max_num_batched_tokens: 96,
+        max_model_len: 512,
+        enable_chunked_prefill: true,
+        policy: SchedulingPolicy::Fcfs,
+        delay_factor: 0.0,
+        max_waiting: 64,
+        eos_token_ids: model.eos_token_ids.clone(),
+        num_lookahead_tokens: lookahead,
+        max_loras,
+    };
+    let cache = CacheConfig {
+        block_size: 16,
+        num_device_blocks: device_blocks,
+        num_host_blocks: host_blocks,
+        enable_prefix_caching: true,
+    };
+    let runner = candela_model::ModelRunner::new(
+        model.model.clone(),
+        candela_model::RunnerConfig {
+            num_device_blocks: device_blocks,
+            num_host_blocks: host_blocks,
+            block_size: 16,
+        },
+    );
+    candela::engine::EngineCore {
+        scheduler: Scheduler::new(config, cache).expect("valid test configuration"),
+        runner,
+    }
+}
+
 /// Eight short questions the batch tests build their prompts from.
 #[allow(dead_code)] // not every test binary builds batches
 pub const TOPICS: [&str; 8] = [
