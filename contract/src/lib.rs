@@ -18,6 +18,7 @@
 //!
 //! - [`speculative`]: the JSON of `--speculative-config`.
 //! - [`lora`]: `--lora-modules` entries and the LoRA limits.
+//! - [`tls`]: the `--ssl-*` flags every listener takes.
 //!
 //! No I/O (the default model path reads `$HOME`, nothing else); clap parses, serde_json
 //! reads the JSON-valued flags.
@@ -31,6 +32,7 @@ pub mod ports;
 pub mod serve;
 pub mod sidecar;
 pub mod speculative;
+pub mod tls;
 mod values;
 
 pub use lora::LoraModule;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::tls::{TlsArgs, TlsFlags};
 use crate::{env, lora, ports};
 
 /// The sidecar's readiness path (open, like `/health`): 200 once the LoRA adapter list has
@@ -27,6 +28,8 @@ pub mod flag {
     pub const ENGINE_API_KEY: &str = "engine-api-key";
     pub const LORA_ADAPTERS_FILE: &str = "lora-adapters-file";
     pub const LORA_SYNC_INTERVAL_MS: &str = "lora-sync-interval-ms";
+    pub const ENGINE_CA_CERTS: &str = "engine-ca-certs";
+    pub const ENGINE_SERVER_NAME: &str = "engine-server-name";
 }
 
 /// `candela sidecar`.
@@ -82,6 +85,19 @@ pub struct SidecarArgs {
     #[arg(long = flag::LORA_SYNC_INTERVAL_MS, env = "CANDELA_SIDECAR_LORA_SYNC_INTERVAL_MS",
           default_value_t = 5000, value_parser = clap::value_parser!(u32).range(100..))]
     pub lora_sync_interval_ms: u32,
+    /// PEM CA certificates that sign the engine's certificate, for `https://` engine URIs
+    /// [default: the system's roots].
+    #[arg(long = flag::ENGINE_CA_CERTS, env = "CANDELA_SIDECAR_ENGINE_CA_CERTS", value_name = "PATH")]
+    pub engine_ca_certs: Option<PathBuf>,
+    /// The name the engine's certificate must carry [default: the host of the engine URIs];
+    /// set it when the sidecar dials 127.0.0.1 and the certificate names the Service.
+    #[arg(long = flag::ENGINE_SERVER_NAME, env = "CANDELA_SIDECAR_ENGINE_SERVER_NAME", value_name = "NAME")]
+    pub engine_server_name: Option<String>,
+    /// TLS on /metrics and /profiles. With --ssl-cert-reqs 1, /metrics and /profiles
+    /// admit only clients with a certificate signed by --ssl-ca-certs (/health and /ready
+    /// stay open for the kubelet's probes); with 2 the handshake itself requires one.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl SidecarArgs {
@@ -123,7 +139,24 @@ impl SidecarArgs {
                 ));
             }
         }
-        Ok(())
+        let https = [&self.engine_grpc, &self.engine_http]
+            .iter()
+            .any(|uri| uri.starts_with("https://"));
+        if !https {
+            for (name, set) in [
+                (flag::ENGINE_CA_CERTS, self.engine_ca_certs.is_some()),
+                (flag::ENGINE_SERVER_NAME, self.engine_server_name.is_some()),
+            ] {
+                if set {
+                    return Err(format!(
+                        "--{name} is only read with https:// engine URIs (--{} / --{})",
+                        flag::ENGINE_GRPC,
+                        flag::ENGINE_HTTP
+                    ));
+                }
+            }
+        }
+        self.tls.validate()
     }
 }
 
@@ -141,6 +174,12 @@ pub struct SidecarFlags {
     pub engine_http: Option<String>,
     /// `--lora-adapters-file`.
     pub lora_adapters_file: Option<PathBuf>,
+    /// `--engine-ca-certs`.
+    pub engine_ca_certs: Option<PathBuf>,
+    /// `--engine-server-name`.
+    pub engine_server_name: Option<String>,
+    /// `--ssl-*`: TLS on /metrics and /profiles.
+    pub tls: TlsFlags,
 }
 
 impl SidecarFlags {
@@ -161,11 +200,19 @@ impl SidecarFlags {
                     .as_ref()
                     .map(|p| p.display().to_string()),
             ),
+            (
+                flag::ENGINE_CA_CERTS,
+                self.engine_ca_certs
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+            ),
+            (flag::ENGINE_SERVER_NAME, self.engine_server_name.clone()),
         ] {
             if let Some(value) = value {
                 args.push(format!("--{name}={value}"));
             }
         }
+        self.tls.push_args(&mut args);
         args
     }
 }
@@ -284,6 +331,19 @@ mod tests {
             .unwrap_err();
         assert!(e.contains(env::API_KEY), "{e}");
         assert!(sidecar(&["--lora-sync-interval-ms", "5"]).is_err());
+        let e = sidecar(&["--engine-ca-certs", "/ca.crt"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.starts_with("--engine-ca-certs is only read with https://"),
+            "{e}"
+        );
+        let e = sidecar(&["--ssl-certfile", "/c"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.starts_with("--ssl-certfile needs --ssl-keyfile"), "{e}");
     }
 
     #[test]
@@ -327,8 +387,16 @@ mod tests {
             engine_grpc: Some("http://127.0.0.1:1234".into()),
             listen: Some("0.0.0.0:9999".into()),
             profiles_dir: Some("/p".into()),
-            engine_http: Some("http://127.0.0.1:8001".into()),
+            engine_http: Some("https://127.0.0.1:8001".into()),
             lora_adapters_file: Some("/etc/lora/adapters.json".into()),
+            engine_ca_certs: Some("/tls/ca.crt".into()),
+            engine_server_name: Some("svc.ns".into()),
+            tls: TlsFlags {
+                keyfile: Some("/tls/tls.key".into()),
+                certfile: Some("/tls/tls.crt".into()),
+                ca_certs: Some("/tls/ca.crt".into()),
+                cert_reqs: crate::tls::ClientCertReqs::Optional,
+            },
         };
         let a = match crate::parse_process_args(f.to_args()) {
             Ok(ProcessCommand::Sidecar(a)) => a,
@@ -337,7 +405,13 @@ mod tests {
         assert_eq!(a.engine_grpc, "http://127.0.0.1:1234");
         assert_eq!(a.listen, "0.0.0.0:9999");
         assert_eq!(a.profiles_dir, Some(PathBuf::from("/p")));
-        assert_eq!(a.engine_http, "http://127.0.0.1:8001");
+        assert_eq!(a.engine_http, "https://127.0.0.1:8001");
+        assert_eq!(a.engine_ca_certs, Some(PathBuf::from("/tls/ca.crt")));
+        assert_eq!(a.engine_server_name.as_deref(), Some("svc.ns"));
+        assert_eq!(a.tls.keyfile, Some(PathBuf::from("/tls/tls.key")));
+        assert_eq!(a.tls.certfile, Some(PathBuf::from("/tls/tls.crt")));
+        assert_eq!(a.tls.ca_certs, Some(PathBuf::from("/tls/ca.crt")));
+        assert_eq!(a.tls.cert_reqs, 1);
         assert_eq!(
             a.lora_adapters_file,
             Some(PathBuf::from("/etc/lora/adapters.json"))

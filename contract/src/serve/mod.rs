@@ -15,6 +15,7 @@ use clap::{ArgAction, Args};
 
 use crate::lora::{DEFAULT_MAX_LORA_RANK, DEFAULT_MAX_LORAS, LoraModule, MAX_LORA_RANKS};
 use crate::speculative::SpeculativeConfig;
+use crate::tls::{TlsArgs, TlsFlags};
 use crate::values::{ByteSize, Device, Dtype, KvCacheDtype, SchedulingPolicy};
 use crate::{env, ports};
 
@@ -83,6 +84,9 @@ pub struct ServeArgs {
     pub scheduler: SchedulerArgs,
     #[command(flatten)]
     pub lora: LoraArgs,
+    /// TLS on the HTTP and gRPC listeners.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -407,6 +411,7 @@ impl ServeArgs {
             ));
         }
         self.lora.validate(&self.model.device)?;
+        self.tls.validate()?;
         if self.model.tensor_parallel_size != 1 {
             return Err(format!(
                 "--{} {} is not supported yet; only 1 is",
@@ -529,6 +534,8 @@ pub struct ServeFlags {
     pub max_loras: Option<usize>,
     pub max_lora_rank: Option<usize>,
     pub max_cpu_loras: Option<usize>,
+    /// `--ssl-*`: TLS on the HTTP and gRPC listeners.
+    pub tls: TlsFlags,
     /// Appended verbatim after the generated flags (the user's `extraArgs`).
     pub extra: Vec<String>,
 }
@@ -597,6 +604,7 @@ impl ServeFlags {
                 args.push(format!("--{name}={v}"));
             }
         }
+        self.tls.push_args(&mut args);
         args.extend(self.extra.iter().cloned());
         args
     }

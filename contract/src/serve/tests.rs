@@ -2,6 +2,7 @@ use clap::{CommandFactory, Parser};
 use proptest::prelude::*;
 
 use super::*;
+use crate::tls::ClientCertReqs;
 use crate::{ProcessCli, ProcessCommand};
 
 fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
@@ -294,7 +295,8 @@ fn flags() -> impl Strategy<Value = ServeFlags> {
         opt(proptest::sample::select(&crate::lora::MAX_LORA_RANKS[..])),
         opt(0usize..4),
     );
-    (first, second, lora).prop_map(|(a, b, l)| {
+    let tls = (any::<bool>(), 0u8..3);
+    (first, second, lora, tls).prop_map(|(a, b, l, t)| {
         // LoRA runs on the CPU only: the engine refuses it with a GPU device.
         let on = l.0 && matches!(a.6, None | Some(Device::Cpu));
         ServeFlags {
@@ -337,6 +339,20 @@ fn flags() -> impl Strategy<Value = ServeFlags> {
                 .4
                 .filter(|_| on)
                 .map(|extra| l.2.unwrap_or(crate::lora::DEFAULT_MAX_LORAS) + extra),
+            tls: if t.0 {
+                TlsFlags {
+                    keyfile: Some("/tls/tls.key".into()),
+                    certfile: Some("/tls/tls.crt".into()),
+                    ca_certs: (t.1 > 0).then(|| "/tls/ca.crt".into()),
+                    cert_reqs: match t.1 {
+                        0 => ClientCertReqs::None,
+                        1 => ClientCertReqs::Optional,
+                        _ => ClientCertReqs::Required,
+                    },
+                }
+            } else {
+                TlsFlags::default()
+            },
             extra: Vec::new(),
         }
     })
@@ -379,6 +395,10 @@ proptest! {
         prop_assert_eq!(a.lora.max_loras, f.max_loras.unwrap_or(defaults.lora.max_loras));
         prop_assert_eq!(a.lora.max_lora_rank, f.max_lora_rank.unwrap_or(defaults.lora.max_lora_rank));
         prop_assert_eq!(a.lora.max_cpu_loras, f.max_cpu_loras);
+        prop_assert_eq!(&a.tls.keyfile, &f.tls.keyfile);
+        prop_assert_eq!(&a.tls.certfile, &f.tls.certfile);
+        prop_assert_eq!(&a.tls.ca_certs, &f.tls.ca_certs);
+        prop_assert_eq!(a.tls.client_cert_reqs(), f.tls.cert_reqs);
     }
 }
 

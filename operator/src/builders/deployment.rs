@@ -181,6 +181,7 @@ fn engine_command(owner: &Owner<'_>, lora: bool) -> Result<Vec<String>> {
         max_loras: to_usize(e.max_loras),
         max_lora_rank: to_usize(e.max_lora_rank),
         max_cpu_loras: to_usize(e.max_cpu_loras),
+        tls: Default::default(),
         extra: e.extra_args.clone(),
     }
     .to_args())
@@ -195,6 +196,7 @@ fn sidecar_command(lora: bool) -> Vec<String> {
         profiles_dir: Some(PROFILE_DIR.into()),
         engine_http: lora.then(|| format!("http://127.0.0.1:{}", ports::HTTP)),
         lora_adapters_file: lora.then(Lora::file_path),
+        ..Default::default()
     }
     .to_args()
 }
