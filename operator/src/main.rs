@@ -12,6 +12,7 @@ use candela_operator::alerts::Scaler;
 use candela_operator::builders::BuildConfig;
 use candela_operator::controller::apply::MANAGER;
 use candela_operator::controller::{self, Context, RunConfig};
+use candela_operator::crd::IssuerRef;
 use candela_operator::http::{self, HttpState};
 use candela_operator::leader::{LeaderElector, LeaseConfig};
 use candela_operator::metrics::Metrics;
@@ -57,6 +58,13 @@ struct Args {
     /// so that stack's Prometheus selects them. A custom resource's own labels win.
     #[arg(long = "monitoring-label", env = "CANDELA_MONITORING_LABELS", value_delimiter = ',', value_parser = parse_label)]
     monitoring_labels: Vec<(String, String)>,
+
+    /// The cert-manager issuer of the certificates of InferenceDeployments whose `spec.tls`
+    /// or `spec.monitoring.tls` names neither a Secret nor an issuer: `KIND/NAME`
+    /// (`ClusterIssuer/candela-ca`) or `NAME` (an Issuer in each InferenceDeployment's
+    /// namespace). Unset: such a spec gets an InvalidSpec condition.
+    #[arg(long, env = "CANDELA_CERT_MANAGER_ISSUER", value_parser = IssuerRef::parse_flag)]
+    cert_manager_issuer: Option<IssuerRef>,
 
     /// Address of the Alertmanager webhook `POST /alertmanager` (the alerts autoscaling
     /// backend); plain HTTP with a bearer token, on its own port so a NetworkPolicy can
@@ -127,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
         engine_image: args.engine_image,
         prometheus_url: args.prometheus_url,
         monitoring_labels: args.monitoring_labels.into_iter().collect(),
+        cert_manager_issuer: args.cert_manager_issuer,
     };
     let ctx = Arc::new(Context::new(client.clone(), build, Arc::clone(&metrics)));
     // Every replica answers Alertmanager, the standbys too: the decisions serialize on the

@@ -62,6 +62,8 @@ pub fn cluster_role() -> ClusterRole {
                 &["grafanadashboards"],
                 &manage,
             ),
+            // spec.tls / spec.monitoring.tls without a Secret: cert-manager issues them.
+            rule(&["cert-manager.io"], &["certificates"], &manage),
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
         ]),
         ..ClusterRole::default()

@@ -74,3 +74,8 @@ fn cpu_model_with_the_alerts_backend() {
 fn cpu_model_with_lora_adapters() {
     check("lora-cpu");
 }
+
+#[test]
+fn tls_everywhere_with_a_secret_and_cert_manager() {
+    check("tls");
+}

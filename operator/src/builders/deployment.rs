@@ -4,8 +4,11 @@
 //! Pods run non-root with a read-only root filesystem, no privilege escalation and no
 //! capabilities; everything that must be writable is an emptyDir (model cache, /tmp,
 //! profiles, /dev/shm). Changing any engine setting changes the pod template and so rolls
-//! the Deployment; the LoRA adapter list is the exception (see [`super::lora`]). A replaced pod loses no request: a `preStop` sleep lets the endpoint
-//! removal reach kube-proxy before SIGTERM, then the engine drains (see the constants).
+//! the Deployment; the LoRA adapter list is the exception (see [`super::lora`]). A
+//! replaced pod loses no request: a `preStop` sleep lets the endpoint removal reach
+//! kube-proxy before SIGTERM, then the engine drains (see the constants). With TLS
+//! ([`super::tls`]) the certificates are Secret volumes, the probes speak HTTPS and the
+//! sidecar dials the engine over TLS.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +32,7 @@ use candela_contract::ports::{
 use candela_contract::{Device, ServeFlags, SidecarFlags, env};
 
 use super::lora::Lora;
+use super::tls::Tls;
 use super::{BuildConfig, GRPC_PORT, HTTP_PORT, METRICS_PORT, Owner, labels, selector_labels};
 use crate::crd::{EngineSpec, ModelSource};
 use crate::{Error, Result};
@@ -50,10 +54,11 @@ pub(super) fn build(
     owner: &Owner<'_>,
     config: &BuildConfig,
     lora: Option<&Lora>,
+    tls: &Tls,
 ) -> Result<Deployment> {
     let spec = &owner.infd.spec;
-    let engine_args = engine_command(owner, lora.is_some())?;
-    let sidecar_args = sidecar_command(lora.is_some());
+    let engine_args = engine_command(owner, lora.is_some(), tls)?;
+    let sidecar_args = sidecar_command(lora.is_some(), tls);
     // The engine's and the sidecar's own parser and validation, on exactly this argv.
     for (container, argv) in [
         (ENGINE_CONTAINER, &engine_args),
@@ -75,10 +80,10 @@ pub(super) fn build(
 
     let pod = PodSpec {
         containers: vec![
-            engine_container(owner, &image, engine_args, lora),
-            sidecar_container(owner, &image, sidecar_args, lora),
+            engine_container(owner, &image, engine_args, lora, tls),
+            sidecar_container(owner, &image, sidecar_args, lora, tls),
         ],
-        volumes: Some(volumes(owner, lora)),
+        volumes: Some(volumes(owner, lora, tls)),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS),
@@ -138,7 +143,8 @@ pub(super) fn build(
 /// `candela serve` arguments derived from the spec (typed values written by the
 /// contract crate, so every flag is one the engine defines). With LoRA the engine gets
 /// `--enable-lora` and the limits but no `--lora-modules`: the sidecar loads the adapters.
-fn engine_command(owner: &Owner<'_>, lora: bool) -> Result<Vec<String>> {
+/// With `spec.tls`, `--ssl-certfile`/`--ssl-keyfile` (HTTPS and gRPC over TLS).
+fn engine_command(owner: &Owner<'_>, lora: bool, tls: &Tls) -> Result<Vec<String>> {
     let spec = &owner.infd.spec;
     let e: &EngineSpec = &spec.engine;
     let kv_cache_memory = e
@@ -181,22 +187,28 @@ fn engine_command(owner: &Owner<'_>, lora: bool) -> Result<Vec<String>> {
         max_loras: to_usize(e.max_loras),
         max_lora_rank: to_usize(e.max_lora_rank),
         max_cpu_loras: to_usize(e.max_cpu_loras),
-        tls: Default::default(),
+        tls: tls.engine_flags(),
         extra: e.extra_args.clone(),
     }
     .to_args())
 }
 
 /// `candela sidecar` arguments: the engine's gRPC on loopback, metrics on all interfaces;
-/// with LoRA, the adapter list file and the engine's HTTP API on loopback.
-fn sidecar_command(lora: bool) -> Vec<String> {
+/// with LoRA, the adapter list file and the engine's HTTP API on loopback. With
+/// `spec.tls` the engine URIs are `https://`, verified with the CA of the engine's Secret
+/// and the Service name the certificate carries; with `monitoring.tls`, the metrics
+/// certificate and the client CA (`--ssl-cert-reqs 1`).
+fn sidecar_command(lora: bool, tls: &Tls) -> Vec<String> {
+    let scheme = tls.engine_scheme();
     SidecarFlags {
-        engine_grpc: Some(format!("http://127.0.0.1:{}", ports::GRPC)),
+        engine_grpc: Some(format!("{scheme}://127.0.0.1:{}", ports::GRPC)),
         listen: Some(format!("0.0.0.0:{}", ports::METRICS)),
         profiles_dir: Some(PROFILE_DIR.into()),
-        engine_http: lora.then(|| format!("http://127.0.0.1:{}", ports::HTTP)),
+        engine_http: lora.then(|| format!("{scheme}://127.0.0.1:{}", ports::HTTP)),
         lora_adapters_file: lora.then(Lora::file_path),
-        ..Default::default()
+        engine_ca_certs: tls.engine_ca(),
+        engine_server_name: tls.api.as_ref().map(|_| tls.server_name.clone()),
+        tls: tls.sidecar_flags(),
     }
     .to_args()
 }
@@ -214,6 +226,7 @@ fn engine_container(
     image: &str,
     args: Vec<String>,
     lora: Option<&Lora>,
+    tls: &Tls,
 ) -> Container {
     let spec = &owner.infd.spec;
     let mut env = vec![
@@ -262,11 +275,14 @@ fn engine_container(
     if let Some(lora) = lora {
         mounts.extend(lora.engine_mounts());
     }
+    mounts.extend(tls.engine_mounts());
 
+    // The kubelet does not verify the certificate of an HTTPS probe.
     let health = |period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(HEALTH_PATH.into()),
             port: IntOrString::String(HTTP_PORT_NAME.into()),
+            scheme: tls.api.as_ref().map(|_| "HTTPS".into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -315,6 +331,7 @@ fn sidecar_container(
     image: &str,
     args: Vec<String>,
     lora: Option<&Lora>,
+    tls: &Tls,
 ) -> Container {
     let spec = &owner.infd.spec;
     let mut env = Vec::new();
@@ -334,6 +351,7 @@ fn sidecar_container(
     if lora.is_some() {
         mounts.push(Lora::sidecar_mount());
     }
+    mounts.extend(tls.sidecar_mounts());
     let tcp = |period: i32| Probe {
         tcp_socket: Some(TCPSocketAction {
             port: IntOrString::String(METRICS_PORT_NAME.into()),
@@ -349,6 +367,8 @@ fn sidecar_container(
             http_get: Some(HTTPGetAction {
                 path: Some(candela_contract::sidecar::READY_PATH.into()),
                 port: IntOrString::String(METRICS_PORT_NAME.into()),
+                // Open without a client certificate (`--ssl-cert-reqs 1`).
+                scheme: tls.metrics.as_ref().map(|_| "HTTPS".into()),
                 ..HTTPGetAction::default()
             }),
             period_seconds: Some(2),
@@ -384,7 +404,7 @@ fn sidecar_container(
     }
 }
 
-fn volumes(owner: &Owner<'_>, lora: Option<&Lora>) -> Vec<Volume> {
+fn volumes(owner: &Owner<'_>, lora: Option<&Lora>, tls: &Tls) -> Vec<Volume> {
     let spec = &owner.infd.spec;
     let empty_dir = |name: &str, medium: Option<&str>, size: Option<Quantity>| Volume {
         name: name.into(),
@@ -417,6 +437,7 @@ fn volumes(owner: &Owner<'_>, lora: Option<&Lora>) -> Vec<Volume> {
     if let Some(lora) = lora {
         volumes.extend(lora.volumes(owner));
     }
+    volumes.extend(tls.volumes());
     volumes
 }
 

@@ -16,6 +16,7 @@ pub mod lora;
 pub mod monitoring;
 pub mod promql;
 pub mod thirdparty;
+pub mod tls;
 
 use std::collections::BTreeMap;
 
@@ -29,7 +30,7 @@ use kube::{Resource, ResourceExt};
 
 use candela_contract::ports::{GRPC_PORT_NAME, HTTP_PORT_NAME, METRICS_PORT_NAME};
 
-use crate::crd::{InferenceDeployment, ModelSource};
+use crate::crd::{InferenceDeployment, IssuerRef, ModelSource};
 use crate::{Error, Result};
 
 pub use autoscaling::adapter_rules;
@@ -54,6 +55,9 @@ pub struct BuildConfig {
     /// kube-prometheus-stack`, which that stack's Prometheus selects by); the custom
     /// resource's own `monitoring.*.labels` override them.
     pub monitoring_labels: BTreeMap<String, String>,
+    /// The cert-manager issuer of `spec.tls` / `spec.monitoring.tls` certificates when the
+    /// spec names neither a Secret nor an issuer (`--cert-manager-issuer`).
+    pub cert_manager_issuer: Option<IssuerRef>,
 }
 
 impl Default for BuildConfig {
@@ -62,6 +66,7 @@ impl Default for BuildConfig {
             engine_image: candela_contract::images::ENGINE.to_owned(),
             prometheus_url: "http://prometheus-operated.monitoring.svc:9090".to_owned(),
             monitoring_labels: BTreeMap::new(),
+            cert_manager_issuer: None,
         }
     }
 }
@@ -89,6 +94,13 @@ pub struct Children {
     pub grafana_dashboard: Option<DynamicObject>,
     /// The LoRA adapter list the sidecars follow (`spec.loraAdapters` set).
     pub lora_config_map: Option<ConfigMap>,
+    /// cert-manager Certificates filling the TLS Secrets the spec does not name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<DynamicObject>,
+    /// The spec fields whose certificates cert-manager issues: the reconciler refuses them
+    /// (`InvalidSpec`) when cert-manager's Certificate CRD is not installed.
+    #[serde(skip)]
+    pub cert_manager_fields: Vec<&'static str>,
 }
 
 /// Identity of the InferenceDeployment that every builder needs.
@@ -203,13 +215,14 @@ pub fn build(infd: &InferenceDeployment, config: &BuildConfig) -> Result<Childre
         None => (None, None),
     };
     let lora = lora::resolve(&owner)?;
+    let tls = tls::resolve(&owner, config)?;
     Ok(Children {
-        deployment: deployment::build(&owner, config, lora.as_ref())?,
-        service: service(&owner),
+        deployment: deployment::build(&owner, config, lora.as_ref(), &tls)?,
+        service: service(&owner, &tls),
         service_monitor: monitoring
             .service_monitor
             .enabled
-            .then(|| monitoring::service_monitor(&owner, config)),
+            .then(|| monitoring::service_monitor(&owner, config, &tls)),
         prometheus_rule: monitoring
             .rules
             .enabled
@@ -219,29 +232,40 @@ pub fn build(infd: &InferenceDeployment, config: &BuildConfig) -> Result<Childre
         dashboard_config_map,
         grafana_dashboard,
         lora_config_map: lora.map(|l| l.config_map(&owner)),
+        certificates: tls.certificates,
+        cert_manager_fields: tls.cert_manager_fields,
     })
 }
 
-/// In-cluster base URL of the OpenAI API of `owner`.
-pub fn endpoint(name: &str, namespace: &str) -> String {
-    format!("http://{name}.{namespace}.svc:{HTTP_PORT}/v1")
+/// In-cluster base URL of the OpenAI API of the InferenceDeployment `name` (`https` when
+/// `spec.tls` is set).
+pub fn endpoint(name: &str, namespace: &str, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{name}.{namespace}.svc:{HTTP_PORT}/v1")
 }
 
-fn service(owner: &Owner<'_>) -> Service {
-    let port = |name: &str, port: i32| ServicePort {
-        name: Some(name.to_owned()),
-        port,
-        target_port: Some(IntOrString::String(name.to_owned())),
-        protocol: Some("TCP".to_owned()),
-        app_protocol: Some(
-            if name == GRPC_PORT_NAME {
-                "grpc"
-            } else {
-                "http"
-            }
-            .to_owned(),
-        ),
-        ..ServicePort::default()
+fn service(owner: &Owner<'_>, tls: &tls::Tls) -> Service {
+    let port = |name: &str, port: i32| {
+        let https = match name {
+            HTTP_PORT_NAME => tls.api.is_some(),
+            METRICS_PORT_NAME => tls.metrics.is_some(),
+            _ => false,
+        };
+        ServicePort {
+            name: Some(name.to_owned()),
+            port,
+            target_port: Some(IntOrString::String(name.to_owned())),
+            protocol: Some("TCP".to_owned()),
+            app_protocol: Some(
+                match (name, https) {
+                    (GRPC_PORT_NAME, _) => "grpc",
+                    (_, true) => "https",
+                    (_, false) => "http",
+                }
+                .to_owned(),
+            ),
+            ..ServicePort::default()
+        }
     };
     Service {
         metadata: owner.meta(owner.name.clone(), &BTreeMap::new()),

@@ -20,11 +20,16 @@ use serde_json::{Value, json};
 
 use super::promql::{self, Scope};
 use super::thirdparty::ThirdParty;
+use super::tls::{self, Tls};
 use super::{BuildConfig, Owner};
 use crate::alerts::{SCALE_UP_ALERTS, SCALE_UP_LABEL, SCALE_UP_VALUE};
 use crate::crd::AutoscalingBackend;
 
-pub(super) fn service_monitor(owner: &Owner<'_>, config: &BuildConfig) -> DynamicObject {
+/// The ServiceMonitor of the sidecar's metrics port. With `monitoring.tls` it scrapes over
+/// HTTPS: it verifies the sidecar with the CA of the metrics Secret and the Service name,
+/// and presents Prometheus's client certificate (Secrets of its own namespace, as
+/// prometheus-operator requires).
+pub(super) fn service_monitor(owner: &Owner<'_>, config: &BuildConfig, tls: &Tls) -> DynamicObject {
     let mon = &owner.infd.spec.monitoring;
     let mut endpoint = json!({
         "port": "metrics",
@@ -35,6 +40,18 @@ pub(super) fn service_monitor(owner: &Owner<'_>, config: &BuildConfig) -> Dynami
     });
     if let Some(sel) = &mon.metrics_auth_secret_ref {
         endpoint["bearerTokenSecret"] = json!({ "name": sel.name, "key": sel.key });
+    }
+    if let Some(m) = &tls.metrics {
+        endpoint["scheme"] = json!("https");
+        let mut tls_config = json!({
+            "ca": { "secret": { "name": m.server, "key": tls::CA_KEY } },
+            "serverName": tls.server_name,
+        });
+        if let Some(client) = &m.client {
+            tls_config["cert"] = json!({ "secret": { "name": client, "key": tls::CERT_KEY } });
+            tls_config["keySecret"] = json!({ "name": client, "key": tls::KEY_KEY });
+        }
+        endpoint["tlsConfig"] = tls_config;
     }
     let mut obj = ThirdParty::ServiceMonitor.object(&owner.name, &owner.namespace);
     obj.metadata = owner.meta(

@@ -1,6 +1,6 @@
 //! Third-party kinds the operator creates without depending on their crates:
-//! prometheus-operator, KEDA and grafana-operator objects are built as `DynamicObject`s
-//! from these API resource descriptions.
+//! prometheus-operator, KEDA, grafana-operator and cert-manager objects are built as
+//! `DynamicObject`s from these API resource descriptions.
 
 use kube::api::{ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
@@ -16,15 +16,18 @@ pub enum ThirdParty {
     ScaledObject,
     /// `grafana.integreatly.org/v1beta1` GrafanaDashboard.
     GrafanaDashboard,
+    /// `cert-manager.io/v1` Certificate.
+    Certificate,
 }
 
 impl ThirdParty {
     /// Every third-party kind.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::ServiceMonitor,
         Self::PrometheusRule,
         Self::ScaledObject,
         Self::GrafanaDashboard,
+        Self::Certificate,
     ];
 
     /// (group, version, kind, plural).
@@ -49,6 +52,7 @@ impl ThirdParty {
                 "GrafanaDashboard",
                 "grafanadashboards",
             ),
+            Self::Certificate => ("cert-manager.io", "v1", "Certificate", "certificates"),
         }
     }
 

@@ -17,7 +17,7 @@ use tracing::debug;
 use super::capabilities::Capabilities;
 use super::status::ApplyOutcome;
 use crate::Result;
-use crate::builders::{Children, dashboard_name, lora, thirdparty::ThirdParty};
+use crate::builders::{Children, dashboard_name, lora, thirdparty::ThirdParty, tls};
 
 /// The field manager of every server-side apply.
 pub const MANAGER: &str = "candela-operator";
@@ -44,10 +44,12 @@ pub async fn apply_children(
     caps: &Capabilities,
 ) -> Result<Applied> {
     let pp = PatchParams::apply(MANAGER).force();
-    // The LoRA adapter list first: new pods mount it and wait until it exists.
+    // The LoRA adapter list and the certificates first: new pods mount them and wait
+    // until they exist. (The reconciler refuses certificates without cert-manager.)
     if let Some(cm) = &children.lora_config_map {
         apply_typed(client, namespace, cm, &pp).await?;
     }
+    apply_certificates(client, namespace, name, owner_uid, children, caps, &pp).await?;
     let deployment = apply_typed(client, namespace, &children.deployment, &pp).await?;
     if children.lora_config_map.is_none() {
         delete::<ConfigMap>(
@@ -123,6 +125,38 @@ pub async fn apply_children(
         deployment,
         outcome,
     })
+}
+
+/// Applies the wanted Certificates and deletes the operator's others (only where
+/// cert-manager is installed). The Secrets cert-manager wrote stay: cert-manager owns them.
+async fn apply_certificates(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    owner_uid: &str,
+    children: &Children,
+    caps: &Capabilities,
+    pp: &PatchParams,
+) -> Result<()> {
+    if !caps.has(ThirdParty::Certificate) {
+        return Ok(());
+    }
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ThirdParty::Certificate.api_resource(),
+    );
+    for cert_name in tls::certificate_names(name) {
+        let wanted = children
+            .certificates
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(cert_name.as_str()));
+        match wanted {
+            Some(cert) => drop(api.patch(&cert_name, pp, &Patch::Apply(cert)).await?),
+            None => delete(&api, &cert_name, owner_uid).await?,
+        }
+    }
+    Ok(())
 }
 
 async fn apply_typed<K>(client: &Client, namespace: &str, obj: &K, pp: &PatchParams) -> Result<K>

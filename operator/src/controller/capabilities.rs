@@ -1,6 +1,6 @@
 //! Which third-party kinds the cluster serves, found by API discovery.
 //!
-//! One discovery round is a GET of `/apis/<group>/<version>` per third-party group (3
+//! One discovery round is a GET of `/apis/<group>/<version>` per third-party group (4
 //! requests); results are cached for [`TTL`], so 200 InferenceDeployments reconciling at
 //! once cost one round. A background loop re-discovers periodically and triggers a
 //! reconcile of everything when the set changes (e.g. KEDA got installed).

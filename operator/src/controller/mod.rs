@@ -5,7 +5,9 @@
 //! - A spec that passes the schema but cannot be built is reported as `Degraded` with
 //!   reason `InvalidSpec` and retried slowly; it never becomes an error loop.
 //! - Third-party children are applied only when their CRD is served; otherwise a
-//!   condition names the missing CRD.
+//!   condition names the missing CRD. TLS certificates are the exception: a spec whose
+//!   certificates cert-manager must issue, without cert-manager, is an `InvalidSpec`
+//!   (never plain HTTP, never pods waiting for a Secret nothing writes).
 //! - Failures back off exponentially per object (5 s doubling to 5 min).
 //! - With the `alerts` autoscaling backend, reconcile is also the scale-down timer: it
 //!   runs the alerts state machine without a notification and requeues for the time the
@@ -39,6 +41,7 @@ use self::capabilities::CapabilityCache;
 use self::status::ApplyOutcome;
 use crate::alerts::Scaler;
 use crate::alerts::state::Settings;
+use crate::builders::thirdparty::ThirdParty;
 use crate::builders::{self, BuildConfig};
 use crate::crd::{InferenceDeployment, InferenceDeploymentStatus};
 use crate::metrics::Metrics;
@@ -132,23 +135,23 @@ pub async fn reconcile(infd: Arc<InferenceDeployment>, ctx: Arc<Context>) -> Res
     let children = match builders::build(&infd, &ctx.build) {
         Ok(children) => children,
         Err(Error::InvalidSpec(message)) => {
-            let outcome = ApplyOutcome {
-                invalid_spec: Some(message.clone()),
-                ..ApplyOutcome::default()
-            };
-            let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
-                .get_opt(&name)
-                .await?;
-            let new = status::compute(&infd, deployment.as_ref(), &outcome, Timestamp::now());
-            publish_transitions(&ctx, &infd, &new).await;
-            patch_status(&ctx.client, &namespace, &name, &new).await?;
-            ctx.succeeded(&ObjectRef::from_obj(&*infd));
-            return Ok(Action::requeue(RESYNC));
+            return report_invalid(&ctx, &infd, &namespace, &name, message).await;
         }
         Err(e) => return Err(e),
     };
 
     let caps = ctx.capabilities.get(&ctx.client).await?;
+    // TLS never falls back to plain HTTP: without cert-manager nothing issues the
+    // certificates the pods would wait for.
+    if let Some(field) = children.cert_manager_fields.first()
+        && !caps.has(ThirdParty::Certificate)
+    {
+        let message = format!(
+            "{field}: no secretName, and cert-manager is not installed ({} is not served):              install cert-manager, or set {field}.secretName to a kubernetes.io/tls Secret              with tls.crt, tls.key and ca.crt",
+            ThirdParty::Certificate.crd_name()
+        );
+        return report_invalid(&ctx, &infd, &namespace, &name, message).await;
+    }
     let applied =
         apply::apply_children(&ctx.client, &namespace, &name, &uid, &children, &caps).await?;
     let new = status::compute(
@@ -177,6 +180,29 @@ pub async fn reconcile(infd: Arc<InferenceDeployment>, ctx: Arc<Context>) -> Res
     }
     ctx.succeeded(&ObjectRef::from_obj(&*infd));
     Ok(Action::requeue(requeue))
+}
+
+/// Writes the `InvalidSpec` status of a spec that cannot be turned into children (the
+/// existing children are left as they are) and requeues slowly.
+async fn report_invalid(
+    ctx: &Context,
+    infd: &InferenceDeployment,
+    namespace: &str,
+    name: &str,
+    message: String,
+) -> Result<Action> {
+    let outcome = ApplyOutcome {
+        invalid_spec: Some(message),
+        ..ApplyOutcome::default()
+    };
+    let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await?;
+    let new = status::compute(infd, deployment.as_ref(), &outcome, Timestamp::now());
+    publish_transitions(ctx, infd, &new).await;
+    patch_status(&ctx.client, namespace, name, &new).await?;
+    ctx.succeeded(&ObjectRef::from_obj(infd));
+    Ok(Action::requeue(RESYNC))
 }
 
 /// Retry policy: exponential backoff per object, and a failure count by error kind.

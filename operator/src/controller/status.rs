@@ -191,7 +191,7 @@ pub fn compute(
         replicas: current,
         ready_replicas: ready,
         selector: Some(builders::selector_string(&name)),
-        endpoint: Some(builders::endpoint(&name, &namespace)),
+        endpoint: Some(builders::endpoint(&name, &namespace, spec.tls.is_some())),
         served_model_name: served,
         autoscaling: Some(autoscaling_summary(infd)),
         lora_adapters: spec

@@ -186,6 +186,94 @@ async fn invalid_spec_becomes_a_condition_not_an_error() {
     );
 }
 
+/// TLS whose certificates cert-manager must issue, without cert-manager: an `InvalidSpec`
+/// naming the field, and nothing applied (no pods waiting for a Secret nothing writes,
+/// never plain HTTP).
+#[tokio::test]
+async fn tls_without_a_secret_or_cert_manager_is_an_invalid_spec() {
+    let (mock, client) = MockServer::start(Scenario::Fresh);
+    let ctx = Arc::new(Context::new(
+        client,
+        BuildConfig {
+            cert_manager_issuer: Some(
+                crate::crd::IssuerRef::parse_flag("ClusterIssuer/ca").unwrap(),
+            ),
+            ..BuildConfig::default()
+        },
+        Arc::new(Metrics::default()),
+    ));
+    let obj = Arc::new(infd(
+        "spec: {model: {source: hf://org/m}, monitoring: {tls: {}}}",
+    ));
+    let action = reconcile(obj, ctx).await.expect("no error");
+    assert_eq!(action, Action::requeue(RESYNC));
+    let lines = mock.lines();
+    assert!(
+        !lines.iter().any(|l| l.starts_with("PATCH /apis/apps/v1")),
+        "no Deployment applied: {lines:#?}"
+    );
+    let status = status_patch(&mock);
+    assert_eq!(
+        condition(&status, "Degraded"),
+        ("True".into(), "InvalidSpec".into())
+    );
+    let message = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.starts_with("spec.monitoring.tls: no secretName, and cert-manager is not installed (certificates.cert-manager.io"),
+        "{message}"
+    );
+}
+
+/// With cert-manager the Certificates are applied before the Deployment that mounts their
+/// Secrets, and `status.endpoint` says https.
+#[tokio::test]
+async fn tls_with_cert_manager_applies_the_certificates_first() {
+    let (mock, client) = MockServer::start(Scenario::AllCrdsAvailable);
+    let obj = Arc::new(infd(
+        "spec: {model: {source: hf://org/m}, tls: {certManager: {issuerRef: {name: ca}}}, \
+         monitoring: {tls: {certManager: {issuerRef: {name: ca}}}}}",
+    ));
+    reconcile(obj, context(client))
+        .await
+        .expect("reconcile succeeds");
+    let lines = mock.lines();
+    let at = |line: &str| {
+        lines
+            .iter()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("missing {line} in {lines:#?}"))
+    };
+    let deployment = at(&format!("PATCH /apis/apps/v1{NS}/deployments/test"));
+    for cert in ["test-tls", "test-metrics-tls", "test-metrics-client"] {
+        assert!(
+            at(&format!(
+                "PATCH /apis/cert-manager.io/v1{NS}/certificates/{cert}"
+            )) < deployment
+        );
+    }
+    let sm = mock
+        .find(
+            &Method::PATCH,
+            &format!("/apis/monitoring.coreos.com/v1{NS}/servicemonitors/test"),
+        )
+        .expect("ServiceMonitor");
+    assert_eq!(sm.body["spec"]["endpoints"][0]["scheme"], "https");
+    let status = status_patch(&mock);
+    assert_eq!(status["endpoint"], "https://test.ns.svc:8000/v1");
+    assert_eq!(
+        condition(&status, "Ready"),
+        ("True".into(), "ReplicasAvailable".into())
+    );
+}
+
 #[tokio::test]
 async fn api_failures_back_off_exponentially_and_are_counted() {
     let (_mock, client) = MockServer::start(Scenario::ApplyFails(500));

@@ -9,6 +9,7 @@
 mod autoscaling;
 mod monitoring;
 mod status;
+mod tls;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,7 @@ pub use status::{
     AlertRecord, AlertScalingStatus, AlertState, CapacityStatus, ConditionType,
     InferenceDeploymentStatus,
 };
+pub use tls::{CertManagerSpec, IssuerRef, MetricsTlsSpec, TlsSpec};
 
 /// The CEL rule a source URI (`model.source`, `loraAdapters[].source`) must match;
 /// `$quant` is what may follow a hub reference (`:<QUANT>` for models, nothing for adapters).
@@ -138,6 +140,14 @@ pub struct InferenceDeploymentSpec {
     /// Absent: the OpenAI API is open to anyone who can reach the Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeySelector>,
+
+    /// TLS on the engine's OpenAI HTTP port and gRPC port (HTTPS only: the API key and the
+    /// prompts never cross the network in clear). The kubelet probes over HTTPS, the
+    /// sidecar dials the engine over TLS, and `status.endpoint` says `https://`. Rotated
+    /// certificates are picked up without a restart. Absent: plain HTTP. TLS on
+    /// `/metrics` is `monitoring.tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
 
     /// LoRA adapters served on top of the model: a request whose `model` names an adapter
     /// runs the model with it, and requests of different adapters share batches. Setting

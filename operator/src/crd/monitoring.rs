@@ -8,6 +8,8 @@ use k8s_openapi::api::core::v1::SecretKeySelector;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::tls::MetricsTlsSpec;
+
 /// Monitoring settings. Everything is on by default.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -28,6 +30,12 @@ pub struct MonitoringSpec {
     /// ServiceMonitor sends it. Absent: `/metrics` is open inside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_auth_secret_ref: Option<SecretKeySelector>,
+
+    /// HTTPS on the sidecar's `/metrics`, readable only with a client certificate (mutual
+    /// TLS): the ServiceMonitor scrapes with `scheme: https`, the CA and Prometheus's client
+    /// certificate. Absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<MetricsTlsSpec>,
 }
 
 /// ServiceMonitor settings.
