@@ -183,7 +183,7 @@ check_examples() {
   "$CRDGEN" render "$ROOT"/deploy/examples/*.yaml "$ROOT"/operator/tests/data/specs/*.yaml >"$WORK/children.yaml"
   CHECK validate --kube-version "$K8S_VERSION" --crds "$ROOT/crds" --crds "$ROOT/operator/tests/data/crds" "$WORK/children.yaml"
   CHECK rules-of "$WORK/children.yaml" "$WORK/children-rules"
-  CHECK expect-kinds "$WORK/children.yaml" Deployment Service ServiceMonitor PrometheusRule HorizontalPodAutoscaler ScaledObject ConfigMap GrafanaDashboard
+  CHECK expect-kinds "$WORK/children.yaml" Deployment Service ServiceMonitor PrometheusRule HorizontalPodAutoscaler ScaledObject ConfigMap GrafanaDashboard Certificate
 }
 
 # ---------------------------------------------------------------------------- 4. promtool/amtool

@@ -298,7 +298,12 @@ async fn operator_reconciles_children_under_its_cluster_role() {
     // 6. Once the third-party CRDs are installed, the operator discovers them and creates
     //    the ServiceMonitor and PrometheusRule.
     for kind in ThirdParty::ALL {
-        common::apply_crd(&admin, &common::stand_in_crd(kind)).await;
+        if kind == ThirdParty::Certificate {
+            // The real one (another test relies on its schema).
+            common::install_cert_manager_crd(&admin).await;
+        } else {
+            common::apply_crd(&admin, &common::stand_in_crd(kind)).await;
+        }
     }
     for kind in [ThirdParty::ServiceMonitor, ThirdParty::PrometheusRule] {
         let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), ns, &kind.api_resource());
@@ -786,5 +791,130 @@ async fn lora_adapter_edits_update_the_config_map_without_rolling_pods() {
         .unwrap_or_default();
     assert!(!args.contains(&"--enable-lora".to_owned()), "{args:?}");
     assert!(d.metadata.generation > generation);
+    run.abort();
+}
+
+/// TLS under the operator's ClusterRole: the Certificates the operator creates pass
+/// cert-manager's real schema (server-side apply refuses unknown fields), are owned by the
+/// InferenceDeployment and come before the pods that mount their Secrets; a user Secret
+/// needs no Certificate; dropping `monitoring.tls` deletes its Certificates and volume.
+#[tokio::test]
+async fn tls_certificates_are_applied_under_rbac_and_removed_with_the_field() {
+    let env = testenv::shared();
+    let admin = env.admin().await;
+    common::install_candela_crd(&admin).await;
+    common::install_cert_manager_crd(&admin).await;
+    common::grant_operator_rbac(&admin, "candela-system").await;
+    let ns = "tls";
+    common::create_namespace(&admin, ns).await;
+    let ctx = Arc::new(
+        Context::new(
+            env.operator().await,
+            BuildConfig {
+                cert_manager_issuer: Some(
+                    candela_operator::crd::IssuerRef::parse_flag("ClusterIssuer/candela-ca")
+                        .expect("issuer"),
+                ),
+                ..BuildConfig::default()
+            },
+            Arc::new(Metrics::default()),
+        )
+        .with_capability_ttl(Duration::from_secs(1)),
+    );
+    let run = tokio::spawn(controller::run(
+        ctx,
+        RunConfig {
+            namespace: Some(ns.into()),
+            concurrency: 2,
+        },
+    ));
+
+    let infds: Api<InferenceDeployment> = Api::namespaced(admin.clone(), ns);
+    let name = "chat";
+    let obj: InferenceDeployment = serde_json::from_value(json!({
+        "apiVersion": "candela.dev/v1alpha1", "kind": "InferenceDeployment",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": {
+            "model": { "source": "hf://org/base" },
+            "resources": { "gpus": 0 },
+            "tls": { "secretName": "chat-api-tls" },
+            "monitoring": { "tls": { "certManager": { "duration": "720h" } } },
+        },
+    }))
+    .expect("object");
+    infds
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
+    let uid = infds.get(name).await.expect("get").uid().expect("uid");
+
+    let certificates: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), ns, &ThirdParty::Certificate.api_resource());
+    for cert in ["chat-metrics-tls", "chat-metrics-client"] {
+        let c = wait_for(cert, WAIT, || async {
+            certificates.get_opt(cert).await.ok().flatten()
+        })
+        .await;
+        assert!(common::owned_by(&c, &uid), "{cert}");
+        assert_eq!(c.data["spec"]["secretName"], cert);
+        assert_eq!(c.data["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+        assert_eq!(c.data["spec"]["duration"], "720h");
+    }
+    // The API's certificate is the user's Secret: no Certificate for it.
+    assert!(
+        certificates
+            .get_opt("chat-tls")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), ns);
+    let volumes = |d: &Deployment| -> Vec<(String, String)> {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.volumes.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| Some((v.name, v.secret?.secret_name?)))
+            .collect()
+    };
+    let deployment = wait_for("Deployment", WAIT, || async {
+        deployments.get_opt(name).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(
+        volumes(&deployment),
+        [
+            ("tls".to_owned(), "chat-api-tls".to_owned()),
+            ("engine-ca".to_owned(), "chat-api-tls".to_owned()),
+            ("metrics-tls".to_owned(), "chat-metrics-tls".to_owned()),
+        ]
+    );
+    let status = wait_condition(&infds, name, "Degraded", "False", "AsExpected").await;
+    assert_eq!(
+        status.status.and_then(|s| s.endpoint).as_deref(),
+        Some("https://chat.tls.svc:8000/v1")
+    );
+
+    // Dropping monitoring.tls deletes its Certificates and its volume.
+    infds
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "monitoring": { "tls": null } } })),
+        )
+        .await
+        .expect("patch");
+    wait_for("metrics Certificates deleted", WAIT, || async {
+        let left = certificates.list(&ListParams::default()).await.ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
+    wait_for("metrics-tls volume removed", WAIT, || async {
+        let d = deployments.get(name).await.ok()?;
+        (volumes(&d).len() == 2).then_some(())
+    })
+    .await;
     run.abort();
 }

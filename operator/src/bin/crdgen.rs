@@ -127,6 +127,7 @@ fn children_values(children: &builders::Children) -> anyhow::Result<Vec<serde_js
     ]
     .into_iter()
     .flatten()
+    .chain(&children.certificates)
     {
         out.push(to_value(obj)?);
     }

@@ -100,6 +100,17 @@ pub fn stand_in_crd(kind: ThirdParty) -> CustomResourceDefinition {
     .expect("stand-in CRD")
 }
 
+/// Installs cert-manager's real Certificate CRD (`tests/data/crds/`), so the apiserver
+/// checks the operator's Certificates against cert-manager's own schema.
+pub async fn install_cert_manager_crd(client: &Client) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/crds/cert-manager.io_certificates.yaml");
+    let text = std::fs::read_to_string(&path).expect("cert-manager CRD file");
+    let crd: CustomResourceDefinition =
+        serde_yaml_ng::from_str(&text).expect("cert-manager CRD parses");
+    apply_crd(client, &crd).await;
+}
+
 /// Creates a namespace (ignoring AlreadyExists).
 pub async fn create_namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
