@@ -1,15 +1,22 @@
 //! The operator's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (process is
 //! alive) and `/readyz` (the controller or the leader-election standby loop is running).
 //! The Alertmanager webhook has a listener of its own ([`crate::webhook`]).
+//!
+//! Both listeners are plain or HTTPS ([`candela_tls::Listener`], the operator's
+//! `--ssl-*` flags; certificates reload when the Secret rotates). With client
+//! certificates on (`--ssl-cert-reqs 1`) `/metrics` answers only clients that proved a
+//! certificate signed by `--ssl-ca-certs` (Prometheus), while the kubelet's probes of
+//! `/healthz` and `/readyz` need none.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
+use candela_tls::{Listener, PeerInfo};
 
 use crate::metrics::Metrics;
 
@@ -20,6 +27,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Set once the operator finished starting.
     pub ready: Arc<AtomicBool>,
+    /// `/metrics` only for clients with a verified certificate (`--ssl-cert-reqs` 1 or 2).
+    pub metrics_need_client_cert: bool,
 }
 
 /// The router with all endpoints.
@@ -35,14 +44,27 @@ pub fn router(state: HttpState) -> Router {
 ///
 /// # Errors
 /// I/O errors serving.
-pub async fn serve(listener: tokio::net::TcpListener, state: HttpState) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-    }
-    axum::serve(listener, router(state)).await
+pub async fn serve(listener: Listener, state: HttpState) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr(), https = listener.is_tls(), "serving /metrics, /healthz, /readyz");
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<PeerInfo>(),
+    )
+    .await
 }
 
-async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+async fn metrics(
+    State(state): State<HttpState>,
+    peer: Option<Extension<ConnectInfo<PeerInfo>>>,
+) -> Response {
+    let proved = peer.is_some_and(|Extension(ConnectInfo(p))| p.client_cert);
+    if state.metrics_need_client_cert && !proved {
+        return (
+            StatusCode::FORBIDDEN,
+            "/metrics needs a client certificate signed by the operator's --ssl-ca-certs\n",
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -50,6 +72,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         )],
         state.metrics.encode(),
     )
+        .into_response()
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
@@ -70,6 +93,7 @@ mod tests {
         let state = HttpState {
             metrics: Arc::new(Metrics::default()),
             ready: Arc::new(AtomicBool::new(ready)),
+            metrics_need_client_cert: false,
         };
         let response = router(state)
             .oneshot(
@@ -104,6 +128,7 @@ mod tests {
         let response = router(HttpState {
             metrics: Arc::new(Metrics::default()),
             ready: Arc::new(AtomicBool::new(true)),
+            metrics_need_client_cert: false,
         })
         .oneshot(
             axum::http::Request::post("/alertmanager")
@@ -113,5 +138,45 @@ mod tests {
         .await
         .expect("response");
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+
+    /// With client certificates on, a connection that proved none gets 403 on /metrics;
+    /// the probes stay open.
+    #[tokio::test]
+    async fn metrics_need_a_client_certificate_when_asked() {
+        let state = HttpState {
+            metrics: Arc::new(Metrics::default()),
+            ready: Arc::new(AtomicBool::new(true)),
+            metrics_need_client_cert: true,
+        };
+        let call = |path: &str, cert: Option<bool>| {
+            let mut request = axum::http::Request::get(path)
+                .body(Body::empty())
+                .expect("request");
+            if let Some(client_cert) = cert {
+                request.extensions_mut().insert(ConnectInfo(PeerInfo {
+                    remote: ([127, 0, 0, 1], 1).into(),
+                    client_cert,
+                }));
+            }
+            router(state.clone()).oneshot(request)
+        };
+        for cert in [None, Some(false)] {
+            let r = call("/metrics", cert).await.expect("response");
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{cert:?}");
+        }
+        assert_eq!(
+            call("/metrics", Some(true))
+                .await
+                .expect("response")
+                .status(),
+            StatusCode::OK
+        );
+        for probe in ["/healthz", "/readyz"] {
+            assert_eq!(
+                call(probe, Some(false)).await.expect("response").status(),
+                StatusCode::OK
+            );
+        }
     }
 }

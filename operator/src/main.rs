@@ -67,8 +67,8 @@ struct Args {
     cert_manager_issuer: Option<IssuerRef>,
 
     /// Address of the Alertmanager webhook `POST /alertmanager` (the alerts autoscaling
-    /// backend); plain HTTP with a bearer token, on its own port so a NetworkPolicy can
-    /// open it to Alertmanager only.
+    /// backend); a bearer token on its own port (HTTPS with `--ssl-certfile`), so a
+    /// NetworkPolicy can open it to Alertmanager only.
     #[arg(long, env = "CANDELA_WEBHOOK_LISTEN", default_value = "0.0.0.0:8081")]
     webhook_listen: SocketAddr,
 
@@ -104,6 +104,14 @@ struct Args {
     /// Seconds a lease stays valid without renewal.
     #[arg(long, env = "CANDELA_OPERATOR_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
+
+    /// HTTPS on both listeners (`--http-addr`, `--webhook-listen`), the engine's flags:
+    /// `--ssl-certfile`, `--ssl-keyfile`, and with `--ssl-cert-reqs 1` and `--ssl-ca-certs`
+    /// `/metrics` only for clients with a certificate that CA signed (the probes and the
+    /// token-protected webhook stay open to clients without one). The files are re-read
+    /// when they change.
+    #[command(flatten)]
+    tls: candela_tls::TlsArgs,
 }
 
 #[tokio::main]
@@ -114,6 +122,10 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let args = Args::parse();
+    args.tls
+        .validate()
+        .map_err(|e| anyhow::anyhow!("TLS flags: {e}"))?;
+    let tls = candela_tls::ServerTls::from_args(&args.tls).context("loading the TLS files")?;
     let client = kube::Client::try_default()
         .await
         .context("building the Kubernetes client")?;
@@ -122,13 +134,17 @@ async fn main() -> anyhow::Result<()> {
     let http_state = HttpState {
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
+        metrics_need_client_cert: args.tls.client_cert_reqs() != candela_tls::ClientCertReqs::None,
     };
-    let http_listener = tokio::net::TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
-    let webhook_listener = tokio::net::TcpListener::bind(args.webhook_listen)
-        .await
-        .with_context(|| format!("binding --webhook-listen {}", args.webhook_listen))?;
+    let http1 = candela_tls::Alpn::Http1;
+    let http_listener =
+        candela_tls::Listener::bind(&args.http_addr.to_string(), tls.as_ref(), http1)
+            .await
+            .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
+    let webhook_listener =
+        candela_tls::Listener::bind(&args.webhook_listen.to_string(), tls.as_ref(), http1)
+            .await
+            .with_context(|| format!("binding --webhook-listen {}", args.webhook_listen))?;
     let server = tokio::spawn(http::serve(http_listener, http_state));
 
     let build = BuildConfig {
@@ -238,6 +254,25 @@ mod tests {
         assert_eq!(args.webhook_listen.port(), 8081);
         assert!(
             Args::try_parse_from(["candela-operator", "--monitoring-label", "novalue"]).is_err()
+        );
+        // The chart's TLS flags.
+        let args = Args::try_parse_from([
+            "candela-operator",
+            "--ssl-certfile=/etc/candela/tls/tls.crt",
+            "--ssl-keyfile=/etc/candela/tls/tls.key",
+            "--ssl-ca-certs=/etc/candela/tls/ca.crt",
+            "--ssl-cert-reqs=1",
+            "--cert-manager-issuer=ClusterIssuer/candela-ca",
+        ])
+        .expect("flags parse");
+        args.tls.validate().expect("flags go together");
+        assert_eq!(
+            args.tls.client_cert_reqs(),
+            candela_tls::ClientCertReqs::Optional
+        );
+        assert_eq!(
+            args.cert_manager_issuer.map(|i| i.name).as_deref(),
+            Some("candela-ca")
         );
     }
 }

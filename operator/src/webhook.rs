@@ -2,6 +2,11 @@
 //! /alertmanager` on its own listener (`--webhook-listen`, default `0.0.0.0:8081`), apart
 //! from `/metrics` and the probes, so a NetworkPolicy can open it to Alertmanager alone.
 //!
+//! The listener is HTTPS with the operator's `--ssl-*` flags (the token then never
+//! crosses the network in clear; Alertmanager verifies the operator with the CA in its
+//! receiver's `tls_config.ca_file`). Clients authenticate with the token, with or without
+//! a client certificate.
+//!
 //! The webhook scales workloads, so it is closed unless a token is configured
 //! (`--webhook-token`): Alertmanager must send `Authorization: Bearer <token>` (its
 //! receiver's `http_config.authorization`); the token is checked before the body is read.
@@ -54,10 +59,12 @@ pub fn router(state: WebhookState) -> Router {
 ///
 /// # Errors
 /// I/O errors serving.
-pub async fn serve(listener: tokio::net::TcpListener, state: WebhookState) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving the Alertmanager webhook POST /alertmanager");
-    }
+pub async fn serve(listener: candela_tls::Listener, state: WebhookState) -> std::io::Result<()> {
+    tracing::info!(
+        addr = %listener.local_addr(),
+        https = listener.is_tls(),
+        "serving the Alertmanager webhook POST /alertmanager"
+    );
     axum::serve(listener, router(state)).await
 }
 

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod peft;
 pub mod stack;
 pub mod testenv;
