@@ -6,7 +6,9 @@
 #      (Kubernetes 1.33, --strict), custom resources against their CRD schemas, the chart's
 #      ClusterRole equal to operator/rbac/rbac.yaml, the NOTES' Alertmanager snippet through
 #      amtool, the webhook's own port wired the same in the flag, container, Service,
-#      NetworkPolicy and NOTES; values.schema.json rejects every file in
+#      NetworkPolicy and NOTES; HTTPS on the operator wired through flags, Secret volume,
+#      probes, Service, ServiceMonitor and NOTES, the quick-start CA's certificates checked
+#      with openssl; values.schema.json rejects every file in
 #      charts/candela/tests/bad-values/
 #   3. deploy/examples/*.yaml against the InferenceDeployment CRD schema, and every child the
 #      operator renders for them against the Kubernetes and third-party CRD schemas
@@ -96,7 +98,7 @@ check_generated() {
 }
 
 # ---------------------------------------------------------------------------- 2. chart
-HELM_ARGS=(--namespace candela-system --kube-version "$K8S_VERSION" --api-versions monitoring.coreos.com/v1)
+HELM_ARGS=(--namespace candela-system --kube-version "$K8S_VERSION" --api-versions monitoring.coreos.com/v1 --api-versions cert-manager.io/v1)
 check_chart() {
   local chart="$ROOT/charts/candela" values name out rendered=0
   say "helm lint --strict (default values and every ci/*.yaml)"
@@ -120,7 +122,8 @@ check_chart() {
   done
   # Feature-on expectations (what each ci/ file turns on is really rendered).
   CHECK expect-kinds "$WORK/chart-default.yaml" Deployment ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding Service ServiceMonitor NetworkPolicy PodDisruptionBudget
-  CHECK expect-kinds "$WORK/chart-all-features.yaml" ConfigMap:candela-dashboards ConfigMap:candela-prometheus-adapter Secret:candela-webhook
+  CHECK expect-kinds "$WORK/chart-all-features.yaml" ConfigMap:candela-dashboards ConfigMap:candela-prometheus-adapter Secret:candela-webhook \
+    Secret:candela-tls Secret:candela-prometheus-client Secret:candela-ca Secret:candela-ca-cert ClusterIssuer:candela-ca
   CHECK chart-files "$WORK/chart-all-features.yaml" "$ROOT/charts/candela/files"
   # Without the prometheus-operator API the ServiceMonitor is left out (and NOTES say so).
   "$HELM" template candela "$chart" --namespace candela-system --kube-version "$K8S_VERSION" >"$WORK/chart-no-monitoring-api.yaml"
@@ -145,6 +148,16 @@ check_chart() {
   say "the Alertmanager webhook's own port: flag, container, Service, NetworkPolicy and NOTES agree"
   CHECK webhook-wiring "$WORK/chart-all-features.yaml" "$WORK/alertmanager-from-notes.yml"
   CHECK webhook-wiring "$WORK/chart-default.yaml" --disabled
+  say "HTTPS on the operator: flags, Secret volume, probes, Service, ServiceMonitor, NOTES receiver; generated certificates (openssl verify)"
+  CHECK tls-wiring "$WORK/chart-all-features.yaml" "$WORK/alertmanager-from-notes.yml"
+  CHECK notes-snippet "$WORK/notes-tls-existing-secret.yaml" "$WORK/alertmanager-from-notes-existing.yml"
+  amtool check-config "$WORK/alertmanager-from-notes-existing.yml" >/dev/null
+  CHECK tls-wiring "$WORK/chart-tls-existing-secret.yaml" "$WORK/alertmanager-from-notes-existing.yml"
+  CHECK tls-wiring "$WORK/chart-default.yaml" --disabled
+  # Without cert-manager's API no ClusterIssuer (and no default issuer pointing at one).
+  "$HELM" template candela "$chart" --namespace candela-system --kube-version "$K8S_VERSION" -f "$chart/ci/all-features.yaml" >"$WORK/chart-no-cert-manager.yaml"
+  ! grep -q "^kind: ClusterIssuer" "$WORK/chart-no-cert-manager.yaml" || die "ClusterIssuer rendered without cert-manager.io/v1"
+  ! grep -q "CANDELA_CERT_MANAGER_ISSUER" "$WORK/chart-no-cert-manager.yaml" || die "--cert-manager-issuer set to an issuer that is not rendered"
 
   say "values.schema.json is a valid schema; values.yaml and every ci/ file satisfy it (check-jsonschema)"
   "$VENV/bin/check-jsonschema" --check-metaschema "$chart/values.schema.json"

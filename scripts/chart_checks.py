@@ -18,6 +18,12 @@ Subcommands:
       same in the container flag, the container port, the Service, the NetworkPolicy and
       the NOTES' receiver URL, and differs from the metrics port (--disabled: no webhook
       port is exposed anywhere, the flag still is)
+  tls-wiring RENDERED [AM_CONFIG] [--disabled]  HTTPS on the operator: --ssl-* flags point
+      into the mounted Secret, probes, Service and ServiceMonitor say https with the CA,
+      server name and client certificate Secrets, the NOTES' receiver uses https with
+      ca_file from a Secret rendered in Alertmanager's namespace; certificates the chart
+      generates chain to its CA (openssl verify) and name the Service (--disabled: plain
+      HTTP everywhere, no TLS flag)
   prometheusrule-spec FILE OUT    .spec of a PrometheusRule file
   yaml-json FILE                  canonical JSON of a YAML file (for comparisons)
   merge-values BASE OVERLAY OUT   values.yaml overlaid with a values file, as Helm merges
@@ -230,7 +236,7 @@ def cmd_notes_snippet(args):
         "receivers": [{"name": "default"}] + snippet["receivers"],
     }
     url = snippet["receivers"][0]["webhook_configs"][0]["url"]
-    if not re.match(r"^http://[a-z0-9-]+\.[a-z0-9-]+\.svc:\d+/alertmanager$", url):
+    if not re.match(r"^https?://[a-z0-9-]+\.[a-z0-9-]+\.svc:\d+/alertmanager$", url):
         fail(f"webhook URL {url!r}")
     open(args.out, "w").write(yaml.safe_dump(config, sort_keys=False))
     print(f"  NOTES route/receiver -> {url}")
@@ -280,6 +286,84 @@ def cmd_webhook_wiring(args):
     if not config["receivers"][1]["webhook_configs"][0].get("send_resolved"):
         fail("send_resolved must be on (the resolved notification starts the scale-down cooldown)")
     print(f"  webhook: --webhook-listen :{listen}, Service port {svc['port']}, NetworkPolicy from {allowed}, NOTES -> {url}")
+
+
+def cmd_tls_wiring(args):
+    docs = load_all(args.rendered)
+    kind = lambda k: next(d for d in docs if d.get("kind") == k)
+    deployment = kind("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    flags = dict(a.split("=", 1) for a in container["args"] if a.startswith("--ssl-"))
+    probes = [container[p]["httpGet"].get("scheme", "HTTP") for p in ("livenessProbe", "readinessProbe")]
+    service = kind("Service")["spec"]["ports"]
+    monitors = [d for d in docs if d.get("kind") == "ServiceMonitor"]
+    if args.disabled:
+        if flags or set(probes) != {"HTTP"} or any(p["appProtocol"] != "http" for p in service) \
+                or any(e["scheme"] != "http" for m in monitors for e in m["spec"]["endpoints"]):
+            fail(f"TLS is off but something speaks https: {flags} {probes} {service}")
+        print("  tls off: plain HTTP in flags, probes, Service and ServiceMonitor")
+        return
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "tls")
+    volume = next(v for v in pod["volumes"] if v["name"] == "tls")
+    if "subPath" in mount:
+        fail("the TLS Secret is mounted with subPath: rotated files would never reach the pod")
+    secret_name = volume["secret"]["secretName"]
+    for flag, key in (("--ssl-certfile", "tls.crt"), ("--ssl-keyfile", "tls.key")):
+        if flags.get(flag) != f"{mount['mountPath']}/{key}":
+            fail(f"{flag}={flags.get(flag)} is not {key} of the mounted Secret")
+    client_auth = "--ssl-ca-certs" in flags
+    if client_auth and (flags["--ssl-ca-certs"] != f"{mount['mountPath']}/ca.crt" or flags.get("--ssl-cert-reqs") != "1"):
+        fail(f"client certificates must be --ssl-ca-certs=<mount>/ca.crt --ssl-cert-reqs=1 (probes stay open): {flags}")
+    if set(probes) != {"HTTPS"}:
+        fail(f"probes must use HTTPS: {probes}")
+    if any(p["appProtocol"] != "https" for p in service):
+        fail(f"Service ports must say https: {service}")
+    svc = kind("Service")["metadata"]
+    server_name = f"{svc['name']}.{svc['namespace']}.svc"
+    secrets = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "Secret" and d["metadata"]["namespace"] == svc["namespace"]}
+    for m in monitors:
+        (endpoint,) = m["spec"]["endpoints"]
+        tls = endpoint.get("tlsConfig") or fail("the ServiceMonitor has no tlsConfig")
+        if endpoint["scheme"] != "https" or tls["serverName"] != server_name \
+                or tls["ca"]["secret"] != {"name": secret_name, "key": "ca.crt"}:
+            fail(f"ServiceMonitor endpoint {endpoint}")
+        if client_auth:
+            client = tls["cert"]["secret"]["name"]
+            if tls["keySecret"] != {"name": client, "key": "tls.key"} or tls["cert"]["secret"]["key"] != "tls.crt":
+                fail(f"ServiceMonitor client certificate {tls}")
+    # Certificates the chart generated: they chain to its CA and name the Service.
+    if secret_name in secrets:
+        import base64, tempfile
+        tmp = pathlib.Path(tempfile.mkdtemp())
+        def pem(name, key):
+            path = tmp / f"{name}-{key}"
+            path.write_bytes(base64.b64decode(secrets[name]["data"][key]))
+            return str(path)
+        ca = pem(secret_name, "ca.crt")
+        leaves = [pem(secret_name, "tls.crt")]
+        if client_auth:
+            leaves.append(pem(tls["cert"]["secret"]["name"], "tls.crt"))
+        subprocess.run(["openssl", "verify", "-CAfile", ca, *leaves], check=True, capture_output=True)
+        sans = subprocess.run(["openssl", "x509", "-in", leaves[0], "-noout", "-ext", "subjectAltName"],
+                              check=True, capture_output=True, text=True).stdout
+        if f"DNS:{server_name}" not in sans:
+            fail(f"the generated certificate does not name {server_name}: {sans}")
+        print(f"  generated certificates verify against the chart's CA; the server's names {server_name}")
+    if args.am_config:
+        config = yaml.safe_load(open(args.am_config))
+        (hook,) = next(r for r in config["receivers"] if r["name"] == "candela-operator")["webhook_configs"]
+        if not hook["url"].startswith(f"https://{server_name}:"):
+            fail(f"the NOTES' receiver URL {hook['url']} is not https://{server_name}")
+        tls_config = hook["http_config"].get("tls_config") or fail("the NOTES' receiver has no tls_config")
+        ca_secret = tls_config["ca_file"].split("/etc/alertmanager/secrets/", 1)[1].split("/")[0]
+        if tls_config.get("server_name") != server_name:
+            fail(f"tls_config.server_name {tls_config.get('server_name')} != {server_name}")
+        am_ns = [d["metadata"]["namespace"] for d in docs if d.get("kind") == "Secret" and d["metadata"]["name"] == ca_secret]
+        if secret_name in secrets and not am_ns:
+            fail(f"the NOTES' ca_file names Secret {ca_secret}, which the chart does not render")
+        print(f"  NOTES receiver {hook['url']} verifies with ca.crt of {ca_secret} (rendered in {am_ns or 'none: existing Secret'})")
+    print(f"  tls on: --ssl-* from Secret {secret_name}, client certificates {'on' if client_auth else 'off'}, probes/Service/ServiceMonitor https")
 
 
 def cmd_prometheusrule_spec(args):
@@ -425,6 +509,8 @@ def main():
     s = sub.add_parser("chart-files"); s.add_argument("rendered"); s.add_argument("files")
     s = sub.add_parser("notes-snippet"); s.add_argument("install_out"); s.add_argument("out")
     s = sub.add_parser("webhook-wiring"); s.add_argument("rendered"); s.add_argument("am_config", nargs="?")
+    s.add_argument("--disabled", action="store_true")
+    s = sub.add_parser("tls-wiring"); s.add_argument("rendered"); s.add_argument("am_config", nargs="?")
     s.add_argument("--disabled", action="store_true")
     s = sub.add_parser("prometheusrule-spec"); s.add_argument("file"); s.add_argument("out")
     s = sub.add_parser("yaml-json"); s.add_argument("file")

@@ -60,7 +60,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* In-cluster URL of the operator's Alertmanager webhook (its own port). */}}
 {{- define "candela.webhookURL" -}}
-{{- printf "http://%s.%s.svc:%v/alertmanager" (include "candela.fullname" .) .Release.Namespace .Values.alertsWebhook.port }}
+{{- printf "%s://%s:%v/alertmanager" (ternary "https" "http" .Values.tls.enabled) (include "candela.serverName" .) .Values.alertsWebhook.port }}
 {{- end }}
 
 {{/*
@@ -91,4 +91,43 @@ receivers:
           authorization:
             type: Bearer
             credentials_file: /etc/alertmanager/secrets/{{ include "candela.webhookSecretName" . }}/token
+          {{- if .Values.tls.enabled }}
+          tls_config:
+            ca_file: /etc/alertmanager/secrets/{{ include "candela.caCertSecretName" . }}/ca.crt
+            server_name: {{ include "candela.serverName" . }}
+          {{- end }}
+{{- end }}
+
+{{/* The Secret with the operator's serving certificate (tls.crt, tls.key, ca.crt). */}}
+{{- define "candela.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "candela.fullname" .)) .Values.tls.existingSecret }}
+{{- end }}
+
+{{/* The Secret with the client certificate Prometheus presents to the operator. */}}
+{{- define "candela.tlsClientSecretName" -}}
+{{- default (printf "%s-prometheus-client" (include "candela.fullname" .)) .Values.tls.clientSecret }}
+{{- end }}
+
+{{/* The name the operator's certificate carries and its clients verify. */}}
+{{- define "candela.serverName" -}}
+{{- printf "%s.%s.svc" (include "candela.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{/* The Secret with only ca.crt, for Alertmanager to verify the webhook. */}}
+{{- define "candela.caCertSecretName" -}}
+{{- printf "%s-ca-cert" (include "candela.fullname" .) }}
+{{- end }}
+
+{{/* "true" when the quick-start CA's ClusterIssuer is rendered (cert-manager served). */}}
+{{- define "candela.caIssuerRendered" -}}
+{{- if and .Values.selfSignedCA.enabled .Values.selfSignedCA.clusterIssuer (.Capabilities.APIVersions.Has "cert-manager.io/v1") }}true{{ end }}
+{{- end }}
+
+{{/* The operator's --cert-manager-issuer ("" = none). */}}
+{{- define "candela.certManagerIssuer" -}}
+{{- if .Values.certManager.issuer }}
+{{- .Values.certManager.issuer }}
+{{- else if include "candela.caIssuerRendered" . }}
+{{- printf "ClusterIssuer/%s-ca" (include "candela.fullname" .) }}
+{{- end }}
 {{- end }}
