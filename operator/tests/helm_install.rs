@@ -1,9 +1,9 @@
 //! The Helm chart installed with the real `helm` binary into the real kube-apiserver of the
 //! test control plane (server-side validation of every object, the upstream ServiceMonitor
 //! CRD installed first): the CRD it ships is served, the ClusterRole is the operator's own,
-//! the monitoring labels reach the operator, the webhook token survives `helm upgrade`
-//! (Helm's `lookup` against a real cluster), an example InferenceDeployment is accepted, and
-//! `helm uninstall` removes what the chart created.
+//! the monitoring labels reach the operator, the webhook token and the quick-start CA and
+//! certificates survive `helm upgrade` (Helm's `lookup` against a real cluster), an example
+//! InferenceDeployment is accepted, and `helm uninstall` removes what the chart created.
 //!
 //! helm comes from `CANDELA_HELM` or `$CANDELA_CACHE/helm/3.19.0/helm` (default cache
 //! `~/.cache/candela`; installed by
@@ -166,9 +166,21 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
         [("http".to_owned(), 8080), ("webhook".to_owned(), 8081)]
     );
     assert!(
-        install.contains("http://candela.candela-system.svc:8081/alertmanager"),
-        "NOTES name the webhook port:\n{install}"
+        install.contains("https://candela.candela-system.svc:8081/alertmanager"),
+        "NOTES name the webhook port, over HTTPS:\n{install}"
     );
+    assert!(
+        install.contains("NOT FOR PRODUCTION"),
+        "NOTES warn about the quick-start CA:\n{install}"
+    );
+    // HTTPS from the quick-start CA's Secret; no cert-manager here, so no ClusterIssuer and
+    // no default issuer.
+    assert!(
+        args.contains(&"--ssl-certfile=/etc/candela/tls/tls.crt".to_owned())
+            && args.contains(&"--ssl-cert-reqs=1".to_owned()),
+        "{args:?}"
+    );
+    assert!(var("CANDELA_CERT_MANAGER_ISSUER").is_none());
 
     // The ServiceMonitor passed the upstream CRD's validation and carries the release label.
     let sm_api: Api<DynamicObject> = Api::namespaced_with(
@@ -208,6 +220,20 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
                 .expect("copy")
         )
     );
+    let tls_data = |secret: Secret| secret.data.expect("data");
+    let tls_before = tls_data(
+        secrets("candela-system")
+            .get("candela-tls")
+            .await
+            .expect("TLS Secret"),
+    );
+    assert!(
+        secrets("cert-manager")
+            .get_opt("candela-ca")
+            .await
+            .map_or(true, |s| s.is_none()),
+        "the CA is copied for cert-manager only where cert-manager is served"
+    );
     helm(&[
         "upgrade",
         "candela",
@@ -226,6 +252,16 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
             .expect("Secret"),
     );
     assert_eq!(before, after, "helm upgrade must keep the webhook token");
+    let tls_after = tls_data(
+        secrets("candela-system")
+            .get("candela-tls")
+            .await
+            .expect("TLS Secret"),
+    );
+    assert_eq!(
+        tls_before, tls_after,
+        "helm upgrade must keep the CA and the operator's certificate"
+    );
     assert_eq!(
         deployments
             .get("candela")
