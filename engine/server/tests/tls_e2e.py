@@ -1,6 +1,6 @@
 """TLS everywhere on a live stack: `candela serve` with vLLM's --ssl-* flags (HTTP and
-gRPC), `candela sidecar` dialling the engine's gRPC over TLS (verifying the engine's
-certificate for the Service name it carries) and serving /metrics over HTTPS to client
+gRPC), `candela sidecar` dialling the engine's gRPC and HTTP API over TLS (verifying the engine's
+certificate for the Service name it carries; its LoRA sync loads an adapter) and serving /metrics over HTTPS to client
 certificates only, and a real Prometheus scraping it with one. Certificates come from
 scripts/make-test-certs.sh (a self-signed CA); a rotation under load (the files
 replaced as a Kubernetes Secret volume replaces them) loses no request and reaches new
@@ -108,15 +108,26 @@ def stack():
     http, grpc, side, prom = free_port(), free_port(), free_port(), free_port()
     procs = []
     log = open(os.path.join(tmp, "log.txt"), "w")
+    # A LoRA adapter the sidecar loads into the engine over HTTPS (its list file, as the
+    # operator's ConfigMap holds it).
+    hf_config = os.path.expanduser("~/.cache/candela/models/SmolLM2-135M-Instruct-hf/config.json")
+    subprocess.run(["python3", "scripts/make-lora-adapters.py", "--config", hf_config, "--out", tmp,
+                    "--names", "sql"], check=True, stdout=subprocess.DEVNULL)
+    adapters = os.path.join(tmp, "adapters.json")
+    with open(adapters, "w") as f:
+        json.dump({"adapters": [{"name": "sql", "path": os.path.join(tmp, "sql")}]}, f)
     procs.append(subprocess.Popen(
         [BIN, "serve", "--host", "127.0.0.1", "--port", str(http), "--grpc-port", str(grpc),
          "--max-model-len", "1024", "--kv-cache-memory", "64MiB", "--max-num-seqs", "8",
-         "--served-model-name", "smol", "--ssl-keyfile", t("tls.key"), "--ssl-certfile", t("tls.crt")],
-        stdout=log, stderr=subprocess.STDOUT))
+         "--served-model-name", "smol", "--enable-lora", "--max-lora-rank", "8",
+         "--ssl-keyfile", t("tls.key"), "--ssl-certfile", t("tls.crt")],
+        env=dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True"), stdout=log, stderr=subprocess.STDOUT))
     wait_ok(f"https://localhost:{http}/health", https_context(c("ca.crt")))
     procs.append(subprocess.Popen(
         [BIN, "sidecar", "--engine-grpc", f"https://127.0.0.1:{grpc}", "--engine-ca-certs", t("ca.crt"),
          "--engine-server-name", SERVICE_NAME, "--listen", f"127.0.0.1:{side}",
+         "--engine-http", f"https://127.0.0.1:{http}", "--lora-adapters-file", adapters,
+         "--lora-sync-interval-ms", "300",
          "--ssl-keyfile", t("tls.key"), "--ssl-certfile", t("tls.crt"), "--ssl-ca-certs", t("ca.crt"),
          "--ssl-cert-reqs", "1", "--stats-interval-ms", "200"],
         stdout=log, stderr=subprocess.STDOUT))
@@ -233,6 +244,9 @@ def test_prometheus_scrapes_the_sidecar_with_a_client_certificate_only(stack):
     wait_query(stack, 'up{job="vllm"}', [1.0])
     wait_query(stack, 'candela_sidecar_engine_up{job="vllm"}', [1.0])
     assert query(stack, 'vllm:num_requests_running{job="vllm"}'), "engine series through the TLS sidecar"
+    # Its LoRA sync reached the engine's HTTPS API (verifying the Service name) too.
+    wait_query(stack, 'candela_sidecar_lora_in_sync{job="vllm"}', [1.0])
+    assert "sql" in [m.id for m in client(stack).models.list().data]
     # Without a client certificate the scrape is refused.
     wait_query(stack, 'up{job="no-client-cert"}', [0.0])
     with urllib.request.urlopen(f"http://127.0.0.1:{stack['prom']}/api/v1/targets", timeout=10) as r:
