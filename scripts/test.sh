@@ -21,7 +21,7 @@ if ! command -v prometheus >/dev/null; then
 fi
 
 echo "== cargo test (contract, engine, hub client against the local hub)"
-cargo test --locked -p candela-contract -p candela-core -p candela-gguf -p candela-model -p candela-hub -p candela-structured -p candela-tools -p candela 2>&1
+cargo test --locked -p candela-contract -p candela-tls -p candela-core -p candela-gguf -p candela-model -p candela-hub -p candela-structured -p candela-tools -p candela 2>&1
 
 echo "== CUDA kernels compile (nvcc from NVIDIA's PyPI wheels; no GPU needed)"
 ./scripts/check-cuda-kernels.sh
@@ -32,6 +32,9 @@ cargo build --locked -p candela 2>&1
 
 echo "== real Prometheus scraping candela sidecar under load"
 CANDELA_BIN="${CARGO_TARGET_DIR:-target}/debug/candela" "$VENV/bin/python" -m pytest -q engine/server/tests/prometheus_e2e.py
+
+echo "== TLS everywhere: HTTPS and gRPC over TLS, the sidecar's client-certificate /metrics under a real Prometheus, rotation under load"
+CANDELA_BIN="${CARGO_TARGET_DIR:-target}/debug/candela" "$VENV/bin/python" -m pytest -q engine/server/tests/tls_e2e.py
 
 echo "== container images: scripts/build-images.sh, then both images run read-only as non-root (podman)"
 ./scripts/image-tests.sh --profile "${IMAGE_PROFILE:-release}"

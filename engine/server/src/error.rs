@@ -70,6 +70,9 @@ pub enum Error {
     /// The engine's stats stream went quiet for this long.
     #[error("no snapshot for {0:?}")]
     Stalled(std::time::Duration),
+    /// `--ssl-*` files that cannot be used, or a listener that cannot be bound.
+    #[error("TLS: {0}")]
+    Tls(#[from] candela_tls::Error),
     /// A socket, file or thread the process needs.
     #[error("{context}: {source}")]
     Io {

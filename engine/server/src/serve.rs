@@ -521,14 +521,16 @@ pub async fn run(args: ServeArgs, profiler: Profiler) -> Result<()> {
     if let cli::Device::Cuda(n) = args.model.device {
         check_cuda_build(n)?;
     }
+    // TLS files are checked before the model is fetched: a typo fails in a second.
+    let tls = candela_tls::ServerTls::from_args(&args.tls)?;
     let model = resolve_model(&args).await?;
     let started = tokio::task::block_in_place(|| start(&args, &model))?;
     load_lora_modules(&args, &started.state).await?;
     let addr = format!("{}:{}", args.server.host, args.server.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
+    let listener = candela_tls::Listener::bind(&addr, tls.as_ref(), candela_tls::Alpn::Http1)
         .await
-        .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
-    info!(%addr, "serving the OpenAI API");
+        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+    info!(%addr, tls = listener.is_tls(), "serving the OpenAI API");
     if !args.log.disable_log_stats {
         let interval = std::time::Duration::from_secs_f64(args.log.log_stats_interval);
         let engine = started.engine.clone();
@@ -544,7 +546,7 @@ pub async fn run(args: ServeArgs, profiler: Profiler) -> Result<()> {
         started.state.base_model_name().to_owned(),
         profiler.clone(),
     );
-    let grpc_task = grpc::spawn(&grpc_addr, service).await?;
+    let grpc_task = grpc::spawn(&grpc_addr, tls.as_ref(), service).await?;
     let drain = Arc::new(crate::drain::Drain::default());
     let app = api::router(started.state)
         .merge(metrics::router(started.engine.shared_metrics()))

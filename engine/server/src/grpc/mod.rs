@@ -20,9 +20,8 @@ mod pb {
 pub mod convert;
 mod service;
 
-use tokio::net::TcpListener;
+use candela_tls::{Alpn, Listener, ServerTls};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use pb::engine_client::EngineClient as GrpcClient;
 pub use pb::generate_request::Prompt;
@@ -34,31 +33,36 @@ pub use pb::{
 };
 pub use service::EngineService;
 
-/// Serves the engine API on an already bound listener until the task is dropped.
+/// Serves the engine API on an already bound listener (plain or TLS) until the task is
+/// dropped.
 ///
 /// # Errors
 /// Transport failures of the listener.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     service: EngineService,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(pb::engine_server::EngineServer::new(service))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(listener.into_incoming())
         .await
 }
 
 /// Binds `addr` (so a taken port fails start-up with one line) and serves the
-/// engine API on it in a background task; a later transport failure is logged
-/// and leaves the HTTP API running.
+/// engine API on it in a background task, over TLS with `tls`; a later transport
+/// failure is logged and leaves the HTTP API running.
 ///
 /// # Errors
 /// When `addr` cannot be bound.
-pub async fn spawn(addr: &str, service: EngineService) -> crate::error::Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        crate::error::Error::io(format!("cannot listen on {addr} (--grpc-port)"), e)
+pub async fn spawn(
+    addr: &str,
+    tls: Option<&ServerTls>,
+    service: EngineService,
+) -> crate::error::Result<JoinHandle<()>> {
+    let listener = Listener::bind(addr, tls, Alpn::Grpc).await.map_err(|e| {
+        crate::error::Error::Config(format!("cannot listen on {addr} (--grpc-port): {e}"))
     })?;
-    tracing::info!(%addr, "serving the gRPC engine API");
+    tracing::info!(%addr, tls = listener.is_tls(), "serving the gRPC engine API");
     Ok(tokio::spawn(async move {
         if let Err(e) = serve(listener, service).await {
             tracing::error!(error = %e, "the gRPC server stopped");

@@ -1,5 +1,6 @@
 //! The sidecar's HTTP side: `GET /metrics`, `GET /profiles`,
-//! `GET /profiles/{name}` (all behind the bearer token when one is configured)
+//! `GET /profiles/{name}` (behind the bearer token when one is configured, and only for
+//! clients with a certificate signed by `--ssl-ca-certs` with `--ssl-cert-reqs` 1 or 2)
 //! and an open `GET /health` and `GET /ready` for the kubelet.
 //!
 //! `/metrics` is the engine's last snapshot rendered by
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{ConnectInfo, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +33,8 @@ pub struct HttpState {
     pub feed: Feed,
     pub device: Arc<DeviceSampler>,
     pub token: Option<String>,
+    /// Admit to the guarded paths only clients that proved a certificate.
+    pub client_cert: bool,
     pub profiles_dir: Option<PathBuf>,
     /// The LoRA sync's state (`--lora-adapters-file`), when it runs.
     pub lora: Option<lora::Shared>,
@@ -44,7 +47,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/profiles", get(list_profiles))
         .route("/profiles/{name}", get(download_profile))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
         .merge(guarded)
         .route("/health", get(|| async { "ok\n" }))
@@ -69,12 +72,24 @@ async fn ready(State(state): State<Arc<HttpState>>) -> Response {
     }
 }
 
-async fn require_token(
+async fn require_auth(
     State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
     req: Request,
     next: Next,
 ) -> Response {
+    let proved = req
+        .extensions()
+        .get::<ConnectInfo<candela_tls::PeerInfo>>()
+        .is_some_and(|ConnectInfo(peer)| peer.client_cert);
+    if state.client_cert && !proved {
+        return (
+            StatusCode::FORBIDDEN,
+            "403 Forbidden: this endpoint requires a TLS client certificate signed by the \
+             sidecar's --ssl-ca-certs\n",
+        )
+            .into_response();
+    }
     let Some(expected) = &state.token else {
         return next.run(req).await;
     };
@@ -324,6 +339,7 @@ mod tests {
             feed: feed.clone(),
             device: Arc::new(DeviceSampler::new(Some(std::process::id()))),
             token: Some("t0k".into()),
+            client_cert: false,
             profiles_dir: None,
             lora: None,
         };
@@ -369,6 +385,7 @@ mod tests {
                 feed: Feed::default(),
                 device: Arc::new(DeviceSampler::new(Some(std::process::id()))),
                 token: Some("t0k".into()),
+                client_cert: false,
                 profiles_dir: None,
                 lora,
             });
@@ -385,6 +402,39 @@ mod tests {
         );
         shared.lock().unwrap().primed = true;
         assert_eq!(get_ready(Some(shared)).await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn client_certificates_guard_metrics_and_profiles_but_not_probes() {
+        let app = router(HttpState {
+            feed: Feed::default(),
+            device: Arc::new(DeviceSampler::new(Some(std::process::id()))),
+            token: None,
+            client_cert: true,
+            profiles_dir: None,
+            lora: None,
+        });
+        let get = |path: &'static str, client_cert: Option<bool>| {
+            let app = app.clone();
+            async move {
+                let mut req = axum::http::Request::get(path).body(Body::empty()).unwrap();
+                if let Some(client_cert) = client_cert {
+                    req.extensions_mut()
+                        .insert(ConnectInfo(candela_tls::PeerInfo {
+                            remote: ([127, 0, 0, 1], 1234).into(),
+                            client_cert,
+                        }));
+                }
+                app.oneshot(req).await.unwrap().status()
+            }
+        };
+        assert_eq!(get("/metrics", Some(true)).await, StatusCode::OK);
+        for peer in [Some(false), None] {
+            assert_eq!(get("/metrics", peer).await, StatusCode::FORBIDDEN);
+            assert_eq!(get("/profiles", peer).await, StatusCode::FORBIDDEN);
+            assert_eq!(get("/health", peer).await, StatusCode::OK);
+            assert_eq!(get("/ready", peer).await, StatusCode::OK);
+        }
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct SyncConfig {
     pub file: PathBuf,
     /// The engine's HTTP base URL (`http://127.0.0.1:8000`).
     pub engine: String,
+    /// The client requests go through (TLS roots and server name for `https://`).
+    pub client: reqwest::Client,
     /// The engine's API key.
     pub api_key: Option<String>,
     /// Time between syncs.
@@ -371,7 +373,7 @@ impl Syncer {
     /// A syncer for `config` reporting into `status`.
     pub fn new(config: SyncConfig, status: Shared) -> Self {
         let api = EngineApi {
-            client: reqwest::Client::new(),
+            client: config.client.clone(),
             base: config.engine.clone(),
             api_key: config.api_key.clone(),
         };

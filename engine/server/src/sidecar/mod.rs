@@ -18,6 +18,7 @@
 //! engine start from zero, which Prometheus handles as a counter reset.
 
 mod device;
+mod dial;
 mod http;
 pub mod lora;
 pub use candela_contract::metrics as names;
@@ -26,7 +27,7 @@ mod watch;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Endpoint;
+use candela_tls::{Alpn, Listener, PeerInfo, ServerTls};
 use tracing::info;
 
 use device::DeviceSampler;
@@ -42,32 +43,29 @@ pub use candela_contract::sidecar::SidecarArgs;
 /// never because the engine is down.
 pub async fn run(args: SidecarArgs) -> Result<()> {
     args.validate().map_err(Error::Config)?;
-    let endpoint = Endpoint::from_shared(args.engine_grpc.clone())
-        .map_err(|e| {
-            Error::Config(format!(
-                "--engine-grpc {:?} is not a valid URI: {e}",
-                args.engine_grpc
-            ))
-        })?
-        .connect_timeout(Duration::from_secs(2))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
+    let tls = ServerTls::from_args(&args.tls)?;
+    let engine = dial::engine(&args).await?;
     let engine_pid = args.engine_pid;
     let device = tokio::task::spawn_blocking(move || DeviceSampler::new(engine_pid))
         .await
         .map_err(|e| Error::Internal(format!("loading device samplers: {e}")))?;
     let addr = args.listen_addr();
-    let listener = tokio::net::TcpListener::bind(&addr)
+    let listener = Listener::bind(&addr, tls.as_ref(), Alpn::Http1)
         .await
-        .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
+        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
     let feed = watch::Feed::default();
-    tokio::spawn(watch::run(endpoint, args.stats_interval_ms, feed.clone()));
+    tokio::spawn(watch::run(
+        engine.grpc,
+        args.stats_interval_ms,
+        feed.clone(),
+    ));
     let lora = args.lora_adapters_file.clone().map(|file| {
         let status = lora::Shared::default();
         let syncer = lora::Syncer::new(
             lora::SyncConfig {
                 file,
-                engine: args.engine_http.clone(),
+                engine: engine.http_base,
+                client: engine.http,
                 api_key: args.engine_api_key.clone(),
                 interval: Duration::from_millis(u64::from(args.lora_sync_interval_ms)),
             },
@@ -76,17 +74,29 @@ pub async fn run(args: SidecarArgs) -> Result<()> {
         tokio::spawn(syncer.run());
         status
     });
-    info!(%addr, engine = %args.engine_grpc, auth = args.metrics_token.is_some(), "sidecar serving /metrics");
+    let client_cert = args.tls.client_cert_reqs() != candela_tls::ClientCertReqs::None;
+    info!(
+        %addr,
+        engine = %args.engine_grpc,
+        auth = args.metrics_token.is_some(),
+        tls = listener.is_tls(),
+        client_cert,
+        "sidecar serving /metrics"
+    );
     let app = http::router(http::HttpState {
         feed,
         device: Arc::new(device),
         token: args.metrics_token,
+        client_cert,
         profiles_dir: args.profiles_dir,
         lora,
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(crate::drain::shutdown_signal())
-        .await
-        .map_err(|e| Error::io("serving /metrics", e))?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<PeerInfo>(),
+    )
+    .with_graceful_shutdown(crate::drain::shutdown_signal())
+    .await
+    .map_err(|e| Error::io("serving /metrics", e))?;
     Ok(())
 }

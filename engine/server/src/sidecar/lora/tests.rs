@@ -186,6 +186,7 @@ async fn sync_follows_the_file_and_reports_on_metrics() {
         SyncConfig {
             file: file.clone(),
             engine: url,
+            client: reqwest::Client::new(),
             api_key: Some(KEY.into()),
             interval: Duration::from_millis(100),
         },
@@ -293,6 +294,7 @@ async fn a_wrong_key_is_an_engine_error() {
         SyncConfig {
             file,
             engine: url,
+            client: reqwest::Client::new(),
             api_key: Some("wrong".into()),
             interval: Duration::from_millis(100),
         },
