@@ -3,12 +3,14 @@
 //! spec and a generated range of specs within the CRD's schema — goes through the
 //! `candela` binary's own parser (`candela::cli::Cli`) and validation, and the parsed
 //! values must be the spec's. Then the two example kinds (a hub model and a PVC model) and
-//! the LoRA example (its sidecar loading the adapters its ConfigMap lists) are started for
-//! real with the operator's exact argv and env, substituting only what a pod provides
-//! itself: its network namespace (ports) and its volumes (paths).
+//! the LoRA example (its sidecar loading the adapters its ConfigMap lists) and the TLS
+//! example (HTTPS everywhere, `/metrics` only with Prometheus's client certificate) are
+//! started for real with the operator's exact argv and env, substituting only what a pod
+//! provides itself: its network namespace (ports) and its volumes (paths).
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -170,6 +172,51 @@ fn check_meaning(infd: &InferenceDeployment, a: &ServeArgs) {
     assert_eq!(a.lora.max_cpu_loras, n(e.max_cpu_loras));
     // Secrets travel in env, never in argv.
     assert!(a.server.api_key.is_none() && a.hub.hf_token.is_none());
+    // spec.tls: HTTPS and gRPC over TLS from the mounted Secret, no client certificates
+    // (clients authenticate with the API key).
+    assert_eq!(a.tls.enabled(), spec.tls.is_some());
+    assert_eq!(
+        a.tls.client_cert_reqs(),
+        candela_contract::tls::ClientCertReqs::None
+    );
+}
+
+/// The parsed sidecar flags mean what the spec says: `https://` engine URIs verified with
+/// the engine Secret's CA and the Service name under `spec.tls`; `/metrics` over HTTPS with
+/// optional client certificates (probes open) under `monitoring.tls`.
+fn check_sidecar_meaning(infd: &InferenceDeployment, s: &SidecarArgs) {
+    let spec = &infd.spec;
+    let scheme = if spec.tls.is_some() { "https" } else { "http" };
+    assert_eq!(s.engine_grpc, format!("{scheme}://127.0.0.1:50051"));
+    // The engine's HTTP API is the sidecar's business only with LoRA.
+    let http_scheme = if spec.lora_adapters.is_some() {
+        scheme
+    } else {
+        "http"
+    };
+    assert_eq!(s.engine_http, format!("{http_scheme}://127.0.0.1:8000"));
+    assert_eq!(s.listen_addr(), "0.0.0.0:9090");
+    assert!(s.metrics_token.is_none());
+    let service = format!(
+        "{}.{}.svc",
+        infd.metadata.name.as_deref().unwrap(),
+        infd.metadata.namespace.as_deref().unwrap()
+    );
+    assert_eq!(
+        s.engine_server_name,
+        spec.tls.as_ref().map(|_| service.clone())
+    );
+    assert_eq!(s.engine_ca_certs.is_some(), spec.tls.is_some());
+    assert_eq!(s.tls.enabled(), spec.monitoring.tls.is_some());
+    assert_eq!(
+        s.tls.client_cert_reqs(),
+        if spec.monitoring.tls.is_some() {
+            candela_contract::tls::ClientCertReqs::Optional
+        } else {
+            candela_contract::tls::ClientCertReqs::None
+        }
+    );
+    assert_eq!(s.lora_adapters_file.is_some(), spec.lora_adapters.is_some());
 }
 
 #[test]
@@ -181,17 +228,7 @@ fn every_example_and_snapshot_spec_builds_argv_the_engine_accepts() {
         let infd = load(&path);
         let (engine, side) = containers(&infd);
         check_meaning(&infd, &serve(&engine));
-        let s = sidecar(&side);
-        assert_eq!(s.engine_grpc, "http://127.0.0.1:50051");
-        assert_eq!(s.listen_addr(), "0.0.0.0:9090");
-        assert!(s.metrics_token.is_none(), "{}", path.display());
-        assert_eq!(s.engine_http, "http://127.0.0.1:8000");
-        assert_eq!(
-            s.lora_adapters_file.is_some(),
-            infd.spec.lora_adapters.is_some(),
-            "{}",
-            path.display()
-        );
+        check_sidecar_meaning(&infd, &sidecar(&side));
     }
 }
 
@@ -258,6 +295,11 @@ fn spec_strategy() -> impl Strategy<Value = serde_json::Value> {
             0..4,
         ),
     ));
+    // TLS from Secrets (cert-manager needs an issuer, which the operator's flag gives).
+    let tls = (
+        proptest::option::of("[a-z0-9]{1,12}"),
+        proptest::option::of(("[a-z0-9]{1,12}", "[a-z0-9]{1,12}")),
+    );
     (
         source,
         proptest::option::of("[a-z0-9][a-z0-9._/-]{0,30}"),
@@ -265,8 +307,9 @@ fn spec_strategy() -> impl Strategy<Value = serde_json::Value> {
         0i32..=1,
         engine,
         lora,
+        tls,
     )
-        .prop_map(|(source, revision, served, gpus, e, lora)| {
+        .prop_map(|(source, revision, served, gpus, e, lora, (api_tls, metrics_tls))| {
             let mut engine = serde_json::Map::new();
             let mut put = |k: &str, v: Option<serde_json::Value>| {
                 if let Some(v) = v {
@@ -315,6 +358,8 @@ fn spec_strategy() -> impl Strategy<Value = serde_json::Value> {
                     "engine": engine,
                     "resources": {"gpus": gpus},
                     "loraAdapters": adapters,
+                    "tls": api_tls.map(|s| serde_json::json!({"secretName": s})),
+                    "monitoring": {"tls": metrics_tls.map(|(s, c)| serde_json::json!({"secretName": s, "clientSecretName": c}))},
                 }
             })
         })
@@ -329,7 +374,7 @@ proptest! {
         let infd: InferenceDeployment = serde_json::from_value(spec).unwrap();
         let (engine, side) = containers(&infd);
         check_meaning(&infd, &serve(&engine));
-        sidecar(&side);
+        check_sidecar_meaning(&infd, &sidecar(&side));
     }
 }
 
@@ -372,9 +417,50 @@ impl PodStandIn {
                 "=/etc/candela/lora/",
                 &format!("={}/lora/", self.scratch.display()),
             )
+            // Secret volumes (see `PodStandIn::mount_secrets`).
+            .replace(
+                "=/etc/candela/",
+                &format!("={}/etc/candela/", self.scratch.display()),
+            )
             .replace("0.0.0.0:9090", &format!("0.0.0.0:{}", self.metrics))
             .replace("=/models/", &format!("={}/", self.models_dir.display()))
             .replace("/var/cache/candela", &self.scratch.display().to_string())
+    }
+
+    /// Writes each Secret volume's files where `container` mounts it, as the kubelet would
+    /// (`secrets`: name → key → content; a volume's `items` pick keys).
+    fn mount_secrets(
+        &self,
+        pod: &k8s_openapi::api::core::v1::PodSpec,
+        container: &Container,
+        secrets: &BTreeMap<String, BTreeMap<String, String>>,
+    ) {
+        for m in container.volume_mounts.iter().flatten() {
+            let Some(secret) = pod
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == m.name)
+                .and_then(|v| v.secret.as_ref())
+            else {
+                continue;
+            };
+            let name = secret.secret_name.as_deref().unwrap();
+            let data = secrets
+                .get(name)
+                .unwrap_or_else(|| panic!("the pod mounts Secret {name}, which the test lacks"));
+            let dir = self.scratch.join(m.mount_path.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).unwrap();
+            for (key, text) in data {
+                let wanted = secret
+                    .items
+                    .as_ref()
+                    .is_none_or(|items| items.iter().any(|i| &i.key == key));
+                if wanted {
+                    std::fs::write(dir.join(key), text).unwrap();
+                }
+            }
+        }
     }
 
     fn command(&self, c: &Container, extra_env: &[(&str, &str)]) -> Command {
@@ -609,4 +695,200 @@ async fn the_lora_example_loads_its_adapters_with_the_operators_exact_arguments(
     drop(side_proc);
     drop(serve);
     std::fs::remove_dir_all(&scratch).ok();
+}
+
+/// The TLS example as the operator would start it, with the Secrets it names: the engine
+/// speaks only HTTPS (the kubelet's probe path answers, plain HTTP gets no health), the
+/// sidecar dials it over TLS with the CA and the Service name (the certificate does not
+/// name 127.0.0.1), and Prometheus, configured exactly as the ServiceMonitor says (CA,
+/// server name, client certificate Secrets), scrapes `/metrics`; without the client
+/// certificate the scrape is refused while the probe path stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_example_serves_https_with_the_operators_exact_arguments() {
+    let scratch = std::env::temp_dir().join(format!("candela-contract-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let infd = load(&repo().join("deploy/examples/smollm2-tls.yaml"));
+    let served = infd.spec.served_name().unwrap();
+    let children = builders::build(&infd, &BuildConfig::default()).unwrap();
+    let pod_spec = children
+        .deployment
+        .spec
+        .clone()
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let (engine, side) = containers(&infd);
+
+    // The Secrets the example names, from one CA; the server certificate names the Service
+    // only, as a user's certificate may.
+    let service = format!(
+        "smollm2-tls.{}.svc",
+        infd.metadata.namespace.as_deref().unwrap()
+    );
+    let ca = common::certs::Ca::new("test CA");
+    let leaf = ca.leaf(&[&service, "smollm2-tls"]);
+    let client = ca.leaf(&["prometheus"]);
+    let secret = |l: &common::certs::Leaf| {
+        BTreeMap::from([
+            ("tls.crt".to_owned(), l.cert.clone()),
+            ("tls.key".to_owned(), l.key.clone()),
+            ("ca.crt".to_owned(), ca.pem()),
+        ])
+    };
+    let secrets = BTreeMap::from([
+        ("smollm2-tls".to_owned(), secret(&leaf)),
+        ("smollm2-prometheus-client".to_owned(), secret(&client)),
+    ]);
+    let pod = PodStandIn {
+        http: free_port(),
+        grpc: free_port(),
+        metrics: free_port(),
+        models_dir: common::stack::model_path().parent().unwrap().to_path_buf(),
+        scratch: scratch.clone(),
+    };
+    pod.mount_secrets(&pod_spec, &engine, &secrets);
+    pod.mount_secrets(&pod_spec, &side, &secrets);
+    let localhost = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+
+    // The engine: HTTPS for a client that trusts the CA and checks the Service name.
+    let api = ca
+        .client(None)
+        .resolve(&service, localhost(pod.http))
+        .build()
+        .unwrap();
+    let probe = engine
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(probe.scheme.as_deref(), Some("HTTPS"));
+    let health = format!(
+        "https://{service}:{}{}",
+        pod.http,
+        probe.path.as_deref().unwrap()
+    );
+    let mut serve = Proc(pod.command(&engine, &[]).spawn().unwrap());
+    wait_for_ok(&api, &health, &mut serve).await;
+    let plain = reqwest::get(format!("http://127.0.0.1:{}/health", pod.http)).await;
+    assert!(
+        plain.as_ref().map_or(true, |r| r.status() != 200),
+        "plain HTTP must not reach the engine: {plain:?}"
+    );
+    let answer: serde_json::Value = api
+        .post(format!(
+            "https://{service}:{}/v1/chat/completions",
+            pod.http
+        ))
+        .json(&serde_json::json!({
+            "model": served,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 16,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .is_empty(),
+        "{answer}"
+    );
+
+    // The sidecar, scraped as the ServiceMonitor tells Prometheus to.
+    let sm = children.service_monitor.expect("a ServiceMonitor");
+    let endpoint = &sm.data["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    let tls = &endpoint["tlsConfig"];
+    let server_name = tls["serverName"].as_str().unwrap();
+    let secret_key = |sel: &serde_json::Value| {
+        secrets[sel["name"].as_str().unwrap()][sel["key"].as_str().unwrap()].clone()
+    };
+    let prom_ca =
+        reqwest::Certificate::from_pem(secret_key(&tls["ca"]["secret"]).as_bytes()).unwrap();
+    let identity = reqwest::Identity::from_pem(
+        format!(
+            "{}{}",
+            secret_key(&tls["cert"]["secret"]),
+            secret_key(&tls["keySecret"])
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let scraper = |with_cert: bool| {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(prom_ca.clone())
+            .resolve(server_name, localhost(pod.metrics));
+        if with_cert {
+            b = b.identity(identity.clone());
+        }
+        b.build().unwrap()
+    };
+    let (prometheus, anonymous) = (scraper(true), scraper(false));
+    let metrics_url = format!("https://{server_name}:{}/metrics", pod.metrics);
+    let mut side_proc = Proc(pod.command(&side, &[]).spawn().unwrap());
+    // The probe path answers without a client certificate (the kubelet has none).
+    wait_for_ok(
+        &anonymous,
+        &format!("https://{server_name}:{}/health", pod.metrics),
+        &mut side_proc,
+    )
+    .await;
+    let refused = anonymous.get(&metrics_url).send().await.unwrap();
+    assert_eq!(
+        refused.status(),
+        403,
+        "a scrape without a client certificate"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = prometheus
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let label = format!("model_name=\"{served}\"");
+        // engine_up 1: the sidecar reached the engine's gRPC over TLS.
+        if text.contains("candela_sidecar_engine_up 1")
+            && text
+                .lines()
+                .any(|l| l.starts_with("vllm:generation_tokens_total") && l.contains(&label))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sidecar metrics:\n{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(side_proc);
+    drop(serve);
+    std::fs::remove_dir_all(&scratch).ok();
+}
+
+/// Polls `url` with `client` until it answers 200 (the process must stay up).
+async fn wait_for_ok(client: &reqwest::Client, url: &str, proc: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(r) = client.get(url).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        if let Ok(Some(status)) = proc.0.try_wait() {
+            panic!("exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
