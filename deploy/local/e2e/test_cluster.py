@@ -5,13 +5,19 @@ Ready through their probes and answer the official `openai` client through their
 Service's ClusterIP (kube-proxy); LoRA adapters served next to the base model and swapped
 in the running pod by editing the CR; Prometheus scraping them through the generated
 ServiceMonitor, alerts, dashboards; both autoscaling backends adding a pod that really
-starts and takes traffic; and the faults: an engine killed mid-load, the leader operator
-pod deleted, a helm upgrade and an engine flag change rolling the pods under load, a CR deleted.
+starts and takes traffic; TLS everywhere (the operator's listeners from the chart's
+quick-start CA, an InferenceDeployment whose API and /metrics speak HTTPS, Prometheus
+scraping both with a client certificate, a scrape without one refused, a rotated Secret
+served without a restart, Alertmanager calling the webhook over HTTPS); and the faults: an
+engine killed mid-load, the leader operator pod deleted, a helm upgrade and an engine flag
+change rolling the pods under load, a CR deleted.
 
 Run by deploy/local/e2e.sh (from scripts/test.sh). Tests run in file order and share one
 cluster; each prints what it measured (timelines, reaction times, failed requests).
 """
 
+import base64
+import functools
 import json
 import os
 import pathlib
@@ -210,12 +216,15 @@ def hub():
 # -------------------------------------------------------------------------------- tests
 def test_chart_installs_the_operator_from_its_image():
     apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    # HTTPS on the operator from the chart's quick-start CA (its probes pass over HTTPS).
     run(HELM, "--kubeconfig", KUBECONFIG, "upgrade", "--install", RELEASE, REPO / "charts/candela",
         "-n", OPERATOR_NS, "--create-namespace", "--set", "alertsWebhook.enabled=true",
         "--set", "alertsWebhook.alertmanagerNamespace=monitoring",
+        "--set", "tls.enabled=true", "--set", "selfSignedCA.enabled=true",
         "--set", "prometheusAdapter.rules.enabled=true", "--wait", "--timeout", "5m")
     ops = kj("-n", OPERATOR_NS, "get", "pods", "-l", "app.kubernetes.io/name=candela-operator")["items"]
     assert len(ops) == 2 and all(ready(p) for p in ops), [p["status"] for p in ops]
+    assert "--ssl-cert-reqs=1" in ops[0]["spec"]["containers"][0]["args"]
     assert {p["spec"]["containers"][0]["image"] for p in ops} == {"localhost/candela-operator:dev"}
     holder = wait("a Lease holder", 60, lambda: kj("-n", OPERATOR_NS, "get", "lease", RELEASE)["spec"].get("holderIdentity"))
     assert holder in {p["metadata"]["name"] for p in ops}, holder
@@ -224,8 +233,8 @@ def test_chart_installs_the_operator_from_its_image():
     print(f"\noperator pods {[p['metadata']['name'] for p in ops]}, leader {holder}")
 
 
-def test_examples_become_ready_and_answer_through_their_service(hub):
-    # The PVC the CPU example names, holding the default GGUF (a hostPath volume here).
+def models_claim():
+    """The PVC the CPU examples name, holding the default GGUF (a hostPath volume here)."""
     models = str(CACHE / "models")
     apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "candela-models"},
            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
@@ -233,6 +242,10 @@ def test_examples_become_ready_and_answer_through_their_service(hub):
     apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models", "namespace": NS},
            "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": "candela-models",
                     "resources": {"requests": {"storage": "1Gi"}}}})
+
+
+def test_examples_become_ready_and_answer_through_their_service(hub):
+    models_claim()
     hf = example("smollm2-hf.yaml")
     hf["spec"]["engine"]["env"] = [{"name": "HF_ENDPOINT", "value": hub}]
     applied = time.time()
@@ -398,6 +411,155 @@ def lora_scenario():
     assert not k("-n", NS, "get", "configmap", f"{LORA}-lora-adapters", "--ignore-not-found", "-o", "name").strip()
 
 
+TLS = "smollm2-tls"
+
+
+def curl_tls(url, *args, name, ip, port, ca, cert=None):
+    """(HTTP status or None when the handshake fails, body): curl with only `ca` trusted,
+    `name` resolved to `ip` (a ClusterIP) so the certificate's Service name is checked."""
+    cmd = ["curl", "-s", "--max-time", "10", "--cacert", ca, "--resolve", f"{name}:{port}:{ip}",
+           "-o", "-", "-w", "\n%{http_code}", *args]
+    if cert:
+        cmd += ["--cert", f"{cert}.crt", "--key", f"{cert}.key"]
+    p = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:
+        return None, p.stderr
+    body, _, code = p.stdout.rpartition("\n")
+    return int(code), body
+
+
+def served_fingerprint(ip, port, name):
+    """SHA-256 fingerprint of the certificate a TLS port serves now (a new connection)."""
+    pem = subprocess.run(["openssl", "s_client", "-connect", f"{ip}:{port}", "-servername", name],
+                         input="", capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256"], input=pem,
+                         capture_output=True, text=True, timeout=30).stdout
+    return out.strip().split("=", 1)[-1]
+
+
+def file_fingerprint(path):
+    return run("openssl", "x509", "-in", path, "-noout", "-fingerprint", "-sha256").strip().split("=", 1)[-1]
+
+
+def targets(job_substring):
+    ip = cluster_ip("prometheus", "monitoring")
+    data = json.loads(run("curl", "-sf", "--max-time", "10", f"http://{ip}:9090/api/v1/targets?state=active"))
+    return [t for t in data["data"]["activeTargets"] if job_substring in t["scrapePool"]]
+
+
+def test_tls_everywhere_prometheus_scrapes_with_a_client_certificate_only():
+    """deploy/examples/smollm2-tls.yaml with Secrets made by scripts/make-test-certs.sh: the
+    engine's probes pass over HTTPS, the API answers only HTTPS for the Service name, and the
+    in-cluster Prometheus scrapes the sidecar through the generated ServiceMonitor over HTTPS
+    with the client certificate (target up, vllm: series present) while a scrape without one
+    is refused (403) and one with a stranger's certificate fails its handshake. Rotating the
+    Secret reaches the running pod: every port serves the new certificate, no restart. The
+    operator's own /metrics is scraped the same way (chart's ServiceMonitor, quick-start CA)."""
+    models_claim()
+    certs = tempfile.mkdtemp(prefix="candela-e2e-certs-")
+    service = f"{TLS}.{NS}.svc"
+    run(REPO / "scripts/make-test-certs.sh", certs, service, TLS)
+    c = lambda f: str(pathlib.Path(certs, f))  # noqa: E731
+    for name, leaf in [(TLS, "server"), (f"{TLS}-prometheus-client", "prometheus")]:
+        secret = k("-n", NS, "create", "secret", "tls", name, f"--cert={c(leaf + '.crt')}",
+                   f"--key={c(leaf + '.key')}", "--dry-run=client", "-o", "json")
+        obj = json.loads(secret)
+        obj["data"]["ca.crt"] = base64.b64encode(pathlib.Path(c("ca.crt")).read_bytes()).decode()
+        apply(obj)
+    try:
+        tls_scenario(certs, service, c)
+    finally:
+        k("-n", NS, "delete", "infd", TLS, "--ignore-not-found", "--wait=false", check=False)
+        run("rm", "-rf", certs)
+
+
+def tls_scenario(certs, service, c):
+    infd = example("smollm2-tls.yaml")
+    served = infd["spec"]["model"]["servedName"]
+    applied = time.time()
+    apply(infd)
+    pod = wait(f"{TLS} Ready (HTTPS probes)", 300, lambda: ready_pods(TLS))[0]
+    timeline = Timeline()
+    timeline.record(pod, applied)
+    timeline.print("TLS example: kubectl apply → Ready")
+    ip = cluster_ip(TLS)
+    api = functools.partial(curl_tls, name=service, ip=ip, port=8000, ca=c("ca.crt"))
+    metrics = functools.partial(curl_tls, name=service, ip=ip, port=9090, ca=c("ca.crt"))
+
+    # The OpenAI API: HTTPS for the Service name; plain HTTP gets nothing.
+    code, body = api(f"https://{service}:8000/v1/chat/completions", "-H", "Content-Type: application/json",
+                     "-d", json.dumps({"model": served, "max_tokens": 16,
+                                       "messages": [{"role": "user", "content": "What is the capital of France?"}]}))
+    assert code == 200, body
+    print(f"\nchat over HTTPS ({service}): {json.loads(body)['choices'][0]['message']['content']!r}")
+    plain = subprocess.run(["curl", "-s", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}",
+                            f"http://{ip}:8000/health"], capture_output=True, text=True)
+    assert plain.stdout != "200", plain
+
+    # /metrics: the client certificate or nothing; the probe path stays open.
+    code, body = metrics(f"https://{service}:9090/metrics", cert=c("prometheus"))
+    assert code == 200 and "vllm:num_requests_running" in body, (code, body[:300])
+    code, _ = metrics(f"https://{service}:9090/metrics")
+    assert code == 403, code
+    stranger, err = metrics(f"https://{service}:9090/metrics", cert=c("stranger"))
+    assert stranger is None or stranger >= 400, (stranger, err)
+    code, _ = metrics(f"https://{service}:9090/health")
+    assert code == 200, code
+    print(f"sidecar /metrics: 200 with Prometheus's client certificate, 403 without, "
+          f"{'handshake refused' if stranger is None else stranger} with a stranger's; /health open")
+
+    # The in-cluster Prometheus, through the generated ServiceMonitor (scheme https,
+    # tlsConfig from the Secrets).
+    t0 = time.time()
+    up = wait("the TLS target up in Prometheus", 180, lambda: [
+        t for t in targets(f"serviceMonitor/{NS}/{TLS}/") if t["health"] == "up"], interval=3)
+    assert up[0]["scrapeUrl"].startswith("https://"), up[0]
+    series = wait("vllm: series of the TLS instance", 60, lambda: prom(
+        f'vllm:generation_tokens_total{{namespace="{NS}",service="{TLS}"}}'), interval=3)
+    print(f"Prometheus: target {up[0]['scrapeUrl']} up after {time.time() - t0:.0f} s, "
+          f"vllm:generation_tokens_total = {series[0]['value'][1]}")
+    op = wait("the operator's own HTTPS target up", 120, lambda: [
+        t for t in targets(f"serviceMonitor/{OPERATOR_NS}/{RELEASE}/") if t["health"] == "up"], interval=3)
+    assert all(t["scrapeUrl"].startswith("https://") for t in op), op
+    op_ip = cluster_ip(RELEASE, OPERATOR_NS)
+    op_name = f"{RELEASE}.{OPERATOR_NS}.svc"
+    op_ca = pathlib.Path(certs, "operator-ca.crt")
+    op_ca.write_text(base64.b64decode(kj("-n", OPERATOR_NS, "get", "secret", f"{RELEASE}-tls")["data"]["ca.crt"]).decode())
+    code, _ = curl_tls(f"https://{op_name}:8080/metrics", name=op_name, ip=op_ip, port=8080, ca=str(op_ca))
+    assert code == 403, code
+    code, _ = curl_tls(f"https://{op_name}:8080/healthz", name=op_name, ip=op_ip, port=8080, ca=str(op_ca))
+    assert code == 200, code
+    print(f"operator: {len(op)} HTTPS targets up in Prometheus; /metrics without a client certificate 403, /healthz 200")
+
+    # Rotation: a new certificate (new key) in the Secret reaches the running pod.
+    before = {cc["name"]: cc["restartCount"] for cc in pod["status"]["containerStatuses"]}
+    old = served_fingerprint(ip, 9090, service)
+    assert old == file_fingerprint(c("server.crt")), old
+    new = file_fingerprint(c("server2.crt"))
+    data = kj("-n", NS, "get", "secret", TLS)["data"]
+    data["tls.crt"] = base64.b64encode(pathlib.Path(c("server2.crt")).read_bytes()).decode()
+    data["tls.key"] = base64.b64encode(pathlib.Path(c("server2.key")).read_bytes()).decode()
+    t0 = time.time()
+    apply({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+           "metadata": {"name": TLS, "namespace": NS}, "data": data})
+    ports = {8000: None, 50051: None, 9090: None}
+    for port in ports:
+        wait(f"port {port} serving the rotated certificate", 240,
+             lambda: served_fingerprint(ip, port, service) == new, interval=2)
+        ports[port] = time.time() - t0
+    after = kj("-n", NS, "get", "pod", pod["metadata"]["name"])
+    assert {cc["name"]: cc["restartCount"] for cc in after["status"]["containerStatuses"]} == before
+    code, body = metrics(f"https://{service}:9090/metrics", cert=c("prometheus"))
+    assert code == 200, code
+    print("Secret rotated: new certificate served after "
+          + ", ".join(f"{p}: {t:.0f} s" for p, t in ports.items())
+          + f" (kubelet volume refresh + 2 s file check); pod {pod['metadata']['name']} not restarted")
+    wait("the target still up after the rotation", 60, lambda: [
+        t for t in targets(f"serviceMonitor/{NS}/{TLS}/") if t["health"] == "up"
+        and ts(re.sub(r"\.\d+", "", t["lastScrape"])) > t0 + ports[9090]], interval=3)
+    delete_and_check_nothing_left(TLS)
+
+
 def test_prometheus_scrapes_with_the_token_rules_load_dashboards_have_data_and_hpa_scales():
     """The CPU example with a metrics token and the hpa backend: Prometheus scrapes the
     sidecar through the generated ServiceMonitor with the token from its Secret, the
@@ -489,20 +651,26 @@ def test_alerts_backend_scales_through_alertmanager_and_the_operator_webhook():
     notes = run(HELM, "--kubeconfig", KUBECONFIG, "get", "notes", RELEASE, "-n", OPERATOR_NS)
     lines = notes.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "route:")
-    end = next(i for i, line in enumerate(lines) if "credentials_file:" in line)
     indent = len(lines[start]) - len(lines[start].lstrip())
-    snippet = yaml.safe_load("\n".join(line[indent:] for line in lines[start:end + 1]))
-    secret = re.search(r"/etc/alertmanager/secrets/([^/]+)/token", lines[end]).group(1)
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) >= indent):
+        end += 1
+    block = "\n".join(line[indent:] for line in lines[start:end])
+    snippet = yaml.safe_load(block)
+    # The token Secret and, with TLS, the CA Secret the receiver's ca_file names.
+    secrets = sorted(set(re.findall(r"/etc/alertmanager/secrets/([^/]+)/", block)))
+    hook = snippet["receivers"][0]["webhook_configs"][0]
+    assert hook["url"].startswith("https://") and hook["http_config"]["tls_config"]["ca_file"], hook
     config = {"route": {"receiver": "null", "routes": snippet["route"]["routes"]},
               "receivers": [{"name": "null"}] + snippet["receivers"]}
-    print(f"\nAlertmanager route/receiver from the chart's NOTES: {snippet['receivers'][0]['webhook_configs'][0]['url']}")
+    print(f"\nAlertmanager route/receiver from the chart's NOTES: {hook['url']} (CA and token from {secrets})")
     apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alertmanager-candela", "namespace": "monitoring"},
            "stringData": {"alertmanager.yaml": yaml.safe_dump(config)}})
     k("-n", "monitoring", "patch", "alertmanager", "candela", "--type", "merge", "-p",
-      json.dumps({"spec": {"secrets": [secret]}}))
-    wait("Alertmanager with the token mounted", 180, lambda: any(
-        v.get("secret", {}).get("secretName") == secret
-        for v in kj("-n", "monitoring", "get", "pod", "alertmanager-candela-0")["spec"]["volumes"])
+      json.dumps({"spec": {"secrets": secrets}}))
+    wait("Alertmanager with the token and the CA mounted", 180, lambda: {
+        v.get("secret", {}).get("secretName")
+        for v in kj("-n", "monitoring", "get", "pod", "alertmanager-candela-0")["spec"]["volumes"]} >= set(secrets)
         and ready(kj("-n", "monitoring", "get", "pod", "alertmanager-candela-0")))
 
     infd = example("alerts-autoscaling.yaml")
