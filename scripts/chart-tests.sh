@@ -15,7 +15,9 @@
 #   4. promtool check rules on every rules file (deploy/rules, the operator-rendered
 #      PrometheusRules), promtool test rules (deploy/rules/tests), promtool
 #      check config deploy/prometheus/prometheus.yml, amtool check-config
-#      deploy/alertmanager/alertmanager.yml
+#      deploy/alertmanager/alertmanager.yml, the HA settings of
+#      deploy/prometheus/ha-values.yaml and promtool check config of the global section
+#      they imply
 #   5. the dashboards type-check against @grafana/schema (`satisfies Dashboard`, tsc --noEmit)
 #
 # Installs what it needs under ~/.cache/candela (never into the repo): helm 3.19.0 from the
@@ -218,6 +220,9 @@ check_rules() {
   (cd "$ROOT/deploy/rules/tests" && promtool test rules ./*.yaml)
   say "promtool check config deploy/prometheus/prometheus.yml; amtool check-config deploy/alertmanager/alertmanager.yml"
   promtool check config "$ROOT/deploy/prometheus/prometheus.yml"
+  say "deploy/prometheus/ha-values.yaml (kube-prometheus-stack): HA settings, selectors, rules free of external labels; promtool check config of its global section with the rules"
+  CHECK ha-values "$ROOT/deploy/prometheus/ha-values.yaml" "$ROOT/charts/candela/values.yaml" "$ROOT/deploy/rules/candela.rules.yaml" "$WORK/prometheus-ha.yml"
+  promtool check config "$WORK/prometheus-ha.yml"
   amtool check-config "$ROOT/deploy/alertmanager/alertmanager.yml"
   say "rules: $((n + 1)) rule files checked"
 }

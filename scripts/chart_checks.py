@@ -24,6 +24,12 @@ Subcommands:
       ca_file from a Secret rendered in Alertmanager's namespace; certificates the chart
       generates chain to its CA (openssl verify) and name the Service (--disabled: plain
       HTTP everywhere, no TLS flag)
+  ha-values VALUES CHART_VALUES RULES OUT  deploy/prometheus/ha-values.yaml (kube-prometheus-stack
+      values) says what docs/security.md promises: 2+ Prometheus replicas one per node with a
+      replica external label and external labels, a Thanos sidecar on object storage, 2+
+      Alertmanagers, selectors that pick the Candela chart's monitoring.release label; no
+      Candela rule names an external label; OUT is a Prometheus config with that global
+      section and the rules, for promtool check config
   prometheusrule-spec FILE OUT    .spec of a PrometheusRule file
   yaml-json FILE                  canonical JSON of a YAML file (for comparisons)
   merge-values BASE OVERLAY OUT   values.yaml overlaid with a values file, as Helm merges
@@ -366,6 +372,47 @@ def cmd_tls_wiring(args):
     print(f"  tls on: --ssl-* from Secret {secret_name}, client certificates {'on' if client_auth else 'off'}, probes/Service/ServiceMonitor https")
 
 
+def cmd_ha_values(args):
+    values = yaml.safe_load(open(args.values))
+    spec = values["prometheus"]["prometheusSpec"]
+    am = values["alertmanager"]["alertmanagerSpec"]
+    release = yaml.safe_load(open(args.chart_values))["monitoring"]["release"]
+    replica_label = spec.get("replicaExternalLabelName")
+    external = spec.get("externalLabels") or {}
+    problems = []
+    if spec.get("replicas", 1) < 2:
+        problems.append("prometheus replicas < 2")
+    if spec.get("podAntiAffinity") != "hard":
+        problems.append("prometheus replicas may share a node (podAntiAffinity is not hard)")
+    if not replica_label or not external or replica_label in external:
+        problems.append(f"external labels {external} and replica label {replica_label!r}")
+    if not spec.get("thanos", {}).get("objectStorageConfig", {}).get("existingSecret", {}).get("name"):
+        problems.append("no Thanos sidecar with object storage")
+    if am.get("replicas", 1) < 2:
+        problems.append("alertmanager replicas < 2")
+    for sel in ("serviceMonitorSelector", "ruleSelector"):
+        if spec.get(f"{sel}NilUsesHelmValues", True) or spec.get(sel, {}).get("matchLabels") != {"release": release}:
+            problems.append(f"{sel} does not select release={release} (the Candela chart's monitoring.release)")
+    rules = yaml.safe_load(open(args.rules))
+    names = set(external) | {replica_label}
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            used = [n for n in names if re.search(rf"\b{re.escape(n)}\b", rule["expr"])]
+            if used:
+                problems.append(f"rule {rule.get('alert') or rule.get('record')} uses external labels {used}")
+    if problems:
+        fail("deploy/prometheus/ha-values.yaml: " + "; ".join(problems))
+    config = {
+        "global": {"scrape_interval": spec["scrapeInterval"], "evaluation_interval": spec["evaluationInterval"],
+                   "external_labels": {**external, replica_label: "prometheus-0"}},
+        "rule_files": [os.path.abspath(args.rules)],
+    }
+    open(args.out, "w").write(yaml.safe_dump(config, sort_keys=False))
+    print(f"  {spec['replicas']} Prometheus replicas (one per node, {replica_label}), external labels {external}, "
+          f"Thanos bucket {spec['thanos']['objectStorageConfig']['existingSecret']['name']}, "
+          f"{am['replicas']} Alertmanagers, selecting release={release}")
+
+
 def cmd_prometheusrule_spec(args):
     (doc,) = load_all(args.file)
     assert doc["kind"] == "PrometheusRule"
@@ -512,6 +559,8 @@ def main():
     s.add_argument("--disabled", action="store_true")
     s = sub.add_parser("tls-wiring"); s.add_argument("rendered"); s.add_argument("am_config", nargs="?")
     s.add_argument("--disabled", action="store_true")
+    s = sub.add_parser("ha-values"); s.add_argument("values"); s.add_argument("chart_values")
+    s.add_argument("rules"); s.add_argument("out")
     s = sub.add_parser("prometheusrule-spec"); s.add_argument("file"); s.add_argument("out")
     s = sub.add_parser("yaml-json"); s.add_argument("file")
     s = sub.add_parser("merge-values"); s.add_argument("base"); s.add_argument("overlay"); s.add_argument("out")
