@@ -315,6 +315,11 @@ def cmd_tls_wiring(args):
     if "subPath" in mount:
         fail("the TLS Secret is mounted with subPath: rotated files would never reach the pod")
     secret_name = volume["secret"]["secretName"]
+    # The files belong to root: without "other" read the pod's fsGroup must own them (a
+    # real kubelet found this: the operator could not read its key).
+    mode = volume["secret"].get("defaultMode", 0o644)
+    if not mode & 0o004 and not (mode & 0o040 and pod.get("securityContext", {}).get("fsGroup") is not None):
+        fail(f"the TLS Secret's files (mode {mode:o}) are unreadable for the operator's user: set the pod's fsGroup")
     for flag, key in (("--ssl-certfile", "tls.crt"), ("--ssl-keyfile", "tls.key")):
         if flags.get(flag) != f"{mount['mountPath']}/{key}":
             fail(f"{flag}={flags.get(flag)} is not {key} of the mounted Secret")
