@@ -460,7 +460,10 @@ def test_tls_everywhere_prometheus_scrapes_with_a_client_certificate_only():
     service = f"{TLS}.{NS}.svc"
     run(REPO / "scripts/make-test-certs.sh", certs, service, TLS)
     c = lambda f: str(pathlib.Path(certs, f))  # noqa: E731
-    for name, leaf in [(TLS, "server"), (f"{TLS}-prometheus-client", "prometheus")]:
+    # The Secrets the example names: the server's (API and /metrics) and Prometheus's.
+    mon = example("smollm2-tls.yaml")["spec"]["monitoring"]["tls"]
+    assert mon["secretName"] == TLS, mon
+    for name, leaf in [(TLS, "server"), (mon["clientSecretName"], "prometheus")]:
         secret = k("-n", NS, "create", "secret", "tls", name, f"--cert={c(leaf + '.crt')}",
                    f"--key={c(leaf + '.key')}", "--dry-run=client", "-o", "json")
         obj = json.loads(secret)
