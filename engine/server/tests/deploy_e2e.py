@@ -30,7 +30,6 @@ import pathlib
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from live import free_port
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -53,14 +53,6 @@ RATE_INTERVAL = "30s"
 LOAD_SECONDS = float(os.environ.get("CANDELA_E2E_LOAD_SECONDS", "75"))
 SYSTEM = ("You are the assistant of a bakery that sells bread, cakes, croissants and pastries. "
           "Answer in one or two short sentences. ")
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture(scope="module")

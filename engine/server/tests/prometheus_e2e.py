@@ -12,7 +12,6 @@ Debian's package on PATH). Everything listens on 127.0.0.1 and is stopped at the
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -21,20 +20,13 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from live import free_port, start_prometheus, stop
 
 BIN = os.environ.get("CANDELA_BIN", "target/debug/candela")
 TOKEN = "prom-scrape-token"
 ADAPTERS = ("sql", "chat")
 # What the load's clients address, in turn: the base model and each adapter.
 MODELS = ("smol",) + ADAPTERS
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_http(url: str, timeout: float = 60, headers=None) -> None:
@@ -55,7 +47,7 @@ def wait_http(url: str, timeout: float = 60, headers=None) -> None:
 def stack():
     assert shutil.which("prometheus"), "prometheus is required (apt-get install prometheus)"
     tmp = tempfile.mkdtemp(prefix="candela-prom-")
-    http, grpc, side, prom = free_port(), free_port(), free_port(), free_port()
+    http, grpc, side = free_port(), free_port(), free_port()
     procs = []
     log = open(os.path.join(tmp, "log.txt"), "w")
     hf_config = os.path.expanduser("~/.cache/candela/models/SmolLM2-135M-Instruct-hf/config.json")
@@ -72,8 +64,7 @@ def stack():
          "--metrics-token", TOKEN], stdout=log, stderr=subprocess.STDOUT))
     wait_http(f"http://127.0.0.1:{side}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     # The seed's scrape config, pointed at the sidecar, with the token.
-    with open(os.path.join(tmp, "prometheus.yml"), "w") as f:
-        f.write(f"""global:
+    prometheus, prom = start_prometheus(tmp, f"""global:
   scrape_interval: 1s
   evaluation_interval: 1s
 scrape_configs:
@@ -84,19 +75,10 @@ scrape_configs:
       credentials: '{TOKEN}'
     static_configs:
       - targets: ['127.0.0.1:{side}']
-""")
-    procs.append(subprocess.Popen(
-        ["prometheus", f"--config.file={tmp}/prometheus.yml", f"--storage.tsdb.path={tmp}/data",
-         f"--web.listen-address=127.0.0.1:{prom}"], stdout=log, stderr=subprocess.STDOUT))
-    wait_http(f"http://127.0.0.1:{prom}/-/ready")
+""", log)
+    procs.append(prometheus)
     yield {"http": http, "prom": prom, "side": side}
-    for p in reversed(procs):
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    stop(procs)
     log.close()
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -25,6 +25,7 @@ import urllib.request
 
 import openai
 import pytest
+from live import free_port, start_prometheus, stop
 
 try:
     import httpx
@@ -34,14 +35,6 @@ except ImportError:  # newer openai releases vendor it as httpx2
 BIN = os.environ.get("CANDELA_BIN", "target/debug/candela")
 # The name the engine's certificate carries besides localhost (a Service's, in a pod).
 SERVICE_NAME = "candela.test.svc"
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def https_context(ca: str, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
@@ -105,7 +98,7 @@ def stack():
         shutil.copyfile(os.path.join(certs, src), os.path.join(live, dst))
     c = lambda name: os.path.join(certs, name)  # noqa: E731
     t = lambda name: os.path.join(live, name)  # noqa: E731
-    http, grpc, side, prom = free_port(), free_port(), free_port(), free_port()
+    http, grpc, side = free_port(), free_port(), free_port()
     procs = []
     log = open(os.path.join(tmp, "log.txt"), "w")
     # A LoRA adapter the sidecar loads into the engine over HTTPS (its list file, as the
@@ -135,8 +128,7 @@ def stack():
     wait_ok(f"https://localhost:{side}/metrics", prometheus_ctx)
     # The seed's scrape job over HTTPS with Prometheus's client certificate, and a job
     # without one (its target must be down).
-    with open(os.path.join(tmp, "prometheus.yml"), "w") as f:
-        f.write(f"""global:
+    prometheus, prom = start_prometheus(tmp, f"""global:
   scrape_interval: 1s
   evaluation_interval: 1s
 scrape_configs:
@@ -156,20 +148,11 @@ scrape_configs:
       server_name: '{SERVICE_NAME}'
     static_configs:
       - targets: ['127.0.0.1:{side}']
-""")
-    procs.append(subprocess.Popen(
-        ["prometheus", f"--config.file={tmp}/prometheus.yml", f"--storage.tsdb.path={tmp}/data",
-         f"--web.listen-address=127.0.0.1:{prom}"], stdout=log, stderr=subprocess.STDOUT))
-    wait_ok(f"http://127.0.0.1:{prom}/-/ready")
+""", log)
+    procs.append(prometheus)
     yield {"http": http, "grpc": grpc, "side": side, "prom": prom, "certs": c, "live": t,
            "prometheus_ctx": prometheus_ctx, "log": os.path.join(tmp, "log.txt")}
-    for p in reversed(procs):
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    stop(procs)
     log.close()
     shutil.rmtree(tmp, ignore_errors=True)
 
