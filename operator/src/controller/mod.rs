@@ -147,7 +147,9 @@ pub async fn reconcile(infd: Arc<InferenceDeployment>, ctx: Arc<Context>) -> Res
         && !caps.has(ThirdParty::Certificate)
     {
         let message = format!(
-            "{field}: no secretName, and cert-manager is not installed ({} is not served):              install cert-manager, or set {field}.secretName to a kubernetes.io/tls Secret              with tls.crt, tls.key and ca.crt",
+            "{field}: no secretName, and cert-manager is not installed ({} is not served): \
+             install cert-manager, or set {field}.secretName to a kubernetes.io/tls Secret \
+             with tls.crt, tls.key and ca.crt",
             ThirdParty::Certificate.crd_name()
         );
         return report_invalid(&ctx, &infd, &namespace, &name, message).await;
