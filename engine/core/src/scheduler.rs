@@ -828,7 +828,7 @@ impl Scheduler {
     /// [`Self::pick_victim`]'s choice among the running requests of a tier less
     /// important than `tier` (all of them for `None`).
     fn victim_below(&self, tier: Option<ServiceTier>) -> Option<RequestId> {
-        let mut candidates = self
+        let candidates = self
             .running
             .iter()
             .copied()
