@@ -375,6 +375,16 @@ impl Scheduler {
         }
     }
 
+    /// The tier of the first waiting request whose tier is below its cap (the waiting
+    /// queue is in tier order).
+    fn first_admissible_waiting_tier(&self, tier_running: &[usize; 3]) -> Option<ServiceTier> {
+        self.waiting.iter().map(|&w| self.tier_of(w)).find(|&t| {
+            self.config
+                .max_num_seqs_per_tier
+                .admits(t, tier_running[t.index()])
+        })
+    }
+
     /// How many of `ids` are requests of `tier`.
     fn count_tier<'a>(
         &self,
@@ -562,13 +572,12 @@ impl Scheduler {
                     break;
                 }
                 let req = &self.requests[&id];
-                // A more important waiting request goes first (and may preempt this
-                // one's tier; it must not find it freshly swapped in).
+                // A more important waiting request its cap lets in goes first (and may
+                // preempt this one's tier: it must not find it freshly swapped in).
                 if !self.lora_fits(&running_loras, req.lora)
                     || self
-                        .waiting
-                        .front()
-                        .is_some_and(|&w| self.tier_of(w) < req.tier)
+                        .first_admissible_waiting_tier(&tier_running)
+                        .is_some_and(|w| w < req.tier)
                 {
                     break;
                 }
