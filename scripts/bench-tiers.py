@@ -8,7 +8,8 @@ live `candela serve`, through the official `openai` client.
 `ignore_eos`, `max_tokens` long), the chat stream starts `--chat-delay` seconds later
 and the phase ends when every flex request has answered. Chat TTFT is the time from
 sending to the first streamed chunk carrying text (the role chunk comes before any token
-and is not counted), as vLLM's benchmark measures it.
+and is not counted), as vLLM's benchmark measures it. Chat questions are numbered, so none
+is served from the prefix cache; the flex prompts differ by their chapter number.
 
 Checks written to the JSON (the shell script asserts on them): every request answered
 200 with its tokens (flex: exactly `max_tokens`; chat: at least one), the server's
@@ -69,7 +70,9 @@ async def chat(client: openai.AsyncOpenAI, model: str, i: int, max_tokens: int) 
     ttft, tokens, tier = None, 0, None
     stream = await client.chat.completions.create(
         model=model,
-        messages=[{"role": "user", "content": CHAT_PROMPTS[i % len(CHAT_PROMPTS)]}],
+        # Numbered, so no chat finds its own question in the prefix cache (only the
+        # chat template's shared head is reused, in every phase alike).
+        messages=[{"role": "user", "content": f"Question {i}: {CHAT_PROMPTS[i % len(CHAT_PROMPTS)]}"}],
         max_tokens=max_tokens,
         temperature=0,
         stream=True,

@@ -61,9 +61,12 @@ serve() {  # name extra-flags...
     kill -0 "${PIDS[-1]}" 2>/dev/null || { cat "$OUT/raw/serve-$name.log"; exit 1; }
     sleep 0.1
   done
-  # One request to warm the server (first-touch of weights and KV pages).
+  # Two requests to warm the server (first touch of weights and KV pages; the chat
+  # template's head in the prefix cache, as every later chat finds it).
   curl -sf "http://127.0.0.1:$PORT/v1/completions" -H 'content-type: application/json' \
     -d '{"prompt":"Hello","max_tokens":8}' >/dev/null
+  curl -sf "http://127.0.0.1:$PORT/v1/chat/completions" -H 'content-type: application/json' \
+    -d '{"messages":[{"role":"user","content":"Hello"}],"max_tokens":8}' >/dev/null
 }
 
 drive() {  # name phase
