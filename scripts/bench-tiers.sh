@@ -89,5 +89,5 @@ stop
 
 "$PY" scripts/bench-tiers-report.py "$OUT" \
   "$("$CANDELA" --version) at $(git rev-parse --short HEAD), $(date -u +%F)" \
-  "scripts/bench-tiers.sh (THREADS=$THREADS CAP=$CAP FLEX=$FLEX FLEX_TOKENS=$FLEX_TOKENS CHATS=$CHATS RATE=$RATE)" \
+  "\`scripts/bench-tiers.sh\` (THREADS=$THREADS CAP=$CAP FLEX=$FLEX FLEX_TOKENS=$FLEX_TOKENS CHATS=$CHATS RATE=$RATE)" \
   "$THREADS" "$CAP"
