@@ -120,7 +120,10 @@ async fn metrics_match_a_scripted_workload() {
     );
     // vLLM's older names carry the same counts.
     for (old, new) in [
-        ("vllm:gpu_prefix_cache_hits_total", "vllm:prefix_cache_hits_total"),
+        (
+            "vllm:gpu_prefix_cache_hits_total",
+            "vllm:prefix_cache_hits_total",
+        ),
         (
             "vllm:gpu_prefix_cache_queries_total",
             "vllm:prefix_cache_queries_total",
