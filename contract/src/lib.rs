@@ -19,6 +19,7 @@
 //! - [`speculative`]: the JSON of `--speculative-config`.
 //! - [`lora`]: `--lora-modules` entries and the LoRA limits.
 //! - [`tls`]: the `--ssl-*` flags every listener takes.
+//! - [`tiers`]: service tiers, `--max-num-seqs-per-tier` and the `--api-key-tiers` file.
 //!
 //! No I/O (the default model path reads `$HOME`, nothing else); clap parses, serde_json
 //! reads the JSON-valued flags.
@@ -32,6 +33,7 @@ pub mod ports;
 pub mod serve;
 pub mod sidecar;
 pub mod speculative;
+pub mod tiers;
 pub mod tls;
 mod values;
 
@@ -40,6 +42,7 @@ pub use model_ref::{HubRef, ModelRef};
 pub use serve::{ServeArgs, ServeFlags};
 pub use sidecar::{SidecarArgs, SidecarFlags};
 pub use speculative::SpeculativeConfig;
+pub use tiers::{ServiceTier, TierCap};
 pub use values::{ByteSize, Device, Dtype, KvCacheDtype, SchedulingPolicy};
 
 /// The subcommands that run inside a Candela pod (`candela serve`, `candela sidecar`).

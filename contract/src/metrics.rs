@@ -1,7 +1,8 @@
 //! Every metric name the engine and the sidecar export, with the engine's bucket layouts —
 //! the one place they are spelled. Names are vLLM's, current and older generations, so
-//! dashboards and alerts written for either work unchanged; the sidecar adds its own
-//! `candela_*` series and DCGM-exporter-named GPU gauges. The operator's PromQL (alerts,
+//! dashboards and alerts written for either work unchanged; the engine adds its per-tier
+//! `candela_*` gauges, the sidecar its own `candela_*` series and DCGM-exporter-named GPU
+//! gauges. The operator's PromQL (alerts,
 //! dashboards, autoscalers) and `candela doctor` read these constants.
 
 /// Declares a counter's family name and its `_total` sample name from one literal.
@@ -48,6 +49,16 @@ counter!(
 counter!(
     PREFIX_CACHE_HITS,
     PREFIX_CACHE_HITS_TOTAL = "vllm:prefix_cache_hits"
+);
+// The older names of the two above (same values), still read by vLLM production-stack's
+// "GPU KV Cache Hit Rate" panel and its router's engine scraper.
+counter!(
+    GPU_PREFIX_CACHE_QUERIES,
+    GPU_PREFIX_CACHE_QUERIES_TOTAL = "vllm:gpu_prefix_cache_queries"
+);
+counter!(
+    GPU_PREFIX_CACHE_HITS,
+    GPU_PREFIX_CACHE_HITS_TOTAL = "vllm:gpu_prefix_cache_hits"
 );
 counter!(
     REQUEST_SUCCESS,
@@ -109,6 +120,18 @@ pub const ITERATION_TOKENS_BUCKETS: &[f64] = &[
 ];
 /// The `n` request parameter, as vLLM.
 pub const PARAMS_N_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0];
+
+// The engine's own series (Candela's names; vLLM has no service tiers). The label `tier`
+// takes the three values `priority`, `default` and `flex`, every one always present; vLLM's
+// `num_requests_running` / `_waiting` keep vLLM's labels and count every tier.
+
+/// Running requests of one service tier (label `tier`).
+pub const NUM_REQUESTS_RUNNING_BY_TIER: &str = "candela_num_requests_running_by_tier";
+/// Waiting requests of one service tier (label `tier`; swapped ones not included, as in
+/// `vllm:num_requests_waiting`).
+pub const NUM_REQUESTS_WAITING_BY_TIER: &str = "candela_num_requests_waiting_by_tier";
+/// The label of the two series above.
+pub const TIER_LABEL: &str = "tier";
 
 // The sidecar's own series.
 

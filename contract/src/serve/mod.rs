@@ -15,6 +15,7 @@ use clap::{ArgAction, Args};
 
 use crate::lora::{DEFAULT_MAX_LORA_RANK, DEFAULT_MAX_LORAS, LoraModule, MAX_LORA_RANKS};
 use crate::speculative::SpeculativeConfig;
+use crate::tiers::TierCap;
 use crate::tls::{TlsArgs, TlsFlags};
 use crate::values::{ByteSize, Device, Dtype, KvCacheDtype, SchedulingPolicy};
 use crate::{env, ports};
@@ -31,6 +32,7 @@ pub mod flag {
     pub const PORT: &str = "port";
     pub const GRPC_PORT: &str = "grpc-port";
     pub const API_KEY: &str = "api-key";
+    pub const API_KEY_TIERS: &str = "api-key-tiers";
     pub const DEVICE: &str = "device";
     pub const DTYPE: &str = "dtype";
     pub const TENSOR_PARALLEL_SIZE: &str = "tensor-parallel-size";
@@ -43,6 +45,7 @@ pub mod flag {
     pub const KV_CACHE_DTYPE: &str = "kv-cache-dtype";
     pub const MAX_MODEL_LEN: &str = "max-model-len";
     pub const MAX_NUM_SEQS: &str = "max-num-seqs";
+    pub const MAX_NUM_SEQS_PER_TIER: &str = "max-num-seqs-per-tier";
     pub const MAX_NUM_BATCHED_TOKENS: &str = "max-num-batched-tokens";
     pub const ENABLE_CHUNKED_PREFILL: &str = "enable-chunked-prefill";
     pub const SCHEDULER_DELAY_FACTOR: &str = "scheduler-delay-factor";
@@ -107,6 +110,11 @@ pub struct ServerArgs {
     /// Require `Authorization: Bearer <key>` on /v1/*.
     #[arg(long = flag::API_KEY, env = env::API_KEY, hide_env_values = true)]
     pub api_key: Option<String>,
+    /// A file of `KEY TIER` lines (`flex`, `default`, `priority`; `#` comments): each key is
+    /// also a valid API key, and its requests run at most at its tier — a higher
+    /// `service_tier` is lowered to it, none (or `auto`) gets it.
+    #[arg(long = flag::API_KEY_TIERS, env = "CANDELA_API_KEY_TIERS", value_name = "FILE")]
+    pub api_key_tiers: Option<PathBuf>,
     /// Names the API accepts as `model` [default: the model's name — the file stem of a
     /// GGUF, the directory name, or `org/name` of a hub model — then `--model` as typed].
     #[arg(long = flag::SERVED_MODEL_NAME, env = "CANDELA_SERVED_MODEL_NAME", num_args = 1.., value_delimiter = ',')]
@@ -219,6 +227,13 @@ pub struct SchedulerArgs {
     /// Most sequences running at once.
     #[arg(long = flag::MAX_NUM_SEQS, env = "CANDELA_MAX_NUM_SEQS", default_value_t = 256)]
     pub max_num_seqs: usize,
+    /// Most running requests of a service tier, `TIER=N` (e.g. `flex=4`); more of that
+    /// tier wait (never refused) while other tiers pass them. Tiers order admission
+    /// under either --scheduling-policy: priority, then default, then flex.
+    #[arg(long = flag::MAX_NUM_SEQS_PER_TIER, env = "CANDELA_MAX_NUM_SEQS_PER_TIER",
+          value_name = "TIER=N", num_args = 1.., value_delimiter = ',',
+          value_parser = crate::tiers::parse_cap)]
+    pub max_num_seqs_per_tier: Vec<TierCap>,
     /// Token budget of one engine step [default: 2048 with chunked prefill, else max-model-len].
     #[arg(long = flag::MAX_NUM_BATCHED_TOKENS, env = "CANDELA_MAX_NUM_BATCHED_TOKENS")]
     pub max_num_batched_tokens: Option<usize>,
@@ -469,6 +484,8 @@ impl ServeArgs {
         if s.max_num_seqs == 0 {
             return Err(format!("--{} must be at least 1", flag::MAX_NUM_SEQS));
         }
+        crate::tiers::check_caps(&s.max_num_seqs_per_tier)
+            .map_err(|e| format!("--{}: {e}", flag::MAX_NUM_SEQS_PER_TIER))?;
         if s.max_num_batched_tokens == Some(0) {
             return Err(format!(
                 "--{} must be at least 1",
@@ -518,6 +535,10 @@ pub struct ServeFlags {
     pub dtype: Option<Dtype>,
     pub max_model_len: Option<usize>,
     pub max_num_seqs: Option<usize>,
+    /// `--max-num-seqs-per-tier`, one flag per capped tier.
+    pub max_num_seqs_per_tier: Vec<TierCap>,
+    /// `--api-key-tiers`: the path of the `KEY TIER` file (a mounted Secret).
+    pub api_key_tiers: Option<PathBuf>,
     pub max_num_batched_tokens: Option<usize>,
     pub block_size: Option<usize>,
     pub gpu_memory_utilization: Option<f64>,
@@ -561,6 +582,13 @@ impl ServeFlags {
         push(flag::DTYPE, s(&self.dtype));
         push(flag::MAX_MODEL_LEN, s(&self.max_model_len));
         push(flag::MAX_NUM_SEQS, s(&self.max_num_seqs));
+        for cap in &self.max_num_seqs_per_tier {
+            push(flag::MAX_NUM_SEQS_PER_TIER, Some(cap.to_string()));
+        }
+        push(
+            flag::API_KEY_TIERS,
+            self.api_key_tiers.as_ref().map(|p| p.display().to_string()),
+        );
         push(
             flag::MAX_NUM_BATCHED_TOKENS,
             s(&self.max_num_batched_tokens),

@@ -72,6 +72,12 @@ fn every_flag_parses() {
         "4096",
         "--max-num-seqs",
         "8",
+        "--max-num-seqs-per-tier",
+        "flex=4,default=16",
+        "--max-num-seqs-per-tier",
+        "priority=2",
+        "--api-key-tiers",
+        "/secrets/tiers",
         "--max-num-batched-tokens",
         "512",
         "--block-size",
@@ -107,6 +113,18 @@ fn every_flag_parses() {
     assert_eq!(a.hub.gguf_file.as_deref(), Some("m.gguf"));
     assert_eq!(a.server.served_model_name, vec!["a", "b"]);
     assert_eq!(a.server.api_key.as_deref(), Some("k"));
+    assert_eq!(
+        a.server.api_key_tiers,
+        Some(PathBuf::from("/secrets/tiers"))
+    );
+    assert_eq!(
+        a.scheduler
+            .max_num_seqs_per_tier
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["flex=4", "default=16", "priority=2"]
+    );
     assert_eq!(a.model.device, Device::Cuda(1));
     assert_eq!(a.model.dtype, Dtype::F32);
     assert_eq!(a.model.threads, Some(2));
@@ -148,6 +166,17 @@ fn bad_values_fail_parsing_or_validation() {
     assert!(serve(&["--kv-cache-memory", "lots"]).is_err());
     assert!(serve(&["--max-num-seqs", "-1"]).is_err());
     assert!(serve(&["--threads", "0"]).is_err());
+    for bad in ["flex", "flex=0", "batch=2", "auto=1"] {
+        let e = serve(&["--max-num-seqs-per-tier", bad])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--max-num-seqs-per-tier"), "{bad}: {e}");
+    }
+    let e = serve(&["--max-num-seqs-per-tier", "flex=2,flex=3"])
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert_eq!(e, "--max-num-seqs-per-tier: flex is capped twice");
     for (flag, value) in [
         ("--tensor-parallel-size", "2"),
         ("--dtype", "bf16"),
@@ -206,6 +235,7 @@ fn flag_constants_are_serve_flags() {
         flag::PORT,
         flag::GRPC_PORT,
         flag::API_KEY,
+        flag::API_KEY_TIERS,
         flag::DEVICE,
         flag::DTYPE,
         flag::TENSOR_PARALLEL_SIZE,
@@ -218,6 +248,7 @@ fn flag_constants_are_serve_flags() {
         flag::KV_CACHE_DTYPE,
         flag::MAX_MODEL_LEN,
         flag::MAX_NUM_SEQS,
+        flag::MAX_NUM_SEQS_PER_TIER,
         flag::MAX_NUM_BATCHED_TOKENS,
         flag::ENABLE_CHUNKED_PREFILL,
         flag::SCHEDULER_DELAY_FACTOR,
@@ -296,7 +327,12 @@ fn flags() -> impl Strategy<Value = ServeFlags> {
         opt(0usize..4),
     );
     let tls = (any::<bool>(), 0u8..3);
-    (first, second, lora, tls).prop_map(|(a, b, l, t)| {
+    let tiers = (
+        proptest::sample::subsequence(crate::tiers::ServiceTier::ALL.to_vec(), 0..=3),
+        proptest::collection::vec(1usize..1024, 3),
+        opt("/[a-z]{1,8}/[a-z0-9_.-]{1,12}"),
+    );
+    (first, second, lora, tls, tiers).prop_map(|(a, b, l, t, tiers)| {
         // LoRA runs on the CPU only: the engine refuses it with a GPU device.
         let on = l.0 && matches!(a.6, None | Some(Device::Cpu));
         ServeFlags {
@@ -310,6 +346,13 @@ fn flags() -> impl Strategy<Value = ServeFlags> {
             dtype: a.7,
             max_model_len: a.8,
             max_num_seqs: a.9,
+            max_num_seqs_per_tier: tiers
+                .0
+                .into_iter()
+                .zip(tiers.1)
+                .map(|(tier, max_num_seqs)| TierCap { tier, max_num_seqs })
+                .collect(),
+            api_key_tiers: tiers.2.map(PathBuf::from),
             max_num_batched_tokens: b.0,
             block_size: b.1,
             gpu_memory_utilization: b.2,
@@ -380,6 +423,8 @@ proptest! {
         prop_assert_eq!(a.model.dtype, f.dtype.unwrap_or(defaults.model.dtype));
         prop_assert_eq!(a.scheduler.max_model_len, f.max_model_len);
         prop_assert_eq!(a.scheduler.max_num_seqs, f.max_num_seqs.unwrap_or(defaults.scheduler.max_num_seqs));
+        prop_assert_eq!(&a.scheduler.max_num_seqs_per_tier, &f.max_num_seqs_per_tier);
+        prop_assert_eq!(&a.server.api_key_tiers, &f.api_key_tiers);
         prop_assert_eq!(a.scheduler.max_num_batched_tokens, f.max_num_batched_tokens);
         prop_assert_eq!(a.cache.block_size, f.block_size.unwrap_or(defaults.cache.block_size));
         prop_assert_eq!(a.cache.gpu_memory_utilization, f.gpu_memory_utilization.unwrap_or(defaults.cache.gpu_memory_utilization));

@@ -1,6 +1,6 @@
 //! Typed configuration of the KV cache and the scheduler.
 
-use crate::Error;
+use crate::{Error, TierCaps};
 
 /// Sizes of the paged KV cache, in blocks.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +52,9 @@ pub struct SchedulerConfig {
     /// Most distinct LoRA adapters among running requests (`--max-loras`); requests of
     /// another adapter wait until one leaves. 0 when LoRA is off.
     pub max_loras: usize,
+    /// Most running requests per service tier (`--max-num-seqs-per-tier`); requests of
+    /// a tier at its cap wait (see [`crate::tier`]).
+    pub max_num_seqs_per_tier: TierCaps,
 }
 
 impl SchedulerConfig {
@@ -84,6 +87,14 @@ impl SchedulerConfig {
             return err(format!(
                 "the KV cache holds {pool_tokens} tokens ({} blocks of {}), fewer than --max-model-len {}; raise the KV cache memory or lower --max-model-len",
                 cache.num_device_blocks, cache.block_size, self.max_model_len
+            ));
+        }
+        if let Some(t) = crate::ServiceTier::ALL
+            .into_iter()
+            .find(|&t| self.max_num_seqs_per_tier.get(t) == Some(0))
+        {
+            return err(format!(
+                "--max-num-seqs-per-tier {t}=0 would never run a {t} request; the cap must be at least 1"
             ));
         }
         if !(self.delay_factor >= 0.0 && self.delay_factor.is_finite()) {

@@ -203,6 +203,7 @@ mod tests {
                 prompt_token_ids: tokens,
                 params: SamplingParams::greedy(8),
                 priority: 0,
+                tier: crate::ServiceTier::Default,
                 arrival_time: 0.0,
                 lora: None,
             },

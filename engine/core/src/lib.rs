@@ -8,6 +8,7 @@
 //! - [`kv_manager`]: per-request block tables on top of the pool (device and host).
 //! - [`scheduler`]: continuous batching — token budget, chunked prefill,
 //!   preemption by recompute or swap, fcfs / priority policies.
+//! - [`tier`]: service tiers (`priority`, `default`, `flex`) and per-tier running caps.
 //! - [`spec_decode`]: speculative decoding's model-free drafts (prompt lookup) and the
 //!   per-request pacing of drafts ([`spec_decode::DraftPacer`]).
 //!
@@ -23,6 +24,7 @@ pub mod request;
 pub mod sampling;
 pub mod scheduler;
 pub mod spec_decode;
+pub mod tier;
 
 pub use config::{CacheConfig, SchedulerConfig, SchedulingPolicy};
 pub use error::Error;
@@ -34,6 +36,7 @@ pub use scheduler::{
     MAX_PROMPT_LOGITS_PER_STEP, PromptLogprob, RequestOutput, SampledToken, ScheduledRequest,
     Scheduler, SchedulerOutput, SchedulerStats, SpecDecodingStats, TokenLogprobs,
 };
+pub use tier::{ServiceTier, TierCaps, TierStats};
 
 /// Index of a block in a KV pool (device or host).
 pub type BlockId = u32;

@@ -4,7 +4,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::SamplingParams;
+use crate::{SamplingParams, ServiceTier};
 
 /// Engine-internal request id (the server maps API ids onto these).
 pub type RequestId = u64;
@@ -76,8 +76,10 @@ pub struct NewRequest {
     pub id: RequestId,
     pub prompt_token_ids: Vec<u32>,
     pub params: SamplingParams,
-    /// Lower runs first under the `priority` policy (vLLM's convention).
+    /// Lower runs first under the `priority` policy (vLLM's convention), within a tier.
     pub priority: i32,
+    /// The service tier: the first ordering key under either policy.
+    pub tier: ServiceTier,
     /// Arrival time in seconds on the engine's monotonic clock.
     pub arrival_time: f64,
     /// The LoRA adapter it runs with (`None`: the base model).
@@ -93,6 +95,7 @@ pub struct Request {
     num_prompt_tokens: usize,
     pub params: SamplingParams,
     pub priority: i32,
+    pub tier: ServiceTier,
     /// The LoRA adapter it runs with; part of its block hashes, so two adapters never
     /// share cached KV.
     pub lora: Option<LoraId>,
@@ -123,6 +126,7 @@ impl Request {
             token_ids: new.prompt_token_ids,
             params: new.params,
             priority: new.priority,
+            tier: new.tier,
             lora: new.lora,
             status: RequestStatus::Waiting,
             num_computed_tokens: 0,
@@ -228,6 +232,7 @@ mod tests {
                 prompt_token_ids: tokens,
                 params: SamplingParams::greedy(4),
                 priority: 0,
+                tier: ServiceTier::Default,
                 arrival_time: 0.0,
                 lora: None,
             },
@@ -278,6 +283,7 @@ mod tests {
                 prompt_token_ids: self.token_ids,
                 params: self.params,
                 priority: self.priority,
+                tier: self.tier,
                 arrival_time: self.arrival_time,
                 lora: self.lora,
             }

@@ -1,11 +1,15 @@
 //! Continuous-batching scheduler (vLLM v1 shape, with v0's swap queue).
+//!
+//! Every queue is ordered by service tier first ([`crate::tier`]): waiting and swapped
+//! requests of a more important tier go ahead, preemption victims come from the least
+//! important tier running, and `--max-num-seqs-per-tier` caps how many of a tier run.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::kv_manager::{CacheHit, KvCacheManager};
 use crate::{
     BlockId, CacheConfig, Error, FinishReason, LoraId, NewRequest, Request, RequestId,
-    RequestStatus, SchedulerConfig, SchedulingPolicy, StopReason,
+    RequestStatus, SchedulerConfig, SchedulingPolicy, ServiceTier, StopReason, TierStats,
 };
 
 /// One request's share of a step: compute KV for `token_ids()[start..]` followed by
@@ -112,6 +116,16 @@ pub struct SchedulerStats {
     /// ascending; `vllm:lora_requests_info`'s labels).
     pub running_loras: Vec<LoraId>,
     pub waiting_loras: Vec<LoraId>,
+    /// Running and waiting requests per service tier, indexed by
+    /// [`ServiceTier::index`] (they add up to `num_running` and `num_waiting`).
+    pub tiers: [TierStats; 3],
+}
+
+impl SchedulerStats {
+    /// The counts of one tier.
+    pub fn tier(&self, tier: ServiceTier) -> TierStats {
+        self.tiers[tier.index()]
+    }
 }
 
 /// Cumulative speculative-decoding counts (vLLM v1's `SpecDecodingStats`): a draft is
@@ -216,11 +230,12 @@ pub struct Scheduler {
     config: SchedulerConfig,
     block_size: usize,
     requests: HashMap<RequestId, Request>,
-    /// Admission order (sorted by `(priority, arrival, id)` under the priority policy).
+    /// Admission order: by tier, then by arrival (fcfs; preempted requests first in their
+    /// tier) or by `(priority, arrival, id)` (priority policy).
     waiting: VecDeque<RequestId>,
     /// Requests holding device blocks, in scheduling order.
     running: Vec<RequestId>,
-    /// Requests whose KV sits in the host pool, oldest first.
+    /// Requests whose KV sits in the host pool: by tier, then oldest first.
     swapped: VecDeque<RequestId>,
     device: KvCacheManager,
     host: KvCacheManager,
@@ -353,7 +368,36 @@ impl Scheduler {
             spec_decoding: self.spec_decoding.clone(),
             running_loras: self.loras_of(self.running.iter()),
             waiting_loras: self.loras_of(self.waiting.iter().chain(&self.swapped)),
+            tiers: ServiceTier::ALL.map(|t| TierStats {
+                running: self.count_tier(&self.running, t),
+                waiting: self.count_tier(&self.waiting, t),
+            }),
         }
+    }
+
+    /// The tier of the first waiting request whose tier is below its cap (the waiting
+    /// queue is in tier order).
+    fn first_admissible_waiting_tier(&self, tier_running: &[usize; 3]) -> Option<ServiceTier> {
+        self.waiting.iter().map(|&w| self.tier_of(w)).find(|&t| {
+            self.config
+                .max_num_seqs_per_tier
+                .admits(t, tier_running[t.index()])
+        })
+    }
+
+    /// How many of `ids` are requests of `tier`.
+    fn count_tier<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a RequestId>,
+        tier: ServiceTier,
+    ) -> usize {
+        ids.into_iter()
+            .filter(|id| self.requests[*id].tier == tier)
+            .count()
+    }
+
+    fn tier_of(&self, id: RequestId) -> ServiceTier {
+        self.requests[&id].tier
     }
 
     /// The distinct adapters of `ids`, ascending.
@@ -423,6 +467,25 @@ impl Scheduler {
             || self.host.num_tables() != self.swapped.len()
         {
             return Err("a block table outlives its request".into());
+        }
+        for tier in ServiceTier::ALL {
+            let running = self.count_tier(&self.running, tier);
+            if let Some(cap) = self.config.max_num_seqs_per_tier.get(tier)
+                && running > cap
+            {
+                return Err(format!(
+                    "{running} {tier} requests run, more than --max-num-seqs-per-tier {tier}={cap}"
+                ));
+            }
+        }
+        for (name, queue) in [("waiting", &self.waiting), ("swapped", &self.swapped)] {
+            if !queue
+                .iter()
+                .zip(queue.iter().skip(1))
+                .all(|(a, b)| self.tier_of(*a) <= self.tier_of(*b))
+            {
+                return Err(format!("the {name} queue is not ordered by tier"));
+            }
         }
         Ok(())
     }
@@ -497,17 +560,35 @@ impl Scheduler {
         let mut running_loras: BTreeSet<LoraId> =
             self.loras_of(self.running.iter()).into_iter().collect();
 
-        // 2. Swapped requests come back before new ones are admitted.
+        // Running requests per tier, for `--max-num-seqs-per-tier`.
+        let mut tier_running = ServiceTier::ALL.map(|t| self.count_tier(&self.running, t));
+
+        // 2. Swapped requests come back before new ones of their tier or a less
+        // important one are admitted; a tier at its cap is passed over.
         if !preempted {
-            while let Some(&id) = self.swapped.front() {
+            let mut next = 0;
+            while let Some(&id) = self.swapped.get(next) {
                 if self.running.len() >= self.config.max_num_seqs || budget == 0 {
                     break;
                 }
                 let req = &self.requests[&id];
-                if !self.lora_fits(&running_loras, req.lora) {
+                // A more important waiting request its cap lets in goes first (and may
+                // preempt this one's tier: it must not find it freshly swapped in).
+                if !self.lora_fits(&running_loras, req.lora)
+                    || self
+                        .first_admissible_waiting_tier(&tier_running)
+                        .is_some_and(|w| w < req.tier)
+                {
                     break;
                 }
-                running_loras.extend(req.lora);
+                if !self
+                    .config
+                    .max_num_seqs_per_tier
+                    .admits(req.tier, tier_running[req.tier.index()])
+                {
+                    next += 1;
+                    continue;
+                }
                 let host_blocks = self.host.block_table(id).len();
                 let num_new = chunk_len(
                     &self.config,
@@ -520,7 +601,9 @@ impl Scheduler {
                 if total_blocks.max(host_blocks) > self.device.pool().num_free() {
                     break;
                 }
-                self.swapped.pop_front();
+                running_loras.extend(req.lora);
+                tier_running[req.tier.index()] += 1;
+                self.swapped.remove(next);
                 self.swap_in(id, &mut out);
                 let ok =
                     self.device
@@ -532,19 +615,42 @@ impl Scheduler {
             }
         }
 
-        // 3. Waiting requests, when nothing was preempted or is still swapped out.
-        if !preempted && self.swapped.is_empty() && self.passed_delay(now) {
-            // Requests whose adapter has no slot keep their place and are passed over
-            // (vLLM's skipped waiting requests); the others go in order.
+        // 3. Waiting requests, when nothing was preempted, in tier order; none while a
+        // request of its tier or a more important one is still swapped out.
+        if !preempted && self.passed_delay(now) {
+            // Requests whose adapter has no slot or whose tier is at its cap keep their
+            // place and are passed over (vLLM's skipped waiting requests); the others go
+            // in order. One that finds no room takes it from a less important tier.
             let mut next = 0;
             while let Some(&id) = self.waiting.get(next) {
-                if self.running.len() >= self.config.max_num_seqs || budget == 0 {
+                if budget == 0 {
                     break;
                 }
                 let req = &self.requests[&id];
-                if !self.lora_fits(&running_loras, req.lora) {
+                let tier = req.tier;
+                if self
+                    .swapped
+                    .front()
+                    .is_some_and(|&s| self.tier_of(s) <= tier)
+                {
+                    break;
+                }
+                if !self.lora_fits(&running_loras, req.lora)
+                    || !self
+                        .config
+                        .max_num_seqs_per_tier
+                        .admits(tier, tier_running[tier.index()])
+                {
                     next += 1;
                     continue;
+                }
+                if self.running.len() >= self.config.max_num_seqs {
+                    if self.preempt_for_admission(tier, &mut out, &mut budget) {
+                        tier_running = ServiceTier::ALL.map(|t| self.count_tier(&self.running, t));
+                        running_loras = self.loras_of(self.running.iter()).into_iter().collect();
+                        continue;
+                    }
+                    break;
                 }
                 // Prompt logprobs need logits at every prompt position: no cached prefix.
                 let hit = if req.needs_prompt_logits() {
@@ -559,10 +665,16 @@ impl Scheduler {
                 let num_new = chunk_len(&self.config, req, remaining, budget);
                 let lookahead = self.lookahead(req, hit.num_tokens + num_new);
                 if !self.device.allocate_slots(req, num_new + lookahead, &hit) {
+                    if self.preempt_for_admission(tier, &mut out, &mut budget) {
+                        tier_running = ServiceTier::ALL.map(|t| self.count_tier(&self.running, t));
+                        running_loras = self.loras_of(self.running.iter()).into_iter().collect();
+                        continue;
+                    }
                     break;
                 }
                 self.waiting.remove(next);
                 running_loras.extend(req.lora);
+                tier_running[tier.index()] += 1;
                 self.prefix_queries += req.num_tokens() as u64;
                 self.prefix_hits += hit.num_tokens as u64;
                 let req = self
@@ -716,25 +828,53 @@ impl Scheduler {
         }
     }
 
-    /// The running request to preempt: the newest (fcfs) or the least important (priority).
+    /// The running request to preempt: of the least important tier running, the newest
+    /// (fcfs) or the least important by priority (priority).
     fn pick_victim(&self) -> RequestId {
+        self.victim_below(None).expect("invariant: a request runs")
+    }
+
+    /// [`Self::pick_victim`]'s choice among the running requests of a tier less
+    /// important than `tier` (all of them for `None`).
+    fn victim_below(&self, tier: Option<ServiceTier>) -> Option<RequestId> {
+        let candidates = self
+            .running
+            .iter()
+            .copied()
+            .filter(|&id| tier.is_none_or(|t| self.tier_of(id) > t));
         match self.config.policy {
-            SchedulingPolicy::Fcfs => *self.running.last().expect("invariant: a request runs"),
-            SchedulingPolicy::Priority => *self
-                .running
-                .iter()
-                .max_by(|a, b| {
-                    self.order_key(**a)
-                        .partial_cmp(&self.order_key(**b))
-                        .expect("finite")
-                })
-                .expect("invariant: a request runs"),
+            // `max_by_key` returns the last of equal maxima: the newest of the tier.
+            SchedulingPolicy::Fcfs => candidates.max_by_key(|&id| self.tier_of(id)),
+            SchedulingPolicy::Priority => candidates.max_by(|&a, &b| {
+                self.order_key(a)
+                    .partial_cmp(&self.order_key(b))
+                    .expect("finite")
+            }),
         }
     }
 
-    fn order_key(&self, id: RequestId) -> (i32, f64, RequestId) {
+    /// Makes room for a waiting request of `tier` by preempting a running request of a
+    /// less important tier (as [`Self::pick_victim`] picks); its tokens planned this
+    /// step go back to `budget`. `false` when no such request runs.
+    fn preempt_for_admission(
+        &mut self,
+        tier: ServiceTier,
+        out: &mut SchedulerOutput,
+        budget: &mut usize,
+    ) -> bool {
+        let Some(victim) = self.victim_below(Some(tier)) else {
+            return false;
+        };
+        if let Some(k) = out.scheduled.iter().position(|s| s.id == victim) {
+            *budget += out.scheduled.remove(k).num_tokens;
+        }
+        self.preempt(victim, out);
+        true
+    }
+
+    fn order_key(&self, id: RequestId) -> (ServiceTier, i32, f64, RequestId) {
         let r = &self.requests[&id];
-        (r.priority, r.arrival_time, id)
+        (r.tier, r.priority, r.arrival_time, id)
     }
 
     /// Swaps the victim out to the host pool when it fits there, else drops its KV to recompute later.
@@ -763,7 +903,9 @@ impl Scheduler {
                 .expect("invariant: running requests exist");
             req.status = RequestStatus::Swapped;
             req.num_preemptions += 1;
-            self.swapped.push_back(id);
+            let tier = req.tier;
+            let pos = self.swapped.partition_point(|&s| self.tier_of(s) <= tier);
+            self.swapped.insert(pos, id);
         } else {
             self.device.free(id);
             let req = self
@@ -800,16 +942,21 @@ impl Scheduler {
         self.device.cache_restored(req);
     }
 
+    /// Queues a request in tier order: under fcfs last of its tier, or first when it
+    /// was preempted; under priority by [`Self::order_key`].
     fn enqueue_waiting(&mut self, id: RequestId, preempted: bool) {
-        match self.config.policy {
-            SchedulingPolicy::Fcfs if preempted => self.waiting.push_front(id),
-            SchedulingPolicy::Fcfs => self.waiting.push_back(id),
+        let tier = self.tier_of(id);
+        let pos = match self.config.policy {
+            SchedulingPolicy::Fcfs if preempted => {
+                self.waiting.partition_point(|&w| self.tier_of(w) < tier)
+            }
+            SchedulingPolicy::Fcfs => self.waiting.partition_point(|&w| self.tier_of(w) <= tier),
             SchedulingPolicy::Priority => {
                 let key = self.order_key(id);
-                let pos = self.waiting.partition_point(|&w| self.order_key(w) < key);
-                self.waiting.insert(pos, id);
+                self.waiting.partition_point(|&w| self.order_key(w) < key)
             }
-        }
+        };
+        self.waiting.insert(pos, id);
     }
 
     /// vLLM's scheduler delay: hold prompts until the oldest waited `delay_factor` × the last prompt step.

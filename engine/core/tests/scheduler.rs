@@ -21,6 +21,7 @@ fn config(max_seqs: usize, budget: usize) -> SchedulerConfig {
         eos_token_ids: vec![0],
         num_lookahead_tokens: 0,
         max_loras: 0,
+        max_num_seqs_per_tier: candela_core::TierCaps::default(),
     }
 }
 
@@ -39,6 +40,7 @@ fn request(id: RequestId, prompt: Vec<u32>, params: SamplingParams) -> NewReques
         prompt_token_ids: prompt,
         params,
         priority: 0,
+        tier: candela_core::ServiceTier::Default,
         arrival_time: id as f64,
         lora: None,
     }

@@ -29,6 +29,7 @@ fn config(max_seqs: usize, budget: usize, max_model_len: usize) -> SchedulerConf
         eos_token_ids: vec![0],
         num_lookahead_tokens: 0,
         max_loras: 0,
+        max_num_seqs_per_tier: candela_core::TierCaps::default(),
     }
 }
 
@@ -47,6 +48,7 @@ fn request(id: RequestId, prompt: Vec<u32>, max_tokens: usize) -> NewRequest {
         prompt_token_ids: prompt,
         params: SamplingParams::greedy(max_tokens),
         priority: 0,
+        tier: candela_core::ServiceTier::Default,
         arrival_time: id as f64,
         lora: None,
     }

@@ -59,6 +59,7 @@ fn main() {
             eos_token_ids: model.eos_token_ids.clone(),
             num_lookahead_tokens: 0,
             max_loras: 0,
+            max_num_seqs_per_tier: candela_core::TierCaps::default(),
         };
         let runner = ModelRunner::new(
             model.model.clone(),
@@ -87,6 +88,7 @@ fn main() {
                     prompt_token_ids: prompt,
                     params,
                     priority: 0,
+                    tier: candela_core::ServiceTier::Default,
                     arrival_time: 0.0,
                     lora: None,
                 })

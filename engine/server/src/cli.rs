@@ -90,6 +90,24 @@ impl Tokenize for BenchTokenizer {
     }
 }
 
+/// A `--max-num-seqs-per-tier` / `--api-key-tiers` tier in the core's terms.
+pub fn service_tier(t: candela_contract::ServiceTier) -> candela_core::ServiceTier {
+    use candela_contract::ServiceTier as T;
+    match t {
+        T::Priority => candela_core::ServiceTier::Priority,
+        T::Default => candela_core::ServiceTier::Default,
+        T::Flex => candela_core::ServiceTier::Flex,
+    }
+}
+
+/// `--max-num-seqs-per-tier` in the core's terms.
+pub fn tier_caps(caps: &[candela_contract::TierCap]) -> candela_core::TierCaps {
+    caps.iter()
+        .fold(candela_core::TierCaps::default(), |acc, c| {
+            acc.with(service_tier(c.tier), c.max_num_seqs)
+        })
+}
+
 /// `candela serve`'s scheduling policy in the core's terms.
 pub fn scheduling_policy(p: SchedulingPolicy) -> candela_core::SchedulingPolicy {
     match p {
@@ -140,5 +158,16 @@ mod tests {
             scheduling_policy(SchedulingPolicy::Priority),
             candela_core::SchedulingPolicy::Priority
         );
+        for (t, core) in candela_contract::ServiceTier::ALL
+            .into_iter()
+            .zip(candela_core::ServiceTier::ALL)
+        {
+            assert_eq!(service_tier(t), core);
+            assert_eq!(t.as_str(), core.as_str());
+        }
+        let caps = tier_caps(&["flex=4".parse().unwrap(), "priority=9".parse().unwrap()]);
+        assert_eq!(caps.get(candela_core::ServiceTier::Flex), Some(4));
+        assert_eq!(caps.get(candela_core::ServiceTier::Priority), Some(9));
+        assert_eq!(caps.get(candela_core::ServiceTier::Default), None);
     }
 }

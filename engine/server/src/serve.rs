@@ -172,6 +172,17 @@ pub struct Started {
 /// do not fit.
 pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
     args.validate().map_err(Error::Config)?;
+    let api_keys = api::auth::ApiKeys::load(
+        args.server.api_key.clone(),
+        args.server.api_key_tiers.as_deref(),
+    )?;
+    if args.server.api_key_tiers.is_some() {
+        let [priority, default, flex] = api_keys.tier_counts();
+        info!(
+            priority,
+            default, flex, "API keys with service tiers loaded"
+        );
+    }
     let path = match args.model.device {
         cli::Device::Cpu => ExecPath::Cpu,
         cli::Device::Cuda(n) => ExecPath::CandleOps(cuda_device(n)?),
@@ -295,7 +306,7 @@ pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
         chat_template: Arc::new(render),
         served_model_names,
         max_model_len,
-        api_key: args.server.api_key.clone(),
+        api_keys,
         model_root: model_path.display().to_string(),
         created: api::unix_now(),
         loras,
@@ -496,6 +507,7 @@ pub fn engine_configs(
         } else {
             0
         },
+        max_num_seqs_per_tier: cli::tier_caps(&s.max_num_seqs_per_tier),
     };
     let cache = CacheConfig {
         block_size: c.block_size,

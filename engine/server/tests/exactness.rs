@@ -170,6 +170,7 @@ fn run_batched(
                     ..SamplingParams::greedy(c.max_tokens)
                 },
                 priority: 0,
+                tier: candela_core::ServiceTier::Default,
                 arrival_time: 0.0,
                 lora: None,
             })

@@ -140,8 +140,10 @@ fn complete(port: u16, body: Value) -> Value {
 
 /// Every `vllm:` sample of an exposition: `name{labels}` → value as printed.
 fn vllm_samples(text: &str) -> BTreeMap<String, String> {
+    // vLLM's series and the engine's own per-tier gauges (the sidecar's own are not the
+    // engine's).
     text.lines()
-        .filter(|l| l.starts_with("vllm:"))
+        .filter(|l| l.starts_with("vllm:") || l.starts_with("candela_num_requests_"))
         .map(|l| {
             let (key, value) = l.rsplit_once(' ').expect("sample line");
             (key.to_owned(), value.to_owned())
@@ -302,6 +304,27 @@ async fn generate_streams_tokens(grpc: u16, prompt_ids: &[u32], expected_text: &
         text, expected_text,
         "gRPC and HTTP give the same greedy text"
     );
+    assert!(events.iter().all(|e| e.service_tier == "default"));
+
+    // A service tier is taken and echoed (no API keys on gRPC: any tier).
+    let flex = GenerateRequest {
+        prompt: Some(Prompt::Text(PROMPT.into())),
+        sampling: Some(SamplingParams {
+            service_tier: Some("flex".into()),
+            ..sampling.clone()
+        }),
+    };
+    let mut stream = client
+        .generate(flex)
+        .await
+        .expect("Generate flex")
+        .into_inner();
+    let mut flex_text = String::new();
+    while let Some(event) = stream.message().await.expect("stream item") {
+        assert_eq!(event.service_tier, "flex");
+        flex_text.push_str(&event.text);
+    }
+    assert_eq!(flex_text, expected_text, "a tier changes when, not what");
 
     // The same prompt as token ids gives the same tokens.
     let by_ids = GenerateRequest {
@@ -328,7 +351,7 @@ async fn generate_streams_tokens(grpc: u16, prompt_ids: &[u32], expected_text: &
         prompt: Some(Prompt::Text(PROMPT.into())),
         sampling: Some(SamplingParams {
             max_tokens: Some(0),
-            ..sampling
+            ..sampling.clone()
         }),
     };
     let status = client
@@ -336,6 +359,19 @@ async fn generate_streams_tokens(grpc: u16, prompt_ids: &[u32], expected_text: &
         .await
         .expect_err("max_tokens 0 is refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let bad_tier = GenerateRequest {
+        prompt: Some(Prompt::Text(PROMPT.into())),
+        sampling: Some(SamplingParams {
+            service_tier: Some("scale".into()),
+            ..sampling
+        }),
+    };
+    let status = client
+        .generate(bad_tier)
+        .await
+        .expect_err("an unknown tier is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("service_tier"), "{status:?}");
 }
 
 /// StartProfile, one request, StopProfile: the trace's file name in `dir`.

@@ -91,6 +91,7 @@ fn run(
                 prompt_token_ids: c.prompt.clone(),
                 params: c.params.clone(),
                 priority: 0,
+                tier: candela_core::ServiceTier::Default,
                 arrival_time: 0.0,
                 // Ids from 1, as the server numbers adapters.
                 lora: c.adapter.map(|a| a as u32 + 1),

@@ -28,6 +28,7 @@ async fn run(engine: &EngineClient, prompt: &[u32], params: SamplingParams) -> V
         prompt_token_ids: prompt.to_vec(),
         params,
         priority: 0,
+        tier: candela_core::ServiceTier::Default,
         arrival: Instant::now(),
         constraint: None,
         lora: None,
@@ -117,6 +118,28 @@ async fn metrics_match_a_scripted_workload() {
         e.value("vllm:prefix_cache_hits_total", &l) >= 16.0,
         "the stop request reuses the probe's prompt"
     );
+    // vLLM's older names carry the same counts.
+    for (old, new) in [
+        (
+            "vllm:gpu_prefix_cache_hits_total",
+            "vllm:prefix_cache_hits_total",
+        ),
+        (
+            "vllm:gpu_prefix_cache_queries_total",
+            "vllm:prefix_cache_queries_total",
+        ),
+    ] {
+        assert_eq!(e.value(old, &l), e.value(new, &l), "{old}");
+    }
+    for tier in ["priority", "default", "flex"] {
+        for name in [
+            names::NUM_REQUESTS_RUNNING_BY_TIER,
+            names::NUM_REQUESTS_WAITING_BY_TIER,
+        ] {
+            let labels = [("model_name", "smol"), ("engine", "0"), ("tier", tier)];
+            assert_eq!(e.value(name, &labels), 0.0, "{name} {tier}");
+        }
+    }
     assert_eq!(e.value("vllm:time_to_first_token_seconds_count", &l), 8.0);
     assert_eq!(
         e.value("vllm:inter_token_latency_seconds_count", &l),
@@ -159,6 +182,10 @@ async fn metrics_match_a_scripted_workload() {
         ("vllm:num_preemptions_total", "counter"),
         ("vllm:prefix_cache_queries_total", "counter"),
         ("vllm:prefix_cache_hits_total", "counter"),
+        ("vllm:gpu_prefix_cache_queries_total", "counter"),
+        ("vllm:gpu_prefix_cache_hits_total", "counter"),
+        (names::NUM_REQUESTS_RUNNING_BY_TIER, "gauge"),
+        (names::NUM_REQUESTS_WAITING_BY_TIER, "gauge"),
         ("vllm:request_success_total", "counter"),
         ("vllm:spec_decode_num_drafts_total", "counter"),
         ("vllm:spec_decode_num_draft_tokens_total", "counter"),
@@ -217,10 +244,17 @@ async fn metrics_match_a_scripted_workload() {
                     "swap_space",
                     "max_lora",
                     "running_lora_adapters",
-                    "waiting_lora_adapters"
+                    "waiting_lora_adapters",
+                    "tier"
                 ]
                 .contains(&k.as_str()),
                 "label {k}"
+            );
+            // The bounded `tier` label is Candela's own; vLLM's names keep vLLM's labels.
+            assert!(
+                k != "tier" || s.name.starts_with("candela_"),
+                "{} carries `tier`",
+                s.name
             );
         }
     }
@@ -277,6 +311,7 @@ async fn metrics_match_a_scripted_workload() {
         prompt_token_ids: prompts[0].clone(),
         params: long.clone(),
         priority: 0,
+        tier: candela_core::ServiceTier::Default,
         arrival: Instant::now(),
         constraint: None,
         lora: None,

@@ -66,6 +66,7 @@ async fn profile_records_steps_layers_and_sampling() {
         prompt_token_ids: prompt.clone(),
         params: SamplingParams::greedy(4),
         priority: 0,
+        tier: candela_core::ServiceTier::Default,
         arrival: Instant::now(),
         constraint: None,
         lora: None,

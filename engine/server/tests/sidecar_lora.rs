@@ -69,7 +69,11 @@ async fn wait_synced(client: &reqwest::Client, http: u16, metrics: u16, want: &[
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let have = adapter_names(&models(client, http).await);
-        let text = sidecar_metrics(metrics).await;
+        // The sidecar may not listen yet right after it was started.
+        let text = match reqwest::get(format!("http://127.0.0.1:{metrics}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => format!("not answering yet: {e}"),
+        };
         if have == want && text.lines().any(|l| l == "candela_sidecar_lora_in_sync 1") {
             return;
         }

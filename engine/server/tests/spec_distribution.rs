@@ -40,6 +40,7 @@ fn sample_pairs(
         eos_token_ids: model.eos_token_ids.clone(),
         num_lookahead_tokens: 0,
         max_loras: 0,
+        max_num_seqs_per_tier: candela_core::TierCaps::default(),
     };
     let cache = CacheConfig {
         block_size,
@@ -78,6 +79,7 @@ fn sample_pairs(
                 prompt_token_ids: prompt.to_vec(),
                 params: params.clone(),
                 priority: 0,
+                tier: candela_core::ServiceTier::Default,
                 arrival_time: 0.0,
                 lora: None,
             })

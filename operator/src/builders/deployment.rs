@@ -172,6 +172,9 @@ fn engine_command(owner: &Owner<'_>, lora: bool, tls: &Tls) -> Result<Vec<String
         dtype: e.dtype.map(Into::into),
         max_model_len: to_usize(e.max_model_len),
         max_num_seqs: to_usize(e.max_num_seqs),
+        // Service tiers are not in the CRD yet (`extraArgs` reaches them).
+        max_num_seqs_per_tier: Vec::new(),
+        api_key_tiers: None,
         max_num_batched_tokens: to_usize(e.max_num_batched_tokens),
         block_size: to_usize(e.block_size),
         gpu_memory_utilization: e.gpu_memory_utilization,

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
@@ -26,13 +26,16 @@ use super::protocol::{
 use super::tools::{StreamDelta, ToolMode, ToolStream};
 use super::{ApiError, ApiJson, AppState, ChatMessage, TemplateOptions};
 use crate::detokenizer::{token_bytes, token_text};
-use crate::frontend::{self, Choice, ChoiceEvent, GenerationRequest, Prompt, TokenInfo};
+use crate::frontend::{
+    self, Choice, ChoiceEvent, GenerationRequest, Prompt, TierAccess, TokenInfo,
+};
 
 const ROLE: &str = "assistant";
 
 /// Handler of `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    access: Option<Extension<TierAccess>>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
@@ -65,6 +68,7 @@ pub async fn chat_completions(
         prompts: vec![prompt],
         options,
         constraint: mode.constraint(tools),
+        access: access.map(|Extension(a)| a).unwrap_or_default(),
     };
     let mut valid = frontend::validate(
         request,
@@ -77,11 +81,12 @@ pub async fn chat_completions(
     let prompt_tokens = valid.prompt_tokens();
     let choices = frontend::submit(&state.engine, &state.tokenizer, &valid, arrival).await?;
     let id = super::request_id("chatcmpl", &headers);
-    tracing::info!(request_id = %id, prompt_tokens, n = valid.n, stream, "chat request admitted");
+    tracing::info!(request_id = %id, prompt_tokens, n = valid.n, stream, service_tier = %valid.service_tier, "chat request admitted");
     let meta = Meta {
         id,
         created: generate::unix_now(),
         model,
+        service_tier: valid.service_tier.as_str(),
         logprobs: valid.logprobs(),
         tokenizer: state.tokenizer.clone(),
         mode,
@@ -128,6 +133,7 @@ pub async fn chat_completions(
         model: meta.model,
         choices,
         usage: Usage::new(prompt_tokens, completion_tokens),
+        service_tier: meta.service_tier,
     };
     let id = body.id.clone();
     Ok(super::with_request_id(
@@ -284,6 +290,8 @@ struct Meta {
     id: String,
     created: u64,
     model: String,
+    /// The tier the request runs at (OpenAI echoes it in every chunk).
+    service_tier: &'static str,
     logprobs: bool,
     tokenizer: Arc<Tokenizer>,
     mode: ToolMode,
@@ -327,6 +335,7 @@ impl Meta {
             model: self.model.clone(),
             choices,
             usage,
+            service_tier: self.service_tier,
         }
     }
 }

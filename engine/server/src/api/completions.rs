@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use tokenizers::Tokenizer;
 
 use super::generate::{self, UsageReport};
@@ -19,7 +19,7 @@ use super::protocol::{
 use super::{ApiError, ApiJson, AppState};
 use crate::detokenizer::token_text;
 use crate::frontend::{
-    self, Choice, ChoiceEvent, CollectedChoice, GenerationRequest, Prompt, TokenInfo,
+    self, Choice, ChoiceEvent, CollectedChoice, GenerationRequest, Prompt, TierAccess, TokenInfo,
 };
 use candela_core::PromptLogprob;
 
@@ -30,6 +30,8 @@ struct Meta {
     id: String,
     created: u64,
     model: String,
+    /// The tier the request runs at (echoed as chat answers do).
+    service_tier: &'static str,
     /// Echoed prompt text per prompt (empty strings without `echo`).
     echo: Vec<String>,
     /// Choices per prompt.
@@ -97,6 +99,7 @@ impl Meta {
             model: self.model.clone(),
             choices,
             usage,
+            service_tier: self.service_tier,
         }
     }
 }
@@ -104,6 +107,7 @@ impl Meta {
 /// Handler of `POST /v1/completions`.
 pub async fn completions(
     State(state): State<Arc<AppState>>,
+    access: Option<Extension<TierAccess>>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
@@ -146,6 +150,7 @@ pub async fn completions(
         prompts,
         options,
         constraint: None,
+        access: access.map(|Extension(a)| a).unwrap_or_default(),
     };
     let mut valid = frontend::validate(
         request,
@@ -161,7 +166,7 @@ pub async fn completions(
     let stream = req.stream.unwrap_or(false);
     tracing::info!(
         request_id = %id, prompt_tokens, prompts = valid.prompts.len(), n = valid.n, stream,
-        "completion request admitted"
+        service_tier = %valid.service_tier, "completion request admitted"
     );
     let offset_base: Vec<usize> = valid
         .prompts
@@ -181,6 +186,7 @@ pub async fn completions(
         id,
         created: generate::unix_now(),
         model,
+        service_tier: valid.service_tier.as_str(),
         echo: echo_texts,
         n: valid.n,
         logprobs: valid.logprobs(),

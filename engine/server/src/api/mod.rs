@@ -4,9 +4,10 @@
 //! `GET /v1/models`, `GET /health`, `GET /version`, `POST /tokenize`,
 //! `POST /detokenize`; with `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`
 //! also `POST /v1/load_lora_adapter` and `POST /v1/unload_lora_adapter` ([`lora`]).
-//! A request's `model` names a served model name or a LoRA adapter. When `--api-key` is
-//! set, every `/v1/*` route requires `Authorization: Bearer <key>`; the others stay open, as in vLLM, so probes and
-//! scrapers need no secret. Bodies are limited to [`MAX_BODY_BYTES`] (413 above);
+//! A request's `model` names a served model name or a LoRA adapter. When `--api-key` or
+//! `--api-key-tiers` is set, every `/v1/*` route requires `Authorization: Bearer <key>`
+//! ([`auth`]; a tier file's key also bounds its requests' `service_tier`); the others stay
+//! open, as in vLLM, so probes and scrapers need no secret. Bodies are limited to [`MAX_BODY_BYTES`] (413 above);
 //! a prompt that fits the body but not `--max-model-len` is tokenized and then
 //! refused with a 400.
 //!
@@ -14,6 +15,7 @@
 //! nothing else of the engine; see [`generate`] for how streams are owned so that a
 //! client hang-up aborts its requests.
 
+pub mod auth;
 mod chat;
 mod completions;
 pub mod error;
@@ -27,9 +29,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
@@ -96,8 +98,8 @@ pub struct AppState {
     pub served_model_names: Vec<String>,
     /// `--max-model-len`: prompt plus output tokens.
     pub max_model_len: usize,
-    /// `--api-key`: when set, `/v1/*` requires it as a bearer token.
-    pub api_key: Option<String>,
+    /// `--api-key` and `--api-key-tiers`: when set, `/v1/*` requires one as a bearer token.
+    pub api_keys: auth::ApiKeys,
     /// What `/v1/models` reports as `root` (the model path).
     pub model_root: String,
     /// Unix time the server started (`/v1/models` `created`).
@@ -163,7 +165,7 @@ pub fn router(state: AppState) -> Router {
     }
     let v1 = v1.route_layer(middleware::from_fn_with_state(
         state.clone(),
-        require_api_key,
+        auth::require_api_key,
     ));
     Router::new()
         .merge(v1)
@@ -246,27 +248,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::invalid(format!("Invalid JSON body: {e}")))?;
     Ok(value)
-}
-
-/// Rejects `/v1/*` calls without the right bearer key when `--api-key` is set.
-async fn require_api_key(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let Some(expected) = state.api_key.as_deref() else {
-        return next.run(req).await;
-    };
-    let provided = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
-    match provided {
-        Some(key) if constant_time_eq(key.as_bytes(), expected.as_bytes()) => next.run(req).await,
-        other => ApiError::unauthorized(other).into_response(),
-    }
-}
-
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn list_models(State(state): State<Arc<AppState>>) -> Json<ModelList> {

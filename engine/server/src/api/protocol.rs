@@ -414,6 +414,8 @@ pub struct Envelope<C, U> {
     pub choices: Vec<C>,
     #[serde(skip_serializing_if = "MaybeUsage::is_absent")]
     pub usage: U,
+    /// OpenAI's `service_tier`: the tier the request ran at (`priority`, `default`, `flex`).
+    pub service_tier: &'static str,
     /// vLLM's chat `prompt_logprobs` (the prompt is shared by every choice).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_logprobs: Option<PromptLogprobs>,
@@ -689,6 +691,7 @@ mod tests {
                 stop_reason: None,
             }],
             usage: None,
+            service_tier: "flex",
         };
         let v = serde_json::to_value(&chunk).unwrap();
         assert_eq!(v["choices"][0]["delta"]["role"], "assistant");
@@ -700,6 +703,7 @@ mod tests {
             "###"
         );
         assert!(v.get("usage").is_none());
+        assert_eq!(v["service_tier"], "flex");
         let top = TopLogprobMap(vec![
             ("a".into(), -0.5),
             ("b".into(), -1.0),

@@ -116,6 +116,7 @@ fn engine(limits: Limits) -> EngineClient {
         eos_token_ids: m.eos_token_ids.clone(),
         num_lookahead_tokens: 0,
         max_loras: 0,
+        max_num_seqs_per_tier: candela_core::TierCaps::default(),
     };
     let cache = CacheConfig {
         block_size: BLOCK_SIZE,
@@ -158,7 +159,7 @@ fn state_with(limits: Limits, api_key: Option<&str>) -> AppState {
         chat_template: m.template.clone(),
         served_model_names: vec!["smol".into(), "org/alias".into()],
         max_model_len: MAX_MODEL_LEN,
-        api_key: api_key.map(str::to_owned),
+        api_keys: super::auth::ApiKeys::single(api_key.map(str::to_owned)),
         model_root: m.path.clone(),
         created: 1,
         loras: None,

@@ -266,6 +266,7 @@ impl Driver {
                     prompt_token_ids: request.prompt_token_ids,
                     params: request.params,
                     priority: request.priority,
+                    tier: request.tier,
                     arrival_time: arrival.as_secs_f64(),
                     lora: request.lora.as_ref().map(|l| l.id),
                 };

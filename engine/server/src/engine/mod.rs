@@ -9,7 +9,8 @@
 use std::time::Instant;
 
 use candela_core::{
-    FinishReason, PromptLogprob, SamplingParams, StopReason, TokenConstraint, TokenLogprobs,
+    FinishReason, PromptLogprob, SamplingParams, ServiceTier, StopReason, TokenConstraint,
+    TokenLogprobs,
 };
 
 /// What a caller submits for one sequence (the API layer fans `n > 1` out into `n` of these).
@@ -17,8 +18,10 @@ use candela_core::{
 pub struct GenerateRequest {
     pub prompt_token_ids: Vec<u32>,
     pub params: SamplingParams,
-    /// Lower runs first under `--scheduling-policy priority`.
+    /// Lower runs first under `--scheduling-policy priority` (within a tier).
     pub priority: i32,
+    /// The service tier: the scheduler's first ordering key.
+    pub tier: ServiceTier,
     /// When the HTTP request arrived (TTFT and queue time count from here).
     pub arrival: Instant,
     /// Structured outputs: this sequence's own matcher (never shared between choices).

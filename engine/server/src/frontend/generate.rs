@@ -227,6 +227,7 @@ async fn submit_one(
             prompt_token_ids: prompt.token_ids.clone(),
             params,
             priority: request.priority,
+            tier: request.service_tier,
             arrival,
             constraint: request
                 .grammar

@@ -10,6 +10,7 @@
 //!   `guided_*`) read into one constraint and compiled (a 400 when it does not compile).
 //! - [`tool_calls`]: the tool-call syntaxes of model families (`--tool-call-parser`),
 //!   whole and streamed.
+//! - [`tier`]: `service_tier` resolved against the caller's key ([`TierAccess`]).
 //!
 //! `max_tokens` from handler to stop check: wire field → [`SamplingOptions::max_tokens`]
 //! (the one conversion) → [`validate::check`] resolves it against the prompt and the
@@ -19,6 +20,7 @@
 pub mod generate;
 pub mod request;
 pub mod structured;
+pub mod tier;
 pub mod tool_calls;
 pub mod validate;
 
@@ -26,4 +28,5 @@ pub use generate::{
     Choice, ChoiceEvent, CollectedChoice, Stopped, TokenInfo, collect_all, merge, submit,
 };
 pub use request::{GenerationRequest, Prompt, SamplingOptions};
+pub use tier::TierAccess;
 pub use validate::{ValidRequest, validate};

@@ -32,6 +32,7 @@ macro_rules! with_sampling_fields {
             min_tokens: Option<i64>,
             ignore_eos: Option<bool>,
             priority: Option<i32>,
+            service_tier: Option<String>,
             include_stop_str_in_output: Option<bool>,
             skip_special_tokens: Option<bool>,
             logit_bias: Option<std::collections::HashMap<String, f32>>,
@@ -86,6 +87,8 @@ pub struct GenerationRequest {
     /// A constraint the endpoint adds itself (chat's `tool_choice`), on top of the
     /// structured-output fields of `options`.
     pub constraint: Option<Requested>,
+    /// The service tiers the caller may use (its API key's; `service_tier` asks).
+    pub access: super::TierAccess,
 }
 
 /// `stop`: one string or a list of strings, read as a list (`null` = absent).

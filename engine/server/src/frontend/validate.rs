@@ -8,12 +8,13 @@
 
 use std::sync::Arc;
 
-use candela_core::SamplingParams;
+use candela_core::{SamplingParams, ServiceTier};
 use candela_structured::Grammar;
 use tokenizers::Tokenizer;
 
 use super::request::{GenerationRequest, Prompt, SamplingOptions};
 use super::structured::{self, Compiler};
+use super::tier::TierAccess;
 use crate::error::{Error, Result};
 
 /// Most choices (`n` × batched prompts) one request may ask for.
@@ -28,6 +29,8 @@ pub struct ValidRequest {
     /// Choices per prompt.
     pub n: usize,
     pub priority: i32,
+    /// The tier it runs at: `service_tier` within what the caller may use.
+    pub service_tier: ServiceTier,
     pub include_stop_str_in_output: bool,
     pub skip_special_tokens: bool,
     /// The LoRA adapter the request's `model` named (set by the endpoint after validation).
@@ -82,6 +85,7 @@ pub async fn validate(
         prompts,
         options,
         constraint,
+        access,
     } = request;
     let requested = match (constraint, structured::constraint(&options)?) {
         (Some(tools), Some(other)) => {
@@ -108,7 +112,7 @@ pub async fn validate(
             }
         });
     }
-    let mut valid = check(&options, token_ids, max_model_len)?;
+    let mut valid = check(&options, token_ids, max_model_len, access)?;
     // `check` read the keys as ids; only the vocabulary size is left to check.
     let vocab = tokenizer.get_vocab_size(true);
     let biased = valid
@@ -127,15 +131,17 @@ pub async fn validate(
     Ok(valid)
 }
 
-/// vLLM's checks on tokenized prompts; the pure half of [`validate`].
+/// vLLM's checks on tokenized prompts, and the tier `access` gives the request; the pure
+/// half of [`validate`].
 ///
 /// # Errors
 /// As [`validate`], in field order: `max_tokens`, `n`, `top_k`, `min_tokens`,
-/// `logprobs`, the ranges of [`SamplingParams::validate`], then each prompt.
+/// `logprobs`, `service_tier`, the ranges of [`SamplingParams::validate`], then each prompt.
 pub fn check(
     o: &SamplingOptions,
     prompts: Vec<Vec<u32>>,
     max_model_len: usize,
+    access: TierAccess,
 ) -> Result<ValidRequest> {
     if prompts.is_empty() {
         return Err(Error::invalid("prompt", "prompt must not be empty."));
@@ -182,6 +188,7 @@ pub fn check(
     let min_tokens = non_negative("min_tokens", o.min_tokens)?.unwrap_or(0);
     let logprobs = non_negative("logprobs", o.logprobs)?;
     let prompt_logprobs = non_negative("prompt_logprobs", o.prompt_logprobs)?;
+    let service_tier = access.resolve(o.service_tier.as_deref())?;
     // Keys are checked against the vocabulary in `validate`; here only that they are ids.
     let mut logit_bias: Vec<(u32, f32)> = o
         .logit_bias
@@ -232,6 +239,7 @@ pub fn check(
         grammar: None,
         n,
         priority: o.priority.unwrap_or(0),
+        service_tier,
         include_stop_str_in_output: o.include_stop_str_in_output.unwrap_or(false),
         skip_special_tokens: o.skip_special_tokens.unwrap_or(true),
         lora: None,
@@ -293,7 +301,12 @@ mod tests {
     }
 
     fn one(json: &str, prompt_len: usize, max_model_len: usize) -> Result<ValidRequest> {
-        check(&options(json), vec![vec![1; prompt_len]], max_model_len)
+        check(
+            &options(json),
+            vec![vec![1; prompt_len]],
+            max_model_len,
+            TierAccess::OPEN,
+        )
     }
 
     /// The message of a 400, and that it is one.
@@ -332,7 +345,10 @@ mod tests {
         assert!(refusal(one(r#"{"min_tokens":-1}"#, 4, 100)).contains("min_tokens"));
         assert!(refusal(one(r#"{"stop":[""]}"#, 4, 100)).contains("stop"));
         assert!(refusal(one(r#"{"min_tokens":5,"max_tokens":2}"#, 4, 100)).contains("min_tokens"));
-        assert!(refusal(check(&options("{}"), vec![], 100)).contains("prompt must not be empty"));
+        assert!(
+            refusal(check(&options("{}"), vec![], 100, TierAccess::OPEN))
+                .contains("prompt must not be empty")
+        );
         let named = |json, field| match one(json, 4, 100).unwrap_err() {
             Error::InvalidRequest { param, .. } => assert_eq!(param, Some(field)),
             other => panic!("{other:?}"),
@@ -340,6 +356,37 @@ mod tests {
         named(r#"{"max_tokens":0}"#, "max_tokens");
         named(r#"{"n":0}"#, "n");
         named(r#"{"top_k":-5}"#, "top_k");
+    }
+
+    #[test]
+    fn service_tier_is_resolved_against_the_callers_access() {
+        assert_eq!(
+            one("{}", 4, 100).unwrap().service_tier,
+            ServiceTier::Default
+        );
+        let flex = one(r#"{"service_tier":"flex"}"#, 4, 100).unwrap();
+        assert_eq!(flex.service_tier, ServiceTier::Flex);
+        let batch = |json| {
+            check(
+                &options(json),
+                vec![vec![1; 4]],
+                100,
+                TierAccess::key(ServiceTier::Flex),
+            )
+        };
+        assert_eq!(
+            batch(r#"{"service_tier":"priority"}"#)
+                .unwrap()
+                .service_tier,
+            ServiceTier::Flex,
+            "a flex key cannot claim priority"
+        );
+        assert_eq!(batch("{}").unwrap().service_tier, ServiceTier::Flex);
+        let msg = refusal(one(r#"{"service_tier":"scale"}"#, 4, 100));
+        assert!(
+            msg.contains("service_tier") && msg.contains("scale"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -387,7 +434,13 @@ mod tests {
 
     #[test]
     fn each_prompt_of_a_batch_gets_its_own_max_tokens() {
-        let v = check(&options("{}"), vec![vec![1; 10], vec![1; 30]], 100).unwrap();
+        let v = check(
+            &options("{}"),
+            vec![vec![1; 10], vec![1; 30]],
+            100,
+            TierAccess::OPEN,
+        )
+        .unwrap();
         assert_eq!(v.prompts[0].params.max_tokens, 90);
         assert_eq!(v.prompts[1].params.max_tokens, 70);
         assert_eq!(v.prompt_tokens(), 40);
@@ -413,7 +466,7 @@ mod tests {
         ) {
             let o = SamplingOptions { max_tokens, min_tokens, n, ..SamplingOptions::default() };
             let prompts = lens.iter().map(|&l| vec![1; l]).collect();
-            match check(&o, prompts, max_model_len) {
+            match check(&o, prompts, max_model_len, TierAccess::OPEN) {
                 Ok(v) => {
                     prop_assert!(v.n * v.prompts.len() <= MAX_CHOICES);
                     for p in &v.prompts {

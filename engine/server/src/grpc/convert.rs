@@ -8,7 +8,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use candela_core::{SchedulerStats, SpecDecodingStats};
+use candela_core::{SchedulerStats, ServiceTier, SpecDecodingStats, TierStats};
 
 use super::pb;
 use crate::error::Error;
@@ -153,6 +153,7 @@ impl From<&SchedulerStats> for pb::SchedulerStats {
             spec_decoding,
             running_loras,
             waiting_loras,
+            tiers,
         } = s;
         let SpecDecodingStats {
             num_drafts,
@@ -177,6 +178,15 @@ impl From<&SchedulerStats> for pb::SchedulerStats {
             }),
             running_loras: running_loras.clone(),
             waiting_loras: waiting_loras.clone(),
+            tiers: ServiceTier::ALL
+                .into_iter()
+                .zip(tiers)
+                .map(|(tier, TierStats { running, waiting })| pb::TierStats {
+                    tier: tier.as_str().to_owned(),
+                    running: *running as u64,
+                    waiting: *waiting as u64,
+                })
+                .collect(),
         }
     }
 }
@@ -203,6 +213,16 @@ impl From<pb::SchedulerStats> for SchedulerStats {
                 .unwrap_or_default(),
             running_loras: s.running_loras,
             waiting_loras: s.waiting_loras,
+            // By name; a tier this build does not know is left out (its counts stay 0).
+            tiers: ServiceTier::ALL.map(|tier| {
+                s.tiers
+                    .iter()
+                    .find(|t| t.tier == tier.as_str())
+                    .map_or_else(TierStats::default, |t| TierStats {
+                        running: to_usize(t.running),
+                        waiting: to_usize(t.waiting),
+                    })
+            }),
         }
     }
 }
@@ -342,6 +362,20 @@ mod tests {
             },
             running_loras: vec![1, 3],
             waiting_loras: vec![2],
+            tiers: [
+                TierStats {
+                    running: 1,
+                    waiting: 0,
+                },
+                TierStats {
+                    running: 2,
+                    waiting: 1,
+                },
+                TierStats {
+                    running: 0,
+                    waiting: 3,
+                },
+            ],
         };
         m.lora = LoraMetrics {
             max_loras: 2,

@@ -22,7 +22,9 @@ use super::pb;
 use crate::engine::EngineClient;
 use crate::error::Error;
 use crate::frontend::structured::Compiler;
-use crate::frontend::{self, Choice, ChoiceEvent, GenerationRequest, Prompt, SamplingOptions};
+use crate::frontend::{
+    self, Choice, ChoiceEvent, GenerationRequest, Prompt, SamplingOptions, TierAccess,
+};
 use crate::profiler::Profiler;
 
 /// `WatchStats` interval when the request leaves it at 0.
@@ -81,7 +83,7 @@ impl pb::engine_server::Engine for EngineService {
             .await?
             .pop()
             .ok_or_else(|| Status::internal("no sequence was submitted"))?;
-        Ok(Response::new(token_stream(choice)))
+        Ok(Response::new(token_stream(choice, valid.service_tier)))
     }
 
     async fn health(
@@ -174,6 +176,7 @@ fn generation_request(r: pb::GenerateRequest) -> Result<GenerationRequest, Statu
         min_tokens: s.min_tokens,
         ignore_eos: s.ignore_eos,
         priority: s.priority,
+        service_tier: s.service_tier,
         include_stop_str_in_output: s.include_stop_str_in_output,
         skip_special_tokens: s.skip_special_tokens,
         max_tokens: s.max_tokens,
@@ -184,16 +187,24 @@ fn generation_request(r: pb::GenerateRequest) -> Result<GenerationRequest, Statu
         prompts: vec![prompt],
         options,
         constraint: None,
+        // No API keys on gRPC (an internal API): every tier is open.
+        access: TierAccess::OPEN,
     })
 }
 
 /// One response per engine event; the stream owns the choice (and so the request).
-fn token_stream(choice: Choice) -> BoxStream<'static, Result<pb::GenerateResponse, Status>> {
+fn token_stream(
+    choice: Choice,
+    tier: candela_core::ServiceTier,
+) -> BoxStream<'static, Result<pb::GenerateResponse, Status>> {
     let prompt_tokens = u32::try_from(choice.prompt_len()).unwrap_or(u32::MAX);
     stream::unfold(choice, move |mut choice| async move {
         let event = choice.next().await?;
         let completion_tokens = u32::try_from(choice.num_tokens()).unwrap_or(u32::MAX);
-        Some((response(event, prompt_tokens, completion_tokens), choice))
+        Some((
+            response(event, prompt_tokens, completion_tokens, tier),
+            choice,
+        ))
     })
     .boxed()
 }
@@ -202,6 +213,7 @@ fn response(
     event: ChoiceEvent,
     prompt_tokens: u32,
     completion_tokens: u32,
+    tier: candela_core::ServiceTier,
 ) -> Result<pb::GenerateResponse, Status> {
     if let Some(err) = event.error {
         return Err(err.into());
@@ -219,6 +231,7 @@ fn response(
         finish_reason: finish_reason.into(),
         prompt_tokens,
         completion_tokens,
+        service_tier: tier.as_str().to_owned(),
     })
 }
 

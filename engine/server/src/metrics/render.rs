@@ -37,6 +37,28 @@ pub(super) fn render(m: &EngineMetrics) -> String {
         "GPU KV-cache usage. 1 means 100 percent usage (the device pool; same as kv_cache_usage_perc).",
         s.device_cache_usage,
     );
+    // Candela's own per-tier gauges (vLLM's two above count every tier, with vLLM's labels).
+    for (name, help, value) in [
+        (
+            names::NUM_REQUESTS_RUNNING_BY_TIER,
+            "Number of requests in model execution batches, by service tier.",
+            (|t: candela_core::TierStats| t.running) as fn(candela_core::TierStats) -> usize,
+        ),
+        (
+            names::NUM_REQUESTS_WAITING_BY_TIER,
+            "Number of requests waiting to be processed, by service tier.",
+            |t| t.waiting,
+        ),
+    ] {
+        w.header(name, help, "gauge");
+        for tier in candela_core::ServiceTier::ALL {
+            w.sample(
+                name,
+                &[(names::TIER_LABEL, tier.as_str())],
+                value(s.tier(tier)) as f64,
+            );
+        }
+    }
     w.gauge(
         names::CPU_CACHE_USAGE_PERC,
         "CPU KV-cache usage. 1 means 100 percent usage.",
@@ -140,6 +162,17 @@ pub(super) fn render(m: &EngineMetrics) -> String {
     w.counter(
         names::PREFIX_CACHE_HITS,
         "Prefix cache hits, in terms of number of cached tokens.",
+        s.prefix_cache_hits,
+    );
+    // vLLM's older names of the two counters above (production-stack still reads them).
+    w.counter(
+        names::GPU_PREFIX_CACHE_QUERIES,
+        "GPU prefix cache queries, in terms of number of queried tokens (older name of prefix_cache_queries).",
+        s.prefix_cache_queries,
+    );
+    w.counter(
+        names::GPU_PREFIX_CACHE_HITS,
+        "GPU prefix cache hits, in terms of number of cached tokens (older name of prefix_cache_hits).",
         s.prefix_cache_hits,
     );
     let success = format!("{}_total", names::REQUEST_SUCCESS);
@@ -379,5 +412,44 @@ mod tests {
         ));
         assert_eq!(py_float(0.001), "0.001");
         assert_eq!(py_float(2560.0), "2560.0");
+    }
+
+    #[test]
+    fn per_tier_gauges_beside_vllms_and_the_older_prefix_cache_counters() {
+        use candela_core::{ServiceTier, TierStats};
+        let mut m = EngineMetrics::new("m", 100, CacheInfo::default());
+        let s = &mut m.scheduler;
+        s.tiers[ServiceTier::Default.index()] = TierStats {
+            running: 2,
+            waiting: 1,
+        };
+        s.tiers[ServiceTier::Flex.index()] = TierStats {
+            running: 4,
+            waiting: 60,
+        };
+        (s.num_running, s.num_waiting) = (6, 61);
+        (s.prefix_cache_queries, s.prefix_cache_hits) = (100, 40);
+        let text = m.render();
+        for line in [
+            "# TYPE candela_num_requests_running_by_tier gauge",
+            r#"candela_num_requests_running_by_tier{engine="0",model_name="m",tier="priority"} 0.0"#,
+            r#"candela_num_requests_running_by_tier{engine="0",model_name="m",tier="default"} 2.0"#,
+            r#"candela_num_requests_running_by_tier{engine="0",model_name="m",tier="flex"} 4.0"#,
+            r#"candela_num_requests_waiting_by_tier{engine="0",model_name="m",tier="flex"} 60.0"#,
+            r#"vllm:num_requests_running{engine="0",model_name="m"} 6.0"#,
+            r#"vllm:num_requests_waiting{engine="0",model_name="m"} 61.0"#,
+            "# TYPE vllm:gpu_prefix_cache_queries_total counter",
+            r#"vllm:gpu_prefix_cache_queries_total{engine="0",model_name="m"} 100.0"#,
+            r#"vllm:gpu_prefix_cache_hits_total{engine="0",model_name="m"} 40.0"#,
+            r#"vllm:prefix_cache_hits_total{engine="0",model_name="m"} 40.0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("vllm:") && l.contains("tier=")),
+            "vLLM's series keep vLLM's labels"
+        );
     }
 }

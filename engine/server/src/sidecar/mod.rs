@@ -44,15 +44,16 @@ pub use candela_contract::sidecar::SidecarArgs;
 pub async fn run(args: SidecarArgs) -> Result<()> {
     args.validate().map_err(Error::Config)?;
     let tls = ServerTls::from_args(&args.tls)?;
+    // Listen first: a taken port fails at once, and clients find the port open early.
+    let addr = args.listen_addr();
+    let listener = Listener::bind(&addr, tls.as_ref(), Alpn::Http1)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
     let engine = dial::engine(&args).await?;
     let engine_pid = args.engine_pid;
     let device = tokio::task::spawn_blocking(move || DeviceSampler::new(engine_pid))
         .await
         .map_err(|e| Error::Internal(format!("loading device samplers: {e}")))?;
-    let addr = args.listen_addr();
-    let listener = Listener::bind(&addr, tls.as_ref(), Alpn::Http1)
-        .await
-        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
     let feed = watch::Feed::default();
     tokio::spawn(watch::run(
         engine.grpc,

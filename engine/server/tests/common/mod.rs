@@ -142,6 +142,7 @@ pub fn batch_engine(
         eos_token_ids: model.eos_token_ids.clone(),
         num_lookahead_tokens: lookahead,
         max_loras,
+        max_num_seqs_per_tier: candela_core::TierCaps::default(),
     };
     let cache = CacheConfig {
         block_size: 16,
@@ -282,6 +283,7 @@ pub fn spawn_engine(
         eos_token_ids: m.eos_token_ids.clone(),
         num_lookahead_tokens: 0,
         max_loras: 0,
+        max_num_seqs_per_tier: candela_core::TierCaps::default(),
     };
     let runner = candela_model::ModelRunner::new(
         m.model.clone(),

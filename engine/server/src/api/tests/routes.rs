@@ -346,3 +346,88 @@ async fn client_request_id_is_used_and_echoed() {
     assert!(id.starts_with("chatcmpl-") && id.len() > 20, "{id}");
     assert_eq!(headers.get("x-request-id").unwrap(), id.as_str());
 }
+
+/// `service_tier`: echoed, bounded by the key of `--api-key-tiers`, `auto` resolved, an
+/// unknown value a 400 naming the field; the `--api-key` key may use any tier.
+#[tokio::test]
+async fn service_tiers_are_echoed_and_bounded_by_the_callers_key() {
+    use candela_core::ServiceTier;
+    let mut state = state_with(Limits::default(), None);
+    state.api_keys = crate::api::auth::ApiKeys::new(
+        Some("sk-main".into()),
+        vec![("sk-batch".into(), ServiceTier::Flex)],
+    );
+    let app = router(state);
+    let ask = |tier: Option<&str>, stream: bool| {
+        let mut body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "stream": stream});
+        if let Some(t) = tier {
+            body["service_tier"] = json!(t);
+        }
+        Body::from(body.to_string())
+    };
+    let chat = "/v1/chat/completions";
+    for (key, asked, ran) in [
+        ("sk-main", None, "default"),
+        ("sk-main", Some("auto"), "default"),
+        ("sk-main", Some("priority"), "priority"),
+        ("sk-main", Some("flex"), "flex"),
+        ("sk-batch", None, "flex"),
+        ("sk-batch", Some("auto"), "flex"),
+        ("sk-batch", Some("priority"), "flex"),
+        ("sk-batch", Some("default"), "flex"),
+    ] {
+        let (status, _, body) = call(&app, "POST", chat, Some(ask(asked, false)), Some(key)).await;
+        assert_eq!(status, StatusCode::OK);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["service_tier"], ran, "{key} asking {asked:?}");
+    }
+    let (status, _, body) = call(
+        &app,
+        "POST",
+        chat,
+        Some(ask(Some("priority"), true)),
+        Some("sk-batch"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let chunks = sse_chunks(&body);
+    assert!(chunks.len() > 1 && chunks.iter().all(|c| c["service_tier"] == "flex"));
+    let completion = Body::from(
+        json!({"prompt": FRANCE, "max_tokens": 2, "service_tier": "priority"}).to_string(),
+    );
+    let (status, _, body) = call(
+        &app,
+        "POST",
+        "/v1/completions",
+        Some(completion),
+        Some("sk-batch"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["service_tier"],
+        "flex"
+    );
+    let (status, _, body) = call(
+        &app,
+        "POST",
+        chat,
+        Some(ask(Some("scale"), false)),
+        Some("sk-main"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["param"], "service_tier", "{v}");
+    let (status, _, _) = call(
+        &app,
+        "POST",
+        chat,
+        Some(ask(None, false)),
+        Some("sk-nobody"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = call(&app, "POST", chat, Some(ask(None, false)), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
