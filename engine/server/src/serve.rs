@@ -172,7 +172,7 @@ pub struct Started {
 /// do not fit.
 pub fn start(args: &ServeArgs, model: &ModelSource) -> Result<Started> {
     args.validate().map_err(Error::Config)?;
-    let api_keys = api::auth::ApiKeys::load(
+    let api_keys = crate::frontend::keys::ApiKeys::load(
         args.server.api_key.clone(),
         args.server.api_key_tiers.as_deref(),
     )?;
@@ -557,6 +557,7 @@ pub async fn run(args: ServeArgs, profiler: Profiler) -> Result<()> {
         started.state.max_model_len,
         started.state.base_model_name().to_owned(),
         profiler.clone(),
+        started.state.api_keys.clone(),
     );
     let grpc_task = grpc::spawn(&grpc_addr, tls.as_ref(), service).await?;
     let drain = Arc::new(crate::drain::Drain::default());

@@ -99,7 +99,7 @@ pub struct AppState {
     /// `--max-model-len`: prompt plus output tokens.
     pub max_model_len: usize,
     /// `--api-key` and `--api-key-tiers`: when set, `/v1/*` requires one as a bearer token.
-    pub api_keys: auth::ApiKeys,
+    pub api_keys: crate::frontend::keys::ApiKeys,
     /// What `/v1/models` reports as `root` (the model path).
     pub model_root: String,
     /// Unix time the server started (`/v1/models` `created`).

@@ -159,7 +159,7 @@ fn state_with(limits: Limits, api_key: Option<&str>) -> AppState {
         chat_template: m.template.clone(),
         served_model_names: vec!["smol".into(), "org/alias".into()],
         max_model_len: MAX_MODEL_LEN,
-        api_keys: super::auth::ApiKeys::single(api_key.map(str::to_owned)),
+        api_keys: crate::frontend::keys::ApiKeys::single(api_key.map(str::to_owned)),
         model_root: m.path.clone(),
         created: 1,
         loras: None,

@@ -10,6 +10,7 @@
 //!   `guided_*`) read into one constraint and compiled (a 400 when it does not compile).
 //! - [`tool_calls`]: the tool-call syntaxes of model families (`--tool-call-parser`),
 //!   whole and streamed.
+//! - [`keys`]: API keys and the access each gives ([`keys::ApiKeys`]), for both transports.
 //! - [`tier`]: `service_tier` resolved against the caller's key ([`TierAccess`]).
 //!
 //! `max_tokens` from handler to stop check: wire field → [`SamplingOptions::max_tokens`]
@@ -18,6 +19,7 @@
 //! `GenerateRequest` → the core's `Request` → `check_stop` in the scheduler.
 
 pub mod generate;
+pub mod keys;
 pub mod request;
 pub mod structured;
 pub mod tier;

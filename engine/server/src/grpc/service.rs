@@ -6,6 +6,10 @@
 //! gRPC caller gets exactly what `/v1/completions` would return. The response stream
 //! owns the request's [`Choice`]: a cancelled call drops it, which aborts the engine
 //! request. Errors map to `Status` codes here, in one place.
+//! `Generate` needs a valid key (`authorization: Bearer KEY` metadata) when `--api-key` or
+//! `--api-key-tiers` is set, as `/v1/*` does, and a tier file's key caps its
+//! `service_tier`; `Health`, `WatchStats` and profiling stay open like `/health`,
+//! `/metrics` and `/start_profile`.
 //! `WatchStats` sends a copy of the engine's [`crate::metrics::EngineMetrics`] per
 //! tick; each subscriber costs one clone of the metrics per interval.
 
@@ -21,6 +25,7 @@ use tonic::{Request, Response, Status};
 use super::pb;
 use crate::engine::EngineClient;
 use crate::error::Error;
+use crate::frontend::keys::{ApiKeys, Refused};
 use crate::frontend::structured::Compiler;
 use crate::frontend::{
     self, Choice, ChoiceEvent, GenerationRequest, Prompt, SamplingOptions, TierAccess,
@@ -41,11 +46,12 @@ pub struct EngineService {
     max_model_len: usize,
     model_name: String,
     profiler: Profiler,
+    api_keys: ApiKeys,
 }
 
 impl EngineService {
     /// Serves `engine` (with its tokenizer and `--max-model-len`) as `model_name`,
-    /// profiling through `profiler`.
+    /// profiling through `profiler`, `Generate` for callers with one of `api_keys`.
     pub fn new(
         engine: EngineClient,
         tokenizer: Arc<Tokenizer>,
@@ -53,6 +59,7 @@ impl EngineService {
         max_model_len: usize,
         model_name: String,
         profiler: Profiler,
+        api_keys: ApiKeys,
     ) -> Self {
         EngineService {
             engine,
@@ -61,6 +68,7 @@ impl EngineService {
             max_model_len,
             model_name,
             profiler,
+            api_keys,
         }
     }
 }
@@ -75,7 +83,19 @@ impl pb::engine_server::Engine for EngineService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let arrival = Instant::now();
-        let request = generation_request(request.into_inner())?;
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let access = self.api_keys.authorize(authorization).map_err(|e| {
+            Status::unauthenticated(match e {
+                Refused::Missing => {
+                    "an API key is required: send `authorization: Bearer KEY` metadata"
+                }
+                Refused::Wrong => "incorrect API key provided",
+            })
+        })?;
+        let request = generation_request(request.into_inner(), access)?;
         let valid =
             frontend::validate(request, &self.tokenizer, self.max_model_len, &self.grammars)
                 .await?;
@@ -147,7 +167,10 @@ impl pb::engine_server::Engine for EngineService {
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` when no prompt is set.
-fn generation_request(r: pb::GenerateRequest) -> Result<GenerationRequest, Status> {
+fn generation_request(
+    r: pb::GenerateRequest,
+    access: TierAccess,
+) -> Result<GenerationRequest, Status> {
     let s = r.sampling.unwrap_or_default();
     let prompt = match r.prompt {
         Some(pb::generate_request::Prompt::Text(text)) => Prompt::Text {
@@ -187,8 +210,7 @@ fn generation_request(r: pb::GenerateRequest) -> Result<GenerationRequest, Statu
         prompts: vec![prompt],
         options,
         constraint: None,
-        // No API keys on gRPC (an internal API): every tier is open.
-        access: TierAccess::OPEN,
+        access,
     })
 }
 

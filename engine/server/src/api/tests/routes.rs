@@ -353,7 +353,7 @@ async fn client_request_id_is_used_and_echoed() {
 async fn service_tiers_are_echoed_and_bounded_by_the_callers_key() {
     use candela_core::ServiceTier;
     let mut state = state_with(Limits::default(), None);
-    state.api_keys = crate::api::auth::ApiKeys::new(
+    state.api_keys = crate::frontend::keys::ApiKeys::new(
         Some("sk-main".into()),
         vec![("sk-batch".into(), ServiceTier::Flex)],
     );
