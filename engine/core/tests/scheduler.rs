@@ -3,36 +3,13 @@
 //! property test that any workload leaves both pools entirely free.
 
 use candela_core::{
-    CacheConfig, Error, FinishReason, MAX_PROMPT_LOGITS_PER_STEP, NewRequest, RequestId,
-    SampledToken, SamplingParams, Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy,
-    StopReason,
+    Error, FinishReason, MAX_PROMPT_LOGITS_PER_STEP, NewRequest, RequestId, SampledToken,
+    SamplingParams, Scheduler, SchedulerConfig, SchedulingPolicy, StopReason,
 };
 use proptest::prelude::*;
 
-fn config(max_seqs: usize, budget: usize) -> SchedulerConfig {
-    SchedulerConfig {
-        max_num_seqs: max_seqs,
-        max_num_batched_tokens: budget,
-        max_model_len: 64,
-        enable_chunked_prefill: true,
-        policy: SchedulingPolicy::Fcfs,
-        delay_factor: 0.0,
-        max_waiting: 100,
-        eos_token_ids: vec![0],
-        num_lookahead_tokens: 0,
-        max_loras: 0,
-        max_num_seqs_per_tier: candela_core::TierCaps::default(),
-    }
-}
-
-fn cache(device: usize, host: usize) -> CacheConfig {
-    CacheConfig {
-        block_size: 4,
-        num_device_blocks: device,
-        num_host_blocks: host,
-        enable_prefix_caching: true,
-    }
-}
+mod common;
+use common::{cache, config, sample_all, step};
 
 fn request(id: RequestId, prompt: Vec<u32>, params: SamplingParams) -> NewRequest {
     NewRequest {
@@ -44,27 +21,6 @@ fn request(id: RequestId, prompt: Vec<u32>, params: SamplingParams) -> NewReques
         arrival_time: id as f64,
         lora: None,
     }
-}
-
-/// Samples token `1000 + id` for every request the step asks a token of.
-fn sample_all(out: &SchedulerOutput) -> Vec<SampledToken> {
-    out.scheduled
-        .iter()
-        .filter(|s| s.sample)
-        .map(|s| SampledToken {
-            id: s.id,
-            token: 1000 + s.id as u32,
-            logprobs: None,
-            forced_end: false,
-        })
-        .collect()
-}
-
-fn step(s: &mut Scheduler, t: f64) -> SchedulerOutput {
-    let out = s.schedule(t);
-    s.update_from_output(&sample_all(&out), t);
-    s.check_invariants().unwrap();
-    out
 }
 
 #[test]

@@ -3,38 +3,15 @@
 //! round), and property tests that any tiered workload drains with both pools free.
 
 use candela_core::{
-    CacheConfig, FinishReason, NewRequest, Request, RequestId, RequestStatus, SampledToken,
-    SamplingParams, Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy, ServiceTier,
-    TierCaps,
+    FinishReason, NewRequest, Request, RequestId, RequestStatus, SamplingParams, Scheduler,
+    SchedulerConfig, SchedulingPolicy, ServiceTier, TierCaps,
 };
 use proptest::prelude::*;
 
+mod common;
+use common::{cache, config, step};
+
 use ServiceTier::{Default as Online, Flex, Priority};
-
-fn config(max_seqs: usize, budget: usize) -> SchedulerConfig {
-    SchedulerConfig {
-        max_num_seqs: max_seqs,
-        max_num_batched_tokens: budget,
-        max_model_len: 64,
-        enable_chunked_prefill: true,
-        policy: SchedulingPolicy::Fcfs,
-        delay_factor: 0.0,
-        max_waiting: 100,
-        eos_token_ids: vec![0],
-        num_lookahead_tokens: 0,
-        max_loras: 0,
-        max_num_seqs_per_tier: TierCaps::default(),
-    }
-}
-
-fn cache(device: usize, host: usize) -> CacheConfig {
-    CacheConfig {
-        block_size: 4,
-        num_device_blocks: device,
-        num_host_blocks: host,
-        enable_prefix_caching: true,
-    }
-}
 
 fn request(id: RequestId, tier: ServiceTier, prompt_len: usize, out: usize) -> NewRequest {
     NewRequest {
@@ -49,24 +26,6 @@ fn request(id: RequestId, tier: ServiceTier, prompt_len: usize, out: usize) -> N
         arrival_time: id as f64,
         lora: None,
     }
-}
-
-fn step(s: &mut Scheduler, t: f64) -> SchedulerOutput {
-    let out = s.schedule(t);
-    let sampled: Vec<SampledToken> = out
-        .scheduled
-        .iter()
-        .filter(|r| r.sample)
-        .map(|r| SampledToken {
-            id: r.id,
-            token: 7,
-            logprobs: None,
-            forced_end: false,
-        })
-        .collect();
-    s.update_from_output(&sampled, t);
-    s.check_invariants().unwrap();
-    out
 }
 
 /// Steps until idle; the finished requests by id.
