@@ -11,6 +11,11 @@
 #   scripts/make-test-certs.sh OUT [NAME...]
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 OUT [DNS-NAME...]" >&2; exit 2; }
+if ! command -v openssl >/dev/null; then
+  echo "make-test-certs: installing openssl (Debian package)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null; }
+fi
 out=$1
 shift
 mkdir -p "$out"
