@@ -9,36 +9,19 @@
 use std::collections::HashMap;
 
 use candela_core::{
-    BlockId, CacheConfig, FinishReason, NewRequest, RequestId, RequestStatus, SampledToken,
-    SamplingParams, Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy,
-    SpecDecodingStats,
+    BlockId, FinishReason, NewRequest, RequestId, RequestStatus, SampledToken, SamplingParams,
+    Scheduler, SchedulerConfig, SchedulerOutput, SpecDecodingStats,
 };
 use proptest::prelude::*;
 
-const BLOCK: usize = 4;
+mod common;
+use common::{BLOCK, cache};
 
+/// The shared small configuration with a context of `max_model_len` tokens.
 fn config(max_seqs: usize, budget: usize, max_model_len: usize) -> SchedulerConfig {
     SchedulerConfig {
-        max_num_seqs: max_seqs,
-        max_num_batched_tokens: budget,
         max_model_len,
-        enable_chunked_prefill: true,
-        policy: SchedulingPolicy::Fcfs,
-        delay_factor: 0.0,
-        max_waiting: 100,
-        eos_token_ids: vec![0],
-        num_lookahead_tokens: 0,
-        max_loras: 0,
-        max_num_seqs_per_tier: candela_core::TierCaps::default(),
-    }
-}
-
-fn cache(device: usize, host: usize) -> CacheConfig {
-    CacheConfig {
-        block_size: BLOCK,
-        num_device_blocks: device,
-        num_host_blocks: host,
-        enable_prefix_caching: true,
+        ..common::config(max_seqs, budget)
     }
 }
 

@@ -1,10 +1,16 @@
 //! What the scheduler suites share: a small configuration, a pool of 4-token blocks and a
 //! step that samples every token asked for and checks the invariants.
 
+// Each suite compiles this module on its own and uses a part of it.
+#![allow(dead_code)]
+
 use candela_core::{
     CacheConfig, SampledToken, Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy,
     TierCaps,
 };
+
+/// Tokens per KV block.
+pub const BLOCK: usize = 4;
 
 /// `max_seqs` sequences, a `budget` of tokens per step, 64-token contexts, chunked prefill,
 /// fcfs, EOS token 0.
@@ -24,10 +30,10 @@ pub fn config(max_seqs: usize, budget: usize) -> SchedulerConfig {
     }
 }
 
-/// `device` and `host` blocks of 4 tokens, prefix caching on.
+/// `device` and `host` blocks of [`BLOCK`] tokens, prefix caching on.
 pub fn cache(device: usize, host: usize) -> CacheConfig {
     CacheConfig {
-        block_size: 4,
+        block_size: BLOCK,
         num_device_blocks: device,
         num_host_blocks: host,
         enable_prefix_caching: true,
